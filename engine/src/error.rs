@@ -1,0 +1,164 @@
+//! The engine's error type. Every variant says what went wrong and where; corruption is its own
+//! variant, never folded into I/O.
+
+use std::path::PathBuf;
+
+use crate::mapping::{DocumentError, MappingError, QueryError};
+use crate::translog::TranslogError;
+use crate::types::{PrimaryTerm, SeqNo};
+
+/// Errors returned by the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// An I/O error on a file of the engine.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file of the engine holds bytes that cannot be what the engine wrote.
+    #[error("corrupted data in {path}: {reason}")]
+    Corrupted {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The translog failed.
+    #[error(transparent)]
+    Translog(#[from] TranslogError),
+    /// tantivy failed.
+    #[error("index error ({context}): {source}")]
+    Index {
+        /// What the engine was doing.
+        context: &'static str,
+        /// The underlying error.
+        #[source]
+        source: tantivy::TantivyError,
+    },
+    /// Optimistic concurrency control rejected a write (HTTP 409).
+    #[error("[{id}]: version conflict, {reason}")]
+    VersionConflict {
+        /// The document id.
+        id: String,
+        /// Why, in Elasticsearch's words.
+        reason: String,
+    },
+    /// The document does not exist.
+    #[error("document [{id}] not found")]
+    DocumentNotFound {
+        /// The document id.
+        id: String,
+    },
+    /// The requested operations are no longer (or not) in the shard's history.
+    #[error(
+        "Operations are no longer available for replicating. Requested operations \
+         [{from}, {to}] but operation [{missing}] is missing; maybe increase the retention lease \
+         period setting [index.soft_deletes.retention_lease.period]?"
+    )]
+    MissingHistory {
+        /// First requested sequence number.
+        from: SeqNo,
+        /// Last requested sequence number.
+        to: SeqNo,
+        /// The first sequence number not found.
+        missing: SeqNo,
+    },
+    /// A document does not fit the index's mappings.
+    #[error(transparent)]
+    Document(#[from] DocumentError),
+    /// Invalid mappings.
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    /// Invalid query.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// A retention lease operation was refused.
+    #[error("{0}")]
+    RetentionLease(String),
+    /// An argument is invalid.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No index of that name.
+    #[error("no such index [{name}]")]
+    IndexNotFound {
+        /// The index name.
+        name: String,
+    },
+    /// An index of that name exists already.
+    #[error("index [{name}] already exists")]
+    IndexAlreadyExists {
+        /// The index name.
+        name: String,
+    },
+    /// Direct writes are refused because the shard follows a leader.
+    #[error("a follower index does not accept direct writes: {0}")]
+    ReadOnlyFollower(String),
+    /// An operation of an older primary term arrived after a newer one was seen.
+    #[error("operation primary term [{operation}] is below the shard's primary term [{shard}]")]
+    StalePrimaryTerm {
+        /// The operation's term.
+        operation: PrimaryTerm,
+        /// The shard's current term.
+        shard: PrimaryTerm,
+    },
+    /// The engine was closed, or failed earlier and must be reopened.
+    #[error("engine is closed: {0}")]
+    Closed(String),
+}
+
+/// Result alias of the engine.
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+impl EngineError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        EngineError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn index(context: &'static str, source: tantivy::TantivyError) -> Self {
+        EngineError::Index { context, source }
+    }
+
+    /// The HTTP status Elasticsearch would answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            EngineError::VersionConflict { .. } => 409,
+            EngineError::DocumentNotFound { .. } | EngineError::IndexNotFound { .. } => 404,
+            EngineError::IndexAlreadyExists { .. }
+            | EngineError::Document(_)
+            | EngineError::Mapping(_)
+            | EngineError::Query(_)
+            | EngineError::InvalidArgument(_)
+            | EngineError::RetentionLease(_)
+            | EngineError::MissingHistory { .. } => 400,
+            EngineError::ReadOnlyFollower(_) => 403,
+            _ => 500,
+        }
+    }
+
+    /// The Elasticsearch exception type name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EngineError::VersionConflict { .. } => "version_conflict_engine_exception",
+            EngineError::DocumentNotFound { .. } => "document_missing_exception",
+            EngineError::IndexNotFound { .. } => "index_not_found_exception",
+            EngineError::IndexAlreadyExists { .. } => "resource_already_exists_exception",
+            EngineError::Document(_) => "document_parsing_exception",
+            EngineError::Mapping(_) => "mapper_parsing_exception",
+            EngineError::Query(_) => "query_shard_exception",
+            EngineError::MissingHistory { .. } => "resource_not_found_exception",
+            EngineError::ReadOnlyFollower(_) => "cluster_block_exception",
+            EngineError::RetentionLease(_) => "retention_lease_exception",
+            EngineError::InvalidArgument(_) => "illegal_argument_exception",
+            EngineError::Corrupted { .. }
+            | EngineError::Translog(TranslogError::Corrupted { .. }) => "corrupt_index_exception",
+            _ => "engine_exception",
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Reading the soft-delete history out of tantivy segments.
+//!
+//! Every operation is one document; updated, deleted, stale and no-op documents are deleted in
+//! tantivy but stay in their segment (readable by doc id, fast fields included) until a merge
+//! drops them. This module owns the per-segment view of that history:
+//!
+//! - [`SegmentHistory`]: the meta-field columns of one segment and its (seq_no -> doc) order,
+//!   built once per segment (segments are immutable; merges produce new segment ids). A segment
+//!   written by one indexing thread is already in seq_no order and needs no permutation; a merged
+//!   segment gets a sorted permutation.
+//! - [`HistoryCache`]: those views by segment id, pruned to the live segments on each refresh.
+//! - [`lookup_latest`]: the latest operation on a document id, *including deleted documents*, so
+//!   the follower path can tell a stale operation from a new one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tantivy::columnar::Column;
+use tantivy::index::SegmentId;
+use tantivy::postings::Postings;
+use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::{DocId, DocSet, Searcher, SegmentReader, TantivyDocument, Term, TERMINATED};
+
+use crate::error::{EngineError, Result};
+use crate::mapping::{IndexSchema, OP_TYPE_FIELD, PRIMARY_TERM_FIELD, SEQ_NO_FIELD, VERSION_FIELD};
+use crate::record;
+use crate::types::{OpType, Operation, PrimaryTerm, SeqNo};
+
+/// The history view of one segment.
+pub struct SegmentHistory {
+    /// `_seq_no` column.
+    pub seq_nos: Column<u64>,
+    primary_terms: Column<u64>,
+    versions: Column<u64>,
+    op_types: Column<u64>,
+    /// `(seq_no, doc)` sorted by seq_no, or `None` when doc order already is seq_no order.
+    permutation: Option<Vec<(u64, DocId)>>,
+    max_doc: DocId,
+    /// Largest seq_no among deleted docs, and the number of deleted docs it was computed for.
+    max_deleted: Mutex<Option<(u32, Option<u64>)>>,
+}
+
+impl SegmentHistory {
+    fn open(segment: &SegmentReader) -> Result<SegmentHistory> {
+        let fast_fields = segment.fast_fields();
+        let column = |name: &str| {
+            fast_fields
+                .u64(name)
+                .map_err(|error| EngineError::index("opening a history column", error))
+        };
+        let seq_nos = column(SEQ_NO_FIELD)?;
+        let max_doc = segment.max_doc();
+        let mut sorted = true;
+        let mut previous: Option<u64> = None;
+        for doc in 0..max_doc {
+            let seq_no = seq_nos.first(doc);
+            if seq_no.is_none() || (previous.is_some() && seq_no <= previous) {
+                sorted = false;
+                break;
+            }
+            previous = seq_no;
+        }
+        let permutation = if sorted {
+            None
+        } else {
+            let mut pairs: Vec<(u64, DocId)> = (0..max_doc)
+                .filter_map(|doc| seq_nos.first(doc).map(|seq_no| (seq_no, doc)))
+                .collect();
+            pairs.sort_unstable();
+            Some(pairs)
+        };
+        Ok(SegmentHistory {
+            primary_terms: column(PRIMARY_TERM_FIELD)?,
+            versions: column(VERSION_FIELD)?,
+            op_types: column(OP_TYPE_FIELD)?,
+            seq_nos,
+            permutation,
+            max_doc,
+            max_deleted: Mutex::new(None),
+        })
+    }
+
+    /// Appends `(seq_no, doc)` for every document with a seq_no in `[from, to]`, in seq_no order.
+    pub fn docs_in_range(&self, from: u64, to: u64, out: &mut Vec<(u64, DocId)>) {
+        if self.max_doc == 0 || self.seq_nos.max_value() < from || self.seq_nos.min_value() > to {
+            return;
+        }
+        match &self.permutation {
+            Some(pairs) => {
+                let start = pairs.partition_point(|(seq_no, _)| *seq_no < from);
+                out.extend(
+                    pairs[start..]
+                        .iter()
+                        .take_while(|(seq_no, _)| *seq_no <= to)
+                        .copied(),
+                );
+            }
+            None => {
+                let seq_no_of = |doc: DocId| self.seq_nos.first(doc).unwrap_or(u64::MAX);
+                let (mut low, mut high) = (0, self.max_doc);
+                while low < high {
+                    let middle = low + (high - low) / 2;
+                    if seq_no_of(middle) < from {
+                        low = middle + 1;
+                    } else {
+                        high = middle;
+                    }
+                }
+                for doc in low..self.max_doc {
+                    let seq_no = seq_no_of(doc);
+                    if seq_no > to {
+                        break;
+                    }
+                    out.push((seq_no, doc));
+                }
+            }
+        }
+    }
+
+    /// The meta fields of `doc`.
+    pub fn meta(&self, doc: DocId) -> Result<(SeqNo, PrimaryTerm, u64, OpType)> {
+        let missing = |what: &str| EngineError::Corrupted {
+            path: "segment".into(),
+            reason: format!("document {doc} has no {what}"),
+        };
+        let seq_no = self.seq_nos.first(doc).ok_or_else(|| missing("_seq_no"))?;
+        let term = self
+            .primary_terms
+            .first(doc)
+            .ok_or_else(|| missing("_primary_term"))?;
+        let version = self
+            .versions
+            .first(doc)
+            .ok_or_else(|| missing("_version"))?;
+        let code = self
+            .op_types
+            .first(doc)
+            .ok_or_else(|| missing("_op_type"))?;
+        let op_type = OpType::from_code(code).ok_or_else(|| missing("valid _op_type"))?;
+        Ok((SeqNo(seq_no as i64), PrimaryTerm(term), version, op_type))
+    }
+
+    /// The largest seq_no among the deleted documents of the segment (`None` if none is
+    /// deleted). Computed once per number of deleted docs (deletes only grow).
+    pub fn max_deleted_seq_no(&self, segment: &SegmentReader) -> Option<u64> {
+        let num_deleted = segment.num_deleted_docs();
+        let mut cached = self.max_deleted.lock();
+        if let Some((count, value)) = *cached {
+            if count == num_deleted {
+                return value;
+            }
+        }
+        let value = if num_deleted == 0 {
+            None
+        } else {
+            (0..self.max_doc)
+                .filter(|doc| segment.is_deleted(*doc))
+                .filter_map(|doc| self.seq_nos.first(doc))
+                .max()
+        };
+        *cached = Some((num_deleted, value));
+        value
+    }
+}
+
+/// [`SegmentHistory`] views by segment id.
+#[derive(Default)]
+pub struct HistoryCache {
+    segments: Mutex<HashMap<SegmentId, Arc<SegmentHistory>>>,
+}
+
+impl HistoryCache {
+    /// The view of `segment`, built on first use.
+    pub fn get(&self, segment: &SegmentReader) -> Result<Arc<SegmentHistory>> {
+        let id = segment.segment_id();
+        if let Some(found) = self.segments.lock().get(&id) {
+            return Ok(found.clone());
+        }
+        // Built outside the lock: building may scan the whole segment.
+        let built = Arc::new(SegmentHistory::open(segment)?);
+        Ok(self.segments.lock().entry(id).or_insert(built).clone())
+    }
+
+    /// Forgets segments that `searcher` no longer holds.
+    pub fn retain(&self, searcher: &Searcher) {
+        let live: Vec<SegmentId> = searcher
+            .segment_readers()
+            .iter()
+            .map(SegmentReader::segment_id)
+            .collect();
+        self.segments.lock().retain(|id, _| live.contains(id));
+    }
+}
+
+/// The latest operation on a document id found in a reader.
+#[derive(Clone, Copy, Debug)]
+pub struct IndexedVersion {
+    /// Sequence number of the latest operation on the id.
+    pub seq_no: SeqNo,
+    /// Its primary term.
+    pub primary_term: PrimaryTerm,
+    /// The document version after it.
+    pub version: u64,
+    /// Index or delete.
+    pub op_type: OpType,
+    /// Where it lives: (segment ordinal, doc id).
+    pub address: tantivy::DocAddress,
+    /// True when the document is live (not deleted in tantivy).
+    pub alive: bool,
+}
+
+/// Finds the operation with the highest seq_no on `id` among all documents (deleted included).
+pub fn lookup_latest(
+    searcher: &Searcher,
+    schema: &IndexSchema,
+    cache: &HistoryCache,
+    id: &str,
+) -> Result<Option<IndexedVersion>> {
+    let term = Term::from_field_text(schema.id, id);
+    let mut best: Option<IndexedVersion> = None;
+    for (ordinal, segment) in searcher.segment_readers().iter().enumerate() {
+        let inverted = segment
+            .inverted_index(schema.id)
+            .map_err(|error| EngineError::index("opening the _id index", error))?;
+        let postings = inverted
+            .read_postings(&term, IndexRecordOption::Basic)
+            .map_err(|error| EngineError::io("segment postings", error))?;
+        let Some(mut postings) = postings else {
+            continue;
+        };
+        let history = cache.get(segment)?;
+        let mut doc = postings.doc();
+        while doc != TERMINATED {
+            let (seq_no, primary_term, version, op_type) = history.meta(doc)?;
+            if best.is_none_or(|found| seq_no > found.seq_no) {
+                best = Some(IndexedVersion {
+                    seq_no,
+                    primary_term,
+                    version,
+                    op_type,
+                    address: tantivy::DocAddress::new(ordinal as u32, doc),
+                    alive: !segment.is_deleted(doc),
+                });
+            }
+            doc = postings.advance();
+        }
+        let _ = postings.term_freq();
+    }
+    Ok(best)
+}
+
+/// Reads the `_record` stored bytes of a document.
+pub fn read_record(
+    store: &tantivy::store::StoreReader,
+    schema: &IndexSchema,
+    doc: DocId,
+) -> Result<Vec<u8>> {
+    let document: TantivyDocument = store
+        .get(doc)
+        .map_err(|error| EngineError::index("reading a stored document", error))?;
+    let bytes = document
+        .get_first(schema.record)
+        .and_then(|value| value.as_bytes())
+        .ok_or_else(|| EngineError::Corrupted {
+            path: "segment".into(),
+            reason: format!("document {doc} has no _record"),
+        })?;
+    Ok(bytes.to_vec())
+}
+
+/// Rebuilds the operation stored as `doc` of a segment.
+pub fn read_operation(
+    history: &SegmentHistory,
+    store: &tantivy::store::StoreReader,
+    schema: &IndexSchema,
+    doc: DocId,
+) -> Result<Operation> {
+    let (seq_no, primary_term, version, op_type) = history.meta(doc)?;
+    let bytes = read_record(store, schema, doc)?;
+    let (id, body) = record::split_id(&bytes).map_err(corrupted)?;
+    record::operation_from_parts(seq_no, primary_term, version, op_type, id, body)
+        .map_err(corrupted)
+}
+
+fn corrupted(error: record::RecordError) -> EngineError {
+    EngineError::Corrupted {
+        path: "segment".into(),
+        reason: error.to_string(),
+    }
+}

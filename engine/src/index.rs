@@ -1,0 +1,682 @@
+//! `Index`: N shards fixed at creation, with settings, mappings, routing by `_id` and search
+//! across shards.
+//!
+//! On disk: `<dir>/index_metadata.json` (name, uuid, settings, mappings and their versions,
+//! replaced atomically on every change) and one shard directory per shard, `<dir>/<shard>/`.
+//! Routing is `fnv1a64(_id) mod number_of_shards`: stable across processes and versions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tantivy::collector::{Count, TopDocs};
+
+use crate::error::{EngineError, Result};
+use crate::history::read_record;
+use crate::leases::write_file_atomically;
+use crate::mapper::{DocumentMapper, MappingListener};
+use crate::mapping::Mappings;
+use crate::record;
+use crate::shard::{
+    DeleteRequest, Durability, GetResult, IndexRequest, ShardConfig, ShardEngine, WriteRequest,
+    WriteResult,
+};
+use crate::types::PrimaryTerm;
+
+/// The file holding an index's metadata.
+pub const INDEX_METADATA_FILE: &str = "index_metadata.json";
+/// Most shards an index may have.
+pub const MAX_SHARDS: u32 = 1024;
+
+/// Index settings, with Elasticsearch's names and defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexSettings {
+    /// `index.number_of_shards` (default 1).
+    pub number_of_shards: u32,
+    /// `index.number_of_replicas` (accepted and kept; a Tandem node holds one copy).
+    pub number_of_replicas: u32,
+    /// `index.refresh_interval` in milliseconds; `None` for `-1` (refresh on demand only).
+    pub refresh_interval_millis: Option<u64>,
+    /// `index.translog.durability`: true for `request` (default), false for `async`.
+    pub durability_request: bool,
+    /// `index.translog.sync_interval` in milliseconds (default 5s), used by `async`.
+    pub translog_sync_interval_millis: u64,
+    /// `index.soft_deletes.retention_lease.period` in milliseconds (default 12h).
+    pub retention_lease_period_millis: u64,
+    /// `index.soft_deletes.retention.operations` (default 0).
+    pub retention_operations: u64,
+}
+
+impl Default for IndexSettings {
+    fn default() -> Self {
+        IndexSettings {
+            number_of_shards: 1,
+            number_of_replicas: 1,
+            refresh_interval_millis: Some(1000),
+            durability_request: true,
+            translog_sync_interval_millis: 5000,
+            retention_lease_period_millis: 12 * 3600 * 1000,
+            retention_operations: 0,
+        }
+    }
+}
+
+impl IndexSettings {
+    /// Parses Elasticsearch settings: `{"index": {...}}`, `{"number_of_shards": 1}` or flat
+    /// dotted keys (`"index.number_of_shards": "1"`). Unknown settings are an error.
+    pub fn from_es_json(body: &Value) -> Result<IndexSettings> {
+        let mut settings = IndexSettings::default();
+        settings.apply_es_json(body, true)?;
+        Ok(settings)
+    }
+
+    /// Applies a settings update; `creating` allows the settings fixed at creation.
+    pub fn apply_es_json(&mut self, body: &Value, creating: bool) -> Result<()> {
+        let mut flat = BTreeMap::new();
+        flatten("", body, &mut flat)?;
+        for (key, value) in flat {
+            let key = key.strip_prefix("index.").unwrap_or(&key).to_string();
+            let text = match &value {
+                Value::String(text) => text.clone(),
+                Value::Number(number) => number.to_string(),
+                Value::Bool(flag) => flag.to_string(),
+                other => other.to_string(),
+            };
+            let invalid = |why: &str| {
+                EngineError::InvalidArgument(format!(
+                    "failed to parse value [{text}] for setting [index.{key}]: {why}"
+                ))
+            };
+            match key.as_str() {
+                "number_of_shards" => {
+                    if !creating {
+                        return Err(EngineError::InvalidArgument(
+                            "final index setting [index.number_of_shards], not updateable".to_string(),
+                        ));
+                    }
+                    let shards: u32 = text.parse().map_err(|_| invalid("not an integer"))?;
+                    if shards == 0 || shards > MAX_SHARDS {
+                        return Err(invalid(&format!("must be between 1 and {MAX_SHARDS}")));
+                    }
+                    self.number_of_shards = shards;
+                }
+                "number_of_replicas" => {
+                    self.number_of_replicas = text.parse().map_err(|_| invalid("not an integer"))?
+                }
+                "refresh_interval" => {
+                    self.refresh_interval_millis = if text == "-1" {
+                        None
+                    } else {
+                        Some(parse_time_millis(&text).ok_or_else(|| invalid("not a time value"))?)
+                    }
+                }
+                "translog.durability" => {
+                    self.durability_request = match text.to_ascii_lowercase().as_str() {
+                        "request" => true,
+                        "async" => false,
+                        _ => return Err(invalid("expected [request] or [async]")),
+                    }
+                }
+                "translog.sync_interval" => {
+                    self.translog_sync_interval_millis =
+                        parse_time_millis(&text).ok_or_else(|| invalid("not a time value"))?
+                }
+                "soft_deletes.retention_lease.period" => {
+                    self.retention_lease_period_millis =
+                        parse_time_millis(&text).ok_or_else(|| invalid("not a time value"))?
+                }
+                "soft_deletes.retention.operations" => {
+                    self.retention_operations = text.parse().map_err(|_| invalid("not an integer"))?
+                }
+                "soft_deletes.enabled" if text == "true" => {}
+                "uuid" | "provided_name" | "creation_date" | "version.created" if creating => {}
+                _ => {
+                    return Err(EngineError::InvalidArgument(format!(
+                        "unknown setting [index.{key}] please check that any required plugins are installed, or check the breaking changes documentation for removed settings"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings as Elasticsearch shows them (`{"index": {...}}`, values as strings).
+    pub fn to_es_json(&self) -> Value {
+        serde_json::json!({
+            "index": {
+                "number_of_shards": self.number_of_shards.to_string(),
+                "number_of_replicas": self.number_of_replicas.to_string(),
+                "refresh_interval": self.refresh_interval_millis.map_or("-1".to_string(), |ms| format!("{ms}ms")),
+                "translog": {
+                    "durability": if self.durability_request { "request" } else { "async" },
+                    "sync_interval": format!("{}ms", self.translog_sync_interval_millis),
+                },
+                "soft_deletes": {
+                    "enabled": "true",
+                    "retention_lease": { "period": format!("{}ms", self.retention_lease_period_millis) },
+                    "retention": { "operations": self.retention_operations.to_string() },
+                },
+            }
+        })
+    }
+
+    /// The shard configuration these settings describe.
+    pub fn shard_config(&self) -> ShardConfig {
+        ShardConfig {
+            durability: if self.durability_request {
+                Durability::Request
+            } else {
+                Durability::Async {
+                    interval: Duration::from_millis(self.translog_sync_interval_millis.max(1)),
+                }
+            },
+            refresh_interval: self.refresh_interval_millis.map(Duration::from_millis),
+            retention_lease_period: Duration::from_millis(self.retention_lease_period_millis),
+            retention_operations: self.retention_operations,
+            ..ShardConfig::default()
+        }
+    }
+}
+
+fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) -> Result<()> {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let key = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(&key, child, out)?;
+            }
+            Ok(())
+        }
+        Value::Null if prefix.is_empty() => Ok(()),
+        _ if prefix.is_empty() => Err(EngineError::InvalidArgument(
+            "index settings must be a JSON object".to_string(),
+        )),
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+            Ok(())
+        }
+    }
+}
+
+/// Parses an Elasticsearch time value (`500ms`, `1s`, `5m`, `12h`, `1d`, or bare
+/// milliseconds) into milliseconds.
+pub fn parse_time_millis(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor = match unit {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+/// What is persisted about an index.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IndexMetadata {
+    /// Index name.
+    pub name: String,
+    /// Index uuid (new for every created index).
+    pub uuid: String,
+    /// Settings.
+    pub settings: IndexSettings,
+    /// Mappings.
+    pub mappings: Mappings,
+    /// Grows with every mapping change.
+    pub mapping_version: u64,
+    /// Grows with every settings change.
+    pub settings_version: u64,
+    /// Grows with every alias change.
+    pub aliases_version: u64,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub creation_date_millis: u64,
+}
+
+/// One search hit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchHit {
+    /// Document id.
+    pub id: String,
+    /// Relevance score.
+    pub score: f32,
+    /// The document's `_source` (JSON bytes).
+    pub source: Vec<u8>,
+}
+
+/// The result of a search.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchResult {
+    /// Number of matching documents.
+    pub total_hits: u64,
+    /// The best hits, by descending score.
+    pub hits: Vec<SearchHit>,
+    /// Highest score, if any hit.
+    pub max_score: Option<f32>,
+}
+
+/// An index: its metadata and shards.
+pub struct Index {
+    dir: PathBuf,
+    metadata: Arc<RwLock<IndexMetadata>>,
+    mapper: Arc<DocumentMapper>,
+    shards: Vec<ShardEngine>,
+}
+
+fn validate_index_name(name: &str) -> Result<()> {
+    let invalid =
+        |why: &str| EngineError::InvalidArgument(format!("Invalid index name [{name}], {why}"));
+    if name.is_empty() {
+        return Err(invalid("must not be empty"));
+    }
+    if name != name.to_lowercase() {
+        return Err(invalid("must be lowercase"));
+    }
+    if name.starts_with(['_', '-', '+']) {
+        return Err(invalid("must not start with '_', '-', or '+'"));
+    }
+    if name == "." || name == ".." {
+        return Err(invalid("must not be '.' or '..'"));
+    }
+    if name.len() > 255 {
+        return Err(invalid("index name is too long"));
+    }
+    if let Some(bad) = name.chars().find(|c| r#"\/*?"<>| ,#:"#.contains(*c)) {
+        return Err(invalid(&format!("must not contain the character [{bad}]")));
+    }
+    Ok(())
+}
+
+fn metadata_listener(dir: PathBuf, metadata: Arc<RwLock<IndexMetadata>>) -> MappingListener {
+    Box::new(move |mappings, version| {
+        let mut updated = metadata.read().clone();
+        updated.mappings = mappings.clone();
+        updated.mapping_version = version;
+        persist_metadata(&dir, &updated)?;
+        *metadata.write() = updated;
+        Ok(())
+    })
+}
+
+fn persist_metadata(dir: &Path, metadata: &IndexMetadata) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(metadata)
+        .map_err(|e| EngineError::InvalidArgument(format!("cannot encode index metadata: {e}")))?;
+    write_file_atomically(dir, INDEX_METADATA_FILE, &bytes)
+}
+
+impl Index {
+    /// Creates an index in `dir` (which must not exist yet) from Elasticsearch settings and
+    /// mappings bodies.
+    pub fn create(dir: &Path, name: &str, settings: &Value, mappings: &Value) -> Result<Index> {
+        validate_index_name(name)?;
+        let settings = IndexSettings::from_es_json(settings)?;
+        let mappings = Mappings::from_es_json(mappings)?;
+        Self::create_with(
+            dir,
+            name,
+            &uuid::Uuid::new_v4().to_string(),
+            settings,
+            mappings,
+            false,
+        )
+    }
+
+    /// Creates an index with the given parts; `follower` shards refuse direct writes.
+    pub fn create_with(
+        dir: &Path,
+        name: &str,
+        uuid: &str,
+        settings: IndexSettings,
+        mappings: Mappings,
+        follower: bool,
+    ) -> Result<Index> {
+        validate_index_name(name)?;
+        if dir.join(INDEX_METADATA_FILE).exists() {
+            return Err(EngineError::IndexAlreadyExists {
+                name: name.to_string(),
+            });
+        }
+        std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+        let metadata = IndexMetadata {
+            name: name.to_string(),
+            uuid: uuid.to_string(),
+            settings: settings.clone(),
+            mappings,
+            mapping_version: 1,
+            settings_version: 1,
+            aliases_version: 1,
+            creation_date_millis: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        };
+        let metadata = Arc::new(RwLock::new(metadata));
+        let mapper = Arc::new(DocumentMapper::new(
+            metadata.read().mappings.clone(),
+            1,
+            Some(metadata_listener(dir.to_path_buf(), metadata.clone())),
+        ));
+        let mut config = settings.shard_config();
+        config.follower = follower;
+        let mut shards = Vec::new();
+        for shard in 0..settings.number_of_shards {
+            shards.push(ShardEngine::create(
+                &dir.join(shard.to_string()),
+                mapper.clone(),
+                config.clone(),
+                PrimaryTerm(1),
+            )?);
+        }
+        // The metadata file is written last: its presence marks a complete index.
+        persist_metadata(dir, &metadata.read())?;
+        Ok(Index {
+            dir: dir.to_path_buf(),
+            metadata,
+            mapper,
+            shards,
+        })
+    }
+
+    /// Opens the index in `dir`.
+    pub fn open(dir: &Path) -> Result<Index> {
+        let path = dir.join(INDEX_METADATA_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
+        let metadata: IndexMetadata =
+            serde_json::from_slice(&bytes).map_err(|e| EngineError::Corrupted {
+                path: path.clone(),
+                reason: format!("invalid index metadata: {e}"),
+            })?;
+        let config = metadata.settings.shard_config();
+        let shard_count = metadata.settings.number_of_shards;
+        let version = metadata.mapping_version;
+        let metadata = Arc::new(RwLock::new(metadata));
+        let mapper = Arc::new(DocumentMapper::new(
+            metadata.read().mappings.clone(),
+            version,
+            Some(metadata_listener(dir.to_path_buf(), metadata.clone())),
+        ));
+        let mut shards = Vec::new();
+        for shard in 0..shard_count {
+            let shard_dir = dir.join(shard.to_string());
+            let mut config = config.clone();
+            // A shard remembers whether it follows through its own open; see `set_follower`.
+            config.follower = shard_dir.join("follower").exists();
+            shards.push(ShardEngine::open(&shard_dir, mapper.clone(), config)?);
+        }
+        Ok(Index {
+            dir: dir.to_path_buf(),
+            metadata,
+            mapper,
+            shards,
+        })
+    }
+
+    /// Index directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A copy of the metadata.
+    pub fn metadata(&self) -> IndexMetadata {
+        self.metadata.read().clone()
+    }
+
+    /// Index name.
+    pub fn name(&self) -> String {
+        self.metadata.read().name.clone()
+    }
+
+    /// The shards, by shard number.
+    pub fn shards(&self) -> &[ShardEngine] {
+        &self.shards
+    }
+
+    /// The document mapper shared by the shards.
+    pub fn mapper(&self) -> &Arc<DocumentMapper> {
+        &self.mapper
+    }
+
+    /// The shard number that holds `id`.
+    pub fn shard_for(&self, id: &str) -> usize {
+        route(id, self.shards.len())
+    }
+
+    /// Marks every shard as a follower (refusing direct writes) or not; persisted.
+    pub fn set_follower(&self, follower: bool) -> Result<()> {
+        for shard in &self.shards {
+            let marker = shard.dir().join("follower");
+            if follower {
+                write_file_atomically(shard.dir(), "follower", b"1")?;
+            } else if marker.exists() {
+                std::fs::remove_file(&marker).map_err(|e| EngineError::io(&marker, e))?;
+                crate::leases::sync_dir(shard.dir())?;
+            }
+            shard.set_follower(follower);
+        }
+        Ok(())
+    }
+
+    /// Indexes one document.
+    pub fn index(&self, request: IndexRequest) -> Result<WriteResult> {
+        self.shards[self.shard_for(&request.id)].index(request)
+    }
+
+    /// Deletes one document.
+    pub fn delete(&self, request: DeleteRequest) -> Result<WriteResult> {
+        self.shards[self.shard_for(&request.id)].delete(request)
+    }
+
+    /// Reads one document (real-time).
+    pub fn get(&self, id: &str) -> Result<Option<GetResult>> {
+        self.shards[self.shard_for(id)].get(id)
+    }
+
+    /// Applies a bulk: items are grouped per shard, results come back in request order.
+    pub fn bulk(&self, requests: Vec<WriteRequest>) -> Vec<Result<WriteResult>> {
+        let mut per_shard: Vec<Vec<(usize, WriteRequest)>> =
+            (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for (position, request) in requests.into_iter().enumerate() {
+            let id = match &request {
+                WriteRequest::Index(index) => &index.id,
+                WriteRequest::Delete(delete) => &delete.id,
+            };
+            per_shard[self.shard_for(id)].push((position, request));
+        }
+        let mut results: Vec<Option<Result<WriteResult>>> = Vec::new();
+        for (shard, items) in per_shard.into_iter().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            let (positions, requests): (Vec<usize>, Vec<WriteRequest>) = items.into_iter().unzip();
+            for (position, result) in positions.into_iter().zip(self.shards[shard].bulk(requests)) {
+                if results.len() <= position {
+                    results.resize_with(position + 1, || None);
+                }
+                results[position] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(EngineError::InvalidArgument("bulk item lost".to_string()))
+                })
+            })
+            .collect()
+    }
+
+    /// Refreshes every shard.
+    pub fn refresh(&self) -> Result<()> {
+        self.shards.iter().try_for_each(ShardEngine::refresh)
+    }
+
+    /// Live documents in the last refreshed readers.
+    pub fn doc_count(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| shard.searcher().num_docs())
+            .sum()
+    }
+
+    /// Merges an Elasticsearch mapping update.
+    pub fn put_mapping(&self, body: &Value) -> Result<bool> {
+        self.mapper.merge(body)
+    }
+
+    /// Applies a settings update (bumps `settings_version` when something changed). Dynamic
+    /// settings take effect when the shards are reopened.
+    pub fn update_settings(&self, body: &Value) -> Result<bool> {
+        let mut metadata = self.metadata.write();
+        let mut updated = metadata.clone();
+        updated.settings.apply_es_json(body, false)?;
+        if updated.settings == metadata.settings {
+            return Ok(false);
+        }
+        updated.settings_version += 1;
+        persist_metadata(&self.dir, &updated)?;
+        *metadata = updated;
+        Ok(true)
+    }
+
+    /// Searches every shard with an Elasticsearch `q=` query string; `from` + `size` paginate.
+    pub fn search(&self, query: &str, from: usize, size: usize) -> Result<SearchResult> {
+        let mappings = self.mapper.mappings();
+        let Some(first) = self.shards.first() else {
+            return Ok(SearchResult {
+                total_hits: 0,
+                hits: Vec::new(),
+                max_score: None,
+            });
+        };
+        let query =
+            self.mapper
+                .schema()
+                .parse_query_string(first.tantivy_index(), &mappings, query)?;
+        let wanted = from.saturating_add(size);
+        let mut total_hits = 0u64;
+        let mut candidates = Vec::new();
+        for (shard_number, shard) in self.shards.iter().enumerate() {
+            let searcher = shard.searcher();
+            let collector = (TopDocs::with_limit(wanted.max(1)).order_by_score(), Count);
+            let (top, count) = searcher
+                .search(&*query, &collector)
+                .map_err(|e| EngineError::index("searching", e))?;
+            total_hits += count as u64;
+            candidates.extend(
+                top.into_iter()
+                    .map(|(score, address)| (score, shard_number, address)),
+            );
+        }
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let max_score = candidates.first().map(|candidate| candidate.0);
+        let mut hits = Vec::new();
+        for (score, shard_number, address) in candidates.into_iter().skip(from).take(size) {
+            let searcher = self.shards[shard_number].searcher();
+            let store = searcher
+                .segment_reader(address.segment_ord)
+                .get_store_reader(1)
+                .map_err(|e| EngineError::io("document store", e))?;
+            let bytes = read_record(&store, self.mapper.schema(), address.doc_id)?;
+            let (id, body) = record::split_id(&bytes).map_err(|e| EngineError::Corrupted {
+                path: self.dir.clone(),
+                reason: e.to_string(),
+            })?;
+            hits.push(SearchHit {
+                id: id.to_string(),
+                score,
+                source: body.to_vec(),
+            });
+        }
+        Ok(SearchResult {
+            total_hits,
+            hits,
+            max_score,
+        })
+    }
+
+    /// Closes every shard (fsync + commit).
+    pub fn close(self) -> Result<()> {
+        for shard in self.shards {
+            shard.close()?;
+        }
+        Ok(())
+    }
+}
+
+/// `fnv1a64(id) mod shards`: the shard of a document id.
+pub fn route(id: &str, shards: usize) -> usize {
+    assert!(shards > 0, "an index has at least one shard");
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in id.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % shards as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_values_parse() {
+        assert_eq!(parse_time_millis("1s"), Some(1000));
+        assert_eq!(parse_time_millis("500ms"), Some(500));
+        assert_eq!(parse_time_millis("12h"), Some(43_200_000));
+        assert_eq!(parse_time_millis("abc"), None);
+        assert_eq!(parse_time_millis("5x"), None);
+    }
+
+    #[test]
+    fn settings_parse_every_shape_and_reject_unknown() {
+        let nested =
+            IndexSettings::from_es_json(&serde_json::json!({"index": {"number_of_shards": 3}}))
+                .unwrap();
+        let flat = IndexSettings::from_es_json(&serde_json::json!({"index.number_of_shards": "3"}))
+            .unwrap();
+        let bare =
+            IndexSettings::from_es_json(&serde_json::json!({"number_of_shards": 3})).unwrap();
+        assert_eq!(nested.number_of_shards, 3);
+        assert_eq!(nested, flat);
+        assert_eq!(flat, bare);
+        assert!(IndexSettings::from_es_json(&serde_json::json!({"number_of_shards": 0})).is_err());
+        assert!(IndexSettings::from_es_json(&serde_json::json!({"index.bogus": 1})).is_err());
+        let mut settings = IndexSettings::default();
+        assert!(settings
+            .apply_es_json(&serde_json::json!({"number_of_shards": 2}), false)
+            .is_err());
+    }
+
+    #[test]
+    fn routing_is_stable_and_spreads() {
+        assert_eq!(route("a", 1), 0);
+        assert_eq!(route("doc-1", 5), route("doc-1", 5));
+        let mut counts = [0usize; 4];
+        for n in 0..4000 {
+            counts[route(&format!("doc-{n}"), 4)] += 1;
+        }
+        assert!(counts.iter().all(|count| *count > 800), "{counts:?}");
+    }
+
+    #[test]
+    fn index_names_are_validated() {
+        assert!(validate_index_name("server-metrics").is_ok());
+        for bad in ["", "Upper", "_x", "a/b", "a b", ".."] {
+            assert!(validate_index_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `DocumentMapper`: an index's mappings, shared by its shards, and the conversion of a JSON
+//! `_source` into a tantivy document.
+//!
+//! Dynamic fields discovered while parsing are added to the mappings (and the mapping version
+//! bumped and persisted through the index's listener) *before* the write that introduced them
+//! is applied, so an acknowledged document never depends on a mapping that was not saved.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tantivy::TantivyDocument;
+
+use crate::error::Result;
+use crate::mapping::{IndexSchema, Mappings};
+
+/// Called with the new mappings and version whenever they change; an error refuses the change.
+pub type MappingListener = Box<dyn Fn(&Mappings, u64) -> Result<()> + Send + Sync>;
+
+/// The mappings of one index and its tantivy schema.
+pub struct DocumentMapper {
+    schema: Arc<IndexSchema>,
+    mappings: RwLock<Mappings>,
+    version: AtomicU64,
+    listener: Option<MappingListener>,
+}
+
+impl DocumentMapper {
+    /// A mapper over `mappings` (at `version`); `listener` persists changes.
+    pub fn new(mappings: Mappings, version: u64, listener: Option<MappingListener>) -> Self {
+        DocumentMapper {
+            schema: Arc::new(IndexSchema::build(&mappings)),
+            mappings: RwLock::new(mappings),
+            version: AtomicU64::new(version),
+            listener,
+        }
+    }
+
+    /// The tantivy schema.
+    pub fn schema(&self) -> &Arc<IndexSchema> {
+        &self.schema
+    }
+
+    /// A copy of the current mappings.
+    pub fn mappings(&self) -> Mappings {
+        self.mappings.read().clone()
+    }
+
+    /// The mapping version (grows on every change).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Parses `source`, adding any new dynamic field to the mappings first.
+    pub fn parse(&self, source: &[u8]) -> Result<TantivyDocument> {
+        let parsed = {
+            let mappings = self.mappings.read();
+            self.schema.parse_document(&mappings, source)?
+        };
+        if parsed.new_fields.is_empty() {
+            return Ok(parsed.document);
+        }
+        let mut mappings = self.mappings.write();
+        // Parse again under the write lock: another writer may have added the same fields with
+        // a type this document does not fit.
+        let parsed = self.schema.parse_document(&mappings, source)?;
+        if parsed.new_fields.is_empty() {
+            return Ok(parsed.document);
+        }
+        let mut updated = mappings.clone();
+        updated.add_fields(&parsed.new_fields)?;
+        let version = self.version.load(Ordering::Acquire) + 1;
+        if let Some(listener) = &self.listener {
+            listener(&updated, version)?;
+        }
+        *mappings = updated;
+        self.version.store(version, Ordering::Release);
+        Ok(parsed.document)
+    }
+
+    /// Merges an Elasticsearch mapping update; returns true when something changed.
+    pub fn merge(&self, body: &serde_json::Value) -> Result<bool> {
+        let mut mappings = self.mappings.write();
+        let mut updated = mappings.clone();
+        if !updated.merge_es_json(body)? {
+            return Ok(false);
+        }
+        let version = self.version.load(Ordering::Acquire) + 1;
+        if let Some(listener) = &self.listener {
+            listener(&updated, version)?;
+        }
+        *mappings = updated;
+        self.version.store(version, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Replaces the mappings with a leader's (follower catch-up); keeps the schema.
+    pub fn replace(&self, mappings: Mappings, version: u64) -> Result<()> {
+        let mut current = self.mappings.write();
+        if let Some(listener) = &self.listener {
+            listener(&mappings, version)?;
+        }
+        *current = mappings;
+        self.version.store(version, Ordering::Release);
+        Ok(())
+    }
+}

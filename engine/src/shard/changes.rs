@@ -1,0 +1,125 @@
+//! The changes API: every operation of a seq_no range, in order, from the refreshed segments
+//! (deleted documents included) and from the in-memory tail of operations not yet refreshed.
+//!
+//! Invariant 3 (DESIGN.md §7): a returned batch is contiguous from `from`: it never skips or
+//! duplicates an operation. A sequence number at or below the processed checkpoint that cannot be
+//! found means the history is gone: `MissingHistory`. Above the checkpoint (operations still in
+//! flight, gaps on a follower) the batch simply ends.
+
+use std::sync::Arc;
+
+use tantivy::DocId;
+
+use super::ShardEngine;
+use crate::error::{EngineError, Result};
+use crate::history::read_operation;
+use crate::types::{SeqNo, SharedOperation};
+
+/// Blocks of decompressed doc store kept per segment while a batch is read.
+const STORE_CACHE_BLOCKS: usize = 16;
+
+enum Source {
+    Segment { ordinal: usize, doc: DocId },
+    Tail(SharedOperation),
+}
+
+impl ShardEngine {
+    /// Returns the operations with sequence numbers in `[from, to]`, in order, stopping after
+    /// `max_operations` operations or once `max_bytes` is reached (at least one operation is
+    /// returned when one exists), or at the first not-yet-processed sequence number.
+    pub fn changes(
+        &self,
+        from: SeqNo,
+        to: SeqNo,
+        max_operations: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<SharedOperation>> {
+        if from.0 < 0 || to < from {
+            return Err(EngineError::InvalidArgument(format!(
+                "invalid changes range [{from}, {to}]"
+            )));
+        }
+        if max_operations == 0 {
+            return Err(EngineError::InvalidArgument(
+                "max_operations must be at least 1".to_string(),
+            ));
+        }
+        let inner = &self.inner;
+        inner.check_failed()?;
+        let last = SeqNo(to.0.min(from.0.saturating_add(max_operations as i64 - 1)));
+        // One consistent view: every processed operation is in the reader or in the tail.
+        let (searcher, mut tail_ops, processed) = {
+            let tail = inner.tail.lock();
+            let processed = inner.tracker.lock().processed_checkpoint();
+            let searcher = inner.searcher.read().clone();
+            let mut ops = Vec::new();
+            tail.collect_range(from, last, &mut ops);
+            (searcher, ops, processed)
+        };
+        let mut found: Vec<(u64, Source)> = Vec::with_capacity((last.0 - from.0 + 1) as usize);
+        let mut docs = Vec::new();
+        let mut histories = Vec::new();
+        for (ordinal, segment) in searcher.segment_readers().iter().enumerate() {
+            let history = inner.history.get(segment)?;
+            docs.clear();
+            history.docs_in_range(from.0 as u64, last.0 as u64, &mut docs);
+            found.extend(
+                docs.iter()
+                    .map(|&(seq_no, doc)| (seq_no, Source::Segment { ordinal, doc })),
+            );
+            histories.push(history);
+        }
+        found.extend(
+            tail_ops
+                .drain(..)
+                .map(|op| (op.seq_no.0 as u64, Source::Tail(op))),
+        );
+        found.sort_by_key(|(seq_no, _)| *seq_no);
+
+        let mut stores: Vec<Option<tantivy::store::StoreReader>> =
+            (0..histories.len()).map(|_| None).collect();
+        let mut out = Vec::with_capacity(found.len().min(max_operations));
+        let mut bytes = 0usize;
+        let mut expected = from.0 as u64;
+        for (seq_no, source) in found {
+            if seq_no < expected {
+                // The same operation in the reader and in the tail: keep the first.
+                continue;
+            }
+            if seq_no > expected {
+                break;
+            }
+            let operation = match source {
+                Source::Tail(op) => op,
+                Source::Segment { ordinal, doc } => {
+                    let store = match &mut stores[ordinal] {
+                        Some(store) => store,
+                        slot => slot.insert(
+                            searcher
+                                .segment_reader(ordinal as u32)
+                                .get_store_reader(STORE_CACHE_BLOCKS)
+                                .map_err(|e| EngineError::io("document store", e))?,
+                        ),
+                    };
+                    Arc::new(read_operation(
+                        &histories[ordinal],
+                        store,
+                        inner.mapper.schema(),
+                        doc,
+                    )?)
+                }
+            };
+            bytes += operation.size_in_bytes();
+            out.push(operation);
+            expected += 1;
+            if out.len() >= max_operations || bytes >= max_bytes || expected > last.0 as u64 {
+                return Ok(out);
+            }
+        }
+        let missing = SeqNo(expected as i64);
+        if missing <= processed && missing <= last {
+            return Err(EngineError::MissingHistory { from, to, missing });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,728 @@
+//! `ShardEngine`: one shard of an index: tantivy + translog + sequence numbers + soft-delete
+//! history + retention leases.
+//!
+//! On disk, a shard directory holds `index/` (the tantivy index), `translog/` (the write-ahead
+//! log) and `retention_leases.json`. Each tantivy commit carries a [`CommitPayload`]: the local
+//! checkpoint and max_seq_no at the commit, the max_seq_no of updates or deletes, the history
+//! uuid, the primary term, the translog generation the commit does not cover, the retention
+//! leases and the minimum retained sequence number.
+//!
+//! Guarantees (DESIGN.md §7):
+//! - *acknowledged writes survive a crash* (invariant 1): with `request` durability a write is
+//!   acknowledged only after its translog record is fsynced; on open the translog is replayed on
+//!   top of the last commit;
+//! - *the history is complete above `min_retained_seq_no`* (invariants 3 and 4): updated and
+//!   deleted documents stay in their segments, and only merges the engine schedules itself, over
+//!   committed segments whose deleted documents are all below `min_retained_seq_no`, may drop
+//!   them;
+//! - *replica application is idempotent and order-independent* (invariant 5).
+//!
+//! Concurrency: writers hold the writer's read lock and one version-map stripe lock (the per-id
+//! lock) while they apply an operation; a refresh takes the writer's write lock, so a commit
+//! always holds exactly the operations whose processing finished. Translog fsyncs happen after
+//! the locks are released, so concurrent writers share them (group commit).
+
+mod changes;
+mod refresh;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tantivy::directory::MmapDirectory;
+use tantivy::index::SegmentId;
+use tantivy::indexer::NoMergePolicy;
+use tantivy::store::{Compressor, ZstdCompressor};
+use tantivy::{IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher};
+
+use crate::checkpoint::LocalCheckpointTracker;
+use crate::error::{EngineError, Result};
+use crate::history::HistoryCache;
+use crate::leases::{RetentionLease, RetentionLeases};
+use crate::mapper::DocumentMapper;
+use crate::translog::Translog;
+use crate::types::{PrimaryTerm, SeqNo};
+use crate::version_map::{LiveVersionMap, Tail};
+
+pub use write::{DeleteRequest, GetResult, IndexRequest, WriteOutcome, WriteRequest, WriteResult};
+
+const INDEX_DIR: &str = "index";
+const TRANSLOG_DIR: &str = "translog";
+/// How often the background thread wakes up to check whether work is due.
+const BACKGROUND_TICK: Duration = Duration::from_millis(20);
+/// How often expired leases are removed.
+const LEASE_EXPIRY_CHECK: Duration = Duration::from_secs(1);
+
+/// When a write is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// After its translog record is fsynced (Elasticsearch's `request`, the default).
+    Request,
+    /// Immediately; the translog is fsynced every `interval` (Elasticsearch's `async`).
+    Async {
+        /// Time between background fsyncs.
+        interval: Duration,
+    },
+}
+
+/// How a shard behaves.
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    /// When writes are acknowledged.
+    pub durability: Durability,
+    /// Interval of the background refresh; `None` refreshes only on demand.
+    pub refresh_interval: Option<Duration>,
+    /// Memory budget of the tantivy writer, in bytes.
+    pub writer_memory_bytes: usize,
+    /// Number of tantivy indexing threads.
+    pub indexing_threads: usize,
+    /// Leases not renewed for this long expire (`index.soft_deletes.retention_lease.period`).
+    pub retention_lease_period: Duration,
+    /// Operations kept below the global checkpoint regardless of leases
+    /// (`index.soft_deletes.retention.operations`).
+    pub retention_operations: u64,
+    /// A follower shard refuses direct (primary) writes.
+    pub follower: bool,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            durability: Durability::Request,
+            refresh_interval: Some(Duration::from_secs(1)),
+            writer_memory_bytes: 128 * 1024 * 1024,
+            indexing_threads: std::thread::available_parallelism()
+                .map(|cores| cores.get().clamp(1, 4))
+                .unwrap_or(2),
+            retention_lease_period: Duration::from_secs(12 * 3600),
+            retention_operations: 0,
+            follower: false,
+        }
+    }
+}
+
+/// What every commit records, as JSON in tantivy's commit payload.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommitPayload {
+    /// Every operation at or below it is in this commit.
+    pub local_checkpoint: SeqNo,
+    /// The highest sequence number in this commit.
+    pub max_seq_no: SeqNo,
+    /// The highest sequence number of an update or delete known at the commit.
+    pub max_seq_no_of_updates: SeqNo,
+    /// Identifies this shard's history; a new one is made when the history is reset.
+    pub history_uuid: String,
+    /// The primary term at the commit.
+    pub primary_term: PrimaryTerm,
+    /// Identifies the translog that goes with this index.
+    pub translog_uuid: String,
+    /// Translog generations from this one on hold operations the commit may not contain.
+    pub translog_generation: u64,
+    /// The leases at the commit.
+    pub retention_leases: RetentionLeases,
+    /// Merges may drop deleted documents below this sequence number.
+    pub min_retained_seq_no: SeqNo,
+}
+
+/// Checkpoints and counters of a shard, at one moment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ShardStats {
+    /// Every operation at or below it has been applied.
+    pub local_checkpoint: SeqNo,
+    /// Every operation at or below it is durable (one copy: the global checkpoint).
+    pub global_checkpoint: SeqNo,
+    /// Highest sequence number seen.
+    pub max_seq_no: SeqNo,
+    /// Highest sequence number of an update or delete.
+    pub max_seq_no_of_updates_or_deletes: SeqNo,
+    /// Merges may drop deleted documents below it.
+    pub min_retained_seq_no: SeqNo,
+    /// The primary term.
+    pub primary_term: PrimaryTerm,
+    /// Live documents in the last refreshed reader.
+    pub doc_count: u64,
+    /// Documents (live and deleted) in the last refreshed reader.
+    pub doc_count_with_history: u64,
+    /// Segments in the last refreshed reader.
+    pub segment_count: usize,
+    /// Operations not yet in a refreshed reader.
+    pub tail_operations: usize,
+    /// Bytes of the translog.
+    pub translog_size_in_bytes: u64,
+    /// Number of refreshes (commits) since the shard was opened.
+    pub refresh_count: u64,
+}
+
+pub(crate) struct ShardInner {
+    dir: PathBuf,
+    config: ShardConfig,
+    mapper: Arc<DocumentMapper>,
+    index: tantivy::Index,
+    writer: RwLock<IndexWriter>,
+    reader: IndexReader,
+    /// The reader of the last refresh. Swapped while `tail` is locked, before the version map's
+    /// refreshing generation is dropped.
+    searcher: RwLock<Searcher>,
+    translog: Arc<Translog>,
+    tracker: Mutex<LocalCheckpointTracker>,
+    checkpoint_changed: Condvar,
+    version_map: LiveVersionMap,
+    tail: Mutex<Tail>,
+    history: HistoryCache,
+    max_seq_no_of_updates: AtomicI64,
+    primary_term: AtomicU64,
+    history_uuid: RwLock<String>,
+    translog_uuid: String,
+    leases: Mutex<RetentionLeases>,
+    min_retained_seq_no: AtomicI64,
+    last_commit_local_checkpoint: AtomicI64,
+    follower: AtomicBool,
+    dirty: AtomicBool,
+    refresh_lock: Mutex<RefreshState>,
+    merging: Arc<Mutex<Vec<SegmentId>>>,
+    failure: Mutex<Option<String>>,
+    refresh_count: AtomicU64,
+}
+
+#[derive(Default)]
+struct RefreshState {
+    /// `min_retained_seq_no` when merges were last selected.
+    merges_selected_at: Option<SeqNo>,
+}
+
+/// One shard. Cheap to share through `Arc`; all methods take `&self`.
+pub struct ShardEngine {
+    inner: Arc<ShardInner>,
+    background: Mutex<Option<Background>>,
+}
+
+struct Background {
+    stop: crossbeam_channel::Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn index_settings() -> IndexSettings {
+    IndexSettings {
+        docstore_compression: Compressor::Zstd(ZstdCompressor::default()),
+        ..IndexSettings::default()
+    }
+}
+
+impl ShardEngine {
+    /// Creates a new, empty shard in `dir` (created if absent; must not hold a shard).
+    pub fn create(
+        dir: &Path,
+        mapper: Arc<DocumentMapper>,
+        config: ShardConfig,
+        primary_term: PrimaryTerm,
+    ) -> Result<ShardEngine> {
+        let index_dir = dir.join(INDEX_DIR);
+        let translog_dir = dir.join(TRANSLOG_DIR);
+        for path in [dir, &index_dir, &translog_dir] {
+            std::fs::create_dir_all(path).map_err(|e| EngineError::io(path, e))?;
+        }
+        let directory = MmapDirectory::open(&index_dir)
+            .map_err(|e| EngineError::InvalidArgument(format!("cannot open {index_dir:?}: {e}")))?;
+        let exists = tantivy::Index::exists(&directory)
+            .map_err(|e| EngineError::InvalidArgument(format!("cannot read {index_dir:?}: {e}")))?;
+        if exists {
+            return Err(EngineError::InvalidArgument(format!(
+                "a shard already exists in {}",
+                dir.display()
+            )));
+        }
+        let index = tantivy::Index::builder()
+            .schema(mapper.schema().schema.clone())
+            .settings(index_settings())
+            .open_or_create(directory)
+            .map_err(|e| EngineError::index("creating the index", e))?;
+        let translog_uuid = uuid::Uuid::new_v4().to_string();
+        Translog::create(&translog_dir, &translog_uuid)?;
+        let payload = CommitPayload {
+            local_checkpoint: SeqNo::NO_OPS_PERFORMED,
+            max_seq_no: SeqNo::NO_OPS_PERFORMED,
+            max_seq_no_of_updates: SeqNo::NO_OPS_PERFORMED,
+            history_uuid: uuid::Uuid::new_v4().to_string(),
+            primary_term,
+            translog_uuid,
+            translog_generation: 1,
+            retention_leases: RetentionLeases::default(),
+            min_retained_seq_no: SeqNo(0),
+        };
+        let mut writer: IndexWriter = index
+            .writer_with_num_threads(1, 15_000_000)
+            .map_err(|e| EngineError::index("opening a writer", e))?;
+        commit_with_payload(&mut writer, &payload)?;
+        drop(writer);
+        crate::leases::sync_dir(dir)?;
+        Self::open(dir, mapper, config)
+    }
+
+    /// Opens the shard in `dir`: loads the last commit, replays the translog above it and
+    /// rebuilds the checkpoints.
+    pub fn open(
+        dir: &Path,
+        mapper: Arc<DocumentMapper>,
+        config: ShardConfig,
+    ) -> Result<ShardEngine> {
+        let index_dir = dir.join(INDEX_DIR);
+        let directory = MmapDirectory::open(&index_dir)
+            .map_err(|e| EngineError::InvalidArgument(format!("cannot open {index_dir:?}: {e}")))?;
+        let index = tantivy::Index::open(directory)
+            .map_err(|e| EngineError::index("opening the index", e))?;
+        let payload = read_payload(&index, &index_dir)?;
+        let (translog, records) =
+            Translog::open(&dir.join(TRANSLOG_DIR), payload.translog_generation)?;
+        if translog.uuid() != payload.translog_uuid {
+            return Err(EngineError::Corrupted {
+                path: dir.join(TRANSLOG_DIR),
+                reason: format!(
+                    "translog uuid {} does not match the commit's {}",
+                    translog.uuid(),
+                    payload.translog_uuid
+                ),
+            });
+        }
+        let writer: IndexWriter = index
+            .writer_with_num_threads(config.indexing_threads, config.writer_memory_bytes)
+            .map_err(|e| EngineError::index("opening a writer", e))?;
+        writer.set_merge_policy(Box::new(NoMergePolicy));
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| EngineError::index("opening a reader", e))?;
+        let searcher = reader.searcher();
+        let leases = match RetentionLeases::load(dir)? {
+            loaded if loaded.version >= payload.retention_leases.version => loaded,
+            _ => payload.retention_leases.clone(),
+        };
+        let follower = config.follower;
+        let inner = Arc::new(ShardInner {
+            dir: dir.to_path_buf(),
+            config,
+            mapper,
+            index,
+            writer: RwLock::new(writer),
+            reader,
+            searcher: RwLock::new(searcher),
+            translog: Arc::new(translog),
+            tracker: Mutex::new(LocalCheckpointTracker::new(
+                payload.max_seq_no,
+                payload.local_checkpoint,
+            )),
+            checkpoint_changed: Condvar::new(),
+            version_map: LiveVersionMap::default(),
+            tail: Mutex::new(Tail::default()),
+            history: HistoryCache::default(),
+            max_seq_no_of_updates: AtomicI64::new(payload.max_seq_no_of_updates.0),
+            primary_term: AtomicU64::new(payload.primary_term.0),
+            history_uuid: RwLock::new(payload.history_uuid.clone()),
+            translog_uuid: payload.translog_uuid.clone(),
+            leases: Mutex::new(leases),
+            min_retained_seq_no: AtomicI64::new(payload.min_retained_seq_no.0),
+            last_commit_local_checkpoint: AtomicI64::new(payload.local_checkpoint.0),
+            follower: AtomicBool::new(follower),
+            dirty: AtomicBool::new(false),
+            refresh_lock: Mutex::new(RefreshState::default()),
+            merging: Arc::new(Mutex::new(Vec::new())),
+            failure: Mutex::new(None),
+            refresh_count: AtomicU64::new(0),
+        });
+        inner.restore_committed_seq_nos(payload.local_checkpoint)?;
+        let weak = Arc::downgrade(&inner);
+        inner
+            .translog
+            .set_durability_listener(Box::new(move |seq_nos| {
+                if let Some(shard) = weak.upgrade() {
+                    shard.mark_persisted(seq_nos);
+                }
+            }));
+        inner.replay(records)?;
+        inner.refresh(true)?;
+        let background = start_background(&inner);
+        Ok(ShardEngine {
+            inner,
+            background: Mutex::new(Some(background)),
+        })
+    }
+
+    /// The shard directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The index's document mapper.
+    pub fn mapper(&self) -> &Arc<DocumentMapper> {
+        &self.inner.mapper
+    }
+
+    /// The last refreshed searcher (live documents only, through collectors).
+    pub fn searcher(&self) -> Searcher {
+        self.inner.searcher.read().clone()
+    }
+
+    /// The tantivy index (for building queries).
+    pub fn tantivy_index(&self) -> &tantivy::Index {
+        &self.inner.index
+    }
+
+    /// Checkpoints and counters.
+    pub fn stats(&self) -> ShardStats {
+        let inner = &self.inner;
+        let (local_checkpoint, global_checkpoint, max_seq_no) = {
+            let tracker = inner.tracker.lock();
+            (
+                tracker.processed_checkpoint(),
+                tracker.persisted_checkpoint(),
+                tracker.max_seq_no(),
+            )
+        };
+        let searcher = self.searcher();
+        ShardStats {
+            local_checkpoint,
+            global_checkpoint,
+            max_seq_no,
+            max_seq_no_of_updates_or_deletes: self.max_seq_no_of_updates(),
+            min_retained_seq_no: self.min_retained_seq_no(),
+            primary_term: self.primary_term(),
+            doc_count: searcher.num_docs(),
+            doc_count_with_history: searcher
+                .segment_readers()
+                .iter()
+                .map(|segment| u64::from(segment.max_doc()))
+                .sum(),
+            segment_count: searcher.segment_readers().len(),
+            tail_operations: inner.tail.lock().len(),
+            translog_size_in_bytes: inner.translog.size_in_bytes(),
+            refresh_count: inner.refresh_count.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Every operation at or below it has been applied.
+    pub fn local_checkpoint(&self) -> SeqNo {
+        self.inner.tracker.lock().processed_checkpoint()
+    }
+
+    /// Every operation at or below it is durable; with one copy this is the global checkpoint.
+    pub fn global_checkpoint(&self) -> SeqNo {
+        self.inner.tracker.lock().persisted_checkpoint()
+    }
+
+    /// The highest sequence number seen.
+    pub fn max_seq_no(&self) -> SeqNo {
+        self.inner.tracker.lock().max_seq_no()
+    }
+
+    /// The highest sequence number of an update or delete.
+    pub fn max_seq_no_of_updates(&self) -> SeqNo {
+        SeqNo(self.inner.max_seq_no_of_updates.load(Ordering::Acquire))
+    }
+
+    /// Merges may drop deleted documents below it; it never decreases.
+    pub fn min_retained_seq_no(&self) -> SeqNo {
+        SeqNo(self.inner.min_retained_seq_no.load(Ordering::Acquire))
+    }
+
+    /// The current primary term.
+    pub fn primary_term(&self) -> PrimaryTerm {
+        PrimaryTerm(self.inner.primary_term.load(Ordering::Acquire))
+    }
+
+    /// The history uuid.
+    pub fn history_uuid(&self) -> String {
+        self.inner.history_uuid.read().clone()
+    }
+
+    /// True when the shard refuses direct writes.
+    pub fn is_follower(&self) -> bool {
+        self.inner.follower.load(Ordering::Acquire)
+    }
+
+    /// Turns a follower shard into a primary that accepts writes: bumps the primary term and
+    /// commits, so the new term is durable before any write uses it.
+    pub fn promote_to_primary(&self) -> Result<PrimaryTerm> {
+        let inner = &self.inner;
+        let _writer = inner.writer.write();
+        let term = inner.primary_term.fetch_add(1, Ordering::AcqRel) + 1;
+        inner.follower.store(false, Ordering::Release);
+        inner.dirty.store(true, Ordering::Release);
+        drop(_writer);
+        inner.refresh(true)?;
+        Ok(PrimaryTerm(term))
+    }
+
+    /// Makes the shard refuse direct writes (it becomes a follower).
+    pub fn set_follower(&self, follower: bool) {
+        self.inner.follower.store(follower, Ordering::Release);
+    }
+
+    /// Waits until the global checkpoint reaches `seq_no` or `timeout` passes; returns the
+    /// global checkpoint at that moment.
+    pub fn wait_for_global_checkpoint(&self, seq_no: SeqNo, timeout: Duration) -> SeqNo {
+        let deadline = Instant::now() + timeout;
+        let mut tracker = self.inner.tracker.lock();
+        loop {
+            let checkpoint = tracker.persisted_checkpoint();
+            if checkpoint >= seq_no {
+                return checkpoint;
+            }
+            if self
+                .inner
+                .checkpoint_changed
+                .wait_until(&mut tracker, deadline)
+                .timed_out()
+            {
+                return tracker.persisted_checkpoint();
+            }
+        }
+    }
+
+    /// Makes every write so far searchable and durable in a tantivy commit.
+    pub fn refresh(&self) -> Result<()> {
+        self.inner.refresh(true)
+    }
+
+    /// fsyncs the translog (useful with `async` durability).
+    pub fn sync_translog(&self) -> Result<()> {
+        self.inner.check_failed()?;
+        self.inner
+            .translog
+            .sync()
+            .map_err(|e| self.inner.fail(e.into()))
+    }
+
+    /// Merges the committed segments whose history may be dropped down to at most
+    /// `max_num_segments`, and waits for the merges. Segments holding deleted documents at or
+    /// above `min_retained_seq_no` are never merged (invariant 4).
+    pub fn force_merge(&self, max_num_segments: usize) -> Result<()> {
+        self.inner.force_merge(max_num_segments.max(1))
+    }
+
+    /// Adds a retention lease.
+    pub fn add_retention_lease(
+        &self,
+        id: &str,
+        retaining_seq_no: SeqNo,
+        source: &str,
+    ) -> Result<RetentionLease> {
+        self.inner
+            .update_leases(|leases| leases.add(id, retaining_seq_no, source, now_millis()))
+    }
+
+    /// Renews a retention lease (its retaining sequence number never goes backwards).
+    pub fn renew_retention_lease(
+        &self,
+        id: &str,
+        retaining_seq_no: SeqNo,
+    ) -> Result<RetentionLease> {
+        self.inner
+            .update_leases(|leases| leases.renew(id, retaining_seq_no, now_millis()))
+    }
+
+    /// Removes a retention lease.
+    pub fn remove_retention_lease(&self, id: &str) -> Result<RetentionLease> {
+        self.inner.update_leases(|leases| leases.remove(id))
+    }
+
+    /// The current leases.
+    pub fn retention_leases(&self) -> RetentionLeases {
+        self.inner.leases.lock().clone()
+    }
+
+    /// Removes the leases not renewed within the lease period before `now_millis`.
+    pub fn expire_retention_leases(&self, now_millis: u64) -> Result<Vec<RetentionLease>> {
+        let period = self.inner.config.retention_lease_period.as_millis() as u64;
+        let mut removed = Vec::new();
+        self.inner.update_leases(|leases| {
+            removed = leases.expire(now_millis, period);
+            Ok(())
+        })?;
+        Ok(removed)
+    }
+
+    /// Stops background work, fsyncs the translog and commits, so a reopen has nothing to replay.
+    pub fn close(self) -> Result<()> {
+        self.stop_background();
+        if self.inner.check_failed().is_ok() {
+            self.inner.translog.sync()?;
+            self.inner.refresh(true)?;
+        }
+        Ok(())
+    }
+
+    fn stop_background(&self) {
+        if let Some(background) = self.background.lock().take() {
+            let _ = background.stop.send(());
+            let _ = background.handle.join();
+        }
+    }
+}
+
+impl Drop for ShardEngine {
+    fn drop(&mut self) {
+        self.stop_background();
+    }
+}
+
+impl ShardInner {
+    fn check_failed(&self) -> Result<()> {
+        match &*self.failure.lock() {
+            Some(reason) => Err(EngineError::Closed(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Latches a failure: an engine that could not apply or persist an operation stops
+    /// accepting work until it is reopened (and recovers from its durable state).
+    fn fail(&self, error: EngineError) -> EngineError {
+        let mut failure = self.failure.lock();
+        if failure.is_none() {
+            tracing::error!(shard = ?self.dir, %error, "shard engine failed");
+            *failure = Some(error.to_string());
+        }
+        error
+    }
+
+    fn mark_persisted(&self, seq_nos: &[u64]) {
+        let mut tracker = self.tracker.lock();
+        let mut advanced = false;
+        for seq_no in seq_nos {
+            advanced |= tracker.mark_persisted(SeqNo(*seq_no as i64));
+        }
+        if advanced {
+            self.checkpoint_changed.notify_all();
+        }
+    }
+
+    /// Marks the operations of the last commit above its local checkpoint (applied out of
+    /// order before the commit) as processed and persisted.
+    fn restore_committed_seq_nos(&self, local_checkpoint: SeqNo) -> Result<()> {
+        let searcher = self.searcher.read().clone();
+        let mut found = Vec::new();
+        for segment in searcher.segment_readers() {
+            let history = self.history.get(segment)?;
+            history.docs_in_range((local_checkpoint.0 + 1) as u64, u64::MAX, &mut found);
+        }
+        let mut tracker = self.tracker.lock();
+        for (seq_no, _) in found {
+            tracker.mark_processed(SeqNo(seq_no as i64));
+            tracker.mark_persisted(SeqNo(seq_no as i64));
+        }
+        Ok(())
+    }
+
+    /// Applies `change` to a copy of the leases, persists the copy, then installs it: a failed
+    /// change or persist leaves the leases as they were.
+    fn update_leases<T>(
+        &self,
+        change: impl FnOnce(&mut RetentionLeases) -> Result<T>,
+    ) -> Result<T> {
+        let mut leases = self.leases.lock();
+        let mut updated = leases.clone();
+        let result = change(&mut updated)?;
+        if updated != *leases {
+            updated.persist(&self.dir)?;
+            *leases = updated;
+            self.dirty.store(true, Ordering::Release);
+        }
+        Ok(result)
+    }
+}
+
+fn read_payload(index: &tantivy::Index, index_dir: &Path) -> Result<CommitPayload> {
+    let metas = index
+        .load_metas()
+        .map_err(|e| EngineError::index("loading the commit", e))?;
+    let payload = metas.payload.ok_or_else(|| EngineError::Corrupted {
+        path: index_dir.join("meta.json"),
+        reason: "the last commit has no Tandem payload".to_string(),
+    })?;
+    serde_json::from_str(&payload).map_err(|e| EngineError::Corrupted {
+        path: index_dir.join("meta.json"),
+        reason: format!("invalid commit payload: {e}"),
+    })
+}
+
+fn commit_with_payload(writer: &mut IndexWriter, payload: &CommitPayload) -> Result<()> {
+    let json = serde_json::to_string(payload).map_err(|e| {
+        EngineError::InvalidArgument(format!("cannot encode the commit payload: {e}"))
+    })?;
+    let mut prepared = writer
+        .prepare_commit()
+        .map_err(|e| EngineError::index("preparing a commit", e))?;
+    prepared.set_payload(&json);
+    prepared
+        .commit()
+        .map_err(|e| EngineError::index("committing", e))?;
+    Ok(())
+}
+
+fn start_background(inner: &Arc<ShardInner>) -> Background {
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+    let weak: Weak<ShardInner> = Arc::downgrade(inner);
+    let handle = std::thread::Builder::new()
+        .name("tandem-shard".to_string())
+        .spawn(move || background_loop(weak, stopped))
+        .expect("spawning the shard background thread");
+    Background { stop, handle }
+}
+
+fn background_loop(shard: Weak<ShardInner>, stopped: crossbeam_channel::Receiver<()>) {
+    let mut last_refresh = Instant::now();
+    let mut last_sync = Instant::now();
+    let mut last_expiry = Instant::now();
+    loop {
+        match stopped.recv_timeout(BACKGROUND_TICK) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let Some(shard) = shard.upgrade() else {
+            return;
+        };
+        if shard.check_failed().is_err() {
+            continue;
+        }
+        if let Durability::Async { interval } = shard.config.durability {
+            if last_sync.elapsed() >= interval && shard.translog.needs_sync() {
+                if let Err(error) = shard.translog.sync() {
+                    shard.fail(error.into());
+                    continue;
+                }
+                last_sync = Instant::now();
+            }
+        }
+        if last_expiry.elapsed() >= LEASE_EXPIRY_CHECK {
+            last_expiry = Instant::now();
+            let period = shard.config.retention_lease_period.as_millis() as u64;
+            let now = now_millis();
+            let _ = shard.update_leases(|leases| {
+                let removed = leases.expire(now, period);
+                for lease in &removed {
+                    tracing::info!(lease = %lease.id, "retention lease expired");
+                }
+                Ok(())
+            });
+        }
+        if let Some(interval) = shard.config.refresh_interval {
+            if last_refresh.elapsed() >= interval {
+                last_refresh = Instant::now();
+                if let Err(error) = shard.refresh(false) {
+                    tracing::warn!(%error, "background refresh failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Refresh (tantivy commit + reader reload), translog trimming, `min_retained_seq_no`, and
+//! the retention-aware merges the engine schedules itself.
+//!
+//! Why the engine schedules merges instead of installing a tantivy `MergePolicy`: the writer
+//! offers not-yet-committed segments to its policy, and such merges apply deletes up to the
+//! current opstamp, silently dropping history. `IndexWriter::merge` instead applies deletes only
+//! up to the *last commit's* opstamp, so the eligibility computed on the reader of that commit is
+//! exact as long as no commit happens between the check and the call (both run under the
+//! writer's write lock).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tantivy::index::SegmentId;
+use tantivy::IndexWriter;
+
+use super::{commit_with_payload, CommitPayload, ShardInner};
+use crate::error::{EngineError, Result};
+use crate::merge::RetentionMergePolicy;
+use crate::types::{PrimaryTerm, SeqNo};
+
+/// Bound on how long `force_merge` waits for merges already running.
+const FORCE_MERGE_WAIT: Duration = Duration::from_secs(600);
+
+impl ShardInner {
+    /// Commits everything applied so far (if anything changed, or `force`), installs the new
+    /// reader, trims the translog and selects merges.
+    pub(super) fn refresh(&self, force: bool) -> Result<()> {
+        let mut state = self.refresh_lock.lock();
+        self.check_failed()?;
+        let mut writer = self.writer.write();
+        let dirty = self.dirty.swap(false, Ordering::AcqRel);
+        if dirty || force {
+            self.commit_and_reload(&mut writer)?;
+        }
+        let min_retained = self.advance_min_retained_seq_no();
+        if dirty || force || state.merges_selected_at != Some(min_retained) {
+            state.merges_selected_at = Some(min_retained);
+            self.schedule_merges(&mut writer, min_retained)?;
+        }
+        Ok(())
+    }
+
+    fn commit_and_reload(&self, writer: &mut IndexWriter) -> Result<()> {
+        // No operation is in flight: writers hold the read side of `writer`.
+        self.version_map.begin_refresh();
+        self.tail.lock().begin_refresh();
+        let (local_checkpoint, max_seq_no) = {
+            let tracker = self.tracker.lock();
+            (tracker.processed_checkpoint(), tracker.max_seq_no())
+        };
+        let generation = self
+            .translog
+            .roll_generation()
+            .map_err(|e| self.fail(e.into()))?;
+        let payload = CommitPayload {
+            local_checkpoint,
+            max_seq_no,
+            max_seq_no_of_updates: SeqNo(self.max_seq_no_of_updates.load(Ordering::Acquire)),
+            history_uuid: self.history_uuid.read().clone(),
+            primary_term: PrimaryTerm(self.primary_term.load(Ordering::Acquire)),
+            translog_uuid: self.translog_uuid.clone(),
+            translog_generation: generation,
+            retention_leases: self.leases.lock().clone(),
+            min_retained_seq_no: SeqNo(self.min_retained_seq_no.load(Ordering::Acquire)),
+        };
+        commit_with_payload(writer, &payload).map_err(|e| self.fail(e))?;
+        self.reader
+            .reload()
+            .map_err(|e| self.fail(EngineError::index("reloading the reader", e)))?;
+        let searcher = self.reader.searcher();
+        {
+            let mut tail = self.tail.lock();
+            *self.searcher.write() = searcher.clone();
+            tail.end_refresh();
+        }
+        self.version_map.end_refresh();
+        self.last_commit_local_checkpoint
+            .store(local_checkpoint.0, Ordering::Release);
+        self.translog
+            .trim_below(generation)
+            .map_err(|e| self.fail(e.into()))?;
+        self.history.retain(&searcher);
+        self.refresh_count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `min_retained_seq_no = max(previous, min(leases, 1 + gcp - retention_operations,
+    /// 1 + local checkpoint of the last commit))`; never decreases (invariant 4).
+    pub(super) fn advance_min_retained_seq_no(&self) -> SeqNo {
+        let by_leases = self
+            .leases
+            .lock()
+            .min_retaining_seq_no()
+            .map_or(i64::MAX, |seq_no| seq_no.0);
+        let global_checkpoint = self.tracker.lock().persisted_checkpoint().0;
+        let by_operations = global_checkpoint + 1 - self.config.retention_operations as i64;
+        let by_commit = self.last_commit_local_checkpoint.load(Ordering::Acquire) + 1;
+        let candidate = by_leases.min(by_operations).min(by_commit);
+        let previous = self
+            .min_retained_seq_no
+            .fetch_max(candidate, Ordering::AcqRel);
+        SeqNo(previous.max(candidate))
+    }
+
+    fn policy(&self, min_retained: SeqNo) -> RetentionMergePolicy {
+        RetentionMergePolicy::new(min_retained)
+    }
+
+    fn schedule_merges(&self, writer: &mut IndexWriter, min_retained: SeqNo) -> Result<()> {
+        let searcher = self.searcher.read().clone();
+        let merging = self.merging.lock().clone();
+        let candidates =
+            self.policy(min_retained)
+                .select(&self.index, &searcher, &self.history, &merging)?;
+        for candidate in candidates {
+            self.start_merge(writer, candidate);
+        }
+        Ok(())
+    }
+
+    fn start_merge(&self, writer: &mut IndexWriter, segments: Vec<SegmentId>) {
+        self.merging.lock().extend(segments.iter().copied());
+        let future = writer.merge(&segments);
+        let merging = self.merging.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tandem-merge-wait".to_string())
+            .spawn(move || {
+                if let Err(error) = future.wait() {
+                    tracing::warn!(%error, "merge failed");
+                }
+                merging.lock().retain(|id| !segments.contains(id));
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot spawn a merge waiter");
+        }
+    }
+
+    /// See [`super::ShardEngine::force_merge`].
+    pub(super) fn force_merge(&self, max_num_segments: usize) -> Result<()> {
+        self.refresh(true)?;
+        let started = Instant::now();
+        while !self.merging.lock().is_empty() {
+            if started.elapsed() > FORCE_MERGE_WAIT {
+                return Err(EngineError::Closed(
+                    "timed out waiting for running merges".to_string(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let future = {
+            let _state = self.refresh_lock.lock();
+            let mut writer = self.writer.write();
+            let min_retained = self.advance_min_retained_seq_no();
+            let searcher = self.searcher.read().clone();
+            let groups = self.policy(min_retained).select_forced(
+                &self.index,
+                &searcher,
+                &self.history,
+                max_num_segments,
+            )?;
+            groups
+                .into_iter()
+                .map(|group| writer.merge(group.as_slice()))
+                .collect::<Vec<_>>()
+        };
+        for merge in future {
+            merge
+                .wait()
+                .map_err(|e| EngineError::index("force merge", e))?;
+        }
+        // Install a reader that shows the merged segments.
+        self.dirty.store(true, Ordering::Release);
+        self.refresh(true)
+    }
+}

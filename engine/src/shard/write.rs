@@ -1,0 +1,652 @@
+//! The write paths of a shard: the primary path (assigns sequence numbers and versions, checks
+//! optimistic concurrency) and the replica path (applies operations that already carry them, in
+//! any order, idempotently), plus real-time get.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tantivy::{IndexWriter, TantivyDocument, Term};
+
+use super::{ShardEngine, ShardInner};
+use crate::error::{EngineError, Result};
+use crate::history::{lookup_latest, read_record};
+use crate::record;
+use crate::translog::TranslogLocation;
+use crate::types::{Operation, OperationKind, PrimaryTerm, SeqNo, SharedOperation};
+use crate::version_map::{VersionStripe, VersionValue};
+
+use super::Durability;
+
+/// Index (create or replace) a document through the primary path.
+#[derive(Clone, Debug)]
+pub struct IndexRequest {
+    /// Document id.
+    pub id: String,
+    /// JSON object `_source`.
+    pub source: Vec<u8>,
+    /// Only apply if the document's current sequence number is this (with `if_primary_term`).
+    pub if_seq_no: Option<SeqNo>,
+    /// Only apply if the document's current primary term is this (with `if_seq_no`).
+    pub if_primary_term: Option<PrimaryTerm>,
+    /// Fail if the document exists (`op_type=create`).
+    pub create_only: bool,
+}
+
+impl IndexRequest {
+    /// A plain index request.
+    pub fn new(id: impl Into<String>, source: impl Into<Vec<u8>>) -> Self {
+        IndexRequest {
+            id: id.into(),
+            source: source.into(),
+            if_seq_no: None,
+            if_primary_term: None,
+            create_only: false,
+        }
+    }
+}
+
+/// Delete a document through the primary path.
+#[derive(Clone, Debug)]
+pub struct DeleteRequest {
+    /// Document id.
+    pub id: String,
+    /// Only apply if the document's current sequence number is this.
+    pub if_seq_no: Option<SeqNo>,
+    /// Only apply if the document's current primary term is this.
+    pub if_primary_term: Option<PrimaryTerm>,
+}
+
+impl DeleteRequest {
+    /// A plain delete request.
+    pub fn new(id: impl Into<String>) -> Self {
+        DeleteRequest {
+            id: id.into(),
+            if_seq_no: None,
+            if_primary_term: None,
+        }
+    }
+}
+
+/// One item of a bulk.
+#[derive(Clone, Debug)]
+pub enum WriteRequest {
+    /// Index a document.
+    Index(IndexRequest),
+    /// Delete a document.
+    Delete(DeleteRequest),
+}
+
+/// What a write did (Elasticsearch's `result`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// A new document.
+    Created,
+    /// A document replaced.
+    Updated,
+    /// A document deleted.
+    Deleted,
+    /// A delete of a document that did not exist (still recorded in the history).
+    NotFound,
+}
+
+impl WriteOutcome {
+    /// Elasticsearch's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteOutcome::Created => "created",
+            WriteOutcome::Updated => "updated",
+            WriteOutcome::Deleted => "deleted",
+            WriteOutcome::NotFound => "not_found",
+        }
+    }
+}
+
+/// The result of an acknowledged write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteResult {
+    /// Document id.
+    pub id: String,
+    /// Sequence number assigned.
+    pub seq_no: SeqNo,
+    /// Primary term.
+    pub primary_term: PrimaryTerm,
+    /// Document version after the write.
+    pub version: u64,
+    /// What happened.
+    pub outcome: WriteOutcome,
+}
+
+/// A document read by id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetResult {
+    /// Document id.
+    pub id: String,
+    /// Sequence number of the operation that wrote it.
+    pub seq_no: SeqNo,
+    /// Its primary term.
+    pub primary_term: PrimaryTerm,
+    /// Its version.
+    pub version: u64,
+    /// Its `_source`.
+    pub source: Vec<u8>,
+}
+
+/// The latest known state of an id.
+#[derive(Clone, Copy, Debug)]
+struct Latest {
+    seq_no: SeqNo,
+    primary_term: PrimaryTerm,
+    version: u64,
+    deleted: bool,
+}
+
+enum Prepared {
+    Index(IndexRequest, TantivyDocument),
+    Delete(DeleteRequest),
+}
+
+impl ShardEngine {
+    /// Indexes one document (primary path) and waits for durability.
+    pub fn index(&self, request: IndexRequest) -> Result<WriteResult> {
+        single(self.bulk(vec![WriteRequest::Index(request)]))
+    }
+
+    /// Deletes one document (primary path) and waits for durability.
+    pub fn delete(&self, request: DeleteRequest) -> Result<WriteResult> {
+        single(self.bulk(vec![WriteRequest::Delete(request)]))
+    }
+
+    /// Applies a bulk of writes through the primary path. Items fail independently (a bad
+    /// document or a version conflict fails only its item); one translog fsync covers the
+    /// whole bulk (and is shared with concurrent bulks).
+    pub fn bulk(&self, requests: Vec<WriteRequest>) -> Vec<Result<WriteResult>> {
+        let inner = &self.inner;
+        if inner.follower.load(Ordering::Acquire) {
+            let reason =
+                "this index is a follower index; writes must come from its leader".to_string();
+            return requests
+                .iter()
+                .map(|_| Err(EngineError::ReadOnlyFollower(reason.clone())))
+                .collect();
+        }
+        // Parsing happens before any lock is taken.
+        let prepared: Vec<Result<Prepared>> = requests
+            .into_iter()
+            .map(|request| match request {
+                WriteRequest::Index(index) => {
+                    validate_id(&index.id)?;
+                    let document = inner.mapper.parse(&index.source)?;
+                    Ok(Prepared::Index(index, document))
+                }
+                WriteRequest::Delete(delete) => {
+                    validate_id(&delete.id)?;
+                    Ok(Prepared::Delete(delete))
+                }
+            })
+            .collect();
+        let mut results = Vec::with_capacity(prepared.len());
+        let mut last_location: Option<TranslogLocation> = None;
+        {
+            let writer = inner.writer.read();
+            for item in prepared {
+                let result = item.and_then(|prepared| inner.apply_primary(&writer, prepared));
+                results.push(result.map(|(result, location)| {
+                    last_location = Some(location);
+                    result
+                }));
+            }
+        }
+        if let Some(location) = last_location {
+            if let Err(error) = inner.wait_durable(location) {
+                return results
+                    .into_iter()
+                    .map(|result| result.and(Err(EngineError::Closed(error.to_string()))))
+                    .collect();
+            }
+        }
+        results
+    }
+
+    /// Records a no-op on the primary (fills a sequence number) and waits for durability.
+    pub fn no_op(&self, reason: &str) -> Result<SeqNo> {
+        let inner = &self.inner;
+        let location;
+        let seq_no;
+        {
+            let writer = inner.writer.read();
+            inner.check_failed()?;
+            seq_no = inner.tracker.lock().generate_seq_no();
+            let operation = Arc::new(Operation {
+                seq_no,
+                primary_term: PrimaryTerm(inner.primary_term.load(Ordering::Acquire)),
+                version: 1,
+                kind: OperationKind::NoOp {
+                    reason: reason.to_string(),
+                },
+            });
+            let _stripe = inner.version_map.lock(&seq_no.0);
+            location = inner.apply_to_index(&writer, &operation, None, false, true, false)?;
+        }
+        inner.wait_durable(location)?;
+        Ok(seq_no)
+    }
+
+    /// Applies operations that already carry sequence numbers, terms and versions (replica and
+    /// follower path), in any order; an operation already applied is skipped. An operation
+    /// older than the latest one on its id is kept as soft-deleted history. Operations above
+    /// `max_seq_no_of_updates` (the leader's) cannot overwrite anything and are added without
+    /// an id lookup. Returns how many operations were applied (not skipped).
+    pub fn apply_operations(
+        &self,
+        operations: &[Operation],
+        max_seq_no_of_updates: SeqNo,
+    ) -> Result<usize> {
+        let inner = &self.inner;
+        inner
+            .max_seq_no_of_updates
+            .fetch_max(max_seq_no_of_updates.0, Ordering::AcqRel);
+        let mut parsed = Vec::with_capacity(operations.len());
+        for operation in operations {
+            if !operation.seq_no.is_assigned() {
+                return Err(EngineError::InvalidArgument(format!(
+                    "operation without a sequence number: {:?}",
+                    operation.kind
+                )));
+            }
+            if let Some(id) = operation.id() {
+                validate_id(id)?;
+            }
+            parsed.push(match operation.source() {
+                Some(source) => Some(inner.mapper.parse(source)?),
+                None => None,
+            });
+        }
+        let mut applied = 0;
+        let mut last_location = None;
+        {
+            let writer = inner.writer.read();
+            for (operation, document) in operations.iter().zip(parsed) {
+                let operation = Arc::new(operation.clone());
+                if let Some(location) = inner.apply_replica(&writer, operation, document, false)? {
+                    applied += 1;
+                    last_location = Some(location);
+                }
+            }
+        }
+        if let Some(location) = last_location {
+            inner.wait_durable(location)?;
+        }
+        Ok(applied)
+    }
+
+    /// Reads a document by id, seeing writes not yet refreshed (real-time get).
+    pub fn get(&self, id: &str) -> Result<Option<GetResult>> {
+        let inner = &self.inner;
+        let stripe = inner.version_map.lock(id);
+        if let Some(value) = stripe.get(id) {
+            let operation = &value.operation;
+            return Ok(operation.source().map(|source| GetResult {
+                id: id.to_string(),
+                seq_no: operation.seq_no,
+                primary_term: operation.primary_term,
+                version: operation.version,
+                source: source.to_vec(),
+            }));
+        }
+        let searcher = inner.searcher.read().clone();
+        drop(stripe);
+        let Some(found) = lookup_latest(&searcher, inner.mapper.schema(), &inner.history, id)?
+        else {
+            return Ok(None);
+        };
+        if !found.alive || found.op_type != crate::types::OpType::Index {
+            return Ok(None);
+        }
+        let segment = searcher.segment_reader(found.address.segment_ord);
+        let store = segment
+            .get_store_reader(1)
+            .map_err(|e| EngineError::io("document store", e))?;
+        let bytes = read_record(&store, inner.mapper.schema(), found.address.doc_id)?;
+        let (_, body) = record::split_id(&bytes).map_err(|e| EngineError::Corrupted {
+            path: "segment".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(GetResult {
+            id: id.to_string(),
+            seq_no: found.seq_no,
+            primary_term: found.primary_term,
+            version: found.version,
+            source: body.to_vec(),
+        }))
+    }
+}
+
+fn single(mut results: Vec<Result<WriteResult>>) -> Result<WriteResult> {
+    results
+        .pop()
+        .unwrap_or_else(|| Err(EngineError::InvalidArgument("empty bulk".to_string())))
+}
+
+/// Longest accepted document id, in bytes (Elasticsearch's limit).
+pub const MAX_ID_BYTES: usize = 512;
+
+fn validate_id(id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(EngineError::InvalidArgument(
+            "document id must not be empty".to_string(),
+        ));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(EngineError::InvalidArgument(format!(
+            "id [{}...] is too long, must be no longer than {MAX_ID_BYTES} bytes but was: {}",
+            &id[..id.floor_char_boundary(32)],
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
+impl ShardInner {
+    fn wait_durable(&self, location: TranslogLocation) -> Result<()> {
+        if self.config.durability == Durability::Request {
+            self.translog
+                .sync_up_to(location)
+                .map_err(|error| self.fail(error.into()))?;
+        }
+        Ok(())
+    }
+
+    /// The latest operation on `id`: the version map first, then the refreshed reader
+    /// (deleted documents included). The caller holds the id's stripe lock.
+    fn latest(&self, stripe: &VersionStripe, id: &str) -> Result<Option<Latest>> {
+        if let Some(value) = stripe.get(id) {
+            let operation = &value.operation;
+            return Ok(Some(Latest {
+                seq_no: operation.seq_no,
+                primary_term: operation.primary_term,
+                version: operation.version,
+                deleted: value.is_delete(),
+            }));
+        }
+        let searcher = self.searcher.read().clone();
+        Ok(
+            lookup_latest(&searcher, self.mapper.schema(), &self.history, id)?.map(|found| {
+                Latest {
+                    seq_no: found.seq_no,
+                    primary_term: found.primary_term,
+                    version: found.version,
+                    deleted: !found.alive || found.op_type != crate::types::OpType::Index,
+                }
+            }),
+        )
+    }
+
+    fn apply_primary(
+        &self,
+        writer: &IndexWriter,
+        prepared: Prepared,
+    ) -> Result<(WriteResult, TranslogLocation)> {
+        self.check_failed()?;
+        let (id, if_seq_no, if_primary_term) = match &prepared {
+            Prepared::Index(request, _) => (
+                request.id.clone(),
+                request.if_seq_no,
+                request.if_primary_term,
+            ),
+            Prepared::Delete(request) => (
+                request.id.clone(),
+                request.if_seq_no,
+                request.if_primary_term,
+            ),
+        };
+        let mut stripe = self.version_map.lock(id.as_str());
+        let latest = self.latest(&stripe, &id)?;
+        let live = latest.filter(|latest| !latest.deleted);
+        check_conditions(&id, live, if_seq_no, if_primary_term)?;
+        if let Prepared::Index(request, _) = &prepared {
+            if let (true, Some(live)) = (request.create_only, live) {
+                return Err(EngineError::VersionConflict {
+                    id,
+                    reason: format!(
+                        "document already exists (current version [{}])",
+                        live.version
+                    ),
+                });
+            }
+        }
+        let seq_no = self.tracker.lock().generate_seq_no();
+        let version = latest.map_or(1, |latest| latest.version + 1);
+        let primary_term = PrimaryTerm(self.primary_term.load(Ordering::Acquire));
+        let (kind, document, outcome) = match prepared {
+            Prepared::Index(request, document) => {
+                let outcome = if live.is_some() {
+                    WriteOutcome::Updated
+                } else {
+                    WriteOutcome::Created
+                };
+                (
+                    OperationKind::Index {
+                        id: request.id,
+                        source: request.source,
+                    },
+                    Some(document),
+                    outcome,
+                )
+            }
+            Prepared::Delete(request) => {
+                let outcome = if live.is_some() {
+                    WriteOutcome::Deleted
+                } else {
+                    WriteOutcome::NotFound
+                };
+                (OperationKind::Delete { id: request.id }, None, outcome)
+            }
+        };
+        let operation = Arc::new(Operation {
+            seq_no,
+            primary_term,
+            version,
+            kind,
+        });
+        let is_delete = document.is_none();
+        // Invariant: every id lookup that finds something deletes the older documents, so at
+        // most one document per id is alive.
+        let location = self.apply_to_index(
+            writer,
+            &operation,
+            document,
+            latest.is_some(),
+            is_delete,
+            false,
+        )?;
+        if is_delete || live.is_some() {
+            self.max_seq_no_of_updates
+                .fetch_max(seq_no.0, Ordering::AcqRel);
+        }
+        stripe.put(&id, VersionValue { operation });
+        drop(stripe);
+        Ok((
+            WriteResult {
+                id,
+                seq_no,
+                primary_term,
+                version,
+                outcome,
+            },
+            location,
+        ))
+    }
+
+    /// Applies one operation that carries its sequence number. Returns `None` when it had been
+    /// applied already. `replaying` disables the append-only fast path: during translog replay
+    /// the max_seq_no_of_updates of the commit does not cover the replayed updates.
+    pub(super) fn apply_replica(
+        &self,
+        writer: &IndexWriter,
+        operation: SharedOperation,
+        document: Option<TantivyDocument>,
+        replaying: bool,
+    ) -> Result<Option<TranslogLocation>> {
+        self.check_failed()?;
+        let seq_no = operation.seq_no;
+        let mut stripe = match operation.id() {
+            Some(id) => self.version_map.lock(id),
+            None => self.version_map.lock(&seq_no.0),
+        };
+        // Same seq_no = same operation = same stripe, so this check cannot race.
+        if self.tracker.lock().has_processed(seq_no) {
+            return Ok(None);
+        }
+        self.tracker.lock().advance_max_seq_no(seq_no);
+        let msu = SeqNo(self.max_seq_no_of_updates.load(Ordering::Acquire));
+        let (stale, existing) = match &operation.kind {
+            OperationKind::NoOp { .. } => (false, false),
+            OperationKind::Index { .. } if !replaying && seq_no > msu => (false, false),
+            OperationKind::Index { id, .. } | OperationKind::Delete { id } => {
+                let latest = self.latest(&stripe, id)?;
+                (
+                    latest.is_some_and(|latest| latest.seq_no > seq_no),
+                    latest.is_some(),
+                )
+            }
+        };
+        let is_delete = matches!(operation.kind, OperationKind::Delete { .. });
+        let soft_delete_now =
+            stale || is_delete || matches!(operation.kind, OperationKind::NoOp { .. });
+        let location = self.apply_to_index(
+            writer,
+            &operation,
+            document,
+            existing && !stale,
+            soft_delete_now,
+            replaying,
+        )?;
+        if !stale {
+            if is_delete || existing {
+                self.max_seq_no_of_updates
+                    .fetch_max(seq_no.0, Ordering::AcqRel);
+            }
+            if let Some(id) = operation.id() {
+                let id = id.to_string();
+                stripe.put(&id, VersionValue { operation });
+            }
+        }
+        Ok(Some(location))
+    }
+
+    /// Adds the operation's document to tantivy, to the in-memory tail and to the translog,
+    /// then marks it processed. `delete_previous` deletes the older documents of the id first;
+    /// `soft_delete_now` deletes the new document at once (tombstones, no-ops, stale ops), so it
+    /// is history only.
+    fn apply_to_index(
+        &self,
+        writer: &IndexWriter,
+        operation: &SharedOperation,
+        document: Option<TantivyDocument>,
+        delete_previous: bool,
+        soft_delete_now: bool,
+        replaying: bool,
+    ) -> Result<TranslogLocation> {
+        let schema = self.mapper.schema();
+        let seq_no = operation.seq_no;
+        let mut document = document.unwrap_or_default();
+        if let Some(id) = operation.id() {
+            document.add_text(schema.id, id);
+            if delete_previous {
+                writer.delete_term(Term::from_field_text(schema.id, id));
+            }
+        }
+        document.add_u64(schema.seq_no, seq_no.0 as u64);
+        document.add_u64(schema.primary_term, operation.primary_term.0);
+        document.add_u64(schema.version, operation.version);
+        document.add_u64(schema.op_type, operation.op_type() as u64);
+        let mut stored = Vec::with_capacity(operation.size_in_bytes());
+        record::encode_stored_record(operation, &mut stored);
+        document.add_bytes(schema.record, &stored);
+        writer
+            .add_document(document)
+            .map_err(|error| self.fail(EngineError::index("adding a document", error)))?;
+        if soft_delete_now {
+            writer.delete_term(Term::from_field_u64(schema.seq_no, seq_no.0 as u64));
+        }
+        self.tail.lock().insert(operation.clone());
+        let location = if replaying {
+            TranslogLocation {
+                generation: 0,
+                end_offset: 0,
+            }
+        } else {
+            let mut payload = Vec::with_capacity(operation.size_in_bytes() + 32);
+            record::encode_translog_payload(operation, &mut payload);
+            self.translog.append(seq_no.0 as u64, &payload)
+        };
+        self.tracker.lock().mark_processed(seq_no);
+        self.dirty.store(true, Ordering::Release);
+        Ok(location)
+    }
+
+    /// Re-applies translog records above the last commit (on open).
+    pub(super) fn replay(&self, records: Vec<(u64, Vec<u8>)>) -> Result<()> {
+        let count = records.len();
+        let writer = self.writer.read();
+        let mut applied = 0usize;
+        for (seq_no, payload) in records {
+            let operation = record::decode_translog_payload(seq_no, &payload).map_err(|error| {
+                EngineError::Corrupted {
+                    path: self.dir.join(super::TRANSLOG_DIR),
+                    reason: format!("record of seq_no {seq_no}: {error}"),
+                }
+            })?;
+            let document = match operation.source() {
+                Some(source) => Some(self.mapper.parse(source)?),
+                None => None,
+            };
+            if self
+                .apply_replica(&writer, Arc::new(operation), document, true)?
+                .is_some()
+            {
+                applied += 1;
+            }
+            // Replayed records are durable: they were read back from the translog.
+            let mut tracker = self.tracker.lock();
+            tracker.mark_persisted(SeqNo(seq_no as i64));
+        }
+        self.checkpoint_changed.notify_all();
+        tracing::info!(shard = ?self.dir, records = count, applied, "translog replayed");
+        Ok(())
+    }
+}
+
+fn check_conditions(
+    id: &str,
+    live: Option<Latest>,
+    if_seq_no: Option<SeqNo>,
+    if_primary_term: Option<PrimaryTerm>,
+) -> Result<()> {
+    let (Some(required_seq_no), Some(required_term)) = (if_seq_no, if_primary_term) else {
+        if if_seq_no.is_some() != if_primary_term.is_some() {
+            return Err(EngineError::InvalidArgument(
+                "if_seq_no and if_primary_term must be set together".to_string(),
+            ));
+        }
+        return Ok(());
+    };
+    match live {
+        None => Err(EngineError::VersionConflict {
+            id: id.to_string(),
+            reason: format!(
+                "required seqNo [{required_seq_no}], primary term [{required_term}] but no document was found"
+            ),
+        }),
+        Some(live) if live.seq_no != required_seq_no || live.primary_term != required_term => {
+            Err(EngineError::VersionConflict {
+                id: id.to_string(),
+                reason: format!(
+                    "required seqNo [{required_seq_no}], primary term [{required_term}]. current document has seqNo [{}] and primary term [{}]",
+                    live.seq_no, live.primary_term
+                ),
+            })
+        }
+        Some(_) => Ok(()),
+    }
+}

@@ -1,0 +1,170 @@
+//! The live version map and the in-memory tail: what the shard knows about writes that no
+//! refreshed reader shows yet.
+//!
+//! tantivy only shows documents to readers after a commit, so between refreshes the engine keeps
+//! (a) per document id, the latest operation ([`LiveVersionMap`], for real-time get and for
+//! version/conflict resolution), and (b) per sequence number, every operation ([`Tail`], for the
+//! changes API). A refresh moves both into a "refreshing" generation before it commits and drops
+//! that generation once the new reader is installed, so every operation is always visible in at
+//! least one place: the maps or the reader.
+//!
+//! The version map is striped; a stripe's lock is also the per-id lock that serializes writes to
+//! the ids hashing to it (like Elasticsearch's per-uid lock).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hash};
+
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::types::{SeqNo, SharedOperation};
+
+/// Number of stripes of the version map; a power of two.
+pub const VERSION_MAP_STRIPES: usize = 64;
+
+/// What the version map knows about one id.
+#[derive(Clone, Debug)]
+pub struct VersionValue {
+    /// The latest operation on the id (index or delete).
+    pub operation: SharedOperation,
+}
+
+impl VersionValue {
+    /// True when the latest operation deleted the document.
+    pub fn is_delete(&self) -> bool {
+        self.operation.source().is_none()
+    }
+}
+
+/// One stripe: the current and the refreshing generation.
+#[derive(Default, Debug)]
+pub struct VersionStripe {
+    current: HashMap<String, VersionValue>,
+    refreshing: Option<HashMap<String, VersionValue>>,
+}
+
+impl VersionStripe {
+    /// The latest known operation on `id` since the last installed reader.
+    pub fn get(&self, id: &str) -> Option<&VersionValue> {
+        self.current
+            .get(id)
+            .or_else(|| self.refreshing.as_ref().and_then(|map| map.get(id)))
+    }
+
+    /// Records the latest operation on `id`.
+    pub fn put(&mut self, id: &str, value: VersionValue) {
+        if let Some(existing) = self.current.get_mut(id) {
+            *existing = value;
+        } else {
+            self.current.insert(id.to_string(), value);
+        }
+    }
+}
+
+/// The striped live version map.
+pub struct LiveVersionMap {
+    stripes: Box<[Mutex<VersionStripe>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Default for LiveVersionMap {
+    fn default() -> Self {
+        LiveVersionMap {
+            stripes: (0..VERSION_MAP_STRIPES)
+                .map(|_| Mutex::new(VersionStripe::default()))
+                .collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+}
+
+impl LiveVersionMap {
+    /// Locks the stripe of `key` (a document id; no-ops lock by their sequence number).
+    pub fn lock<K: Hash + ?Sized>(&self, key: &K) -> MutexGuard<'_, VersionStripe> {
+        let stripe = self.hasher.hash_one(key) as usize & (VERSION_MAP_STRIPES - 1);
+        self.stripes[stripe].lock()
+    }
+
+    /// Starts a refresh: the current generation becomes the refreshing one.
+    pub fn begin_refresh(&self) {
+        for stripe in self.stripes.iter() {
+            let mut stripe = stripe.lock();
+            assert!(stripe.refreshing.is_none(), "refreshes do not overlap");
+            let current = std::mem::take(&mut stripe.current);
+            stripe.refreshing = Some(current);
+        }
+    }
+
+    /// Ends a refresh once the new reader is installed: the refreshing generation is dropped.
+    pub fn end_refresh(&self) {
+        for stripe in self.stripes.iter() {
+            stripe.lock().refreshing = None;
+        }
+    }
+
+    /// Number of ids held (both generations), for stats.
+    pub fn len(&self) -> usize {
+        self.stripes
+            .iter()
+            .map(|stripe| {
+                let stripe = stripe.lock();
+                stripe.current.len() + stripe.refreshing.as_ref().map_or(0, HashMap::len)
+            })
+            .sum()
+    }
+
+    /// True when no id is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Every operation since the last installed reader, by sequence number.
+#[derive(Default, Debug)]
+pub struct Tail {
+    current: BTreeMap<i64, SharedOperation>,
+    refreshing: BTreeMap<i64, SharedOperation>,
+    bytes: usize,
+}
+
+impl Tail {
+    /// Adds an operation.
+    pub fn insert(&mut self, operation: SharedOperation) {
+        self.bytes += operation.size_in_bytes();
+        self.current.insert(operation.seq_no.0, operation);
+    }
+
+    /// Starts a refresh.
+    pub fn begin_refresh(&mut self) {
+        assert!(self.refreshing.is_empty(), "refreshes do not overlap");
+        self.refreshing = std::mem::take(&mut self.current);
+    }
+
+    /// Ends a refresh: operations of the refreshing generation are in the reader now.
+    pub fn end_refresh(&mut self) {
+        self.bytes = self.current.values().map(|op| op.size_in_bytes()).sum();
+        self.refreshing.clear();
+    }
+
+    /// Appends the operations with sequence numbers in `[from, to]` to `out` (unordered between
+    /// generations; the caller sorts).
+    pub fn collect_range(&self, from: SeqNo, to: SeqNo, out: &mut Vec<SharedOperation>) {
+        for map in [&self.refreshing, &self.current] {
+            out.extend(map.range(from.0..=to.0).map(|(_, op)| op.clone()));
+        }
+    }
+
+    /// Number of operations held.
+    pub fn len(&self) -> usize {
+        self.current.len() + self.refreshing.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Approximate bytes held by the current generation.
+    pub fn size_in_bytes(&self) -> usize {
+        self.bytes
+    }
+}

@@ -1,0 +1,178 @@
+//! The primary path, real-time get, optimistic concurrency, refresh and reopen.
+
+mod common;
+
+use common::*;
+use tandem_engine::shard::{DeleteRequest, IndexRequest, WriteOutcome};
+use tandem_engine::{EngineError, PrimaryTerm, SeqNo};
+
+#[test]
+fn primary_assigns_seq_nos_versions_and_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = create_shard(dir.path());
+    let first = shard.index(doc(1, "a")).unwrap();
+    assert_eq!(
+        (first.seq_no, first.version, first.outcome),
+        (SeqNo(0), 1, WriteOutcome::Created)
+    );
+    let second = shard.index(doc(1, "b")).unwrap();
+    assert_eq!(
+        (second.seq_no, second.version, second.outcome),
+        (SeqNo(1), 2, WriteOutcome::Updated)
+    );
+    let deleted = shard.delete(DeleteRequest::new("doc-1")).unwrap();
+    assert_eq!(
+        (deleted.seq_no, deleted.version, deleted.outcome),
+        (SeqNo(2), 3, WriteOutcome::Deleted)
+    );
+    let missing = shard.delete(DeleteRequest::new("doc-404")).unwrap();
+    assert_eq!(missing.outcome, WriteOutcome::NotFound);
+    let again = shard.index(doc(1, "c")).unwrap();
+    assert_eq!((again.version, again.outcome), (4, WriteOutcome::Created));
+    assert_eq!(shard.local_checkpoint(), SeqNo(4));
+    assert_eq!(
+        shard.global_checkpoint(),
+        SeqNo(4),
+        "request durability: acked = persisted"
+    );
+    assert_eq!(
+        shard.max_seq_no_of_updates(),
+        SeqNo(3),
+        "updates and deletes move the MSU"
+    );
+}
+
+#[test]
+fn get_is_real_time_before_and_after_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = create_shard(dir.path());
+    shard.index(doc(7, "x")).unwrap();
+    let got = shard.get("doc-7").unwrap().expect("visible before refresh");
+    assert_eq!(got.source, br#"{"n":7,"body":"x"}"#);
+    assert_eq!(
+        shard.searcher().num_docs(),
+        0,
+        "not searchable before refresh"
+    );
+    shard.refresh().unwrap();
+    assert_eq!(shard.searcher().num_docs(), 1);
+    let got = shard.get("doc-7").unwrap().expect("visible after refresh");
+    assert_eq!((got.seq_no, got.version), (SeqNo(0), 1));
+    shard.delete(DeleteRequest::new("doc-7")).unwrap();
+    assert!(shard.get("doc-7").unwrap().is_none());
+    shard.refresh().unwrap();
+    assert!(shard.get("doc-7").unwrap().is_none());
+    assert_eq!(shard.searcher().num_docs(), 0);
+    assert!(shard.get("never").unwrap().is_none());
+}
+
+#[test]
+fn optimistic_concurrency_rejects_stale_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = create_shard(dir.path());
+    let written = shard.index(doc(1, "a")).unwrap();
+    shard.refresh().unwrap();
+    let mut stale = doc(1, "b");
+    stale.if_seq_no = Some(SeqNo(99));
+    stale.if_primary_term = Some(PrimaryTerm(1));
+    let error = shard.index(stale).unwrap_err();
+    assert!(
+        matches!(error, EngineError::VersionConflict { .. }),
+        "{error}"
+    );
+    assert_eq!(error.status(), 409);
+    let mut good = doc(1, "c");
+    good.if_seq_no = Some(written.seq_no);
+    good.if_primary_term = Some(written.primary_term);
+    let updated = shard.index(good).unwrap();
+    assert_eq!(updated.version, 2);
+    let mut create = doc(1, "d");
+    create.create_only = true;
+    assert!(matches!(
+        shard.index(create).unwrap_err(),
+        EngineError::VersionConflict { .. }
+    ));
+    let mut on_missing = DeleteRequest::new("nope");
+    on_missing.if_seq_no = Some(SeqNo(0));
+    on_missing.if_primary_term = Some(PrimaryTerm(1));
+    assert!(matches!(
+        shard.delete(on_missing).unwrap_err(),
+        EngineError::VersionConflict { .. }
+    ));
+    // Rejected writes used no sequence number.
+    assert_eq!(shard.max_seq_no(), SeqNo(1));
+    assert_eq!(
+        shard.get("doc-1").unwrap().unwrap().source,
+        br#"{"n":1,"body":"c"}"#
+    );
+}
+
+#[test]
+fn bad_documents_are_rejected_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = create_shard(dir.path());
+    shard.index(doc(1, "a")).unwrap();
+    let bad = shard
+        .index(IndexRequest::new("doc-2", b"not json".to_vec()))
+        .unwrap_err();
+    assert_eq!(bad.status(), 400, "{bad}");
+    assert!(shard.index(IndexRequest::new("", b"{}".to_vec())).is_err());
+    let results = shard.bulk(vec![
+        tandem_engine::shard::WriteRequest::Index(doc(3, "ok")),
+        tandem_engine::shard::WriteRequest::Index(IndexRequest::new("doc-4", b"[1,2]".to_vec())),
+        tandem_engine::shard::WriteRequest::Index(doc(5, "ok")),
+    ]);
+    assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
+    assert_eq!(
+        shard.local_checkpoint(),
+        SeqNo(2),
+        "no gap left by rejected items"
+    );
+    drop(shard);
+    let shard = reopen(dir.path());
+    for id in ["doc-1", "doc-3", "doc-5"] {
+        assert!(shard.get(id).unwrap().is_some(), "{id}");
+    }
+}
+
+#[test]
+fn reopen_replays_unrefreshed_writes_and_keeps_history() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let shard = create_shard(dir.path());
+        for n in 0..50 {
+            shard.index(doc(n, "first")).unwrap();
+        }
+        shard.refresh().unwrap();
+        for n in 0..20 {
+            shard.index(doc(n, "second")).unwrap();
+        }
+        shard.delete(DeleteRequest::new("doc-49")).unwrap();
+        shard.no_op("test gap filler").unwrap();
+        // Dropped without close: the last 22 operations exist only in the translog.
+    }
+    let shard = reopen(dir.path());
+    assert_eq!(shard.max_seq_no(), SeqNo(71));
+    assert_eq!(shard.local_checkpoint(), SeqNo(71));
+    assert_eq!(shard.searcher().num_docs(), 49);
+    assert_eq!(shard.get("doc-3").unwrap().unwrap().version, 2);
+    let history = full_history(&shard);
+    assert_eq!(history.len(), 72);
+    assert_eq!(history[70].3, "delete");
+    assert_eq!(history[71].3, "noop");
+    // The next write continues the sequence.
+    assert_eq!(shard.index(doc(100, "x")).unwrap().seq_no, SeqNo(72));
+}
+
+#[test]
+fn follower_refuses_direct_writes_until_promoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = create_follower(dir.path());
+    let error = shard.index(doc(1, "a")).unwrap_err();
+    assert_eq!(error.status(), 403);
+    assert!(error.to_string().contains("follower index"), "{error}");
+    let term = shard.promote_to_primary().unwrap();
+    assert_eq!(term, PrimaryTerm(2));
+    let written = shard.index(doc(1, "a")).unwrap();
+    assert_eq!(written.primary_term, PrimaryTerm(2));
+}
