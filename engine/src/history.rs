@@ -11,6 +11,15 @@
 //! - [`HistoryCache`]: those views by segment id, pruned to the live segments on each refresh.
 //! - [`lookup_latest`]: the latest operation on a document id, *including deleted documents*, so
 //!   the follower path can tell a stale operation from a new one.
+//!
+//! **Anchors.** tantivy discards a committed segment as soon as all of its documents are deleted
+//! (`SegmentManager::remove_empty_segments`), and with it the soft-deleted history it holds (a
+//! batch of deletes, or a small segment whose documents are all updated later, would vanish at
+//! the next commit). So every write batch starts with an *anchor*: a document that is never part
+//! of the history, never matches a search, and is deleted only when its segment holds another
+//! live anchor. Anchors have `_seq_no = u64::MAX` (so no history range contains them),
+//! `_op_type = 3`, `_version` = a unique anchor number and `_id = "\0anchor:<number>"` (user ids
+//! may not start with NUL), by which the refresh deletes the surplus ones.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +36,30 @@ use crate::mapping::{IndexSchema, OP_TYPE_FIELD, PRIMARY_TERM_FIELD, SEQ_NO_FIEL
 use crate::record;
 use crate::types::{OpType, Operation, PrimaryTerm, SeqNo};
 
+/// `_seq_no` of anchor documents.
+pub const ANCHOR_SEQ_NO: u64 = u64::MAX;
+/// `_op_type` code of anchor documents.
+pub const ANCHOR_OP_TYPE: u64 = 3;
+/// Largest sequence number a history range may reach (anchors sit above it).
+pub const MAX_HISTORY_SEQ_NO: u64 = i64::MAX as u64;
+
+/// The `_id` of anchor number `number`.
+pub fn anchor_id(number: u64) -> String {
+    format!("\0anchor:{number:016x}")
+}
+
+/// Builds anchor document number `number`.
+pub fn anchor_document(schema: &IndexSchema, number: u64) -> TantivyDocument {
+    let mut document = TantivyDocument::default();
+    document.add_text(schema.id, anchor_id(number));
+    document.add_u64(schema.seq_no, ANCHOR_SEQ_NO);
+    document.add_u64(schema.primary_term, 0);
+    document.add_u64(schema.version, number);
+    document.add_u64(schema.op_type, ANCHOR_OP_TYPE);
+    document.add_bytes(schema.record, &[][..]);
+    document
+}
+
 /// The history view of one segment.
 pub struct SegmentHistory {
     /// `_seq_no` column.
@@ -36,6 +69,8 @@ pub struct SegmentHistory {
     op_types: Column<u64>,
     /// `(seq_no, doc)` sorted by seq_no, or `None` when doc order already is seq_no order.
     permutation: Option<Vec<(u64, DocId)>>,
+    /// `(doc, anchor number)` of every anchor of the segment.
+    anchors: Vec<(DocId, u64)>,
     max_doc: DocId,
     /// Largest seq_no among deleted docs, and the number of deleted docs it was computed for.
     max_deleted: Mutex<Option<(u32, Option<u64>)>>,
@@ -50,32 +85,45 @@ impl SegmentHistory {
                 .map_err(|error| EngineError::index("opening a history column", error))
         };
         let seq_nos = column(SEQ_NO_FIELD)?;
+        let versions = column(VERSION_FIELD)?;
         let max_doc = segment.max_doc();
         let mut sorted = true;
         let mut previous: Option<u64> = None;
+        let mut pairs: Vec<(u64, DocId)> = Vec::with_capacity(max_doc as usize);
+        let mut anchors = Vec::new();
         for doc in 0..max_doc {
-            let seq_no = seq_nos.first(doc);
-            if seq_no.is_none() || (previous.is_some() && seq_no <= previous) {
+            let Some(seq_no) = seq_nos.first(doc) else {
+                return Err(EngineError::Corrupted {
+                    path: format!("segment {}", segment.segment_id().uuid_string()).into(),
+                    reason: format!("document {doc} has no _seq_no"),
+                });
+            };
+            if seq_no == ANCHOR_SEQ_NO {
+                anchors.push((doc, versions.first(doc).unwrap_or(0)));
                 sorted = false;
-                break;
+                continue;
             }
-            previous = seq_no;
+            if previous.is_some_and(|previous| seq_no <= previous) {
+                sorted = false;
+            }
+            previous = Some(seq_no);
+            pairs.push((seq_no, doc));
         }
         let permutation = if sorted {
             None
         } else {
-            let mut pairs: Vec<(u64, DocId)> = (0..max_doc)
-                .filter_map(|doc| seq_nos.first(doc).map(|seq_no| (seq_no, doc)))
-                .collect();
+            // Nearly sorted input (one run per merged segment): cheap for a pattern-defeating
+            // sort.
             pairs.sort_unstable();
             Some(pairs)
         };
         Ok(SegmentHistory {
             primary_terms: column(PRIMARY_TERM_FIELD)?,
-            versions: column(VERSION_FIELD)?,
             op_types: column(OP_TYPE_FIELD)?,
+            versions,
             seq_nos,
             permutation,
+            anchors,
             max_doc,
             max_deleted: Mutex::new(None),
         })
@@ -118,6 +166,20 @@ impl SegmentHistory {
         }
     }
 
+    /// `(doc, anchor number)` of the anchors of the segment that are alive in `segment`.
+    pub fn live_anchors(&self, segment: &SegmentReader) -> Vec<(DocId, u64)> {
+        self.anchors
+            .iter()
+            .filter(|(doc, _)| !segment.is_deleted(*doc))
+            .copied()
+            .collect()
+    }
+
+    /// Number of anchors (alive or not) in the segment.
+    pub fn anchor_count(&self) -> usize {
+        self.anchors.len()
+    }
+
     /// The meta fields of `doc`.
     pub fn meta(&self, doc: DocId) -> Result<(SeqNo, PrimaryTerm, u64, OpType)> {
         let missing = |what: &str| EngineError::Corrupted {
@@ -157,6 +219,7 @@ impl SegmentHistory {
             (0..self.max_doc)
                 .filter(|doc| segment.is_deleted(*doc))
                 .filter_map(|doc| self.seq_nos.first(doc))
+                .filter(|seq_no| *seq_no != ANCHOR_SEQ_NO)
                 .max()
         };
         *cached = Some((num_deleted, value));

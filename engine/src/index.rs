@@ -573,7 +573,7 @@ impl Index {
             let searcher = shard.searcher();
             let collector = (TopDocs::with_limit(wanted.max(1)).order_by_score(), Count);
             let (top, count) = searcher
-                .search(&*query, &collector)
+                .search(&query, &collector)
                 .map_err(|e| EngineError::index("searching", e))?;
             total_hits += count as u64;
             candidates.extend(

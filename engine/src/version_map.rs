@@ -78,10 +78,26 @@ impl Default for LiveVersionMap {
 }
 
 impl LiveVersionMap {
-    /// Locks the stripe of `key` (a document id; no-ops lock by their sequence number).
+    /// The stripe number of `key` (a document id; no-ops use their sequence number).
+    pub fn stripe_of<K: Hash + ?Sized>(&self, key: &K) -> usize {
+        self.hasher.hash_one(key) as usize & (VERSION_MAP_STRIPES - 1)
+    }
+
+    /// Locks the stripe of `key`.
     pub fn lock<K: Hash + ?Sized>(&self, key: &K) -> MutexGuard<'_, VersionStripe> {
-        let stripe = self.hasher.hash_one(key) as usize & (VERSION_MAP_STRIPES - 1);
-        self.stripes[stripe].lock()
+        self.stripes[self.stripe_of(key)].lock()
+    }
+
+    /// Locks the given stripes, in increasing order (so concurrent callers cannot deadlock).
+    pub fn lock_many(&self, mut stripes: Vec<usize>) -> LockedStripes<'_> {
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards: Vec<Option<MutexGuard<'_, VersionStripe>>> =
+            (0..VERSION_MAP_STRIPES).map(|_| None).collect();
+        for stripe in stripes {
+            guards[stripe] = Some(self.stripes[stripe].lock());
+        }
+        LockedStripes { guards }
     }
 
     /// Starts a refresh: the current generation becomes the refreshing one.
@@ -115,6 +131,20 @@ impl LiveVersionMap {
     /// True when no id is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A set of stripes held by one writer for the length of a batch.
+pub struct LockedStripes<'a> {
+    guards: Vec<Option<MutexGuard<'a, VersionStripe>>>,
+}
+
+impl LockedStripes<'_> {
+    /// The stripe `stripe`; panics if the caller did not lock it (a bug).
+    pub fn get(&mut self, stripe: usize) -> &mut VersionStripe {
+        self.guards[stripe]
+            .as_deref_mut()
+            .expect("stripe locked for this batch")
     }
 }
 

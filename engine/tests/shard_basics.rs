@@ -49,20 +49,16 @@ fn get_is_real_time_before_and_after_refresh() {
     shard.index(doc(7, "x")).unwrap();
     let got = shard.get("doc-7").unwrap().expect("visible before refresh");
     assert_eq!(got.source, br#"{"n":7,"body":"x"}"#);
-    assert_eq!(
-        shard.searcher().num_docs(),
-        0,
-        "not searchable before refresh"
-    );
+    assert_eq!(shard.doc_count(), 0, "not searchable before refresh");
     shard.refresh().unwrap();
-    assert_eq!(shard.searcher().num_docs(), 1);
+    assert_eq!(shard.doc_count(), 1);
     let got = shard.get("doc-7").unwrap().expect("visible after refresh");
     assert_eq!((got.seq_no, got.version), (SeqNo(0), 1));
     shard.delete(DeleteRequest::new("doc-7")).unwrap();
     assert!(shard.get("doc-7").unwrap().is_none());
     shard.refresh().unwrap();
     assert!(shard.get("doc-7").unwrap().is_none());
-    assert_eq!(shard.searcher().num_docs(), 0);
+    assert_eq!(shard.doc_count(), 0);
     assert!(shard.get("never").unwrap().is_none());
 }
 
@@ -154,7 +150,7 @@ fn reopen_replays_unrefreshed_writes_and_keeps_history() {
     let shard = reopen(dir.path());
     assert_eq!(shard.max_seq_no(), SeqNo(71));
     assert_eq!(shard.local_checkpoint(), SeqNo(71));
-    assert_eq!(shard.searcher().num_docs(), 49);
+    assert_eq!(shard.doc_count(), 49);
     assert_eq!(shard.get("doc-3").unwrap().unwrap().version, 2);
     let history = full_history(&shard);
     assert_eq!(history.len(), 72);

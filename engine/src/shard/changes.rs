@@ -46,7 +46,9 @@ impl ShardEngine {
         }
         let inner = &self.inner;
         inner.check_failed()?;
-        let last = SeqNo(to.0.min(from.0.saturating_add(max_operations as i64 - 1)));
+        // `max_operations` may be any usize (usize::MAX = no limit): never let it wrap.
+        let span = i64::try_from(max_operations).unwrap_or(i64::MAX);
+        let last = SeqNo(to.0.min(from.0.saturating_add(span - 1)));
         // One consistent view: every processed operation is in the reader or in the tail.
         let (searcher, mut tail_ops, processed) = {
             let tail = inner.tail.lock();
@@ -56,7 +58,9 @@ impl ShardEngine {
             tail.collect_range(from, last, &mut ops);
             (searcher, ops, processed)
         };
-        let mut found: Vec<(u64, Source)> = Vec::with_capacity((last.0 - from.0 + 1) as usize);
+        // `last` may be far beyond max_seq_no: size the buffer by what can exist, not the range.
+        let capacity = (last.0.min(processed.0.max(from.0)) - from.0 + 1) as usize;
+        let mut found: Vec<(u64, Source)> = Vec::with_capacity(capacity + tail_ops.len());
         let mut docs = Vec::new();
         let mut histories = Vec::new();
         for (ordinal, segment) in searcher.segment_readers().iter().enumerate() {

@@ -187,6 +187,9 @@ pub(crate) struct ShardInner {
     merging: Arc<Mutex<Vec<SegmentId>>>,
     failure: Mutex<Option<String>>,
     refresh_count: AtomicU64,
+    /// Numbers anchor documents; starts at a random value so numbers stay unique across
+    /// restarts without being persisted.
+    anchor_counter: AtomicU64,
 }
 
 #[derive(Default)]
@@ -340,6 +343,7 @@ impl ShardEngine {
             merging: Arc::new(Mutex::new(Vec::new())),
             failure: Mutex::new(None),
             refresh_count: AtomicU64::new(0),
+            anchor_counter: AtomicU64::new(rand::random::<u64>() >> 1),
         });
         inner.restore_committed_seq_nos(payload.local_checkpoint)?;
         let weak = Arc::downgrade(&inner);
@@ -391,6 +395,18 @@ impl ShardEngine {
             )
         };
         let searcher = self.searcher();
+        let doc_count = self.doc_count();
+        let doc_count_with_history = searcher
+            .segment_readers()
+            .iter()
+            .map(|segment| {
+                let anchors = inner
+                    .history
+                    .get(segment)
+                    .map_or(0, |history| history.anchor_count());
+                u64::from(segment.max_doc()).saturating_sub(anchors as u64)
+            })
+            .sum();
         ShardStats {
             local_checkpoint,
             global_checkpoint,
@@ -398,17 +414,29 @@ impl ShardEngine {
             max_seq_no_of_updates_or_deletes: self.max_seq_no_of_updates(),
             min_retained_seq_no: self.min_retained_seq_no(),
             primary_term: self.primary_term(),
-            doc_count: searcher.num_docs(),
-            doc_count_with_history: searcher
-                .segment_readers()
-                .iter()
-                .map(|segment| u64::from(segment.max_doc()))
-                .sum(),
+            doc_count,
+            doc_count_with_history,
             segment_count: searcher.segment_readers().len(),
             tail_operations: inner.tail.lock().len(),
             translog_size_in_bytes: inner.translog.size_in_bytes(),
             refresh_count: inner.refresh_count.load(Ordering::Relaxed),
         }
+    }
+
+    /// Live documents in the last refreshed reader (anchors excluded).
+    pub fn doc_count(&self) -> u64 {
+        let searcher = self.searcher();
+        let anchors: u64 = searcher
+            .segment_readers()
+            .iter()
+            .map(|segment| {
+                self.inner
+                    .history
+                    .get(segment)
+                    .map_or(0, |history| history.live_anchors(segment).len() as u64)
+            })
+            .sum();
+        searcher.num_docs().saturating_sub(anchors)
     }
 
     /// Every operation at or below it has been applied.
@@ -614,7 +642,11 @@ impl ShardInner {
         let mut found = Vec::new();
         for segment in searcher.segment_readers() {
             let history = self.history.get(segment)?;
-            history.docs_in_range((local_checkpoint.0 + 1) as u64, u64::MAX, &mut found);
+            history.docs_in_range(
+                (local_checkpoint.0 + 1) as u64,
+                crate::history::MAX_HISTORY_SEQ_NO,
+                &mut found,
+            );
         }
         let mut tracker = self.tracker.lock();
         for (seq_no, _) in found {

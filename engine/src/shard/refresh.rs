@@ -81,7 +81,32 @@ impl ShardInner {
             .trim_below(generation)
             .map_err(|e| self.fail(e.into()))?;
         self.history.retain(&searcher);
+        self.compact_anchors(writer, &searcher)?;
         self.refresh_count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Deletes every live anchor of a segment but its first: one live document is enough to
+    /// keep the segment (see `crate::history`), and the surplus would grow with every batch.
+    /// The kept anchor is never deleted, so no segment can become empty through this.
+    fn compact_anchors(&self, writer: &IndexWriter, searcher: &tantivy::Searcher) -> Result<()> {
+        let schema = self.mapper.schema();
+        let mut deleted = 0usize;
+        for segment in searcher.segment_readers() {
+            let history = self.history.get(segment)?;
+            let live = history.live_anchors(segment);
+            for (_, number) in live.iter().skip(1) {
+                writer.delete_term(tantivy::Term::from_field_text(
+                    schema.id,
+                    &crate::history::anchor_id(*number),
+                ));
+                deleted += 1;
+            }
+        }
+        if deleted > 0 {
+            // The deletes are applied by the next commit.
+            self.dirty.store(true, Ordering::Release);
+        }
         Ok(())
     }
 

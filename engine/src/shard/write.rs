@@ -1,21 +1,30 @@
 //! The write paths of a shard: the primary path (assigns sequence numbers and versions, checks
 //! optimistic concurrency) and the replica path (applies operations that already carry them, in
 //! any order, idempotently), plus real-time get.
+//!
+//! Every call is applied as one tantivy batch (`IndexWriter::run`), which tantivy always puts
+//! whole into one segment, and every batch starts with an *anchor* document (see
+//! [`crate::history`]): a segment therefore always holds a live document, because tantivy
+//! silently discards committed segments whose documents are all deleted, which would discard
+//! their soft-deleted history.
+//!
+//! Locking: a batch holds the writer's read lock and, in increasing order, the version-map stripe
+//! of every id it touches, from version resolution until its tantivy operations are queued, so
+//! the operations of one id reach tantivy in the order their versions were resolved.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use tantivy::indexer::UserOperation;
 use tantivy::{IndexWriter, TantivyDocument, Term};
 
-use super::{ShardEngine, ShardInner};
+use super::{Durability, ShardEngine, ShardInner};
 use crate::error::{EngineError, Result};
-use crate::history::{lookup_latest, read_record};
+use crate::history::{anchor_document, lookup_latest, read_record};
 use crate::record;
 use crate::translog::TranslogLocation;
 use crate::types::{Operation, OperationKind, PrimaryTerm, SeqNo, SharedOperation};
 use crate::version_map::{VersionStripe, VersionValue};
-
-use super::Durability;
 
 /// Index (create or replace) a document through the primary path.
 #[derive(Clone, Debug)]
@@ -74,6 +83,16 @@ pub enum WriteRequest {
     Index(IndexRequest),
     /// Delete a document.
     Delete(DeleteRequest),
+}
+
+impl WriteRequest {
+    /// The document id.
+    pub fn id(&self) -> &str {
+        match self {
+            WriteRequest::Index(request) => &request.id,
+            WriteRequest::Delete(request) => &request.id,
+        }
+    }
 }
 
 /// What a write did (Elasticsearch's `result`).
@@ -145,6 +164,12 @@ enum Prepared {
     Delete(DeleteRequest),
 }
 
+/// The tantivy operations and history entries of one call, applied together.
+struct Batch {
+    operations: Vec<UserOperation>,
+    history: Vec<SharedOperation>,
+}
+
 impl ShardEngine {
     /// Indexes one document (primary path) and waits for durability.
     pub fn index(&self, request: IndexRequest) -> Result<WriteResult> {
@@ -184,25 +209,35 @@ impl ShardEngine {
                 }
             })
             .collect();
-        let mut results = Vec::with_capacity(prepared.len());
-        let mut last_location: Option<TranslogLocation> = None;
-        {
+        let mut results: Vec<Result<WriteResult>> = Vec::with_capacity(prepared.len());
+        let location = {
             let writer = inner.writer.read();
+            let stripes = prepared
+                .iter()
+                .filter_map(|item| item.as_ref().ok())
+                .map(|item| inner.version_map.stripe_of(prepared_id(item)))
+                .collect();
+            let mut locked = inner.version_map.lock_many(stripes);
+            let mut batch = inner.new_batch(prepared.len());
             for item in prepared {
-                let result = item.and_then(|prepared| inner.apply_primary(&writer, prepared));
-                results.push(result.map(|(result, location)| {
-                    last_location = Some(location);
-                    result
+                results.push(item.and_then(|prepared| {
+                    let stripe = inner.version_map.stripe_of(prepared_id(&prepared));
+                    inner.apply_primary(locked.get(stripe), &mut batch, prepared)
                 }));
             }
-        }
-        if let Some(location) = last_location {
-            if let Err(error) = inner.wait_durable(location) {
-                return results
-                    .into_iter()
-                    .map(|result| result.and(Err(EngineError::Closed(error.to_string()))))
-                    .collect();
-            }
+            let location = inner.submit(&writer, batch, false);
+            drop(locked);
+            location
+        };
+        let durable = location.and_then(|location| match location {
+            Some(location) => inner.wait_durable(location),
+            None => Ok(()),
+        });
+        if let Err(error) = durable {
+            return results
+                .into_iter()
+                .map(|result| result.and(Err(EngineError::Closed(error.to_string()))))
+                .collect();
         }
         results
     }
@@ -210,12 +245,10 @@ impl ShardEngine {
     /// Records a no-op on the primary (fills a sequence number) and waits for durability.
     pub fn no_op(&self, reason: &str) -> Result<SeqNo> {
         let inner = &self.inner;
-        let location;
-        let seq_no;
-        {
+        let (seq_no, location) = {
             let writer = inner.writer.read();
             inner.check_failed()?;
-            seq_no = inner.tracker.lock().generate_seq_no();
+            let seq_no = inner.tracker.lock().generate_seq_no();
             let operation = Arc::new(Operation {
                 seq_no,
                 primary_term: PrimaryTerm(inner.primary_term.load(Ordering::Acquire)),
@@ -224,10 +257,13 @@ impl ShardEngine {
                     reason: reason.to_string(),
                 },
             });
-            let _stripe = inner.version_map.lock(&seq_no.0);
-            location = inner.apply_to_index(&writer, &operation, None, false, true, false)?;
+            let mut batch = inner.new_batch(1);
+            inner.stage(&mut batch, operation, None, false, true);
+            (seq_no, inner.submit(&writer, batch, false)?)
+        };
+        if let Some(location) = location {
+            inner.wait_durable(location)?;
         }
-        inner.wait_durable(location)?;
         Ok(seq_no)
     }
 
@@ -242,9 +278,6 @@ impl ShardEngine {
         max_seq_no_of_updates: SeqNo,
     ) -> Result<usize> {
         let inner = &self.inner;
-        inner
-            .max_seq_no_of_updates
-            .fetch_max(max_seq_no_of_updates.0, Ordering::AcqRel);
         let mut parsed = Vec::with_capacity(operations.len());
         for operation in operations {
             if !operation.seq_no.is_assigned() {
@@ -261,19 +294,16 @@ impl ShardEngine {
                 None => None,
             });
         }
-        let mut applied = 0;
-        let mut last_location = None;
-        {
+        inner
+            .max_seq_no_of_updates
+            .fetch_max(max_seq_no_of_updates.0, Ordering::AcqRel);
+        let operations: Vec<SharedOperation> =
+            operations.iter().map(|op| Arc::new(op.clone())).collect();
+        let (applied, location) = {
             let writer = inner.writer.read();
-            for (operation, document) in operations.iter().zip(parsed) {
-                let operation = Arc::new(operation.clone());
-                if let Some(location) = inner.apply_replica(&writer, operation, document, false)? {
-                    applied += 1;
-                    last_location = Some(location);
-                }
-            }
-        }
-        if let Some(location) = last_location {
+            inner.apply_replica_batch(&writer, operations, parsed, false)?
+        };
+        if let Some(location) = location {
             inner.wait_durable(location)?;
         }
         Ok(applied)
@@ -321,6 +351,13 @@ impl ShardEngine {
     }
 }
 
+fn prepared_id(prepared: &Prepared) -> &str {
+    match prepared {
+        Prepared::Index(request, _) => &request.id,
+        Prepared::Delete(request) => &request.id,
+    }
+}
+
 fn single(mut results: Vec<Result<WriteResult>>) -> Result<WriteResult> {
     results
         .pop()
@@ -337,17 +374,27 @@ fn validate_id(id: &str) -> Result<()> {
         ));
     }
     if id.len() > MAX_ID_BYTES {
+        let mut cut = 32;
+        while !id.is_char_boundary(cut) {
+            cut -= 1;
+        }
         return Err(EngineError::InvalidArgument(format!(
             "id [{}...] is too long, must be no longer than {MAX_ID_BYTES} bytes but was: {}",
-            &id[..id.floor_char_boundary(32)],
+            &id[..cut],
             id.len()
         )));
+    }
+    if id.starts_with('\0') {
+        // Reserved for the engine's anchor documents.
+        return Err(EngineError::InvalidArgument(
+            "document id must not start with a NUL character".to_string(),
+        ));
     }
     Ok(())
 }
 
 impl ShardInner {
-    fn wait_durable(&self, location: TranslogLocation) -> Result<()> {
+    pub(super) fn wait_durable(&self, location: TranslogLocation) -> Result<()> {
         if self.config.durability == Durability::Request {
             self.translog
                 .sync_up_to(location)
@@ -369,23 +416,34 @@ impl ShardInner {
             }));
         }
         let searcher = self.searcher.read().clone();
-        Ok(
-            lookup_latest(&searcher, self.mapper.schema(), &self.history, id)?.map(|found| {
-                Latest {
-                    seq_no: found.seq_no,
-                    primary_term: found.primary_term,
-                    version: found.version,
-                    deleted: !found.alive || found.op_type != crate::types::OpType::Index,
-                }
-            }),
-        )
+        let found = lookup_latest(&searcher, self.mapper.schema(), &self.history, id)?;
+        Ok(found.map(|found| Latest {
+            seq_no: found.seq_no,
+            primary_term: found.primary_term,
+            version: found.version,
+            deleted: !found.alive || found.op_type != crate::types::OpType::Index,
+        }))
+    }
+
+    fn new_batch(&self, capacity: usize) -> Batch {
+        let anchor = self.anchor_counter.fetch_add(1, Ordering::Relaxed);
+        let mut operations = Vec::with_capacity(capacity * 2 + 1);
+        operations.push(UserOperation::Add(anchor_document(
+            self.mapper.schema(),
+            anchor,
+        )));
+        Batch {
+            operations,
+            history: Vec::with_capacity(capacity),
+        }
     }
 
     fn apply_primary(
         &self,
-        writer: &IndexWriter,
+        stripe: &mut VersionStripe,
+        batch: &mut Batch,
         prepared: Prepared,
-    ) -> Result<(WriteResult, TranslogLocation)> {
+    ) -> Result<WriteResult> {
         self.check_failed()?;
         let (id, if_seq_no, if_primary_term) = match &prepared {
             Prepared::Index(request, _) => (
@@ -399,8 +457,7 @@ impl ShardInner {
                 request.if_primary_term,
             ),
         };
-        let mut stripe = self.version_map.lock(id.as_str());
-        let latest = self.latest(&stripe, &id)?;
+        let latest = self.latest(stripe, &id)?;
         let live = latest.filter(|latest| !latest.deleted);
         check_conditions(&id, live, if_seq_no, if_primary_term)?;
         if let Prepared::Index(request, _) = &prepared {
@@ -424,14 +481,11 @@ impl ShardInner {
                 } else {
                     WriteOutcome::Created
                 };
-                (
-                    OperationKind::Index {
-                        id: request.id,
-                        source: request.source,
-                    },
-                    Some(document),
-                    outcome,
-                )
+                let kind = OperationKind::Index {
+                    id: request.id,
+                    source: request.source,
+                };
+                (kind, Some(document), outcome)
             }
             Prepared::Delete(request) => {
                 let outcome = if live.is_some() {
@@ -449,61 +503,89 @@ impl ShardInner {
             kind,
         });
         let is_delete = document.is_none();
-        // Invariant: every id lookup that finds something deletes the older documents, so at
-        // most one document per id is alive.
-        let location = self.apply_to_index(
-            writer,
-            &operation,
+        // Every write that finds an older document of its id deletes it, so at most one
+        // document per id is alive.
+        self.stage(
+            batch,
+            operation.clone(),
             document,
             latest.is_some(),
             is_delete,
-            false,
-        )?;
+        );
         if is_delete || live.is_some() {
             self.max_seq_no_of_updates
                 .fetch_max(seq_no.0, Ordering::AcqRel);
         }
         stripe.put(&id, VersionValue { operation });
-        drop(stripe);
-        Ok((
-            WriteResult {
-                id,
-                seq_no,
-                primary_term,
-                version,
-                outcome,
-            },
-            location,
-        ))
+        Ok(WriteResult {
+            id,
+            seq_no,
+            primary_term,
+            version,
+            outcome,
+        })
     }
 
-    /// Applies one operation that carries its sequence number. Returns `None` when it had been
-    /// applied already. `replaying` disables the append-only fast path: during translog replay
-    /// the max_seq_no_of_updates of the commit does not cover the replayed updates.
-    pub(super) fn apply_replica(
+    /// Applies operations that carry their sequence numbers as one batch. Returns how many were
+    /// applied (operations already applied are skipped) and the translog location to sync.
+    /// `replaying` (translog replay on open) disables the append-only fast path, because the
+    /// max_seq_no_of_updates of the commit does not cover the replayed updates, and does not
+    /// append to the translog again.
+    pub(super) fn apply_replica_batch(
         &self,
         writer: &IndexWriter,
+        operations: Vec<SharedOperation>,
+        documents: Vec<Option<TantivyDocument>>,
+        replaying: bool,
+    ) -> Result<(usize, Option<TranslogLocation>)> {
+        self.check_failed()?;
+        let stripes = operations
+            .iter()
+            .map(|operation| self.stripe_key(operation))
+            .collect();
+        let mut locked = self.version_map.lock_many(stripes);
+        let mut batch = self.new_batch(operations.len());
+        let mut in_batch = std::collections::HashSet::with_capacity(operations.len());
+        let mut applied = 0;
+        for (operation, document) in operations.into_iter().zip(documents) {
+            let stripe = locked.get(self.stripe_key(&operation));
+            // Same seq_no = same operation = same stripe: this check cannot race.
+            if self.tracker.lock().has_processed(operation.seq_no) {
+                continue;
+            }
+            if !in_batch.insert(operation.seq_no) {
+                continue;
+            }
+            self.stage_replica(stripe, &mut batch, operation, document, replaying)?;
+            applied += 1;
+        }
+        let location = self.submit(writer, batch, replaying)?;
+        drop(locked);
+        Ok((applied, location))
+    }
+
+    fn stripe_key(&self, operation: &Operation) -> usize {
+        match operation.id() {
+            Some(id) => self.version_map.stripe_of(id),
+            None => self.version_map.stripe_of(&operation.seq_no.0),
+        }
+    }
+
+    fn stage_replica(
+        &self,
+        stripe: &mut VersionStripe,
+        batch: &mut Batch,
         operation: SharedOperation,
         document: Option<TantivyDocument>,
         replaying: bool,
-    ) -> Result<Option<TranslogLocation>> {
-        self.check_failed()?;
+    ) -> Result<()> {
         let seq_no = operation.seq_no;
-        let mut stripe = match operation.id() {
-            Some(id) => self.version_map.lock(id),
-            None => self.version_map.lock(&seq_no.0),
-        };
-        // Same seq_no = same operation = same stripe, so this check cannot race.
-        if self.tracker.lock().has_processed(seq_no) {
-            return Ok(None);
-        }
-        self.tracker.lock().advance_max_seq_no(seq_no);
         let msu = SeqNo(self.max_seq_no_of_updates.load(Ordering::Acquire));
         let (stale, existing) = match &operation.kind {
             OperationKind::NoOp { .. } => (false, false),
             OperationKind::Index { .. } if !replaying && seq_no > msu => (false, false),
             OperationKind::Index { id, .. } | OperationKind::Delete { id } => {
-                let latest = self.latest(&stripe, id)?;
+                let latest = self.latest(stripe, id)?;
                 (
                     latest.is_some_and(|latest| latest.seq_no > seq_no),
                     latest.is_some(),
@@ -513,14 +595,13 @@ impl ShardInner {
         let is_delete = matches!(operation.kind, OperationKind::Delete { .. });
         let soft_delete_now =
             stale || is_delete || matches!(operation.kind, OperationKind::NoOp { .. });
-        let location = self.apply_to_index(
-            writer,
-            &operation,
+        self.stage(
+            batch,
+            operation.clone(),
             document,
             existing && !stale,
             soft_delete_now,
-            replaying,
-        )?;
+        );
         if !stale {
             if is_delete || existing {
                 self.max_seq_no_of_updates
@@ -531,29 +612,29 @@ impl ShardInner {
                 stripe.put(&id, VersionValue { operation });
             }
         }
-        Ok(Some(location))
+        Ok(())
     }
 
-    /// Adds the operation's document to tantivy, to the in-memory tail and to the translog,
-    /// then marks it processed. `delete_previous` deletes the older documents of the id first;
-    /// `soft_delete_now` deletes the new document at once (tombstones, no-ops, stale ops), so it
-    /// is history only.
-    fn apply_to_index(
+    /// Adds the tantivy operations of one history operation to `batch`. `delete_previous`
+    /// deletes the older documents of the id first; `soft_delete_now` deletes the new document
+    /// at once (tombstones, no-ops, stale operations), so that it is history only.
+    fn stage(
         &self,
-        writer: &IndexWriter,
-        operation: &SharedOperation,
+        batch: &mut Batch,
+        operation: SharedOperation,
         document: Option<TantivyDocument>,
         delete_previous: bool,
         soft_delete_now: bool,
-        replaying: bool,
-    ) -> Result<TranslogLocation> {
+    ) {
         let schema = self.mapper.schema();
         let seq_no = operation.seq_no;
         let mut document = document.unwrap_or_default();
         if let Some(id) = operation.id() {
             document.add_text(schema.id, id);
             if delete_previous {
-                writer.delete_term(Term::from_field_text(schema.id, id));
+                batch
+                    .operations
+                    .push(UserOperation::Delete(Term::from_field_text(schema.id, id)));
             }
         }
         document.add_u64(schema.seq_no, seq_no.0 as u64);
@@ -561,55 +642,99 @@ impl ShardInner {
         document.add_u64(schema.version, operation.version);
         document.add_u64(schema.op_type, operation.op_type() as u64);
         let mut stored = Vec::with_capacity(operation.size_in_bytes());
-        record::encode_stored_record(operation, &mut stored);
+        record::encode_stored_record(&operation, &mut stored);
         document.add_bytes(schema.record, &stored);
-        writer
-            .add_document(document)
-            .map_err(|error| self.fail(EngineError::index("adding a document", error)))?;
+        batch.operations.push(UserOperation::Add(document));
         if soft_delete_now {
-            writer.delete_term(Term::from_field_u64(schema.seq_no, seq_no.0 as u64));
+            batch
+                .operations
+                .push(UserOperation::Delete(Term::from_field_u64(
+                    schema.seq_no,
+                    seq_no.0 as u64,
+                )));
         }
-        self.tail.lock().insert(operation.clone());
-        let location = if replaying {
-            TranslogLocation {
-                generation: 0,
-                end_offset: 0,
+        batch.history.push(operation);
+    }
+
+    /// Queues the batch in tantivy, then records its operations in the tail, the translog and
+    /// the checkpoint tracker. Returns the translog location to sync (`None` for an empty batch
+    /// or a replay).
+    fn submit(
+        &self,
+        writer: &IndexWriter,
+        batch: Batch,
+        replaying: bool,
+    ) -> Result<Option<TranslogLocation>> {
+        if batch.history.is_empty() {
+            return Ok(None);
+        }
+        writer
+            .run(batch.operations)
+            .map_err(|error| self.fail(EngineError::index("adding documents", error)))?;
+        {
+            let mut tail = self.tail.lock();
+            for operation in &batch.history {
+                tail.insert(operation.clone());
             }
+        }
+        let location = if replaying {
+            None
         } else {
-            let mut payload = Vec::with_capacity(operation.size_in_bytes() + 32);
-            record::encode_translog_payload(operation, &mut payload);
-            self.translog.append(seq_no.0 as u64, &payload)
+            let mut payloads = Vec::with_capacity(batch.history.len());
+            for operation in &batch.history {
+                let mut payload = Vec::with_capacity(operation.size_in_bytes() + 32);
+                record::encode_translog_payload(operation, &mut payload);
+                payloads.push((operation.seq_no.0 as u64, payload));
+            }
+            Some(
+                self.translog.append_batch(
+                    payloads
+                        .iter()
+                        .map(|(seq_no, payload)| (*seq_no, payload.as_slice())),
+                ),
+            )
         };
-        self.tracker.lock().mark_processed(seq_no);
+        {
+            let mut tracker = self.tracker.lock();
+            for operation in &batch.history {
+                tracker.mark_processed(operation.seq_no);
+            }
+        }
         self.dirty.store(true, Ordering::Release);
         Ok(location)
     }
 
     /// Re-applies translog records above the last commit (on open).
     pub(super) fn replay(&self, records: Vec<(u64, Vec<u8>)>) -> Result<()> {
+        const REPLAY_BATCH: usize = 1024;
         let count = records.len();
-        let writer = self.writer.read();
         let mut applied = 0usize;
-        for (seq_no, payload) in records {
-            let operation = record::decode_translog_payload(seq_no, &payload).map_err(|error| {
-                EngineError::Corrupted {
-                    path: self.dir.join(super::TRANSLOG_DIR),
-                    reason: format!("record of seq_no {seq_no}: {error}"),
-                }
-            })?;
-            let document = match operation.source() {
-                Some(source) => Some(self.mapper.parse(source)?),
-                None => None,
-            };
-            if self
-                .apply_replica(&writer, Arc::new(operation), document, true)?
-                .is_some()
-            {
-                applied += 1;
+        let writer = self.writer.read();
+        for chunk in records.chunks(REPLAY_BATCH) {
+            let mut operations = Vec::with_capacity(chunk.len());
+            let mut documents = Vec::with_capacity(chunk.len());
+            for (seq_no, payload) in chunk {
+                let operation =
+                    record::decode_translog_payload(*seq_no, payload).map_err(|error| {
+                        EngineError::Corrupted {
+                            path: self.dir.join(super::TRANSLOG_DIR),
+                            reason: format!("record of seq_no {seq_no}: {error}"),
+                        }
+                    })?;
+                documents.push(match operation.source() {
+                    Some(source) => Some(self.mapper.parse(source)?),
+                    None => None,
+                });
+                operations.push(Arc::new(operation));
             }
+            applied += self
+                .apply_replica_batch(&writer, operations, documents, true)?
+                .0;
             // Replayed records are durable: they were read back from the translog.
             let mut tracker = self.tracker.lock();
-            tracker.mark_persisted(SeqNo(seq_no as i64));
+            for (seq_no, _) in chunk {
+                tracker.mark_persisted(SeqNo(*seq_no as i64));
+            }
         }
         self.checkpoint_changed.notify_all();
         tracing::info!(shard = ?self.dir, records = count, applied, "translog replayed");
@@ -635,14 +760,16 @@ fn check_conditions(
         None => Err(EngineError::VersionConflict {
             id: id.to_string(),
             reason: format!(
-                "required seqNo [{required_seq_no}], primary term [{required_term}] but no document was found"
+                "required seqNo [{required_seq_no}], primary term [{required_term}] but no \
+                 document was found"
             ),
         }),
         Some(live) if live.seq_no != required_seq_no || live.primary_term != required_term => {
             Err(EngineError::VersionConflict {
                 id: id.to_string(),
                 reason: format!(
-                    "required seqNo [{required_seq_no}], primary term [{required_term}]. current document has seqNo [{}] and primary term [{}]",
+                    "required seqNo [{required_seq_no}], primary term [{required_term}]. current \
+                     document has seqNo [{}] and primary term [{}]",
                     live.seq_no, live.primary_term
                 ),
             })
