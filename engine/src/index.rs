@@ -526,10 +526,7 @@ impl Index {
 
     /// Live documents in the last refreshed readers.
     pub fn doc_count(&self) -> u64 {
-        self.shards
-            .iter()
-            .map(|shard| shard.searcher().num_docs())
-            .sum()
+        self.shards.iter().map(ShardEngine::doc_count).sum()
     }
 
     /// Merges an Elasticsearch mapping update.
@@ -562,10 +559,22 @@ impl Index {
                 max_score: None,
             });
         };
-        let query =
+        let user_query =
             self.mapper
                 .schema()
                 .parse_query_string(first.tantivy_index(), &mappings, query)?;
+        // Anchor documents (see `crate::history`) never match.
+        let anchors: Box<dyn tantivy::query::Query> = Box::new(tantivy::query::TermQuery::new(
+            tantivy::Term::from_field_u64(
+                self.mapper.schema().seq_no,
+                crate::history::ANCHOR_SEQ_NO,
+            ),
+            tantivy::schema::IndexRecordOption::Basic,
+        ));
+        let query = tantivy::query::BooleanQuery::new(vec![
+            (tantivy::query::Occur::Must, user_query),
+            (tantivy::query::Occur::MustNot, anchors),
+        ]);
         let wanted = from.saturating_add(size);
         let mut total_hits = 0u64;
         let mut candidates = Vec::new();

@@ -1,0 +1,156 @@
+//! An index of N shards: settings, mappings, routing, search across shards, document count,
+//! and typed errors for bad input.
+
+use serde_json::json;
+use tandem_engine::index::Index;
+use tandem_engine::shard::{DeleteRequest, IndexRequest, WriteRequest};
+use tandem_engine::EngineError;
+
+fn metrics_index(dir: &std::path::Path, shards: u32) -> Index {
+    Index::create(
+        &dir.join("server-metrics"),
+        "server-metrics",
+        &json!({"number_of_shards": shards, "refresh_interval": "-1"}),
+        &json!({"properties": {
+            "status": {"type": "keyword"},
+            "message": {"type": "text"},
+            "cpu": {"properties": {"usage": {"type": "double"}}},
+        }}),
+    )
+    .unwrap()
+}
+
+fn metric(n: u64, status: &str) -> Vec<u8> {
+    format!(
+        r#"{{"status":"{status}","message":"sample {n}","cpu":{{"usage":{}}}}}"#,
+        n % 100
+    )
+    .into_bytes()
+}
+
+#[test]
+fn documents_route_to_shards_and_search_fans_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = metrics_index(dir.path(), 3);
+    let bulk = (0..300)
+        .map(|n| WriteRequest::Index(IndexRequest::new(format!("m-{n}"), metric(n, "ok"))))
+        .collect();
+    assert!(index.bulk(bulk).iter().all(Result::is_ok));
+    for n in (0..300).step_by(3) {
+        index
+            .index(IndexRequest::new(format!("m-{n}"), metric(n, "error")))
+            .unwrap();
+    }
+    index.delete(DeleteRequest::new("m-1")).unwrap();
+    index.refresh().unwrap();
+    let per_shard: Vec<u64> = index
+        .shards()
+        .iter()
+        .map(|shard| shard.doc_count())
+        .collect();
+    assert!(per_shard.iter().all(|count| *count > 50), "{per_shard:?}");
+    assert_eq!(index.doc_count(), 299);
+    assert_eq!(index.search("status:error", 0, 10).unwrap().total_hits, 100);
+    assert_eq!(
+        index.search("*", 0, 10).unwrap().total_hits,
+        299,
+        "anchors never match"
+    );
+    assert_eq!(
+        index.search("-status:error", 0, 10).unwrap().total_hits,
+        199
+    );
+    let page = index.search("cpu.usage:[10 TO 19]", 0, 5).unwrap();
+    assert_eq!((page.total_hits, page.hits.len()), (30, 5));
+    assert!(page.hits.iter().all(|hit| hit.id.starts_with("m-")));
+    let hit = &index.search("sample", 0, 1).unwrap().hits[0];
+    assert!(String::from_utf8_lossy(&hit.source).contains("sample"));
+    // A dynamic field.
+    index
+        .index(IndexRequest::new("u", br#"{"user":"kimchy"}"#.to_vec()))
+        .unwrap();
+    index.refresh().unwrap();
+    assert_eq!(index.search("user:kimchy", 0, 10).unwrap().total_hits, 1);
+    assert_eq!(index.search("kimchy", 0, 10).unwrap().total_hits, 1);
+    assert!(
+        index.metadata().mapping_version > 1,
+        "the dynamic field bumped the mapping version"
+    );
+    assert_eq!(index.get("u").unwrap().unwrap().version, 1);
+}
+
+#[test]
+fn bad_input_gets_typed_errors_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = metrics_index(dir.path(), 2);
+    index
+        .index(IndexRequest::new("a", metric(1, "ok")))
+        .unwrap();
+    let error = index
+        .index(IndexRequest::new(
+            "b",
+            br#"{"cpu":{"usage":"high"}}"#.to_vec(),
+        ))
+        .unwrap_err();
+    assert!(matches!(error, EngineError::Document(_)), "{error}");
+    assert!(error.to_string().contains("cpu.usage"), "{error}");
+    assert!(matches!(
+        index.search("status:(", 0, 10),
+        Err(EngineError::Query(_))
+    ));
+    let bad_mapping = Index::create(
+        &dir.path().join("x"),
+        "x",
+        &json!({}),
+        &json!({"properties": {"f": {"type": "geo_shape"}}}),
+    );
+    assert!(matches!(bad_mapping, Err(EngineError::Mapping(_))));
+    assert!(matches!(
+        Index::create(&dir.path().join("y"), "Y", &json!({}), &json!({})),
+        Err(EngineError::InvalidArgument(_))
+    ));
+    assert!(index.get("nope").unwrap().is_none());
+    assert!(matches!(
+        Index::create(
+            &dir.path().join("server-metrics"),
+            "server-metrics",
+            &json!({}),
+            &json!({})
+        ),
+        Err(EngineError::IndexAlreadyExists { .. })
+    ));
+    let dir_path = index.dir().to_path_buf();
+    index.close().unwrap();
+    let reopened = Index::open(&dir_path).unwrap();
+    assert_eq!(reopened.doc_count(), 1);
+    assert!(reopened.get("a").unwrap().is_some());
+}
+
+#[test]
+fn settings_and_mappings_persist_with_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = metrics_index(dir.path(), 1);
+    let before = index.metadata();
+    assert!(index
+        .update_settings(&json!({"index": {"number_of_replicas": 0}}))
+        .unwrap());
+    assert!(
+        index
+            .update_settings(&json!({"number_of_shards": 4}))
+            .is_err(),
+        "final setting"
+    );
+    assert!(index
+        .put_mapping(&json!({"properties": {"extra": {"type": "long"}}}))
+        .unwrap());
+    assert!(index
+        .put_mapping(&json!({"properties": {"extra": {"type": "keyword"}}}))
+        .is_err());
+    let after = index.metadata();
+    assert_eq!(after.settings_version, before.settings_version + 1);
+    assert_eq!(after.mapping_version, before.mapping_version + 1);
+    let path = index.dir().to_path_buf();
+    index.close().unwrap();
+    let reopened = Index::open(&path).unwrap();
+    assert_eq!(reopened.metadata(), after);
+}
