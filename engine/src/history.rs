@@ -31,6 +31,7 @@ use tantivy::postings::Postings;
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocId, DocSet, Searcher, SegmentReader, TantivyDocument, Term, TERMINATED};
 
+use crate::bloom::IdBloomFilter;
 use crate::error::{EngineError, Result};
 use crate::mapping::{IndexSchema, OP_TYPE_FIELD, PRIMARY_TERM_FIELD, SEQ_NO_FIELD, VERSION_FIELD};
 use crate::record;
@@ -74,6 +75,8 @@ pub struct SegmentHistory {
     max_doc: DocId,
     /// Largest seq_no among deleted docs, and the number of deleted docs it was computed for.
     max_deleted: Mutex<Option<(u32, Option<u64>)>>,
+    /// The ids of the segment, built on first lookup.
+    ids: std::sync::OnceLock<IdBloomFilter>,
 }
 
 impl SegmentHistory {
@@ -126,6 +129,7 @@ impl SegmentHistory {
             anchors,
             max_doc,
             max_deleted: Mutex::new(None),
+            ids: std::sync::OnceLock::new(),
         })
     }
 
@@ -164,6 +168,30 @@ impl SegmentHistory {
                 }
             }
         }
+    }
+
+    /// False when no document of the segment has id `id`.
+    pub fn may_contain_id(
+        &self,
+        segment: &SegmentReader,
+        id_field: tantivy::schema::Field,
+        id: &str,
+    ) -> Result<bool> {
+        if let Some(filter) = self.ids.get() {
+            return Ok(filter.may_contain(id.as_bytes()));
+        }
+        let inverted = segment
+            .inverted_index(id_field)
+            .map_err(|error| EngineError::index("opening the _id index", error))?;
+        let terms = inverted.terms();
+        let mut filter = IdBloomFilter::with_capacity(terms.num_terms());
+        let mut stream = terms
+            .stream()
+            .map_err(|error| EngineError::io("segment term dictionary", error))?;
+        while stream.advance() {
+            filter.insert(stream.key());
+        }
+        Ok(self.ids.get_or_init(|| filter).may_contain(id.as_bytes()))
     }
 
     /// `(doc, anchor number)` of the anchors of the segment that are alive in `segment`.
@@ -283,6 +311,10 @@ pub fn lookup_latest(
     let term = Term::from_field_text(schema.id, id);
     let mut best: Option<IndexedVersion> = None;
     for (ordinal, segment) in searcher.segment_readers().iter().enumerate() {
+        let history = cache.get(segment)?;
+        if !history.may_contain_id(segment, schema.id, id)? {
+            continue;
+        }
         let inverted = segment
             .inverted_index(schema.id)
             .map_err(|error| EngineError::index("opening the _id index", error))?;
@@ -292,7 +324,6 @@ pub fn lookup_latest(
         let Some(mut postings) = postings else {
             continue;
         };
-        let history = cache.get(segment)?;
         let mut doc = postings.doc();
         while doc != TERMINATED {
             let (seq_no, primary_term, version, op_type) = history.meta(doc)?;
@@ -308,7 +339,6 @@ pub fn lookup_latest(
             }
             doc = postings.advance();
         }
-        let _ = postings.term_freq();
     }
     Ok(best)
 }

@@ -17,10 +17,12 @@
 
 #![warn(missing_docs)]
 
+pub mod bloom;
 pub mod checkpoint;
 pub mod error;
 pub mod history;
 pub mod index;
+pub mod indices;
 pub mod leases;
 pub mod mapper;
 pub mod mapping;
