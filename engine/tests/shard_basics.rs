@@ -172,3 +172,27 @@ fn follower_refuses_direct_writes_until_promoted() {
     let written = shard.index(doc(1, "a")).unwrap();
     assert_eq!(written.primary_term, PrimaryTerm(2));
 }
+
+#[test]
+fn async_durability_acks_before_fsync_and_syncs_on_interval() {
+    use std::time::Duration;
+    use tandem_engine::{Durability, ShardConfig, ShardEngine};
+    let dir = tempfile::tempdir().unwrap();
+    let config = ShardConfig {
+        durability: Durability::Async {
+            interval: Duration::from_millis(100),
+        },
+        ..manual_config()
+    };
+    let shard = ShardEngine::create(dir.path(), mapper(), config.clone(), PrimaryTerm(1)).unwrap();
+    for n in 0..20 {
+        shard.index(doc(n, "a")).unwrap();
+    }
+    assert_eq!(shard.local_checkpoint(), SeqNo(19));
+    // The background fsync runs within a few intervals.
+    let reached = shard.wait_for_global_checkpoint(SeqNo(19), Duration::from_secs(10));
+    assert_eq!(reached, SeqNo(19));
+    drop(shard);
+    let shard = ShardEngine::open(dir.path(), mapper(), config).unwrap();
+    assert_eq!(shard.local_checkpoint(), SeqNo(19), "synced writes survive");
+}
