@@ -343,12 +343,61 @@ pub fn lookup_latest(
     Ok(best)
 }
 
+/// tantivy's type code of a bytes value in its stored-document format.
+const STORED_BYTES_CODE: u8 = 4;
+
+fn read_vint(bytes: &[u8], position: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*position)?;
+        *position += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 != 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Extracts the `_record` value from the raw stored bytes of a document, without building a
+/// `TantivyDocument` (which copies a bytes value one byte at a time). The layout is tantivy's
+/// stored-document format: `VInt(number of values) | field id: u32 LE | type code | VInt(len) |
+/// bytes`. Returns `None` when the bytes do not have exactly that shape (the caller then falls
+/// back to tantivy's decoder), so a format change cannot produce wrong data.
+pub fn record_from_stored_bytes(raw: &[u8], record_field: tantivy::schema::Field) -> Option<&[u8]> {
+    let mut position = 0;
+    if read_vint(raw, &mut position)? != 1 {
+        return None;
+    }
+    let field = raw.get(position..position + 4)?;
+    position += 4;
+    if u32::from_le_bytes([field[0], field[1], field[2], field[3]]) != record_field.field_id() {
+        return None;
+    }
+    if *raw.get(position)? != STORED_BYTES_CODE {
+        return None;
+    }
+    position += 1;
+    let length = usize::try_from(read_vint(raw, &mut position)?).ok()?;
+    let end = position.checked_add(length)?;
+    if end != raw.len() {
+        return None;
+    }
+    Some(&raw[position..end])
+}
+
 /// Reads the `_record` stored bytes of a document.
 pub fn read_record(
     store: &tantivy::store::StoreReader,
     schema: &IndexSchema,
     doc: DocId,
 ) -> Result<Vec<u8>> {
+    let raw = store
+        .get_document_bytes(doc)
+        .map_err(|error| EngineError::index("reading a stored document", error))?;
+    if let Some(record) = record_from_stored_bytes(raw.as_slice(), schema.record) {
+        return Ok(record.to_vec());
+    }
     let document: TantivyDocument = store
         .get(doc)
         .map_err(|error| EngineError::index("reading a stored document", error))?;
@@ -370,8 +419,18 @@ pub fn read_operation(
     doc: DocId,
 ) -> Result<Operation> {
     let (seq_no, primary_term, version, op_type) = history.meta(doc)?;
-    let bytes = read_record(store, schema, doc)?;
-    let (id, body) = record::split_id(&bytes).map_err(corrupted)?;
+    let raw = store
+        .get_document_bytes(doc)
+        .map_err(|error| EngineError::index("reading a stored document", error))?;
+    let fallback;
+    let bytes = match record_from_stored_bytes(raw.as_slice(), schema.record) {
+        Some(bytes) => bytes,
+        None => {
+            fallback = read_record(store, schema, doc)?;
+            &fallback[..]
+        }
+    };
+    let (id, body) = record::split_id(bytes).map_err(corrupted)?;
     record::operation_from_parts(seq_no, primary_term, version, op_type, id, body)
         .map_err(corrupted)
 }
@@ -380,5 +439,50 @@ fn corrupted(error: record::RecordError) -> EngineError {
     EngineError::Corrupted {
         path: "segment".into(),
         reason: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::Mappings;
+
+    #[test]
+    fn raw_record_decoding_matches_tantivys_decoder() {
+        let schema = IndexSchema::build(&Mappings::empty());
+        let index = tantivy::Index::create_in_ram(schema.schema.clone());
+        let mut writer: tantivy::IndexWriter =
+            index.writer_with_num_threads(1, 15_000_000).unwrap();
+        let payloads: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            b"x".to_vec(),
+            vec![7u8; 127],
+            vec![9u8; 128],
+            (0..20_000u32).map(|n| n as u8).collect(),
+        ];
+        for payload in &payloads {
+            let mut document = TantivyDocument::default();
+            document.add_u64(schema.seq_no, 1);
+            document.add_bytes(schema.record, payload.as_slice());
+            writer.add_document(document).unwrap();
+        }
+        writer.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let segment = &searcher.segment_readers()[0];
+        let store = segment.get_store_reader(1).unwrap();
+        for doc in 0..segment.max_doc() {
+            let raw = store.get_document_bytes(doc).unwrap();
+            let fast = record_from_stored_bytes(raw.as_slice(), schema.record).expect("fast path");
+            let decoded: TantivyDocument = store.get(doc).unwrap();
+            let slow = decoded
+                .get_first(schema.record)
+                .and_then(|v| v.as_bytes())
+                .unwrap();
+            assert_eq!(fast, slow);
+            assert_eq!(fast, payloads[doc as usize].as_slice());
+            assert!(
+                record_from_stored_bytes(&raw.as_slice()[..raw.len() - 1], schema.record).is_none()
+            );
+        }
     }
 }
