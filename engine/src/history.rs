@@ -27,7 +27,6 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tantivy::columnar::Column;
 use tantivy::index::SegmentId;
-use tantivy::postings::Postings;
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocId, DocSet, Searcher, SegmentReader, TantivyDocument, Term, TERMINATED};
 
@@ -77,7 +76,13 @@ pub struct SegmentHistory {
     max_deleted: Mutex<Option<(u32, Option<u64>)>>,
     /// The ids of the segment, built on first lookup.
     ids: std::sync::OnceLock<IdBloomFilter>,
+    /// The segment's document store, shared by every history read so consecutive batches
+    /// reuse its cache of decompressed blocks.
+    store: std::sync::OnceLock<tantivy::store::StoreReader>,
 }
+
+/// Decompressed doc-store blocks kept per segment for history reads.
+const STORE_CACHE_BLOCKS: usize = 32;
 
 impl SegmentHistory {
     fn open(segment: &SegmentReader) -> Result<SegmentHistory> {
@@ -130,6 +135,7 @@ impl SegmentHistory {
             max_doc,
             max_deleted: Mutex::new(None),
             ids: std::sync::OnceLock::new(),
+            store: std::sync::OnceLock::new(),
         })
     }
 
@@ -168,6 +174,17 @@ impl SegmentHistory {
                 }
             }
         }
+    }
+
+    /// The segment's document store (opened once).
+    pub fn store(&self, segment: &SegmentReader) -> Result<&tantivy::store::StoreReader> {
+        if let Some(store) = self.store.get() {
+            return Ok(store);
+        }
+        let opened = segment
+            .get_store_reader(STORE_CACHE_BLOCKS)
+            .map_err(|error| EngineError::io("document store", error))?;
+        Ok(self.store.get_or_init(|| opened))
     }
 
     /// False when no document of the segment has id `id`.

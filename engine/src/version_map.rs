@@ -110,11 +110,13 @@ impl LiveVersionMap {
         }
     }
 
-    /// Ends a refresh once the new reader is installed: the refreshing generation is dropped.
-    pub fn end_refresh(&self) {
-        for stripe in self.stripes.iter() {
-            stripe.lock().refreshing = None;
-        }
+    /// Ends a refresh once the new reader is installed: returns the refreshing generation, for
+    /// the caller to drop once it holds no lock (freeing a second of writes is not free).
+    pub fn end_refresh(&self) -> Vec<HashMap<String, VersionValue>> {
+        self.stripes
+            .iter()
+            .filter_map(|stripe| stripe.lock().refreshing.take())
+            .collect()
     }
 
     /// Number of ids held (both generations), for stats.
@@ -169,10 +171,11 @@ impl Tail {
         self.refreshing = std::mem::take(&mut self.current);
     }
 
-    /// Ends a refresh: operations of the refreshing generation are in the reader now.
-    pub fn end_refresh(&mut self) {
+    /// Ends a refresh: operations of the refreshing generation are in the reader now. Returns
+    /// them, for the caller to drop outside its locks.
+    pub fn end_refresh(&mut self) -> BTreeMap<i64, SharedOperation> {
         self.bytes = self.current.values().map(|op| op.size_in_bytes()).sum();
-        self.refreshing.clear();
+        std::mem::take(&mut self.refreshing)
     }
 
     /// Appends the operations with sequence numbers in `[from, to]` to `out` (unordered between

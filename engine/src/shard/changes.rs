@@ -15,9 +15,6 @@ use crate::error::{EngineError, Result};
 use crate::history::read_operation;
 use crate::types::{SeqNo, SharedOperation};
 
-/// Blocks of decompressed doc store kept per segment while a batch is read.
-const STORE_CACHE_BLOCKS: usize = 16;
-
 enum Source {
     Segment { ordinal: usize, doc: DocId },
     Tail(SharedOperation),
@@ -80,8 +77,6 @@ impl ShardEngine {
         );
         found.sort_by_key(|(seq_no, _)| *seq_no);
 
-        let mut stores: Vec<Option<tantivy::store::StoreReader>> =
-            (0..histories.len()).map(|_| None).collect();
         let mut out = Vec::with_capacity(found.len().min(max_operations));
         let mut bytes = 0usize;
         let mut expected = from.0 as u64;
@@ -96,21 +91,9 @@ impl ShardEngine {
             let operation = match source {
                 Source::Tail(op) => op,
                 Source::Segment { ordinal, doc } => {
-                    let store = match &mut stores[ordinal] {
-                        Some(store) => store,
-                        slot => slot.insert(
-                            searcher
-                                .segment_reader(ordinal as u32)
-                                .get_store_reader(STORE_CACHE_BLOCKS)
-                                .map_err(|e| EngineError::io("document store", e))?,
-                        ),
-                    };
-                    Arc::new(read_operation(
-                        &histories[ordinal],
-                        store,
-                        inner.mapper.schema(),
-                        doc,
-                    )?)
+                    let history = &histories[ordinal];
+                    let store = history.store(searcher.segment_reader(ordinal as u32))?;
+                    Arc::new(read_operation(history, store, inner.mapper.schema(), doc)?)
                 }
             };
             bytes += operation.size_in_bytes();

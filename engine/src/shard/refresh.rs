@@ -19,6 +19,9 @@ use crate::error::{EngineError, Result};
 use crate::merge::RetentionMergePolicy;
 use crate::types::{PrimaryTerm, SeqNo};
 
+/// Size at which a commit starts a new translog generation.
+pub(super) const TRANSLOG_GENERATION_TARGET_BYTES: u64 = 64 << 20;
+
 /// Bound on how long `force_merge` waits for merges already running.
 const FORCE_MERGE_WAIT: Duration = Duration::from_secs(600);
 
@@ -49,10 +52,17 @@ impl ShardInner {
             let tracker = self.tracker.lock();
             (tracker.processed_checkpoint(), tracker.max_seq_no())
         };
-        let generation = self
-            .translog
-            .roll_generation()
-            .map_err(|e| self.fail(e.into()))?;
+        // Generations roll by size, not on every commit: a roll costs several fsyncs (new file,
+        // directory, checkpoint) under the writer lock. Replay skips the operations of the
+        // current generation that this commit already holds.
+        let generation =
+            if self.translog.current_generation_bytes() >= TRANSLOG_GENERATION_TARGET_BYTES {
+                self.translog
+                    .roll_generation()
+                    .map_err(|e| self.fail(e.into()))?
+            } else {
+                self.translog.current_generation()
+            };
         let payload = CommitPayload {
             local_checkpoint,
             max_seq_no,
@@ -69,12 +79,20 @@ impl ShardInner {
             .reload()
             .map_err(|e| self.fail(EngineError::index("reloading the reader", e)))?;
         let searcher = self.reader.searcher();
-        {
+        let released_tail = {
             let mut tail = self.tail.lock();
             *self.searcher.write() = searcher.clone();
-            tail.end_refresh();
+            tail.end_refresh()
+        };
+        let released_versions = self.version_map.end_refresh();
+        // Freed by a helper thread: the refresh holds the writer lock, and a second of writes
+        // takes a while to free.
+        let freed = std::thread::Builder::new()
+            .name("tandem-free".to_string())
+            .spawn(move || drop((released_tail, released_versions)));
+        if let Err(error) = freed {
+            tracing::debug!(%error, "freeing the refreshed generation inline");
         }
-        self.version_map.end_refresh();
         self.last_commit_local_checkpoint
             .store(local_checkpoint.0, Ordering::Release);
         self.translog
