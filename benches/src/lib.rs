@@ -1,1 +1,337 @@
-//! Shared helpers for Tandem benchmarks.
+//! Shared helpers for Tandem benchmarks: deterministic `server-metrics` documents, workloads,
+//! temporary directories on a real disk, environment overrides, and an fdatasync counter.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tandem_engine::mapper::DocumentMapper;
+use tandem_engine::mapping::Mappings;
+use tandem_engine::shard::{IndexRequest, WriteRequest};
+use tandem_engine::{PrimaryTerm, ShardConfig, ShardEngine};
+
+/// Seed of every generated document set.
+pub const SEED: u64 = 0x7a4d_3e11;
+
+/// Reads a positive integer from the environment, or `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .replace('_', "")
+            .parse()
+            .ok()
+            .filter(|parsed| *parsed > 0)
+            .unwrap_or_else(|| panic!("{name}={value:?} is not a positive integer")),
+        Err(_) => default,
+    }
+}
+
+/// Root of the benchmarks' temporary directories: `TANDEM_BENCH_TMP`, or `target/bench-tmp` of
+/// the workspace (a real disk, so fsyncs cost what they cost in production, unlike tmpfs).
+pub fn bench_tmp_root() -> PathBuf {
+    match std::env::var_os("TANDEM_BENCH_TMP") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tmp"),
+    }
+}
+
+/// A fresh temporary directory under [`bench_tmp_root`], removed when dropped.
+pub fn temp_dir() -> tempfile::TempDir {
+    let root = bench_tmp_root();
+    std::fs::create_dir_all(&root).expect("creating the bench tmp root");
+    tempfile::tempdir_in(&root).expect("creating a bench tmp dir")
+}
+
+/// The `server-metrics` mappings: `@timestamp` date, `host.name` keyword, `cpu.usage` double,
+/// `memory.used` long, `status` keyword, `message` text.
+pub fn mappings() -> Mappings {
+    Mappings::from_es_json(&serde_json::json!({
+        "properties": {
+            "@timestamp": {"type": "date"},
+            "host": {"properties": {"name": {"type": "keyword"}}},
+            "cpu": {"properties": {"usage": {"type": "double"}}},
+            "memory": {"properties": {"used": {"type": "long"}}},
+            "status": {"type": "keyword"},
+            "message": {"type": "text"}
+        }
+    }))
+    .expect("valid server-metrics mappings")
+}
+
+/// A document mapper over [`mappings`].
+pub fn mapper() -> Arc<DocumentMapper> {
+    Arc::new(DocumentMapper::new(mappings(), 1, None))
+}
+
+/// Creates a shard in `dir` with `config` and primary term 1.
+pub fn create_shard(dir: &std::path::Path, config: ShardConfig) -> ShardEngine {
+    ShardEngine::create(dir, mapper(), config, PrimaryTerm(1)).expect("creating a shard")
+}
+
+const STATUSES: [&str; 4] = ["ok", "ok", "warn", "error"];
+const METHODS: [&str; 4] = ["GET", "POST", "PUT", "DELETE"];
+const PATHS: [&str; 6] = [
+    "/api/v1/items",
+    "/api/v1/orders",
+    "/api/v2/users",
+    "/health",
+    "/metrics",
+    "/api/v1/search",
+];
+const WORDS: [&str; 12] = [
+    "completed",
+    "request",
+    "upstream",
+    "cache",
+    "miss",
+    "hit",
+    "slow",
+    "retry",
+    "timeout",
+    "backend",
+    "served",
+    "queued",
+];
+
+/// One ~200-byte `server-metrics` JSON document drawn from `rng`.
+pub fn generate_doc(rng: &mut StdRng, sequence: u64) -> Vec<u8> {
+    let millis = 1_714_521_600_000u64 + sequence * 37 + rng.random_range(0..37);
+    let (secs, ms) = (millis / 1000, millis % 1000);
+    let day_secs = secs % 86_400;
+    let day = 1 + (secs / 86_400 - 19_844) % 28;
+    let timestamp = format!(
+        "2024-05-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        day_secs / 3600,
+        day_secs / 60 % 60,
+        day_secs % 60
+    );
+    let method = METHODS[rng.random_range(0..METHODS.len())];
+    let path = PATHS[rng.random_range(0..PATHS.len())];
+    let word_a = WORDS[rng.random_range(0..WORDS.len())];
+    let word_b = WORDS[rng.random_range(0..WORDS.len())];
+    let doc = serde_json::json!({
+        "@timestamp": timestamp,
+        "host": {"name": format!("host-{:04}", rng.random_range(0..500))},
+        "cpu": {"usage": (rng.random_range(0..10_000) as f64) / 100.0},
+        "memory": {"used": rng.random_range(100_000_000i64..16_000_000_000)},
+        "status": STATUSES[rng.random_range(0..STATUSES.len())],
+        "message": format!(
+            "{method} {path}/{} {word_a} {word_b} in {} ms",
+            rng.random_range(0..100_000),
+            rng.random_range(1..2_000)
+        ),
+    });
+    serde_json::to_vec(&doc).expect("encoding a document")
+}
+
+/// One write of a workload.
+#[derive(Clone, Debug)]
+pub struct WorkOp {
+    /// Document id.
+    pub id: String,
+    /// JSON `_source`.
+    pub source: Vec<u8>,
+    /// True when the id was written before (a re-index).
+    pub update: bool,
+}
+
+/// Writes split over writer threads; deterministic for a given (count, update ratio, threads,
+/// seed). An update re-indexes an id its own thread created earlier, with a new document.
+pub struct Workload {
+    /// The writes of each thread, in order.
+    pub threads: Vec<Vec<WorkOp>>,
+    /// Total writes.
+    pub total: usize,
+}
+
+impl Workload {
+    /// `count` writes over `threads` threads; `update_ratio` of them re-index an existing id.
+    pub fn generate(count: usize, update_ratio: f64, threads: usize, seed: u64) -> Workload {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut next_id = 0u64;
+        let mut sequence = 0u64;
+        let per_thread = count.div_ceil(threads);
+        let mut out = Vec::with_capacity(threads);
+        let mut remaining = count;
+        for _ in 0..threads {
+            let n = per_thread.min(remaining);
+            remaining -= n;
+            let mut ops = Vec::with_capacity(n);
+            let mut created: Vec<u64> = Vec::with_capacity(n);
+            for _ in 0..n {
+                let update = !created.is_empty() && rng.random_bool(update_ratio);
+                let id = if update {
+                    created[rng.random_range(0..created.len())]
+                } else {
+                    next_id += 1;
+                    created.push(next_id);
+                    next_id
+                };
+                sequence += 1;
+                ops.push(WorkOp {
+                    id: format!("doc-{id:010}"),
+                    source: generate_doc(&mut rng, sequence),
+                    update,
+                });
+            }
+            out.push(ops);
+        }
+        Workload {
+            threads: out,
+            total: count,
+        }
+    }
+
+    /// Average `_source` size in bytes.
+    pub fn average_source_bytes(&self) -> f64 {
+        let bytes: usize = self
+            .threads
+            .iter()
+            .flatten()
+            .map(|op| op.source.len())
+            .sum();
+        bytes as f64 / self.total.max(1) as f64
+    }
+
+    /// The writes of each thread as `bulk` requests of `bulk_size` index requests.
+    pub fn bulks(&self, bulk_size: usize) -> Vec<Vec<Vec<WriteRequest>>> {
+        self.threads
+            .iter()
+            .map(|ops| {
+                ops.chunks(bulk_size)
+                    .map(|chunk| {
+                        chunk
+                            .iter()
+                            .map(|op| {
+                                WriteRequest::Index(IndexRequest::new(
+                                    op.id.clone(),
+                                    op.source.clone(),
+                                ))
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Indexes `docs` fresh documents (ids `seed-<n>`) through `bulk` from `threads` threads in
+/// bulks of `bulk_size`; panics on any failure.
+pub fn load_shard(shard: &ShardEngine, docs: usize, threads: usize, bulk_size: usize) {
+    let workload = Workload::generate(docs, 0.0, threads, SEED ^ 0x55);
+    let bulks = workload.bulks(bulk_size);
+    std::thread::scope(|scope| {
+        for thread_bulks in bulks {
+            scope.spawn(move || {
+                for bulk in thread_bulks {
+                    for result in shard.bulk(bulk) {
+                        result.expect("loading a document");
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Median of `values` (0 when empty).
+pub fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[middle]
+    } else {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    }
+}
+
+/// Operations per second.
+pub fn per_second(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// Counts `fdatasync` system calls made by the calling thread and every thread it spawns after
+/// the counter is opened (a perf tracepoint counter with `inherit`; needs tracefs and enough
+/// perf permissions). Counts of spawned threads are folded in when they exit, so read it after
+/// joining them.
+pub struct FdatasyncCounter {
+    fd: i32,
+}
+
+impl FdatasyncCounter {
+    /// Opens the counter, or `None` when tracepoints are not available.
+    pub fn open() -> Option<FdatasyncCounter> {
+        let id = [
+            "/sys/kernel/tracing/events/syscalls/sys_enter_fdatasync/id",
+            "/sys/kernel/debug/tracing/events/syscalls/sys_enter_fdatasync/id",
+        ]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| text.trim().parse::<u64>().ok())?;
+        // struct perf_event_attr, first version (64 bytes): type, size, config, sample_period,
+        // sample_type, read_format, flags (bit 1 = inherit), wakeup_events + bp_type.
+        const PERF_TYPE_TRACEPOINT: u64 = 2;
+        const ATTR_SIZE: u64 = 64;
+        const INHERIT: u64 = 1 << 1;
+        let attr: [u64; 8] = [
+            PERF_TYPE_TRACEPOINT | (ATTR_SIZE << 32),
+            id,
+            0,
+            0,
+            0,
+            INHERIT,
+            0,
+            0,
+        ];
+        // SAFETY: `attr` is a valid perf_event_attr of the declared size that outlives the
+        // call; pid 0 / cpu -1 = this process on any CPU; no group fd; no flags.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                attr.as_ptr(),
+                0 as libc::pid_t,
+                -1 as libc::c_int,
+                -1 as libc::c_int,
+                0 as libc::c_ulong,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        Some(FdatasyncCounter { fd: fd as i32 })
+    }
+
+    /// fdatasync calls counted so far.
+    pub fn read(&self) -> u64 {
+        let mut value = 0u64;
+        // SAFETY: reads 8 bytes into `value` from the counter's fd, which we own.
+        let read = unsafe {
+            libc::read(
+                self.fd,
+                (&mut value as *mut u64).cast::<libc::c_void>(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        if read == std::mem::size_of::<u64>() as isize {
+            value
+        } else {
+            0
+        }
+    }
+}
+
+impl Drop for FdatasyncCounter {
+    fn drop(&mut self) {
+        // SAFETY: closes the fd this counter owns, once.
+        unsafe {
+            libc::close(self.fd);
+        }
+    }
+}
