@@ -272,7 +272,7 @@ impl SyncState {
 
 /// Writes zeros over `offset..offset + len`, so the blocks are allocated and initialized.
 fn fallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    const ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
+    static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
     let mut position = offset;
     let end = offset + len;
     while position < end {
