@@ -302,6 +302,14 @@ impl ShardEngine {
             .writer_with_num_threads(config.indexing_threads, config.writer_memory_bytes)
             .map_err(|e| EngineError::index("opening a writer", e))?;
         writer.set_merge_policy(Box::new(NoMergePolicy));
+        // A process killed during a commit or merge leaves files no commit references, among
+        // them `<segment>.<opstamp>.del`: the replay below reaches the same opstamps, and its
+        // commit would fail with `FileAlreadyExists` on every open. Delete them first (nothing
+        // else uses the index yet).
+        writer
+            .garbage_collect_files()
+            .wait()
+            .map_err(|e| EngineError::index("removing files of an interrupted commit", e))?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -355,6 +363,7 @@ impl ShardEngine {
                 }
             }));
         inner.replay(records)?;
+        inner.fill_seq_no_gaps()?;
         inner.refresh(true)?;
         let background = start_background(&inner);
         Ok(ShardEngine {

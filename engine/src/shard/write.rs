@@ -269,9 +269,10 @@ impl ShardEngine {
 
     /// Applies operations that already carry sequence numbers, terms and versions (replica and
     /// follower path), in any order; an operation already applied is skipped. An operation
-    /// older than the latest one on its id is kept as soft-deleted history. Operations above
-    /// `max_seq_no_of_updates` (the leader's) cannot overwrite anything and are added without
-    /// an id lookup. Returns how many operations were applied (not skipped).
+    /// older than the latest one on its id is kept as soft-deleted history. Index operations
+    /// above `max_seq_no_of_updates` (the leader's) cannot overwrite anything and, once every
+    /// operation up to it is processed, are added without an id lookup. Returns how many
+    /// operations were applied (not skipped).
     pub fn apply_operations(
         &self,
         operations: &[Operation],
@@ -581,9 +582,16 @@ impl ShardInner {
     ) -> Result<()> {
         let seq_no = operation.seq_no;
         let msu = SeqNo(self.max_seq_no_of_updates.load(Ordering::Acquire));
+        // The append-only fast path (as Elasticsearch's replicas): an index operation above the
+        // MSU is not an update, but it may re-create an id deleted at or below the MSU, whose
+        // earlier (live) document must have been deleted by then. That holds only once every
+        // operation up to the MSU is processed; before, an out-of-order delivery (create,
+        // re-create, then the delete in between) would leave two live documents for the id.
+        let append_only =
+            !replaying && seq_no > msu && self.tracker.lock().processed_checkpoint() >= msu;
         let (stale, existing) = match &operation.kind {
             OperationKind::NoOp { .. } => (false, false),
-            OperationKind::Index { .. } if !replaying && seq_no > msu => (false, false),
+            OperationKind::Index { .. } if append_only => (false, false),
             OperationKind::Index { id, .. } | OperationKind::Delete { id } => {
                 let latest = self.latest(stripe, id)?;
                 (
@@ -739,6 +747,53 @@ impl ShardInner {
         self.checkpoint_changed.notify_all();
         tracing::info!(shard = ?self.dir, records = count, applied, "translog replayed");
         Ok(())
+    }
+
+    /// On a primary, after the replay: records a no-op for every sequence number between the
+    /// local checkpoint and max_seq_no that no operation holds (Elasticsearch's
+    /// `fillSeqNoGaps`). Concurrent writers append to the translog out of seq_no order, so a
+    /// crash can keep an operation (even an acknowledged one) whose lower neighbour never
+    /// reached the translog; unfilled, that gap would hold the local and global checkpoints
+    /// (and every follower) below it forever. Returns how many no-ops were written.
+    pub(super) fn fill_seq_no_gaps(&self) -> Result<usize> {
+        if self.follower.load(Ordering::Acquire) {
+            // A follower's gaps are filled by the leader's operations.
+            return Ok(0);
+        }
+        let (checkpoint, max_seq_no) = {
+            let tracker = self.tracker.lock();
+            (tracker.processed_checkpoint(), tracker.max_seq_no())
+        };
+        if checkpoint >= max_seq_no {
+            return Ok(0);
+        }
+        let primary_term = PrimaryTerm(self.primary_term.load(Ordering::Acquire));
+        let mut filled = 0usize;
+        let location = {
+            let writer = self.writer.read();
+            let mut batch = self.new_batch((max_seq_no.0 - checkpoint.0) as usize);
+            for seq_no in (checkpoint.0 + 1..=max_seq_no.0).map(SeqNo) {
+                if self.tracker.lock().has_processed(seq_no) {
+                    continue;
+                }
+                let operation = Arc::new(Operation {
+                    seq_no,
+                    primary_term,
+                    version: 1,
+                    kind: OperationKind::NoOp {
+                        reason: "filling gaps".to_string(),
+                    },
+                });
+                self.stage(&mut batch, operation, None, false, true);
+                filled += 1;
+            }
+            self.submit(&writer, batch, false)?
+        };
+        if let Some(location) = location {
+            self.wait_durable(location)?;
+        }
+        tracing::info!(shard = ?self.dir, filled, "filled sequence number gaps with no-ops");
+        Ok(filled)
     }
 }
 
