@@ -20,6 +20,7 @@
 pub mod bloom;
 pub mod checkpoint;
 pub mod error;
+pub mod fuzzing;
 pub mod history;
 pub mod index;
 pub mod indices;
