@@ -23,8 +23,7 @@ use tandem_engine::mapping::IndexSchema;
 use tandem_engine::shard::IndexRequest;
 use tandem_engine::{OpType, ShardConfig};
 use tantivy::indexer::NoMergePolicy;
-use tantivy::store::{Compressor, ZstdCompressor};
-use tantivy::{IndexSettings, IndexWriter, Term};
+use tantivy::{IndexWriter, Term};
 
 /// Concurrent client threads.
 const WRITERS: usize = 16;
@@ -40,10 +39,7 @@ fn raw_ingest(workload: &Workload) -> Duration {
     let schema = IndexSchema::build(&mappings);
     let index = tantivy::Index::builder()
         .schema(schema.schema.clone())
-        .settings(IndexSettings {
-            docstore_compression: Compressor::Zstd(ZstdCompressor::default()),
-            ..IndexSettings::default()
-        })
+        .settings(tandem_engine::shard::index_settings())
         .create_in_dir(dir.path())
         .expect("creating the raw index");
     let config = ShardConfig::default();
