@@ -90,10 +90,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::{Mutex, MutexGuard, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 mod format;
 #[cfg(test)]
@@ -293,6 +293,10 @@ pub struct Translog {
     sync: Mutex<SyncState>,
     /// Everything up to here is durable.
     durable: Mutex<TranslogLocation>,
+    /// Signalled (with `durable` held) when a group-commit leader finishes.
+    durable_changed: Condvar,
+    /// True while a group-commit leader writes and fsyncs; changed with `durable` held.
+    syncing: AtomicBool,
     failed: OnceLock<String>,
     listener: RwLock<Option<Arc<Listener>>>,
     current_generation: AtomicU64,
@@ -484,6 +488,8 @@ impl Translog {
                 generation,
                 end_offset: end,
             }),
+            durable_changed: Condvar::new(),
+            syncing: AtomicBool::new(false),
             failed: OnceLock::new(),
             listener: RwLock::new(None),
             current_generation: AtomicU64::new(generation),
@@ -728,24 +734,38 @@ impl Translog {
     /// write and one fdatasync; callers whose location is already covered
     /// return without a syscall.
     pub fn sync_up_to(&self, location: TranslogLocation) -> Result<()> {
-        if *self.durable.lock() >= location {
-            return Ok(());
+        // Group commit: the first caller that finds no sync running becomes the leader, writes
+        // and fsyncs everything buffered (its own record and everyone else's), then wakes every
+        // waiter at once. Waiters whose records the leader did not cover (appended after it
+        // took the buffer) elect the next leader among themselves. Waking all at once matters:
+        // handing a mutex from waiter to waiter costs one context switch each, which here was
+        // more than the fsync itself.
+        let mut durable = self.durable.lock();
+        loop {
+            if *durable >= location {
+                return Ok(());
+            }
+            self.check_failed()?;
+            if self.syncing.load(Ordering::Acquire) {
+                self.durable_changed.wait(&mut durable);
+                continue;
+            }
+            self.syncing.store(true, Ordering::Release);
+            drop(durable);
+            let result = {
+                let mut ss = self.sync.lock();
+                self.flush_locked(&mut ss)
+            };
+            durable = self.durable.lock();
+            self.syncing.store(false, Ordering::Release);
+            self.durable_changed.notify_all();
+            let seq_nos = result?;
+            if !seq_nos.is_empty() {
+                drop(durable);
+                self.notify(&seq_nos);
+                durable = self.durable.lock();
+            }
         }
-        self.check_failed()?;
-        let mut ss = self.sync.lock();
-        if *self.durable.lock() >= location {
-            // Hand the lock straight to the next waiter (see below).
-            MutexGuard::unlock_fair(ss);
-            return Ok(());
-        }
-        let res = self.flush_locked(&mut ss);
-        // A fair unlock hands the lock to a thread already waiting instead
-        // of letting this thread barge back in with its next single record:
-        // the waiter then flushes everything appended meanwhile, which is
-        // what makes batches form when fsync is fast.
-        MutexGuard::unlock_fair(ss);
-        self.notify(&res?);
-        Ok(())
     }
 
     /// Syncs everything buffered so far.
@@ -821,6 +841,7 @@ impl Translog {
                 generation: new_gen,
                 end_offset: hlen,
             };
+            self.durable_changed.notify_all();
             (new_gen, seq_nos)
         };
         self.notify(&seq_nos);
@@ -1024,6 +1045,7 @@ impl Translog {
             generation,
             end_offset: end,
         };
+        self.durable_changed.notify_all();
         Ok(end)
     }
 
