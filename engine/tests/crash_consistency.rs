@@ -449,7 +449,7 @@ fn verify(shard_dir: &Path, model: &mut Model, cycle: usize) -> Recovered {
         local_checkpoint, max_seq_no,
         "cycle {cycle}: a recovered primary must have no gap below max_seq_no"
     );
-    let mut history = Vec::with_capacity(local_checkpoint as usize + 1);
+    let mut history = Vec::with_capacity((local_checkpoint + 1).max(0) as usize);
     let mut from = 0i64;
     while from <= local_checkpoint {
         let batch = shard
