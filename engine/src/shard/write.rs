@@ -716,6 +716,19 @@ impl ShardInner {
     pub(super) fn replay(&self, records: Vec<(u64, Vec<u8>)>) -> Result<()> {
         const REPLAY_BATCH: usize = 1024;
         let count = records.len();
+        // The current generation spans commits (generations roll by size), so most records are
+        // usually in the commit already: drop those before decoding and parsing them.
+        let records: Vec<(u64, Vec<u8>)> = {
+            let tracker = self.tracker.lock();
+            records
+                .into_iter()
+                .filter(|(seq_no, _)| {
+                    // An out-of-range seq_no is kept: decoding reports it as corruption.
+                    i64::try_from(*seq_no)
+                        .map_or(true, |seq_no| !tracker.has_processed(SeqNo(seq_no)))
+                })
+                .collect()
+        };
         let mut applied = 0usize;
         let writer = self.writer.read();
         for chunk in records.chunks(REPLAY_BATCH) {
