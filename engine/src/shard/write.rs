@@ -716,8 +716,8 @@ impl ShardInner {
     pub(super) fn replay(&self, records: Vec<(u64, Vec<u8>)>) -> Result<()> {
         const REPLAY_BATCH: usize = 1024;
         let count = records.len();
-        // The current generation spans commits (generations roll by size), so most records are
-        // usually in the commit already: drop those before decoding and parsing them.
+        // Records the commit already holds (applied out of order above its checkpoint) are
+        // dropped before they are decoded and parsed.
         let records: Vec<(u64, Vec<u8>)> = {
             let tracker = self.tracker.lock();
             records

@@ -110,7 +110,7 @@ use format::{
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
 
 /// Size of the steps in which the current generation file is preallocated.
-const PREALLOC_CHUNK: u64 = if cfg!(test) { 64 * 1024 } else { 8 << 20 };
+const PREALLOC_CHUNK: u64 = if cfg!(test) { 64 * 1024 } else { 2 << 20 };
 
 /// Name of the checkpoint file.
 const CHECKPOINT_FILE: &str = "translog.ckp";
