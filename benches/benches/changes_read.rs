@@ -103,15 +103,22 @@ fn bench_read(c: &mut Criterion, name: &str, shard: &ShardEngine) {
     );
 }
 
-fn from_segments(c: &mut Criterion) {
-    let docs = env_usize("TANDEM_BENCH_CHANGES_DOCS", 500_000);
-    let dir = temp_dir();
+/// A shard with `docs` documents written by 4 writers and no background refresh (so the
+/// documents stay in the in-memory tail until the caller refreshes).
+fn loaded_shard_without_refreshes(dir: &std::path::Path, docs: usize) -> ShardEngine {
     let config = ShardConfig {
         refresh_interval: None,
         ..ShardConfig::default()
     };
-    let shard = create_shard(dir.path(), config);
+    let shard = create_shard(dir, config);
     load_shard(&shard, docs, 4, 1000);
+    shard
+}
+
+fn from_segments(c: &mut Criterion) {
+    let docs = env_usize("TANDEM_BENCH_CHANGES_DOCS", 500_000);
+    let dir = temp_dir();
+    let shard = loaded_shard_without_refreshes(dir.path(), docs);
     shard.refresh().expect("refreshing");
     bench_read(c, "segments", &shard);
 
@@ -123,12 +130,7 @@ fn from_segments(c: &mut Criterion) {
 fn from_tail(c: &mut Criterion) {
     let docs = env_usize("TANDEM_BENCH_TAIL_DOCS", 200_000);
     let dir = temp_dir();
-    let config = ShardConfig {
-        refresh_interval: None,
-        ..ShardConfig::default()
-    };
-    let shard = create_shard(dir.path(), config);
-    load_shard(&shard, docs, 4, 1000);
+    let shard = loaded_shard_without_refreshes(dir.path(), docs);
     bench_read(c, "tail", &shard);
 }
 

@@ -29,6 +29,19 @@ fn metric(n: u64, status: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The number of operations in each shard's history, read through the changes API.
+fn history_lengths(index: &Index) -> Result<Vec<usize>, Box<dyn Error>> {
+    let mut lengths = Vec::new();
+    for shard in index.shards() {
+        lengths.push(
+            shard
+                .changes(SeqNo(0), shard.max_seq_no(), usize::MAX, usize::MAX)?
+                .len(),
+        );
+    }
+    Ok(lengths)
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     let temp = tempfile::tempdir()?;
     let data_dir: PathBuf = std::env::args()
@@ -125,27 +138,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
 
     let live_before = index.doc_count();
-    let histories_before: Vec<usize> = index
-        .shards()
-        .iter()
-        .map(|shard| {
-            shard
-                .changes(SeqNo(0), shard.max_seq_no(), usize::MAX, usize::MAX)
-                .map(|ops| ops.len())
-        })
-        .collect::<Result<_, _>>()?;
+    let histories_before = history_lengths(&index)?;
     index.close()?;
     println!("== closed; reopening");
     let index = Index::open(&index_dir)?;
-    let histories_after: Vec<usize> = index
-        .shards()
-        .iter()
-        .map(|shard| {
-            shard
-                .changes(SeqNo(0), shard.max_seq_no(), usize::MAX, usize::MAX)
-                .map(|ops| ops.len())
-        })
-        .collect::<Result<_, _>>()?;
+    let histories_after = history_lengths(&index)?;
     let live_after = index.doc_count();
     println!("   live documents {live_before} -> {live_after}; history per shard {histories_before:?} -> {histories_after:?}");
     if live_before != live_after || histories_before != histories_after {

@@ -60,6 +60,21 @@ pub fn anchor_document(schema: &IndexSchema, number: u64) -> TantivyDocument {
     document
 }
 
+/// `query` restricted to real documents: anchors never match a search.
+pub fn without_anchors(
+    query: Box<dyn tantivy::query::Query>,
+    schema: &IndexSchema,
+) -> tantivy::query::BooleanQuery {
+    let anchors: Box<dyn tantivy::query::Query> = Box::new(tantivy::query::TermQuery::new(
+        Term::from_field_u64(schema.seq_no, ANCHOR_SEQ_NO),
+        IndexRecordOption::Basic,
+    ));
+    tantivy::query::BooleanQuery::new(vec![
+        (tantivy::query::Occur::Must, query),
+        (tantivy::query::Occur::MustNot, anchors),
+    ])
+}
+
 /// The history view of one segment.
 pub struct SegmentHistory {
     /// `_seq_no` column.
@@ -403,17 +418,19 @@ pub fn record_from_stored_bytes(raw: &[u8], record_field: tantivy::schema::Field
     Some(&raw[position..end])
 }
 
-/// Reads the `_record` stored bytes of a document.
-pub fn read_record(
+/// Calls `read` with the `_record` stored bytes of `doc`: decoded in place from the raw stored
+/// bytes (no copy), or through tantivy's decoder when they do not have the expected shape.
+pub fn with_record<T>(
     store: &tantivy::store::StoreReader,
     schema: &IndexSchema,
     doc: DocId,
-) -> Result<Vec<u8>> {
+    read: impl FnOnce(&[u8]) -> Result<T>,
+) -> Result<T> {
     let raw = store
         .get_document_bytes(doc)
         .map_err(|error| EngineError::index("reading a stored document", error))?;
     if let Some(record) = record_from_stored_bytes(raw.as_slice(), schema.record) {
-        return Ok(record.to_vec());
+        return read(record);
     }
     let document: TantivyDocument = store
         .get(doc)
@@ -425,7 +442,19 @@ pub fn read_record(
             path: "segment".into(),
             reason: format!("document {doc} has no _record"),
         })?;
-    Ok(bytes.to_vec())
+    read(bytes)
+}
+
+/// The id and `_source` (or no-op reason) stored as `doc`.
+pub fn read_id_and_body(
+    store: &tantivy::store::StoreReader,
+    schema: &IndexSchema,
+    doc: DocId,
+) -> Result<(String, Vec<u8>)> {
+    with_record(store, schema, doc, |bytes| {
+        let (id, body) = record::split_id(bytes).map_err(corrupted)?;
+        Ok((id.to_string(), body.to_vec()))
+    })
 }
 
 /// Rebuilds the operation stored as `doc` of a segment.
@@ -436,20 +465,11 @@ pub fn read_operation(
     doc: DocId,
 ) -> Result<Operation> {
     let (seq_no, primary_term, version, op_type) = history.meta(doc)?;
-    let raw = store
-        .get_document_bytes(doc)
-        .map_err(|error| EngineError::index("reading a stored document", error))?;
-    let fallback;
-    let bytes = match record_from_stored_bytes(raw.as_slice(), schema.record) {
-        Some(bytes) => bytes,
-        None => {
-            fallback = read_record(store, schema, doc)?;
-            &fallback[..]
-        }
-    };
-    let (id, body) = record::split_id(bytes).map_err(corrupted)?;
-    record::operation_from_parts(seq_no, primary_term, version, op_type, id, body)
-        .map_err(corrupted)
+    with_record(store, schema, doc, |bytes| {
+        let (id, body) = record::split_id(bytes).map_err(corrupted)?;
+        record::operation_from_parts(seq_no, primary_term, version, op_type, id, body)
+            .map_err(corrupted)
+    })
 }
 
 fn corrupted(error: record::RecordError) -> EngineError {

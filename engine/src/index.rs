@@ -16,11 +16,9 @@ use serde_json::Value;
 use tantivy::collector::{Count, TopDocs};
 
 use crate::error::{EngineError, Result};
-use crate::history::read_record;
 use crate::leases::write_file_atomically;
 use crate::mapper::{DocumentMapper, MappingListener};
 use crate::mapping::Mappings;
-use crate::record;
 use crate::shard::{
     DeleteRequest, Durability, GetResult, IndexRequest, ShardConfig, ShardEngine, WriteRequest,
     WriteResult,
@@ -322,7 +320,6 @@ impl Index {
     /// Creates an index in `dir` (which must not exist yet) from Elasticsearch settings and
     /// mappings bodies.
     pub fn create(dir: &Path, name: &str, settings: &Value, mappings: &Value) -> Result<Index> {
-        validate_index_name(name)?;
         let settings = IndexSettings::from_es_json(settings)?;
         let mappings = Mappings::from_es_json(mappings)?;
         Self::create_with(
@@ -563,21 +560,13 @@ impl Index {
             self.mapper
                 .schema()
                 .parse_query_string(first.tantivy_index(), &mappings, query)?;
-        // Anchor documents (see `crate::history`) never match.
-        let anchors: Box<dyn tantivy::query::Query> = Box::new(tantivy::query::TermQuery::new(
-            tantivy::Term::from_field_u64(
-                self.mapper.schema().seq_no,
-                crate::history::ANCHOR_SEQ_NO,
-            ),
-            tantivy::schema::IndexRecordOption::Basic,
-        ));
-        let query = tantivy::query::BooleanQuery::new(vec![
-            (tantivy::query::Occur::Must, user_query),
-            (tantivy::query::Occur::MustNot, anchors),
-        ]);
+        let query = crate::history::without_anchors(user_query, self.mapper.schema());
         let wanted = from.saturating_add(size);
         let mut total_hits = 0u64;
         let mut candidates = Vec::new();
+        // Hits are read back from the searcher that found them: a refresh in between would
+        // make their addresses point at other documents.
+        let mut searchers = Vec::with_capacity(self.shards.len());
         for (shard_number, shard) in self.shards.iter().enumerate() {
             let searcher = shard.searcher();
             let collector = (TopDocs::with_limit(wanted.max(1)).order_by_score(), Count);
@@ -589,26 +578,15 @@ impl Index {
                 top.into_iter()
                     .map(|(score, address)| (score, shard_number, address)),
             );
+            searchers.push(searcher);
         }
         candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let max_score = candidates.first().map(|candidate| candidate.0);
         let mut hits = Vec::new();
         for (score, shard_number, address) in candidates.into_iter().skip(from).take(size) {
-            let searcher = self.shards[shard_number].searcher();
-            let store = searcher
-                .segment_reader(address.segment_ord)
-                .get_store_reader(1)
-                .map_err(|e| EngineError::io("document store", e))?;
-            let bytes = read_record(&store, self.mapper.schema(), address.doc_id)?;
-            let (id, body) = record::split_id(&bytes).map_err(|e| EngineError::Corrupted {
-                path: self.dir.clone(),
-                reason: e.to_string(),
-            })?;
-            hits.push(SearchHit {
-                id: id.to_string(),
-                score,
-                source: body.to_vec(),
-            });
+            let (id, source) =
+                self.shards[shard_number].read_document(&searchers[shard_number], address)?;
+            hits.push(SearchHit { id, score, source });
         }
         Ok(SearchResult {
             total_hits,

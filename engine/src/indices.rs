@@ -65,15 +65,7 @@ impl Indices {
 
     /// Creates an index from Elasticsearch settings and mappings bodies.
     pub fn create(&self, name: &str, settings: &Value, mappings: &Value) -> Result<Arc<Index>> {
-        let settings = IndexSettings::from_es_json(settings)?;
-        let mappings = Mappings::from_es_json(mappings)?;
-        self.create_with(
-            name,
-            &uuid::Uuid::new_v4().to_string(),
-            settings,
-            mappings,
-            false,
-        )
+        self.insert_new(name, |path| Index::create(path, name, settings, mappings))
     }
 
     /// Creates an index from parts (a follower passes the leader's settings and mappings).
@@ -85,6 +77,17 @@ impl Indices {
         mappings: Mappings,
         follower: bool,
     ) -> Result<Arc<Index>> {
+        self.insert_new(name, |path| {
+            Index::create_with(path, name, uuid, settings, mappings, follower)
+        })
+    }
+
+    /// Builds a new index with `build` in a fresh directory and registers it under `name`.
+    fn insert_new(
+        &self,
+        name: &str,
+        build: impl FnOnce(&Path) -> Result<Index>,
+    ) -> Result<Arc<Index>> {
         let mut indices = self.indices.write();
         if indices.contains_key(name) {
             return Err(EngineError::IndexAlreadyExists {
@@ -92,9 +95,7 @@ impl Indices {
             });
         }
         let path = self.dir.join(uuid::Uuid::new_v4().simple().to_string());
-        let index = Arc::new(Index::create_with(
-            &path, name, uuid, settings, mappings, follower,
-        )?);
+        let index = Arc::new(build(&path)?);
         indices.insert(name.to_string(), index.clone());
         Ok(index)
     }

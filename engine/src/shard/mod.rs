@@ -391,6 +391,19 @@ impl ShardEngine {
         self.inner.searcher.read().clone()
     }
 
+    /// The id and `_source` of the document at `address` of `searcher` (a searcher of this
+    /// shard), read through the shard's cached document stores.
+    pub fn read_document(
+        &self,
+        searcher: &Searcher,
+        address: tantivy::DocAddress,
+    ) -> Result<(String, Vec<u8>)> {
+        let segment = searcher.segment_reader(address.segment_ord);
+        let history = self.inner.history.get(segment)?;
+        let store = history.store(segment)?;
+        crate::history::read_id_and_body(store, self.inner.mapper.schema(), address.doc_id)
+    }
+
     /// The tantivy index (for building queries).
     pub fn tantivy_index(&self) -> &tantivy::Index {
         &self.inner.index

@@ -20,7 +20,7 @@ use tantivy::{IndexWriter, TantivyDocument, Term};
 
 use super::{Durability, ShardEngine, ShardInner};
 use crate::error::{EngineError, Result};
-use crate::history::{anchor_document, lookup_latest, read_record};
+use crate::history::{anchor_document, lookup_latest};
 use crate::record;
 use crate::translog::TranslogLocation;
 use crate::types::{Operation, OperationKind, PrimaryTerm, SeqNo, SharedOperation};
@@ -333,21 +333,13 @@ impl ShardEngine {
         if !found.alive || found.op_type != crate::types::OpType::Index {
             return Ok(None);
         }
-        let segment = searcher.segment_reader(found.address.segment_ord);
-        let store = segment
-            .get_store_reader(1)
-            .map_err(|e| EngineError::io("document store", e))?;
-        let bytes = read_record(&store, inner.mapper.schema(), found.address.doc_id)?;
-        let (_, body) = record::split_id(&bytes).map_err(|e| EngineError::Corrupted {
-            path: "segment".into(),
-            reason: e.to_string(),
-        })?;
+        let (_, source) = self.read_document(&searcher, found.address)?;
         Ok(Some(GetResult {
             id: id.to_string(),
             seq_no: found.seq_no,
             primary_term: found.primary_term,
             version: found.version,
-            source: body.to_vec(),
+            source,
         }))
     }
 }
