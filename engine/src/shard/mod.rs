@@ -164,6 +164,14 @@ pub(crate) struct ShardInner {
     mapper: Arc<DocumentMapper>,
     index: tantivy::Index,
     writer: RwLock<IndexWriter>,
+    /// Held around every `IndexWriter::run`. tantivy stamps a batch's operations first and
+    /// pushes its deletes to the delete queue afterwards; every segment reads that queue in push
+    /// order and assumes the stamps increase along it (a segment stops at the first delete
+    /// stamped after its last document and later applies the rest without per-document
+    /// stamps). Two batches racing between stamping and pushing break that assumption, and a
+    /// batch's `Delete(_id)` then also deletes the document the same batch added for the id:
+    /// an acknowledged write lost. Serializing `run` keeps the queue in stamp order.
+    run_order: Mutex<()>,
     reader: IndexReader,
     /// The reader of the last refresh. Swapped while `tail` is locked, before the version map's
     /// refreshing generation is dropped.
@@ -331,6 +339,7 @@ impl ShardEngine {
             mapper,
             index,
             writer: RwLock::new(writer),
+            run_order: Mutex::new(()),
             reader,
             searcher: RwLock::new(searcher),
             translog: Arc::new(translog),

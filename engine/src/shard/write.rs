@@ -10,7 +10,10 @@
 //!
 //! Locking: a batch holds the writer's read lock and, in increasing order, the version-map stripe
 //! of every id it touches, from version resolution until its tantivy operations are queued, so
-//! the operations of one id reach tantivy in the order their versions were resolved.
+//! the operations of one id reach tantivy in the order their versions were resolved. The
+//! `IndexWriter::run` calls themselves are serialized (`ShardInner::run_order`): tantivy's
+//! delete queue must receive deletes in opstamp order, and concurrent `run` calls do not
+//! guarantee that.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -668,9 +671,13 @@ impl ShardInner {
         if batch.history.is_empty() {
             return Ok(None);
         }
-        writer
-            .run(batch.operations)
-            .map_err(|error| self.fail(EngineError::index("adding documents", error)))?;
+        {
+            // See `ShardInner::run_order`: stamping and queueing are one step for tantivy.
+            let _ordered = self.run_order.lock();
+            writer
+                .run(batch.operations)
+                .map_err(|error| self.fail(EngineError::index("adding documents", error)))?;
+        }
         {
             let mut tail = self.tail.lock();
             for operation in &batch.history {
