@@ -24,6 +24,7 @@ use crate::shard::{
     WriteResult,
 };
 use crate::types::PrimaryTerm;
+use crate::units::parse_time_millis;
 
 /// The file holding an index's metadata.
 pub const INDEX_METADATA_FILE: &str = "index_metadata.json";
@@ -202,26 +203,6 @@ fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) -> Re
             Ok(())
         }
     }
-}
-
-/// Parses an Elasticsearch time value (`500ms`, `1s`, `5m`, `12h`, `1d`, or bare
-/// milliseconds) into milliseconds.
-pub fn parse_time_millis(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let factor = match unit {
-        "" | "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    number.checked_mul(factor)
 }
 
 /// What is persisted about an index.
@@ -618,15 +599,6 @@ pub fn route(id: &str, shards: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn time_values_parse() {
-        assert_eq!(parse_time_millis("1s"), Some(1000));
-        assert_eq!(parse_time_millis("500ms"), Some(500));
-        assert_eq!(parse_time_millis("12h"), Some(43_200_000));
-        assert_eq!(parse_time_millis("abc"), None);
-        assert_eq!(parse_time_millis("5x"), None);
-    }
 
     #[test]
     fn settings_parse_every_shape_and_reject_unknown() {

@@ -10,7 +10,8 @@
 //! - [`index::Index`]: N shards with settings, mappings, routing and search.
 //! - [`translog`]: the write-ahead log; [`checkpoint`]: the local checkpoint tracker;
 //!   [`leases`]: retention leases; [`merge`]: the retention-aware merge policy;
-//!   [`history`]: reading history out of segments; [`mapping`]: mappings and schema.
+//!   [`history`]: reading history out of segments; [`mapping`]: mappings and schema;
+//!   [`units`]: Elasticsearch time values and byte sizes.
 //!
 //! The invariants this crate keeps are listed in `DESIGN.md` §7 and referred to by number
 //! where they are enforced.
@@ -32,6 +33,7 @@ pub mod record;
 pub mod shard;
 pub mod translog;
 pub mod types;
+pub mod units;
 pub mod version_map;
 
 pub use error::{EngineError, Result};
