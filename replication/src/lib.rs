@@ -1,0 +1,18 @@
+//! # tandem-replication
+//!
+//! The follower side of cross-cluster replication (DESIGN.md §4): per follower shard a
+//! `ShardFollowTask` pulls batches of operations from the leader shard, buffers them with
+//! back-pressure, applies them to the read-only follower engine, retries recoverable errors and
+//! stops on fatal ones.
+//!
+//! - [`params`]: the ten follow parameters, Elasticsearch's defaults and validation.
+//! - [`buffer`]: the write buffer, ordered by sequence number, bounded by count and bytes.
+//! - [`backoff`]: the retry delay of recoverable errors.
+//! - [`stats`]: the per-shard follow stats, in Elasticsearch's shape.
+
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod buffer;
+pub mod params;
+pub mod stats;
