@@ -67,6 +67,14 @@ pub enum EngineError {
         /// The first sequence number not found.
         missing: SeqNo,
     },
+    /// A follower expected another history than the shard has (the leader shard was replaced).
+    #[error("unexpected history uuid, expected [{expected}], actual [{actual}]")]
+    HistoryUuidMismatch {
+        /// The history uuid the follower follows.
+        expected: String,
+        /// The shard's history uuid.
+        actual: String,
+    },
     /// A document does not fit the index's mappings.
     #[error(transparent)]
     Document(#[from] DocumentError),
@@ -156,6 +164,7 @@ impl EngineError {
             EngineError::ReadOnlyFollower(_) => "cluster_block_exception",
             EngineError::RetentionLease(_) => "retention_lease_exception",
             EngineError::InvalidArgument(_) => "illegal_argument_exception",
+            EngineError::HistoryUuidMismatch { .. } => "illegal_state_exception",
             EngineError::Corrupted { .. }
             | EngineError::Translog(TranslogError::Corrupted { .. }) => "corrupt_index_exception",
             _ => "engine_exception",

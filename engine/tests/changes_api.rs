@@ -6,8 +6,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tandem_engine::shard::DeleteRequest;
-use tandem_engine::{EngineError, Operation, OperationKind, PrimaryTerm, SeqNo};
+use tandem_engine::shard::{DeleteRequest, ShardChangesRequest};
+use tandem_engine::{
+    Durability, EngineError, Operation, OperationKind, PrimaryTerm, SeqNo, ShardConfig, ShardEngine,
+};
 
 #[test]
 fn reads_span_segments_and_the_tail_in_order() {
@@ -139,4 +141,111 @@ fn long_poll_waits_for_the_global_checkpoint() {
     let reached = shard.wait_for_global_checkpoint(SeqNo(2), Duration::from_secs(30));
     assert!(reached >= SeqNo(2));
     writer.join().unwrap();
+}
+
+fn changes_request(from: i64, max: usize, poll: Duration) -> ShardChangesRequest {
+    ShardChangesRequest {
+        from_seq_no: SeqNo(from),
+        max_operation_count: max,
+        max_batch_size: usize::MAX,
+        poll_timeout: poll,
+        expected_history_uuid: None,
+    }
+}
+
+#[test]
+fn shard_changes_serves_only_up_to_the_global_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ShardConfig {
+        durability: Durability::Async {
+            interval: Duration::from_secs(3600),
+        },
+        ..manual_config()
+    };
+    let shard = ShardEngine::create(dir.path(), mapper(), config, PrimaryTerm(1)).unwrap();
+    for n in 0..5 {
+        shard.index(doc(n, "durable")).unwrap();
+    }
+    shard.sync_translog().unwrap();
+    for n in 5..8 {
+        shard.index(doc(n, "not yet durable")).unwrap();
+    }
+    assert_eq!(shard.global_checkpoint(), SeqNo(4));
+    assert_eq!(shard.max_seq_no(), SeqNo(7));
+    let response = shard
+        .shard_changes(&changes_request(2, 100, Duration::ZERO))
+        .unwrap();
+    let seq_nos: Vec<i64> = response.operations.iter().map(|op| op.seq_no.0).collect();
+    assert_eq!(seq_nos, [2, 3, 4], "nothing above the global checkpoint");
+    assert_eq!(response.global_checkpoint, SeqNo(4));
+    assert_eq!(response.max_seq_no, SeqNo(7));
+    assert_eq!(response.max_seq_no_of_updates, SeqNo(-1), "no update yet");
+    let bounded = shard
+        .shard_changes(&changes_request(0, 2, Duration::ZERO))
+        .unwrap();
+    assert_eq!(bounded.operations.len(), 2, "max_operation_count");
+    let caught_up = shard
+        .shard_changes(&changes_request(5, 100, Duration::ZERO))
+        .unwrap();
+    assert!(caught_up.operations.is_empty());
+}
+
+#[test]
+fn shard_changes_long_polls_when_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = std::sync::Arc::new(create_shard(dir.path()));
+    shard.index(doc(0, "first")).unwrap();
+    let idle = shard
+        .shard_changes(&changes_request(1, 100, Duration::from_millis(60)))
+        .unwrap();
+    assert!(idle.operations.is_empty());
+    assert!(idle.took >= Duration::from_millis(55), "{:?}", idle.took);
+    let writer = {
+        let shard = shard.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            shard.index(doc(1, "second")).unwrap();
+        })
+    };
+    let woken = shard
+        .shard_changes(&changes_request(1, 100, Duration::from_secs(30)))
+        .unwrap();
+    writer.join().unwrap();
+    assert_eq!(woken.operations.len(), 1);
+    assert_eq!(woken.operations[0].id(), Some("doc-1"));
+    assert!(
+        woken.took < Duration::from_secs(20),
+        "woken by the write, not the timeout"
+    );
+}
+
+#[test]
+fn shard_changes_refuses_another_history_and_pruned_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = create_shard(dir.path());
+    for n in 0..10 {
+        shard.index(doc(n % 3, "v")).unwrap();
+    }
+    let mut request = changes_request(0, 100, Duration::ZERO);
+    request.expected_history_uuid = Some("not-this-one".to_string());
+    let error = shard.shard_changes(&request).unwrap_err();
+    assert!(
+        matches!(error, EngineError::HistoryUuidMismatch { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().starts_with("unexpected history uuid"));
+    request.expected_history_uuid = Some(shard.history_uuid());
+    assert_eq!(shard.shard_changes(&request).unwrap().operations.len(), 10);
+
+    // No lease and no retained operations: a refresh and merge drop the updated history.
+    shard.refresh().unwrap();
+    shard.force_merge(1).unwrap();
+    let error = shard.shard_changes(&request).unwrap_err();
+    assert!(
+        matches!(error, EngineError::MissingHistory { .. }),
+        "{error}"
+    );
+    assert!(error
+        .to_string()
+        .contains("[index.soft_deletes.retention_lease.period]"));
 }

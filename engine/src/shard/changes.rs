@@ -5,15 +5,54 @@
 //! duplicates an operation. A sequence number at or below the processed checkpoint that cannot be
 //! found means the history is gone: `MissingHistory`. Above the checkpoint (operations still in
 //! flight, gaps on a follower) the batch simply ends.
+//!
+//! [`ShardEngine::shard_changes`] is the leader side of a follower's read (Elasticsearch's shard
+//! changes request): it only hands out operations at or below the global checkpoint, long-polls
+//! when the follower is caught up, and checks the follower still follows this history.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tantivy::DocId;
 
 use super::ShardEngine;
 use crate::error::{EngineError, Result};
 use crate::history::read_operation;
-use crate::types::{SeqNo, SharedOperation};
+use crate::types::{Operation, SeqNo, SharedOperation};
+
+/// A follower's read of a leader shard's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardChangesRequest {
+    /// First sequence number wanted.
+    pub from_seq_no: SeqNo,
+    /// At most this many operations (>= 1).
+    pub max_operation_count: usize,
+    /// Stop adding operations once this many bytes are reached (at least one is returned when
+    /// one is available).
+    pub max_batch_size: usize,
+    /// When `from_seq_no` is above the global checkpoint, wait this long for it to get there;
+    /// zero answers at once.
+    pub poll_timeout: Duration,
+    /// The history the follower follows; a different one fails the read (the leader was
+    /// replaced or restored: the follower must start over).
+    pub expected_history_uuid: Option<String>,
+}
+
+/// What a follower's read returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardChangesResponse {
+    /// Operations in sequence-number order, contiguous from `from_seq_no`, all at or below
+    /// `global_checkpoint`; empty when none was available within the poll timeout.
+    pub operations: Vec<Operation>,
+    /// The shard's global checkpoint when the read was served.
+    pub global_checkpoint: SeqNo,
+    /// The shard's max_seq_no.
+    pub max_seq_no: SeqNo,
+    /// The shard's max_seq_no_of_updates_or_deletes.
+    pub max_seq_no_of_updates: SeqNo,
+    /// Time the read took on the leader, waiting included.
+    pub took: Duration,
+}
 
 enum Source {
     Segment { ordinal: usize, doc: DocId },
@@ -21,6 +60,71 @@ enum Source {
 }
 
 impl ShardEngine {
+    /// Serves a follower's read (see [`ShardChangesRequest`]): checks the history uuid, waits up
+    /// to the poll timeout for the global checkpoint to reach `from_seq_no`, then returns the
+    /// operations `[from_seq_no, min(global checkpoint, from + max_operation_count - 1)]`,
+    /// bounded by `max_batch_size`. Fails with `MissingHistory` when retention already dropped
+    /// some of them (fatal for the follower) and `HistoryUuidMismatch` when the follower
+    /// follows another history.
+    pub fn shard_changes(&self, request: &ShardChangesRequest) -> Result<ShardChangesResponse> {
+        let started = Instant::now();
+        if request.from_seq_no.0 < 0 {
+            return Err(EngineError::InvalidArgument(format!(
+                "from_seq_no [{}] must be non-negative",
+                request.from_seq_no
+            )));
+        }
+        if request.max_operation_count == 0 {
+            return Err(EngineError::InvalidArgument(
+                "max_operation_count must be at least 1".to_string(),
+            ));
+        }
+        self.check_history_uuid(request.expected_history_uuid.as_deref())?;
+        let mut global_checkpoint = self.global_checkpoint();
+        if request.from_seq_no > global_checkpoint && !request.poll_timeout.is_zero() {
+            global_checkpoint =
+                self.wait_for_global_checkpoint(request.from_seq_no, request.poll_timeout);
+            // The shard may have been replaced while we waited.
+            self.check_history_uuid(request.expected_history_uuid.as_deref())?;
+        }
+        let operations = if request.from_seq_no <= global_checkpoint {
+            self.changes(
+                request.from_seq_no,
+                global_checkpoint,
+                request.max_operation_count,
+                request.max_batch_size.max(1),
+            )?
+            .iter()
+            .map(|operation| Operation::clone(operation))
+            .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(ShardChangesResponse {
+            operations,
+            global_checkpoint,
+            max_seq_no: self.max_seq_no(),
+            max_seq_no_of_updates: self.max_seq_no_of_updates(),
+            took: started.elapsed(),
+        })
+    }
+
+    fn check_history_uuid(&self, expected: Option<&str>) -> Result<()> {
+        match expected {
+            Some(expected) => {
+                let actual = self.history_uuid();
+                if actual != expected {
+                    return Err(EngineError::HistoryUuidMismatch {
+                        expected: expected.to_string(),
+                        actual,
+                    });
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Returns the operations with sequence numbers in `[from, to]`, in order, stopping after
     /// `max_operations` operations or once `max_bytes` is reached (at least one operation is
     /// returned when one exists), or at the first not-yet-processed sequence number.

@@ -49,6 +49,7 @@ use crate::translog::Translog;
 use crate::types::{PrimaryTerm, SeqNo};
 use crate::version_map::{LiveVersionMap, Tail};
 
+pub use changes::{ShardChangesRequest, ShardChangesResponse};
 pub use write::{DeleteRequest, GetResult, IndexRequest, WriteOutcome, WriteRequest, WriteResult};
 
 const INDEX_DIR: &str = "index";
