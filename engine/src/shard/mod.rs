@@ -23,6 +23,7 @@
 //! the locks are released, so concurrent writers share them (group commit).
 
 mod changes;
+pub mod commit_point;
 mod refresh;
 mod write;
 
@@ -49,6 +50,7 @@ use crate::translog::Translog;
 use crate::types::{PrimaryTerm, SeqNo};
 use crate::version_map::{LiveVersionMap, Tail};
 
+pub use commit_point::{ChecksumKind, CommitFileInfo, PinnedCommit, PinnedFile};
 pub use write::{DeleteRequest, GetResult, IndexRequest, WriteOutcome, WriteRequest, WriteResult};
 
 const INDEX_DIR: &str = "index";
