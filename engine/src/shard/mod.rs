@@ -23,6 +23,7 @@
 //! the locks are released, so concurrent writers share them (group commit).
 
 mod changes;
+pub mod commit_point;
 mod refresh;
 mod write;
 
@@ -50,6 +51,7 @@ use crate::types::{PrimaryTerm, SeqNo};
 use crate::version_map::{LiveVersionMap, Tail};
 
 pub use changes::{ShardChangesRequest, ShardChangesResponse};
+pub use commit_point::{ChecksumKind, CommitFileInfo, PinnedCommit, PinnedFile};
 pub use write::{DeleteRequest, GetResult, IndexRequest, WriteOutcome, WriteRequest, WriteResult};
 
 const INDEX_DIR: &str = "index";

@@ -1,0 +1,534 @@
+//! Commit points for remote recovery: pinning a shard's latest commit on the leader
+//! ([`ShardEngine::pin_latest_commit`]), checksums of commit files, and opening a follower shard
+//! on a copied commit ([`ShardEngine::bootstrap_follower`]).
+//!
+//! A [`PinnedCommit`] keeps one commit readable for as long as it lives, whatever merges and
+//! garbage collection do meanwhile, in two ways: it holds the commit's `IndexMeta` loaded from
+//! the writer's own `tantivy::Index` (the writer never garbage-collects files of a segment meta
+//! that is still referenced), and it memory-maps every file of the commit when it is pinned (a
+//! mapping stays readable even if the file is unlinked). `meta.json` is overwritten by later
+//! commits and merges, so the pinned `IndexMeta` is serialized here, in tantivy's own layout
+//! (pretty JSON and a newline); `.managed.json` is generated as the list of the commit's segment
+//! files, so a copy garbage-collects them normally once later merges replace them.
+//!
+//! Checksums (the `checksum` of a [`CommitFileInfo`]) are CRC-32 (IEEE polynomial, the one
+//! `crc32fast` computes and tantivy stores):
+//! - [`ChecksumKind::TantivyFooter`]: a segment file's footer holds the CRC-32 of the file's
+//!   body; the source reads it from the footer without scanning the file, and a verifier
+//!   recomputes it over the body and compares;
+//! - [`ChecksumKind::WholeFile`]: `meta.json` and `.managed.json` have no footer; the checksum is
+//!   the CRC-32 of the whole file, computed when the commit is pinned.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tantivy::directory::MmapDirectory;
+use tantivy::IndexWriter;
+
+use super::{commit_with_payload, read_payload, CommitPayload, ShardConfig, ShardEngine};
+use super::{INDEX_DIR, TRANSLOG_DIR};
+use crate::error::{EngineError, Result};
+use crate::leases::{sync_dir, write_file_atomically, RetentionLeases};
+use crate::mapper::DocumentMapper;
+use crate::translog::Translog;
+
+/// Name of tantivy's commit file.
+pub const META_FILE: &str = "meta.json";
+/// Name of tantivy's list of managed files.
+pub const MANAGED_FILE: &str = ".managed.json";
+/// Name of the marker file that makes an index re-open its shard as a follower.
+pub const FOLLOWER_MARKER_FILE: &str = "follower";
+/// How many times pinning retries when a file of the commit vanished before it was referenced
+/// (a commit or merge that ended between reading `meta.json` and tracking its segments).
+const PIN_ATTEMPTS: usize = 5;
+/// Bytes after a tantivy footer's JSON: its length (u32 LE) and the magic number (u32 LE).
+const FOOTER_TRAILER_BYTES: u64 = 8;
+/// tantivy's footer magic number.
+const FOOTER_MAGIC_NUMBER: u32 = 1337;
+/// A footer's JSON is small; anything larger is corruption.
+const FOOTER_JSON_MAX_BYTES: u64 = 10_000;
+/// Buffer used when a checksum is computed by streaming a file.
+const CHECKSUM_BUFFER_BYTES: usize = 1 << 20;
+
+/// How a commit file's checksum is defined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChecksumKind {
+    /// CRC-32 of the body, as stored in tantivy's footer at the end of the file.
+    TantivyFooter,
+    /// CRC-32 of the whole file (files without a footer).
+    WholeFile,
+}
+
+/// One file of a commit, as a recovery source announces it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitFileInfo {
+    /// File name, relative to the shard's index directory (no directory part).
+    pub name: String,
+    /// Length in bytes.
+    pub length: u64,
+    /// CRC-32 (see [`ChecksumKind`]).
+    pub checksum: u32,
+    /// How `checksum` is defined.
+    pub checksum_kind: ChecksumKind,
+}
+
+enum FileBytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl FileBytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(map) => map,
+            FileBytes::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// One file of a pinned commit, readable for as long as the [`PinnedCommit`] lives.
+pub struct PinnedFile {
+    info: CommitFileInfo,
+    bytes: FileBytes,
+}
+
+impl PinnedFile {
+    /// Name, length and checksum.
+    pub fn info(&self) -> &CommitFileInfo {
+        &self.info
+    }
+
+    /// The whole file.
+    pub fn bytes(&self) -> &[u8] {
+        self.bytes.as_slice()
+    }
+
+    /// `length` bytes from `offset` (fewer at the end of the file); an error if `offset` is past
+    /// the end.
+    pub fn read(&self, offset: u64, length: usize) -> Result<&[u8]> {
+        let bytes = self.bytes();
+        if offset > bytes.len() as u64 {
+            return Err(EngineError::InvalidArgument(format!(
+                "offset {offset} is past the end of [{}] ({} bytes)",
+                self.info.name,
+                bytes.len()
+            )));
+        }
+        let start = offset as usize;
+        let end = start.saturating_add(length).min(bytes.len());
+        Ok(&bytes[start..end])
+    }
+}
+
+/// The latest commit of a shard, held so that its files stay on disk and readable (see the
+/// module documentation). Dropping it releases the pin; the writer deletes the files at its next
+/// garbage collection if no newer commit uses them.
+pub struct PinnedCommit {
+    // Keeps the commit's segment metas tracked by the writer's inventory: garbage collection
+    // leaves their files alone while this lives.
+    _meta: tantivy::IndexMeta,
+    payload: CommitPayload,
+    files: Vec<PinnedFile>,
+}
+
+impl PinnedCommit {
+    /// The commit's Tandem payload (checkpoints, history uuid, ...).
+    pub fn payload(&self) -> &CommitPayload {
+        &self.payload
+    }
+
+    /// The files of the commit: the segment files, then `.managed.json`, then `meta.json` (a
+    /// copier that writes them in this order makes the commit visible last).
+    pub fn files(&self) -> &[PinnedFile] {
+        &self.files
+    }
+
+    /// The file called `name`, if it belongs to the commit.
+    pub fn file(&self, name: &str) -> Option<&PinnedFile> {
+        self.files.iter().find(|file| file.info.name == name)
+    }
+
+    /// Name, length and checksum of every file, in [`PinnedCommit::files`] order.
+    pub fn file_infos(&self) -> Vec<CommitFileInfo> {
+        self.files.iter().map(|file| file.info.clone()).collect()
+    }
+
+    /// Total bytes of the commit's files.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|file| file.info.length).sum()
+    }
+}
+
+impl ShardEngine {
+    /// Pins the shard's latest commit: its files stay on disk and readable while the returned
+    /// value lives, whatever later commits, merges and garbage collection do.
+    pub fn pin_latest_commit(&self) -> Result<Arc<PinnedCommit>> {
+        self.inner.check_failed()?;
+        let index_dir = self.inner.dir.join(INDEX_DIR);
+        let mut last_error = None;
+        for attempt in 1..=PIN_ATTEMPTS {
+            match pin_once(&self.inner.index, &index_dir) {
+                Ok(pinned) => return Ok(Arc::new(pinned)),
+                Err(PinError::Vanished(path)) => {
+                    tracing::debug!(
+                        ?path,
+                        attempt,
+                        "a file of the commit vanished; pinning again"
+                    );
+                    last_error = Some(path);
+                }
+                Err(PinError::Other(error)) => return Err(error),
+            }
+        }
+        Err(EngineError::InvalidArgument(format!(
+            "could not pin the latest commit of {}: files kept vanishing (last: {:?})",
+            index_dir.display(),
+            last_error
+        )))
+    }
+
+    /// Opens a follower shard on a commit copied into `dir/index` (by remote recovery): gives it
+    /// a new history uuid, a new empty translog (any translog in `dir` is discarded), no
+    /// retention leases, and follower mode (direct writes are refused; the marker file makes an
+    /// [`crate::index::Index`] re-open it as a follower). Its global checkpoint is the commit's
+    /// local checkpoint, so replication resumes at checkpoint + 1; operations fetched again that
+    /// the commit already holds are skipped by `apply_operations`.
+    pub fn bootstrap_follower(
+        dir: &Path,
+        mapper: Arc<DocumentMapper>,
+        config: ShardConfig,
+    ) -> Result<ShardEngine> {
+        let index_dir = dir.join(INDEX_DIR);
+        let directory = MmapDirectory::open(&index_dir)
+            .map_err(|e| EngineError::InvalidArgument(format!("cannot open {index_dir:?}: {e}")))?;
+        let index = tantivy::Index::open(directory)
+            .map_err(|e| EngineError::index("opening the copied commit", e))?;
+        let copied = read_payload(&index, &index_dir)?;
+        let translog_dir = dir.join(TRANSLOG_DIR);
+        match std::fs::remove_dir_all(&translog_dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(EngineError::io(&translog_dir, error)),
+        }
+        std::fs::create_dir_all(&translog_dir).map_err(|e| EngineError::io(&translog_dir, e))?;
+        let translog_uuid = uuid::Uuid::new_v4().to_string();
+        drop(Translog::create(&translog_dir, &translog_uuid)?);
+        sync_dir(dir)?;
+        let payload = CommitPayload {
+            history_uuid: uuid::Uuid::new_v4().to_string(),
+            translog_uuid,
+            translog_generation: 1,
+            retention_leases: RetentionLeases::default(),
+            ..copied
+        };
+        let mut writer: IndexWriter = index
+            .writer_with_num_threads(1, 15_000_000)
+            .map_err(|e| EngineError::index("opening a writer on the copied commit", e))?;
+        commit_with_payload(&mut writer, &payload)?;
+        drop(writer);
+        drop(index);
+        // Leases of the leader (among them the follower's own recovery lease) must not come
+        // back from a leases file either.
+        RetentionLeases::default().persist(dir)?;
+        write_file_atomically(dir, FOLLOWER_MARKER_FILE, b"1")?;
+        tracing::info!(
+            shard = ?dir,
+            local_checkpoint = %payload.local_checkpoint,
+            history_uuid = %payload.history_uuid,
+            "bootstrapped a follower shard from a copied commit"
+        );
+        ShardEngine::open(
+            dir,
+            mapper,
+            ShardConfig {
+                follower: true,
+                ..config
+            },
+        )
+    }
+}
+
+enum PinError {
+    Vanished(PathBuf),
+    Other(EngineError),
+}
+
+impl From<EngineError> for PinError {
+    fn from(error: EngineError) -> Self {
+        PinError::Other(error)
+    }
+}
+
+fn pin_once(
+    index: &tantivy::Index,
+    index_dir: &Path,
+) -> std::result::Result<PinnedCommit, PinError> {
+    let meta = index
+        .load_metas()
+        .map_err(|e| EngineError::index("loading the commit to pin", e))?;
+    let payload = read_payload_of(&meta, index_dir)?;
+    let names = commit_segment_files(&meta);
+    let mut files = Vec::with_capacity(names.len() + 2);
+    for name in &names {
+        files.push(pin_segment_file(index_dir, name)?);
+    }
+    let managed: BTreeSet<&String> = names.iter().collect();
+    let managed_json = serde_json::to_vec(&managed)
+        .map_err(|e| EngineError::InvalidArgument(format!("cannot encode {MANAGED_FILE}: {e}")))?;
+    files.push(owned_file(MANAGED_FILE, managed_json));
+    let mut meta_json = serde_json::to_vec_pretty(&meta)
+        .map_err(|e| EngineError::InvalidArgument(format!("cannot encode {META_FILE}: {e}")))?;
+    meta_json.push(b'\n');
+    files.push(owned_file(META_FILE, meta_json));
+    Ok(PinnedCommit {
+        _meta: meta,
+        payload,
+        files,
+    })
+}
+
+/// The segment files of a commit that exist on disk: every component file of every segment,
+/// and a segment's delete file only when the segment has deletes.
+fn commit_segment_files(meta: &tantivy::IndexMeta) -> BTreeSet<String> {
+    let absent: BTreeSet<PathBuf> = meta
+        .segments
+        .iter()
+        .filter(|segment| !segment.has_deletes())
+        .map(|segment| segment.relative_path(tantivy::index::SegmentComponent::Delete))
+        .collect();
+    meta.list_segment_files()
+        .into_iter()
+        .filter(|path| !absent.contains(path))
+        .filter_map(|path| path.to_str().map(str::to_string))
+        .collect()
+}
+
+fn read_payload_of(meta: &tantivy::IndexMeta, index_dir: &Path) -> Result<CommitPayload> {
+    let payload = meta
+        .payload
+        .as_deref()
+        .ok_or_else(|| EngineError::Corrupted {
+            path: index_dir.join(META_FILE),
+            reason: "the pinned commit has no Tandem payload".to_string(),
+        })?;
+    serde_json::from_str(payload).map_err(|e| EngineError::Corrupted {
+        path: index_dir.join(META_FILE),
+        reason: format!("invalid commit payload: {e}"),
+    })
+}
+
+fn owned_file(name: &str, bytes: Vec<u8>) -> PinnedFile {
+    PinnedFile {
+        info: CommitFileInfo {
+            name: name.to_string(),
+            length: bytes.len() as u64,
+            checksum: crc32fast::hash(&bytes),
+            checksum_kind: ChecksumKind::WholeFile,
+        },
+        bytes: FileBytes::Owned(bytes),
+    }
+}
+
+fn pin_segment_file(index_dir: &Path, name: &str) -> std::result::Result<PinnedFile, PinError> {
+    let path = index_dir.join(name);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(PinError::Vanished(path));
+        }
+        Err(error) => return Err(EngineError::io(&path, error).into()),
+    };
+    let length = file
+        .metadata()
+        .map_err(|e| EngineError::io(&path, e))?
+        .len();
+    let bytes = if length == 0 {
+        FileBytes::Owned(Vec::new())
+    } else {
+        // SAFETY: segment files are immutable once written (tantivy never rewrites a file in
+        // place); the mapping stays valid if the file is unlinked.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| EngineError::io(&path, e))?;
+        FileBytes::Mapped(map)
+    };
+    let (checksum, _) = footer_checksum(bytes.as_slice()).map_err(|reason| {
+        PinError::Other(EngineError::Corrupted {
+            path: path.clone(),
+            reason,
+        })
+    })?;
+    Ok(PinnedFile {
+        info: CommitFileInfo {
+            name: name.to_string(),
+            length,
+            checksum,
+            checksum_kind: ChecksumKind::TantivyFooter,
+        },
+        bytes,
+    })
+}
+
+/// Reads a tantivy footer from the end of a file: returns the stored CRC-32 of the body and
+/// the body's length. Only the last bytes of `file` are read.
+pub fn footer_checksum(file: &[u8]) -> std::result::Result<(u32, u64), String> {
+    let length = file.len() as u64;
+    let trailer = tail(file, FOOTER_TRAILER_BYTES)?;
+    let (json_length, body_length) = parse_trailer(trailer, length)?;
+    let json_start = (body_length) as usize;
+    let json = &file[json_start..json_start + json_length as usize];
+    Ok((parse_footer_json(json)?, body_length))
+}
+
+fn tail(file: &[u8], bytes: u64) -> std::result::Result<&[u8], String> {
+    if (file.len() as u64) < bytes {
+        return Err(format!(
+            "file of {} bytes is too short for a tantivy footer",
+            file.len()
+        ));
+    }
+    Ok(&file[file.len() - bytes as usize..])
+}
+
+/// Returns (footer JSON length, body length).
+fn parse_trailer(trailer: &[u8], file_length: u64) -> std::result::Result<(u64, u64), String> {
+    let mut json_length = [0u8; 4];
+    let mut magic = [0u8; 4];
+    json_length.copy_from_slice(&trailer[0..4]);
+    magic.copy_from_slice(&trailer[4..8]);
+    if u32::from_le_bytes(magic) != FOOTER_MAGIC_NUMBER {
+        return Err("tantivy footer magic number mismatch".to_string());
+    }
+    let json_length = u64::from(u32::from_le_bytes(json_length));
+    if json_length > FOOTER_JSON_MAX_BYTES || json_length + FOOTER_TRAILER_BYTES > file_length {
+        return Err(format!("invalid tantivy footer length {json_length}"));
+    }
+    Ok((
+        json_length,
+        file_length - FOOTER_TRAILER_BYTES - json_length,
+    ))
+}
+
+fn parse_footer_json(json: &[u8]) -> std::result::Result<u32, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| format!("unreadable tantivy footer: {e}"))?;
+    value
+        .get("crc")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|crc| u32::try_from(crc).ok())
+        .ok_or_else(|| "tantivy footer without a crc".to_string())
+}
+
+/// Computes the checksum of the file at `path` as `kind` defines it, streaming it with a bounded
+/// buffer. For [`ChecksumKind::TantivyFooter`] the CRC-32 of the body must also match the one
+/// the footer stores (else [`EngineError::Corrupted`]). Returns the checksum.
+pub fn checksum_file(path: &Path, kind: ChecksumKind) -> Result<u32> {
+    let mut file = File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let length = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
+    let corrupted = |reason: String| EngineError::Corrupted {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (stored, body_length) = match kind {
+        ChecksumKind::WholeFile => (None, length),
+        ChecksumKind::TantivyFooter => {
+            use std::os::unix::fs::FileExt;
+            if length < FOOTER_TRAILER_BYTES {
+                return Err(corrupted(format!(
+                    "file of {length} bytes is too short for a tantivy footer"
+                )));
+            }
+            let mut trailer = [0u8; FOOTER_TRAILER_BYTES as usize];
+            file.read_exact_at(&mut trailer, length - FOOTER_TRAILER_BYTES)
+                .map_err(|e| EngineError::io(path, e))?;
+            let (json_length, body_length) = parse_trailer(&trailer, length).map_err(corrupted)?;
+            let mut json = vec![0u8; json_length as usize];
+            file.read_exact_at(&mut json, body_length)
+                .map_err(|e| EngineError::io(path, e))?;
+            (
+                Some(parse_footer_json(&json).map_err(corrupted)?),
+                body_length,
+            )
+        }
+    };
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0u8; CHECKSUM_BUFFER_BYTES];
+    let mut remaining = body_length;
+    while remaining > 0 {
+        let want = remaining.min(buffer.len() as u64) as usize;
+        let read = file
+            .read(&mut buffer[..want])
+            .map_err(|e| EngineError::io(path, e))?;
+        if read == 0 {
+            return Err(corrupted("file shorter than its metadata says".to_string()));
+        }
+        hasher.update(&buffer[..read]);
+        remaining -= read as u64;
+    }
+    let computed = hasher.finalize();
+    match stored {
+        Some(stored) if stored != computed => Err(corrupted(format!(
+            "body checksum {computed:#010x} does not match the footer's {stored:#010x}"
+        ))),
+        _ => Ok(computed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_footer(body: &[u8]) -> Vec<u8> {
+        let mut file = body.to_vec();
+        let json = format!(
+            r#"{{"version":{{"major":0,"minor":27}},"crc":{}}}"#,
+            crc32fast::hash(body)
+        );
+        file.extend_from_slice(json.as_bytes());
+        file.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        file.extend_from_slice(&FOOTER_MAGIC_NUMBER.to_le_bytes());
+        file
+    }
+
+    #[test]
+    fn footer_checksum_reads_the_stored_crc_and_body_length() {
+        let file = with_footer(b"segment body");
+        let (crc, body_length) = footer_checksum(&file).unwrap();
+        assert_eq!(crc, crc32fast::hash(b"segment body"));
+        assert_eq!(body_length, 12);
+    }
+
+    #[test]
+    fn footer_checksum_rejects_a_bad_magic_number_and_short_files() {
+        let mut file = with_footer(b"body");
+        let last = file.len() - 1;
+        file[last] ^= 1;
+        assert!(footer_checksum(&file).is_err());
+        assert!(footer_checksum(b"abc").is_err());
+    }
+
+    #[test]
+    fn checksum_file_detects_a_corrupted_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg.idx");
+        let mut file = with_footer(&vec![7u8; 3 * CHECKSUM_BUFFER_BYTES + 5]);
+        std::fs::write(&path, &file).unwrap();
+        let expected = crc32fast::hash(&vec![7u8; 3 * CHECKSUM_BUFFER_BYTES + 5]);
+        assert_eq!(
+            checksum_file(&path, ChecksumKind::TantivyFooter).unwrap(),
+            expected
+        );
+        assert_eq!(
+            checksum_file(&path, ChecksumKind::WholeFile).unwrap(),
+            crc32fast::hash(&file)
+        );
+        file[CHECKSUM_BUFFER_BYTES + 1] ^= 0x40;
+        std::fs::write(&path, &file).unwrap();
+        assert!(matches!(
+            checksum_file(&path, ChecksumKind::TantivyFooter),
+            Err(EngineError::Corrupted { .. })
+        ));
+    }
+}

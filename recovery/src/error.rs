@@ -1,0 +1,231 @@
+//! Errors of the leader client seam and of a recovery, and the one place that decides which of
+//! them are worth retrying ([`LeaderError::is_retryable`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tandem_engine::{EngineError, SeqNo};
+
+use crate::client::SessionId;
+
+/// What a leader (or the transport to it) answered instead of a result.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LeaderError {
+    /// The recovery session is not (or no longer) open on the leader: it timed out, was closed,
+    /// or the leader restarted. A recovery opens a new session.
+    #[error("unknown recovery session [{0}]")]
+    UnknownSession(SessionId),
+    /// No index of that name on the leader.
+    #[error("no such index [{0}] on the leader")]
+    IndexNotFound(String),
+    /// The index has no shard of that number.
+    #[error("index [{index}] has no shard [{shard}]")]
+    ShardNotFound {
+        /// The index name.
+        index: String,
+        /// The shard number.
+        shard: u32,
+    },
+    /// The file is not part of the session's commit.
+    #[error("file [{name}] is not part of recovery session [{session}]")]
+    UnknownFile {
+        /// The session.
+        session: SessionId,
+        /// The file name asked for.
+        name: String,
+    },
+    /// A retention lease with that id exists already.
+    #[error("retention lease [{0}] already exists")]
+    RetentionLeaseAlreadyExists(String),
+    /// No retention lease with that id.
+    #[error("retention lease [{0}] not found")]
+    RetentionLeaseNotFound(String),
+    /// The requested operations are no longer in the leader's history.
+    #[error(
+        "operations [{from}, {to}] are no longer available on the leader (missing [{missing}])"
+    )]
+    MissingHistory {
+        /// First requested sequence number.
+        from: SeqNo,
+        /// Last requested sequence number.
+        to: SeqNo,
+        /// First missing sequence number.
+        missing: SeqNo,
+    },
+    /// The request is invalid (a bug or a version mismatch between the clusters).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The leader cannot answer now (shard closed or reopening, node unreachable).
+    #[error("leader unavailable: {0}")]
+    Unavailable(String),
+    /// No answer within the time allowed.
+    #[error("no answer from the leader within {0:?}")]
+    Timeout(Duration),
+    /// The leader's engine failed on a file or its data.
+    #[error("leader engine error: {message}")]
+    Engine {
+        /// The leader's error, as text (it crosses a process boundary).
+        message: String,
+        /// Whether trying again may succeed (I/O) or not (corruption).
+        retryable: bool,
+    },
+}
+
+impl LeaderError {
+    /// True when the same request may succeed later, so a caller retries it with backoff.
+    /// `UnknownSession` is not retryable as such: the caller must open a new session.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            LeaderError::Unavailable(_) | LeaderError::Timeout(_) => true,
+            LeaderError::Engine { retryable, .. } => *retryable,
+            LeaderError::UnknownSession(_)
+            | LeaderError::IndexNotFound(_)
+            | LeaderError::ShardNotFound { .. }
+            | LeaderError::UnknownFile { .. }
+            | LeaderError::RetentionLeaseAlreadyExists(_)
+            | LeaderError::RetentionLeaseNotFound(_)
+            | LeaderError::MissingHistory { .. }
+            | LeaderError::InvalidRequest(_) => false,
+        }
+    }
+
+    /// Maps an error of the leader's engine to what a client sees.
+    pub fn from_engine(error: &EngineError) -> LeaderError {
+        match error {
+            EngineError::MissingHistory { from, to, missing } => LeaderError::MissingHistory {
+                from: *from,
+                to: *to,
+                missing: *missing,
+            },
+            EngineError::IndexNotFound { name } => LeaderError::IndexNotFound(name.clone()),
+            EngineError::InvalidArgument(message) => LeaderError::InvalidRequest(message.clone()),
+            EngineError::Closed(message) => LeaderError::Unavailable(message.clone()),
+            EngineError::Io { .. } | EngineError::Index { .. } | EngineError::Translog(_) => {
+                LeaderError::Engine {
+                    message: error.to_string(),
+                    retryable: true,
+                }
+            }
+            _ => LeaderError::Engine {
+                message: error.to_string(),
+                retryable: false,
+            },
+        }
+    }
+}
+
+/// Why a recovery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// A setting is out of range.
+    #[error("invalid recovery setting [{setting}]: {reason}")]
+    InvalidSetting {
+        /// The setting's name.
+        setting: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The leader announced a file name that could lead outside the shard directory or clash
+    /// with the recovery's own files. Nothing was written.
+    #[error("invalid file name [{name}] from the leader: {reason}")]
+    InvalidFileName {
+        /// The name, as received (escaped for display).
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// The leader's file list is not a usable commit.
+    #[error("invalid file list from the leader: {0}")]
+    InvalidFileList(String),
+    /// The leader answered with an error that retrying does not fix, or retries ran out.
+    #[error("leader request failed ({context}): {source}")]
+    Leader {
+        /// What the recovery was doing.
+        context: String,
+        /// The leader's error.
+        #[source]
+        source: LeaderError,
+    },
+    /// A file kept failing its checksum after every allowed refetch.
+    #[error("file [{name}] failed verification {attempts} times: {reason}")]
+    ChecksumMismatch {
+        /// The file.
+        name: String,
+        /// Fetches tried.
+        attempts: u32,
+        /// The last verification failure.
+        reason: String,
+    },
+    /// The leader's commit changed (or its session was lost) more often than allowed.
+    #[error("recovery gave up after {0} lost sessions")]
+    TooManySessionLosses(u32),
+    /// An I/O error on a file of the follower shard.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The follower's engine failed (verifying or bootstrapping the copy).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A task of the recovery panicked or was cancelled (a bug).
+    #[error("recovery task failed: {0}")]
+    Task(String),
+}
+
+impl RecoveryError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        RecoveryError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn leader(context: impl Into<String>, source: LeaderError) -> Self {
+        RecoveryError::Leader {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_leader_errors_are_retryable() {
+        assert!(LeaderError::Unavailable("restarting".into()).is_retryable());
+        assert!(LeaderError::Timeout(Duration::from_secs(1)).is_retryable());
+        let io = EngineError::Io {
+            path: "x".into(),
+            source: std::io::Error::other("disk"),
+        };
+        assert!(LeaderError::from_engine(&io).is_retryable());
+        assert!(LeaderError::from_engine(&EngineError::Closed("reopening".into())).is_retryable());
+    }
+
+    #[test]
+    fn permanent_leader_errors_are_fatal() {
+        assert!(!LeaderError::UnknownSession(SessionId("s".into())).is_retryable());
+        assert!(!LeaderError::IndexNotFound("i".into()).is_retryable());
+        assert!(!LeaderError::InvalidRequest("bad".into()).is_retryable());
+        let corrupted = EngineError::Corrupted {
+            path: "x".into(),
+            reason: "bad bytes".into(),
+        };
+        assert!(!LeaderError::from_engine(&corrupted).is_retryable());
+        let missing = EngineError::MissingHistory {
+            from: SeqNo(0),
+            to: SeqNo(9),
+            missing: SeqNo(3),
+        };
+        assert!(matches!(
+            LeaderError::from_engine(&missing),
+            LeaderError::MissingHistory { .. }
+        ));
+    }
+}

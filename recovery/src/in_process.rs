@@ -1,0 +1,218 @@
+//! [`InProcessLeaderClient`]: a [`LeaderClient`] over leader indices living in the same
+//! process, so recovery and replication run (and are tested) without a network.
+//!
+//! Engine calls block (fsyncs, segment reads), so each runs on tokio's blocking pool; chunk
+//! reads are memory copies out of the pinned files and run inline.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use tandem_engine::index::{Index, IndexMetadata};
+use tandem_engine::SeqNo;
+
+use crate::client::{
+    FileChunk, LeaderClient, LeaderFuture, RecoverySessionInfo, SessionId, ShardChangesRequest,
+    ShardChangesResponse, ShardId,
+};
+use crate::error::LeaderError;
+use crate::source::RecoverySource;
+
+/// Longest long poll a changes request may ask for.
+pub const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A leader "cluster" in this process: registered indices and their recovery source.
+#[derive(Clone)]
+pub struct InProcessLeaderClient {
+    indices: Arc<RwLock<HashMap<String, Arc<Index>>>>,
+    source: Arc<RecoverySource>,
+}
+
+impl InProcessLeaderClient {
+    /// A client serving no index yet, with `source` for recovery sessions.
+    pub fn new(source: Arc<RecoverySource>) -> InProcessLeaderClient {
+        InProcessLeaderClient {
+            indices: Arc::new(RwLock::new(HashMap::new())),
+            source,
+        }
+    }
+
+    /// Makes `index` reachable under its name (replacing one of the same name).
+    pub fn register_index(&self, index: Arc<Index>) {
+        self.indices.write().insert(index.name(), index);
+    }
+
+    /// The recovery source serving this client's sessions.
+    pub fn recovery_source(&self) -> &Arc<RecoverySource> {
+        &self.source
+    }
+
+    fn index(&self, name: &str) -> Result<Arc<Index>, LeaderError> {
+        self.indices
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LeaderError::IndexNotFound(name.to_string()))
+    }
+
+    /// Runs `work` on shard `shard` of its index on the blocking pool.
+    fn on_shard<T: Send + 'static>(
+        &self,
+        shard: ShardId,
+        work: impl FnOnce(&Index, &tandem_engine::ShardEngine) -> Result<T, LeaderError>
+            + Send
+            + 'static,
+    ) -> LeaderFuture<'_, T> {
+        Box::pin(async move {
+            let index = self.index(&shard.index)?;
+            tokio::task::spawn_blocking(move || {
+                let engine = index.shards().get(shard.shard as usize).ok_or_else(|| {
+                    LeaderError::ShardNotFound {
+                        index: shard.index.clone(),
+                        shard: shard.shard,
+                    }
+                })?;
+                work(&index, engine)
+            })
+            .await
+            .map_err(|e| LeaderError::Unavailable(format!("leader task failed: {e}")))?
+        })
+    }
+}
+
+fn engine_error(error: tandem_engine::EngineError) -> LeaderError {
+    LeaderError::from_engine(&error)
+}
+
+impl LeaderClient for InProcessLeaderClient {
+    fn index_metadata(&self, index: &str) -> LeaderFuture<'_, IndexMetadata> {
+        let found = self.index(index);
+        Box::pin(async move { Ok(found?.metadata()) })
+    }
+
+    fn shard_changes(
+        &self,
+        request: ShardChangesRequest,
+    ) -> LeaderFuture<'_, ShardChangesResponse> {
+        let shard = request.shard.clone();
+        self.on_shard(shard, move |index, engine| {
+            if request.from_seq_no.0 < 0 || request.max_operations == 0 {
+                return Err(LeaderError::InvalidRequest(format!(
+                    "invalid changes request from [{}] for [{}] operations",
+                    request.from_seq_no, request.max_operations
+                )));
+            }
+            let poll = request.poll_timeout.min(MAX_POLL_TIMEOUT);
+            let mut global_checkpoint = engine.global_checkpoint();
+            if global_checkpoint < request.from_seq_no && !poll.is_zero() {
+                global_checkpoint = engine.wait_for_global_checkpoint(request.from_seq_no, poll);
+            }
+            let operations = if global_checkpoint < request.from_seq_no {
+                Vec::new()
+            } else {
+                let last = request
+                    .from_seq_no
+                    .0
+                    .saturating_add(request.max_operations as i64 - 1)
+                    .min(global_checkpoint.0);
+                engine
+                    .changes(
+                        request.from_seq_no,
+                        SeqNo(last),
+                        request.max_operations,
+                        request.max_bytes,
+                    )
+                    .map_err(engine_error)?
+                    .iter()
+                    .map(|operation| (**operation).clone())
+                    .collect()
+            };
+            let metadata = index.metadata();
+            Ok(ShardChangesResponse {
+                operations,
+                global_checkpoint,
+                max_seq_no: engine.max_seq_no(),
+                max_seq_no_of_updates: engine.max_seq_no_of_updates(),
+                mapping_version: metadata.mapping_version,
+                settings_version: metadata.settings_version,
+            })
+        })
+    }
+
+    fn add_retention_lease(
+        &self,
+        shard: ShardId,
+        lease_id: String,
+        retaining_seq_no: SeqNo,
+        source: String,
+    ) -> LeaderFuture<'_, ()> {
+        self.on_shard(shard, move |_, engine| {
+            if engine.retention_leases().leases.contains_key(&lease_id) {
+                return Err(LeaderError::RetentionLeaseAlreadyExists(lease_id));
+            }
+            engine
+                .add_retention_lease(&lease_id, retaining_seq_no, &source)
+                .map(|_| ())
+                .map_err(engine_error)
+        })
+    }
+
+    fn renew_retention_lease(
+        &self,
+        shard: ShardId,
+        lease_id: String,
+        retaining_seq_no: SeqNo,
+    ) -> LeaderFuture<'_, ()> {
+        self.on_shard(shard, move |_, engine| {
+            if !engine.retention_leases().leases.contains_key(&lease_id) {
+                return Err(LeaderError::RetentionLeaseNotFound(lease_id));
+            }
+            engine
+                .renew_retention_lease(&lease_id, retaining_seq_no)
+                .map(|_| ())
+                .map_err(engine_error)
+        })
+    }
+
+    fn remove_retention_lease(&self, shard: ShardId, lease_id: String) -> LeaderFuture<'_, ()> {
+        self.on_shard(shard, move |_, engine| {
+            if !engine.retention_leases().leases.contains_key(&lease_id) {
+                return Err(LeaderError::RetentionLeaseNotFound(lease_id));
+            }
+            engine
+                .remove_retention_lease(&lease_id)
+                .map(|_| ())
+                .map_err(engine_error)
+        })
+    }
+
+    fn open_recovery_session(&self, shard: ShardId) -> LeaderFuture<'_, RecoverySessionInfo> {
+        let source = self.source.clone();
+        self.on_shard(shard.clone(), move |index, engine| {
+            source.open_session(shard, engine, index.metadata().mapping_version)
+        })
+    }
+
+    fn read_file_chunk(
+        &self,
+        shard: ShardId,
+        session: SessionId,
+        file: String,
+        offset: u64,
+        length: usize,
+    ) -> LeaderFuture<'_, FileChunk> {
+        Box::pin(async move {
+            self.source
+                .read_chunk(&shard, &session, &file, offset, length)
+                .await
+        })
+    }
+
+    fn close_recovery_session(&self, _shard: ShardId, session: SessionId) -> LeaderFuture<'_, ()> {
+        Box::pin(async move {
+            self.source.close_session(&session);
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,38 @@
+//! # tandem-recovery
+//!
+//! Snapshot-style remote recovery: a new follower shard starts from a copy of the leader
+//! shard's latest commit instead of replaying history (which the leader may have pruned).
+//!
+//! - [`client`]: the [`LeaderClient`] seam (index metadata, shard changes, retention leases,
+//!   recovery sessions) and [`in_process::InProcessLeaderClient`], its in-process
+//!   implementation;
+//! - [`source`]: the leader side, [`RecoverySource`]: sessions pinning a commit, chunk reads,
+//!   idle-session cleanup;
+//! - [`target`]: the follower side, [`RecoveryTarget`]: lease, chunked rate-limited
+//!   checksum-verified copy, bootstrap of the follower engine;
+//! - [`progress`]: [`RecoveryProgress`], the live progress handle;
+//! - [`rate_limiter`]: the token bucket both sides throttle with.
+//!
+//! Invariant 6 of `DESIGN.md` §7 (a recovered follower's files are byte-identical to the
+//! leader's pinned commit, verified by checksum) is enforced in [`target`].
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod error;
+pub mod in_process;
+pub mod progress;
+pub mod rate_limiter;
+pub mod source;
+pub mod target;
+
+pub use client::{
+    FileChunk, LeaderClient, LeaderFuture, RecoverySessionInfo, SessionId, ShardChangesRequest,
+    ShardChangesResponse, ShardId,
+};
+pub use error::{LeaderError, RecoveryError};
+pub use in_process::InProcessLeaderClient;
+pub use progress::{RecoveryProgress, RecoveryProgressSnapshot, RecoveryStage};
+pub use rate_limiter::RateLimiter;
+pub use source::{RecoverySource, RecoverySourceSettings};
+pub use target::{RecoveredShard, RecoveryRequest, RecoverySettings, RecoveryTarget};
