@@ -9,6 +9,7 @@
 //! - [`buffer`]: the write buffer, ordered by sequence number, bounded by count and bytes.
 //! - [`backoff`]: the retry delay of recoverable errors.
 //! - [`stats`]: the per-shard follow stats, in Elasticsearch's shape.
+//! - [`task`]: the shard follow task (the pull loop itself).
 
 #![warn(missing_docs)]
 
@@ -16,3 +17,4 @@ pub mod backoff;
 pub mod buffer;
 pub mod params;
 pub mod stats;
+pub mod task;

@@ -1,0 +1,213 @@
+//! The shard follow task against real leader and follower engines in this process: the
+//! follower converges to the leader's live documents and history (invariant 2) under
+//! concurrent leader writes with updates and deletes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tandem_engine::index::Index;
+use tandem_engine::shard::{DeleteRequest, IndexRequest, WriteRequest};
+use tandem_engine::{SeqNo, ShardEngine};
+use tandem_recovery::client::ShardId;
+use tandem_recovery::in_process::InProcessLeaderClient;
+use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
+use tandem_replication::params::FollowParameters;
+use tandem_replication::task::{ShardFollowTask, ShardFollowTaskConfig};
+
+const CONVERGE_WITHIN: Duration = Duration::from_secs(120);
+
+fn mappings() -> serde_json::Value {
+    json!({"properties": {"n": {"type": "long"}, "body": {"type": "text"}}})
+}
+
+fn create_index(dir: &std::path::Path, name: &str, shards: u32) -> Arc<Index> {
+    let index = Index::create(dir, name, &json!({"number_of_shards": shards}), &mappings())
+        .expect("create index");
+    for shard in index.shards() {
+        // Keep all history on both sides so the histories can be compared in full.
+        shard
+            .add_retention_lease("test-retain-all", SeqNo(0), "test")
+            .expect("lease");
+    }
+    Arc::new(index)
+}
+
+type History = Vec<(i64, u64, u64, String, Option<String>, Option<Vec<u8>>)>;
+
+fn history(shard: &ShardEngine) -> History {
+    let max = shard.max_seq_no();
+    let mut out = History::new();
+    let mut from = 0;
+    while from <= max.0 {
+        let batch = shard
+            .changes(SeqNo(from), max, 1000, usize::MAX)
+            .expect("changes");
+        assert!(!batch.is_empty(), "history stops at {from}");
+        for op in batch {
+            out.push((
+                op.seq_no.0,
+                op.primary_term.0,
+                op.version,
+                op.op_type().name().to_string(),
+                op.id().map(str::to_string),
+                op.source().map(<[u8]>::to_vec),
+            ));
+            from = op.seq_no.0 + 1;
+        }
+    }
+    out
+}
+
+/// Live documents by id: (seq_no, version, source).
+fn live_documents(index: &Index, ids: u64) -> BTreeMap<String, (i64, u64, Vec<u8>)> {
+    (0..ids)
+        .filter_map(|n| {
+            let id = format!("doc-{n}");
+            index
+                .get(&id)
+                .expect("get")
+                .map(|doc| (id, (doc.seq_no.0, doc.version, doc.source)))
+        })
+        .collect()
+}
+
+async fn replicate_under_load(shards: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = create_index(&dir.path().join("leader"), "logs", shards);
+    let follower = create_index(&dir.path().join("follower"), "logs-copy", shards);
+    follower.set_follower(true).unwrap();
+    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
+    client.register_index(leader.clone());
+    let client = Arc::new(client);
+
+    let parameters = FollowParameters {
+        max_read_request_operation_count: Some(64),
+        max_outstanding_read_requests: Some(4),
+        max_write_request_operation_count: Some(50),
+        max_outstanding_write_requests: Some(3),
+        read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(200)),
+        ..FollowParameters::default()
+    }
+    .resolve()
+    .unwrap();
+    let tasks: Vec<ShardFollowTask> = (0..shards)
+        .map(|shard| {
+            ShardFollowTask::start(
+                client.clone(),
+                ShardFollowTaskConfig {
+                    remote_cluster: "leader".to_string(),
+                    leader_shard: ShardId::new("logs", shard),
+                    follower_index: follower.clone(),
+                    parameters,
+                    leader_history_uuid: None,
+                    lease: None,
+                    follower_mapping_version: leader.metadata().mapping_version,
+                    follower_settings_version: leader.metadata().settings_version,
+                },
+            )
+        })
+        .collect();
+
+    // Leader writes while the tasks pull: 30% of the operations update or delete.
+    const IDS: u64 = 400;
+    let writer = {
+        let leader = leader.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut state = 0x2545_f491_4f6c_dd1du64;
+            let mut next_new = 0u64;
+            for round in 0..120 {
+                let mut bulk = Vec::new();
+                for _ in 0..25 {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let roll = state % 100;
+                    if roll < 70 || next_new == 0 {
+                        let n = next_new % IDS;
+                        next_new += 1;
+                        bulk.push(WriteRequest::Index(IndexRequest::new(
+                            format!("doc-{n}"),
+                            format!(r#"{{"n":{n},"body":"new {round}"}}"#),
+                        )));
+                    } else if roll < 90 {
+                        let n = state % next_new.min(IDS);
+                        bulk.push(WriteRequest::Index(IndexRequest::new(
+                            format!("doc-{n}"),
+                            format!(r#"{{"n":{n},"body":"update {round}"}}"#),
+                        )));
+                    } else {
+                        let n = state % next_new.min(IDS);
+                        bulk.push(WriteRequest::Delete(DeleteRequest::new(format!("doc-{n}"))));
+                    }
+                }
+                for result in leader.bulk(bulk) {
+                    result.expect("leader write");
+                }
+                if round % 20 == 0 {
+                    leader.refresh().expect("refresh");
+                }
+            }
+        })
+    };
+    writer.await.unwrap();
+
+    let started = Instant::now();
+    loop {
+        let caught_up = (0..shards as usize).all(|shard| {
+            follower.shards()[shard].global_checkpoint()
+                == leader.shards()[shard].global_checkpoint()
+        });
+        if caught_up {
+            break;
+        }
+        assert!(
+            started.elapsed() < CONVERGE_WITHIN,
+            "the follower did not catch up: {:?}",
+            tasks.iter().map(ShardFollowTask::stats).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats: Vec<_> = tasks.iter().map(ShardFollowTask::stats).collect();
+    for task in tasks {
+        task.stop().await;
+    }
+    for (shard, stats) in stats.iter().enumerate() {
+        assert!(stats.fatal_exception.is_none(), "{stats:?}");
+        assert_eq!(
+            stats.leader_global_checkpoint,
+            leader.shards()[shard].global_checkpoint().0
+        );
+        assert!(stats.operations_written > stats.leader_global_checkpoint as u64);
+        assert!(stats.successful_read_requests > 1, "many reads of 64 ops");
+        assert!(stats.time_since_last_read_millis >= 0);
+    }
+    for shard in 0..shards as usize {
+        let leader_history = history(&leader.shards()[shard]);
+        let follower_history = history(&follower.shards()[shard]);
+        assert_eq!(
+            leader_history.len(),
+            follower_history.len(),
+            "shard {shard}"
+        );
+        assert!(
+            leader_history == follower_history,
+            "shard {shard}: histories differ"
+        );
+    }
+    leader.refresh().unwrap();
+    follower.refresh().unwrap();
+    assert_eq!(live_documents(&leader, IDS), live_documents(&follower, IDS));
+    assert_eq!(leader.doc_count(), follower.doc_count());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_converges_to_the_leader_on_one_shard() {
+    replicate_under_load(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_converges_to_the_leader_on_three_shards() {
+    replicate_under_load(3).await;
+}
