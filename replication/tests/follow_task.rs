@@ -211,3 +211,214 @@ async fn follower_converges_to_the_leader_on_one_shard() {
 async fn follower_converges_to_the_leader_on_three_shards() {
     replicate_under_load(3).await;
 }
+
+fn task_config(
+    leader: &Index,
+    follower: &Arc<Index>,
+    shard: u32,
+    parameters: tandem_replication::params::ResolvedFollowParameters,
+) -> ShardFollowTaskConfig {
+    ShardFollowTaskConfig {
+        remote_cluster: "leader".to_string(),
+        leader_shard: ShardId::new(leader.name(), shard),
+        follower_index: follower.clone(),
+        parameters,
+        leader_history_uuid: None,
+        lease: None,
+        follower_mapping_version: leader.metadata().mapping_version,
+        follower_settings_version: leader.metadata().settings_version,
+    }
+}
+
+fn fill(leader: &Index, docs: u64) {
+    for chunk in (0..docs).collect::<Vec<_>>().chunks(500) {
+        let bulk = chunk
+            .iter()
+            .map(|n| {
+                WriteRequest::Index(IndexRequest::new(
+                    format!("doc-{}", n % 700),
+                    format!(r#"{{"n":{n},"body":"backlog"}}"#),
+                ))
+            })
+            .collect();
+        for result in leader.bulk(bulk) {
+            result.expect("leader write");
+        }
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < CONVERGE_WITHIN,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_buffer_stays_under_its_caps_with_a_slow_follower() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = create_index(&dir.path().join("leader"), "logs", 1);
+    let follower = create_index(&dir.path().join("follower"), "logs-copy", 1);
+    follower.set_follower(true).unwrap();
+    fill(&leader, 4000);
+    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
+    client.register_index(leader.clone());
+    // One write of 5 operations at a time against reads of 40: the follower is the bottleneck.
+    const BUFFER_COUNT: i64 = 120;
+    const READ_OPS: i64 = 40;
+    const READS: i64 = 2;
+    let parameters = FollowParameters {
+        max_read_request_operation_count: Some(READ_OPS),
+        max_outstanding_read_requests: Some(READS),
+        max_write_request_operation_count: Some(5),
+        max_outstanding_write_requests: Some(1),
+        max_write_buffer_count: Some(BUFFER_COUNT),
+        read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(100)),
+        ..FollowParameters::default()
+    }
+    .resolve()
+    .unwrap();
+    let task = ShardFollowTask::start(
+        Arc::new(client),
+        task_config(&leader, &follower, 0, parameters),
+    );
+    let target = leader.shards()[0].global_checkpoint();
+    let mut peak = 0u64;
+    let started = Instant::now();
+    while follower.shards()[0].global_checkpoint() < target {
+        let stats = task.stats();
+        peak = peak.max(stats.write_buffer_operation_count);
+        assert!(stats.fatal_exception.is_none(), "{stats:?}");
+        assert!(
+            started.elapsed() < CONVERGE_WITHIN,
+            "no progress: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    task.stop().await;
+    // Reads stop once the buffer is full; those already in flight may still land.
+    let bound = (BUFFER_COUNT + READS * READ_OPS) as u64;
+    assert!(peak <= bound, "buffer peaked at {peak} > {bound}");
+    assert!(
+        peak >= BUFFER_COUNT as u64 / 2,
+        "the buffer never filled ({peak}): no back-pressure was exercised"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_byte_cap_bounds_the_write_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = create_index(&dir.path().join("leader"), "logs", 1);
+    let follower = create_index(&dir.path().join("follower"), "logs-copy", 1);
+    follower.set_follower(true).unwrap();
+    fill(&leader, 3000);
+    let one_op = leader.shards()[0]
+        .changes(SeqNo(0), SeqNo(0), 1, usize::MAX)
+        .unwrap()[0]
+        .size_in_bytes() as u64;
+    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
+    client.register_index(leader.clone());
+    let cap = 60 * one_op;
+    let parameters = FollowParameters {
+        max_read_request_operation_count: Some(30),
+        max_outstanding_read_requests: Some(2),
+        max_write_request_operation_count: Some(5),
+        max_outstanding_write_requests: Some(1),
+        max_write_buffer_size: Some(tandem_engine::units::ByteSize(cap)),
+        read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(100)),
+        ..FollowParameters::default()
+    }
+    .resolve()
+    .unwrap();
+    let task = ShardFollowTask::start(
+        Arc::new(client),
+        task_config(&leader, &follower, 0, parameters),
+    );
+    let target = leader.shards()[0].global_checkpoint();
+    let mut peak = 0u64;
+    let started = Instant::now();
+    while follower.shards()[0].global_checkpoint() < target {
+        peak = peak.max(task.stats().write_buffer_size_in_bytes);
+        assert!(started.elapsed() < CONVERGE_WITHIN, "no progress");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    task.stop().await;
+    // Sources vary a little in length: allow 10% per operation.
+    let bound = (cap + 2 * 30 * one_op) * 11 / 10;
+    assert!(peak <= bound, "buffer peaked at {peak} bytes > {bound}");
+    assert!(peak >= cap / 2, "the buffer never filled ({peak} bytes)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_leader_index_is_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = create_index(&dir.path().join("leader"), "logs", 1);
+    let follower = create_index(&dir.path().join("follower"), "logs-copy", 1);
+    follower.set_follower(true).unwrap();
+    // The client knows no index: the leader index is gone.
+    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
+    let task = ShardFollowTask::start(
+        Arc::new(client),
+        task_config(&leader, &follower, 0, Default::default()),
+    );
+    wait_until("the task stops", || task.is_finished()).await;
+    let fatal = task.fatal_exception().expect("a fatal exception");
+    assert_eq!(fatal.error_type, "index_not_found_exception");
+    assert!(fatal.reason.contains("logs"), "{}", fatal.reason);
+    assert_eq!(task.stats().fatal_exception, Some(fatal));
+    task.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_leader_history_is_fatal_with_the_missing_history_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader_dir = dir.path().join("leader");
+    // No lease on this leader: an update-heavy history is merged away once refreshed.
+    let leader = Arc::new(
+        Index::create(
+            &leader_dir,
+            "logs",
+            &json!({"number_of_shards": 1}),
+            &mappings(),
+        )
+        .unwrap(),
+    );
+    for round in 0..5 {
+        for n in 0..10 {
+            leader
+                .index(IndexRequest::new(
+                    format!("doc-{n}"),
+                    format!(r#"{{"n":{n},"body":"round {round}"}}"#),
+                ))
+                .unwrap();
+        }
+    }
+    leader.refresh().unwrap();
+    leader.shards()[0].force_merge(1).unwrap();
+    let follower = create_index(&dir.path().join("follower"), "logs-copy", 1);
+    follower.set_follower(true).unwrap();
+    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
+    client.register_index(leader.clone());
+    let task = ShardFollowTask::start(
+        Arc::new(client),
+        task_config(&leader, &follower, 0, Default::default()),
+    );
+    wait_until("the task stops", || task.is_finished()).await;
+    let fatal = task.fatal_exception().expect("a fatal exception");
+    assert_eq!(fatal.error_type, "resource_not_found_exception");
+    assert!(
+        fatal.reason.contains("no longer available"),
+        "{}",
+        fatal.reason
+    );
+    assert_eq!(
+        follower.shards()[0].max_seq_no(),
+        SeqNo(-1),
+        "nothing applied"
+    );
+    task.stop().await;
+}
