@@ -507,9 +507,26 @@ impl Index {
         self.shards.iter().map(ShardEngine::doc_count).sum()
     }
 
-    /// Merges an Elasticsearch mapping update.
+    /// Merges an Elasticsearch mapping update. A follower index refuses it: its mappings come
+    /// from its leader (see [`Index::apply_leader_mappings`]).
     pub fn put_mapping(&self, body: &Value) -> Result<bool> {
+        if self.is_follower() {
+            return Err(EngineError::ReadOnlyFollower(format!(
+                "cannot change the mappings of follower index [{}]; they follow its leader",
+                self.name()
+            )));
+        }
         self.mapper.merge(body)
+    }
+
+    /// Installs a leader's mappings and mapping version on this (follower) index.
+    pub fn apply_leader_mappings(&self, mappings: Mappings, mapping_version: u64) -> Result<()> {
+        self.mapper.replace(mappings, mapping_version)
+    }
+
+    /// True when the index follows a leader (direct writes and mapping changes are refused).
+    pub fn is_follower(&self) -> bool {
+        self.shards.first().is_some_and(ShardEngine::is_follower)
     }
 
     /// Applies a settings update (bumps `settings_version` when something changed). Dynamic

@@ -249,3 +249,32 @@ fn shard_changes_refuses_another_history_and_pruned_history() {
         .to_string()
         .contains("[index.soft_deletes.retention_lease.period]"));
 }
+
+#[test]
+fn a_cancelled_long_poll_returns_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = std::sync::Arc::new(create_shard(dir.path()));
+    let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (shard, cancelled) = (shard.clone(), cancelled.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let response = shard
+                .shard_changes_or_cancel(
+                    &changes_request(0, 10, Duration::from_secs(60)),
+                    &cancelled,
+                )
+                .unwrap();
+            (response, started.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    cancelled.store(true, std::sync::atomic::Ordering::Release);
+    shard.wake_checkpoint_waiters();
+    let (response, waited) = poller.join().unwrap();
+    assert!(response.operations.is_empty());
+    assert!(
+        waited < Duration::from_secs(30),
+        "cancel ended the wait: {waited:?}"
+    );
+}

@@ -154,3 +154,36 @@ fn settings_and_mappings_persist_with_versions() {
     let reopened = Index::open(&path).unwrap();
     assert_eq!(reopened.metadata(), after);
 }
+
+#[test]
+fn a_follower_index_takes_mappings_only_from_its_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = metrics_index(&dir.path().join("leader"), 1);
+    let follower = metrics_index(&dir.path().join("follower"), 1);
+    follower.set_follower(true).unwrap();
+    assert!(follower.is_follower());
+    let error = follower
+        .put_mapping(&json!({"properties": {"extra": {"type": "long"}}}))
+        .unwrap_err();
+    assert_eq!(error.status(), 403);
+    assert!(error.to_string().contains("follower index"), "{error}");
+    assert!(leader
+        .put_mapping(&json!({"properties": {"extra": {"type": "long"}}}))
+        .unwrap());
+    let leader_metadata = leader.metadata();
+    follower
+        .apply_leader_mappings(
+            leader_metadata.mappings.clone(),
+            leader_metadata.mapping_version,
+        )
+        .unwrap();
+    assert_eq!(
+        follower.mapper().mappings().field_type("extra"),
+        Some(tandem_engine::mapping::FieldType::Long)
+    );
+    follower.set_follower(false).unwrap();
+    assert!(!follower.is_follower());
+    assert!(follower
+        .put_mapping(&json!({"properties": {"other": {"type": "keyword"}}}))
+        .unwrap());
+}

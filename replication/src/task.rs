@@ -508,7 +508,7 @@ impl FollowLoop {
             .map_err(|error| leader_error_body(&error))?;
         self.config
             .follower_index
-            .put_mapping(&metadata.mappings.to_es_json())
+            .apply_leader_mappings(metadata.mappings.clone(), metadata.mapping_version)
             .map_err(|error| engine_error_body(&error))?;
         let mut status = self.status.lock();
         status.stats.follower_mapping_version =

@@ -422,3 +422,38 @@ async fn pruned_leader_history_is_fatal_with_the_missing_history_message() {
     );
     task.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_leader_mapping_is_applied_before_the_operations_that_need_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = create_index(&dir.path().join("leader"), "logs", 1);
+    let follower = create_index(&dir.path().join("follower"), "logs-copy", 1);
+    follower.set_follower(true).unwrap();
+    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
+    client.register_index(leader.clone());
+    let task = ShardFollowTask::start(
+        Arc::new(client),
+        task_config(&leader, &follower, 0, Default::default()),
+    );
+    assert!(leader
+        .put_mapping(&json!({"properties": {"status": {"type": "keyword"}}}))
+        .unwrap());
+    let leader_version = leader.metadata().mapping_version;
+    leader
+        .index(IndexRequest::new("doc-1", r#"{"n":1,"status":"ok"}"#))
+        .unwrap();
+    let target = leader.shards()[0].global_checkpoint();
+    wait_until("the follower has the document", || {
+        follower.shards()[0].global_checkpoint() >= target
+    })
+    .await;
+    let stats = task.stats();
+    task.stop().await;
+    assert_eq!(stats.follower_mapping_version, leader_version);
+    assert_eq!(
+        follower.mapper().mappings().field_type("status"),
+        Some(tandem_engine::mapping::FieldType::Keyword),
+        "the leader's explicit type, not a dynamically inferred one"
+    );
+    assert!(follower.get("doc-1").unwrap().is_some());
+}

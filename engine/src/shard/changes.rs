@@ -10,6 +10,7 @@
 //! changes request): it only hands out operations at or below the global checkpoint, long-polls
 //! when the follower is caught up, and checks the follower still follows this history.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,16 @@ impl ShardEngine {
     /// some of them (fatal for the follower) and `HistoryUuidMismatch` when the follower
     /// follows another history.
     pub fn shard_changes(&self, request: &ShardChangesRequest) -> Result<ShardChangesResponse> {
+        self.shard_changes_or_cancel(request, &AtomicBool::new(false))
+    }
+
+    /// [`ShardEngine::shard_changes`] whose long poll ends early once `cancelled` is set and
+    /// [`ShardEngine::wake_checkpoint_waiters`] called (the requester went away).
+    pub fn shard_changes_or_cancel(
+        &self,
+        request: &ShardChangesRequest,
+        cancelled: &AtomicBool,
+    ) -> Result<ShardChangesResponse> {
         let started = Instant::now();
         if request.from_seq_no.0 < 0 {
             return Err(EngineError::InvalidArgument(format!(
@@ -82,8 +93,11 @@ impl ShardEngine {
         self.check_history_uuid(request.expected_history_uuid.as_deref())?;
         let mut global_checkpoint = self.global_checkpoint();
         if request.from_seq_no > global_checkpoint && !request.poll_timeout.is_zero() {
-            global_checkpoint =
-                self.wait_for_global_checkpoint(request.from_seq_no, request.poll_timeout);
+            global_checkpoint = self.wait_for_global_checkpoint_or_cancel(
+                request.from_seq_no,
+                request.poll_timeout,
+                cancelled,
+            );
             // The shard may have been replaced while we waited.
             self.check_history_uuid(request.expected_history_uuid.as_deref())?;
         }

@@ -538,11 +538,25 @@ impl ShardEngine {
     /// Waits until the global checkpoint reaches `seq_no` or `timeout` passes; returns the
     /// global checkpoint at that moment.
     pub fn wait_for_global_checkpoint(&self, seq_no: SeqNo, timeout: Duration) -> SeqNo {
+        self.wait_for_global_checkpoint_or_cancel(seq_no, timeout, &AtomicBool::new(false))
+    }
+
+    /// Like [`ShardEngine::wait_for_global_checkpoint`], but also returns as soon as `cancelled`
+    /// is set and [`ShardEngine::wake_checkpoint_waiters`] called (a long poll whose requester
+    /// went away must not hold a thread until its timeout).
+    pub fn wait_for_global_checkpoint_or_cancel(
+        &self,
+        seq_no: SeqNo,
+        timeout: Duration,
+        cancelled: &AtomicBool,
+    ) -> SeqNo {
         let deadline = Instant::now() + timeout;
         let mut tracker = self.inner.tracker.lock();
         loop {
             let checkpoint = tracker.persisted_checkpoint();
-            if checkpoint >= seq_no {
+            // Checked under the tracker lock, which the waker takes before notifying: a cancel
+            // between this check and the wait below cannot be missed.
+            if checkpoint >= seq_no || cancelled.load(Ordering::Acquire) {
                 return checkpoint;
             }
             if self
@@ -554,6 +568,13 @@ impl ShardEngine {
                 return tracker.persisted_checkpoint();
             }
         }
+    }
+
+    /// Wakes every thread waiting for the global checkpoint, so that waits whose cancel flag
+    /// was set return.
+    pub fn wake_checkpoint_waiters(&self) {
+        let _tracker = self.inner.tracker.lock();
+        self.inner.checkpoint_changed.notify_all();
     }
 
     /// Makes every write so far searchable and durable in a tantivy commit.
