@@ -96,6 +96,12 @@ pub enum EngineError {
         /// The index name.
         name: String,
     },
+    /// The index is closed: open it first.
+    #[error("index [{name}] is closed")]
+    IndexClosed {
+        /// The index name.
+        name: String,
+    },
     /// An index of that name exists already.
     #[error("index [{name}] already exists")]
     IndexAlreadyExists {
@@ -144,7 +150,8 @@ impl EngineError {
             | EngineError::Query(_)
             | EngineError::InvalidArgument(_)
             | EngineError::RetentionLease(_)
-            | EngineError::MissingHistory { .. } => 400,
+            | EngineError::MissingHistory { .. }
+            | EngineError::IndexClosed { .. } => 400,
             EngineError::ReadOnlyFollower(_) => 403,
             _ => 500,
         }
@@ -157,6 +164,7 @@ impl EngineError {
             EngineError::DocumentNotFound { .. } => "document_missing_exception",
             EngineError::IndexNotFound { .. } => "index_not_found_exception",
             EngineError::IndexAlreadyExists { .. } => "resource_already_exists_exception",
+            EngineError::IndexClosed { .. } => "index_closed_exception",
             EngineError::Document(_) => "document_parsing_exception",
             EngineError::Mapping(_) => "mapper_parsing_exception",
             EngineError::Query(_) => "query_shard_exception",

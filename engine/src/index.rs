@@ -28,6 +28,8 @@ use crate::units::parse_time_millis;
 
 /// The file holding an index's metadata.
 pub const INDEX_METADATA_FILE: &str = "index_metadata.json";
+/// Marker file of a follower shard (see [`Index::set_follower`]).
+const FOLLOWER_MARKER: &str = crate::shard::FOLLOWER_MARKER_FILE;
 /// Most shards an index may have.
 pub const MAX_SHARDS: u32 = 1024;
 
@@ -369,15 +371,58 @@ impl Index {
         })
     }
 
-    /// Opens the index in `dir`.
-    pub fn open(dir: &Path) -> Result<Index> {
+    /// Reads the metadata of the index in `dir` without opening it.
+    pub fn read_metadata(dir: &Path) -> Result<IndexMetadata> {
         let path = dir.join(INDEX_METADATA_FILE);
         let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
-        let metadata: IndexMetadata =
-            serde_json::from_slice(&bytes).map_err(|e| EngineError::Corrupted {
-                path: path.clone(),
-                reason: format!("invalid index metadata: {e}"),
-            })?;
+        serde_json::from_slice(&bytes).map_err(|e| EngineError::Corrupted {
+            path: path.clone(),
+            reason: format!("invalid index metadata: {e}"),
+        })
+    }
+
+    /// Writes the metadata of a new index whose shards were built in `dir` by other means
+    /// (remote recovery), making the index complete (see [`crate::indices`]), and opens it.
+    pub fn create_from_shards(dir: &Path, metadata: &IndexMetadata) -> Result<Index> {
+        validate_index_name(&metadata.name)?;
+        if dir.join(INDEX_METADATA_FILE).exists() {
+            return Err(EngineError::IndexAlreadyExists {
+                name: metadata.name.clone(),
+            });
+        }
+        for shard in 0..metadata.settings.number_of_shards {
+            let shard_dir = dir.join(shard.to_string());
+            if !shard_dir.is_dir() {
+                return Err(EngineError::InvalidArgument(format!(
+                    "index [{}] has no shard directory {}",
+                    metadata.name,
+                    shard_dir.display()
+                )));
+            }
+        }
+        persist_metadata(dir, metadata)?;
+        Index::open(dir)
+    }
+
+    /// Marks the shards of the (closed) index in `dir` as followers or not, as
+    /// [`Index::set_follower`] does for an open one.
+    pub fn set_follower_markers(dir: &Path, shards: u32, follower: bool) -> Result<()> {
+        for shard in 0..shards {
+            let shard_dir = dir.join(shard.to_string());
+            let marker = shard_dir.join(FOLLOWER_MARKER);
+            if follower {
+                write_file_atomically(&shard_dir, FOLLOWER_MARKER, b"1")?;
+            } else if marker.exists() {
+                std::fs::remove_file(&marker).map_err(|e| EngineError::io(&marker, e))?;
+                crate::leases::sync_dir(&shard_dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the index in `dir`.
+    pub fn open(dir: &Path) -> Result<Index> {
+        let metadata = Index::read_metadata(dir)?;
         let config = metadata.settings.shard_config();
         let shard_count = metadata.settings.number_of_shards;
         let version = metadata.mapping_version;
@@ -392,7 +437,7 @@ impl Index {
             let shard_dir = dir.join(shard.to_string());
             let mut config = config.clone();
             // A shard remembers whether it follows through its own open; see `set_follower`.
-            config.follower = shard_dir.join("follower").exists();
+            config.follower = shard_dir.join(FOLLOWER_MARKER).exists();
             shards.push(ShardEngine::open(&shard_dir, mapper.clone(), config)?);
         }
         Ok(Index {
@@ -435,14 +480,8 @@ impl Index {
 
     /// Marks every shard as a follower (refusing direct writes) or not; persisted.
     pub fn set_follower(&self, follower: bool) -> Result<()> {
+        Index::set_follower_markers(&self.dir, self.shards.len() as u32, follower)?;
         for shard in &self.shards {
-            let marker = shard.dir().join("follower");
-            if follower {
-                write_file_atomically(shard.dir(), "follower", b"1")?;
-            } else if marker.exists() {
-                std::fs::remove_file(&marker).map_err(|e| EngineError::io(&marker, e))?;
-                crate::leases::sync_dir(shard.dir())?;
-            }
             shard.set_follower(follower);
         }
         Ok(())

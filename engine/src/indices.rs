@@ -3,6 +3,10 @@
 //! Each index lives in `<data_dir>/indices/<uuid>/`; the name is in the index's own metadata,
 //! so a rename-free layout survives crashes at any point: an index directory without a
 //! metadata file is an interrupted creation and is removed on open.
+//!
+//! An index is open or closed (Elasticsearch's `_close`/`_open`): a closed index has no engine
+//! running, keeps its files and metadata, and is marked by a `closed` file in its directory, so
+//! it stays closed across restarts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,13 +16,35 @@ use parking_lot::RwLock;
 use serde_json::Value;
 
 use crate::error::{EngineError, Result};
-use crate::index::{Index, IndexSettings, INDEX_METADATA_FILE};
+use crate::index::{Index, IndexMetadata, IndexSettings, INDEX_METADATA_FILE};
+use crate::leases::{sync_dir, write_file_atomically};
 use crate::mapping::Mappings;
+
+/// Marker file of a closed index.
+const CLOSED_MARKER: &str = "closed";
+
+/// One registered index.
+enum Slot {
+    Open(Arc<Index>),
+    Closed {
+        dir: PathBuf,
+        metadata: IndexMetadata,
+    },
+}
+
+impl Slot {
+    fn dir(&self) -> &Path {
+        match self {
+            Slot::Open(index) => index.dir(),
+            Slot::Closed { dir, .. } => dir,
+        }
+    }
+}
 
 /// The indexes of a data directory.
 pub struct Indices {
     dir: PathBuf,
-    indices: RwLock<BTreeMap<String, Arc<Index>>>,
+    indices: RwLock<BTreeMap<String, Slot>>,
 }
 
 impl Indices {
@@ -38,8 +64,19 @@ impl Indices {
                 std::fs::remove_dir_all(&path).map_err(|e| EngineError::io(&path, e))?;
                 continue;
             }
+            if path.join(CLOSED_MARKER).exists() {
+                let metadata = Index::read_metadata(&path)?;
+                indices.insert(
+                    metadata.name.clone(),
+                    Slot::Closed {
+                        dir: path,
+                        metadata,
+                    },
+                );
+                continue;
+            }
             let index = Index::open(&path)?;
-            indices.insert(index.name(), Arc::new(index));
+            indices.insert(index.name(), Slot::Open(Arc::new(index)));
         }
         Ok(Indices {
             dir,
@@ -47,15 +84,135 @@ impl Indices {
         })
     }
 
-    /// The index called `name`.
+    /// The open index called `name` (`IndexClosed` if it is closed).
     pub fn get(&self, name: &str) -> Result<Arc<Index>> {
-        self.indices
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| EngineError::IndexNotFound {
+        match self.indices.read().get(name) {
+            Some(Slot::Open(index)) => Ok(index.clone()),
+            Some(Slot::Closed { .. }) => Err(EngineError::IndexClosed {
                 name: name.to_string(),
+            }),
+            None => Err(not_found(name)),
+        }
+    }
+
+    /// The metadata of an index, open or closed.
+    pub fn metadata(&self, name: &str) -> Result<IndexMetadata> {
+        match self.indices.read().get(name) {
+            Some(Slot::Open(index)) => Ok(index.metadata()),
+            Some(Slot::Closed { metadata, .. }) => Ok(metadata.clone()),
+            None => Err(not_found(name)),
+        }
+    }
+
+    /// True when the index exists and is closed.
+    pub fn is_closed(&self, name: &str) -> Result<bool> {
+        match self.indices.read().get(name) {
+            Some(slot) => Ok(matches!(slot, Slot::Closed { .. })),
+            None => Err(not_found(name)),
+        }
+    }
+
+    /// Closes an index: commits and stops its shards, keeps its files. Closing a closed index
+    /// does nothing. Fails if someone else still holds the index (a follow task, a request in
+    /// flight): stop them first.
+    pub fn close_index(&self, name: &str) -> Result<()> {
+        let mut indices = self.indices.write();
+        let slot = indices.remove(name).ok_or_else(|| not_found(name))?;
+        let index = match slot {
+            Slot::Closed { .. } => {
+                indices.insert(name.to_string(), slot);
+                return Ok(());
+            }
+            Slot::Open(index) => index,
+        };
+        let index = match Arc::try_unwrap(index) {
+            Ok(index) => index,
+            Err(index) => {
+                indices.insert(name.to_string(), Slot::Open(index));
+                return Err(EngineError::InvalidArgument(format!(
+                    "index [{name}] is in use and cannot be closed now; stop what uses it                      (for a follower index: pause following) and retry"
+                )));
+            }
+        };
+        let dir = index.dir().to_path_buf();
+        let metadata = index.metadata();
+        // Marked closed only once every shard committed: a crash in between leaves it open.
+        let closed = index
+            .close()
+            .and_then(|()| write_file_atomically(&dir, CLOSED_MARKER, b"1"));
+        // Whatever happened, the engines are gone: register it closed, so that an open
+        // (which reopens from disk) is the way back.
+        indices.insert(name.to_string(), Slot::Closed { dir, metadata });
+        closed
+    }
+
+    /// Opens a closed index (reopening its shards from disk). Opening an open index does
+    /// nothing.
+    pub fn open_index(&self, name: &str) -> Result<Arc<Index>> {
+        let mut indices = self.indices.write();
+        let dir = match indices.get(name) {
+            Some(Slot::Open(index)) => return Ok(index.clone()),
+            Some(Slot::Closed { dir, .. }) => dir.clone(),
+            None => return Err(not_found(name)),
+        };
+        let index = Arc::new(Index::open(&dir)?);
+        let marker = dir.join(CLOSED_MARKER);
+        if marker.exists() {
+            std::fs::remove_file(&marker).map_err(|e| EngineError::io(&marker, e))?;
+            sync_dir(&dir)?;
+        }
+        indices.insert(name.to_string(), Slot::Open(index.clone()));
+        Ok(index)
+    }
+
+    /// Runs `change` on the directory and metadata of a closed index (for changes that must
+    /// not happen while it runs, such as turning a follower into a normal index).
+    pub fn with_closed_index<T>(
+        &self,
+        name: &str,
+        change: impl FnOnce(&Path, &IndexMetadata) -> Result<T>,
+    ) -> Result<T> {
+        let indices = self.indices.read();
+        match indices.get(name) {
+            Some(Slot::Closed { dir, metadata }) => change(dir, metadata),
+            Some(Slot::Open(_)) => Err(EngineError::InvalidArgument(format!(
+                "index [{name}] must be closed first"
+            ))),
+            None => Err(not_found(name)),
+        }
+    }
+
+    /// A fresh directory for an index built outside this registry (remote recovery), to be
+    /// registered with [`Indices::register_built`]. Nothing is created yet.
+    pub fn new_index_dir(&self) -> PathBuf {
+        self.dir.join(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// Registers an index whose shards were built in `dir` (from [`Indices::new_index_dir`]):
+    /// writes its metadata and opens it. On failure, or when the name is taken, `dir` is
+    /// removed.
+    pub fn register_built(&self, dir: &Path, metadata: &IndexMetadata) -> Result<Arc<Index>> {
+        let mut indices = self.indices.write();
+        let built = if indices.contains_key(&metadata.name) {
+            Err(EngineError::IndexAlreadyExists {
+                name: metadata.name.clone(),
             })
+        } else {
+            Index::create_from_shards(dir, metadata)
+        };
+        match built {
+            Ok(index) => {
+                let index = Arc::new(index);
+                indices.insert(metadata.name.clone(), Slot::Open(index.clone()));
+                Ok(index)
+            }
+            Err(error) => {
+                if let Err(cleanup) = std::fs::remove_dir_all(dir) {
+                    tracing::warn!(dir = %dir.display(), %cleanup, "cannot remove a failed index build");
+                }
+                Err(error)
+            }
+        }
     }
 
     /// Names of every index.
@@ -96,26 +253,30 @@ impl Indices {
         }
         let path = self.dir.join(uuid::Uuid::new_v4().simple().to_string());
         let index = Arc::new(build(&path)?);
-        indices.insert(name.to_string(), index.clone());
+        indices.insert(name.to_string(), Slot::Open(index.clone()));
         Ok(index)
     }
 
     /// Deletes an index and its files.
     pub fn delete(&self, name: &str) -> Result<()> {
-        let index =
-            self.indices
-                .write()
-                .remove(name)
-                .ok_or_else(|| EngineError::IndexNotFound {
-                    name: name.to_string(),
-                })?;
-        let path = index.dir().to_path_buf();
-        drop(index);
+        let slot = self
+            .indices
+            .write()
+            .remove(name)
+            .ok_or_else(|| not_found(name))?;
+        let path = slot.dir().to_path_buf();
+        drop(slot);
         // The metadata file goes first: from then on the directory is an interrupted creation
         // that a restart removes, whatever happens below.
         let metadata = path.join(INDEX_METADATA_FILE);
         std::fs::remove_file(&metadata).map_err(|e| EngineError::io(&metadata, e))?;
         std::fs::remove_dir_all(&path).map_err(|e| EngineError::io(&path, e))
+    }
+}
+
+fn not_found(name: &str) -> EngineError {
+    EngineError::IndexNotFound {
+        name: name.to_string(),
     }
 }
 
@@ -154,5 +315,51 @@ mod tests {
         let indices = Indices::open(dir.path()).unwrap();
         assert_eq!(indices.names(), vec!["a".to_string()]);
         assert!(indices.get("a").unwrap().get("1").unwrap().is_some());
+    }
+
+    #[test]
+    fn closed_indices_keep_their_data_stay_closed_across_restarts_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let indices = Indices::open(dir.path()).unwrap();
+        let index = indices.create("logs", &json!({}), &json!({})).unwrap();
+        index
+            .index(crate::shard::IndexRequest::new("1", b"{}".to_vec()))
+            .unwrap();
+        let error = indices.close_index("logs").unwrap_err();
+        assert!(error.to_string().contains("in use"), "{error}");
+        assert!(
+            !indices.is_closed("logs").unwrap(),
+            "still open after a refused close"
+        );
+        drop(index);
+        indices.close_index("logs").unwrap();
+        indices.close_index("logs").unwrap();
+        assert!(indices.is_closed("logs").unwrap());
+        let Err(error) = indices.get("logs") else {
+            panic!("a closed index is not served")
+        };
+        assert!(matches!(error, EngineError::IndexClosed { .. }), "{error}");
+        assert_eq!(error.status(), 400);
+        assert_eq!(indices.metadata("logs").unwrap().name, "logs");
+        assert!(indices
+            .with_closed_index("logs", |dir, _| Ok(dir.exists()))
+            .unwrap());
+        drop(indices);
+
+        let indices = Indices::open(dir.path()).unwrap();
+        assert!(
+            indices.is_closed("logs").unwrap(),
+            "closed across a restart"
+        );
+        let index = indices.open_index("logs").unwrap();
+        assert!(index.get("1").unwrap().is_some(), "data kept");
+        assert!(indices.with_closed_index("logs", |_, _| Ok(())).is_err());
+        drop(index);
+        drop(indices);
+        let indices = Indices::open(dir.path()).unwrap();
+        assert!(!indices.is_closed("logs").unwrap(), "open across a restart");
+        indices.close_index("logs").unwrap();
+        indices.delete("logs").unwrap();
+        assert!(indices.names().is_empty());
     }
 }

@@ -51,7 +51,9 @@ use crate::types::{PrimaryTerm, SeqNo};
 use crate::version_map::{LiveVersionMap, Tail};
 
 pub use changes::{ShardChangesRequest, ShardChangesResponse};
-pub use commit_point::{ChecksumKind, CommitFileInfo, PinnedCommit, PinnedFile};
+pub use commit_point::{
+    ChecksumKind, CommitFileInfo, PinnedCommit, PinnedFile, FOLLOWER_MARKER_FILE,
+};
 pub use write::{DeleteRequest, GetResult, IndexRequest, WriteOutcome, WriteRequest, WriteResult};
 
 const INDEX_DIR: &str = "index";
