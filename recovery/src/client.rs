@@ -78,6 +78,9 @@ pub struct RecoverySessionInfo {
     pub max_seq_no: SeqNo,
     /// The leader index's mapping version when the session opened.
     pub mapping_version: u64,
+    /// The leader shard's history uuid in the pinned commit: a follower recovered from it
+    /// replicates that history (and checks it on every read).
+    pub history_uuid: String,
 }
 
 /// A piece of a file of a pinned commit.

@@ -104,6 +104,7 @@ impl RecoverySource {
             local_checkpoint: commit.payload().local_checkpoint,
             max_seq_no: commit.payload().max_seq_no,
             mapping_version,
+            history_uuid: commit.payload().history_uuid.clone(),
         };
         tracing::info!(
             %shard,

@@ -10,11 +10,16 @@
 //! - [`backoff`]: the retry delay of recoverable errors.
 //! - [`stats`]: the per-shard follow stats, in Elasticsearch's shape.
 //! - [`task`]: the shard follow task (the pull loop itself).
+//! - [`follower_indices`]: the follow lifecycle (follow, pause, resume, unfollow, info, stats).
+//! - [`remote`]: the remote clusters, by alias; [`error`]: lifecycle errors.
 
 #![warn(missing_docs)]
 
 pub mod backoff;
 pub mod buffer;
+pub mod error;
+pub mod follower_indices;
 pub mod params;
+pub mod remote;
 pub mod stats;
 pub mod task;

@@ -108,6 +108,55 @@ impl FollowParameters {
         })
     }
 
+    /// The set values, as a request body would give them (the inverse of
+    /// [`FollowParameters::from_es_json`]).
+    pub fn to_es_json(&self) -> Map<String, Value> {
+        let mut body = Map::new();
+        let counts = [
+            (
+                "max_read_request_operation_count",
+                self.max_read_request_operation_count,
+            ),
+            (
+                "max_outstanding_read_requests",
+                self.max_outstanding_read_requests,
+            ),
+            (
+                "max_write_request_operation_count",
+                self.max_write_request_operation_count,
+            ),
+            (
+                "max_outstanding_write_requests",
+                self.max_outstanding_write_requests,
+            ),
+            ("max_write_buffer_count", self.max_write_buffer_count),
+        ];
+        for (name, value) in counts {
+            if let Some(value) = value {
+                body.insert(name.to_string(), Value::from(value));
+            }
+        }
+        let sizes = [
+            ("max_read_request_size", self.max_read_request_size),
+            ("max_write_request_size", self.max_write_request_size),
+            ("max_write_buffer_size", self.max_write_buffer_size),
+        ];
+        for (name, value) in sizes {
+            if let Some(value) = value {
+                body.insert(name.to_string(), Value::from(value.to_string()));
+            }
+        }
+        for (name, value) in [
+            ("max_retry_delay", self.max_retry_delay),
+            ("read_poll_timeout", self.read_poll_timeout),
+        ] {
+            if let Some(value) = value {
+                body.insert(name.to_string(), Value::from(value.to_string()));
+            }
+        }
+        body
+    }
+
     /// Checks every set value: counts and sizes larger than 0, `max_retry_delay` positive and
     /// at most 5m. Reports every violation at once, in Elasticsearch's words.
     pub fn validate(&self) -> Result<(), FollowParametersError> {
@@ -391,6 +440,20 @@ mod tests {
             parse(Value::Object(info)).unwrap().resolve().unwrap(),
             resolved
         );
+    }
+
+    #[test]
+    fn given_values_round_trip_through_their_request_form() {
+        let given = parse(json!({
+            "max_outstanding_read_requests": 3,
+            "max_write_buffer_size": "10kb",
+            "read_poll_timeout": "30s",
+        }))
+        .unwrap();
+        let body = given.to_es_json();
+        assert_eq!(body.len(), 3, "only the values that were set");
+        assert_eq!(FollowParameters::from_es_json(&body).unwrap(), given);
+        assert!(FollowParameters::default().to_es_json().is_empty());
     }
 
     #[test]

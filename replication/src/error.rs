@@ -1,0 +1,97 @@
+//! Errors of the follow lifecycle, with the HTTP status and Elasticsearch exception type a REST
+//! layer answers with, and Elasticsearch's messages where users know them.
+
+use tandem_engine::EngineError;
+use tandem_recovery::error::{LeaderError, RecoveryError};
+
+use crate::params::FollowParametersError;
+
+/// Why a follow lifecycle request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CcrError {
+    /// Invalid follow parameters.
+    #[error(transparent)]
+    Parameters(#[from] FollowParametersError),
+    /// No remote cluster with that alias.
+    #[error("no such remote cluster: [{0}]")]
+    NoSuchRemoteCluster(String),
+    /// The index is not a follower index.
+    #[error("index [{0}] is not a follower index")]
+    NotAFollower(String),
+    /// Pause of a follower index that is already paused.
+    #[error("no shard follow tasks for [{0}]")]
+    NoFollowTasks(String),
+    /// Resume of a follower index that is not paused.
+    #[error("cannot resume following index [{0}]: it is being followed already")]
+    AlreadyFollowing(String),
+    /// Unfollow of a follower index that is still following.
+    #[error(
+        "cannot convert the follower index [{0}] to a non-follower, because it has not been paused"
+    )]
+    NotPaused(String),
+    /// Unfollow of a follower index that is open.
+    #[error(
+        "cannot convert the follower index [{0}] to a non-follower, because it has not been closed"
+    )]
+    NotClosed(String),
+    /// Resume against a leader index that is no longer the one followed.
+    #[error("{0}")]
+    LeaderChanged(String),
+    /// A request argument is invalid.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The leader cluster refused or failed a request.
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
+    /// Copying the leader's files failed.
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+    /// The local engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Persisting the follow state failed.
+    #[error("cannot persist the follow state: {0}")]
+    State(String),
+}
+
+impl CcrError {
+    /// The HTTP status Elasticsearch answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            CcrError::Parameters(_)
+            | CcrError::NotAFollower(_)
+            | CcrError::AlreadyFollowing(_)
+            | CcrError::NotPaused(_)
+            | CcrError::NotClosed(_)
+            | CcrError::LeaderChanged(_)
+            | CcrError::InvalidArgument(_) => 400,
+            CcrError::NoSuchRemoteCluster(_) | CcrError::NoFollowTasks(_) => 404,
+            CcrError::Leader(LeaderError::IndexNotFound(_)) => 404,
+            CcrError::Engine(error) => error.status(),
+            _ => 500,
+        }
+    }
+
+    /// Elasticsearch's exception type name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            CcrError::Parameters(FollowParametersError::Validation(_)) => {
+                "action_request_validation_exception"
+            }
+            CcrError::Parameters(FollowParametersError::Parse { .. }) => {
+                "x_content_parse_exception"
+            }
+            CcrError::NoSuchRemoteCluster(_) => "no_such_remote_cluster_exception",
+            CcrError::NoFollowTasks(_) => "resource_not_found_exception",
+            CcrError::NotAFollower(_)
+            | CcrError::AlreadyFollowing(_)
+            | CcrError::NotPaused(_)
+            | CcrError::NotClosed(_)
+            | CcrError::LeaderChanged(_)
+            | CcrError::InvalidArgument(_) => "illegal_argument_exception",
+            CcrError::Leader(LeaderError::IndexNotFound(_)) => "index_not_found_exception",
+            CcrError::Engine(error) => error.type_name(),
+            _ => "exception",
+        }
+    }
+}

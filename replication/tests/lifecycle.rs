@@ -1,0 +1,246 @@
+//! The follow lifecycle through `FollowerIndices`: follow (remote recovery + tasks), follow
+//! info and stats, pause, resume, restart of the process, unfollow, and the Elasticsearch
+//! messages of the refused transitions.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tandem_engine::index::Index;
+use tandem_engine::indices::Indices;
+use tandem_engine::shard::{IndexRequest, WriteRequest};
+use tandem_recovery::in_process::InProcessLeaderClient;
+use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
+use tandem_recovery::target::RecoverySettings;
+use tandem_replication::error::CcrError;
+use tandem_replication::follower_indices::{FollowRequest, FollowerIndices};
+use tandem_replication::params::FollowParameters;
+use tandem_replication::remote::RemoteClusters;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn write_docs(index: &Index, from: u64, to: u64, body: &str) {
+    let bulk = (from..to)
+        .map(|n| {
+            WriteRequest::Index(IndexRequest::new(
+                format!("doc-{}", n % 50),
+                format!(r#"{{"n":{n},"body":"{body}"}}"#),
+            ))
+        })
+        .collect();
+    for result in index.bulk(bulk) {
+        result.expect("leader write");
+    }
+}
+
+async fn wait_caught_up(leader: &Index, follower: &Indices, name: &str) {
+    let started = Instant::now();
+    loop {
+        let index = follower.get(name).expect("follower index");
+        let caught_up = leader
+            .shards()
+            .iter()
+            .zip(index.shards())
+            .all(|(l, f)| f.global_checkpoint() == l.global_checkpoint());
+        if caught_up {
+            return;
+        }
+        assert!(started.elapsed() < WAIT, "the follower did not catch up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn same_documents(leader: &Index, follower: &Index) {
+    for n in 0..50 {
+        let id = format!("doc-{n}");
+        let l = leader
+            .get(&id)
+            .unwrap()
+            .map(|d| (d.seq_no, d.version, d.source));
+        let f = follower
+            .get(&id)
+            .unwrap()
+            .map(|d| (d.seq_no, d.version, d.source));
+        assert_eq!(l, f, "{id}");
+    }
+}
+
+async fn open_followers(
+    dir: &Path,
+    remotes: Arc<RemoteClusters>,
+) -> (Arc<Indices>, FollowerIndices) {
+    let indices = Arc::new(Indices::open(&dir.join("data")).unwrap());
+    let recovery = RecoverySettings {
+        max_bytes_per_sec: 0,
+        ..RecoverySettings::default()
+    };
+    let followers = FollowerIndices::open(
+        "follower-cluster",
+        indices.clone(),
+        remotes,
+        recovery,
+        &dir.join("state"),
+    )
+    .await
+    .unwrap();
+    (indices, followers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_pause_resume_restart_and_unfollow() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader_indices = Indices::open(&dir.path().join("leader")).unwrap();
+    let leader = leader_indices
+        .create(
+            "logs",
+            &json!({"number_of_shards": 2}),
+            &json!({"properties": {"n": {"type": "long"}, "body": {"type": "text"}}}),
+        )
+        .unwrap();
+    write_docs(&leader, 0, 300, "before following");
+    leader.refresh().unwrap();
+    write_docs(&leader, 300, 400, "in the translog only");
+    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
+    client.register_index(leader.clone());
+    let remotes = Arc::new(RemoteClusters::new());
+    remotes.set("leader", Arc::new(client));
+    let follower_dir = dir.path().join("follower");
+    let (indices, followers) = open_followers(&follower_dir, remotes.clone()).await;
+
+    let request = FollowRequest {
+        remote_cluster: "leader".to_string(),
+        leader_index: "logs".to_string(),
+        follower_index: "logs-copy".to_string(),
+        parameters: FollowParameters {
+            read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(100)),
+            ..FollowParameters::default()
+        },
+    };
+    let response = followers.follow(request.clone()).await.unwrap();
+    assert!(
+        response.follow_index_created
+            && response.follow_index_shards_acked
+            && response.index_following_started
+    );
+    let error = followers.follow(request.clone()).await.unwrap_err();
+    assert_eq!(error.status(), 400, "{error}");
+    let unknown_remote = FollowRequest {
+        remote_cluster: "nowhere".to_string(),
+        follower_index: "other".to_string(),
+        ..request.clone()
+    };
+    let error = followers.follow(unknown_remote).await.unwrap_err();
+    assert_eq!(error.to_string(), "no such remote cluster: [nowhere]");
+
+    wait_caught_up(&leader, &indices, "logs-copy").await;
+    let copy = indices.get("logs-copy").unwrap();
+    same_documents(&leader, &copy);
+    let refused = copy
+        .index(IndexRequest::new("x", r#"{"n":1}"#))
+        .unwrap_err();
+    assert_eq!(refused.status(), 403);
+    // Every leader shard holds the follower's lease.
+    let lease_id = followers.info(Some("logs-copy")).await.unwrap()[0]
+        .metadata
+        .lease_id
+        .clone();
+    for shard in leader.shards() {
+        assert!(shard.retention_leases().leases.contains_key(&lease_id));
+    }
+
+    let info = followers.info(None).await.unwrap();
+    assert_eq!(info.len(), 1);
+    let rendered = info[0].to_es_json();
+    assert_eq!(rendered["status"], "active");
+    assert_eq!(rendered["leader_index"], "logs");
+    assert_eq!(rendered["parameters"]["read_poll_timeout"], "100ms");
+    assert_eq!(
+        rendered["parameters"]["max_read_request_operation_count"],
+        5120
+    );
+    let stats = followers.stats(Some("logs-copy")).await.unwrap();
+    assert_eq!(stats[0].shards.len(), 2);
+    assert_eq!(stats[0].total_global_checkpoint_lag, 0);
+
+    // Pause: nothing more arrives; pausing twice and pausing a non-follower are refused.
+    followers.pause("logs-copy").await.unwrap();
+    let error = followers.pause("logs-copy").await.unwrap_err();
+    assert_eq!(error.to_string(), "no shard follow tasks for [logs-copy]");
+    assert_eq!(error.status(), 404);
+    let error = followers.pause("logs").await.unwrap_err();
+    assert_eq!(error.to_string(), "index [logs] is not a follower index");
+    assert_eq!(
+        followers.info(Some("logs-copy")).await.unwrap()[0].to_es_json()["status"],
+        "paused"
+    );
+    assert!(
+        followers.stats(None).await.unwrap().is_empty(),
+        "no stats while paused"
+    );
+    let before = copy
+        .shards()
+        .iter()
+        .map(|s| s.max_seq_no())
+        .collect::<Vec<_>>();
+    write_docs(&leader, 400, 450, "while paused");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        copy.shards()
+            .iter()
+            .map(|s| s.max_seq_no())
+            .collect::<Vec<_>>(),
+        before
+    );
+
+    // Resume catches up; unfollow needs paused and closed.
+    followers
+        .resume(
+            "logs-copy",
+            FollowParameters {
+                read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(100)),
+                ..FollowParameters::default()
+            },
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&leader, &indices, "logs-copy").await;
+    same_documents(&leader, &copy);
+    let error = followers.unfollow("logs-copy").await.unwrap_err();
+    assert_eq!(error.to_string(), "cannot convert the follower index [logs-copy] to a non-follower, because it has not been paused");
+    drop(copy);
+
+    // A restart resumes following.
+    followers.shutdown().await;
+    drop(followers);
+    drop(indices);
+    let (indices, followers) = open_followers(&follower_dir, remotes.clone()).await;
+    write_docs(&leader, 450, 500, "after the restart");
+    wait_caught_up(&leader, &indices, "logs-copy").await;
+    same_documents(&leader, &indices.get("logs-copy").unwrap());
+
+    followers.pause("logs-copy").await.unwrap();
+    let error = followers.unfollow("logs-copy").await.unwrap_err();
+    assert!(matches!(error, CcrError::NotClosed(_)));
+    assert_eq!(error.to_string(), "cannot convert the follower index [logs-copy] to a non-follower, because it has not been closed");
+    indices.close_index("logs-copy").unwrap();
+    let not_removed = followers.unfollow("logs-copy").await.unwrap();
+    assert!(not_removed.is_empty(), "{not_removed:?}");
+    for shard in leader.shards() {
+        assert!(
+            !shard.retention_leases().leases.contains_key(&lease_id),
+            "lease removed"
+        );
+    }
+    let error = followers.pause("logs-copy").await.unwrap_err();
+    assert!(matches!(error, CcrError::NotAFollower(_)));
+    let copy = indices.open_index("logs-copy").unwrap();
+    assert!(!copy.is_follower());
+    copy.index(IndexRequest::new(
+        "doc-new",
+        r#"{"n":1,"body":"written on the old follower"}"#,
+    ))
+    .unwrap();
+    assert!(copy.get("doc-new").unwrap().is_some());
+    assert!(followers.info(None).await.unwrap().is_empty());
+}
