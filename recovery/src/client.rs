@@ -106,6 +106,9 @@ pub struct ShardChangesRequest {
     /// When nothing at or above `from_seq_no` is below the global checkpoint yet, wait this long
     /// for it (long poll); zero answers at once.
     pub poll_timeout: Duration,
+    /// The leader shard history the follower replicates; another one fails the read with
+    /// [`LeaderError::HistoryUuidMismatch`] (fatal). `None` skips the check.
+    pub expected_history_uuid: Option<String>,
 }
 
 /// The operations of a leader shard, and its checkpoints at the time.
@@ -124,6 +127,10 @@ pub struct ShardChangesResponse {
     pub mapping_version: u64,
     /// The leader index's settings version.
     pub settings_version: u64,
+    /// The leader index's aliases version.
+    pub aliases_version: u64,
+    /// Time the leader spent serving the read, long-poll wait included.
+    pub took: Duration,
 }
 
 /// Everything a follower asks of a leader cluster. See the module documentation for the

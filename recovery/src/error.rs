@@ -40,9 +40,12 @@ pub enum LeaderError {
     /// No retention lease with that id.
     #[error("retention lease [{0}] not found")]
     RetentionLeaseNotFound(String),
-    /// The requested operations are no longer in the leader's history.
+    /// The requested operations are no longer in the leader's history (Elasticsearch's
+    /// message: the fix is a longer lease period).
     #[error(
-        "operations [{from}, {to}] are no longer available on the leader (missing [{missing}])"
+        "Operations are no longer available for replicating. Requested operations [{from}, \
+         {to}] but operation [{missing}] is missing; maybe increase the retention lease period \
+         setting [index.soft_deletes.retention_lease.period]?"
     )]
     MissingHistory {
         /// First requested sequence number.
@@ -51,6 +54,15 @@ pub enum LeaderError {
         to: SeqNo,
         /// First missing sequence number.
         missing: SeqNo,
+    },
+    /// The follower expects another history of the leader shard (the leader index was
+    /// replaced or restored): fatal for the follower.
+    #[error("unexpected history uuid, expected [{expected}], actual [{actual}]")]
+    HistoryUuidMismatch {
+        /// The history the follower replicates.
+        expected: String,
+        /// The leader shard's history.
+        actual: String,
     },
     /// The request is invalid (a bug or a version mismatch between the clusters).
     #[error("invalid request: {0}")]
@@ -85,6 +97,7 @@ impl LeaderError {
             | LeaderError::RetentionLeaseAlreadyExists(_)
             | LeaderError::RetentionLeaseNotFound(_)
             | LeaderError::MissingHistory { .. }
+            | LeaderError::HistoryUuidMismatch { .. }
             | LeaderError::InvalidRequest(_) => false,
         }
     }
@@ -98,6 +111,12 @@ impl LeaderError {
                 missing: *missing,
             },
             EngineError::IndexNotFound { name } => LeaderError::IndexNotFound(name.clone()),
+            EngineError::HistoryUuidMismatch { expected, actual } => {
+                LeaderError::HistoryUuidMismatch {
+                    expected: expected.clone(),
+                    actual: actual.clone(),
+                }
+            }
             EngineError::InvalidArgument(message) => LeaderError::InvalidRequest(message.clone()),
             EngineError::Closed(message) => LeaderError::Unavailable(message.clone()),
             EngineError::Io { .. } | EngineError::Index { .. } | EngineError::Translog(_) => {

@@ -5,11 +5,13 @@
 //! reads are memory copies out of the pinned files and run inline.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
 use tandem_engine::index::{Index, IndexMetadata};
+use tandem_engine::shard::ShardChangesRequest as EngineChangesRequest;
 use tandem_engine::SeqNo;
 
 use crate::client::{
@@ -81,6 +83,20 @@ impl InProcessLeaderClient {
     }
 }
 
+/// Cancels a long poll when the request future is dropped.
+struct CancelOnDrop {
+    cancelled: Arc<AtomicBool>,
+    index: Arc<Index>,
+    shard: usize,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.index.shards()[self.shard].wake_checkpoint_waiters();
+    }
+}
+
 fn engine_error(error: tandem_engine::EngineError) -> LeaderError {
     LeaderError::from_engine(&error)
 }
@@ -95,47 +111,48 @@ impl LeaderClient for InProcessLeaderClient {
         &self,
         request: ShardChangesRequest,
     ) -> LeaderFuture<'_, ShardChangesResponse> {
-        let shard = request.shard.clone();
-        self.on_shard(shard, move |index, engine| {
-            if request.from_seq_no.0 < 0 || request.max_operations == 0 {
-                return Err(LeaderError::InvalidRequest(format!(
-                    "invalid changes request from [{}] for [{}] operations",
-                    request.from_seq_no, request.max_operations
-                )));
+        Box::pin(async move {
+            let index = self.index(&request.shard.index)?;
+            let shard = request.shard.shard as usize;
+            if shard >= index.shards().len() {
+                return Err(LeaderError::ShardNotFound {
+                    index: request.shard.index.clone(),
+                    shard: request.shard.shard,
+                });
             }
-            let poll = request.poll_timeout.min(MAX_POLL_TIMEOUT);
-            let mut global_checkpoint = engine.global_checkpoint();
-            if global_checkpoint < request.from_seq_no && !poll.is_zero() {
-                global_checkpoint = engine.wait_for_global_checkpoint(request.from_seq_no, poll);
-            }
-            let operations = if global_checkpoint < request.from_seq_no {
-                Vec::new()
-            } else {
-                let last = request
-                    .from_seq_no
-                    .0
-                    .saturating_add(request.max_operations as i64 - 1)
-                    .min(global_checkpoint.0);
-                engine
-                    .changes(
-                        request.from_seq_no,
-                        SeqNo(last),
-                        request.max_operations,
-                        request.max_bytes,
-                    )
-                    .map_err(engine_error)?
-                    .iter()
-                    .map(|operation| (**operation).clone())
-                    .collect()
+            // A long poll blocks a thread: if this future is dropped (the follower stopped),
+            // the guard cancels the wait so the thread is back at once.
+            let cancelled = Arc::new(AtomicBool::new(false));
+            let _cancel_on_drop = CancelOnDrop {
+                cancelled: cancelled.clone(),
+                index: index.clone(),
+                shard,
             };
+            let engine_request = EngineChangesRequest {
+                from_seq_no: request.from_seq_no,
+                max_operation_count: request.max_operations,
+                max_batch_size: request.max_bytes,
+                poll_timeout: request.poll_timeout.min(MAX_POLL_TIMEOUT),
+                expected_history_uuid: request.expected_history_uuid.clone(),
+            };
+            let served = index.clone();
+            let response = tokio::task::spawn_blocking(move || {
+                served.shards()[shard]
+                    .shard_changes_or_cancel(&engine_request, &cancelled)
+                    .map_err(engine_error)
+            })
+            .await
+            .map_err(|e| LeaderError::Unavailable(format!("leader task failed: {e}")))??;
             let metadata = index.metadata();
             Ok(ShardChangesResponse {
-                operations,
-                global_checkpoint,
-                max_seq_no: engine.max_seq_no(),
-                max_seq_no_of_updates: engine.max_seq_no_of_updates(),
+                operations: response.operations,
+                global_checkpoint: response.global_checkpoint,
+                max_seq_no: response.max_seq_no,
+                max_seq_no_of_updates: response.max_seq_no_of_updates,
                 mapping_version: metadata.mapping_version,
                 settings_version: metadata.settings_version,
+                aliases_version: metadata.aliases_version,
+                took: response.took,
             })
         })
     }

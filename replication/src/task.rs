@@ -176,7 +176,7 @@ fn initial_stats(config: &ShardFollowTaskConfig, engine: &ShardEngine) -> ShardF
         write_buffer_size_in_bytes: 0,
         follower_mapping_version: config.follower_mapping_version,
         follower_settings_version: config.follower_settings_version,
-        follower_aliases_version: 1,
+        follower_aliases_version: config.follower_index.metadata().aliases_version,
         total_read_time_millis: 0,
         total_read_remote_exec_time_millis: 0,
         successful_read_requests: 0,
@@ -388,6 +388,7 @@ impl FollowLoop {
             } else {
                 Duration::ZERO
             },
+            expected_history_uuid: self.config.leader_history_uuid.clone(),
         };
         let client = self.client.clone();
         children.spawn(async move {
@@ -441,6 +442,7 @@ impl FollowLoop {
         };
         self.read_exceptions.remove(&range.from.0);
         self.counters.successful_reads += 1;
+        self.counters.total_read_remote_exec_time += response.took;
         self.status.lock().last_read = Some(Instant::now());
         self.leader_global_checkpoint = self
             .leader_global_checkpoint
@@ -656,6 +658,7 @@ pub fn leader_error_body(error: &LeaderError) -> ErrorBody {
         LeaderError::IndexNotFound(_) => "index_not_found_exception",
         LeaderError::ShardNotFound { .. } => "shard_not_found_exception",
         LeaderError::MissingHistory { .. } => "resource_not_found_exception",
+        LeaderError::HistoryUuidMismatch { .. } => "illegal_state_exception",
         LeaderError::RetentionLeaseNotFound(_) => "retention_lease_not_found_exception",
         LeaderError::RetentionLeaseAlreadyExists(_) => "retention_lease_already_exists_exception",
         LeaderError::Unavailable(_) => "connect_transport_exception",

@@ -411,7 +411,17 @@ async fn pruned_leader_history_is_fatal_with_the_missing_history_message() {
     let fatal = task.fatal_exception().expect("a fatal exception");
     assert_eq!(fatal.error_type, "resource_not_found_exception");
     assert!(
-        fatal.reason.contains("no longer available"),
+        fatal
+            .reason
+            .starts_with("Operations are no longer available for replicating."),
+        "{}",
+        fatal.reason
+    );
+    assert!(
+        fatal.reason.ends_with(
+            "maybe increase the retention lease period setting \
+             [index.soft_deletes.retention_lease.period]?"
+        ),
         "{}",
         fatal.reason
     );
@@ -456,4 +466,32 @@ async fn a_newer_leader_mapping_is_applied_before_the_operations_that_need_it() 
         "the leader's explicit type, not a dynamically inferred one"
     );
     assert!(follower.get("doc-1").unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_leader_history_is_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = create_index(&dir.path().join("leader"), "logs", 1);
+    let follower = create_index(&dir.path().join("follower"), "logs-copy", 1);
+    follower.set_follower(true).unwrap();
+    leader
+        .index(IndexRequest::new("doc-1", r#"{"n":1}"#))
+        .unwrap();
+    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
+    client.register_index(leader.clone());
+    let mut config = task_config(&leader, &follower, 0, Default::default());
+    config.leader_history_uuid = Some("a-replaced-leader".to_string());
+    let task = ShardFollowTask::start(Arc::new(client), config);
+    wait_until("the task stops", || task.is_finished()).await;
+    let fatal = task.fatal_exception().expect("a fatal exception");
+    assert_eq!(fatal.error_type, "illegal_state_exception");
+    assert!(
+        fatal
+            .reason
+            .starts_with("unexpected history uuid, expected [a-replaced-leader]"),
+        "{}",
+        fatal.reason
+    );
+    assert_eq!(follower.shards()[0].max_seq_no(), SeqNo(-1));
+    task.stop().await;
 }
