@@ -8,9 +8,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tandem_engine::index::Index;
+use tandem_engine::index::IndexMetadata;
 use tandem_engine::shard::{DeleteRequest, IndexRequest, WriteRequest};
 use tandem_engine::{SeqNo, ShardEngine};
-use tandem_recovery::client::ShardId;
+use tandem_recovery::client::{
+    FileChunk, LeaderClient, LeaderFuture, RecoverySessionInfo, SessionId, ShardChangesRequest,
+    ShardChangesResponse, ShardId,
+};
+use tandem_recovery::error::LeaderError;
 use tandem_recovery::in_process::InProcessLeaderClient;
 use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
 use tandem_replication::params::FollowParameters;
@@ -494,4 +499,149 @@ async fn another_leader_history_is_fatal() {
     );
     assert_eq!(follower.shards()[0].max_seq_no(), SeqNo(-1));
     task.stop().await;
+}
+
+/// A leader client that fails, delays and "disconnects" shard-changes requests at random.
+struct FaultyLeader {
+    inner: Arc<dyn LeaderClient>,
+    rng: parking_lot::Mutex<rand::rngs::StdRng>,
+    errors: std::sync::atomic::AtomicU64,
+    delays: std::sync::atomic::AtomicU64,
+}
+
+impl FaultyLeader {
+    fn new(inner: Arc<dyn LeaderClient>, seed: u64) -> FaultyLeader {
+        FaultyLeader {
+            inner,
+            rng: parking_lot::Mutex::new(rand::SeedableRng::seed_from_u64(seed)),
+            errors: Default::default(),
+            delays: Default::default(),
+        }
+    }
+
+    fn roll(&self) -> u32 {
+        rand::Rng::random_range(&mut *self.rng.lock(), 0..100)
+    }
+}
+
+impl LeaderClient for FaultyLeader {
+    fn index_metadata(&self, index: &str) -> LeaderFuture<'_, IndexMetadata> {
+        self.inner.index_metadata(index)
+    }
+
+    fn shard_changes(
+        &self,
+        request: ShardChangesRequest,
+    ) -> LeaderFuture<'_, ShardChangesResponse> {
+        let roll = self.roll();
+        Box::pin(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            match roll {
+                0..15 => {
+                    self.errors.fetch_add(1, Relaxed);
+                    Err(LeaderError::Unavailable("connection refused".to_string()))
+                }
+                15..25 => {
+                    // The answer is lost on the way back: the leader did the work.
+                    let _ = self.inner.shard_changes(request).await;
+                    self.errors.fetch_add(1, Relaxed);
+                    Err(LeaderError::Unavailable("connection reset".to_string()))
+                }
+                25..40 => {
+                    self.delays.fetch_add(1, Relaxed);
+                    tokio::time::sleep(Duration::from_millis(u64::from(roll % 7) * 3)).await;
+                    self.inner.shard_changes(request).await
+                }
+                _ => self.inner.shard_changes(request).await,
+            }
+        })
+    }
+
+    fn add_retention_lease(
+        &self,
+        shard: ShardId,
+        lease_id: String,
+        retaining_seq_no: SeqNo,
+        source: String,
+    ) -> LeaderFuture<'_, ()> {
+        self.inner
+            .add_retention_lease(shard, lease_id, retaining_seq_no, source)
+    }
+
+    fn renew_retention_lease(
+        &self,
+        shard: ShardId,
+        lease_id: String,
+        retaining_seq_no: SeqNo,
+    ) -> LeaderFuture<'_, ()> {
+        self.inner
+            .renew_retention_lease(shard, lease_id, retaining_seq_no)
+    }
+
+    fn remove_retention_lease(&self, shard: ShardId, lease_id: String) -> LeaderFuture<'_, ()> {
+        self.inner.remove_retention_lease(shard, lease_id)
+    }
+
+    fn open_recovery_session(&self, shard: ShardId) -> LeaderFuture<'_, RecoverySessionInfo> {
+        self.inner.open_recovery_session(shard)
+    }
+
+    fn read_file_chunk(
+        &self,
+        shard: ShardId,
+        session: SessionId,
+        file: String,
+        offset: u64,
+        length: usize,
+    ) -> LeaderFuture<'_, FileChunk> {
+        self.inner
+            .read_file_chunk(shard, session, file, offset, length)
+    }
+
+    fn close_recovery_session(&self, shard: ShardId, session: SessionId) -> LeaderFuture<'_, ()> {
+        self.inner.close_recovery_session(shard, session)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_cost_retries_but_no_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = create_index(&dir.path().join("leader"), "logs", 1);
+    let follower = create_index(&dir.path().join("follower"), "logs-copy", 1);
+    follower.set_follower(true).unwrap();
+    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
+    client.register_index(leader.clone());
+    let faulty = Arc::new(FaultyLeader::new(Arc::new(client), 17));
+    let parameters = FollowParameters {
+        max_read_request_operation_count: Some(50),
+        max_outstanding_read_requests: Some(3),
+        max_retry_delay: Some(tandem_engine::units::TimeValue::from_millis(20)),
+        read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(50)),
+        ..FollowParameters::default()
+    }
+    .resolve()
+    .unwrap();
+    let task = ShardFollowTask::start(
+        faulty.clone(),
+        task_config(&leader, &follower, 0, parameters),
+    );
+    for round in 0..10 {
+        fill(&leader, 200 + round);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let target = leader.shards()[0].global_checkpoint();
+    wait_until("the follower catches up through the faults", || {
+        follower.shards()[0].global_checkpoint() >= target
+    })
+    .await;
+    let stats = task.stats();
+    task.stop().await;
+    assert!(stats.fatal_exception.is_none(), "{stats:?}");
+    let errors = faulty.errors.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(errors > 5, "faults were injected ({errors})");
+    assert!(stats.failed_read_requests >= errors.min(5), "{stats:?}");
+    assert_eq!(history(&leader.shards()[0]), history(&follower.shards()[0]));
+    follower.refresh().unwrap();
+    leader.refresh().unwrap();
+    assert_eq!(live_documents(&leader, 700), live_documents(&follower, 700));
 }
