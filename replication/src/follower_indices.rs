@@ -26,6 +26,7 @@ use tandem_recovery::target::{RecoveryRequest, RecoverySettings, RecoveryTarget}
 use tokio::sync::Mutex;
 
 use crate::error::CcrError;
+use crate::leader::follower_lease_id;
 use crate::params::{FollowParameters, ResolvedFollowParameters};
 use crate::remote::RemoteClusters;
 use crate::stats::{IndexFollowStats, ShardFollowStats};
@@ -177,14 +178,13 @@ impl FollowerIndices {
         // The recovery runs without the lock: stats and other followers' requests go on.
         let leader = client.index_metadata(&request.leader_index).await?;
         let follower_uuid = uuid::Uuid::new_v4().simple().to_string();
-        let lease_id = format!(
-            "{}/{}/{}-following-{}/{}/{}",
-            self.cluster_name,
-            request.follower_index,
-            follower_uuid,
-            request.remote_cluster,
-            leader.name,
-            leader.uuid
+        let lease_id = follower_lease_id(
+            &self.cluster_name,
+            &request.follower_index,
+            &follower_uuid,
+            &request.remote_cluster,
+            &leader.name,
+            &leader.uuid,
         );
         let dir = self.indices.new_index_dir();
         let recovered = self

@@ -11,6 +11,7 @@
 //! - [`stats`]: the per-shard follow stats, in Elasticsearch's shape.
 //! - [`task`]: the shard follow task (the pull loop itself).
 //! - [`follower_indices`]: the follow lifecycle (follow, pause, resume, unfollow, info, stats).
+//! - [`leader`]: the leader side: follower lease ids and forget-follower.
 //! - [`remote`]: the remote clusters, by alias; [`error`]: lifecycle errors.
 
 #![warn(missing_docs)]
@@ -19,6 +20,7 @@ pub mod backoff;
 pub mod buffer;
 pub mod error;
 pub mod follower_indices;
+pub mod leader;
 pub mod params;
 pub mod remote;
 pub mod stats;
