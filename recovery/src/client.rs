@@ -133,11 +133,23 @@ pub struct ShardChangesResponse {
     pub took: Duration,
 }
 
+/// One index of a leader cluster, as listed for auto-follow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderIndexSummary {
+    /// Index name.
+    pub name: String,
+    /// Index uuid (a re-created index of the same name has a new one).
+    pub uuid: String,
+}
+
 /// Everything a follower asks of a leader cluster. See the module documentation for the
 /// guarantees; every method may be called from any task, concurrently.
 pub trait LeaderClient: Send + Sync {
     /// Metadata of a leader index: settings (shard count among them), mappings, uuid, versions.
     fn index_metadata(&self, index: &str) -> LeaderFuture<'_, IndexMetadata>;
+
+    /// The open indices of the leader cluster (auto-follow polls this).
+    fn list_indices(&self) -> LeaderFuture<'_, Vec<LeaderIndexSummary>>;
 
     /// Operations of a leader shard (see [`ShardChangesRequest`]).
     fn shard_changes(&self, request: ShardChangesRequest)

@@ -15,8 +15,8 @@ use tandem_engine::shard::ShardChangesRequest as EngineChangesRequest;
 use tandem_engine::SeqNo;
 
 use crate::client::{
-    FileChunk, LeaderClient, LeaderFuture, RecoverySessionInfo, SessionId, ShardChangesRequest,
-    ShardChangesResponse, ShardId,
+    FileChunk, LeaderClient, LeaderFuture, LeaderIndexSummary, RecoverySessionInfo, SessionId,
+    ShardChangesRequest, ShardChangesResponse, ShardId,
 };
 use crate::error::LeaderError;
 use crate::source::RecoverySource;
@@ -43,6 +43,11 @@ impl InProcessLeaderClient {
     /// Makes `index` reachable under its name (replacing one of the same name).
     pub fn register_index(&self, index: Arc<Index>) {
         self.indices.write().insert(index.name(), index);
+    }
+
+    /// Makes the index `name` unreachable (as if deleted on the leader); true if it was known.
+    pub fn unregister_index(&self, name: &str) -> bool {
+        self.indices.write().remove(name).is_some()
     }
 
     /// The recovery source serving this client's sessions.
@@ -105,6 +110,23 @@ impl LeaderClient for InProcessLeaderClient {
     fn index_metadata(&self, index: &str) -> LeaderFuture<'_, IndexMetadata> {
         let found = self.index(index);
         Box::pin(async move { Ok(found?.metadata()) })
+    }
+
+    fn list_indices(&self) -> LeaderFuture<'_, Vec<LeaderIndexSummary>> {
+        let mut listed: Vec<LeaderIndexSummary> = self
+            .indices
+            .read()
+            .values()
+            .map(|index| {
+                let metadata = index.metadata();
+                LeaderIndexSummary {
+                    name: metadata.name,
+                    uuid: metadata.uuid,
+                }
+            })
+            .collect();
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        Box::pin(async move { Ok(listed) })
     }
 
     fn shard_changes(

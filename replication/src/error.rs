@@ -37,6 +37,9 @@ pub enum CcrError {
     /// Resume against a leader index that is no longer the one followed.
     #[error("{0}")]
     LeaderChanged(String),
+    /// No auto-follow pattern of that name.
+    #[error("auto-follow pattern [{0}] is missing")]
+    NoSuchPattern(String),
     /// A request argument is invalid.
     #[error("{0}")]
     InvalidArgument(String),
@@ -65,7 +68,9 @@ impl CcrError {
             | CcrError::NotClosed(_)
             | CcrError::LeaderChanged(_)
             | CcrError::InvalidArgument(_) => 400,
-            CcrError::NoSuchRemoteCluster(_) | CcrError::NoFollowTasks(_) => 404,
+            CcrError::NoSuchRemoteCluster(_)
+            | CcrError::NoFollowTasks(_)
+            | CcrError::NoSuchPattern(_) => 404,
             CcrError::Leader(LeaderError::IndexNotFound(_)) => 404,
             CcrError::Engine(error) => error.status(),
             _ => 500,
@@ -82,7 +87,9 @@ impl CcrError {
                 "x_content_parse_exception"
             }
             CcrError::NoSuchRemoteCluster(_) => "no_such_remote_cluster_exception",
-            CcrError::NoFollowTasks(_) => "resource_not_found_exception",
+            CcrError::NoFollowTasks(_) | CcrError::NoSuchPattern(_) => {
+                "resource_not_found_exception"
+            }
             CcrError::NotAFollower(_)
             | CcrError::AlreadyFollowing(_)
             | CcrError::NotPaused(_)

@@ -11,11 +11,13 @@
 //! - [`stats`]: the per-shard follow stats, in Elasticsearch's shape.
 //! - [`task`]: the shard follow task (the pull loop itself).
 //! - [`follower_indices`]: the follow lifecycle (follow, pause, resume, unfollow, info, stats).
+//! - [`auto_follow`]: auto-follow patterns and their coordinator.
 //! - [`leader`]: the leader side: follower lease ids and forget-follower.
 //! - [`remote`]: the remote clusters, by alias; [`error`]: lifecycle errors.
 
 #![warn(missing_docs)]
 
+pub mod auto_follow;
 pub mod backoff;
 pub mod buffer;
 pub mod error;

@@ -529,6 +529,10 @@ impl LeaderClient for FaultyLeader {
         self.inner.index_metadata(index)
     }
 
+    fn list_indices(&self) -> LeaderFuture<'_, Vec<tandem_recovery::client::LeaderIndexSummary>> {
+        self.inner.list_indices()
+    }
+
     fn shard_changes(
         &self,
         request: ShardChangesRequest,
