@@ -50,7 +50,7 @@ use crate::translog::Translog;
 use crate::types::{PrimaryTerm, SeqNo};
 use crate::version_map::{LiveVersionMap, Tail};
 
-pub use commit_point::{ChecksumKind, CommitFileInfo, PinnedCommit, PinnedFile};
+pub use commit_point::{ChecksumKind, CommitFileInfo, FileChecksums, PinnedCommit, PinnedFile};
 pub use write::{DeleteRequest, GetResult, IndexRequest, WriteOutcome, WriteRequest, WriteResult};
 
 const INDEX_DIR: &str = "index";
