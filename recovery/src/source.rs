@@ -186,6 +186,14 @@ impl RecoverySource {
         before - sessions.len()
     }
 
+    /// Closes every session (as a leader restart loses them); returns how many were open.
+    pub fn close_all_sessions(&self) -> usize {
+        let mut sessions = self.sessions.lock();
+        let count = sessions.len();
+        sessions.clear();
+        count
+    }
+
     /// Number of open sessions.
     pub fn open_session_count(&self) -> usize {
         self.sessions.lock().len()

@@ -815,10 +815,10 @@ fn verify_file(path: &Path, info: &CommitFileInfo) -> Result<(), VerifyFailure> 
         )));
     }
     match checksum_file(path, info.checksum_kind) {
-        Ok(checksum) if checksum == info.checksum => Ok(()),
-        Ok(checksum) => Err(VerifyFailure::Mismatch(format!(
-            "checksum {checksum:#010x} instead of {:#010x}",
-            info.checksum
+        Ok(computed) if info.matches(computed) => Ok(()),
+        Ok(computed) => Err(VerifyFailure::Mismatch(format!(
+            "checksums {:#010x}/{:?} instead of {:#010x}/{:?}",
+            computed.checksum, computed.footer_checksum, info.checksum, info.footer_checksum
         ))),
         Err(tandem_engine::EngineError::Corrupted { reason, .. }) => {
             Err(VerifyFailure::Mismatch(reason))

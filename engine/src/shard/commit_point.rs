@@ -8,7 +8,8 @@
 //! that is still referenced), and it memory-maps every file of the commit when it is pinned (a
 //! mapping stays readable even if the file is unlinked). `meta.json` is overwritten by later
 //! commits and merges, so the pinned `IndexMeta` is serialized here, in tantivy's own layout
-//! (pretty JSON and a newline); `.managed.json` is generated as the list of the commit's segment
+//! (pretty JSON and a newline), with the payload's `min_retained_seq_no` raised to the shard's
+//! retention floor at the time of pinning (see `pin_once`); `.managed.json` is generated as the list of the commit's segment
 //! files, so a copy garbage-collects them normally once later merges replace them.
 //!
 //! Checksums (the `checksum` of a [`CommitFileInfo`]) are CRC-32 (IEEE polynomial, the one
@@ -35,6 +36,7 @@ use crate::error::{EngineError, Result};
 use crate::leases::{sync_dir, write_file_atomically, RetentionLeases};
 use crate::mapper::DocumentMapper;
 use crate::translog::Translog;
+use crate::types::SeqNo;
 
 /// Name of tantivy's commit file.
 pub const META_FILE: &str = "meta.json";
@@ -74,6 +76,25 @@ pub struct CommitFileInfo {
     pub checksum: u32,
     /// How `checksum` is defined.
     pub checksum_kind: ChecksumKind,
+    /// For [`ChecksumKind::TantivyFooter`] files: CRC-32 of the footer itself (the bytes after
+    /// the body), which the footer's own CRC does not cover. `None` for whole-file checksums.
+    pub footer_checksum: Option<u32>,
+}
+
+/// The checksums of a file as [`checksum_file`] computes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileChecksums {
+    /// See [`CommitFileInfo::checksum`].
+    pub checksum: u32,
+    /// See [`CommitFileInfo::footer_checksum`].
+    pub footer_checksum: Option<u32>,
+}
+
+impl CommitFileInfo {
+    /// True when `computed` (of a copy of this file) matches what the source announced.
+    pub fn matches(&self, computed: FileChecksums) -> bool {
+        self.checksum == computed.checksum && self.footer_checksum == computed.footer_checksum
+    }
 }
 
 enum FileBytes {
@@ -171,7 +192,7 @@ impl ShardEngine {
         let index_dir = self.inner.dir.join(INDEX_DIR);
         let mut last_error = None;
         for attempt in 1..=PIN_ATTEMPTS {
-            match pin_once(&self.inner.index, &index_dir) {
+            match pin_once(&self.inner.index, &index_dir, || self.min_retained_seq_no()) {
                 Ok(pinned) => return Ok(Arc::new(pinned)),
                 Err(PinError::Vanished(path)) => {
                     tracing::debug!(
@@ -266,11 +287,24 @@ impl From<EngineError> for PinError {
 fn pin_once(
     index: &tantivy::Index,
     index_dir: &Path,
+    min_retained_seq_no: impl Fn() -> SeqNo,
 ) -> std::result::Result<PinnedCommit, PinError> {
-    let meta = index
+    let mut meta = index
         .load_metas()
         .map_err(|e| EngineError::index("loading the commit to pin", e))?;
-    let payload = read_payload_of(&meta, index_dir)?;
+    let mut payload = read_payload_of(&meta, index_dir)?;
+    // A merge that ends after a commit rewrites meta.json with the merged segments but the
+    // commit's payload, whose retention floor predates the floor the merge was selected with:
+    // the segments may lack history the payload claims. Every merge that ended before now was
+    // selected with a floor at most the current one (it never decreases), so the current
+    // floor, read after loading the commit, is one the pinned segments keep (invariant 4).
+    let floor = min_retained_seq_no();
+    if floor > payload.min_retained_seq_no {
+        payload.min_retained_seq_no = floor;
+        meta.payload = Some(serde_json::to_string(&payload).map_err(|e| {
+            EngineError::InvalidArgument(format!("cannot encode the commit payload: {e}"))
+        })?);
+    }
     let names = commit_segment_files(&meta);
     let mut files = Vec::with_capacity(names.len() + 2);
     for name in &names {
@@ -328,6 +362,7 @@ fn owned_file(name: &str, bytes: Vec<u8>) -> PinnedFile {
             length: bytes.len() as u64,
             checksum: crc32fast::hash(&bytes),
             checksum_kind: ChecksumKind::WholeFile,
+            footer_checksum: None,
         },
         bytes: FileBytes::Owned(bytes),
     }
@@ -354,7 +389,7 @@ fn pin_segment_file(index_dir: &Path, name: &str) -> std::result::Result<PinnedF
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| EngineError::io(&path, e))?;
         FileBytes::Mapped(map)
     };
-    let (checksum, _) = footer_checksum(bytes.as_slice()).map_err(|reason| {
+    let (checksum, body_length) = footer_checksum(bytes.as_slice()).map_err(|reason| {
         PinError::Other(EngineError::Corrupted {
             path: path.clone(),
             reason,
@@ -366,6 +401,7 @@ fn pin_segment_file(index_dir: &Path, name: &str) -> std::result::Result<PinnedF
             length,
             checksum,
             checksum_kind: ChecksumKind::TantivyFooter,
+            footer_checksum: Some(crc32fast::hash(&bytes.as_slice()[body_length as usize..])),
         },
         bytes,
     })
@@ -421,18 +457,19 @@ fn parse_footer_json(json: &[u8]) -> std::result::Result<u32, String> {
         .ok_or_else(|| "tantivy footer without a crc".to_string())
 }
 
-/// Computes the checksum of the file at `path` as `kind` defines it, streaming it with a bounded
-/// buffer. For [`ChecksumKind::TantivyFooter`] the CRC-32 of the body must also match the one
-/// the footer stores (else [`EngineError::Corrupted`]). Returns the checksum.
-pub fn checksum_file(path: &Path, kind: ChecksumKind) -> Result<u32> {
+/// Computes the checksums of the file at `path` as `kind` defines them, streaming it with a
+/// bounded buffer. For [`ChecksumKind::TantivyFooter`] the CRC-32 of the body must also match
+/// the one the footer stores (else [`EngineError::Corrupted`]), and the footer's own CRC-32 is
+/// computed too.
+pub fn checksum_file(path: &Path, kind: ChecksumKind) -> Result<FileChecksums> {
     let mut file = File::open(path).map_err(|e| EngineError::io(path, e))?;
     let length = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
     let corrupted = |reason: String| EngineError::Corrupted {
         path: path.to_path_buf(),
         reason,
     };
-    let (stored, body_length) = match kind {
-        ChecksumKind::WholeFile => (None, length),
+    let (stored, footer_checksum, body_length) = match kind {
+        ChecksumKind::WholeFile => (None, None, length),
         ChecksumKind::TantivyFooter => {
             use std::os::unix::fs::FileExt;
             if length < FOOTER_TRAILER_BYTES {
@@ -447,8 +484,12 @@ pub fn checksum_file(path: &Path, kind: ChecksumKind) -> Result<u32> {
             let mut json = vec![0u8; json_length as usize];
             file.read_exact_at(&mut json, body_length)
                 .map_err(|e| EngineError::io(path, e))?;
+            let mut footer_hasher = crc32fast::Hasher::new();
+            footer_hasher.update(&json);
+            footer_hasher.update(&trailer);
             (
                 Some(parse_footer_json(&json).map_err(corrupted)?),
+                Some(footer_hasher.finalize()),
                 body_length,
             )
         }
@@ -472,7 +513,10 @@ pub fn checksum_file(path: &Path, kind: ChecksumKind) -> Result<u32> {
         Some(stored) if stored != computed => Err(corrupted(format!(
             "body checksum {computed:#010x} does not match the footer's {stored:#010x}"
         ))),
-        _ => Ok(computed),
+        _ => Ok(FileChecksums {
+            checksum: computed,
+            footer_checksum,
+        }),
     }
 }
 
@@ -516,13 +560,30 @@ mod tests {
         let mut file = with_footer(&vec![7u8; 3 * CHECKSUM_BUFFER_BYTES + 5]);
         std::fs::write(&path, &file).unwrap();
         let expected = crc32fast::hash(&vec![7u8; 3 * CHECKSUM_BUFFER_BYTES + 5]);
+        let body_length = 3 * CHECKSUM_BUFFER_BYTES + 5;
         assert_eq!(
             checksum_file(&path, ChecksumKind::TantivyFooter).unwrap(),
-            expected
+            FileChecksums {
+                checksum: expected,
+                footer_checksum: Some(crc32fast::hash(&file[body_length..])),
+            }
         );
         assert_eq!(
             checksum_file(&path, ChecksumKind::WholeFile).unwrap(),
-            crc32fast::hash(&file)
+            FileChecksums {
+                checksum: crc32fast::hash(&file),
+                footer_checksum: None,
+            }
+        );
+        // A changed footer keeps the body CRC but not the footer's.
+        let mut footer_changed = file.clone();
+        footer_changed[body_length + 3] = b'X';
+        std::fs::write(&path, &footer_changed).unwrap();
+        let computed = checksum_file(&path, ChecksumKind::TantivyFooter).unwrap();
+        assert_eq!(computed.checksum, expected);
+        assert_ne!(
+            computed.footer_checksum,
+            Some(crc32fast::hash(&file[body_length..]))
         );
         file[CHECKSUM_BUFFER_BYTES + 1] ^= 0x40;
         std::fs::write(&path, &file).unwrap();

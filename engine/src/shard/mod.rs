@@ -52,7 +52,7 @@ use crate::version_map::{LiveVersionMap, Tail};
 
 pub use changes::{ShardChangesRequest, ShardChangesResponse};
 pub use commit_point::{
-    ChecksumKind, CommitFileInfo, PinnedCommit, PinnedFile, FOLLOWER_MARKER_FILE,
+    ChecksumKind, CommitFileInfo, FileChecksums, PinnedCommit, PinnedFile, FOLLOWER_MARKER_FILE,
 };
 pub use write::{DeleteRequest, GetResult, IndexRequest, WriteOutcome, WriteRequest, WriteResult};
 

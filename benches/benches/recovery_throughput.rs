@@ -1,0 +1,332 @@
+//! Remote recovery throughput over the in-process leader client, against `cp` + fsync of the
+//! same files, in one run:
+//!
+//! - a leader index of one shard is loaded until its latest commit holds at least
+//!   `TANDEM_BENCH_RECOVERY_MB` MiB (default 1024) of files (documents with a 4 KiB random
+//!   keyword, so the size comes quickly);
+//! - `cp`: the commit's files copied by the `cp` binary, then each copy and the directory
+//!   fsynced;
+//! - `recovery`: `RecoveryTarget::recover` with throttling off (1 MiB chunks, 5 in flight):
+//!   copy, per-file checksum verification, fsync, rename, directory fsync and the follower
+//!   engine's bootstrap. `copy` is the same without the bootstrap (`copy_commit`);
+//! - both run `TANDEM_BENCH_RECOVERY_ROUNDS` times (default 2), alternating; the best of each
+//!   is compared (ratio = cp time / recovery time, so >= 1 means recovery is as fast);
+//! - `throttled`: `copy_commit` at 40 MiB/s over the first `TANDEM_BENCH_THROTTLED_MB` MiB of
+//!   files (default 400), reporting the achieved rate and its deviation.
+//!
+//! The leader's files are in the page cache for every run (just written or read), so the
+//! comparison is of the copy paths, not of cold reads.
+//!
+//! Run: `cargo bench -p tandem-benches --bench recovery_throughput`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tandem_benches::{env_usize, temp_dir, SEED};
+use tandem_engine::index::Index;
+use tandem_engine::mapper::DocumentMapper;
+use tandem_engine::shard::{IndexRequest, WriteRequest};
+use tandem_engine::ShardConfig;
+use tandem_recovery::{
+    InProcessLeaderClient, LeaderClient, RecoveryRequest, RecoverySettings, RecoverySource,
+    RecoverySourceSettings, RecoveryTarget, ShardId,
+};
+
+const MIB: u64 = 1024 * 1024;
+const INDEX: &str = "bench-leader";
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    let target_mb = env_usize("TANDEM_BENCH_RECOVERY_MB", 1024) as u64;
+    let rounds = env_usize("TANDEM_BENCH_RECOVERY_ROUNDS", 2);
+    let throttled_mb = env_usize("TANDEM_BENCH_THROTTLED_MB", 400) as u64;
+    let dir = temp_dir();
+    let loaded = Instant::now();
+    let leader = load_leader(dir.path(), target_mb * MIB);
+    let pinned = leader.shards()[0].pin_latest_commit().expect("pinning");
+    let total_bytes = pinned.total_bytes();
+    let files: Vec<String> = pinned
+        .files()
+        .iter()
+        .map(|f| f.info().name.clone())
+        .collect();
+    drop(pinned);
+    println!(
+        "recovery_throughput: leader shard of {:.0} MiB in {} files (loaded in {:.1?})",
+        total_bytes as f64 / MIB as f64,
+        files.len(),
+        loaded.elapsed()
+    );
+    let leader = Arc::new(leader);
+    let source = RecoverySource::new(RecoverySourceSettings::default());
+    let client = InProcessLeaderClient::new(source);
+    client.register_index(leader.clone());
+    let client: Arc<dyn LeaderClient> = Arc::new(client);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let leader_index_dir = leader.dir().join("0").join("index");
+    let mapper = Arc::new(DocumentMapper::new(
+        leader.metadata().mappings,
+        leader.metadata().mapping_version,
+        None,
+    ));
+
+    let mut cp_times = Vec::new();
+    let mut recovery_times = Vec::new();
+    let mut copy_times = Vec::new();
+    for round in 0..rounds {
+        let cp_dir = temp_dir();
+        let cp_time = cp_and_fsync(&leader_index_dir, &files, cp_dir.path());
+        drop(cp_dir);
+        let follower_dir = temp_dir();
+        let target = RecoveryTarget::new(client.clone(), unthrottled()).expect("settings");
+        let request = RecoveryRequest {
+            leader_shard: ShardId::new(INDEX, 0),
+            follower_shard_dir: follower_dir.path().join("0"),
+            lease_id: format!("bench-{round}"),
+            mapper: mapper.clone(),
+            shard_config: follower_config(),
+        };
+        let started = Instant::now();
+        let recovered = runtime.block_on(target.recover(request)).expect("recovery");
+        let recovery_time = started.elapsed();
+        drop(recovered);
+        drop(follower_dir);
+        let copy_dir = temp_dir();
+        let target = RecoveryTarget::new(client.clone(), unthrottled()).expect("settings");
+        let started = Instant::now();
+        runtime
+            .block_on(target.copy_commit(&ShardId::new(INDEX, 0), &copy_dir.path().join("index")))
+            .expect("copy");
+        let copy_time = started.elapsed();
+        drop(copy_dir);
+        println!(
+            "  round {round}: cp+fsync {cp_time:.2?} ({:.0} MiB/s), recovery {recovery_time:.2?} ({:.0} MiB/s), copy only {copy_time:.2?} ({:.0} MiB/s)",
+            rate(total_bytes, cp_time),
+            rate(total_bytes, recovery_time),
+            rate(total_bytes, copy_time)
+        );
+        cp_times.push(cp_time);
+        recovery_times.push(recovery_time);
+        copy_times.push(copy_time);
+    }
+    let best = |times: &[Duration]| times.iter().min().copied().unwrap_or_default();
+    let (cp, recovery, copy) = (best(&cp_times), best(&recovery_times), best(&copy_times));
+    println!(
+        "recovery_throughput: best cp+fsync {cp:.2?}, recovery {recovery:.2?}, copy {copy:.2?}; \
+         ratio recovery/cp = {:.3} (copy only {:.3}); target >= 0.90",
+        cp.as_secs_f64() / recovery.as_secs_f64(),
+        cp.as_secs_f64() / copy.as_secs_f64()
+    );
+
+    throttled(&runtime, &client, throttled_mb * MIB, total_bytes);
+}
+
+fn unthrottled() -> RecoverySettings {
+    RecoverySettings {
+        max_bytes_per_sec: 0,
+        ..RecoverySettings::default()
+    }
+}
+
+fn follower_config() -> ShardConfig {
+    ShardConfig {
+        refresh_interval: None,
+        ..ShardConfig::default()
+    }
+}
+
+fn rate(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / elapsed.as_secs_f64()
+}
+
+/// Copies at 40 MiB/s; when the shard is larger than `budget` bytes, a leader client that
+/// serves only the first files up to `budget` keeps the run short.
+fn throttled(
+    runtime: &tokio::runtime::Runtime,
+    client: &Arc<dyn LeaderClient>,
+    budget: u64,
+    total_bytes: u64,
+) {
+    let limit = 40 * MIB;
+    let settings = RecoverySettings {
+        max_bytes_per_sec: limit,
+        ..RecoverySettings::default()
+    };
+    let subset: Arc<dyn LeaderClient> = Arc::new(subset::SubsetClient {
+        inner: client.clone(),
+        budget,
+    });
+    let dir = temp_dir();
+    let target = RecoveryTarget::new(subset, settings).expect("settings");
+    let started = Instant::now();
+    let copied = runtime
+        .block_on(target.copy_commit(&ShardId::new(INDEX, 0), &dir.path().join("index")))
+        .expect("throttled copy");
+    let elapsed = started.elapsed();
+    let bytes: u64 = copied.session.files.iter().map(|f| f.length).sum();
+    let achieved = bytes as f64 / elapsed.as_secs_f64();
+    let deviation = (achieved - limit as f64) / limit as f64 * 100.0;
+    println!(
+        "recovery_throughput: throttled to 40 MiB/s: {:.0} MiB of {:.0} in {elapsed:.2?} = {:.2} MiB/s ({deviation:+.2}%, target within 5%), throttle time {:.2?}",
+        bytes as f64 / MIB as f64,
+        total_bytes as f64 / MIB as f64,
+        achieved / MIB as f64,
+        target.progress().snapshot().target_throttle_time
+    );
+}
+
+/// Loads a one-shard leader until its latest commit holds `target_bytes` of files.
+fn load_leader(dir: &Path, target_bytes: u64) -> Index {
+    let settings = serde_json::json!({"index": {"number_of_shards": 1, "refresh_interval": "-1",
+        "translog.durability": "async"}});
+    let mappings = serde_json::json!({"properties": {"blob": {"type": "keyword"}}});
+    let index = Index::create(&dir.join(INDEX), INDEX, &settings, &mappings).expect("leader");
+    let shard = &index.shards()[0];
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let mut next_id = 0u64;
+    loop {
+        for _ in 0..16 {
+            let bulk: Vec<WriteRequest> = (0..500)
+                .map(|_| {
+                    next_id += 1;
+                    let blob: String = (0..4096)
+                        .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
+                        .collect();
+                    let source = serde_json::json!({ "blob": blob });
+                    WriteRequest::Index(IndexRequest::new(
+                        format!("doc-{next_id}"),
+                        serde_json::to_vec(&source).expect("json"),
+                    ))
+                })
+                .collect();
+            for result in shard.bulk(bulk) {
+                result.expect("indexing");
+            }
+        }
+        shard.refresh().expect("refresh");
+        let size = shard.pin_latest_commit().expect("pin").total_bytes();
+        if size >= target_bytes {
+            return index;
+        }
+    }
+}
+
+/// `cp` of the files, then fsync of every copy and of the directory.
+fn cp_and_fsync(from: &Path, files: &[String], to: &Path) -> Duration {
+    let started = Instant::now();
+    let sources: Vec<PathBuf> = files.iter().map(|name| from.join(name)).collect();
+    let status = std::process::Command::new("cp")
+        .args(&sources)
+        .arg(to)
+        .status()
+        .expect("running cp");
+    assert!(status.success(), "cp failed");
+    for name in files {
+        std::fs::File::open(to.join(name))
+            .and_then(|file| file.sync_all())
+            .expect("fsync of a copy");
+    }
+    std::fs::File::open(to)
+        .and_then(|dir| dir.sync_all())
+        .expect("fsync of the directory");
+    started.elapsed()
+}
+
+mod subset {
+    use std::sync::Arc;
+
+    use tandem_engine::index::IndexMetadata;
+    use tandem_engine::SeqNo;
+    use tandem_recovery::{
+        FileChunk, LeaderClient, LeaderFuture, RecoverySessionInfo, SessionId, ShardChangesRequest,
+        ShardChangesResponse, ShardId,
+    };
+
+    /// Announces only the first files of a session, up to `budget` bytes (the copy is then not
+    /// a complete commit; only `copy_commit`'s transfer is measured).
+    pub struct SubsetClient {
+        pub inner: Arc<dyn LeaderClient>,
+        pub budget: u64,
+    }
+
+    impl LeaderClient for SubsetClient {
+        fn index_metadata(&self, index: &str) -> LeaderFuture<'_, IndexMetadata> {
+            self.inner.index_metadata(index)
+        }
+        fn list_indices(
+            &self,
+        ) -> LeaderFuture<'_, Vec<tandem_recovery::client::LeaderIndexSummary>> {
+            self.inner.list_indices()
+        }
+        fn shard_changes(
+            &self,
+            request: ShardChangesRequest,
+        ) -> LeaderFuture<'_, ShardChangesResponse> {
+            self.inner.shard_changes(request)
+        }
+        fn add_retention_lease(
+            &self,
+            shard: ShardId,
+            lease_id: String,
+            retaining_seq_no: SeqNo,
+            source: String,
+        ) -> LeaderFuture<'_, ()> {
+            self.inner
+                .add_retention_lease(shard, lease_id, retaining_seq_no, source)
+        }
+        fn renew_retention_lease(
+            &self,
+            shard: ShardId,
+            lease_id: String,
+            retaining_seq_no: SeqNo,
+        ) -> LeaderFuture<'_, ()> {
+            self.inner
+                .renew_retention_lease(shard, lease_id, retaining_seq_no)
+        }
+        fn remove_retention_lease(&self, shard: ShardId, lease_id: String) -> LeaderFuture<'_, ()> {
+            self.inner.remove_retention_lease(shard, lease_id)
+        }
+        fn open_recovery_session(&self, shard: ShardId) -> LeaderFuture<'_, RecoverySessionInfo> {
+            Box::pin(async move {
+                let mut info = self.inner.open_recovery_session(shard).await?;
+                let meta = info.files.pop();
+                let mut used = 0;
+                info.files.retain(|file| {
+                    let keep = used + file.length <= self.budget;
+                    if keep {
+                        used += file.length;
+                    }
+                    keep
+                });
+                // Keep meta.json: the target refuses a file list without it.
+                info.files.extend(meta);
+                Ok(info)
+            })
+        }
+        fn read_file_chunk(
+            &self,
+            shard: ShardId,
+            session: SessionId,
+            file: String,
+            offset: u64,
+            length: usize,
+        ) -> LeaderFuture<'_, FileChunk> {
+            self.inner
+                .read_file_chunk(shard, session, file, offset, length)
+        }
+        fn close_recovery_session(
+            &self,
+            shard: ShardId,
+            session: SessionId,
+        ) -> LeaderFuture<'_, ()> {
+            self.inner.close_recovery_session(shard, session)
+        }
+    }
+}
