@@ -9,13 +9,14 @@
 //! - `recovery`: `RecoveryTarget::recover` with throttling off (1 MiB chunks, 5 in flight):
 //!   copy, per-file checksum verification, fsync, rename, directory fsync and the follower
 //!   engine's bootstrap. `copy` is the same without the bootstrap (`copy_commit`);
-//! - both run `TANDEM_BENCH_RECOVERY_ROUNDS` times (default 2), alternating; the best of each
+//! - both run `TANDEM_BENCH_RECOVERY_ROUNDS` times (default 3), alternating; the best of each
 //!   is compared (ratio = cp time / recovery time, so >= 1 means recovery is as fast);
 //! - `throttled`: `copy_commit` at 40 MiB/s over the first `TANDEM_BENCH_THROTTLED_MB` MiB of
 //!   files (default 400), reporting the achieved rate and its deviation.
 //!
 //! The leader's files are in the page cache for every run (just written or read), so the
-//! comparison is of the copy paths, not of cold reads.
+//! comparison is of the copy paths, not of cold reads. Before every timed run all dirty pages
+//! are flushed (`sync(2)`), so no run pays for the writeback of the one before.
 //!
 //! Run: `cargo bench -p tandem-benches --bench recovery_throughput`.
 
@@ -41,7 +42,7 @@ const INDEX: &str = "bench-leader";
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let target_mb = env_usize("TANDEM_BENCH_RECOVERY_MB", 1024) as u64;
-    let rounds = env_usize("TANDEM_BENCH_RECOVERY_ROUNDS", 2);
+    let rounds = env_usize("TANDEM_BENCH_RECOVERY_ROUNDS", 3);
     let throttled_mb = env_usize("TANDEM_BENCH_THROTTLED_MB", 400) as u64;
     let dir = temp_dir();
     let loaded = Instant::now();
@@ -82,6 +83,7 @@ fn main() {
     let mut copy_times = Vec::new();
     for round in 0..rounds {
         let cp_dir = temp_dir();
+        flush_dirty_pages();
         let cp_time = cp_and_fsync(&leader_index_dir, &files, cp_dir.path());
         drop(cp_dir);
         let follower_dir = temp_dir();
@@ -93,6 +95,7 @@ fn main() {
             mapper: mapper.clone(),
             shard_config: follower_config(),
         };
+        flush_dirty_pages();
         let started = Instant::now();
         let recovered = runtime.block_on(target.recover(request)).expect("recovery");
         let recovery_time = started.elapsed();
@@ -100,6 +103,7 @@ fn main() {
         drop(follower_dir);
         let copy_dir = temp_dir();
         let target = RecoveryTarget::new(client.clone(), unthrottled()).expect("settings");
+        flush_dirty_pages();
         let started = Instant::now();
         runtime
             .block_on(target.copy_commit(&ShardId::new(INDEX, 0), &copy_dir.path().join("index")))
@@ -126,6 +130,12 @@ fn main() {
     );
 
     throttled(&runtime, &client, throttled_mb * MIB, total_bytes);
+}
+
+/// Writes back every dirty page of the system, so a timed run starts from a clean page cache.
+fn flush_dirty_pages() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
 }
 
 fn unthrottled() -> RecoverySettings {
@@ -165,6 +175,7 @@ fn throttled(
     });
     let dir = temp_dir();
     let target = RecoveryTarget::new(subset, settings).expect("settings");
+    flush_dirty_pages();
     let started = Instant::now();
     let copied = runtime
         .block_on(target.copy_commit(&ShardId::new(INDEX, 0), &dir.path().join("index")))
