@@ -649,3 +649,44 @@ async fn faults_cost_retries_but_no_gap_or_duplicate() {
     leader.refresh().unwrap();
     assert_eq!(live_documents(&leader, 700), live_documents(&follower, 700));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_is_renewed_to_the_follower_checkpoint_and_re_added_when_it_vanished() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = create_index(&dir.path().join("leader"), "logs", 1);
+    let follower = create_index(&dir.path().join("follower"), "logs-copy", 1);
+    follower.set_follower(true).unwrap();
+    fill(&leader, 100);
+    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
+    client.register_index(leader.clone());
+    leader.shards()[0]
+        .add_retention_lease("follower-lease", SeqNo(0), "ccr")
+        .unwrap();
+    let mut config = task_config(&leader, &follower, 0, Default::default());
+    config.lease = Some(tandem_replication::task::FollowerLease {
+        id: "follower-lease".to_string(),
+        renew_interval: Duration::from_millis(30),
+    });
+    let task = ShardFollowTask::start(Arc::new(client), config);
+    let target = leader.shards()[0].global_checkpoint();
+    let retaining = |leader: &Index| {
+        leader.shards()[0]
+            .retention_leases()
+            .leases
+            .get("follower-lease")
+            .map(|lease| lease.retaining_seq_no)
+    };
+    wait_until("the lease retains from the follower checkpoint + 1", || {
+        follower.shards()[0].global_checkpoint() >= target
+            && retaining(&leader) == Some(SeqNo(target.0 + 1))
+    })
+    .await;
+    leader.shards()[0]
+        .remove_retention_lease("follower-lease")
+        .unwrap();
+    wait_until("the vanished lease is added again", || {
+        retaining(&leader) == Some(SeqNo(target.0 + 1))
+    })
+    .await;
+    task.stop().await;
+}
