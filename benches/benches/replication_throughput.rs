@@ -1,0 +1,311 @@
+//! Replication throughput, leader and follower in this process over the in-process leader
+//! client, one shard each, `TANDEM_BENCH_REPLICATION_DOCS` documents (default 100,000) written
+//! by 16 threads in bulks of 100 (request durability):
+//!
+//! - `leader_alone`: leader ingest with no follower;
+//! - `leader_followed`: the same ingest while a shard follow task replicates it (the ratio to
+//!   `leader_alone` is the cost of being followed; target >= 0.97);
+//! - `follower_apply`: a follower started on a fully loaded leader, timed until it has caught
+//!   up (its apply rate against `leader_alone`; target >= 0.90);
+//! - `lag`: the leader paced at half of `leader_alone`'s rate while a follower replicates; for
+//!   every operation the time from its acknowledgement on the leader to the moment the
+//!   follower's global checkpoint covers it, reported as p50 and p99 (target p99 <= 50 ms).
+//!
+//! Both engines share this machine's two cores, so a follower's indexing competes with the
+//! leader's: `leader_followed` measures that contention as much as the protocol.
+//!
+//! Run: `cargo bench -p tandem-benches --bench replication_throughput`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use parking_lot::Mutex;
+use tandem_benches::{env_usize, mappings, median, per_second, temp_dir, Workload, SEED};
+use tandem_engine::index::{Index, IndexSettings};
+use tandem_engine::shard::WriteRequest;
+use tandem_engine::SeqNo;
+use tandem_recovery::{InProcessLeaderClient, RecoverySource, RecoverySourceSettings, ShardId};
+use tandem_replication::params::FollowParameters;
+use tandem_replication::task::{ShardFollowTask, ShardFollowTaskConfig};
+
+/// Concurrent leader client threads.
+const WRITERS: usize = 16;
+/// Index requests per bulk.
+const BULK_SIZE: usize = 100;
+/// How often the lag sampler looks at the follower's checkpoint.
+const SAMPLE_EVERY: Duration = Duration::from_micros(200);
+
+struct Pair {
+    _dir: tempfile::TempDir,
+    leader: Arc<Index>,
+    follower: Arc<Index>,
+    client: Arc<InProcessLeaderClient>,
+}
+
+fn pair() -> Pair {
+    let dir = temp_dir();
+    let settings = IndexSettings::default();
+    let leader = Arc::new(
+        Index::create_with(
+            &dir.path().join("leader"),
+            "leader",
+            "leader-uuid",
+            settings.clone(),
+            mappings(),
+            false,
+        )
+        .expect("creating the leader"),
+    );
+    let follower = Arc::new(
+        Index::create_with(
+            &dir.path().join("follower"),
+            "follower",
+            "follower-uuid",
+            settings,
+            mappings(),
+            true,
+        )
+        .expect("creating the follower"),
+    );
+    // The follower starts from operation 0: the leader keeps all of its history for it.
+    leader.shards()[0]
+        .add_retention_lease("bench-follower", SeqNo(0), "bench")
+        .expect("adding the lease");
+    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
+    client.register_index(leader.clone());
+    Pair {
+        _dir: dir,
+        leader,
+        follower,
+        client: Arc::new(client),
+    }
+}
+
+fn follow(pair: &Pair) -> ShardFollowTask {
+    ShardFollowTask::start(
+        pair.client.clone(),
+        ShardFollowTaskConfig {
+            remote_cluster: "leader".to_string(),
+            leader_shard: ShardId::new("leader", 0),
+            follower_index: pair.follower.clone(),
+            parameters: FollowParameters::default().resolve().expect("defaults"),
+            leader_history_uuid: None,
+            lease: None,
+            follower_mapping_version: pair.leader.metadata().mapping_version,
+            follower_settings_version: pair.leader.metadata().settings_version,
+        },
+    )
+}
+
+/// Ingests every bulk from `WRITERS` threads; returns the elapsed time.
+fn ingest(leader: &Index, bulks: Vec<Vec<Vec<WriteRequest>>>) -> Duration {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for thread_bulks in bulks {
+            scope.spawn(move || {
+                for bulk in thread_bulks {
+                    for result in leader.bulk(bulk) {
+                        result.expect("leader write");
+                    }
+                }
+            });
+        }
+    });
+    started.elapsed()
+}
+
+fn wait_caught_up(pair: &Pair, deadline: Duration) -> Duration {
+    let started = Instant::now();
+    let target = pair.leader.shards()[0].global_checkpoint();
+    while pair.follower.shards()[0].global_checkpoint() < target {
+        assert!(
+            started.elapsed() < deadline,
+            "the follower did not catch up"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    started.elapsed()
+}
+
+/// Paced ingest at `rate` docs/s (bulks of `BULK_SIZE` from 4 threads) while a sampler
+/// records when the follower's checkpoint covers each acknowledged operation. Returns the
+/// per-operation lags in milliseconds.
+fn paced_lags(pair: &Pair, workload: &Workload, rate: f64) -> Vec<f64> {
+    const PACED_WRITERS: usize = 4;
+    let epoch = Instant::now();
+    // (highest seq_no of a bulk, its acknowledgement time) per bulk.
+    let acks: Mutex<Vec<(i64, Duration)>> = Mutex::new(Vec::new());
+    // (time, follower global checkpoint) observations.
+    let observed: Mutex<Vec<(Duration, i64)>> = Mutex::new(Vec::new());
+    let done = AtomicBool::new(false);
+    let bulks = {
+        let mut bulks = workload
+            .bulks(BULK_SIZE)
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
+        let mut per_writer: Vec<Vec<Vec<WriteRequest>>> = vec![Vec::new(); PACED_WRITERS];
+        for (i, bulk) in bulks.drain(..).enumerate() {
+            per_writer[i % PACED_WRITERS].push(bulk);
+        }
+        per_writer
+    };
+    let bulk_interval = Duration::from_secs_f64(BULK_SIZE as f64 * PACED_WRITERS as f64 / rate);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut last = i64::MIN;
+            while !done.load(Ordering::Acquire) {
+                let checkpoint = pair.follower.shards()[0].global_checkpoint().0;
+                if checkpoint != last {
+                    observed.lock().push((epoch.elapsed(), checkpoint));
+                    last = checkpoint;
+                }
+                std::thread::sleep(SAMPLE_EVERY);
+            }
+        });
+        let writers: Vec<_> = bulks
+            .into_iter()
+            .enumerate()
+            .map(|(writer, thread_bulks)| {
+                let (acks, leader) = (&acks, &pair.leader);
+                scope.spawn(move || {
+                    let start = Instant::now()
+                        + bulk_interval.mul_f64(writer as f64 / PACED_WRITERS as f64);
+                    for (i, bulk) in thread_bulks.into_iter().enumerate() {
+                        let due = start + bulk_interval * i as u32;
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        let highest = leader
+                            .bulk(bulk)
+                            .into_iter()
+                            .map(|result| result.expect("leader write").seq_no.0)
+                            .max()
+                            .unwrap_or(-1);
+                        acks.lock().push((highest, epoch.elapsed()));
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().expect("writer thread");
+        }
+        wait_caught_up(pair, Duration::from_secs(120));
+        std::thread::sleep(SAMPLE_EVERY * 4);
+        done.store(true, Ordering::Release);
+    });
+    let observed = observed.into_inner();
+    acks.into_inner()
+        .into_iter()
+        .map(|(seq_no, acked)| {
+            let visible = observed
+                .iter()
+                .find(|(at, checkpoint)| *checkpoint >= seq_no && *at >= acked)
+                .or_else(|| {
+                    observed
+                        .iter()
+                        .find(|(_, checkpoint)| *checkpoint >= seq_no)
+                })
+                .map_or(acked, |(at, _)| *at);
+            visible.saturating_sub(acked).as_secs_f64() * 1000.0
+        })
+        .collect()
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn replication(c: &mut Criterion) {
+    let docs = env_usize("TANDEM_BENCH_REPLICATION_DOCS", 100_000);
+    let workload = Workload::generate(docs, 0.3, WRITERS, SEED + 7);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let _entered = runtime.enter();
+    let mut group = c.benchmark_group("replication_throughput");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_millis(1));
+    let (mut alone, mut followed, mut applied) = (Vec::new(), Vec::new(), Vec::new());
+    group.bench_function("leader_alone", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let pair = pair();
+                let elapsed = ingest(&pair.leader, workload.bulks(BULK_SIZE));
+                alone.push(per_second(docs, elapsed));
+                total += elapsed;
+            }
+            total
+        })
+    });
+    group.bench_function("leader_followed", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let pair = pair();
+                let task = follow(&pair);
+                let elapsed = ingest(&pair.leader, workload.bulks(BULK_SIZE));
+                followed.push(per_second(docs, elapsed));
+                wait_caught_up(&pair, Duration::from_secs(300));
+                runtime.block_on(task.stop());
+                total += elapsed;
+            }
+            total
+        })
+    });
+    group.bench_function("follower_apply", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let pair = pair();
+                ingest(&pair.leader, workload.bulks(BULK_SIZE));
+                let task = follow(&pair);
+                let elapsed = wait_caught_up(&pair, Duration::from_secs(300));
+                runtime.block_on(task.stop());
+                applied.push(per_second(docs, elapsed));
+                total += elapsed;
+            }
+            total
+        })
+    });
+    group.finish();
+    if alone.is_empty() || followed.is_empty() || applied.is_empty() {
+        return; // filtered out on the command line
+    }
+    let max_rate = median(&alone);
+    let pair = pair();
+    let task = follow(&pair);
+    let lags = paced_lags(&pair, &workload, max_rate / 2.0);
+    runtime.block_on(task.stop());
+    eprintln!(
+        "replication_throughput: {docs} docs (30% updates), leader alone {:.0} docs/s, \
+         followed {:.0} docs/s (ratio {:.2}), follower apply {:.0} docs/s (ratio {:.2}); \
+         at half load ({:.0} docs/s) lag p50 {:.1} ms, p99 {:.1} ms over {} bulks",
+        max_rate,
+        median(&followed),
+        median(&followed) / max_rate,
+        median(&applied),
+        median(&applied) / max_rate,
+        max_rate / 2.0,
+        percentile(&lags, 50.0),
+        percentile(&lags, 99.0),
+        lags.len()
+    );
+}
+
+criterion_group!(benches, replication);
+criterion_main!(benches);
