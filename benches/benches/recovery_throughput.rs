@@ -56,7 +56,9 @@ fn main() {
         .iter()
         .map(|f| f.info().name.clone())
         .collect();
-    drop(pinned);
+    // Held to the end: `cp` reads these files from the leader's directory, and a merge that
+    // ends meanwhile must not garbage-collect them (it did: `cp` failed on a vanished file).
+    let _pinned = pinned;
     println!(
         "recovery_throughput: leader shard of {:.0} MiB in {} files (loaded in {:.1?})",
         total_bytes as f64 / MIB as f64,
