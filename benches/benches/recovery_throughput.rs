@@ -290,11 +290,8 @@ fn cp_and_fsync(from: &Path, files: &[String], to: &Path) -> Duration {
 mod subset {
     use std::sync::Arc;
 
-    use tandem_engine::index::IndexMetadata;
-    use tandem_engine::SeqNo;
     use tandem_recovery::{
-        FileChunk, LeaderClient, LeaderFuture, RecoverySessionInfo, SessionId, ShardChangesRequest,
-        ShardChangesResponse, ShardId,
+        ForwardingLeaderClient, LeaderClient, LeaderFuture, RecoverySessionInfo, ShardId,
     };
 
     /// Announces only the first files of a session, up to `budget` bytes (the copy is then not
@@ -304,43 +301,11 @@ mod subset {
         pub budget: u64,
     }
 
-    impl LeaderClient for SubsetClient {
-        fn index_metadata(&self, index: &str) -> LeaderFuture<'_, IndexMetadata> {
-            self.inner.index_metadata(index)
+    impl ForwardingLeaderClient for SubsetClient {
+        fn inner(&self) -> &dyn LeaderClient {
+            self.inner.as_ref()
         }
-        fn list_indices(
-            &self,
-        ) -> LeaderFuture<'_, Vec<tandem_recovery::client::LeaderIndexSummary>> {
-            self.inner.list_indices()
-        }
-        fn shard_changes(
-            &self,
-            request: ShardChangesRequest,
-        ) -> LeaderFuture<'_, ShardChangesResponse> {
-            self.inner.shard_changes(request)
-        }
-        fn add_retention_lease(
-            &self,
-            shard: ShardId,
-            lease_id: String,
-            retaining_seq_no: SeqNo,
-            source: String,
-        ) -> LeaderFuture<'_, ()> {
-            self.inner
-                .add_retention_lease(shard, lease_id, retaining_seq_no, source)
-        }
-        fn renew_retention_lease(
-            &self,
-            shard: ShardId,
-            lease_id: String,
-            retaining_seq_no: SeqNo,
-        ) -> LeaderFuture<'_, ()> {
-            self.inner
-                .renew_retention_lease(shard, lease_id, retaining_seq_no)
-        }
-        fn remove_retention_lease(&self, shard: ShardId, lease_id: String) -> LeaderFuture<'_, ()> {
-            self.inner.remove_retention_lease(shard, lease_id)
-        }
+
         fn open_recovery_session(&self, shard: ShardId) -> LeaderFuture<'_, RecoverySessionInfo> {
             Box::pin(async move {
                 let mut info = self.inner.open_recovery_session(shard).await?;
@@ -357,24 +322,6 @@ mod subset {
                 info.files.extend(meta);
                 Ok(info)
             })
-        }
-        fn read_file_chunk(
-            &self,
-            shard: ShardId,
-            session: SessionId,
-            file: String,
-            offset: u64,
-            length: usize,
-        ) -> LeaderFuture<'_, FileChunk> {
-            self.inner
-                .read_file_chunk(shard, session, file, offset, length)
-        }
-        fn close_recovery_session(
-            &self,
-            shard: ShardId,
-            session: SessionId,
-        ) -> LeaderFuture<'_, ()> {
-            self.inner.close_recovery_session(shard, session)
         }
     }
 }

@@ -196,3 +196,141 @@ pub trait LeaderClient: Send + Sync {
     /// session succeeds.
     fn close_recovery_session(&self, shard: ShardId, session: SessionId) -> LeaderFuture<'_, ()>;
 }
+
+/// A [`LeaderClient`] that wraps another one and forwards every call it does not override.
+///
+/// Wrappers (fault injection, test hooks, restricted views) implement this trait instead of
+/// [`LeaderClient`] and write only the methods they change; the blanket implementation below
+/// makes them `LeaderClient`s.
+pub trait ForwardingLeaderClient: Send + Sync {
+    /// The client every call not overridden goes to.
+    fn inner(&self) -> &dyn LeaderClient;
+
+    /// See [`LeaderClient::index_metadata`].
+    fn index_metadata(&self, index: &str) -> LeaderFuture<'_, IndexMetadata> {
+        self.inner().index_metadata(index)
+    }
+
+    /// See [`LeaderClient::list_indices`].
+    fn list_indices(&self) -> LeaderFuture<'_, Vec<LeaderIndexSummary>> {
+        self.inner().list_indices()
+    }
+
+    /// See [`LeaderClient::shard_changes`].
+    fn shard_changes(
+        &self,
+        request: ShardChangesRequest,
+    ) -> LeaderFuture<'_, ShardChangesResponse> {
+        self.inner().shard_changes(request)
+    }
+
+    /// See [`LeaderClient::add_retention_lease`].
+    fn add_retention_lease(
+        &self,
+        shard: ShardId,
+        lease_id: String,
+        retaining_seq_no: SeqNo,
+        source: String,
+    ) -> LeaderFuture<'_, ()> {
+        self.inner()
+            .add_retention_lease(shard, lease_id, retaining_seq_no, source)
+    }
+
+    /// See [`LeaderClient::renew_retention_lease`].
+    fn renew_retention_lease(
+        &self,
+        shard: ShardId,
+        lease_id: String,
+        retaining_seq_no: SeqNo,
+    ) -> LeaderFuture<'_, ()> {
+        self.inner()
+            .renew_retention_lease(shard, lease_id, retaining_seq_no)
+    }
+
+    /// See [`LeaderClient::remove_retention_lease`].
+    fn remove_retention_lease(&self, shard: ShardId, lease_id: String) -> LeaderFuture<'_, ()> {
+        self.inner().remove_retention_lease(shard, lease_id)
+    }
+
+    /// See [`LeaderClient::open_recovery_session`].
+    fn open_recovery_session(&self, shard: ShardId) -> LeaderFuture<'_, RecoverySessionInfo> {
+        self.inner().open_recovery_session(shard)
+    }
+
+    /// See [`LeaderClient::read_file_chunk`].
+    fn read_file_chunk(
+        &self,
+        shard: ShardId,
+        session: SessionId,
+        file: String,
+        offset: u64,
+        length: usize,
+    ) -> LeaderFuture<'_, FileChunk> {
+        self.inner()
+            .read_file_chunk(shard, session, file, offset, length)
+    }
+
+    /// See [`LeaderClient::close_recovery_session`].
+    fn close_recovery_session(&self, shard: ShardId, session: SessionId) -> LeaderFuture<'_, ()> {
+        self.inner().close_recovery_session(shard, session)
+    }
+}
+
+impl<T: ForwardingLeaderClient> LeaderClient for T {
+    fn index_metadata(&self, index: &str) -> LeaderFuture<'_, IndexMetadata> {
+        ForwardingLeaderClient::index_metadata(self, index)
+    }
+
+    fn list_indices(&self) -> LeaderFuture<'_, Vec<LeaderIndexSummary>> {
+        ForwardingLeaderClient::list_indices(self)
+    }
+
+    fn shard_changes(
+        &self,
+        request: ShardChangesRequest,
+    ) -> LeaderFuture<'_, ShardChangesResponse> {
+        ForwardingLeaderClient::shard_changes(self, request)
+    }
+
+    fn add_retention_lease(
+        &self,
+        shard: ShardId,
+        lease_id: String,
+        retaining_seq_no: SeqNo,
+        source: String,
+    ) -> LeaderFuture<'_, ()> {
+        ForwardingLeaderClient::add_retention_lease(self, shard, lease_id, retaining_seq_no, source)
+    }
+
+    fn renew_retention_lease(
+        &self,
+        shard: ShardId,
+        lease_id: String,
+        retaining_seq_no: SeqNo,
+    ) -> LeaderFuture<'_, ()> {
+        ForwardingLeaderClient::renew_retention_lease(self, shard, lease_id, retaining_seq_no)
+    }
+
+    fn remove_retention_lease(&self, shard: ShardId, lease_id: String) -> LeaderFuture<'_, ()> {
+        ForwardingLeaderClient::remove_retention_lease(self, shard, lease_id)
+    }
+
+    fn open_recovery_session(&self, shard: ShardId) -> LeaderFuture<'_, RecoverySessionInfo> {
+        ForwardingLeaderClient::open_recovery_session(self, shard)
+    }
+
+    fn read_file_chunk(
+        &self,
+        shard: ShardId,
+        session: SessionId,
+        file: String,
+        offset: u64,
+        length: usize,
+    ) -> LeaderFuture<'_, FileChunk> {
+        ForwardingLeaderClient::read_file_chunk(self, shard, session, file, offset, length)
+    }
+
+    fn close_recovery_session(&self, shard: ShardId, session: SessionId) -> LeaderFuture<'_, ()> {
+        ForwardingLeaderClient::close_recovery_session(self, shard, session)
+    }
+}

@@ -27,8 +27,8 @@ pub mod source;
 pub mod target;
 
 pub use client::{
-    FileChunk, LeaderClient, LeaderFuture, RecoverySessionInfo, SessionId, ShardChangesRequest,
-    ShardChangesResponse, ShardId,
+    FileChunk, ForwardingLeaderClient, LeaderClient, LeaderFuture, LeaderIndexSummary,
+    RecoverySessionInfo, SessionId, ShardChangesRequest, ShardChangesResponse, ShardId,
 };
 pub use error::{LeaderError, RecoveryError};
 pub use in_process::InProcessLeaderClient;

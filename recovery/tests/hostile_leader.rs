@@ -7,12 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use tandem_engine::index::IndexMetadata;
-use tandem_engine::SeqNo;
 use tandem_recovery::{
-    FileChunk, InProcessLeaderClient, LeaderClient, LeaderError, LeaderFuture, RecoveryError,
-    RecoverySessionInfo, RecoverySourceSettings, RecoveryStage, RecoveryTarget, SessionId,
-    ShardChangesRequest, ShardChangesResponse, ShardId,
+    FileChunk, ForwardingLeaderClient, InProcessLeaderClient, LeaderClient, LeaderError,
+    LeaderFuture, RecoveryError, RecoverySessionInfo, RecoverySourceSettings, RecoveryStage,
+    RecoveryTarget, SessionId, ShardId,
 };
 
 /// Renames the first file of every session to `name`, and serves it under that name.
@@ -21,41 +19,11 @@ struct RenamingClient {
     name: String,
 }
 
-impl LeaderClient for RenamingClient {
-    fn index_metadata(&self, index: &str) -> LeaderFuture<'_, IndexMetadata> {
-        self.inner.index_metadata(index)
+impl ForwardingLeaderClient for RenamingClient {
+    fn inner(&self) -> &dyn LeaderClient {
+        &self.inner
     }
-    fn list_indices(&self) -> LeaderFuture<'_, Vec<tandem_recovery::client::LeaderIndexSummary>> {
-        self.inner.list_indices()
-    }
-    fn shard_changes(
-        &self,
-        request: ShardChangesRequest,
-    ) -> LeaderFuture<'_, ShardChangesResponse> {
-        self.inner.shard_changes(request)
-    }
-    fn add_retention_lease(
-        &self,
-        shard: ShardId,
-        lease_id: String,
-        retaining_seq_no: SeqNo,
-        source: String,
-    ) -> LeaderFuture<'_, ()> {
-        self.inner
-            .add_retention_lease(shard, lease_id, retaining_seq_no, source)
-    }
-    fn renew_retention_lease(
-        &self,
-        shard: ShardId,
-        lease_id: String,
-        retaining_seq_no: SeqNo,
-    ) -> LeaderFuture<'_, ()> {
-        self.inner
-            .renew_retention_lease(shard, lease_id, retaining_seq_no)
-    }
-    fn remove_retention_lease(&self, shard: ShardId, lease_id: String) -> LeaderFuture<'_, ()> {
-        self.inner.remove_retention_lease(shard, lease_id)
-    }
+
     fn open_recovery_session(&self, shard: ShardId) -> LeaderFuture<'_, RecoverySessionInfo> {
         Box::pin(async move {
             let mut info = self.inner.open_recovery_session(shard).await?;
@@ -63,6 +31,7 @@ impl LeaderClient for RenamingClient {
             Ok(info)
         })
     }
+
     fn read_file_chunk(
         &self,
         _shard: ShardId,
@@ -77,9 +46,6 @@ impl LeaderClient for RenamingClient {
                 source_throttle: Duration::ZERO,
             })
         })
-    }
-    fn close_recovery_session(&self, shard: ShardId, session: SessionId) -> LeaderFuture<'_, ()> {
-        self.inner.close_recovery_session(shard, session)
     }
 }
 

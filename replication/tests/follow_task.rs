@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tandem_engine::index::Index;
-use tandem_engine::index::IndexMetadata;
 use tandem_engine::shard::{DeleteRequest, IndexRequest, WriteRequest};
 use tandem_engine::{SeqNo, ShardEngine};
 use tandem_recovery::client::{
-    FileChunk, LeaderClient, LeaderFuture, RecoverySessionInfo, SessionId, ShardChangesRequest,
-    ShardChangesResponse, ShardId,
+    ForwardingLeaderClient, LeaderClient, LeaderFuture, ShardChangesRequest, ShardChangesResponse,
+    ShardId,
 };
 use tandem_recovery::error::LeaderError;
 use tandem_recovery::in_process::InProcessLeaderClient;
@@ -524,13 +523,9 @@ impl FaultyLeader {
     }
 }
 
-impl LeaderClient for FaultyLeader {
-    fn index_metadata(&self, index: &str) -> LeaderFuture<'_, IndexMetadata> {
-        self.inner.index_metadata(index)
-    }
-
-    fn list_indices(&self) -> LeaderFuture<'_, Vec<tandem_recovery::client::LeaderIndexSummary>> {
-        self.inner.list_indices()
+impl ForwardingLeaderClient for FaultyLeader {
+    fn inner(&self) -> &dyn LeaderClient {
+        self.inner.as_ref()
     }
 
     fn shard_changes(
@@ -559,51 +554,6 @@ impl LeaderClient for FaultyLeader {
                 _ => self.inner.shard_changes(request).await,
             }
         })
-    }
-
-    fn add_retention_lease(
-        &self,
-        shard: ShardId,
-        lease_id: String,
-        retaining_seq_no: SeqNo,
-        source: String,
-    ) -> LeaderFuture<'_, ()> {
-        self.inner
-            .add_retention_lease(shard, lease_id, retaining_seq_no, source)
-    }
-
-    fn renew_retention_lease(
-        &self,
-        shard: ShardId,
-        lease_id: String,
-        retaining_seq_no: SeqNo,
-    ) -> LeaderFuture<'_, ()> {
-        self.inner
-            .renew_retention_lease(shard, lease_id, retaining_seq_no)
-    }
-
-    fn remove_retention_lease(&self, shard: ShardId, lease_id: String) -> LeaderFuture<'_, ()> {
-        self.inner.remove_retention_lease(shard, lease_id)
-    }
-
-    fn open_recovery_session(&self, shard: ShardId) -> LeaderFuture<'_, RecoverySessionInfo> {
-        self.inner.open_recovery_session(shard)
-    }
-
-    fn read_file_chunk(
-        &self,
-        shard: ShardId,
-        session: SessionId,
-        file: String,
-        offset: u64,
-        length: usize,
-    ) -> LeaderFuture<'_, FileChunk> {
-        self.inner
-            .read_file_chunk(shard, session, file, offset, length)
-    }
-
-    fn close_recovery_session(&self, shard: ShardId, session: SessionId) -> LeaderFuture<'_, ()> {
-        self.inner.close_recovery_session(shard, session)
     }
 }
 

@@ -16,9 +16,9 @@ use tandem_engine::mapper::DocumentMapper;
 use tandem_engine::shard::{DeleteRequest, IndexRequest};
 use tandem_engine::{Durability, SeqNo, ShardConfig, ShardEngine};
 use tandem_recovery::{
-    FileChunk, InProcessLeaderClient, LeaderClient, LeaderError, LeaderFuture, RecoveryRequest,
-    RecoverySessionInfo, RecoverySettings, RecoverySource, RecoverySourceSettings, SessionId,
-    ShardChangesRequest, ShardChangesResponse, ShardId,
+    FileChunk, ForwardingLeaderClient, InProcessLeaderClient, LeaderClient, LeaderError,
+    LeaderFuture, RecoveryRequest, RecoverySettings, RecoverySource, RecoverySourceSettings,
+    SessionId, ShardId,
 };
 
 pub const LEADER_INDEX: &str = "leader";
@@ -251,48 +251,9 @@ impl FaultyLeaderClient {
     }
 }
 
-impl LeaderClient for FaultyLeaderClient {
-    fn index_metadata(&self, index: &str) -> LeaderFuture<'_, IndexMetadata> {
-        self.inner.index_metadata(index)
-    }
-    fn list_indices(&self) -> LeaderFuture<'_, Vec<tandem_recovery::client::LeaderIndexSummary>> {
-        self.inner.list_indices()
-    }
-
-    fn shard_changes(
-        &self,
-        request: ShardChangesRequest,
-    ) -> LeaderFuture<'_, ShardChangesResponse> {
-        self.inner.shard_changes(request)
-    }
-
-    fn add_retention_lease(
-        &self,
-        shard: ShardId,
-        lease_id: String,
-        retaining_seq_no: SeqNo,
-        source: String,
-    ) -> LeaderFuture<'_, ()> {
-        self.inner
-            .add_retention_lease(shard, lease_id, retaining_seq_no, source)
-    }
-
-    fn renew_retention_lease(
-        &self,
-        shard: ShardId,
-        lease_id: String,
-        retaining_seq_no: SeqNo,
-    ) -> LeaderFuture<'_, ()> {
-        self.inner
-            .renew_retention_lease(shard, lease_id, retaining_seq_no)
-    }
-
-    fn remove_retention_lease(&self, shard: ShardId, lease_id: String) -> LeaderFuture<'_, ()> {
-        self.inner.remove_retention_lease(shard, lease_id)
-    }
-
-    fn open_recovery_session(&self, shard: ShardId) -> LeaderFuture<'_, RecoverySessionInfo> {
-        self.inner.open_recovery_session(shard)
+impl ForwardingLeaderClient for FaultyLeaderClient {
+    fn inner(&self) -> &dyn LeaderClient {
+        self.inner.as_ref()
     }
 
     fn read_file_chunk(
@@ -342,10 +303,6 @@ impl LeaderClient for FaultyLeaderClient {
             }
         })
     }
-
-    fn close_recovery_session(&self, shard: ShardId, session: SessionId) -> LeaderFuture<'_, ()> {
-        self.inner.close_recovery_session(shard, session)
-    }
 }
 
 /// A predicate and the action it triggers, run once.
@@ -394,48 +351,9 @@ impl HookClient {
     }
 }
 
-impl LeaderClient for HookClient {
-    fn index_metadata(&self, index: &str) -> LeaderFuture<'_, IndexMetadata> {
-        self.inner.index_metadata(index)
-    }
-    fn list_indices(&self) -> LeaderFuture<'_, Vec<tandem_recovery::client::LeaderIndexSummary>> {
-        self.inner.list_indices()
-    }
-
-    fn shard_changes(
-        &self,
-        request: ShardChangesRequest,
-    ) -> LeaderFuture<'_, ShardChangesResponse> {
-        self.inner.shard_changes(request)
-    }
-
-    fn add_retention_lease(
-        &self,
-        shard: ShardId,
-        lease_id: String,
-        retaining_seq_no: SeqNo,
-        source: String,
-    ) -> LeaderFuture<'_, ()> {
-        self.inner
-            .add_retention_lease(shard, lease_id, retaining_seq_no, source)
-    }
-
-    fn renew_retention_lease(
-        &self,
-        shard: ShardId,
-        lease_id: String,
-        retaining_seq_no: SeqNo,
-    ) -> LeaderFuture<'_, ()> {
-        self.inner
-            .renew_retention_lease(shard, lease_id, retaining_seq_no)
-    }
-
-    fn remove_retention_lease(&self, shard: ShardId, lease_id: String) -> LeaderFuture<'_, ()> {
-        self.inner.remove_retention_lease(shard, lease_id)
-    }
-
-    fn open_recovery_session(&self, shard: ShardId) -> LeaderFuture<'_, RecoverySessionInfo> {
-        self.inner.open_recovery_session(shard)
+impl ForwardingLeaderClient for HookClient {
+    fn inner(&self) -> &dyn LeaderClient {
+        self.inner.as_ref()
     }
 
     fn read_file_chunk(
@@ -452,9 +370,5 @@ impl LeaderClient for HookClient {
                 .read_file_chunk(shard, session, file, offset, length)
                 .await
         })
-    }
-
-    fn close_recovery_session(&self, shard: ShardId, session: SessionId) -> LeaderFuture<'_, ()> {
-        self.inner.close_recovery_session(shard, session)
     }
 }
