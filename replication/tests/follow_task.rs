@@ -38,6 +38,45 @@ fn create_index(dir: &std::path::Path, name: &str, shards: u32) -> Arc<Index> {
     Arc::new(index)
 }
 
+/// A leader index `logs` and a follower index `logs-copy` (in follower mode) in `dir`.
+fn leader_and_follower(dir: &std::path::Path, shards: u32) -> (Arc<Index>, Arc<Index>) {
+    let leader = create_index(&dir.join("leader"), "logs", shards);
+    let follower = create_index(&dir.join("follower"), "logs-copy", shards);
+    follower.set_follower(true).unwrap();
+    (leader, follower)
+}
+
+/// An in-process leader client serving `leader`.
+fn client_for(leader: &Arc<Index>) -> InProcessLeaderClient {
+    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
+    client.register_index(leader.clone());
+    client
+}
+
+/// Samples `metric` of the task's stats until shard 0 of the follower has caught up with the
+/// leader; returns the largest value seen. Fails on a fatal exception or no progress.
+async fn peak_until_caught_up(
+    task: &ShardFollowTask,
+    leader: &Index,
+    follower: &Index,
+    metric: impl Fn(&tandem_replication::stats::ShardFollowStats) -> u64,
+) -> u64 {
+    let target = leader.shards()[0].global_checkpoint();
+    let mut peak = 0u64;
+    let started = Instant::now();
+    while follower.shards()[0].global_checkpoint() < target {
+        let stats = task.stats();
+        peak = peak.max(metric(&stats));
+        assert!(stats.fatal_exception.is_none(), "{stats:?}");
+        assert!(
+            started.elapsed() < CONVERGE_WITHIN,
+            "no progress: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    peak
+}
+
 type History = Vec<(i64, u64, u64, String, Option<String>, Option<Vec<u8>>)>;
 
 fn history(shard: &ShardEngine) -> History {
@@ -79,11 +118,8 @@ fn live_documents(index: &Index, ids: u64) -> BTreeMap<String, (i64, u64, Vec<u8
 
 async fn replicate_under_load(shards: u32) {
     let dir = tempfile::tempdir().unwrap();
-    let leader = create_index(&dir.path().join("leader"), "logs", shards);
-    let follower = create_index(&dir.path().join("follower"), "logs-copy", shards);
-    follower.set_follower(true).unwrap();
-    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
-    client.register_index(leader.clone());
+    let (leader, follower) = leader_and_follower(dir.path(), shards);
+    let client = client_for(&leader);
     let client = Arc::new(client);
 
     let parameters = FollowParameters {
@@ -265,12 +301,9 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_write_buffer_stays_under_its_caps_with_a_slow_follower() {
     let dir = tempfile::tempdir().unwrap();
-    let leader = create_index(&dir.path().join("leader"), "logs", 1);
-    let follower = create_index(&dir.path().join("follower"), "logs-copy", 1);
-    follower.set_follower(true).unwrap();
+    let (leader, follower) = leader_and_follower(dir.path(), 1);
     fill(&leader, 4000);
-    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
-    client.register_index(leader.clone());
+    let client = client_for(&leader);
     // One write of 5 operations at a time against reads of 40: the follower is the bottleneck.
     const BUFFER_COUNT: i64 = 120;
     const READ_OPS: i64 = 40;
@@ -290,19 +323,10 @@ async fn the_write_buffer_stays_under_its_caps_with_a_slow_follower() {
         Arc::new(client),
         task_config(&leader, &follower, 0, parameters),
     );
-    let target = leader.shards()[0].global_checkpoint();
-    let mut peak = 0u64;
-    let started = Instant::now();
-    while follower.shards()[0].global_checkpoint() < target {
-        let stats = task.stats();
-        peak = peak.max(stats.write_buffer_operation_count);
-        assert!(stats.fatal_exception.is_none(), "{stats:?}");
-        assert!(
-            started.elapsed() < CONVERGE_WITHIN,
-            "no progress: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let peak = peak_until_caught_up(&task, &leader, &follower, |stats| {
+        stats.write_buffer_operation_count
+    })
+    .await;
     task.stop().await;
     // Reads stop once the buffer is full; those already in flight may still land.
     let bound = (BUFFER_COUNT + READS * READ_OPS) as u64;
@@ -316,16 +340,13 @@ async fn the_write_buffer_stays_under_its_caps_with_a_slow_follower() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_byte_cap_bounds_the_write_buffer() {
     let dir = tempfile::tempdir().unwrap();
-    let leader = create_index(&dir.path().join("leader"), "logs", 1);
-    let follower = create_index(&dir.path().join("follower"), "logs-copy", 1);
-    follower.set_follower(true).unwrap();
+    let (leader, follower) = leader_and_follower(dir.path(), 1);
     fill(&leader, 3000);
     let one_op = leader.shards()[0]
         .changes(SeqNo(0), SeqNo(0), 1, usize::MAX)
         .unwrap()[0]
         .size_in_bytes() as u64;
-    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
-    client.register_index(leader.clone());
+    let client = client_for(&leader);
     let cap = 60 * one_op;
     let parameters = FollowParameters {
         max_read_request_operation_count: Some(30),
@@ -342,14 +363,10 @@ async fn the_byte_cap_bounds_the_write_buffer() {
         Arc::new(client),
         task_config(&leader, &follower, 0, parameters),
     );
-    let target = leader.shards()[0].global_checkpoint();
-    let mut peak = 0u64;
-    let started = Instant::now();
-    while follower.shards()[0].global_checkpoint() < target {
-        peak = peak.max(task.stats().write_buffer_size_in_bytes);
-        assert!(started.elapsed() < CONVERGE_WITHIN, "no progress");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let peak = peak_until_caught_up(&task, &leader, &follower, |stats| {
+        stats.write_buffer_size_in_bytes
+    })
+    .await;
     task.stop().await;
     // Sources vary a little in length: allow 10% per operation.
     let bound = (cap + 2 * 30 * one_op) * 11 / 10;
@@ -360,9 +377,7 @@ async fn the_byte_cap_bounds_the_write_buffer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_leader_index_is_fatal() {
     let dir = tempfile::tempdir().unwrap();
-    let leader = create_index(&dir.path().join("leader"), "logs", 1);
-    let follower = create_index(&dir.path().join("follower"), "logs-copy", 1);
-    follower.set_follower(true).unwrap();
+    let (leader, follower) = leader_and_follower(dir.path(), 1);
     // The client knows no index: the leader index is gone.
     let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
     let task = ShardFollowTask::start(
@@ -405,8 +420,7 @@ async fn pruned_leader_history_is_fatal_with_the_missing_history_message() {
     leader.shards()[0].force_merge(1).unwrap();
     let follower = create_index(&dir.path().join("follower"), "logs-copy", 1);
     follower.set_follower(true).unwrap();
-    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
-    client.register_index(leader.clone());
+    let client = client_for(&leader);
     let task = ShardFollowTask::start(
         Arc::new(client),
         task_config(&leader, &follower, 0, Default::default()),
@@ -440,11 +454,8 @@ async fn pruned_leader_history_is_fatal_with_the_missing_history_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_leader_mapping_is_applied_before_the_operations_that_need_it() {
     let dir = tempfile::tempdir().unwrap();
-    let leader = create_index(&dir.path().join("leader"), "logs", 1);
-    let follower = create_index(&dir.path().join("follower"), "logs-copy", 1);
-    follower.set_follower(true).unwrap();
-    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
-    client.register_index(leader.clone());
+    let (leader, follower) = leader_and_follower(dir.path(), 1);
+    let client = client_for(&leader);
     let task = ShardFollowTask::start(
         Arc::new(client),
         task_config(&leader, &follower, 0, Default::default()),
@@ -475,14 +486,11 @@ async fn a_newer_leader_mapping_is_applied_before_the_operations_that_need_it() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_leader_history_is_fatal() {
     let dir = tempfile::tempdir().unwrap();
-    let leader = create_index(&dir.path().join("leader"), "logs", 1);
-    let follower = create_index(&dir.path().join("follower"), "logs-copy", 1);
-    follower.set_follower(true).unwrap();
+    let (leader, follower) = leader_and_follower(dir.path(), 1);
     leader
         .index(IndexRequest::new("doc-1", r#"{"n":1}"#))
         .unwrap();
-    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
-    client.register_index(leader.clone());
+    let client = client_for(&leader);
     let mut config = task_config(&leader, &follower, 0, Default::default());
     config.leader_history_uuid = Some("a-replaced-leader".to_string());
     let task = ShardFollowTask::start(Arc::new(client), config);
@@ -560,11 +568,8 @@ impl ForwardingLeaderClient for FaultyLeader {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_cost_retries_but_no_gap_or_duplicate() {
     let dir = tempfile::tempdir().unwrap();
-    let leader = create_index(&dir.path().join("leader"), "logs", 1);
-    let follower = create_index(&dir.path().join("follower"), "logs-copy", 1);
-    follower.set_follower(true).unwrap();
-    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
-    client.register_index(leader.clone());
+    let (leader, follower) = leader_and_follower(dir.path(), 1);
+    let client = client_for(&leader);
     let faulty = Arc::new(FaultyLeader::new(Arc::new(client), 17));
     let parameters = FollowParameters {
         max_read_request_operation_count: Some(50),
@@ -603,12 +608,9 @@ async fn faults_cost_retries_but_no_gap_or_duplicate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lease_is_renewed_to_the_follower_checkpoint_and_re_added_when_it_vanished() {
     let dir = tempfile::tempdir().unwrap();
-    let leader = create_index(&dir.path().join("leader"), "logs", 1);
-    let follower = create_index(&dir.path().join("follower"), "logs-copy", 1);
-    follower.set_follower(true).unwrap();
+    let (leader, follower) = leader_and_follower(dir.path(), 1);
     fill(&leader, 100);
-    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
-    client.register_index(leader.clone());
+    let client = client_for(&leader);
     leader.shards()[0]
         .add_retention_lease("follower-lease", SeqNo(0), "ccr")
         .unwrap();
