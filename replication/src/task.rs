@@ -99,6 +99,7 @@ impl ShardFollowTask {
             outstanding_writes: 0,
             buffer: WriteBuffer::new(),
             read_exceptions: BTreeMap::new(),
+            follower_mapping_version: config.follower_mapping_version,
             status: status.clone(),
             rng: StdRng::from_os_rng(),
             fatal: None,
@@ -247,6 +248,8 @@ struct FollowLoop {
     outstanding_reads: usize,
     outstanding_writes: usize,
     buffer: WriteBuffer,
+    /// The leader mapping version the follower index has applied.
+    follower_mapping_version: u64,
     /// Reads being retried: first seq_no -> (retries, last error).
     read_exceptions: BTreeMap<i64, (u32, ErrorBody)>,
     status: Arc<Mutex<TaskStatus>>,
@@ -417,33 +420,17 @@ impl FollowLoop {
         let response = match result {
             Ok(response) => response,
             Err(error) => {
-                self.counters.failed_reads += 1;
                 let body = leader_error_body(&error);
-                if !error.is_retryable() {
+                if error.is_retryable() {
+                    tracing::debug!(from = range.from.0, %error, "retrying a read");
+                    self.retry_read(range, body, children);
+                } else {
+                    self.counters.failed_reads += 1;
                     self.fail(body);
-                    return;
                 }
-                let entry = self
-                    .read_exceptions
-                    .entry(range.from.0)
-                    .or_insert((0, body.clone()));
-                entry.0 += 1;
-                entry.1 = body;
-                let delay = retry_delay(
-                    entry.0,
-                    self.config.parameters.max_retry_delay.0,
-                    &mut self.rng,
-                );
-                tracing::debug!(from = range.from.0, retries = entry.0, ?delay, %error, "retrying a read");
-                // The read keeps its slot while it waits.
-                self.send_read(children, range, delay);
                 return;
             }
         };
-        self.read_exceptions.remove(&range.from.0);
-        self.counters.successful_reads += 1;
-        self.counters.total_read_remote_exec_time += response.took;
-        self.status.lock().last_read = Some(Instant::now());
         self.leader_global_checkpoint = self
             .leader_global_checkpoint
             .max(response.global_checkpoint);
@@ -451,28 +438,17 @@ impl FollowLoop {
         self.leader_max_seq_no_of_updates = self
             .leader_max_seq_no_of_updates
             .max(response.max_seq_no_of_updates);
-        if response.mapping_version > self.status.lock().stats.follower_mapping_version {
+        if response.mapping_version > self.follower_mapping_version {
             if let Err(error) = self.catch_up_mapping(response.mapping_version).await {
-                // Retried as a failed read: nothing of the response is applied yet.
-                self.counters.failed_reads += 1;
-                let retries = {
-                    let entry = self
-                        .read_exceptions
-                        .entry(range.from.0)
-                        .or_insert((0, error.clone()));
-                    entry.0 += 1;
-                    entry.1 = error;
-                    entry.0
-                };
-                let delay = retry_delay(
-                    retries,
-                    self.config.parameters.max_retry_delay.0,
-                    &mut self.rng,
-                );
-                self.send_read(children, range, delay);
+                // Nothing of the response is applied yet: retried like a failed read.
+                self.retry_read(range, error, children);
                 return;
             }
         }
+        self.read_exceptions.remove(&range.from.0);
+        self.counters.successful_reads += 1;
+        self.counters.total_read_remote_exec_time += response.took;
+        self.status.lock().last_read = Some(Instant::now());
         let mut next_from = range.from;
         if let Some(last) = response.operations.last() {
             next_from = SeqNo(last.seq_no.0 + 1);
@@ -502,6 +478,23 @@ impl FollowLoop {
         }
     }
 
+    /// Counts a failed read and sends it again after the backoff delay; it keeps its slot.
+    fn retry_read(&mut self, range: ReadRange, error: ErrorBody, children: &mut JoinSet<Event>) {
+        self.counters.failed_reads += 1;
+        let entry = self
+            .read_exceptions
+            .entry(range.from.0)
+            .or_insert((0, error.clone()));
+        entry.0 += 1;
+        entry.1 = error;
+        let delay = retry_delay(
+            entry.0,
+            self.config.parameters.max_retry_delay.0,
+            &mut self.rng,
+        );
+        self.send_read(children, range, delay);
+    }
+
     async fn catch_up_mapping(&mut self, leader_mapping_version: u64) -> Result<(), ErrorBody> {
         let metadata = self
             .client
@@ -512,9 +505,7 @@ impl FollowLoop {
             .follower_index
             .apply_leader_mappings(metadata.mappings.clone(), metadata.mapping_version)
             .map_err(|error| engine_error_body(&error))?;
-        let mut status = self.status.lock();
-        status.stats.follower_mapping_version =
-            metadata.mapping_version.max(leader_mapping_version);
+        self.follower_mapping_version = metadata.mapping_version.max(leader_mapping_version);
         Ok(())
     }
 
@@ -623,6 +614,7 @@ impl FollowLoop {
         status.follower_global_checkpoint = self.engine().global_checkpoint().0;
         status.follower_max_seq_no = self.engine().max_seq_no().0;
         status.last_requested_seq_no = self.last_requested_seq_no.0;
+        status.follower_mapping_version = self.follower_mapping_version;
         status.outstanding_read_requests = self.outstanding_reads as u32;
         status.outstanding_write_requests = self.outstanding_writes as u32;
         status.write_buffer_operation_count = self.buffer.len() as u64;
