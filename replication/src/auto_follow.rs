@@ -21,7 +21,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tandem_engine::leases::write_file_atomically;
 use tandem_recovery::client::LeaderIndexSummary;
 use tokio::sync::Mutex;
 
@@ -29,6 +28,7 @@ use crate::error::CcrError;
 use crate::follower_indices::{FollowRequest, FollowerIndices};
 use crate::params::FollowParameters;
 use crate::remote::RemoteClusters;
+use crate::state_file;
 use crate::stats::ErrorBody;
 
 /// File of the persisted auto-follow state.
@@ -187,13 +187,7 @@ impl AutoFollowCoordinator {
         remotes: Arc<RemoteClusters>,
         state_dir: &Path,
     ) -> Result<AutoFollowCoordinator, CcrError> {
-        let path = state_dir.join(STATE_FILE);
-        let patterns = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|error| CcrError::State(format!("{}: {error}", path.display())))?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(error) => return Err(CcrError::State(format!("{}: {error}", path.display()))),
-        };
+        let patterns = state_file::load(state_dir, STATE_FILE)?;
         Ok(AutoFollowCoordinator {
             followers,
             remotes,
@@ -437,12 +431,7 @@ impl AutoFollowCoordinator {
     }
 
     fn persist(&self, patterns: &BTreeMap<String, PatternState>) -> Result<(), CcrError> {
-        let bytes = serde_json::to_vec_pretty(patterns)
-            .map_err(|error| CcrError::State(error.to_string()))?;
-        std::fs::create_dir_all(&self.state_dir)
-            .map_err(|error| CcrError::State(format!("{}: {error}", self.state_dir.display())))?;
-        write_file_atomically(&self.state_dir, STATE_FILE, &bytes)?;
-        Ok(())
+        state_file::store(&self.state_dir, STATE_FILE, patterns)
     }
 }
 

@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tandem_engine::index::{Index, IndexMetadata};
 use tandem_engine::indices::Indices;
-use tandem_engine::leases::write_file_atomically;
 use tandem_engine::mapper::DocumentMapper;
 use tandem_recovery::client::{LeaderClient, ShardId};
 use tandem_recovery::target::{RecoveryRequest, RecoverySettings, RecoveryTarget};
@@ -29,6 +28,7 @@ use crate::error::CcrError;
 use crate::leader::follower_lease_id;
 use crate::params::{FollowParameters, ResolvedFollowParameters};
 use crate::remote::RemoteClusters;
+use crate::state_file;
 use crate::stats::{IndexFollowStats, ShardFollowStats};
 use crate::task::{
     FollowerLease, ShardFollowTask, ShardFollowTaskConfig, DEFAULT_LEASE_RENEW_INTERVAL,
@@ -133,7 +133,7 @@ impl FollowerIndices {
         recovery: RecoverySettings,
         state_dir: &Path,
     ) -> Result<FollowerIndices, CcrError> {
-        let state = load_state(state_dir)?;
+        let state: BTreeMap<String, FollowerMetadata> = state_file::load(state_dir, STATE_FILE)?;
         let this = FollowerIndices {
             cluster_name: cluster_name.into(),
             indices,
@@ -487,21 +487,6 @@ impl FollowerIndices {
             .iter()
             .map(|(name, follower)| (name, &follower.metadata))
             .collect();
-        let bytes = serde_json::to_vec_pretty(&state)
-            .map_err(|error| CcrError::State(error.to_string()))?;
-        std::fs::create_dir_all(&self.state_dir)
-            .map_err(|error| CcrError::State(format!("{}: {error}", self.state_dir.display())))?;
-        write_file_atomically(&self.state_dir, STATE_FILE, &bytes)?;
-        Ok(())
-    }
-}
-
-fn load_state(state_dir: &Path) -> Result<BTreeMap<String, FollowerMetadata>, CcrError> {
-    let path = state_dir.join(STATE_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|error| CcrError::State(format!("{}: {error}", path.display()))),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(error) => Err(CcrError::State(format!("{}: {error}", path.display()))),
+        state_file::store(&self.state_dir, STATE_FILE, &state)
     }
 }

@@ -13,7 +13,8 @@
 //! - [`follower_indices`]: the follow lifecycle (follow, pause, resume, unfollow, info, stats).
 //! - [`auto_follow`]: auto-follow patterns and their coordinator.
 //! - [`leader`]: the leader side: follower lease ids and forget-follower.
-//! - [`remote`]: the remote clusters, by alias; [`error`]: lifecycle errors.
+//! - [`remote`]: the remote clusters, by alias; [`error`]: lifecycle errors;
+//!   [`state_file`]: the persisted follow state.
 
 #![warn(missing_docs)]
 
@@ -25,5 +26,6 @@ pub mod follower_indices;
 pub mod leader;
 pub mod params;
 pub mod remote;
+pub mod state_file;
 pub mod stats;
 pub mod task;
