@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tandem_engine::index::IndexMetadata;
 use tandem_engine::shard::CommitFileInfo;
-use tandem_engine::{Operation, SeqNo};
+use tandem_engine::{SeqNo, SharedOperation};
 
 use crate::error::LeaderError;
 
@@ -115,8 +115,9 @@ pub struct ShardChangesRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardChangesResponse {
     /// Operations in sequence-number order, contiguous from the request's `from_seq_no`
-    /// (empty when none is available yet).
-    pub operations: Vec<Operation>,
+    /// (empty when none is available yet). Shared: in process, nothing is copied between the
+    /// leader's changes API and the follower's write.
+    pub operations: Vec<SharedOperation>,
     /// The leader shard's global checkpoint.
     pub global_checkpoint: SeqNo,
     /// The leader shard's highest sequence number.

@@ -12,12 +12,12 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use tandem_engine::Operation;
+use tandem_engine::SharedOperation;
 
 /// One buffered operation, ordered by sequence number only.
 #[derive(Debug)]
 struct Buffered {
-    operation: Operation,
+    operation: SharedOperation,
     bytes: usize,
 }
 
@@ -56,7 +56,7 @@ impl WriteBuffer {
 
     /// Buffers `operations` (in any order; the follower path is idempotent, so a duplicate
     /// sequence number is harmless, but callers avoid it).
-    pub fn extend(&mut self, operations: impl IntoIterator<Item = Operation>) {
+    pub fn extend(&mut self, operations: impl IntoIterator<Item = SharedOperation>) {
         for operation in operations {
             let bytes = operation.size_in_bytes();
             self.bytes += bytes;
@@ -90,7 +90,7 @@ impl WriteBuffer {
     /// of them, stopping before the one that would take the batch past `max_bytes` (the first
     /// operation is always taken, however large, so an oversized operation cannot stall the
     /// task). Empty only when the buffer is.
-    pub fn take_batch(&mut self, max_count: usize, max_bytes: u64) -> Vec<Operation> {
+    pub fn take_batch(&mut self, max_count: usize, max_bytes: u64) -> Vec<SharedOperation> {
         let mut batch = Vec::with_capacity(max_count.min(self.heap.len()));
         let mut bytes = 0u64;
         while batch.len() < max_count {
@@ -130,10 +130,11 @@ impl WriteBuffer {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use tandem_engine::{OperationKind, PrimaryTerm, SeqNo};
+    use std::sync::Arc;
+    use tandem_engine::{Operation, OperationKind, PrimaryTerm, SeqNo};
 
-    fn op(seq_no: i64, source_len: usize) -> Operation {
-        Operation {
+    fn op(seq_no: i64, source_len: usize) -> SharedOperation {
+        Arc::new(Operation {
             seq_no: SeqNo(seq_no),
             primary_term: PrimaryTerm(1),
             version: 1,
@@ -141,7 +142,7 @@ mod tests {
                 id: format!("id-{seq_no}"),
                 source: vec![b'x'; source_len],
             },
-        }
+        })
     }
 
     #[test]

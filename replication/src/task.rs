@@ -6,7 +6,7 @@
 //! ([`FollowLoop::on_read`], [`FollowLoop::on_write`]).
 //!
 //! Guarantees:
-//! - operations reach the follower through `apply_operations` (idempotent, any order), so
+//! - operations reach the follower through `apply_shared_operations` (idempotent, any order), so
 //!   concurrent writes and re-sent reads never leave a gap or a duplicate (invariant 5);
 //! - reads are issued only while the write buffer has room (invariant 7: the buffer holds at
 //!   most `max_write_buffer_size` plus the reads in flight when it filled);
@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tandem_engine::index::Index;
-use tandem_engine::{EngineError, Operation, SeqNo, ShardEngine};
+use tandem_engine::{EngineError, SeqNo, ShardEngine};
 use tandem_recovery::client::{LeaderClient, ShardChangesRequest, ShardChangesResponse, ShardId};
 use tandem_recovery::error::LeaderError;
 use tokio::sync::oneshot;
@@ -456,7 +456,7 @@ impl FollowLoop {
             let bytes: usize = response
                 .operations
                 .iter()
-                .map(Operation::size_in_bytes)
+                .map(|operation| operation.size_in_bytes())
                 .sum();
             self.counters.operations_read += response.operations.len() as u64;
             self.counters.bytes_read += bytes as u64;
@@ -527,7 +527,7 @@ impl FollowLoop {
                 let count = operations.len();
                 let result = tokio::task::spawn_blocking(move || {
                     index.shards()[shard]
-                        .apply_operations(&operations, max_seq_no_of_updates)
+                        .apply_shared_operations(operations, max_seq_no_of_updates)
                         .map(|_| ())
                 })
                 .await

@@ -19,7 +19,7 @@ use tantivy::DocId;
 use super::ShardEngine;
 use crate::error::{EngineError, Result};
 use crate::history::read_operation;
-use crate::types::{Operation, SeqNo, SharedOperation};
+use crate::types::{SeqNo, SharedOperation};
 
 /// A follower's read of a leader shard's history.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,8 +43,9 @@ pub struct ShardChangesRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardChangesResponse {
     /// Operations in sequence-number order, contiguous from `from_seq_no`, all at or below
-    /// `global_checkpoint`; empty when none was available within the poll timeout.
-    pub operations: Vec<Operation>,
+    /// `global_checkpoint`; empty when none was available within the poll timeout. Shared
+    /// with the shard's tail and caches: nothing is copied to serve a read.
+    pub operations: Vec<SharedOperation>,
     /// The shard's global checkpoint when the read was served.
     pub global_checkpoint: SeqNo,
     /// The shard's max_seq_no.
@@ -108,9 +109,6 @@ impl ShardEngine {
                 request.max_operation_count,
                 request.max_batch_size.max(1),
             )?
-            .iter()
-            .map(|operation| Operation::clone(operation))
-            .collect()
         } else {
             Vec::new()
         };

@@ -281,9 +281,22 @@ impl ShardEngine {
         operations: &[Operation],
         max_seq_no_of_updates: SeqNo,
     ) -> Result<usize> {
+        self.apply_shared_operations(
+            operations.iter().map(|op| Arc::new(op.clone())).collect(),
+            max_seq_no_of_updates,
+        )
+    }
+
+    /// [`ShardEngine::apply_operations`] for operations already shared (a follower's write
+    /// buffer holds what the leader's changes API returned): no copy of any source.
+    pub fn apply_shared_operations(
+        &self,
+        operations: Vec<SharedOperation>,
+        max_seq_no_of_updates: SeqNo,
+    ) -> Result<usize> {
         let inner = &self.inner;
         let mut parsed = Vec::with_capacity(operations.len());
-        for operation in operations {
+        for operation in &operations {
             if !operation.seq_no.is_assigned() {
                 return Err(EngineError::InvalidArgument(format!(
                     "operation without a sequence number: {:?}",
@@ -301,8 +314,6 @@ impl ShardEngine {
         inner
             .max_seq_no_of_updates
             .fetch_max(max_seq_no_of_updates.0, Ordering::AcqRel);
-        let operations: Vec<SharedOperation> =
-            operations.iter().map(|op| Arc::new(op.clone())).collect();
         let (applied, location) = {
             let writer = inner.writer.read();
             inner.apply_replica_batch(&writer, operations, parsed, false)?
