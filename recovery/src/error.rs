@@ -43,9 +43,8 @@ pub enum LeaderError {
     /// The requested operations are no longer in the leader's history (Elasticsearch's
     /// message: the fix is a longer lease period).
     #[error(
-        "Operations are no longer available for replicating. Requested operations [{from}, \
-         {to}] but operation [{missing}] is missing; maybe increase the retention lease period \
-         setting [index.soft_deletes.retention_lease.period]?"
+        "{}",
+        EngineError::MissingHistory { from: *from, to: *to, missing: *missing }
     )]
     MissingHistory {
         /// First requested sequence number.
