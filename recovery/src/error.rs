@@ -18,6 +18,10 @@ pub enum LeaderError {
     /// No index of that name on the leader.
     #[error("no such index [{0}] on the leader")]
     IndexNotFound(String),
+    /// The leader index is closed: reads wait for it to be opened again (retryable, as in
+    /// Elasticsearch).
+    #[error("closed index [{0}] on the leader")]
+    IndexClosed(String),
     /// The index has no shard of that number.
     #[error("index [{index}] has no shard [{shard}]")]
     ShardNotFound {
@@ -87,7 +91,9 @@ impl LeaderError {
     /// `UnknownSession` is not retryable as such: the caller must open a new session.
     pub fn is_retryable(&self) -> bool {
         match self {
-            LeaderError::Unavailable(_) | LeaderError::Timeout(_) => true,
+            LeaderError::Unavailable(_) | LeaderError::Timeout(_) | LeaderError::IndexClosed(_) => {
+                true
+            }
             LeaderError::Engine { retryable, .. } => *retryable,
             LeaderError::UnknownSession(_)
             | LeaderError::IndexNotFound(_)
@@ -110,6 +116,7 @@ impl LeaderError {
                 missing: *missing,
             },
             EngineError::IndexNotFound { name } => LeaderError::IndexNotFound(name.clone()),
+            EngineError::IndexClosed { name } => LeaderError::IndexClosed(name.clone()),
             EngineError::HistoryUuidMismatch { expected, actual } => {
                 LeaderError::HistoryUuidMismatch {
                     expected: expected.clone(),

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use tandem_engine::index::{Index, IndexMetadata};
+use tandem_engine::indices::Indices;
 use tandem_engine::shard::ShardChangesRequest as EngineChangesRequest;
 use tandem_engine::SeqNo;
 
@@ -24,30 +25,69 @@ use crate::source::RecoverySource;
 /// Longest long poll a changes request may ask for.
 pub const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A leader "cluster" in this process: registered indices and their recovery source.
+/// Where the leader indices come from.
+#[derive(Clone)]
+enum LeaderIndices {
+    /// Indices registered one by one ([`InProcessLeaderClient::register_index`]).
+    Registered(Arc<RwLock<HashMap<String, Arc<Index>>>>),
+    /// Every open index of a data directory (a node serving its own cluster).
+    Cluster(Arc<Indices>),
+}
+
+/// A leader "cluster" in this process: its indices and their recovery source.
 #[derive(Clone)]
 pub struct InProcessLeaderClient {
-    indices: Arc<RwLock<HashMap<String, Arc<Index>>>>,
+    indices: LeaderIndices,
     source: Arc<RecoverySource>,
 }
 
 impl InProcessLeaderClient {
-    /// A client serving no index yet, with `source` for recovery sessions.
+    /// A client serving no index until [`register_index`](Self::register_index), with
+    /// `source` for recovery sessions.
     pub fn new(source: Arc<RecoverySource>) -> InProcessLeaderClient {
         InProcessLeaderClient {
-            indices: Arc::new(RwLock::new(HashMap::new())),
+            indices: LeaderIndices::Registered(Arc::new(RwLock::new(HashMap::new()))),
+            source,
+        }
+    }
+
+    /// A client serving every open index of `indices` (created, closed and deleted indices
+    /// are seen at once), with `source` for recovery sessions.
+    pub fn over_indices(
+        indices: Arc<Indices>,
+        source: Arc<RecoverySource>,
+    ) -> InProcessLeaderClient {
+        InProcessLeaderClient {
+            indices: LeaderIndices::Cluster(indices),
             source,
         }
     }
 
     /// Makes `index` reachable under its name (replacing one of the same name).
+    ///
+    /// # Panics
+    /// On a client built with [`over_indices`](Self::over_indices): its indices are those of
+    /// the data directory.
     pub fn register_index(&self, index: Arc<Index>) {
-        self.indices.write().insert(index.name(), index);
+        match &self.indices {
+            LeaderIndices::Registered(registered) => {
+                registered.write().insert(index.name(), index);
+            }
+            LeaderIndices::Cluster(_) => panic!("register_index on a client over a data directory"),
+        }
     }
 
     /// Makes the index `name` unreachable (as if deleted on the leader); true if it was known.
+    ///
+    /// # Panics
+    /// On a client built with [`over_indices`](Self::over_indices).
     pub fn unregister_index(&self, name: &str) -> bool {
-        self.indices.write().remove(name).is_some()
+        match &self.indices {
+            LeaderIndices::Registered(registered) => registered.write().remove(name).is_some(),
+            LeaderIndices::Cluster(_) => {
+                panic!("unregister_index on a client over a data directory")
+            }
+        }
     }
 
     /// The recovery source serving this client's sessions.
@@ -56,11 +96,14 @@ impl InProcessLeaderClient {
     }
 
     fn index(&self, name: &str) -> Result<Arc<Index>, LeaderError> {
-        self.indices
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| LeaderError::IndexNotFound(name.to_string()))
+        match &self.indices {
+            LeaderIndices::Registered(registered) => registered
+                .read()
+                .get(name)
+                .cloned()
+                .ok_or_else(|| LeaderError::IndexNotFound(name.to_string())),
+            LeaderIndices::Cluster(indices) => indices.get(name).map_err(engine_error),
+        }
     }
 
     /// Runs `work` on shard `shard` of its index on the blocking pool.
@@ -113,18 +156,26 @@ impl LeaderClient for InProcessLeaderClient {
     }
 
     fn list_indices(&self) -> LeaderFuture<'_, Vec<LeaderIndexSummary>> {
-        let mut listed: Vec<LeaderIndexSummary> = self
-            .indices
-            .read()
-            .values()
-            .map(|index| {
-                let metadata = index.metadata();
-                LeaderIndexSummary {
+        let mut listed: Vec<LeaderIndexSummary> = match &self.indices {
+            LeaderIndices::Registered(registered) => registered
+                .read()
+                .values()
+                .map(|index| index.metadata())
+                .map(|metadata| LeaderIndexSummary {
                     name: metadata.name,
                     uuid: metadata.uuid,
-                }
-            })
-            .collect();
+                })
+                .collect(),
+            LeaderIndices::Cluster(indices) => indices
+                .names()
+                .into_iter()
+                .filter_map(|name| indices.metadata(&name).ok())
+                .map(|metadata| LeaderIndexSummary {
+                    name: metadata.name,
+                    uuid: metadata.uuid,
+                })
+                .collect(),
+        };
         listed.sort_by(|a, b| a.name.cmp(&b.name));
         Box::pin(async move { Ok(listed) })
     }

@@ -72,6 +72,7 @@ impl CcrError {
             | CcrError::NoFollowTasks(_)
             | CcrError::NoSuchPattern(_) => 404,
             CcrError::Leader(LeaderError::IndexNotFound(_)) => 404,
+            CcrError::Leader(LeaderError::IndexClosed(_) | LeaderError::InvalidRequest(_)) => 400,
             CcrError::Engine(error) => error.status(),
             _ => 500,
         }
@@ -96,7 +97,7 @@ impl CcrError {
             | CcrError::NotClosed(_)
             | CcrError::LeaderChanged(_)
             | CcrError::InvalidArgument(_) => "illegal_argument_exception",
-            CcrError::Leader(LeaderError::IndexNotFound(_)) => "index_not_found_exception",
+            CcrError::Leader(error) => crate::task::leader_error_type(error),
             CcrError::Engine(error) => error.type_name(),
             _ => "exception",
         }

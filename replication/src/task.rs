@@ -646,8 +646,17 @@ impl FollowLoop {
 
 /// Elasticsearch's rendering of a leader error.
 pub fn leader_error_body(error: &LeaderError) -> ErrorBody {
-    let error_type = match error {
+    ErrorBody {
+        error_type: leader_error_type(error).to_string(),
+        reason: error.to_string(),
+    }
+}
+
+/// Elasticsearch's exception type name of a leader error.
+pub fn leader_error_type(error: &LeaderError) -> &'static str {
+    match error {
         LeaderError::IndexNotFound(_) => "index_not_found_exception",
+        LeaderError::IndexClosed(_) => "index_closed_exception",
         LeaderError::ShardNotFound { .. } => "shard_not_found_exception",
         LeaderError::MissingHistory { .. } => "resource_not_found_exception",
         LeaderError::HistoryUuidMismatch { .. } => "illegal_state_exception",
@@ -657,10 +666,6 @@ pub fn leader_error_body(error: &LeaderError) -> ErrorBody {
         LeaderError::Timeout(_) => "receive_timeout_transport_exception",
         LeaderError::InvalidRequest(_) => "illegal_argument_exception",
         _ => "exception",
-    };
-    ErrorBody {
-        error_type: error_type.to_string(),
-        reason: error.to_string(),
     }
 }
 

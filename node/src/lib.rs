@@ -1,0 +1,18 @@
+//! # tandem-node
+//!
+//! The `tandem` binary's library: one process is one cluster of one node (DESIGN.md §5).
+//!
+//! - [`config`]: command line and TOML configuration.
+//! - [`node`]: the node's parts (indices, leader side, followers, auto-follow) and their
+//!   persisted state.
+//! - [`rest`]: the Elasticsearch-compatible REST API (axum).
+//! - [`error`]: REST errors in Elasticsearch's shape.
+//! - [`server`]: binding, serving, graceful shutdown.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod node;
+pub mod rest;
+pub mod server;

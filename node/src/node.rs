@@ -1,0 +1,175 @@
+//! `Node`: one process, one cluster of one node. Owns the cluster's parts and their persisted
+//! state under the data directory:
+//!
+//! ```text
+//! <data>/node.json               cluster name and uuid (written once, atomically)
+//! <data>/indices/<dir>/          one directory per index (tandem-engine)
+//! <data>/ccr_followers.json      follow state (tandem-replication)
+//! <data>/ccr_auto_follow.json    auto-follow patterns (tandem-replication)
+//! <data>/cluster_settings.json   persistent cluster settings (remote clusters)
+//! ```
+//!
+//! Every file is replaced atomically, so a crash leaves the old or the new state. Opening a
+//! node reloads all of it and resumes the followers that were not paused.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tandem_engine::indices::Indices;
+use tandem_engine::leases::write_file_atomically;
+use tandem_recovery::in_process::InProcessLeaderClient;
+use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
+use tandem_recovery::target::RecoverySettings;
+use tandem_replication::auto_follow::AutoFollowCoordinator;
+use tandem_replication::follower_indices::FollowerIndices;
+use tandem_replication::remote::RemoteClusters;
+use tokio::task::JoinHandle;
+
+use crate::config::NodeConfig;
+
+/// File of the node's identity.
+const NODE_FILE: &str = "node.json";
+/// How often auto-follow patterns look for new leader indices.
+pub const AUTO_FOLLOW_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Elasticsearch version this node answers as (`GET /`): clients check the major.
+pub const COMPATIBLE_VERSION: &str = "8.19.0";
+
+/// Why a node cannot open.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A file of the data directory cannot be read or written.
+    #[error("{0}")]
+    Io(String),
+    /// The engine refused to open an index.
+    #[error(transparent)]
+    Engine(#[from] tandem_engine::EngineError),
+    /// The follow state cannot be loaded.
+    #[error(transparent)]
+    Ccr(#[from] tandem_replication::error::CcrError),
+}
+
+/// The node's persisted identity.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeIdentity {
+    /// Cluster (and node) name.
+    pub cluster_name: String,
+    /// Cluster uuid, chosen when the data directory was created.
+    pub cluster_uuid: String,
+    /// Node id, chosen with the cluster uuid.
+    pub node_id: String,
+}
+
+/// A running node's parts (see the module documentation).
+pub struct Node {
+    /// The configuration it was started with.
+    pub config: NodeConfig,
+    /// Its identity.
+    pub identity: NodeIdentity,
+    /// Every index of the cluster.
+    pub indices: Arc<Indices>,
+    /// The leader side: serves this cluster's indices to followers (over `/_tandem/`).
+    pub leader: InProcessLeaderClient,
+    /// The leader clusters this cluster follows, by alias.
+    pub remotes: Arc<RemoteClusters>,
+    /// The follower indices and their tasks.
+    pub followers: Arc<FollowerIndices>,
+    /// Auto-follow patterns.
+    pub auto_follow: Arc<AutoFollowCoordinator>,
+    background: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Node {
+    /// Opens (or creates) the node's data directory, reloads its state and resumes its
+    /// followers. Call inside a tokio runtime.
+    pub async fn open(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
+        let data = config.data.clone();
+        std::fs::create_dir_all(&data)
+            .map_err(|e| NodeError::Io(format!("cannot create [{}]: {e}", data.display())))?;
+        let identity = load_identity(&data, &config.name)?;
+        let opened = data.clone();
+        let indices = tokio::task::spawn_blocking(move || Indices::open(&opened))
+            .await
+            .map_err(|e| NodeError::Io(format!("opening the indices failed: {e}")))??;
+        let indices = Arc::new(indices);
+        let source = RecoverySource::new(RecoverySourceSettings::default());
+        let reaper = source.spawn_idle_reaper();
+        let leader = InProcessLeaderClient::over_indices(indices.clone(), source);
+        let remotes = Arc::new(RemoteClusters::new());
+        let followers = Arc::new(
+            FollowerIndices::open(
+                identity.cluster_name.clone(),
+                indices.clone(),
+                remotes.clone(),
+                RecoverySettings::default(),
+                &data,
+            )
+            .await?,
+        );
+        let auto_follow = Arc::new(AutoFollowCoordinator::open(
+            followers.clone(),
+            remotes.clone(),
+            &data,
+        )?);
+        let poller = auto_follow.spawn(AUTO_FOLLOW_POLL_INTERVAL);
+        Ok(Arc::new(Node {
+            config,
+            identity,
+            indices,
+            leader,
+            remotes,
+            followers,
+            auto_follow,
+            background: parking_lot::Mutex::new(vec![reaper, poller]),
+        }))
+    }
+
+    /// Stops the follow tasks and background work, then commits every open index so a restart
+    /// has nothing to replay.
+    pub async fn shutdown(&self) {
+        for handle in self.background.lock().drain(..) {
+            handle.abort();
+        }
+        self.followers.shutdown().await;
+        self.leader.recovery_source().close_all_sessions();
+        let indices = self.indices.clone();
+        let flushed = tokio::task::spawn_blocking(move || {
+            for name in indices.names() {
+                if let Ok(index) = indices.get(&name) {
+                    if let Err(error) = index.refresh() {
+                        tracing::warn!(index = %name, %error, "cannot commit on shutdown");
+                    }
+                }
+            }
+        })
+        .await;
+        if let Err(error) = flushed {
+            tracing::warn!(%error, "shutdown flush failed");
+        }
+    }
+}
+
+fn load_identity(data: &Path, name: &str) -> Result<NodeIdentity, NodeError> {
+    let path = data.join(NODE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| NodeError::Io(format!("corrupted [{}]: {e}", path.display()))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let identity = NodeIdentity {
+                cluster_name: name.to_string(),
+                cluster_uuid: uuid::Uuid::new_v4().simple().to_string(),
+                node_id: uuid::Uuid::new_v4().simple().to_string(),
+            };
+            let bytes =
+                serde_json::to_vec_pretty(&identity).map_err(|e| NodeError::Io(e.to_string()))?;
+            write_file_atomically(data, NODE_FILE, &bytes)
+                .map_err(|e| NodeError::Io(format!("cannot write [{}]: {e}", path.display())))?;
+            Ok(identity)
+        }
+        Err(error) => Err(NodeError::Io(format!(
+            "cannot read [{}]: {error}",
+            path.display()
+        ))),
+    }
+}

@@ -1,0 +1,194 @@
+//! The Elasticsearch-compatible REST API: the router and what every endpoint shares.
+//!
+//! Guarantees, for every request:
+//! - the response carries `X-Elastic-Product: Elasticsearch` (the official clients check it);
+//! - JSON bodies are accepted with `application/json`, `application/x-ndjson` and the
+//!   compatibility media types `application/vnd.elasticsearch+json; compatible-with=7|8|9`
+//!   (and `+x-ndjson`); anything else is a 406 with Elasticsearch's message;
+//! - errors have Elasticsearch's shape ([`RestError`]); a malformed body, an unknown query
+//!   parameter, an invalid index name or a body over [`MAX_BODY_BYTES`] is a 4xx, never a 500;
+//! - `?pretty` pretty-prints the JSON answer.
+//!
+//! Endpoints live in one module per API family; each exposes `routes()`.
+
+pub mod body;
+pub mod params;
+pub mod root;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+
+pub use body::JsonBody;
+pub use params::Params;
+
+use crate::error::RestError;
+use crate::node::Node;
+
+/// Largest request body accepted (Elasticsearch's `http.max_content_length`, 100mb).
+pub const MAX_BODY_BYTES: usize = 100 * 1024 * 1024;
+
+/// The state every handler gets.
+pub type NodeState = Arc<Node>;
+
+/// The whole REST API of `node`.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .merge(root::routes())
+        .fallback(no_handler)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(elasticsearch_conventions))
+        .with_state(node)
+}
+
+/// Elasticsearch's answer to a path no endpoint serves.
+async fn no_handler(method: Method, uri: axum::http::Uri) -> RestError {
+    RestError::new(
+        StatusCode::BAD_REQUEST,
+        "illegal_argument_exception",
+        format!("no handler found for uri [{uri}] and method [{method}]"),
+    )
+}
+
+/// Adds the product header, renders `?pretty`, and turns axum's own rejections (wrong method)
+/// into Elasticsearch-shaped errors.
+async fn elasticsearch_conventions(request: Request, next: Next) -> Response {
+    let pretty = request.uri().query().is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| pair == "pretty" || pair.starts_with("pretty=") && pair != "pretty=false")
+    });
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED && !is_json(&response) {
+        let allowed = response
+            .headers()
+            .get(axum::http::header::ALLOW)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        response = RestError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "illegal_argument_exception",
+            format!(
+                "Incorrect HTTP method for uri [{uri}] and method [{method}], allowed: [{allowed}]"
+            ),
+        )
+        .into_response();
+    }
+    if pretty && is_json(&response) {
+        response = pretty_print(response).await;
+    }
+    response.headers_mut().insert(
+        "x-elastic-product",
+        HeaderValue::from_static("Elasticsearch"),
+    );
+    response
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"))
+}
+
+async fn pretty_print(response: Response) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return RestError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "exception",
+            "response body lost",
+        )
+        .into_response();
+    };
+    let rendered = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|value| serde_json::to_vec_pretty(&value).ok())
+        .map(|mut pretty| {
+            pretty.push(b'\n');
+            pretty
+        })
+        .unwrap_or_else(|| bytes.to_vec());
+    let mut response = Response::from_parts(parts, axum::body::Body::from(rendered));
+    response
+        .headers_mut()
+        .remove(axum::http::header::CONTENT_LENGTH);
+    response
+}
+
+/// A `200 OK` JSON answer.
+pub fn ok(value: serde_json::Value) -> Response {
+    (StatusCode::OK, axum::Json(value)).into_response()
+}
+
+/// Checks an index name against Elasticsearch's rules (lowercase, no `\ / * ? " < > | , #` or
+/// space, not starting with `-`, `_` or `+`, not `.` or `..`, at most 255 bytes).
+pub fn validate_index_name(name: &str) -> Result<(), RestError> {
+    let invalid = |why: &str| {
+        Err(RestError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_index_name_exception",
+            format!("Invalid index name [{name}], {why}"),
+        )
+        .with("index", name))
+    };
+    if name.is_empty() {
+        return invalid("must not be empty");
+    }
+    if name != name.to_lowercase() {
+        return invalid("must be lowercase");
+    }
+    if name.starts_with(['-', '_', '+']) {
+        return invalid("must not start with '_', '-', or '+'");
+    }
+    if name == "." || name == ".." {
+        return invalid("must not be '.' or '..'");
+    }
+    if name.len() > 255 {
+        return invalid(&format!("index name is too long, ({} > 255)", name.len()));
+    }
+    if let Some(bad) = name.chars().find(|c| {
+        matches!(
+            c,
+            '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':'
+        )
+    }) {
+        return invalid(&format!(
+            "must not contain the following characters [{bad}]"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_names_follow_elasticsearch_rules() {
+        for good in [
+            "server-metrics",
+            "logs.2026",
+            "a_b",
+            "kibana_sample_data_ecommerce",
+        ] {
+            assert!(validate_index_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "Upper", "_x", "-x", "+x", ".", "..", "a b", "a/b", "a*", "a,b", "a#b",
+        ] {
+            let error = validate_index_name(bad).unwrap_err();
+            assert_eq!(error.error_type, "invalid_index_name_exception", "{bad}");
+            assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        }
+        assert!(validate_index_name(&"a".repeat(256)).is_err());
+    }
+}

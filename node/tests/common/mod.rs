@@ -1,0 +1,194 @@
+//! Test support: real `tandem` processes on free loopback ports, and a small JSON client.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tandem_node::server::LISTENING_PREFIX;
+
+/// How long a node may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A `tandem` child process. Killed (SIGKILL) when dropped.
+pub struct TandemProcess {
+    pub name: String,
+    pub data: PathBuf,
+    pub url: String,
+    child: Child,
+}
+
+impl TandemProcess {
+    /// Starts a node called `name` on `data`, on a free port.
+    pub fn start(name: &str, data: &Path) -> TandemProcess {
+        TandemProcess::start_on(name, data, "127.0.0.1:0")
+    }
+
+    /// Starts a node on a given address (a restart keeps its port, so followers' remote
+    /// cluster settings stay valid).
+    pub fn start_on(name: &str, data: &Path, http: &str) -> TandemProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["--name", name, "--http", http, "--data"])
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tandem");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(address) = line.strip_prefix(LISTENING_PREFIX) {
+                    let _ = sender.send(address.to_string());
+                }
+            }
+        });
+        let address = match receiver.recv_timeout(START_TIMEOUT) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("tandem [{name}] did not start listening within {START_TIMEOUT:?}");
+            }
+        };
+        TandemProcess {
+            name: name.to_string(),
+            data: data.to_path_buf(),
+            url: format!("http://{address}"),
+            child,
+        }
+    }
+
+    /// The `host:port` it listens on.
+    pub fn address(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and wait (bounded) for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        for _ in 0..600 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+        false
+    }
+
+    /// A client of this node.
+    pub fn client(&self) -> EsClient {
+        EsClient::new(&self.url)
+    }
+}
+
+impl Drop for TandemProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A JSON-over-HTTP client that returns the status and the parsed body.
+#[derive(Clone)]
+pub struct EsClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// An answer: status, headers, and the body as JSON (`Value::Null` if empty or not JSON; the
+/// raw text in `text`).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl EsClient {
+    pub fn new(base: &str) -> EsClient {
+        EsClient {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Answer {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some((content_type, bytes)) = body {
+            request = request.header("content-type", content_type).body(bytes);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Answer {
+        self.send(
+            reqwest::Method::PUT,
+            path,
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send(
+            reqwest::Method::POST,
+            path,
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .await
+    }
+
+    pub async fn post_empty(&self, path: &str) -> Answer {
+        self.send(reqwest::Method::POST, path, None).await
+    }
+
+    pub async fn bulk(&self, path: &str, ndjson: String) -> Answer {
+        self.send(
+            reqwest::Method::POST,
+            path,
+            Some(("application/x-ndjson", ndjson.into_bytes())),
+        )
+        .await
+    }
+}
