@@ -30,6 +30,10 @@ use crate::units::parse_time_millis;
 pub const INDEX_METADATA_FILE: &str = "index_metadata.json";
 /// Marker file of a follower shard (see [`Index::set_follower`]).
 const FOLLOWER_MARKER: &str = crate::shard::FOLLOWER_MARKER_FILE;
+/// Marker of a shard that stopped following while closed: its next open promotes it to a
+/// primary (bumps the primary term, durably) before it takes any write, so its own writes
+/// never share a term with the leader's operations it replicated.
+const PROMOTE_MARKER: &str = "promote_to_primary";
 /// Most shards an index may have.
 pub const MAX_SHARDS: u32 = 1024;
 
@@ -405,7 +409,8 @@ impl Index {
     }
 
     /// Marks the shards of the (closed) index in `dir` as followers or not, as
-    /// [`Index::set_follower`] does for an open one.
+    /// [`Index::set_follower`] does for an open one. A follower shard that stops following
+    /// is promoted to a primary (new primary term) when the index is next opened.
     pub fn set_follower_markers(dir: &Path, shards: u32, follower: bool) -> Result<()> {
         for shard in 0..shards {
             let shard_dir = dir.join(shard.to_string());
@@ -413,6 +418,9 @@ impl Index {
             if follower {
                 write_file_atomically(&shard_dir, FOLLOWER_MARKER, b"1")?;
             } else if marker.exists() {
+                // The promotion is recorded before the follower marker goes: a crash in
+                // between leaves a follower that is promoted on a later unfollow.
+                write_file_atomically(&shard_dir, PROMOTE_MARKER, b"1")?;
                 std::fs::remove_file(&marker).map_err(|e| EngineError::io(&marker, e))?;
                 crate::leases::sync_dir(&shard_dir)?;
             }
@@ -438,7 +446,15 @@ impl Index {
             let mut config = config.clone();
             // A shard remembers whether it follows through its own open; see `set_follower`.
             config.follower = shard_dir.join(FOLLOWER_MARKER).exists();
-            shards.push(ShardEngine::open(&shard_dir, mapper.clone(), config)?);
+            let engine = ShardEngine::open(&shard_dir, mapper.clone(), config)?;
+            let promote = shard_dir.join(PROMOTE_MARKER);
+            if !engine.is_follower() && promote.exists() {
+                let term = engine.promote_to_primary()?;
+                tracing::info!(shard = %shard_dir.display(), term = term.0, "former follower shard promoted to primary");
+                std::fs::remove_file(&promote).map_err(|e| EngineError::io(&promote, e))?;
+                crate::leases::sync_dir(&shard_dir)?;
+            }
+            shards.push(engine);
         }
         Ok(Index {
             dir: dir.to_path_buf(),

@@ -236,11 +236,25 @@ async fn follow_pause_resume_restart_and_unfollow() {
     assert!(matches!(error, CcrError::NotAFollower(_)));
     let copy = indices.open_index("logs-copy").unwrap();
     assert!(!copy.is_follower());
-    copy.index(IndexRequest::new(
-        "doc-new",
-        r#"{"n":1,"body":"written on the old follower"}"#,
-    ))
-    .unwrap();
+    let leader_term = leader.shards()[0].primary_term();
+    let written = copy
+        .index(IndexRequest::new(
+            "doc-new",
+            r#"{"n":1,"body":"written on the old follower"}"#,
+        ))
+        .unwrap();
     assert!(copy.get("doc-new").unwrap().is_some());
+    assert!(
+        written.primary_term > leader_term,
+        "the promoted follower writes in a new term: {:?} vs the leader's {leader_term:?}",
+        written.primary_term
+    );
+    // The promotion happened once: a reopen keeps the term.
+    let promoted_term = written.primary_term;
+    drop(copy);
+    indices.close_index("logs-copy").unwrap();
+    let copy = indices.open_index("logs-copy").unwrap();
+    let shard = copy.shard_for("doc-new");
+    assert_eq!(copy.shards()[shard].primary_term(), promoted_term);
     assert!(followers.info(None).await.unwrap().is_empty());
 }
