@@ -360,6 +360,8 @@ impl AutoFollowCoordinator {
             leader_index: index.name.clone(),
             follower_index: follower_index.clone(),
             parameters,
+            // Errors are recorded in the auto-follow stats, so the recovery is waited for.
+            wait_for_active_shards: true,
         };
         match self.followers.follow(request).await {
             Ok(_) => {

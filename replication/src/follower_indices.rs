@@ -11,16 +11,20 @@
 //!   `unfollow` is the only way back to a normal index, and only from paused + closed;
 //! - no task outlives a pause, an unfollow or [`FollowerIndices::shutdown`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::time::Duration;
 use tandem_engine::index::{Index, IndexMetadata};
 use tandem_engine::indices::Indices;
 use tandem_engine::mapper::DocumentMapper;
-use tandem_recovery::client::{LeaderClient, ShardId};
+use tandem_engine::SeqNo;
+use tandem_recovery::client::{LeaderClient, ShardChangesRequest, ShardId};
+use tandem_recovery::error::LeaderError;
+use tandem_recovery::progress::{RecoveryProgress, RecoveryProgressSnapshot};
 use tandem_recovery::target::{RecoveryRequest, RecoverySettings, RecoveryTarget};
 use tokio::sync::Mutex;
 
@@ -48,6 +52,11 @@ pub struct FollowRequest {
     pub follower_index: String,
     /// Follow parameters.
     pub parameters: FollowParameters,
+    /// Return only once every shard is recovered and following (`wait_for_active_shards` of
+    /// 1 or more, or `all`: one node holds one copy of each shard). `false` (`0`,
+    /// Elasticsearch's default) returns once the recovery has started; it goes on in the
+    /// background and following starts when it completes.
+    pub wait_for_active_shards: bool,
 }
 
 /// What a follow request did (Elasticsearch's response fields).
@@ -113,6 +122,49 @@ struct Follower {
     tasks: Vec<ShardFollowTask>,
 }
 
+/// The remote recovery of one follower shard (`GET /{index}/_recovery`).
+#[derive(Clone, Debug)]
+pub struct FollowerShardRecovery {
+    /// The follower index.
+    pub follower_index: String,
+    /// The follower shard number.
+    pub shard: u32,
+    /// Alias of the leader cluster.
+    pub remote_cluster: String,
+    /// The leader index.
+    pub leader_index: String,
+    /// Where the recovery is (live while it runs, frozen once it stopped).
+    pub progress: RecoveryProgressSnapshot,
+}
+
+/// One shard's recovery as recorded: shard number, leader shard, remote alias, progress.
+type RecoveryRecord = (u32, ShardId, String, RecoveryProgress);
+
+/// A follower name taken by a follow request until its index is registered (or the request
+/// failed): a second request for the same name is refused meanwhile.
+struct Reservation {
+    followers: Arc<FollowerIndices>,
+    name: String,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.followers.reserved.lock().remove(&self.name);
+    }
+}
+
+/// What a follow needs once the leader has been asked: everything to recover and start.
+struct PreparedFollow {
+    request: FollowRequest,
+    parameters: ResolvedFollowParameters,
+    client: Arc<dyn LeaderClient>,
+    leader: IndexMetadata,
+    follower_uuid: String,
+    lease_id: String,
+    targets: Vec<RecoveryTarget>,
+    _reservation: Reservation,
+}
+
 /// The follower indices of this cluster (see the module documentation).
 pub struct FollowerIndices {
     cluster_name: String,
@@ -121,6 +173,13 @@ pub struct FollowerIndices {
     recovery: RecoverySettings,
     state_dir: PathBuf,
     followers: Mutex<BTreeMap<String, Follower>>,
+    /// Follower names of follow requests still recovering.
+    reserved: parking_lot::Mutex<BTreeSet<String>>,
+    /// Per follower index, its shards' recoveries (kept after they finish, as the
+    /// `_recovery` API shows them); bounded by the number of follower indices.
+    recoveries: parking_lot::Mutex<BTreeMap<String, Vec<RecoveryRecord>>>,
+    /// Follows whose recovery runs in the background (`wait_for_active_shards` 0).
+    background: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl FollowerIndices {
@@ -141,6 +200,9 @@ impl FollowerIndices {
             recovery,
             state_dir: state_dir.to_path_buf(),
             followers: Mutex::new(BTreeMap::new()),
+            reserved: parking_lot::Mutex::new(BTreeSet::new()),
+            recoveries: parking_lot::Mutex::new(BTreeMap::new()),
+            background: parking_lot::Mutex::new(Vec::new()),
         };
         {
             let mut followers = this.followers.lock().await;
@@ -163,19 +225,61 @@ impl FollowerIndices {
     }
 
     /// Creates `follower_index` as a copy of the leader index (remote recovery of every shard,
-    /// a retention lease on each leader shard) and starts following it. Returns once the
-    /// shards are recovered and their tasks run.
-    pub async fn follow(&self, request: FollowRequest) -> Result<FollowResponse, CcrError> {
+    /// a retention lease on each leader shard) and starts following it. With
+    /// `wait_for_active_shards`, returns once the shards are recovered and their tasks run;
+    /// without, once the recovery has started (its failure is then logged and shown by
+    /// [`recoveries`](Self::recoveries)).
+    pub async fn follow(
+        self: &Arc<Self>,
+        request: FollowRequest,
+    ) -> Result<FollowResponse, CcrError> {
+        let prepared = self.prepare_follow(request).await?;
+        if prepared.request.wait_for_active_shards {
+            self.complete_follow(prepared).await?;
+            return Ok(FollowResponse {
+                follow_index_created: true,
+                follow_index_shards_acked: true,
+                index_following_started: true,
+            });
+        }
+        let this = self.clone();
+        let handle = tokio::spawn(async move {
+            let follower_index = prepared.request.follower_index.clone();
+            if let Err(error) = this.complete_follow(prepared).await {
+                tracing::warn!(follower = %follower_index, %error, "following failed");
+            }
+        });
+        let mut background = self.background.lock();
+        background.retain(|handle| !handle.is_finished());
+        background.push(handle);
+        Ok(FollowResponse {
+            follow_index_created: true,
+            follow_index_shards_acked: false,
+            index_following_started: false,
+        })
+    }
+
+    /// Checks the request, reserves the follower name and registers one recovery per shard.
+    async fn prepare_follow(
+        self: &Arc<Self>,
+        request: FollowRequest,
+    ) -> Result<PreparedFollow, CcrError> {
         let parameters = request.parameters.resolve()?;
         let client = self.remotes.get(&request.remote_cluster)?;
-        if self.indices.metadata(&request.follower_index).is_ok() {
-            return Err(CcrError::Engine(
-                tandem_engine::EngineError::IndexAlreadyExists {
-                    name: request.follower_index.clone(),
-                },
-            ));
+        let already_exists = || {
+            CcrError::Engine(tandem_engine::EngineError::IndexAlreadyExists {
+                name: request.follower_index.clone(),
+            })
+        };
+        if self.indices.metadata(&request.follower_index).is_ok()
+            || !self.reserved.lock().insert(request.follower_index.clone())
+        {
+            return Err(already_exists());
         }
-        // The recovery runs without the lock: stats and other followers' requests go on.
+        let reservation = Reservation {
+            followers: self.clone(),
+            name: request.follower_index.clone(),
+        };
         let leader = client.index_metadata(&request.leader_index).await?;
         let follower_uuid = uuid::Uuid::new_v4().simple().to_string();
         let lease_id = follower_lease_id(
@@ -186,11 +290,51 @@ impl FollowerIndices {
             &leader.name,
             &leader.uuid,
         );
+        let targets = (0..leader.settings.number_of_shards)
+            .map(|_| RecoveryTarget::new(client.clone(), self.recovery.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let records = targets
+            .iter()
+            .zip(0..)
+            .map(|(target, shard)| {
+                (
+                    shard,
+                    ShardId::new(leader.name.clone(), shard),
+                    request.remote_cluster.clone(),
+                    target.progress(),
+                )
+            })
+            .collect();
+        self.recoveries
+            .lock()
+            .insert(request.follower_index.clone(), records);
+        Ok(PreparedFollow {
+            request,
+            parameters,
+            client,
+            leader,
+            follower_uuid,
+            lease_id,
+            targets,
+            _reservation: reservation,
+        })
+    }
+
+    /// Recovers every shard, registers the follower index and starts its tasks.
+    async fn complete_follow(&self, prepared: PreparedFollow) -> Result<(), CcrError> {
+        let PreparedFollow {
+            request,
+            parameters,
+            client,
+            leader,
+            follower_uuid,
+            lease_id,
+            targets,
+            _reservation,
+        } = prepared;
+        // The recovery runs without the lock: stats and other followers' requests go on.
         let dir = self.indices.new_index_dir();
-        let recovered = self
-            .recover_shards(client.clone(), &leader, &dir, &lease_id)
-            .await;
-        let history_uuids = match recovered {
+        let history_uuids = match recover_shards(&targets, &leader, &dir, &lease_id).await {
             Ok(uuids) => uuids,
             Err(error) => {
                 if let Err(cleanup) = std::fs::remove_dir_all(&dir) {
@@ -223,45 +367,33 @@ impl FollowerIndices {
                 tasks,
             },
         );
-        self.persist(&followers)?;
-        Ok(FollowResponse {
-            follow_index_created: true,
-            follow_index_shards_acked: true,
-            index_following_started: true,
-        })
+        self.persist(&followers)
     }
 
-    async fn recover_shards(
-        &self,
-        client: Arc<dyn LeaderClient>,
-        leader: &IndexMetadata,
-        dir: &Path,
-        lease_id: &str,
-    ) -> Result<Vec<String>, CcrError> {
-        let mapper = Arc::new(DocumentMapper::new(
-            leader.mappings.clone(),
-            leader.mapping_version,
-            None,
-        ));
-        let mut shard_config = leader.settings.shard_config();
-        shard_config.follower = true;
-        let mut history_uuids = Vec::new();
-        for shard in 0..leader.settings.number_of_shards {
-            let target = RecoveryTarget::new(client.clone(), self.recovery.clone())?;
-            let recovered = target
-                .recover(RecoveryRequest {
-                    leader_shard: ShardId::new(leader.name.clone(), shard),
-                    follower_shard_dir: dir.join(shard.to_string()),
-                    lease_id: lease_id.to_string(),
-                    mapper: mapper.clone(),
-                    shard_config: shard_config.clone(),
-                })
-                .await?;
-            history_uuids.push(recovered.commit.session.history_uuid.clone());
-            // Reopened by the index, with the index's own mapper.
-            recovered.engine.close()?;
-        }
-        Ok(history_uuids)
+    /// The remote recoveries of the given follower index, or of all of them, by index and
+    /// shard.
+    pub fn recoveries(&self, follower_index: Option<&str>) -> Vec<FollowerShardRecovery> {
+        self.recoveries
+            .lock()
+            .iter()
+            .filter(|(name, _)| follower_index.is_none_or(|wanted| wanted == name.as_str()))
+            .flat_map(|(name, shards)| {
+                shards.iter().map(
+                    |(shard, leader_shard, remote, progress)| FollowerShardRecovery {
+                        follower_index: name.clone(),
+                        shard: *shard,
+                        remote_cluster: remote.clone(),
+                        leader_index: leader_shard.index.clone(),
+                        progress: progress.snapshot(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Forgets the recoveries of an index (it was deleted).
+    pub fn forget_recoveries(&self, follower_index: &str) {
+        self.recoveries.lock().remove(follower_index);
     }
 
     fn start_tasks(
@@ -366,6 +498,7 @@ impl FollowerIndices {
                 leader.name, leader.settings.number_of_shards, follower_shards
             )));
         }
+        check_leader_histories(client.as_ref(), &follower.metadata).await?;
         let mut metadata = follower.metadata.clone();
         metadata.paused = false;
         metadata.parameters = parameters.to_es_json();
@@ -472,8 +605,15 @@ impl FollowerIndices {
             .collect())
     }
 
-    /// Stops every task (the follow state stays as persisted, so a reopen resumes them).
+    /// Stops every task (the follow state stays as persisted, so a reopen resumes them) and
+    /// abandons the recoveries still running in the background (their half-copied directory
+    /// is removed when the indices are next opened).
     pub async fn shutdown(&self) {
+        let background: Vec<_> = self.background.lock().drain(..).collect();
+        for handle in background {
+            handle.abort();
+            let _ = handle.await;
+        }
         let mut followers = self.followers.lock().await;
         for follower in followers.values_mut() {
             for task in std::mem::take(&mut follower.tasks) {
@@ -489,4 +629,70 @@ impl FollowerIndices {
             .collect();
         state_file::store(&self.state_dir, STATE_FILE, &state)
     }
+}
+
+/// Recovers every shard of the follower index into `dir`, one after the other; returns the
+/// leader shards' history uuids.
+async fn recover_shards(
+    targets: &[RecoveryTarget],
+    leader: &IndexMetadata,
+    dir: &Path,
+    lease_id: &str,
+) -> Result<Vec<String>, CcrError> {
+    let mapper = Arc::new(DocumentMapper::new(
+        leader.mappings.clone(),
+        leader.mapping_version,
+        None,
+    ));
+    let mut shard_config = leader.settings.shard_config();
+    shard_config.follower = true;
+    let mut history_uuids = Vec::new();
+    for (target, shard) in targets.iter().zip(0..) {
+        let recovered = target
+            .recover(RecoveryRequest {
+                leader_shard: ShardId::new(leader.name.clone(), shard),
+                follower_shard_dir: dir.join(shard.to_string()),
+                lease_id: lease_id.to_string(),
+                mapper: mapper.clone(),
+                shard_config: shard_config.clone(),
+            })
+            .await?;
+        history_uuids.push(recovered.commit.session.history_uuid.clone());
+        // Reopened by the index, with the index's own mapper.
+        recovered.engine.close()?;
+    }
+    Ok(history_uuids)
+}
+
+/// Checks every leader shard still has the history the follower was recovered from (a leader
+/// restored from a snapshot, or re-created with the same uuid, has another one): following
+/// another history would silently mix two.
+async fn check_leader_histories(
+    client: &dyn LeaderClient,
+    metadata: &FollowerMetadata,
+) -> Result<(), CcrError> {
+    for (expected, shard) in metadata.leader_history_uuids.iter().zip(0..) {
+        let shard_id = ShardId::new(metadata.leader_index.clone(), shard);
+        // A read far above anything written, without waiting: only the history check runs.
+        let peek = ShardChangesRequest {
+            shard: shard_id.clone(),
+            from_seq_no: SeqNo(i64::MAX),
+            max_operations: 1,
+            max_bytes: 1,
+            poll_timeout: Duration::ZERO,
+            expected_history_uuid: Some(expected.clone()),
+        };
+        match client.shard_changes(peek).await {
+            Ok(_) => {}
+            Err(LeaderError::HistoryUuidMismatch { expected, actual }) => {
+                return Err(CcrError::LeaderChanged(format!(
+                    "leader shard [{}][{}] should reference [{expected}] as history uuid but \
+                     instead reference [{actual}] as history uuid",
+                    shard_id.index, shard_id.shard
+                )));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
 }

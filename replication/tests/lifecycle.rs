@@ -69,7 +69,7 @@ fn same_documents(leader: &Index, follower: &Index) {
 async fn open_followers(
     dir: &Path,
     remotes: Arc<RemoteClusters>,
-) -> (Arc<Indices>, FollowerIndices) {
+) -> (Arc<Indices>, Arc<FollowerIndices>) {
     let indices = Arc::new(Indices::open(&dir.join("data")).unwrap());
     let recovery = RecoverySettings {
         max_bytes_per_sec: 0,
@@ -84,7 +84,7 @@ async fn open_followers(
     )
     .await
     .unwrap();
-    (indices, followers)
+    (indices, Arc::new(followers))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,6 +116,7 @@ async fn follow_pause_resume_restart_and_unfollow() {
             read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(100)),
             ..FollowParameters::default()
         },
+        wait_for_active_shards: true,
     };
     let response = followers.follow(request.clone()).await.unwrap();
     assert!(
@@ -257,4 +258,112 @@ async fn follow_pause_resume_restart_and_unfollow() {
     let shard = copy.shard_for("doc-new");
     assert_eq!(copy.shards()[shard].primary_term(), promoted_term);
     assert!(followers.info(None).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_without_waiting_then_resume_refuses_a_changed_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader_indices = Indices::open(&dir.path().join("leader")).unwrap();
+    let leader = leader_indices
+        .create(
+            "logs",
+            &json!({"number_of_shards": 2}),
+            &json!({"properties": {"n": {"type": "long"}, "body": {"type": "text"}}}),
+        )
+        .unwrap();
+    write_docs(&leader, 0, 200, "before following");
+    leader.refresh().unwrap();
+    let client = InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
+    client.register_index(leader.clone());
+    let remotes = Arc::new(RemoteClusters::new());
+    remotes.set("leader", Arc::new(client.clone()));
+    let (indices, followers) = open_followers(&dir.path().join("follower"), remotes).await;
+
+    // wait_for_active_shards=0: the answer comes before the recovery is done, as in
+    // Elasticsearch; the recovery and then following go on in the background.
+    let response = followers
+        .follow(FollowRequest {
+            remote_cluster: "leader".to_string(),
+            leader_index: "logs".to_string(),
+            follower_index: "logs-copy".to_string(),
+            parameters: FollowParameters {
+                read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(100)),
+                ..FollowParameters::default()
+            },
+            wait_for_active_shards: false,
+        })
+        .await
+        .unwrap();
+    assert!(response.follow_index_created);
+    assert!(!response.follow_index_shards_acked && !response.index_following_started);
+    let started = Instant::now();
+    while indices.get("logs-copy").is_err() || followers.stats(Some("logs-copy")).await.is_err() {
+        assert!(
+            started.elapsed() < WAIT,
+            "the background follow did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    write_docs(&leader, 200, 250, "after following started");
+    wait_caught_up(&leader, &indices, "logs-copy").await;
+    same_documents(&leader, &indices.get("logs-copy").unwrap());
+    let recoveries = followers.recoveries(Some("logs-copy"));
+    assert_eq!(recoveries.len(), 2, "one recovery per shard");
+    for recovery in &recoveries {
+        assert_eq!(recovery.leader_index, "logs");
+        assert_eq!(
+            recovery.progress.stage,
+            tandem_recovery::progress::RecoveryStage::Done
+        );
+        assert!(recovery.progress.bytes_recovered > 0);
+    }
+    assert!(followers.recoveries(Some("other")).is_empty());
+
+    // The leader is replaced by an index with the same name and uuid but another history
+    // (a restore would do that): resume is refused with Elasticsearch's message.
+    followers.pause("logs-copy").await.unwrap();
+    let metadata = leader.metadata();
+    let impostor = Arc::new(
+        Index::create_with(
+            &dir.path().join("impostor"),
+            "logs",
+            &metadata.uuid,
+            metadata.settings.clone(),
+            metadata.mappings.clone(),
+            false,
+        )
+        .unwrap(),
+    );
+    client.register_index(impostor);
+    let error = followers
+        .resume("logs-copy", FollowParameters::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CcrError::LeaderChanged(_)), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("leader shard [logs][0] should reference [")
+            && message.ends_with("as history uuid"),
+        "{message}"
+    );
+
+    // A leader re-created under the same name (new uuid) is refused as well.
+    let recreated = Indices::open(&dir.path().join("recreated"))
+        .unwrap()
+        .create("logs", &json!({"number_of_shards": 2}), &json!({}))
+        .unwrap();
+    client.register_index(recreated);
+    let error = followers
+        .resume("logs-copy", FollowParameters::default())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("was replaced"), "{error}");
+
+    // The original leader back: resume works.
+    client.register_index(leader.clone());
+    followers
+        .resume("logs-copy", FollowParameters::default())
+        .await
+        .unwrap();
+    followers.shutdown().await;
 }

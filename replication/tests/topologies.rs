@@ -27,7 +27,7 @@ struct Cluster {
     name: String,
     indices: Arc<Indices>,
     remotes: Arc<RemoteClusters>,
-    followers: FollowerIndices,
+    followers: Arc<FollowerIndices>,
 }
 
 impl Cluster {
@@ -52,7 +52,7 @@ impl Cluster {
             name: name.to_string(),
             indices,
             remotes,
-            followers,
+            followers: Arc::new(followers),
         }
     }
 
@@ -80,6 +80,7 @@ impl Cluster {
                     read_poll_timeout: Some(TimeValue::from_millis(100)),
                     ..FollowParameters::default()
                 },
+                wait_for_active_shards: true,
             })
             .await
             .unwrap();
