@@ -230,6 +230,27 @@ pub struct IndexMetadata {
     pub aliases_version: u64,
     /// Creation time, milliseconds since the Unix epoch.
     pub creation_date_millis: u64,
+    /// Aliases of the index: name -> Elasticsearch alias body (`filter`, `routing`,
+    /// `is_write_index`, …; `{}` for a plain alias).
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Value>,
+}
+
+/// One action of an aliases update (`POST /_aliases`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum AliasAction {
+    /// Adds (or replaces) an alias with its body.
+    Add {
+        /// Alias name.
+        alias: String,
+        /// The alias body (`{}`, or with `filter`, `routing`, `is_write_index`).
+        body: Value,
+    },
+    /// Removes an alias.
+    Remove {
+        /// Alias name.
+        alias: String,
+    },
 }
 
 /// One search hit.
@@ -343,6 +364,7 @@ impl Index {
             mapping_version: 1,
             settings_version: 1,
             aliases_version: 1,
+            aliases: BTreeMap::new(),
             creation_date_millis: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
@@ -577,6 +599,72 @@ impl Index {
     /// Installs a leader's mappings and mapping version on this (follower) index.
     pub fn apply_leader_mappings(&self, mappings: Mappings, mapping_version: u64) -> Result<()> {
         self.mapper.replace(mappings, mapping_version)
+    }
+
+    /// Applies alias actions in order (bumps `aliases_version` when something changed). A
+    /// follower index refuses: its aliases come from its leader. Removing an alias the index
+    /// does not have is an error (`aliases_not_found_exception` in Elasticsearch).
+    pub fn update_aliases(&self, actions: &[AliasAction]) -> Result<bool> {
+        if self.is_follower() {
+            return Err(EngineError::ReadOnlyFollower(format!(
+                "cannot change the aliases of follower index [{}]; they follow its leader",
+                self.name()
+            )));
+        }
+        let mut metadata = self.metadata.write();
+        let mut updated = metadata.clone();
+        for action in actions {
+            match action {
+                AliasAction::Add { alias, body } => {
+                    validate_index_name(alias)?;
+                    if !body.is_object() {
+                        return Err(EngineError::InvalidArgument(format!(
+                            "alias [{alias}] must be an object"
+                        )));
+                    }
+                    updated.aliases.insert(alias.clone(), body.clone());
+                }
+                AliasAction::Remove { alias } => {
+                    if updated.aliases.remove(alias).is_none() {
+                        return Err(EngineError::InvalidArgument(format!(
+                            "aliases [{alias}] missing on index [{}]",
+                            updated.name
+                        )));
+                    }
+                }
+            }
+        }
+        if updated.aliases == metadata.aliases {
+            return Ok(false);
+        }
+        updated.aliases_version += 1;
+        persist_metadata(&self.dir, &updated)?;
+        *metadata = updated;
+        Ok(true)
+    }
+
+    /// Catches a follower index up with its leader's metadata: the leader's mappings (when
+    /// newer) and aliases, and the leader's settings version. The settings themselves stay the
+    /// follower's: every setting Tandem has (replicas, refresh interval, translog durability
+    /// and sync interval, soft-delete retention) is one Elasticsearch does not replicate to
+    /// followers (its `NON_REPLICATED_SETTINGS`), as each cluster tunes them for itself.
+    pub fn apply_leader_metadata(&self, leader: &IndexMetadata) -> Result<()> {
+        if leader.mapping_version > self.metadata.read().mapping_version {
+            self.mapper
+                .replace(leader.mappings.clone(), leader.mapping_version)?;
+        }
+        let mut metadata = self.metadata.write();
+        let mut updated = metadata.clone();
+        updated.settings_version = updated.settings_version.max(leader.settings_version);
+        if leader.aliases_version > updated.aliases_version {
+            updated.aliases = leader.aliases.clone();
+            updated.aliases_version = leader.aliases_version;
+        }
+        if updated != *metadata {
+            persist_metadata(&self.dir, &updated)?;
+            *metadata = updated;
+        }
+        Ok(())
     }
 
     /// True when the index follows a leader (direct writes and mapping changes are refused).

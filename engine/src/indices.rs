@@ -28,7 +28,7 @@ enum Slot {
     Open(Arc<Index>),
     Closed {
         dir: PathBuf,
-        metadata: IndexMetadata,
+        metadata: Box<IndexMetadata>,
     },
 }
 
@@ -70,7 +70,7 @@ impl Indices {
                     metadata.name.clone(),
                     Slot::Closed {
                         dir: path,
-                        metadata,
+                        metadata: Box::new(metadata),
                     },
                 );
                 continue;
@@ -99,7 +99,7 @@ impl Indices {
     pub fn metadata(&self, name: &str) -> Result<IndexMetadata> {
         match self.indices.read().get(name) {
             Some(Slot::Open(index)) => Ok(index.metadata()),
-            Some(Slot::Closed { metadata, .. }) => Ok(metadata.clone()),
+            Some(Slot::Closed { metadata, .. }) => Ok(metadata.as_ref().clone()),
             None => Err(not_found(name)),
         }
     }
@@ -142,7 +142,13 @@ impl Indices {
             .and_then(|()| write_file_atomically(&dir, CLOSED_MARKER, b"1"));
         // Whatever happened, the engines are gone: register it closed, so that an open
         // (which reopens from disk) is the way back.
-        indices.insert(name.to_string(), Slot::Closed { dir, metadata });
+        indices.insert(
+            name.to_string(),
+            Slot::Closed {
+                dir,
+                metadata: Box::new(metadata),
+            },
+        );
         closed
     }
 

@@ -2,7 +2,7 @@
 //! and typed errors for bad input.
 
 use serde_json::json;
-use tandem_engine::index::Index;
+use tandem_engine::index::{AliasAction, Index};
 use tandem_engine::shard::{DeleteRequest, IndexRequest, WriteRequest};
 use tandem_engine::EngineError;
 
@@ -186,4 +186,46 @@ fn a_follower_index_takes_mappings_only_from_its_leader() {
     assert!(follower
         .put_mapping(&json!({"properties": {"other": {"type": "keyword"}}}))
         .unwrap());
+}
+
+#[test]
+fn aliases_are_versioned_persisted_and_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = metrics_index(dir.path(), 1);
+    assert_eq!(index.metadata().aliases_version, 1);
+    let add = |alias: &str| AliasAction::Add {
+        alias: alias.to_string(),
+        body: json!({}),
+    };
+    assert!(index.update_aliases(&[add("metrics"), add("all")]).unwrap());
+    assert!(
+        !index.update_aliases(&[add("metrics")]).unwrap(),
+        "no change"
+    );
+    assert_eq!(index.metadata().aliases_version, 2);
+    let missing = index
+        .update_aliases(&[AliasAction::Remove {
+            alias: "nope".to_string(),
+        }])
+        .unwrap_err();
+    assert_eq!(missing.status(), 400);
+    assert!(index.update_aliases(&[add("Bad")]).is_err());
+    // A failed update changes nothing, even when an earlier action of it was valid.
+    assert!(index
+        .update_aliases(&[
+            AliasAction::Remove {
+                alias: "all".to_string()
+            },
+            add("Bad")
+        ])
+        .is_err());
+    assert!(index.metadata().aliases.contains_key("all"));
+    index.close().unwrap();
+    let reopened = Index::open(&dir.path().join("server-metrics")).unwrap();
+    let metadata = reopened.metadata();
+    assert_eq!(metadata.aliases_version, 2);
+    assert_eq!(
+        metadata.aliases.keys().collect::<Vec<_>>(),
+        vec!["all", "metrics"]
+    );
 }

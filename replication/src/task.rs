@@ -99,7 +99,11 @@ impl ShardFollowTask {
             outstanding_writes: 0,
             buffer: WriteBuffer::new(),
             read_exceptions: BTreeMap::new(),
-            follower_mapping_version: config.follower_mapping_version,
+            follower_versions: MetadataVersions {
+                mapping: config.follower_mapping_version,
+                settings: config.follower_settings_version,
+                aliases: config.follower_index.metadata().aliases_version,
+            },
             status: status.clone(),
             rng: StdRng::from_os_rng(),
             fatal: None,
@@ -238,6 +242,32 @@ enum Event {
     LeaseRenewed(Result<(), LeaderError>),
 }
 
+/// The versions of an index's mappings, settings and aliases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MetadataVersions {
+    mapping: u64,
+    settings: u64,
+    aliases: u64,
+}
+
+impl MetadataVersions {
+    /// True when `leader` has a newer version of anything.
+    fn is_behind(&self, leader: &MetadataVersions) -> bool {
+        leader.mapping > self.mapping
+            || leader.settings > self.settings
+            || leader.aliases > self.aliases
+    }
+
+    /// The newer of each version.
+    fn max(self, other: MetadataVersions) -> MetadataVersions {
+        MetadataVersions {
+            mapping: self.mapping.max(other.mapping),
+            settings: self.settings.max(other.settings),
+            aliases: self.aliases.max(other.aliases),
+        }
+    }
+}
+
 struct FollowLoop {
     client: Arc<dyn LeaderClient>,
     config: ShardFollowTaskConfig,
@@ -248,8 +278,8 @@ struct FollowLoop {
     outstanding_reads: usize,
     outstanding_writes: usize,
     buffer: WriteBuffer,
-    /// The leader mapping version the follower index has applied.
-    follower_mapping_version: u64,
+    /// The leader metadata versions the follower index has applied.
+    follower_versions: MetadataVersions,
     /// Reads being retried: first seq_no -> (retries, last error).
     read_exceptions: BTreeMap<i64, (u32, ErrorBody)>,
     status: Arc<Mutex<TaskStatus>>,
@@ -438,8 +468,13 @@ impl FollowLoop {
         self.leader_max_seq_no_of_updates = self
             .leader_max_seq_no_of_updates
             .max(response.max_seq_no_of_updates);
-        if response.mapping_version > self.follower_mapping_version {
-            if let Err(error) = self.catch_up_mapping(response.mapping_version).await {
+        let leader_versions = MetadataVersions {
+            mapping: response.mapping_version,
+            settings: response.settings_version,
+            aliases: response.aliases_version,
+        };
+        if self.follower_versions.is_behind(&leader_versions) {
+            if let Err(error) = self.catch_up_metadata(leader_versions).await {
                 // Nothing of the response is applied yet: retried like a failed read.
                 self.retry_read(range, error, children);
                 return;
@@ -495,7 +530,12 @@ impl FollowLoop {
         self.send_read(children, range, delay);
     }
 
-    async fn catch_up_mapping(&mut self, leader_mapping_version: u64) -> Result<(), ErrorBody> {
+    /// Applies the leader's newer mappings, settings version and aliases before any operation
+    /// of the read that revealed them is written (an operation may need a new field).
+    async fn catch_up_metadata(
+        &mut self,
+        leader_versions: MetadataVersions,
+    ) -> Result<(), ErrorBody> {
         let metadata = self
             .client
             .index_metadata(&self.config.leader_shard.index)
@@ -503,9 +543,14 @@ impl FollowLoop {
             .map_err(|error| leader_error_body(&error))?;
         self.config
             .follower_index
-            .apply_leader_mappings(metadata.mappings.clone(), metadata.mapping_version)
+            .apply_leader_metadata(&metadata)
             .map_err(|error| engine_error_body(&error))?;
-        self.follower_mapping_version = metadata.mapping_version.max(leader_mapping_version);
+        let fetched = MetadataVersions {
+            mapping: metadata.mapping_version,
+            settings: metadata.settings_version,
+            aliases: metadata.aliases_version,
+        };
+        self.follower_versions = self.follower_versions.max(fetched.max(leader_versions));
         Ok(())
     }
 
@@ -614,7 +659,9 @@ impl FollowLoop {
         status.follower_global_checkpoint = self.engine().global_checkpoint().0;
         status.follower_max_seq_no = self.engine().max_seq_no().0;
         status.last_requested_seq_no = self.last_requested_seq_no.0;
-        status.follower_mapping_version = self.follower_mapping_version;
+        status.follower_mapping_version = self.follower_versions.mapping;
+        status.follower_settings_version = self.follower_versions.settings;
+        status.follower_aliases_version = self.follower_versions.aliases;
         status.outstanding_read_requests = self.outstanding_reads as u32;
         status.outstanding_write_requests = self.outstanding_writes as u32;
         status.write_buffer_operation_count = self.buffer.len() as u64;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tandem_engine::index::Index;
+use tandem_engine::index::{AliasAction, Index};
 use tandem_engine::shard::{DeleteRequest, IndexRequest, WriteRequest};
 use tandem_engine::{SeqNo, ShardEngine};
 use tandem_recovery::client::{
@@ -452,7 +452,7 @@ async fn pruned_leader_history_is_fatal_with_the_missing_history_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_newer_leader_mapping_is_applied_before_the_operations_that_need_it() {
+async fn newer_leader_mappings_settings_and_aliases_are_applied_before_the_operations() {
     let dir = tempfile::tempdir().unwrap();
     let (leader, follower) = leader_and_follower(dir.path(), 1);
     let client = client_for(&leader);
@@ -463,7 +463,17 @@ async fn a_newer_leader_mapping_is_applied_before_the_operations_that_need_it() 
     assert!(leader
         .put_mapping(&json!({"properties": {"status": {"type": "keyword"}}}))
         .unwrap());
+    assert!(leader
+        .update_settings(&json!({"index.refresh_interval": "5s"}))
+        .unwrap());
+    assert!(leader
+        .update_aliases(&[AliasAction::Add {
+            alias: "current".to_string(),
+            body: json!({"is_write_index": true}),
+        }])
+        .unwrap());
     let leader_version = leader.metadata().mapping_version;
+    let follower_refresh = follower.metadata().settings.refresh_interval_millis;
     leader
         .index(IndexRequest::new("doc-1", r#"{"n":1,"status":"ok"}"#))
         .unwrap();
@@ -475,6 +485,27 @@ async fn a_newer_leader_mapping_is_applied_before_the_operations_that_need_it() 
     let stats = task.stats();
     task.stop().await;
     assert_eq!(stats.follower_mapping_version, leader_version);
+    let leader_metadata = leader.metadata();
+    let follower_metadata = follower.metadata();
+    assert_eq!(
+        stats.follower_settings_version,
+        leader_metadata.settings_version
+    );
+    assert_eq!(
+        stats.follower_aliases_version,
+        leader_metadata.aliases_version
+    );
+    assert_eq!(follower_metadata.aliases, leader_metadata.aliases);
+    assert_eq!(
+        follower_metadata.settings.refresh_interval_millis, follower_refresh,
+        "refresh_interval is not replicated (Elasticsearch's non-replicated settings)"
+    );
+    let refused = follower
+        .update_aliases(&[AliasAction::Remove {
+            alias: "current".to_string(),
+        }])
+        .unwrap_err();
+    assert_eq!(refused.status(), 403, "{refused}");
     assert_eq!(
         follower.mapper().mappings().field_type("status"),
         Some(tandem_engine::mapping::FieldType::Keyword),
