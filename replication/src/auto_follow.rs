@@ -54,6 +54,9 @@ pub struct AutoFollowPattern {
     /// Follow parameters of the followers it creates (request form).
     #[serde(default)]
     pub parameters: Map<String, Value>,
+    /// Settings of the follower indices it creates that differ from their leader's.
+    #[serde(default)]
+    pub settings: Map<String, Value>,
 }
 
 impl AutoFollowPattern {
@@ -70,6 +73,10 @@ impl AutoFollowPattern {
             ));
         }
         FollowParameters::from_es_json(&self.parameters)?.validate()?;
+        if !self.settings.is_empty() {
+            tandem_engine::index::IndexSettings::default()
+                .apply_es_json(&Value::Object(self.settings.clone()), false)?;
+        }
         Ok(())
     }
 
@@ -362,6 +369,7 @@ impl AutoFollowCoordinator {
             parameters,
             // Errors are recorded in the auto-follow stats, so the recovery is waited for.
             wait_for_active_shards: true,
+            settings: Value::Object(state.pattern.settings.clone()),
         };
         match self.followers.follow(request).await {
             Ok(_) => {
@@ -464,6 +472,7 @@ mod tests {
             leader_index_exclusion_patterns: vec!["logs-secret*".to_string()],
             follow_index_pattern: Some("{{leader_index}}-copy".to_string()),
             parameters: Map::new(),
+            settings: Map::new(),
         };
         assert!(pattern.matches("logs-web"));
         assert!(!pattern.matches("logs-secret-1"));
@@ -475,9 +484,24 @@ mod tests {
         assert_eq!(default_name.follower_index_name("logs-web"), "logs-web");
         assert!(AutoFollowPattern {
             leader_index_patterns: vec![],
-            ..pattern
+            ..pattern.clone()
         }
         .validate()
         .is_err());
+        let mut settings = Map::new();
+        settings.insert("index.number_of_replicas".to_string(), Value::from(0));
+        let with_settings = AutoFollowPattern {
+            settings: settings.clone(),
+            ..pattern.clone()
+        };
+        assert!(with_settings.validate().is_ok());
+        settings.insert("index.number_of_shards".to_string(), Value::from(2));
+        let error = AutoFollowPattern {
+            settings,
+            ..pattern
+        }
+        .validate()
+        .unwrap_err();
+        assert!(error.to_string().contains("number_of_shards"), "{error}");
     }
 }

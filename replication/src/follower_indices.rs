@@ -18,7 +18,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::Duration;
-use tandem_engine::index::{Index, IndexMetadata};
+use tandem_engine::index::{Index, IndexMetadata, IndexSettings};
 use tandem_engine::indices::Indices;
 use tandem_engine::mapper::DocumentMapper;
 use tandem_engine::SeqNo;
@@ -57,6 +57,10 @@ pub struct FollowRequest {
     /// Elasticsearch's default) returns once the recovery has started; it goes on in the
     /// background and following starts when it completes.
     pub wait_for_active_shards: bool,
+    /// Settings of the follower index that differ from the leader's (`settings` of the
+    /// request; `null` or `{}` for none). Only per-cluster (non-replicated) settings can be
+    /// given, which in Tandem is every setting but `number_of_shards`.
+    pub settings: Value,
 }
 
 /// What a follow request did (Elasticsearch's response fields).
@@ -156,6 +160,8 @@ impl Drop for Reservation {
 /// What a follow needs once the leader has been asked: everything to recover and start.
 struct PreparedFollow {
     request: FollowRequest,
+    /// The follower index's settings: the leader's with the request's overrides.
+    settings: IndexSettings,
     parameters: ResolvedFollowParameters,
     client: Arc<dyn LeaderClient>,
     leader: IndexMetadata,
@@ -281,6 +287,10 @@ impl FollowerIndices {
             name: request.follower_index.clone(),
         };
         let leader = client.index_metadata(&request.leader_index).await?;
+        let mut settings = leader.settings.clone();
+        if !request.settings.is_null() {
+            settings.apply_es_json(&request.settings, false)?;
+        }
         let follower_uuid = uuid::Uuid::new_v4().simple().to_string();
         let lease_id = follower_lease_id(
             &self.cluster_name,
@@ -310,6 +320,7 @@ impl FollowerIndices {
             .insert(request.follower_index.clone(), records);
         Ok(PreparedFollow {
             request,
+            settings,
             parameters,
             client,
             leader,
@@ -324,6 +335,7 @@ impl FollowerIndices {
     async fn complete_follow(&self, prepared: PreparedFollow) -> Result<(), CcrError> {
         let PreparedFollow {
             request,
+            settings,
             parameters,
             client,
             leader,
@@ -334,7 +346,9 @@ impl FollowerIndices {
         } = prepared;
         // The recovery runs without the lock: stats and other followers' requests go on.
         let dir = self.indices.new_index_dir();
-        let history_uuids = match recover_shards(&targets, &leader, &dir, &lease_id).await {
+        let history_uuids = match recover_shards(&targets, &leader, &settings, &dir, &lease_id)
+            .await
+        {
             Ok(uuids) => uuids,
             Err(error) => {
                 if let Err(cleanup) = std::fs::remove_dir_all(&dir) {
@@ -346,6 +360,7 @@ impl FollowerIndices {
         let metadata = IndexMetadata {
             name: request.follower_index.clone(),
             uuid: follower_uuid,
+            settings,
             ..leader.clone()
         };
         let mut followers = self.followers.lock().await;
@@ -636,6 +651,7 @@ impl FollowerIndices {
 async fn recover_shards(
     targets: &[RecoveryTarget],
     leader: &IndexMetadata,
+    settings: &IndexSettings,
     dir: &Path,
     lease_id: &str,
 ) -> Result<Vec<String>, CcrError> {
@@ -644,7 +660,7 @@ async fn recover_shards(
         leader.mapping_version,
         None,
     ));
-    let mut shard_config = leader.settings.shard_config();
+    let mut shard_config = settings.shard_config();
     shard_config.follower = true;
     let mut history_uuids = Vec::new();
     for (target, shard) in targets.iter().zip(0..) {

@@ -68,6 +68,10 @@ fn pattern(patterns: &[&str], exclusions: &[&str]) -> AutoFollowPattern {
         leader_index_exclusion_patterns: exclusions.iter().map(|p| p.to_string()).collect(),
         follow_index_pattern: Some("{{leader_index}}-copy".to_string()),
         parameters,
+        settings: json!({"index.refresh_interval": "7s", "number_of_replicas": 0})
+            .as_object()
+            .cloned()
+            .unwrap(),
     }
 }
 
@@ -101,6 +105,13 @@ async fn auto_follow_rules_and_stats() {
     assert!(coordinator.poll_once().await.is_empty(), "followed once");
     let copy = indices.get("logs-new-copy").unwrap();
     assert!(copy.is_follower());
+    let settings = copy.metadata().settings;
+    assert_eq!(
+        settings.refresh_interval_millis,
+        Some(7000),
+        "the pattern's settings"
+    );
+    assert_eq!(settings.number_of_replicas, 0);
     let started = Instant::now();
     while copy.get("1").unwrap().is_none() {
         assert!(

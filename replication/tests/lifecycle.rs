@@ -117,6 +117,7 @@ async fn follow_pause_resume_restart_and_unfollow() {
             ..FollowParameters::default()
         },
         wait_for_active_shards: true,
+        settings: serde_json::Value::Null,
     };
     let response = followers.follow(request.clone()).await.unwrap();
     assert!(
@@ -291,6 +292,7 @@ async fn follow_without_waiting_then_resume_refuses_a_changed_leader() {
                 ..FollowParameters::default()
             },
             wait_for_active_shards: false,
+            settings: serde_json::Value::Null,
         })
         .await
         .unwrap();

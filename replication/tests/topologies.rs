@@ -81,6 +81,7 @@ impl Cluster {
                     ..FollowParameters::default()
                 },
                 wait_for_active_shards: true,
+                settings: serde_json::Value::Null,
             })
             .await
             .unwrap();
