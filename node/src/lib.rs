@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cluster_settings;
 pub mod config;
 pub mod error;
 pub mod node;

@@ -12,6 +12,7 @@
 //! Endpoints live in one module per API family; each exposes `routes()`.
 
 pub mod body;
+pub mod ccr;
 pub mod params;
 pub mod root;
 
@@ -39,6 +40,7 @@ pub type NodeState = Arc<Node>;
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .merge(root::routes())
+        .merge(ccr::routes())
         .fallback(no_handler)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(elasticsearch_conventions))

@@ -1,0 +1,436 @@
+//! Cluster settings (`PUT|GET /_cluster/settings`): the remote clusters this cluster reaches,
+//! Elasticsearch's `cluster.remote.<alias>.*` keys, persistent and transient.
+//!
+//! Settings are kept flat (`cluster.remote.leader.seeds`), as Elasticsearch does; an update
+//! merges into them (a `null` value deletes a key) and is validated as a whole before anything
+//! changes. Persistent settings are stored atomically in `<data>/cluster_settings.json`;
+//! transient ones live until the process stops. Transient values win over persistent ones.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tandem_engine::leases::write_file_atomically;
+
+use crate::error::RestError;
+
+/// File of the persistent cluster settings.
+pub const CLUSTER_SETTINGS_FILE: &str = "cluster_settings.json";
+/// Prefix of every remote cluster setting.
+const REMOTE_PREFIX: &str = "cluster.remote.";
+/// The per-alias keys a remote cluster accepts.
+const REMOTE_KEYS: &[&str] = &[
+    "seeds",
+    "mode",
+    "proxy_address",
+    "server_name",
+    "skip_unavailable",
+    "node_connections",
+    "proxy_socket_connections",
+    "transport.compress",
+    "transport.ping_schedule",
+];
+
+/// How a remote cluster is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteMode {
+    /// `mode: sniff` (the default): the seed nodes' addresses.
+    Sniff {
+        /// `host:port` of the leader nodes.
+        seeds: Vec<String>,
+    },
+    /// `mode: proxy`: one address in front of the leader cluster.
+    Proxy {
+        /// `host:port`.
+        proxy_address: String,
+    },
+}
+
+/// One remote cluster's effective configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteClusterConfig {
+    /// The alias.
+    pub alias: String,
+    /// How it is reached.
+    pub mode: RemoteMode,
+    /// `skip_unavailable` (default false in 8.x).
+    pub skip_unavailable: bool,
+}
+
+impl RemoteClusterConfig {
+    /// The addresses to try, in order.
+    pub fn addresses(&self) -> Vec<String> {
+        match &self.mode {
+            RemoteMode::Sniff { seeds } => seeds.clone(),
+            RemoteMode::Proxy { proxy_address } => vec![proxy_address.clone()],
+        }
+    }
+}
+
+/// Persistent and transient settings, flat.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterSettings {
+    /// Survive a restart.
+    pub persistent: BTreeMap<String, Value>,
+    /// Last until the process stops.
+    #[serde(skip)]
+    pub transient: BTreeMap<String, Value>,
+}
+
+impl ClusterSettings {
+    /// Loads the persistent settings of `data` (none if the file is absent).
+    pub fn load(data: &Path) -> Result<ClusterSettings, String> {
+        let path = data.join(CLUSTER_SETTINGS_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| format!("corrupted [{}]: {e}", path.display())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(ClusterSettings::default())
+            }
+            Err(error) => Err(format!("cannot read [{}]: {error}", path.display())),
+        }
+    }
+
+    /// Stores the persistent settings in `data`, atomically.
+    pub fn store(&self, data: &Path) -> Result<(), String> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        write_file_atomically(data, CLUSTER_SETTINGS_FILE, &bytes).map_err(|e| e.to_string())
+    }
+
+    /// Applies an update body (`{"persistent": {...}, "transient": {...}}`, nested or flat
+    /// keys); returns the new settings and the changes in each scope (flat). Nothing changes
+    /// when any key or value is invalid.
+    pub fn updated(&self, body: &Value) -> Result<(ClusterSettings, Value, Value), RestError> {
+        let Value::Object(body) = body else {
+            return Err(RestError::parse(
+                "request body is required and must be an object",
+            ));
+        };
+        if let Some(key) = body
+            .keys()
+            .find(|k| *k != "persistent" && *k != "transient")
+        {
+            return Err(RestError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "x_content_parse_exception",
+                format!("[cluster_update_settings_request] unknown field [{key}]"),
+            ));
+        }
+        let mut next = self.clone();
+        let mut changes = Vec::new();
+        for (scope, target) in [
+            ("persistent", &mut next.persistent),
+            ("transient", &mut next.transient),
+        ] {
+            let mut flat = BTreeMap::new();
+            if let Some(section) = body.get(scope) {
+                if !section.is_object() {
+                    return Err(RestError::parse(format!("[{scope}] must be an object")));
+                }
+                flatten("", section, &mut flat);
+            }
+            for (key, value) in &flat {
+                check_key(scope, key)?;
+                if value.is_null() {
+                    // `cluster.remote.x.*: null` style deletes take every key below.
+                    let prefix = key.trim_end_matches('*');
+                    target.retain(|existing, _| {
+                        existing != key && !(key.ends_with('*') && existing.starts_with(prefix))
+                    });
+                } else {
+                    target.insert(key.clone(), normalize(value));
+                }
+            }
+            changes.push(nest(&flat));
+        }
+        next.remote_clusters()?;
+        let transient = changes.pop().unwrap_or_default();
+        let persistent = changes.pop().unwrap_or_default();
+        Ok((next, persistent, transient))
+    }
+
+    /// Every remote cluster configured, transient values over persistent ones.
+    pub fn remote_clusters(&self) -> Result<Vec<RemoteClusterConfig>, RestError> {
+        let mut merged = self.persistent.clone();
+        merged.extend(self.transient.clone());
+        let mut by_alias: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+        for (key, value) in merged {
+            if let Some(rest) = key.strip_prefix(REMOTE_PREFIX) {
+                if let Some((alias, setting)) = rest.split_once('.') {
+                    by_alias
+                        .entry(alias.to_string())
+                        .or_default()
+                        .insert(setting.to_string(), value);
+                }
+            }
+        }
+        by_alias
+            .into_iter()
+            .filter_map(|(alias, settings)| remote_config(&alias, &settings).transpose())
+            .collect()
+    }
+
+    /// Both scopes, nested, as `GET /_cluster/settings` shows them (`flat` keeps the keys
+    /// flat, as `?flat_settings=true` does).
+    pub fn to_es_json(&self, flat: bool) -> Value {
+        let render = |settings: &BTreeMap<String, Value>| {
+            if flat {
+                Value::Object(settings.clone().into_iter().collect())
+            } else {
+                nest(settings)
+            }
+        };
+        serde_json::json!({
+            "persistent": render(&self.persistent),
+            "transient": render(&self.transient),
+        })
+    }
+}
+
+fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
+    match value {
+        Value::Object(map) if !map.is_empty() || prefix.is_empty() => {
+            for (key, child) in map {
+                let key = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(&key, child, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
+    }
+}
+
+fn nest(flat: &BTreeMap<String, Value>) -> Value {
+    let mut root = Map::new();
+    for (key, value) in flat {
+        let mut node = &mut root;
+        let parts: Vec<&str> = key.split('.').collect();
+        for part in &parts[..parts.len() - 1] {
+            let entry = node
+                .entry(part.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !entry.is_object() {
+                *entry = Value::Object(Map::new());
+            }
+            node = entry.as_object_mut().expect("just made an object");
+        }
+        node.insert(parts[parts.len() - 1].to_string(), value.clone());
+    }
+    Value::Object(root)
+}
+
+/// Elasticsearch stores setting values as strings (lists stay lists of strings).
+fn normalize(value: &Value) -> Value {
+    match value {
+        Value::Array(values) => Value::Array(values.iter().map(normalize).collect()),
+        Value::String(_) => value.clone(),
+        other => Value::String(other.to_string()),
+    }
+}
+
+fn check_key(scope: &str, key: &str) -> Result<(), RestError> {
+    let unknown =
+        || RestError::illegal_argument(format!("{scope} setting [{key}], not recognized"));
+    let rest = key.strip_prefix(REMOTE_PREFIX).ok_or_else(unknown)?;
+    let (alias, setting) = rest.split_once('.').ok_or_else(unknown)?;
+    if alias.is_empty()
+        || !alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(RestError::illegal_argument(format!(
+            "invalid remote cluster alias [{alias}] in setting [{key}]"
+        )));
+    }
+    if setting == "*" || REMOTE_KEYS.contains(&setting) {
+        Ok(())
+    } else {
+        Err(unknown())
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn check_address(alias: &str, setting: &str, address: &str) -> Result<(), RestError> {
+    let valid = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if valid {
+        return Ok(());
+    }
+    Err(RestError::illegal_argument(format!(
+        "failed to parse [{address}] in setting [cluster.remote.{alias}.{setting}]: expected host:port"
+    )))
+}
+
+/// The configuration of one alias; `None` when it has no address at all (only deletes left).
+fn remote_config(
+    alias: &str,
+    settings: &BTreeMap<String, Value>,
+) -> Result<Option<RemoteClusterConfig>, RestError> {
+    let mode = settings
+        .get("mode")
+        .and_then(text)
+        .unwrap_or_else(|| "sniff".into());
+    let seeds: Vec<String> = match settings.get("seeds") {
+        Some(Value::Array(values)) => values.iter().filter_map(text).collect(),
+        Some(value) => text(value).into_iter().collect(),
+        None => Vec::new(),
+    };
+    let proxy_address = settings.get("proxy_address").and_then(text);
+    let skip_unavailable = match settings.get("skip_unavailable").and_then(text).as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(RestError::illegal_argument(format!(
+            "Failed to parse value [{other}] for setting [cluster.remote.{alias}.skip_unavailable]"
+        ))),
+    };
+    let mode = match mode.as_str() {
+        "sniff" => {
+            if proxy_address.is_some() {
+                return Err(RestError::illegal_argument(format!(
+                    "Setting \"cluster.remote.{alias}.proxy_address\" cannot be used with the configured \"cluster.remote.{alias}.mode\" [required=PROXY, configured=SNIFF]"
+                )));
+            }
+            if seeds.is_empty() {
+                return Ok(None);
+            }
+            for seed in &seeds {
+                check_address(alias, "seeds", seed)?;
+            }
+            RemoteMode::Sniff { seeds }
+        }
+        "proxy" => {
+            if !seeds.is_empty() {
+                return Err(RestError::illegal_argument(format!(
+                    "Setting \"cluster.remote.{alias}.seeds\" cannot be used with the configured \"cluster.remote.{alias}.mode\" [required=SNIFF, configured=PROXY]"
+                )));
+            }
+            let Some(proxy_address) = proxy_address else {
+                return Ok(None);
+            };
+            check_address(alias, "proxy_address", &proxy_address)?;
+            RemoteMode::Proxy { proxy_address }
+        }
+        other => return Err(RestError::illegal_argument(format!(
+            "Invalid mode [{other}] for [cluster.remote.{alias}.mode]: expected [sniff] or [proxy]"
+        ))),
+    };
+    Ok(Some(RemoteClusterConfig {
+        alias: alias.to_string(),
+        mode,
+        skip_unavailable,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nested_and_flat_updates_merge_and_null_deletes() {
+        let settings = ClusterSettings::default();
+        let (settings, persistent, transient) = settings
+            .updated(&json!({"persistent": {"cluster": {"remote": {"leader": {"seeds": ["127.0.0.1:9300"]}}}}}))
+            .unwrap();
+        assert_eq!(
+            persistent,
+            json!({"cluster": {"remote": {"leader": {"seeds": ["127.0.0.1:9300"]}}}})
+        );
+        assert_eq!(transient, json!({}));
+        let (settings, _, _) = settings
+            .updated(&json!({"persistent": {"cluster.remote.other.mode": "proxy", "cluster.remote.other.proxy_address": "localhost:9400", "cluster.remote.other.skip_unavailable": true}}))
+            .unwrap();
+        let remotes = settings.remote_clusters().unwrap();
+        assert_eq!(remotes.len(), 2);
+        assert_eq!(remotes[0].alias, "leader");
+        assert_eq!(
+            remotes[1].mode,
+            RemoteMode::Proxy {
+                proxy_address: "localhost:9400".into()
+            }
+        );
+        assert!(remotes[1].skip_unavailable);
+        assert_eq!(
+            settings.to_es_json(false)["persistent"]["cluster"]["remote"]["other"]
+                ["skip_unavailable"],
+            "true"
+        );
+        let (settings, _, _) = settings
+            .updated(&json!({"persistent": {"cluster.remote.leader.seeds": null}}))
+            .unwrap();
+        let remotes = settings.remote_clusters().unwrap();
+        assert_eq!(remotes.len(), 1, "a null deletes the alias");
+        let (settings, _, _) = settings
+            .updated(&json!({"persistent": {"cluster.remote.other.*": null}}))
+            .unwrap();
+        assert!(settings.persistent.is_empty());
+    }
+
+    #[test]
+    fn invalid_updates_change_nothing_and_say_why() {
+        let settings = ClusterSettings::default();
+        for (body, expected) in [
+            (
+                json!({"persistent": {"cluster.routing.allocation.enable": "all"}}),
+                "not recognized",
+            ),
+            (
+                json!({"persistent": {"cluster.remote.a.seeds": ["nohost"]}}),
+                "expected host:port",
+            ),
+            (
+                json!({"persistent": {"cluster.remote.a.mode": "proxy", "cluster.remote.a.seeds": ["h:1"]}}),
+                "required=SNIFF",
+            ),
+            (
+                json!({"persistent": {"cluster.remote.a.mode": "carrier-pigeon"}}),
+                "Invalid mode",
+            ),
+            (
+                json!({"persistent": {"cluster.remote.a.colour": "red"}}),
+                "not recognized",
+            ),
+            (json!({"permanent": {}}), "unknown field"),
+        ] {
+            let error = settings.updated(&body).unwrap_err();
+            assert!(error.reason.contains(expected), "{body}: {}", error.reason);
+            assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn transient_wins_and_is_not_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, _, _) = ClusterSettings::default()
+            .updated(&json!({
+                "persistent": {"cluster.remote.a.seeds": ["127.0.0.1:1"]},
+                "transient": {"cluster.remote.a.seeds": ["127.0.0.1:2"]},
+            }))
+            .unwrap();
+        assert_eq!(
+            settings.remote_clusters().unwrap()[0].addresses(),
+            vec!["127.0.0.1:2"]
+        );
+        settings.store(dir.path()).unwrap();
+        let loaded = ClusterSettings::load(dir.path()).unwrap();
+        assert!(loaded.transient.is_empty());
+        assert_eq!(
+            loaded.remote_clusters().unwrap()[0].addresses(),
+            vec!["127.0.0.1:1"]
+        );
+    }
+}
