@@ -293,9 +293,11 @@ fn remote_config(
     let skip_unavailable = match settings.get("skip_unavailable").and_then(text).as_deref() {
         None | Some("false") => false,
         Some("true") => true,
-        Some(other) => return Err(RestError::illegal_argument(format!(
+        Some(other) => {
+            return Err(RestError::illegal_argument(format!(
             "Failed to parse value [{other}] for setting [cluster.remote.{alias}.skip_unavailable]"
-        ))),
+        )))
+        }
     };
     let mode = match mode.as_str() {
         "sniff" => {
@@ -324,9 +326,11 @@ fn remote_config(
             check_address(alias, "proxy_address", &proxy_address)?;
             RemoteMode::Proxy { proxy_address }
         }
-        other => return Err(RestError::illegal_argument(format!(
+        other => {
+            return Err(RestError::illegal_argument(format!(
             "Invalid mode [{other}] for [cluster.remote.{alias}.mode]: expected [sniff] or [proxy]"
-        ))),
+        )))
+        }
     };
     Ok(Some(RemoteClusterConfig {
         alias: alias.to_string(),

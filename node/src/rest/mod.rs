@@ -14,6 +14,7 @@
 pub mod body;
 pub mod ccr;
 pub mod params;
+pub mod recovery;
 pub mod root;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .merge(root::routes())
         .merge(ccr::routes())
+        .merge(recovery::routes())
         .fallback(no_handler)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(elasticsearch_conventions))
