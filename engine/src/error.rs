@@ -167,6 +167,7 @@ impl EngineError {
             EngineError::IndexClosed { .. } => "index_closed_exception",
             EngineError::Document(_) => "document_parsing_exception",
             EngineError::Mapping(_) => "mapper_parsing_exception",
+            EngineError::Query(QueryError::Parsing(_)) => "parsing_exception",
             EngineError::Query(_) => "query_shard_exception",
             EngineError::MissingHistory { .. } => "resource_not_found_exception",
             EngineError::ReadOnlyFollower(_) => "cluster_block_exception",

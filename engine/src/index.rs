@@ -275,6 +275,15 @@ pub struct SearchResult {
     pub max_score: Option<f32>,
 }
 
+/// The query of a search or count.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SearchQuery {
+    /// Elasticsearch `q=` query-string syntax.
+    QueryString(String),
+    /// An Elasticsearch query DSL object (`{"match": {"field": "text"}}`).
+    Dsl(Value),
+}
+
 /// An index: its metadata and shards.
 pub struct Index {
     dir: PathBuf,
@@ -689,19 +698,65 @@ impl Index {
 
     /// Searches every shard with an Elasticsearch `q=` query string; `from` + `size` paginate.
     pub fn search(&self, query: &str, from: usize, size: usize) -> Result<SearchResult> {
+        let query = self.build_query(&SearchQuery::QueryString(query.to_string()))?;
+        self.run_search(query, from, size)
+    }
+
+    /// Searches every shard with a query given as `q=` text or query DSL; `from` + `size`
+    /// paginate.
+    pub fn search_query(
+        &self,
+        query: &SearchQuery,
+        from: usize,
+        size: usize,
+    ) -> Result<SearchResult> {
+        let query = self.build_query(query)?;
+        self.run_search(query, from, size)
+    }
+
+    /// Searches every shard with an Elasticsearch query DSL object (`{"match": {...}}`).
+    pub fn search_dsl(&self, query: &Value, from: usize, size: usize) -> Result<SearchResult> {
+        self.search_query(&SearchQuery::Dsl(query.clone()), from, size)
+    }
+
+    /// Number of live documents matching `query` in the last refreshed readers.
+    pub fn count(&self, query: &SearchQuery) -> Result<u64> {
+        let query = self.build_query(query)?;
+        let mut total = 0u64;
+        for shard in &self.shards {
+            let count = shard
+                .searcher()
+                .search(&query, &Count)
+                .map_err(|e| EngineError::index("counting", e))?;
+            total += count as u64;
+        }
+        Ok(total)
+    }
+
+    /// The tantivy query of a search, without the engine's anchor documents.
+    fn build_query(&self, query: &SearchQuery) -> Result<tantivy::query::BooleanQuery> {
         let mappings = self.mapper.mappings();
+        let schema = self.mapper.schema();
         let Some(first) = self.shards.first() else {
-            return Ok(SearchResult {
-                total_hits: 0,
-                hits: Vec::new(),
-                max_score: None,
-            });
+            return Ok(tantivy::query::BooleanQuery::new(Vec::new()));
         };
-        let user_query =
-            self.mapper
-                .schema()
-                .parse_query_string(first.tantivy_index(), &mappings, query)?;
-        let query = crate::history::without_anchors(user_query, self.mapper.schema());
+        let user_query = match query {
+            SearchQuery::QueryString(text) => {
+                schema.parse_query_string(first.tantivy_index(), &mappings, text)?
+            }
+            SearchQuery::Dsl(dsl) => {
+                schema.parse_query_dsl(first.tantivy_index(), &mappings, dsl)?
+            }
+        };
+        Ok(crate::history::without_anchors(user_query, schema))
+    }
+
+    fn run_search(
+        &self,
+        query: tantivy::query::BooleanQuery,
+        from: usize,
+        size: usize,
+    ) -> Result<SearchResult> {
         let wanted = from.saturating_add(size);
         let mut total_hits = 0u64;
         let mut candidates = Vec::new();
@@ -734,6 +789,26 @@ impl Index {
             hits,
             max_score,
         })
+    }
+
+    /// Elasticsearch's flush: fsyncs every shard's translog, then commits every shard (which
+    /// trims the translog down to what the commit does not hold).
+    pub fn flush(&self) -> Result<()> {
+        for shard in &self.shards {
+            shard.sync_translog()?;
+            shard.refresh()?;
+        }
+        Ok(())
+    }
+
+    /// Force-merges every shard down to at most `max_num_segments` segments where retention
+    /// allows it (segments holding history at or above `min_retained_seq_no` are never merged:
+    /// invariant 4), and waits for the merges.
+    pub fn force_merge(&self, max_num_segments: usize) -> Result<()> {
+        for shard in &self.shards {
+            shard.force_merge(max_num_segments)?;
+        }
+        Ok(())
     }
 
     /// Closes every shard (fsync + commit).
@@ -789,6 +864,50 @@ mod tests {
             counts[route(&format!("doc-{n}"), 4)] += 1;
         }
         assert!(counts.iter().all(|count| *count > 800), "{counts:?}");
+    }
+
+    #[test]
+    fn dsl_search_count_flush_and_force_merge_span_every_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::create(
+            &dir.path().join("logs"),
+            "logs",
+            &serde_json::json!({"number_of_shards": 3, "refresh_interval": "-1"}),
+            &serde_json::json!({"properties": {"status": {"type": "keyword"}}}),
+        )
+        .unwrap();
+        for n in 0..30 {
+            let status = if n % 3 == 0 { "error" } else { "ok" };
+            let source = serde_json::json!({"status": status, "n": n}).to_string();
+            index
+                .index(IndexRequest::new(n.to_string(), source))
+                .unwrap();
+        }
+        index.flush().unwrap();
+        let errors = serde_json::json!({"term": {"status": "error"}});
+        assert_eq!(index.count(&SearchQuery::Dsl(errors.clone())).unwrap(), 10);
+        assert_eq!(
+            index
+                .count(&SearchQuery::QueryString("status:ok".to_string()))
+                .unwrap(),
+            20
+        );
+        let page = index.search_dsl(&errors, 2, 5).unwrap();
+        assert_eq!((page.total_hits, page.hits.len()), (10, 5));
+        let bad = serde_json::json!({"nope": {}});
+        assert!(matches!(
+            index.search_dsl(&bad, 0, 1),
+            Err(EngineError::Query(_))
+        ));
+        for n in 0..30 {
+            let source = serde_json::json!({"status": "ok", "n": n}).to_string();
+            index
+                .index(IndexRequest::new(n.to_string(), source))
+                .unwrap();
+        }
+        index.force_merge(1).unwrap();
+        assert_eq!(index.count(&SearchQuery::Dsl(errors)).unwrap(), 0);
+        assert_eq!(index.doc_count(), 30, "merges keep every live document");
     }
 
     #[test]

@@ -116,6 +116,10 @@ pub enum QueryError {
     /// A clause without a field cannot be built.
     #[error("invalid query: {0}")]
     Invalid(String),
+    /// A query DSL body does not have the shape of a query (unknown query type, unknown or
+    /// malformed parameter); Elasticsearch's `parsing_exception`.
+    #[error("{0}")]
+    Parsing(String),
 }
 
 /// Shortens a JSON rendering of a value for error messages.

@@ -10,6 +10,8 @@
 //!   document, with dynamic mapping of unknown fields.
 //! * [`IndexSchema::parse_query_string`]: the `q=` query-string syntax to a
 //!   tantivy query.
+//! * [`IndexSchema::parse_query_dsl`]: the Elasticsearch query DSL to a
+//!   tantivy query.
 //!
 //! A tantivy schema cannot grow, but Elasticsearch mappings can. Fields present
 //! in the mappings when the index is created become real tantivy fields; every
@@ -19,6 +21,7 @@
 
 mod date;
 mod document;
+mod dsl;
 mod error;
 mod mappings;
 mod query;
@@ -28,6 +31,7 @@ mod schema;
 mod tests;
 
 pub use document::ParsedDocument;
+pub use dsl::{MAX_CLAUSE_COUNT, MAX_QUERY_DEPTH};
 pub use error::{DocumentError, MappingError, QueryError};
 pub use mappings::{Dynamic, FieldType, Mappings};
 pub use schema::IndexSchema;

@@ -52,19 +52,23 @@ impl IndexSchema {
             return Ok(Box::new(AllQuery));
         }
         let ast = query_grammar::parse_query(q).map_err(|_| syntax_error(q))?;
+        self.converter(index, mappings).convert(ast)
+    }
+
+    /// The converter of query-string leaves for this schema: unqualified terms search `_all`
+    /// and the mapped text/keyword fields.
+    pub(super) fn converter<'a>(&'a self, index: &Index, mappings: &'a Mappings) -> Converter<'a> {
         let mut default_fields = vec![self.all];
         default_fields.extend(
             self.mapped_fields()
                 .filter(|(_, _, t)| matches!(t, FieldType::Text | FieldType::Keyword))
                 .map(|(_, field, _)| field),
         );
-        let parser = QueryParser::for_index(index, default_fields);
-        let converter = Converter {
+        Converter {
             index_schema: self,
             mappings,
-            parser,
-        };
-        converter.convert(ast)
+            parser: QueryParser::for_index(index, default_fields),
+        }
     }
 }
 
@@ -86,14 +90,16 @@ fn syntax_error(q: &str) -> QueryError {
 }
 
 /// Where a field name of the query points to.
-enum Target<'n> {
+pub(super) enum Target<'n> {
     /// A real tantivy field (mapped at creation, or a meta field: no type).
     Schema(Field, Option<FieldType>),
     /// A path inside `_dynamic` (type `None` if the field is not mapped).
     Dynamic(&'n str, Option<FieldType>),
 }
 
-struct Converter<'a> {
+/// Turns query-string leaves into tantivy queries, resolving field names to schema fields or
+/// `_dynamic` paths; shared by the `q=` syntax and the query DSL.
+pub(super) struct Converter<'a> {
     index_schema: &'a IndexSchema,
     mappings: &'a Mappings,
     parser: QueryParser,
@@ -128,7 +134,8 @@ impl Converter<'_> {
         }
     }
 
-    fn resolve<'n>(&self, name: &'n str) -> Target<'n> {
+    /// Where `name` points to.
+    pub(super) fn resolve<'n>(&self, name: &'n str) -> Target<'n> {
         if let Some(path) = name
             .strip_prefix(DYNAMIC_FIELD)
             .and_then(|p| p.strip_prefix('.'))
@@ -160,7 +167,8 @@ impl Converter<'_> {
             })
     }
 
-    fn convert_leaf(&self, leaf: UserInputLeaf) -> Result<Box<dyn Query>, QueryError> {
+    /// One leaf (a term, phrase, range, set, regex or exists clause).
+    pub(super) fn convert_leaf(&self, leaf: UserInputLeaf) -> Result<Box<dyn Query>, QueryError> {
         match leaf {
             UserInputLeaf::All => Ok(Box::new(AllQuery)),
             UserInputLeaf::Literal(mut literal) => {

@@ -9,7 +9,7 @@ use tantivy::{Index, IndexWriter, TantivyDocument};
 
 use super::*;
 
-fn server_metrics_mappings() -> Mappings {
+pub(super) fn server_metrics_mappings() -> Mappings {
     Mappings::from_es_json(&json!({
         "properties": {
             "@timestamp": {"type": "date"},
@@ -23,7 +23,7 @@ fn server_metrics_mappings() -> Mappings {
     .unwrap()
 }
 
-fn server_metrics_docs() -> Vec<Value> {
+pub(super) fn server_metrics_docs() -> Vec<Value> {
     vec![
         json!({
             "@timestamp": "2024-01-01T10:00:00Z",
@@ -68,14 +68,14 @@ fn server_metrics_docs() -> Vec<Value> {
     ]
 }
 
-struct TestIndex {
+pub(super) struct TestIndex {
     schema: IndexSchema,
     mappings: Mappings,
     index: Index,
 }
 
 impl TestIndex {
-    fn new(mappings: Mappings) -> TestIndex {
+    pub(super) fn new(mappings: Mappings) -> TestIndex {
         let schema = IndexSchema::build(&mappings);
         let index = Index::create_in_ram(schema.schema.clone());
         TestIndex {
@@ -87,7 +87,7 @@ impl TestIndex {
 
     /// Indexes documents the way the engine does: parse, record new fields,
     /// add the meta fields. The `_record` holds the document number.
-    fn index_docs(&mut self, docs: &[Value]) {
+    pub(super) fn index_docs(&mut self, docs: &[Value]) {
         let mut writer: IndexWriter = self.index.writer(15_000_000).unwrap();
         for (i, doc) in docs.iter().enumerate() {
             let parsed = self
@@ -111,9 +111,21 @@ impl TestIndex {
         let query = self
             .schema
             .parse_query_string(&self.index, &self.mappings, q)?;
+        Ok(self.matching(&*query))
+    }
+
+    /// The DSL query's matches, by document number.
+    pub(super) fn try_search_dsl(&self, dsl: &Value) -> Result<Vec<usize>, QueryError> {
+        let query = self
+            .schema
+            .parse_query_dsl(&self.index, &self.mappings, dsl)?;
+        Ok(self.matching(&*query))
+    }
+
+    fn matching(&self, query: &dyn tantivy::query::Query) -> Vec<usize> {
         let reader = self.index.reader().unwrap();
         let searcher = reader.searcher();
-        let addresses = searcher.search(&*query, &DocSetCollector).unwrap();
+        let addresses = searcher.search(query, &DocSetCollector).unwrap();
         let mut found: Vec<usize> = addresses
             .into_iter()
             .map(|address| {
@@ -124,7 +136,7 @@ impl TestIndex {
             })
             .collect();
         found.sort_unstable();
-        Ok(found)
+        found
     }
 
     fn search(&self, q: &str) -> Vec<usize> {
@@ -133,7 +145,7 @@ impl TestIndex {
     }
 }
 
-fn server_metrics_index() -> TestIndex {
+pub(super) fn server_metrics_index() -> TestIndex {
     let mut index = TestIndex::new(server_metrics_mappings());
     index.index_docs(&server_metrics_docs());
     index

@@ -11,11 +11,18 @@
 //!
 //! Endpoints live in one module per API family; each exposes `routes()`.
 
+pub mod blocking;
 pub mod body;
+pub mod bulk;
+pub mod cat;
 pub mod ccr;
+pub mod documents;
+pub mod index_expression;
+pub mod indices;
 pub mod params;
 pub mod recovery;
 pub mod root;
+pub mod search;
 
 use std::sync::Arc;
 
@@ -41,6 +48,11 @@ pub type NodeState = Arc<Node>;
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .merge(root::routes())
+        .merge(indices::routes())
+        .merge(documents::routes())
+        .merge(bulk::routes())
+        .merge(search::routes())
+        .merge(cat::routes())
         .merge(ccr::routes())
         .merge(recovery::routes())
         .fallback(no_handler)

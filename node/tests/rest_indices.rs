@@ -1,0 +1,412 @@
+//! The index APIs against a real `tandem` process: create (nested and flat settings, the CCR
+//! tutorial's mappings), get and exists, mappings and settings, close and open, refresh, flush,
+//! force merge, delete and `_cat/indices`, each with its error cases.
+
+mod common;
+
+use common::{EsClient, TandemProcess};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// The index of Elastic's CCR tutorial.
+fn server_metrics_body() -> Value {
+    json!({
+        "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}},
+        "mappings": {"properties": {
+            "@timestamp": {"type": "date"},
+            "accept": {"type": "long"},
+            "deny": {"type": "long"},
+            "host": {"type": "keyword"},
+            "response": {"type": "double"},
+            "service": {"type": "keyword"},
+            "total": {"type": "long"}
+        }}
+    })
+}
+
+fn assert_error(answer: &common::Answer, status: u16, error_type: &str) {
+    assert_eq!(answer.status, status, "{}", answer.text);
+    assert_eq!(answer.body["status"], status, "{}", answer.text);
+    assert_eq!(answer.body["error"]["type"], error_type, "{}", answer.text);
+    assert_eq!(
+        answer.body["error"]["root_cause"][0]["type"], error_type,
+        "{}",
+        answer.text
+    );
+}
+
+async fn create_get_and_exists(client: &EsClient) {
+    let created = client.put("/server-metrics", server_metrics_body()).await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    assert_eq!(
+        created.body,
+        json!({"acknowledged": true, "shards_acknowledged": true, "index": "server-metrics"})
+    );
+    let again = client.put("/server-metrics", server_metrics_body()).await;
+    assert_error(&again, 400, "resource_already_exists_exception");
+    assert_eq!(again.body["error"]["index"], "server-metrics");
+
+    let got = client.get("/server-metrics").await;
+    assert_eq!(got.status, 200, "{}", got.text);
+    let index = &got.body["server-metrics"];
+    assert_eq!(index["aliases"], json!({}));
+    assert_eq!(index["mappings"]["properties"]["host"]["type"], "keyword");
+    assert_eq!(
+        index["mappings"]["properties"]["@timestamp"]["type"],
+        "date"
+    );
+    assert_eq!(
+        index["mappings"]["properties"]["response"]["type"],
+        "double"
+    );
+    let settings = &index["settings"]["index"];
+    assert_eq!(settings["number_of_shards"], "1");
+    assert_eq!(settings["number_of_replicas"], "0");
+    assert_eq!(settings["provided_name"], "server-metrics");
+    assert!(settings["uuid"]
+        .as_str()
+        .is_some_and(|uuid| !uuid.is_empty()));
+    assert!(settings["creation_date"]
+        .as_str()
+        .is_some_and(|date| date.parse::<u64>().is_ok()));
+
+    let head = client.send(Method::HEAD, "/server-metrics", None).await;
+    assert_eq!(head.status, 200);
+    assert!(head.text.is_empty());
+    let head = client.send(Method::HEAD, "/no-such-index", None).await;
+    assert_eq!(head.status, 404);
+    assert!(head.text.is_empty());
+    assert_eq!(
+        client.send(Method::HEAD, "/server-*", None).await.status,
+        200
+    );
+    assert_eq!(
+        client.send(Method::HEAD, "/nothing-*", None).await.status,
+        404,
+        "a pattern matching nothing does not exist"
+    );
+    assert_eq!(client.get("/nothing-*").await.body, json!({}));
+    let missing = client.get("/no-such-index").await;
+    assert_error(&missing, 404, "index_not_found_exception");
+    assert_eq!(missing.body["error"]["index"], "no-such-index");
+}
+
+async fn creation_errors(client: &EsClient) {
+    assert_error(
+        &client.put("/Upper-Case", json!({})).await,
+        400,
+        "invalid_index_name_exception",
+    );
+    assert_error(
+        &client.put("/_underscore", json!({})).await,
+        400,
+        "invalid_index_name_exception",
+    );
+    let unknown_setting = client
+        .put(
+            "/bad-settings",
+            json!({"settings": {"index.colour": "red"}}),
+        )
+        .await;
+    assert_eq!(unknown_setting.status, 400, "{}", unknown_setting.text);
+    let zero_shards = client
+        .put(
+            "/bad-settings",
+            json!({"settings": {"number_of_shards": 0}}),
+        )
+        .await;
+    assert_eq!(zero_shards.status, 400, "{}", zero_shards.text);
+    let bad_type = client
+        .put(
+            "/bad-mappings",
+            json!({"mappings": {"properties": {"x": {"type": "hologram"}}}}),
+        )
+        .await;
+    assert_error(&bad_type, 400, "mapper_parsing_exception");
+    let unknown_key = client.put("/bad-body", json!({"setings": {}})).await;
+    assert_error(&unknown_key, 400, "parse_exception");
+    let malformed = client
+        .send(
+            Method::PUT,
+            "/bad-json",
+            Some(("application/json", b"{\"settings\": ".to_vec())),
+        )
+        .await;
+    assert_eq!(malformed.status, 400, "{}", malformed.text);
+    let unknown_parameter = client.put("/bad-parameter?colour=red", json!({})).await;
+    assert_error(&unknown_parameter, 400, "illegal_argument_exception");
+    assert_eq!(
+        client
+            .get("/bad-settings,bad-mappings,bad-body")
+            .await
+            .status,
+        404,
+        "failed creations leave no index"
+    );
+}
+
+async fn flat_and_nested_settings(client: &EsClient) {
+    let created = client
+        .put(
+            "/flat-settings",
+            json!({"settings": {
+                "index.number_of_shards": 2,
+                "index.translog.durability": "async",
+                "index.soft_deletes.retention_lease.period": "1h",
+                "refresh_interval": "-1"
+            }}),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let settings = client.get("/flat-settings/_settings").await;
+    let index = &settings.body["flat-settings"]["settings"]["index"];
+    assert_eq!(index["number_of_shards"], "2");
+    assert_eq!(index["translog"]["durability"], "async");
+    assert_eq!(index["refresh_interval"], "-1");
+    assert_eq!(
+        index["soft_deletes"]["retention_lease"]["period"],
+        "3600000ms"
+    );
+
+    let updated = client
+        .put(
+            "/flat-settings/_settings",
+            json!({"index": {"refresh_interval": "5s"}}),
+        )
+        .await;
+    assert_eq!(
+        updated.body,
+        json!({"acknowledged": true}),
+        "{}",
+        updated.text
+    );
+    let flat = client
+        .get("/flat-settings/_settings?flat_settings=true")
+        .await;
+    assert_eq!(
+        flat.body["flat-settings"]["settings"]["index.refresh_interval"],
+        "5000ms"
+    );
+    let final_setting = client
+        .put(
+            "/flat-settings/_settings",
+            json!({"index.number_of_shards": 3}),
+        )
+        .await;
+    assert_error(&final_setting, 400, "illegal_argument_exception");
+    assert_error(
+        &client
+            .put(
+                "/no-such-index/_settings",
+                json!({"refresh_interval": "1s"}),
+            )
+            .await,
+        404,
+        "index_not_found_exception",
+    );
+}
+
+async fn mappings(client: &EsClient) {
+    let added = client
+        .put(
+            "/server-metrics/_mapping",
+            json!({"properties": {"region": {"type": "keyword"}}}),
+        )
+        .await;
+    assert_eq!(added.body, json!({"acknowledged": true}), "{}", added.text);
+    let got = client.get("/server-metrics/_mapping").await;
+    let properties = &got.body["server-metrics"]["mappings"]["properties"];
+    assert_eq!(properties["region"]["type"], "keyword");
+    assert_eq!(properties["total"]["type"], "long");
+    let conflict = client
+        .put(
+            "/server-metrics/_mapping",
+            json!({"properties": {"host": {"type": "long"}}}),
+        )
+        .await;
+    assert_error(&conflict, 400, "mapper_parsing_exception");
+    assert_error(
+        &client.get("/no-such-index/_mapping").await,
+        404,
+        "index_not_found_exception",
+    );
+}
+
+async fn close_open_refresh_flush_merge(client: &EsClient) {
+    client.put("/lifecycle", json!({})).await;
+    for n in 0..5 {
+        let path = format!("/lifecycle/_doc/{n}");
+        assert_eq!(client.put(&path, json!({"n": n})).await.status, 201);
+        // Updates leave soft-deleted history behind for the merge to consider.
+        assert_eq!(client.put(&path, json!({"n": n + 1})).await.status, 200);
+    }
+    let refreshed = client.post_empty("/lifecycle/_refresh").await;
+    assert_eq!(
+        refreshed.body,
+        json!({"_shards": {"total": 1, "successful": 1, "failed": 0}}),
+        "{}",
+        refreshed.text
+    );
+    let everything = client.get("/_refresh").await;
+    assert_eq!(everything.status, 200, "{}", everything.text);
+    assert!(everything.body["_shards"]["total"].as_u64().unwrap() >= 1);
+    let flushed = client.post_empty("/lifecycle/_flush").await;
+    assert_eq!(flushed.body["_shards"]["failed"], 0, "{}", flushed.text);
+    let merged = client
+        .post_empty("/lifecycle/_forcemerge?max_num_segments=1")
+        .await;
+    assert_eq!(merged.body["_shards"]["successful"], 1, "{}", merged.text);
+    assert_eq!(
+        client.get("/lifecycle/_count").await.body["count"],
+        5,
+        "a merge keeps every live document"
+    );
+    assert_error(
+        &client
+            .post_empty("/lifecycle/_forcemerge?max_num_segments=0")
+            .await,
+        400,
+        "illegal_argument_exception",
+    );
+    assert_error(
+        &client.post_empty("/no-such-index/_refresh").await,
+        404,
+        "index_not_found_exception",
+    );
+
+    let closed = client.post_empty("/lifecycle/_close").await;
+    assert_eq!(
+        closed.body,
+        json!({"acknowledged": true, "shards_acknowledged": true,
+               "indices": {"lifecycle": {"closed": true}}}),
+        "{}",
+        closed.text
+    );
+    assert_error(
+        &client.get("/lifecycle/_search").await,
+        400,
+        "index_closed_exception",
+    );
+    assert_error(
+        &client.put("/lifecycle/_doc/9", json!({"n": 9})).await,
+        400,
+        "index_closed_exception",
+    );
+    assert_eq!(
+        client.get("/lifecycle").await.status,
+        200,
+        "a closed index still has metadata"
+    );
+    let cat = client.get("/_cat/indices/lifecycle?format=json").await;
+    assert_eq!(cat.body[0]["status"], "close", "{}", cat.text);
+    let opened = client.post_empty("/lifecycle/_open").await;
+    assert_eq!(
+        opened.body,
+        json!({"acknowledged": true, "shards_acknowledged": true}),
+        "{}",
+        opened.text
+    );
+    let document = client.get("/lifecycle/_doc/3").await;
+    assert_eq!(
+        document.body["_source"],
+        json!({"n": 4}),
+        "{}",
+        document.text
+    );
+    assert_error(
+        &client.post_empty("/no-such-index/_close").await,
+        404,
+        "index_not_found_exception",
+    );
+}
+
+async fn cat_indices(client: &EsClient) {
+    let table = client.get("/_cat/indices?v").await;
+    assert_eq!(table.status, 200, "{}", table.text);
+    let mut lines = table.text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        vec![
+            "health",
+            "status",
+            "index",
+            "uuid",
+            "pri",
+            "rep",
+            "docs.count",
+            "docs.deleted",
+            "store.size",
+            "pri.store.size",
+            "dataset.size"
+        ]
+    );
+    let row = lines
+        .find(|line| line.contains(" lifecycle "))
+        .expect("a row for lifecycle");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[..2], &["green", "open"]);
+    assert_eq!(cells[6], "5", "{row}");
+
+    let json = client.get("/_cat/indices/server-metrics?format=json").await;
+    assert_eq!(json.status, 200, "{}", json.text);
+    let row = &json.body[0];
+    assert_eq!(row["index"], "server-metrics");
+    assert_eq!(row["pri"], "1");
+    assert_eq!(row["docs.count"], "0");
+    let picked = client
+        .get("/_cat/indices/lifecycle?h=index,docs.count&bytes=b")
+        .await;
+    assert_eq!(picked.text.trim(), "lifecycle 5");
+    assert_error(
+        &client.get("/_cat/indices?h=colour").await,
+        400,
+        "illegal_argument_exception",
+    );
+    assert_error(
+        &client.get("/_cat/indices/no-such-index").await,
+        404,
+        "index_not_found_exception",
+    );
+}
+
+async fn delete(client: &EsClient) {
+    assert_error(
+        &client.delete("/flat-*").await,
+        400,
+        "illegal_argument_exception",
+    );
+    let deleted = client.delete("/flat-settings").await;
+    assert_eq!(
+        deleted.body,
+        json!({"acknowledged": true}),
+        "{}",
+        deleted.text
+    );
+    assert_error(
+        &client.delete("/flat-settings").await,
+        404,
+        "index_not_found_exception",
+    );
+    assert_eq!(
+        client
+            .send(Method::HEAD, "/flat-settings", None)
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn index_apis_answer_like_elasticsearch() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TandemProcess::start("indices", dir.path());
+    let client = node.client();
+    create_get_and_exists(&client).await;
+    creation_errors(&client).await;
+    flat_and_nested_settings(&client).await;
+    mappings(&client).await;
+    close_open_refresh_flush_merge(&client).await;
+    cat_indices(&client).await;
+    delete(&client).await;
+}
