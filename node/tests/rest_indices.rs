@@ -397,6 +397,79 @@ async fn delete(client: &EsClient) {
     );
 }
 
+async fn aliases(client: &EsClient) {
+    // Create with aliases: a bad alias is refused before the index exists.
+    let bad = client
+        .put("/aliased", json!({"aliases": {"Upper": {}}}))
+        .await;
+    assert_error(&bad, 400, "invalid_index_name_exception");
+    assert_eq!(
+        client.send(Method::HEAD, "/aliased", None).await.status,
+        404
+    );
+    let created = client
+        .put(
+            "/aliased",
+            json!({"aliases": {"current": {}, "filtered": {"filter": {"term": {"host": "a"}}}}}),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let got = client.get("/aliased").await;
+    assert_eq!(
+        got.body["aliased"]["aliases"]["filtered"]["filter"],
+        json!({"term": {"host": "a"}})
+    );
+    assert_eq!(got.body["aliased"]["aliases"]["current"], json!({}));
+
+    // POST /_aliases: add and remove, applied per index; an unknown index changes nothing.
+    let updated = client
+        .post(
+            "/_aliases",
+            json!({"actions": [
+                {"remove": {"index": "aliased", "alias": "current"}},
+                {"add": {"index": "aliased", "alias": "next", "is_write_index": true}}
+            ]}),
+        )
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.text);
+    assert_eq!(updated.body["acknowledged"], true);
+    let listed = client.get("/aliased/_alias").await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let names: Vec<&String> = listed.body["aliased"]["aliases"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(names, ["filtered", "next"]);
+    assert_eq!(
+        listed.body["aliased"]["aliases"]["next"]["is_write_index"],
+        true
+    );
+
+    let missing = client
+        .post(
+            "/_aliases",
+            json!({"actions": [{"add": {"index": "no-such-index", "alias": "x"}}]}),
+        )
+        .await;
+    assert_error(&missing, 404, "index_not_found_exception");
+    let malformed = client
+        .post(
+            "/_aliases",
+            json!({"actions": [{"rename": {"index": "aliased", "alias": "x"}}]}),
+        )
+        .await;
+    assert_eq!(malformed.status, 400, "{}", malformed.text);
+    let unchanged = client.get("/aliased/_alias").await;
+    assert_eq!(unchanged.body, listed.body);
+    assert_error(
+        &client.get("/no-such-index/_alias").await,
+        404,
+        "index_not_found_exception",
+    );
+    assert_eq!(client.delete("/aliased").await.status, 200);
+}
+
 #[tokio::test]
 async fn index_apis_answer_like_elasticsearch() {
     let dir = tempfile::tempdir().unwrap();
@@ -409,4 +482,5 @@ async fn index_apis_answer_like_elasticsearch() {
     close_open_refresh_flush_merge(&client).await;
     cat_indices(&client).await;
     delete(&client).await;
+    aliases(&client).await;
 }

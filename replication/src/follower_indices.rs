@@ -572,6 +572,50 @@ impl FollowerIndices {
         Ok(not_removed)
     }
 
+    /// The follower index `name` is about to be closed: stops its follow tasks. Its follow
+    /// state stays as it is (a following index is still following), so
+    /// [`index_opened`](Self::index_opened) starts the tasks again. Nothing happens for an
+    /// index that is not a follower.
+    pub async fn index_closing(&self, name: &str) {
+        let mut followers = self.followers.lock().await;
+        if let Some(follower) = followers.get_mut(name) {
+            for task in std::mem::take(&mut follower.tasks) {
+                task.stop().await;
+            }
+        }
+    }
+
+    /// The follower index `name` was opened again: starts the follow tasks of a following
+    /// (not paused) follower that has none. Nothing happens for any other index.
+    pub async fn index_opened(&self, name: &str) -> Result<(), CcrError> {
+        let mut followers = self.followers.lock().await;
+        let Some(follower) = followers.get_mut(name) else {
+            return Ok(());
+        };
+        if follower.metadata.paused || !follower.tasks.is_empty() {
+            return Ok(());
+        }
+        let metadata = follower.metadata.clone();
+        follower.tasks = self.start_tasks(name, &metadata)?;
+        Ok(())
+    }
+
+    /// The follower index `name` was deleted (stop its tasks first with
+    /// [`index_closing`](Self::index_closing)): forgets its follow state and recoveries. Its retention leases stay on the leader until they expire
+    /// or `forget_follower` removes them, as in Elasticsearch. Nothing happens for an index
+    /// that is not a follower.
+    pub async fn index_deleted(&self, name: &str) -> Result<(), CcrError> {
+        self.forget_recoveries(name);
+        let mut followers = self.followers.lock().await;
+        let Some(mut follower) = followers.remove(name) else {
+            return Ok(());
+        };
+        for task in std::mem::take(&mut follower.tasks) {
+            task.stop().await;
+        }
+        self.persist(&followers)
+    }
+
     /// Follow info of every follower index, or of the given one.
     pub async fn info(&self, follower_index: Option<&str>) -> Result<Vec<FollowInfo>, CcrError> {
         let followers = self.followers.lock().await;

@@ -195,9 +195,12 @@ async fn replicate_under_load(shards: u32) {
 
     let started = Instant::now();
     loop {
+        // Caught up once every shard's checkpoint matches and the task has counted the write
+        // that got it there (the counters move just after the engine's checkpoint).
         let caught_up = (0..shards as usize).all(|shard| {
-            follower.shards()[shard].global_checkpoint()
-                == leader.shards()[shard].global_checkpoint()
+            let leader_checkpoint = leader.shards()[shard].global_checkpoint();
+            follower.shards()[shard].global_checkpoint() == leader_checkpoint
+                && tasks[shard].stats().operations_written > leader_checkpoint.0 as u64
         });
         if caught_up {
             break;

@@ -134,7 +134,9 @@ async fn create(
         if let AliasAction::Add { alias, body } = action {
             validate_index_name(alias)?;
             if !body.is_object() {
-                return Err(RestError::parse(format!("alias [{alias}] must be an object")));
+                return Err(RestError::parse(format!(
+                    "alias [{alias}] must be an object"
+                )));
             }
         }
     }
@@ -248,7 +250,10 @@ async fn update_aliases(
         .ok_or_else(|| RestError::parse("[aliases] requires an [actions] array"))?;
     let mut per_index: std::collections::BTreeMap<String, Vec<AliasAction>> = Default::default();
     for action in actions {
-        let (kind, spec) = match action.as_object().map(|object| object.iter().collect::<Vec<_>>()) {
+        let (kind, spec) = match action
+            .as_object()
+            .map(|object| object.iter().collect::<Vec<_>>())
+        {
             Some(entries) if entries.len() == 1 => entries[0],
             _ => {
                 return Err(RestError::parse(
@@ -311,7 +316,10 @@ async fn get_aliases(
     params.allow(&["master_timeout"])?;
     let mut answer = Map::new();
     for metadata in metadata_of(&node.indices, &expression)? {
-        answer.insert(metadata.name.clone(), json!({ "aliases": metadata.aliases }));
+        answer.insert(
+            metadata.name.clone(),
+            json!({ "aliases": metadata.aliases }),
+        );
     }
     Ok(ok(Value::Object(answer)))
 }
@@ -348,13 +356,21 @@ async fn delete_index(
 ) -> Result<Response, RestError> {
     check_cluster_wait(&params, &[])?;
     let indices = node.indices.clone();
-    blocking(move || {
-        for name in concrete_names(&indices, &expression)? {
-            indices.delete(&name)?;
+    let names = blocking(move || concrete_names(&indices, &expression)).await?;
+    for name in names {
+        // A follower's tasks stop before its engine goes away; its follow state goes after.
+        node.followers.index_closing(&name).await;
+        let indices = node.indices.clone();
+        let deleted = {
+            let name = name.clone();
+            blocking(move || Ok(indices.delete(&name)?)).await
+        };
+        if let Err(error) = deleted {
+            node.followers.index_opened(&name).await?;
+            return Err(error);
         }
-        Ok(())
-    })
-    .await?;
+        node.followers.index_deleted(&name).await?;
+    }
     Ok(ok(json!({ "acknowledged": true })))
 }
 
@@ -365,18 +381,19 @@ async fn close(
 ) -> Result<Response, RestError> {
     check_cluster_wait(&params, &[])?;
     let indices = node.indices.clone();
-    let closed = blocking(move || {
-        let names = concrete_names(&indices, &expression)?;
-        for name in &names {
-            indices.close_index(name)?;
+    let names = blocking(move || concrete_names(&indices, &expression)).await?;
+    let mut closed = Map::new();
+    for name in names {
+        // A following index stays following: its tasks stop while it is closed.
+        node.followers.index_closing(&name).await;
+        let indices = node.indices.clone();
+        let closing = name.clone();
+        if let Err(error) = blocking(move || Ok(indices.close_index(&closing)?)).await {
+            node.followers.index_opened(&name).await?;
+            return Err(error);
         }
-        Ok(names)
-    })
-    .await?;
-    let closed: Map<String, Value> = closed
-        .into_iter()
-        .map(|name| (name, json!({ "closed": true })))
-        .collect();
+        closed.insert(name, json!({ "closed": true }));
+    }
     Ok(ok(json!({
         "acknowledged": true,
         "shards_acknowledged": true,
@@ -391,13 +408,13 @@ async fn open(
 ) -> Result<Response, RestError> {
     check_cluster_wait(&params, &[])?;
     let indices = node.indices.clone();
-    blocking(move || {
-        for name in concrete_names(&indices, &expression)? {
-            indices.open_index(&name)?;
-        }
-        Ok(())
-    })
-    .await?;
+    let names = blocking(move || concrete_names(&indices, &expression)).await?;
+    for name in names {
+        let indices = node.indices.clone();
+        let opening = name.clone();
+        blocking(move || Ok(indices.open_index(&opening)?)).await?;
+        node.followers.index_opened(&name).await?;
+    }
     Ok(ok(
         json!({ "acknowledged": true, "shards_acknowledged": true }),
     ))
