@@ -1,0 +1,212 @@
+//! A follower index's life through the REST API, with two nodes in this process (the
+//! follower reaches the leader through the in-process client, so this test does not depend on
+//! the HTTP transport): follow, `_recovery` and `_cat/recovery`, closing and reopening a
+//! following index (its tasks stop and start again), then deleting it (its follow state goes).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::EsClient;
+use serde_json::{json, Value};
+use tandem_node::config::NodeConfig;
+use tandem_node::server::RunningNode;
+
+/// Longest wait for replication to show a result.
+const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
+
+async fn start(name: &str, dir: &std::path::Path) -> RunningNode {
+    RunningNode::start(NodeConfig {
+        data: dir.join(name),
+        http: "127.0.0.1:0".parse().unwrap(),
+        name: name.to_string(),
+    })
+    .await
+    .unwrap()
+}
+
+async fn wait_for_count(client: &EsClient, index: &str, expected: u64) {
+    let started = Instant::now();
+    loop {
+        client.post_empty(&format!("/{index}/_refresh")).await;
+        let count = client.get(&format!("/{index}/_count")).await;
+        if count.body["count"] == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < CONVERGE_WITHIN,
+            "[{index}] has {} documents, expected {expected}",
+            count.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn index_documents(client: &EsClient, index: &str, from: u64, to: u64) {
+    let mut ndjson = String::new();
+    for n in from..to {
+        ndjson.push_str(&format!("{{\"index\":{{\"_id\":\"{n}\"}}}}\n"));
+        ndjson.push_str(&json!({"host": format!("host-{}", n % 3), "total": n}).to_string());
+        ndjson.push('\n');
+    }
+    let answer = client
+        .bulk(&format!("/{index}/_bulk?refresh=true"), ndjson)
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.body["errors"], false, "{}", answer.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_index_recovers_closes_reopens_and_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = start("leader", dir.path()).await;
+    let follower = start("follower", dir.path()).await;
+    follower
+        .node
+        .remotes
+        .set("leader", Arc::new(leader.node.leader.clone()));
+    let (leader_client, follower_client) =
+        (EsClient::new(&leader.url()), EsClient::new(&follower.url()));
+
+    let created = leader_client
+        .put(
+            "/metrics",
+            json!({"settings": {"index": {"number_of_shards": 2}}}),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    index_documents(&leader_client, "metrics", 0, 200).await;
+    leader_client.post_empty("/metrics/_flush").await;
+
+    let followed = follower_client
+        .put(
+            "/metrics-copy/_ccr/follow?wait_for_active_shards=1",
+            json!({"remote_cluster": "leader", "leader_index": "metrics"}),
+        )
+        .await;
+    assert_eq!(followed.status, 200, "{}", followed.text);
+    wait_for_count(&follower_client, "metrics-copy", 200).await;
+
+    // _cat/recovery: one row per shard, the CCR repository, done.
+    let table = follower_client.get("/_cat/recovery?v&h=index,shard,type,stage,repository,snapshot,files_percent,bytes_percent").await;
+    assert_eq!(table.status, 200, "{}", table.text);
+    let lines: Vec<Vec<&str>> = table
+        .text
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "index",
+            "shard",
+            "type",
+            "stage",
+            "repository",
+            "snapshot",
+            "files_percent",
+            "bytes_percent"
+        ]
+    );
+    assert_eq!(lines.len(), 3, "{}", table.text);
+    for (shard, line) in lines[1..].iter().enumerate() {
+        let shard = shard.to_string();
+        assert_eq!(
+            line,
+            &[
+                "metrics-copy",
+                shard.as_str(),
+                "snapshot",
+                "done",
+                "_ccr_leader",
+                "_latest_",
+                "100.0%",
+                "100.0%"
+            ]
+        );
+    }
+    let rows = follower_client
+        .get("/_cat/recovery/metrics-copy?format=json&bytes=b")
+        .await;
+    assert_eq!(rows.status, 200, "{}", rows.text);
+    let rows = rows.body.as_array().unwrap().clone();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(row["stage"], "done");
+        assert_eq!(row["bytes_recovered"], row["bytes_total"]);
+        assert!(row["bytes_total"].as_str().unwrap().parse::<u64>().unwrap() > 0);
+        assert!(row.get("start_time").is_none(), "hidden by default");
+    }
+    assert_eq!(
+        follower_client
+            .get("/_cat/recovery?active_only=true")
+            .await
+            .text,
+        ""
+    );
+    assert_eq!(
+        follower_client
+            .get("/_cat/recovery/no-such-index")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        follower_client.get("/_cat/recovery?h=nope").await.status,
+        400
+    );
+
+    // Closing a following index stops its tasks; opening it starts them again and it catches
+    // up with what the leader wrote meanwhile.
+    assert_eq!(
+        follower_client
+            .post_empty("/metrics-copy/_close")
+            .await
+            .status,
+        200
+    );
+    let stats = follower_client.get("/_ccr/stats").await;
+    assert_eq!(
+        stats.body["follow_stats"]["indices"],
+        json!([]),
+        "{}",
+        stats.text
+    );
+    index_documents(&leader_client, "metrics", 200, 300).await;
+    assert_eq!(
+        follower_client
+            .post_empty("/metrics-copy/_open")
+            .await
+            .status,
+        200
+    );
+    wait_for_count(&follower_client, "metrics-copy", 300).await;
+    let info = follower_client.get("/metrics-copy/_ccr/info").await;
+    assert_eq!(
+        info.body["follower_indices"][0]["status"], "active",
+        "{}",
+        info.text
+    );
+
+    // Deleting it stops following for good and forgets its recoveries.
+    assert_eq!(follower_client.delete("/metrics-copy").await.status, 200);
+    let info = follower_client.get("/_all/_ccr/info").await;
+    assert_eq!(info.body["follower_indices"], json!([]), "{}", info.text);
+    assert_eq!(follower_client.get("/_cat/recovery").await.text, "");
+    let stats: Value = follower_client.get("/_ccr/stats").await.body;
+    assert_eq!(stats["follow_stats"]["indices"], json!([]));
+
+    // The name is free again: following anew recovers from scratch.
+    let again = follower_client
+        .put(
+            "/metrics-copy/_ccr/follow?wait_for_active_shards=1",
+            json!({"remote_cluster": "leader", "leader_index": "metrics"}),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    wait_for_count(&follower_client, "metrics-copy", 300).await;
+
+    follower.stop().await;
+    leader.stop().await;
+}
