@@ -134,7 +134,9 @@ async fn create(
         if let AliasAction::Add { alias, body } = action {
             validate_index_name(alias)?;
             if !body.is_object() {
-                return Err(RestError::parse(format!("alias [{alias}] must be an object")));
+                return Err(RestError::parse(format!(
+                    "alias [{alias}] must be an object"
+                )));
             }
         }
     }
@@ -248,7 +250,10 @@ async fn update_aliases(
         .ok_or_else(|| RestError::parse("[aliases] requires an [actions] array"))?;
     let mut per_index: std::collections::BTreeMap<String, Vec<AliasAction>> = Default::default();
     for action in actions {
-        let (kind, spec) = match action.as_object().map(|object| object.iter().collect::<Vec<_>>()) {
+        let (kind, spec) = match action
+            .as_object()
+            .map(|object| object.iter().collect::<Vec<_>>())
+        {
             Some(entries) if entries.len() == 1 => entries[0],
             _ => {
                 return Err(RestError::parse(
@@ -311,7 +316,10 @@ async fn get_aliases(
     params.allow(&["master_timeout"])?;
     let mut answer = Map::new();
     for metadata in metadata_of(&node.indices, &expression)? {
-        answer.insert(metadata.name.clone(), json!({ "aliases": metadata.aliases }));
+        answer.insert(
+            metadata.name.clone(),
+            json!({ "aliases": metadata.aliases }),
+        );
     }
     Ok(ok(Value::Object(answer)))
 }

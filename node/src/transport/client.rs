@@ -31,8 +31,8 @@ use tandem_recovery::in_process::MAX_POLL_TIMEOUT;
 use tandem_recovery::source::MAX_CHUNK_BYTES;
 
 use super::server::{
-    ADD_LEASE_PATH, CLOSE_SESSION_PATH, INDEX_METADATA_PATH, LIST_INDICES_PATH,
-    OPEN_SESSION_PATH, READ_CHUNK_PATH, REMOVE_LEASE_PATH, RENEW_LEASE_PATH, SHARD_CHANGES_PATH,
+    ADD_LEASE_PATH, CLOSE_SESSION_PATH, INDEX_METADATA_PATH, LIST_INDICES_PATH, OPEN_SESSION_PATH,
+    READ_CHUNK_PATH, REMOVE_LEASE_PATH, RENEW_LEASE_PATH, SHARD_CHANGES_PATH,
 };
 use super::wire::{
     self, AddLeaseRequest, ChunkHeader, CloseSessionRequest, IndexMetadataRequest,
@@ -148,7 +148,10 @@ impl HttpLeaderClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<reqwest::Response, LeaderError> {
-        let http = self.http.as_ref().map_err(|e| LeaderError::Unavailable(e.clone()))?;
+        let http = self
+            .http
+            .as_ref()
+            .map_err(|e| LeaderError::Unavailable(e.clone()))?;
         if self.addresses.is_empty() {
             return Err(LeaderError::Unavailable(
                 "the remote cluster has no address".to_string(),
@@ -289,7 +292,10 @@ fn transport_error(error: &reqwest::Error, address: &str, timeout: Duration) -> 
     if error.is_timeout() {
         LeaderError::Timeout(timeout)
     } else {
-        LeaderError::Unavailable(format!("request to [{address}] failed: {}", describe(error)))
+        LeaderError::Unavailable(format!(
+            "request to [{address}] failed: {}",
+            describe(error)
+        ))
     }
 }
 
@@ -305,9 +311,11 @@ async fn check_status(
     let from_leader = response.headers().contains_key(ERROR_HEADER);
     let body = read_body(response, MAX_ERROR_ANSWER_BYTES, timeout).await?;
     if from_leader {
-        return Err(serde_json::from_slice::<LeaderError>(&body).unwrap_or_else(|e| {
-            LeaderError::CorruptedResponse(format!("malformed error answer ({status}): {e}"))
-        }));
+        return Err(
+            serde_json::from_slice::<LeaderError>(&body).unwrap_or_else(|e| {
+                LeaderError::CorruptedResponse(format!("malformed error answer ({status}): {e}"))
+            }),
+        );
     }
     // Not the transport's answer (a proxy, or a node without the transport).
     let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();

@@ -19,8 +19,8 @@ use tandem_recovery::error::LeaderError;
 
 use super::wire::{
     self, AddLeaseRequest, CloseSessionRequest, IndexMetadataRequest, OpenSessionRequest,
-    ReadChunkRequest, RemoveLeaseRequest, RenewLeaseRequest, ShardChangesWireRequest,
-    ERROR_HEADER, MAX_CHANGES_BATCH_BYTES,
+    ReadChunkRequest, RemoveLeaseRequest, RenewLeaseRequest, ShardChangesWireRequest, ERROR_HEADER,
+    MAX_CHANGES_BATCH_BYTES,
 };
 use crate::rest::NodeState;
 

@@ -324,7 +324,9 @@ impl<'a> Reader<'a> {
                 return Ok(value);
             }
         }
-        Err(corrupted(format!("{what} is a varint of more than 10 bytes")))
+        Err(corrupted(format!(
+            "{what} is a varint of more than 10 bytes"
+        )))
     }
 
     fn signed(&mut self, what: &str) -> Result<i64, LeaderError> {
@@ -524,11 +526,7 @@ impl ChunkHeader {
         let encoding = match header(CHUNK_ENCODING_HEADER) {
             Some("identity") => ChunkEncoding::Identity,
             Some("zstd") => ChunkEncoding::Zstd,
-            other => {
-                return Err(corrupted(format!(
-                    "unknown chunk encoding {other:?}"
-                )))
-            }
+            other => return Err(corrupted(format!("unknown chunk encoding {other:?}"))),
         };
         let crc32c = u32::try_from(number(CHUNK_CRC_HEADER)?)
             .map_err(|_| corrupted("chunk checksum over 32 bits"))?;
@@ -656,7 +654,10 @@ mod tests {
             took: Duration::ZERO,
             ..sample()
         };
-        assert_eq!(decode_shard_changes(&encode_shard_changes(&empty)), Ok(empty));
+        assert_eq!(
+            decode_shard_changes(&encode_shard_changes(&empty)),
+            Ok(empty)
+        );
     }
 
     #[test]
@@ -777,8 +778,9 @@ mod tests {
                 let mut damaged = body.clone();
                 damaged[0] ^= 1;
                 assert!(decode_chunk(&parsed, damaged, data.len()).is_err());
-                assert!(decode_chunk(&parsed, body[..body.len() - 1].to_vec(), data.len())
-                    .is_err());
+                assert!(
+                    decode_chunk(&parsed, body[..body.len() - 1].to_vec(), data.len()).is_err()
+                );
             }
         }
         assert_eq!(
@@ -796,7 +798,10 @@ mod tests {
 
     fn arbitrary_kind() -> impl Strategy<Value = OperationKind> {
         prop_oneof![
-            ("[a-z0-9é-]{0,20}", proptest::collection::vec(any::<u8>(), 0..200))
+            (
+                "[a-z0-9é-]{0,20}",
+                proptest::collection::vec(any::<u8>(), 0..200)
+            )
                 .prop_map(|(id, source)| OperationKind::Index { id, source }),
             "[a-z0-9-]{0,20}".prop_map(|id| OperationKind::Delete { id }),
             ".{0,30}".prop_map(|reason| OperationKind::NoOp { reason }),
@@ -805,7 +810,10 @@ mod tests {
 
     fn arbitrary_response() -> impl Strategy<Value = ShardChangesResponse> {
         (
-            proptest::collection::vec((any::<i64>(), any::<u64>(), any::<u64>(), arbitrary_kind()), 0..20),
+            proptest::collection::vec(
+                (any::<i64>(), any::<u64>(), any::<u64>(), arbitrary_kind()),
+                0..20,
+            ),
             (any::<i64>(), any::<i64>(), any::<i64>()),
             (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
         )
