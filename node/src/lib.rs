@@ -8,6 +8,8 @@
 //! - [`rest`]: the Elasticsearch-compatible REST API (axum).
 //! - [`error`]: REST errors in Elasticsearch's shape.
 //! - [`server`]: binding, serving, graceful shutdown.
+//! - [`transport`]: the HTTP transport between clusters (leader endpoints under `/_tandem/`,
+//!   and [`transport::HttpLeaderClient`], the follower's client of them).
 
 #![warn(missing_docs)]
 
@@ -17,3 +19,4 @@ pub mod error;
 pub mod node;
 pub mod rest;
 pub mod server;
+pub mod transport;

@@ -6,7 +6,7 @@
 //! with `async fn` methods is not usable as `dyn`. One allocation per request is negligible next
 //! to a 1 MB chunk or a network round trip, and it keeps implementations free of extra crates.
 //!
-//! Guarantees every implementation gives (the conformance suite in `tests/` checks them):
+//! Guarantees every implementation gives (the suite in `conformance`, feature `conformance`, checks them):
 //! - requests are independent and may run concurrently from several tasks;
 //! - `close_recovery_session` is idempotent;
 //! - a lost or expired session is reported as [`LeaderError::UnknownSession`], never as

@@ -4,12 +4,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tandem_engine::{EngineError, SeqNo};
 
 use crate::client::SessionId;
 
 /// What a leader (or the transport to it) answered instead of a result.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+///
+/// Serializable so that a transport carries the leader's error to the follower unchanged: the
+/// follower classifies what it rebuilds exactly as it would classify the leader's own value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum LeaderError {
     /// The recovery session is not (or no longer) open on the leader: it timed out, was closed,
     /// or the leader restarted. A recovery opens a new session.
@@ -76,6 +80,11 @@ pub enum LeaderError {
     /// No answer within the time allowed.
     #[error("no answer from the leader within {0:?}")]
     Timeout(Duration),
+    /// The leader's answer arrived damaged or malformed (bad checksum, truncated frame,
+    /// impossible length). Retryable: the next answer usually arrives intact, and a leader
+    /// that keeps sending bad frames keeps the follower retrying rather than applying them.
+    #[error("corrupted response from the leader: {0}")]
+    CorruptedResponse(String),
     /// The leader's engine failed on a file or its data.
     #[error("leader engine error: {message}")]
     Engine {
@@ -91,9 +100,10 @@ impl LeaderError {
     /// `UnknownSession` is not retryable as such: the caller must open a new session.
     pub fn is_retryable(&self) -> bool {
         match self {
-            LeaderError::Unavailable(_) | LeaderError::Timeout(_) | LeaderError::IndexClosed(_) => {
-                true
-            }
+            LeaderError::Unavailable(_)
+            | LeaderError::Timeout(_)
+            | LeaderError::IndexClosed(_)
+            | LeaderError::CorruptedResponse(_) => true,
             LeaderError::Engine { retryable, .. } => *retryable,
             LeaderError::UnknownSession(_)
             | LeaderError::IndexNotFound(_)
@@ -231,6 +241,39 @@ mod tests {
         };
         assert!(LeaderError::from_engine(&io).is_retryable());
         assert!(LeaderError::from_engine(&EngineError::Closed("reopening".into())).is_retryable());
+    }
+
+    #[test]
+    fn corrupted_responses_are_retryable() {
+        assert!(LeaderError::CorruptedResponse("crc mismatch".into()).is_retryable());
+    }
+
+    #[test]
+    fn leader_errors_survive_serialization() {
+        let errors = [
+            LeaderError::UnknownSession(SessionId("s".into())),
+            LeaderError::ShardNotFound {
+                index: "i".into(),
+                shard: 3,
+            },
+            LeaderError::MissingHistory {
+                from: SeqNo(1),
+                to: SeqNo(9),
+                missing: SeqNo(4),
+            },
+            LeaderError::Timeout(Duration::from_millis(1500)),
+            LeaderError::Engine {
+                message: "disk".into(),
+                retryable: true,
+            },
+            LeaderError::CorruptedResponse("bad frame".into()),
+        ];
+        for error in errors {
+            let json = serde_json::to_string(&error).unwrap();
+            let back: LeaderError = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, error);
+            assert_eq!(back.is_retryable(), error.is_retryable());
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! - [`target`]: the follower side, [`RecoveryTarget`]: lease, chunked rate-limited
 //!   checksum-verified copy, bootstrap of the follower engine;
 //! - [`progress`]: [`RecoveryProgress`], the live progress handle;
-//! - [`rate_limiter`]: the token bucket both sides throttle with.
+//! - [`rate_limiter`]: the token bucket both sides throttle with;
+//! - `conformance` (feature `conformance`): the suite every [`LeaderClient`] implementation
+//!   must pass.
 //!
 //! Invariant 6 of `DESIGN.md` §7 (a recovered follower's files are byte-identical to the
 //! leader's pinned commit, verified by checksum) is enforced in [`target`].
@@ -19,6 +21,8 @@
 #![warn(missing_docs)]
 
 pub mod client;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod error;
 pub mod in_process;
 pub mod progress;

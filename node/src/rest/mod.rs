@@ -55,6 +55,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(cat::routes())
         .merge(ccr::routes())
         .merge(recovery::routes())
+        .merge(crate::transport::server::routes())
         .fallback(no_handler)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(elasticsearch_conventions))

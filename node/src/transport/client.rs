@@ -1,0 +1,532 @@
+//! [`HttpLeaderClient`]: the [`LeaderClient`] a follower cluster uses to reach a leader
+//! cluster's transport endpoints over HTTP.
+//!
+//! - One pooled `reqwest::Client` serves every request, so chunk reads, long polls and lease
+//!   renewals run side by side on pooled keep-alive connections.
+//! - The leader is reached through a list of `host:port` addresses (the remote cluster's
+//!   `seeds` or `proxy_address`): a request starts at the address that last worked and moves
+//!   to the next one when it cannot connect (the request never left, so trying elsewhere is
+//!   safe for every call); when none connects the error is [`LeaderError::Unavailable`].
+//! - Every request has a timeout ([`HttpTransportSettings`]); a long poll's is its poll
+//!   timeout plus a margin. A timeout is [`LeaderError::Timeout`], a reset connection
+//!   [`LeaderError::Unavailable`], both retryable.
+//! - Answers are checked where they enter: bounded body sizes, frame checksums, chunk lengths
+//!   and checksums, and operations contiguous from the requested sequence number. A defect is
+//!   [`LeaderError::CorruptedResponse`] (retryable).
+
+use std::error::Error as StdError;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tandem_engine::index::IndexMetadata;
+use tandem_engine::SeqNo;
+use tandem_recovery::client::{
+    FileChunk, LeaderClient, LeaderFuture, LeaderIndexSummary, RecoverySessionInfo, SessionId,
+    ShardChangesRequest, ShardChangesResponse, ShardId,
+};
+use tandem_recovery::error::LeaderError;
+use tandem_recovery::in_process::MAX_POLL_TIMEOUT;
+use tandem_recovery::source::MAX_CHUNK_BYTES;
+
+use super::server::{
+    ADD_LEASE_PATH, CLOSE_SESSION_PATH, INDEX_METADATA_PATH, LIST_INDICES_PATH, OPEN_SESSION_PATH,
+    READ_CHUNK_PATH, REMOVE_LEASE_PATH, RENEW_LEASE_PATH, SHARD_CHANGES_PATH,
+};
+use super::wire::{
+    self, AddLeaseRequest, ChunkHeader, CloseSessionRequest, IndexMetadataRequest,
+    OpenSessionRequest, ReadChunkRequest, RemoveLeaseRequest, RenewLeaseRequest,
+    ShardChangesWireRequest, ERROR_HEADER, FRAME_HEADER_BYTES, MAX_FRAME_BODY_BYTES,
+};
+
+/// Largest JSON answer accepted (index metadata with large mappings stays far below).
+pub const MAX_JSON_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// Largest error answer accepted.
+const MAX_ERROR_ANSWER_BYTES: usize = 1024 * 1024;
+/// Frames larger than this are decoded on the blocking pool.
+const INLINE_DECODE_BYTES: usize = 256 * 1024;
+
+/// Timeouts and pool size of an [`HttpLeaderClient`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpTransportSettings {
+    /// Longest wait for a TCP connection to one address.
+    pub connect_timeout: Duration,
+    /// Longest wait for a whole answer (body included) of any request but a long poll.
+    pub request_timeout: Duration,
+    /// Added to a long poll's own timeout (capped at the leader's longest,
+    /// [`MAX_POLL_TIMEOUT`]) to give its answer time to arrive.
+    pub long_poll_margin: Duration,
+    /// Idle connections kept per leader address.
+    pub max_idle_connections_per_address: usize,
+}
+
+impl Default for HttpTransportSettings {
+    fn default() -> Self {
+        HttpTransportSettings {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(60),
+            long_poll_margin: Duration::from_secs(30),
+            max_idle_connections_per_address: 32,
+        }
+    }
+}
+
+/// A [`LeaderClient`] over HTTP (see the module documentation).
+pub struct HttpLeaderClient {
+    addresses: Vec<String>,
+    /// The pooled client, or why it could not be built (then every request fails with it).
+    http: Result<reqwest::Client, String>,
+    settings: HttpTransportSettings,
+    /// Index into `addresses` of the address that last connected.
+    preferred: AtomicUsize,
+}
+
+/// How an answer's body is read back.
+enum Expect {
+    Json,
+    Frame,
+    Chunk { requested_length: usize },
+}
+
+impl Expect {
+    fn limit(&self) -> usize {
+        match self {
+            Expect::Json => MAX_JSON_ANSWER_BYTES,
+            Expect::Frame => FRAME_HEADER_BYTES + MAX_FRAME_BODY_BYTES,
+            Expect::Chunk { requested_length } => *requested_length,
+        }
+    }
+}
+
+impl HttpLeaderClient {
+    /// A client of the leader cluster reachable at `addresses` (`host:port`, tried in order),
+    /// with default settings.
+    pub fn new(addresses: Vec<String>) -> HttpLeaderClient {
+        HttpLeaderClient::with_settings(addresses, HttpTransportSettings::default())
+    }
+
+    /// A client with explicit timeouts and pool size.
+    pub fn with_settings(
+        addresses: Vec<String>,
+        settings: HttpTransportSettings,
+    ) -> HttpLeaderClient {
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .pool_max_idle_per_host(settings.max_idle_connections_per_address)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {}", describe(&e)));
+        HttpLeaderClient {
+            addresses,
+            http,
+            settings,
+            preferred: AtomicUsize::new(0),
+        }
+    }
+
+    /// The leader addresses, in the order they are tried.
+    pub fn addresses(&self) -> &[String] {
+        &self.addresses
+    }
+
+    fn url(address: &str, path: &str) -> String {
+        let address = address.trim_end_matches('/');
+        if address.starts_with("http://") || address.starts_with("https://") {
+            format!("{address}{path}")
+        } else {
+            format!("http://{address}{path}")
+        }
+    }
+
+    /// Sends `body` to `path`, trying the addresses from the preferred one on, and returns the
+    /// successful answer; error answers are decoded into the leader's error.
+    async fn send(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, LeaderError> {
+        let http = self
+            .http
+            .as_ref()
+            .map_err(|e| LeaderError::Unavailable(e.clone()))?;
+        if self.addresses.is_empty() {
+            return Err(LeaderError::Unavailable(
+                "the remote cluster has no address".to_string(),
+            ));
+        }
+        let first = self.preferred.load(Ordering::Relaxed) % self.addresses.len();
+        let mut failures = Vec::new();
+        for attempt in 0..self.addresses.len() {
+            let at = (first + attempt) % self.addresses.len();
+            let address = &self.addresses[at];
+            let sent = http
+                .post(Self::url(address, path))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .timeout(timeout)
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(response) => {
+                    self.preferred.store(at, Ordering::Relaxed);
+                    return check_status(response, timeout).await;
+                }
+                Err(error) if error.is_connect() => {
+                    failures.push(format!("[{address}]: {}", describe(&error)));
+                }
+                Err(error) => return Err(transport_error(&error, address, timeout)),
+            }
+        }
+        Err(LeaderError::Unavailable(format!(
+            "cannot connect to the leader: {}",
+            failures.join("; ")
+        )))
+    }
+
+    /// Sends a JSON request and reads the answer as `expect` says.
+    async fn call<Request: Serialize>(
+        &self,
+        path: &str,
+        request: &Request,
+        timeout: Duration,
+        expect: &Expect,
+    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), LeaderError> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| LeaderError::InvalidRequest(format!("cannot encode the request: {e}")))?;
+        let response = self.send(path, body, timeout).await?;
+        let headers = response.headers().clone();
+        let body = read_body(response, expect.limit(), timeout).await?;
+        Ok((headers, body))
+    }
+
+    async fn call_json<Request: Serialize, Answer: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: &Request,
+    ) -> Result<Answer, LeaderError> {
+        let (_, body) = self
+            .call(path, request, self.settings.request_timeout, &Expect::Json)
+            .await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| LeaderError::CorruptedResponse(format!("malformed JSON answer: {e}")))
+    }
+
+    /// A call whose answer is an empty acknowledgement.
+    async fn call_acknowledged<Request: Serialize>(
+        &self,
+        path: &str,
+        request: &Request,
+    ) -> Result<(), LeaderError> {
+        let _: serde_json::Value = self.call_json(path, request).await?;
+        Ok(())
+    }
+
+    async fn fetch_shard_changes(
+        &self,
+        request: ShardChangesRequest,
+    ) -> Result<ShardChangesResponse, LeaderError> {
+        let timeout = request.poll_timeout.min(MAX_POLL_TIMEOUT) + self.settings.long_poll_margin;
+        let wire_request = ShardChangesWireRequest {
+            shard: request.shard,
+            from_seq_no: request.from_seq_no,
+            max_operations: request.max_operations as u64,
+            max_bytes: request.max_bytes as u64,
+            poll_timeout: request.poll_timeout,
+            expected_history_uuid: request.expected_history_uuid,
+        };
+        let (_, frame) = self
+            .call(SHARD_CHANGES_PATH, &wire_request, timeout, &Expect::Frame)
+            .await?;
+        let response = if frame.len() <= INLINE_DECODE_BYTES {
+            wire::decode_shard_changes(&frame)?
+        } else {
+            tokio::task::spawn_blocking(move || wire::decode_shard_changes(&frame))
+                .await
+                .map_err(|e| LeaderError::Unavailable(format!("decoding failed: {e}")))??
+        };
+        check_changes(&response, request.from_seq_no, request.max_operations)?;
+        Ok(response)
+    }
+
+    async fn fetch_chunk(&self, request: ReadChunkRequest) -> Result<FileChunk, LeaderError> {
+        let requested_length = usize::try_from(request.length).unwrap_or(usize::MAX);
+        // The leader refuses oversized chunks; the answer limit must not be what refuses them.
+        let expect = Expect::Chunk {
+            requested_length: requested_length.min(MAX_CHUNK_BYTES),
+        };
+        let (headers, body) = self
+            .call(
+                READ_CHUNK_PATH,
+                &request,
+                self.settings.request_timeout,
+                &expect,
+            )
+            .await?;
+        let header = ChunkHeader::parse(|name| headers.get(name).and_then(|v| v.to_str().ok()))?;
+        if body.len() <= INLINE_DECODE_BYTES {
+            wire::decode_chunk(&header, body, requested_length)
+        } else {
+            tokio::task::spawn_blocking(move || wire::decode_chunk(&header, body, requested_length))
+                .await
+                .map_err(|e| LeaderError::Unavailable(format!("decoding failed: {e}")))?
+        }
+    }
+}
+
+/// The chain of an error's causes, in one line (reqwest's own message is terse).
+fn describe(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn transport_error(error: &reqwest::Error, address: &str, timeout: Duration) -> LeaderError {
+    if error.is_timeout() {
+        LeaderError::Timeout(timeout)
+    } else {
+        LeaderError::Unavailable(format!(
+            "request to [{address}] failed: {}",
+            describe(error)
+        ))
+    }
+}
+
+/// Passes a 2xx answer through; decodes an error answer into the leader's error.
+async fn check_status(
+    response: reqwest::Response,
+    timeout: Duration,
+) -> Result<reqwest::Response, LeaderError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let from_leader = response.headers().contains_key(ERROR_HEADER);
+    let body = read_body(response, MAX_ERROR_ANSWER_BYTES, timeout).await?;
+    if from_leader {
+        return Err(
+            serde_json::from_slice::<LeaderError>(&body).unwrap_or_else(|e| {
+                LeaderError::CorruptedResponse(format!("malformed error answer ({status}): {e}"))
+            }),
+        );
+    }
+    // Not the transport's answer (a proxy, or a node without the transport).
+    let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+    let message = format!("the leader answered HTTP {status}: {text}");
+    Err(match status.as_u16() {
+        408 => LeaderError::Timeout(timeout),
+        429 | 500..=599 => LeaderError::Unavailable(message),
+        _ => LeaderError::InvalidRequest(message),
+    })
+}
+
+/// Reads a whole body, refusing one over `limit` bytes before reading it.
+async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, LeaderError> {
+    let too_large = |length: u64| {
+        LeaderError::CorruptedResponse(format!(
+            "answer of {length} bytes or more, over the limit of {limit}"
+        ))
+    };
+    if let Some(length) = response.content_length() {
+        if length > limit as u64 {
+            return Err(too_large(length));
+        }
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(piece)) => {
+                if body.len() + piece.len() > limit {
+                    return Err(too_large((body.len() + piece.len()) as u64));
+                }
+                body.extend_from_slice(&piece);
+            }
+            Ok(None) => return Ok(body),
+            Err(error) if error.is_timeout() => return Err(LeaderError::Timeout(timeout)),
+            Err(error) => {
+                return Err(LeaderError::Unavailable(format!(
+                    "the leader's answer was cut: {}",
+                    describe(&error)
+                )))
+            }
+        }
+    }
+}
+
+/// The trait's promise on changes: at most the requested count, contiguous from `from`.
+fn check_changes(
+    response: &ShardChangesResponse,
+    from: SeqNo,
+    max_operations: usize,
+) -> Result<(), LeaderError> {
+    if response.operations.len() > max_operations {
+        return Err(LeaderError::CorruptedResponse(format!(
+            "{} operations for a request of at most {max_operations}",
+            response.operations.len()
+        )));
+    }
+    for (offset, operation) in response.operations.iter().enumerate() {
+        let expected = from.0.checked_add(offset as i64);
+        if expected != Some(operation.seq_no.0) {
+            return Err(LeaderError::CorruptedResponse(format!(
+                "operation {} where {} was due (the changes must be contiguous from {from})",
+                operation.seq_no,
+                expected.map_or_else(|| "nothing".to_string(), |seq_no| seq_no.to_string())
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl LeaderClient for HttpLeaderClient {
+    fn index_metadata(&self, index: &str) -> LeaderFuture<'_, IndexMetadata> {
+        let request = IndexMetadataRequest {
+            index: index.to_string(),
+        };
+        Box::pin(async move { self.call_json(INDEX_METADATA_PATH, &request).await })
+    }
+
+    fn list_indices(&self) -> LeaderFuture<'_, Vec<LeaderIndexSummary>> {
+        Box::pin(async move {
+            self.call_json(LIST_INDICES_PATH, &serde_json::json!({}))
+                .await
+        })
+    }
+
+    fn shard_changes(
+        &self,
+        request: ShardChangesRequest,
+    ) -> LeaderFuture<'_, ShardChangesResponse> {
+        Box::pin(self.fetch_shard_changes(request))
+    }
+
+    fn add_retention_lease(
+        &self,
+        shard: ShardId,
+        lease_id: String,
+        retaining_seq_no: SeqNo,
+        source: String,
+    ) -> LeaderFuture<'_, ()> {
+        let request = AddLeaseRequest {
+            shard,
+            lease_id,
+            retaining_seq_no,
+            source,
+        };
+        Box::pin(async move { self.call_acknowledged(ADD_LEASE_PATH, &request).await })
+    }
+
+    fn renew_retention_lease(
+        &self,
+        shard: ShardId,
+        lease_id: String,
+        retaining_seq_no: SeqNo,
+    ) -> LeaderFuture<'_, ()> {
+        let request = RenewLeaseRequest {
+            shard,
+            lease_id,
+            retaining_seq_no,
+        };
+        Box::pin(async move { self.call_acknowledged(RENEW_LEASE_PATH, &request).await })
+    }
+
+    fn remove_retention_lease(&self, shard: ShardId, lease_id: String) -> LeaderFuture<'_, ()> {
+        let request = RemoveLeaseRequest { shard, lease_id };
+        Box::pin(async move { self.call_acknowledged(REMOVE_LEASE_PATH, &request).await })
+    }
+
+    fn open_recovery_session(&self, shard: ShardId) -> LeaderFuture<'_, RecoverySessionInfo> {
+        let request = OpenSessionRequest { shard };
+        Box::pin(async move { self.call_json(OPEN_SESSION_PATH, &request).await })
+    }
+
+    fn read_file_chunk(
+        &self,
+        shard: ShardId,
+        session: SessionId,
+        file: String,
+        offset: u64,
+        length: usize,
+    ) -> LeaderFuture<'_, FileChunk> {
+        let request = ReadChunkRequest {
+            shard,
+            session,
+            file,
+            offset,
+            length: length as u64,
+        };
+        Box::pin(self.fetch_chunk(request))
+    }
+
+    fn close_recovery_session(&self, shard: ShardId, session: SessionId) -> LeaderFuture<'_, ()> {
+        let request = CloseSessionRequest { shard, session };
+        Box::pin(async move { self.call_acknowledged(CLOSE_SESSION_PATH, &request).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tandem_engine::{Operation, OperationKind, PrimaryTerm};
+
+    use super::*;
+
+    fn changes(seq_nos: &[i64]) -> ShardChangesResponse {
+        ShardChangesResponse {
+            operations: seq_nos
+                .iter()
+                .map(|&seq_no| {
+                    Arc::new(Operation {
+                        seq_no: SeqNo(seq_no),
+                        primary_term: PrimaryTerm(1),
+                        version: 1,
+                        kind: OperationKind::Delete { id: "x".into() },
+                    })
+                })
+                .collect(),
+            global_checkpoint: SeqNo(10),
+            max_seq_no: SeqNo(10),
+            max_seq_no_of_updates: SeqNo(10),
+            mapping_version: 1,
+            settings_version: 1,
+            aliases_version: 1,
+            took: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn changes_must_be_contiguous_and_within_the_count() {
+        assert!(check_changes(&changes(&[3, 4, 5]), SeqNo(3), 3).is_ok());
+        assert!(check_changes(&changes(&[]), SeqNo(3), 3).is_ok());
+        assert!(check_changes(&changes(&[3, 5]), SeqNo(3), 3).is_err());
+        assert!(check_changes(&changes(&[4]), SeqNo(3), 3).is_err());
+        assert!(check_changes(&changes(&[3, 4]), SeqNo(3), 1).is_err());
+        assert!(check_changes(&changes(&[i64::MAX, 0]), SeqNo(i64::MAX), 2).is_err());
+    }
+
+    #[test]
+    fn addresses_become_urls() {
+        assert_eq!(
+            HttpLeaderClient::url("127.0.0.1:9300", "/p"),
+            "http://127.0.0.1:9300/p"
+        );
+        assert_eq!(
+            HttpLeaderClient::url("http://leader:9200/", "/p"),
+            "http://leader:9200/p"
+        );
+        let client = HttpLeaderClient::new(vec!["a:1".into(), "b:2".into()]);
+        assert_eq!(client.addresses(), ["a:1", "b:2"]);
+    }
+}

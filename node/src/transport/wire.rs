@@ -1,0 +1,873 @@
+//! What travels between a follower's [`HttpLeaderClient`](super::client::HttpLeaderClient) and
+//! a leader's transport endpoints ([`super::server`]).
+//!
+//! Requests are small JSON bodies (the `*Request` types below). Answers:
+//! - metadata, index lists, sessions, and acknowledgements: JSON;
+//! - shard changes: a binary frame (see below), the hot path of replication;
+//! - file chunks: the raw bytes (zstd-compressed when that pays), described by headers
+//!   ([`ChunkHeader`]);
+//! - errors: a non-2xx status, the header [`ERROR_HEADER`], and the [`LeaderError`] as JSON,
+//!   rebuilt exactly on the follower.
+//!
+//! ## Frame
+//!
+//! ```text
+//! 0..4    magic            b"TDSC" (shard changes)
+//! 4       version          1
+//! 5       compression      0 = none, 1 = zstd
+//! 6..10   body_length      u32 LE, length of the body once decompressed
+//! 10..14  payload_length   u32 LE, bytes after the header (exactly)
+//! 14..18  crc32c           u32 LE, of bytes 0..14 followed by the payload
+//! 18..    payload          the body, compressed as stated
+//! ```
+//!
+//! The shard changes body, integers as LEB128 varints (`i` zigzag-encoded signed):
+//! `global_checkpoint i, max_seq_no i, max_seq_no_of_updates i, mapping_version u,
+//! settings_version u, aliases_version u, took_nanos u, operation_count u`, then per operation
+//! `seq_no i, primary_term u, version u, kind u8 (0 index, 1 delete, 2 no-op)` and for an
+//! index `id, source`, a delete `id`, a no-op `reason`, each as `length u` + bytes.
+//!
+//! Decoding trusts nothing: every length is checked against the bytes that remain, nothing is
+//! allocated from a length before the bytes are there, and any inconsistency is
+//! [`LeaderError::CorruptedResponse`] (retryable), never a panic.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tandem_engine::{OpType, Operation, OperationKind, PrimaryTerm, SeqNo};
+use tandem_recovery::client::{FileChunk, SessionId, ShardChangesResponse, ShardId};
+use tandem_recovery::error::LeaderError;
+
+/// Magic of a shard changes frame.
+pub const CHANGES_MAGIC: [u8; 4] = *b"TDSC";
+/// The frame layout this code writes and reads.
+pub const FRAME_VERSION: u8 = 1;
+/// Bytes of a frame before its payload.
+pub const FRAME_HEADER_BYTES: usize = 18;
+/// Largest decoded frame body accepted (a batch is capped at
+/// [`MAX_CHANGES_BATCH_BYTES`] plus one operation, itself under the REST body limit).
+pub const MAX_FRAME_BODY_BYTES: usize = 512 * 1024 * 1024;
+/// The leader caps a changes batch at this many bytes of operations, whatever the follower
+/// asks, so that a frame stays well under [`MAX_FRAME_BODY_BYTES`].
+pub const MAX_CHANGES_BATCH_BYTES: usize = 64 * 1024 * 1024;
+/// zstd level of frames and chunks: fast, as replication is latency-bound.
+pub const ZSTD_LEVEL: i32 = 1;
+/// Chunks shorter than this are sent as they are (compressing them gains nothing).
+pub const CHUNK_COMPRESSION_MIN_BYTES: usize = 512;
+/// The fewest bytes an encoded operation can take (four one-byte fields and one empty
+/// string), used to refuse an operation count that the frame cannot hold.
+const MIN_OPERATION_BYTES: u64 = 5;
+
+/// Header present on every error answer of the transport: its body is a JSON [`LeaderError`].
+pub const ERROR_HEADER: &str = "x-tandem-error";
+/// Chunk header: the chunk's length in bytes once decoded.
+pub const CHUNK_LENGTH_HEADER: &str = "x-tandem-chunk-length";
+/// Chunk header: CRC-32C of the decoded chunk.
+pub const CHUNK_CRC_HEADER: &str = "x-tandem-chunk-crc32c";
+/// Chunk header: `identity` or `zstd`.
+pub const CHUNK_ENCODING_HEADER: &str = "x-tandem-chunk-encoding";
+/// Chunk header: nanoseconds the leader spent throttling the chunk.
+pub const CHUNK_THROTTLE_HEADER: &str = "x-tandem-source-throttle-nanos";
+
+/// `POST /_tandem/v1/index_metadata`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexMetadataRequest {
+    /// The leader index.
+    pub index: String,
+}
+
+/// `POST /_tandem/v1/shard_changes`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardChangesWireRequest {
+    /// The leader shard.
+    pub shard: ShardId,
+    /// First sequence number wanted.
+    pub from_seq_no: SeqNo,
+    /// At most this many operations.
+    pub max_operations: u64,
+    /// Byte budget of the batch (capped at [`MAX_CHANGES_BATCH_BYTES`] by the leader).
+    pub max_bytes: u64,
+    /// Long-poll timeout.
+    pub poll_timeout: Duration,
+    /// The history the follower replicates, if it checks it.
+    pub expected_history_uuid: Option<String>,
+}
+
+/// `POST /_tandem/v1/retention_lease/add`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddLeaseRequest {
+    /// The leader shard.
+    pub shard: ShardId,
+    /// The lease id.
+    pub lease_id: String,
+    /// Operations at or above this are retained.
+    pub retaining_seq_no: SeqNo,
+    /// The holder's kind.
+    pub source: String,
+}
+
+/// `POST /_tandem/v1/retention_lease/renew`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewLeaseRequest {
+    /// The leader shard.
+    pub shard: ShardId,
+    /// The lease id.
+    pub lease_id: String,
+    /// Operations at or above this are retained.
+    pub retaining_seq_no: SeqNo,
+}
+
+/// `POST /_tandem/v1/retention_lease/remove`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveLeaseRequest {
+    /// The leader shard.
+    pub shard: ShardId,
+    /// The lease id.
+    pub lease_id: String,
+}
+
+/// `POST /_tandem/v1/recovery_session/open`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenSessionRequest {
+    /// The leader shard.
+    pub shard: ShardId,
+}
+
+/// `POST /_tandem/v1/recovery_session/chunk`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadChunkRequest {
+    /// The leader shard.
+    pub shard: ShardId,
+    /// The session.
+    pub session: SessionId,
+    /// A file of the session's commit.
+    pub file: String,
+    /// First byte wanted.
+    pub offset: u64,
+    /// Bytes wanted.
+    pub length: u64,
+}
+
+/// `POST /_tandem/v1/recovery_session/close`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseSessionRequest {
+    /// The leader shard.
+    pub shard: ShardId,
+    /// The session.
+    pub session: SessionId,
+}
+
+fn corrupted(reason: impl Into<String>) -> LeaderError {
+    LeaderError::CorruptedResponse(reason.into())
+}
+
+/// How a frame's payload is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Compression {
+    None = 0,
+    Zstd = 1,
+}
+
+/// Wraps `body` in a frame, zstd-compressed when that makes it smaller.
+///
+/// # Panics
+/// If `body` is over [`MAX_FRAME_BODY_BYTES`] (callers bound what they encode).
+fn encode_frame(magic: [u8; 4], body: &[u8]) -> Vec<u8> {
+    assert!(body.len() <= MAX_FRAME_BODY_BYTES, "frame body too large");
+    let compressed = zstd::bulk::compress(body, ZSTD_LEVEL)
+        .ok()
+        .filter(|compressed| compressed.len() < body.len());
+    let (compression, payload) = match &compressed {
+        Some(compressed) => (Compression::Zstd, compressed.as_slice()),
+        None => (Compression::None, body),
+    };
+    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
+    frame.extend_from_slice(&magic);
+    frame.push(FRAME_VERSION);
+    frame.push(compression as u8);
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&frame), payload);
+    frame.extend_from_slice(&crc.to_le_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
+}
+
+/// Checks a frame (magic, version, lengths, checksum) and returns its decoded body.
+fn decode_frame(magic: [u8; 4], frame: &[u8]) -> Result<Vec<u8>, LeaderError> {
+    if frame.len() < FRAME_HEADER_BYTES {
+        return Err(corrupted(format!(
+            "frame of {} bytes is shorter than its header",
+            frame.len()
+        )));
+    }
+    if frame[0..4] != magic {
+        return Err(corrupted(format!(
+            "bad frame magic {:?}, expected {:?}",
+            &frame[0..4],
+            magic
+        )));
+    }
+    if frame[4] != FRAME_VERSION {
+        return Err(corrupted(format!(
+            "unsupported frame version {} (this node reads {FRAME_VERSION})",
+            frame[4]
+        )));
+    }
+    let body_length = le_u32(frame, 6) as usize;
+    let payload_length = le_u32(frame, 10) as usize;
+    let stored_crc = le_u32(frame, 14);
+    let payload = &frame[FRAME_HEADER_BYTES..];
+    if payload.len() != payload_length {
+        return Err(corrupted(format!(
+            "frame announces a {payload_length}-byte payload but carries {} bytes",
+            payload.len()
+        )));
+    }
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&frame[..14]), payload);
+    if crc != stored_crc {
+        return Err(corrupted(format!(
+            "frame checksum mismatch: computed {crc:#010x}, stored {stored_crc:#010x}"
+        )));
+    }
+    if body_length > MAX_FRAME_BODY_BYTES {
+        return Err(corrupted(format!(
+            "frame body of {body_length} bytes is over the limit of {MAX_FRAME_BODY_BYTES}"
+        )));
+    }
+    match frame[5] {
+        code if code == Compression::None as u8 => {
+            if payload.len() != body_length {
+                return Err(corrupted("uncompressed frame body length mismatch"));
+            }
+            Ok(payload.to_vec())
+        }
+        code if code == Compression::Zstd as u8 => decompress_exact(payload, body_length),
+        other => Err(corrupted(format!("unknown frame compression {other}"))),
+    }
+}
+
+/// Decompresses zstd `payload`, which must decode to exactly `length` bytes. Memory grows
+/// with the bytes actually decoded, never beyond `length + 1`.
+fn decompress_exact(payload: &[u8], length: usize) -> Result<Vec<u8>, LeaderError> {
+    let decoder = zstd::stream::read::Decoder::with_buffer(payload)
+        .map_err(|e| corrupted(format!("zstd: {e}")))?;
+    let mut body = Vec::new();
+    decoder
+        .take(length as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| corrupted(format!("zstd: {e}")))?;
+    if body.len() != length {
+        return Err(corrupted(format!(
+            "compressed body decodes to {}{} bytes, {length} announced",
+            body.len(),
+            if body.len() > length { "+" } else { "" }
+        )));
+    }
+    Ok(body)
+}
+
+fn put_unsigned(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_signed(out: &mut Vec<u8>, value: i64) {
+    put_unsigned(out, ((value << 1) ^ (value >> 63)) as u64);
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_unsigned(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// Reads the fields of a body, refusing anything that does not fit.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn byte(&mut self, what: &str) -> Result<u8, LeaderError> {
+        let (&first, rest) = self
+            .bytes
+            .split_first()
+            .ok_or_else(|| corrupted(format!("body ends before {what}")))?;
+        self.bytes = rest;
+        Ok(first)
+    }
+
+    fn unsigned(&mut self, what: &str) -> Result<u64, LeaderError> {
+        let mut value = 0u64;
+        for position in 0..10 {
+            let byte = self.byte(what)?;
+            let bits = u64::from(byte & 0x7f);
+            if position == 9 && bits > 1 {
+                return Err(corrupted(format!("{what} overflows 64 bits")));
+            }
+            value |= bits << (7 * position);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(corrupted(format!(
+            "{what} is a varint of more than 10 bytes"
+        )))
+    }
+
+    fn signed(&mut self, what: &str) -> Result<i64, LeaderError> {
+        let zigzag = self.unsigned(what)?;
+        Ok(((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64))
+    }
+
+    fn bytes(&mut self, what: &str) -> Result<&'a [u8], LeaderError> {
+        let length = self.unsigned(what)?;
+        if length > self.bytes.len() as u64 {
+            return Err(corrupted(format!(
+                "{what} of {length} bytes, only {} left",
+                self.bytes.len()
+            )));
+        }
+        let (taken, rest) = self.bytes.split_at(length as usize);
+        self.bytes = rest;
+        Ok(taken)
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, LeaderError> {
+        let bytes = self.bytes(what)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| corrupted(format!("{what} is not UTF-8")))
+    }
+}
+
+fn duration_nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The body of a shard changes frame.
+fn encode_changes_body(response: &ShardChangesResponse) -> Vec<u8> {
+    let operation_bytes: usize = response
+        .operations
+        .iter()
+        .map(|operation| operation.size_in_bytes())
+        .sum();
+    let mut body = Vec::with_capacity(64 + operation_bytes);
+    put_signed(&mut body, response.global_checkpoint.0);
+    put_signed(&mut body, response.max_seq_no.0);
+    put_signed(&mut body, response.max_seq_no_of_updates.0);
+    put_unsigned(&mut body, response.mapping_version);
+    put_unsigned(&mut body, response.settings_version);
+    put_unsigned(&mut body, response.aliases_version);
+    put_unsigned(&mut body, duration_nanos(response.took));
+    put_unsigned(&mut body, response.operations.len() as u64);
+    for operation in &response.operations {
+        put_signed(&mut body, operation.seq_no.0);
+        put_unsigned(&mut body, operation.primary_term.0);
+        put_unsigned(&mut body, operation.version);
+        body.push(operation.op_type() as u8);
+        match &operation.kind {
+            OperationKind::Index { id, source } => {
+                put_bytes(&mut body, id.as_bytes());
+                put_bytes(&mut body, source);
+            }
+            OperationKind::Delete { id } => put_bytes(&mut body, id.as_bytes()),
+            OperationKind::NoOp { reason } => put_bytes(&mut body, reason.as_bytes()),
+        }
+    }
+    body
+}
+
+fn decode_changes_body(body: &[u8]) -> Result<ShardChangesResponse, LeaderError> {
+    let mut reader = Reader { bytes: body };
+    let global_checkpoint = SeqNo(reader.signed("global_checkpoint")?);
+    let max_seq_no = SeqNo(reader.signed("max_seq_no")?);
+    let max_seq_no_of_updates = SeqNo(reader.signed("max_seq_no_of_updates")?);
+    let mapping_version = reader.unsigned("mapping_version")?;
+    let settings_version = reader.unsigned("settings_version")?;
+    let aliases_version = reader.unsigned("aliases_version")?;
+    let took = Duration::from_nanos(reader.unsigned("took")?);
+    let count = reader.unsigned("operation count")?;
+    if count > reader.remaining() as u64 / MIN_OPERATION_BYTES {
+        return Err(corrupted(format!(
+            "{count} operations cannot fit in the {} bytes left",
+            reader.remaining()
+        )));
+    }
+    // `count` is now bounded by the bytes present, so reserving for it is safe.
+    let mut operations = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        operations.push(Arc::new(decode_operation(&mut reader)?));
+    }
+    if reader.remaining() != 0 {
+        return Err(corrupted(format!(
+            "{} bytes after the last operation",
+            reader.remaining()
+        )));
+    }
+    Ok(ShardChangesResponse {
+        operations,
+        global_checkpoint,
+        max_seq_no,
+        max_seq_no_of_updates,
+        mapping_version,
+        settings_version,
+        aliases_version,
+        took,
+    })
+}
+
+fn decode_operation(reader: &mut Reader<'_>) -> Result<Operation, LeaderError> {
+    let seq_no = SeqNo(reader.signed("seq_no")?);
+    let primary_term = PrimaryTerm(reader.unsigned("primary_term")?);
+    let version = reader.unsigned("version")?;
+    let code = reader.byte("operation kind")?;
+    let kind = match OpType::from_code(u64::from(code)) {
+        Some(OpType::Index) => OperationKind::Index {
+            id: reader.string("document id")?,
+            source: reader.bytes("source")?.to_vec(),
+        },
+        Some(OpType::Delete) => OperationKind::Delete {
+            id: reader.string("document id")?,
+        },
+        Some(OpType::NoOp) => OperationKind::NoOp {
+            reason: reader.string("no-op reason")?,
+        },
+        None => return Err(corrupted(format!("unknown operation kind {code}"))),
+    };
+    Ok(Operation {
+        seq_no,
+        primary_term,
+        version,
+        kind,
+    })
+}
+
+/// Encodes a shard changes answer as a frame.
+///
+/// # Panics
+/// If the encoded body is over [`MAX_FRAME_BODY_BYTES`]; the leader caps batches at
+/// [`MAX_CHANGES_BATCH_BYTES`] so that it never is.
+pub fn encode_shard_changes(response: &ShardChangesResponse) -> Vec<u8> {
+    encode_frame(CHANGES_MAGIC, &encode_changes_body(response))
+}
+
+/// Decodes a shard changes frame; any defect is [`LeaderError::CorruptedResponse`].
+pub fn decode_shard_changes(frame: &[u8]) -> Result<ShardChangesResponse, LeaderError> {
+    decode_changes_body(&decode_frame(CHANGES_MAGIC, frame)?)
+}
+
+/// How a chunk's body is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkEncoding {
+    /// The bytes as they are.
+    Identity,
+    /// zstd-compressed.
+    Zstd,
+}
+
+impl ChunkEncoding {
+    /// The header value.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChunkEncoding::Identity => "identity",
+            ChunkEncoding::Zstd => "zstd",
+        }
+    }
+}
+
+/// What the headers of a chunk answer say about its body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkHeader {
+    /// Length of the chunk once decoded.
+    pub length: u64,
+    /// CRC-32C of the decoded chunk.
+    pub crc32c: u32,
+    /// How the body is encoded.
+    pub encoding: ChunkEncoding,
+    /// Time the leader spent throttling the chunk.
+    pub source_throttle: Duration,
+}
+
+impl ChunkHeader {
+    /// The headers as (name, value) pairs.
+    pub fn to_pairs(&self) -> [(&'static str, String); 4] {
+        [
+            (CHUNK_LENGTH_HEADER, self.length.to_string()),
+            (CHUNK_CRC_HEADER, self.crc32c.to_string()),
+            (CHUNK_ENCODING_HEADER, self.encoding.name().to_string()),
+            (
+                CHUNK_THROTTLE_HEADER,
+                duration_nanos(self.source_throttle).to_string(),
+            ),
+        ]
+    }
+
+    /// Parses the headers, looked up by name with `header`.
+    pub fn parse<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Result<ChunkHeader, LeaderError> {
+        let number = |name: &str| -> Result<u64, LeaderError> {
+            header(name)
+                .ok_or_else(|| corrupted(format!("chunk answer without [{name}]")))?
+                .parse::<u64>()
+                .map_err(|_| corrupted(format!("chunk header [{name}] is not a number")))
+        };
+        let encoding = match header(CHUNK_ENCODING_HEADER) {
+            Some("identity") => ChunkEncoding::Identity,
+            Some("zstd") => ChunkEncoding::Zstd,
+            other => return Err(corrupted(format!("unknown chunk encoding {other:?}"))),
+        };
+        let crc32c = u32::try_from(number(CHUNK_CRC_HEADER)?)
+            .map_err(|_| corrupted("chunk checksum over 32 bits"))?;
+        Ok(ChunkHeader {
+            length: number(CHUNK_LENGTH_HEADER)?,
+            crc32c,
+            encoding,
+            source_throttle: Duration::from_nanos(number(CHUNK_THROTTLE_HEADER)?),
+        })
+    }
+}
+
+/// Encodes a chunk: its header and body (zstd when that saves at least an eighth).
+pub fn encode_chunk(chunk: &FileChunk) -> (ChunkHeader, Vec<u8>) {
+    let data = &chunk.data;
+    let compressed = if data.len() >= CHUNK_COMPRESSION_MIN_BYTES {
+        zstd::bulk::compress(data, ZSTD_LEVEL)
+            .ok()
+            .filter(|compressed| compressed.len() < data.len() - data.len() / 8)
+    } else {
+        None
+    };
+    let header = |encoding| ChunkHeader {
+        length: data.len() as u64,
+        crc32c: crc32c::crc32c(data),
+        encoding,
+        source_throttle: chunk.source_throttle,
+    };
+    match compressed {
+        Some(compressed) => (header(ChunkEncoding::Zstd), compressed),
+        None => (header(ChunkEncoding::Identity), data.clone()),
+    }
+}
+
+/// Decodes a chunk answer to a request for `requested_length` bytes: checks the announced
+/// length (at most the requested one), the decoded length and the checksum.
+pub fn decode_chunk(
+    header: &ChunkHeader,
+    body: Vec<u8>,
+    requested_length: usize,
+) -> Result<FileChunk, LeaderError> {
+    if header.length > requested_length as u64 {
+        return Err(corrupted(format!(
+            "chunk of {} bytes for a request of {requested_length}",
+            header.length
+        )));
+    }
+    let length = header.length as usize;
+    let data = match header.encoding {
+        ChunkEncoding::Identity => body,
+        ChunkEncoding::Zstd => decompress_exact(&body, length)?,
+    };
+    if data.len() != length {
+        return Err(corrupted(format!(
+            "chunk of {} bytes, {length} announced",
+            data.len()
+        )));
+    }
+    let crc = crc32c::crc32c(&data);
+    if crc != header.crc32c {
+        return Err(corrupted(format!(
+            "chunk checksum mismatch: computed {crc:#010x}, announced {:#010x}",
+            header.crc32c
+        )));
+    }
+    Ok(FileChunk {
+        data,
+        source_throttle: header.source_throttle,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn operation(seq_no: i64, kind: OperationKind) -> Arc<Operation> {
+        Arc::new(Operation {
+            seq_no: SeqNo(seq_no),
+            primary_term: PrimaryTerm(3),
+            version: seq_no as u64 + 1,
+            kind,
+        })
+    }
+
+    fn sample() -> ShardChangesResponse {
+        ShardChangesResponse {
+            operations: vec![
+                operation(
+                    7,
+                    OperationKind::Index {
+                        id: "doc-1".into(),
+                        source: br#"{"body":"hello hello hello hello"}"#.to_vec(),
+                    },
+                ),
+                operation(8, OperationKind::Delete { id: "doc-2".into() }),
+                operation(
+                    9,
+                    OperationKind::NoOp {
+                        reason: "filled".into(),
+                    },
+                ),
+            ],
+            global_checkpoint: SeqNo(9),
+            max_seq_no: SeqNo(11),
+            max_seq_no_of_updates: SeqNo(8),
+            mapping_version: 2,
+            settings_version: 3,
+            aliases_version: 4,
+            took: Duration::from_micros(1234),
+        }
+    }
+
+    #[test]
+    fn a_frame_round_trips() {
+        let response = sample();
+        let frame = encode_shard_changes(&response);
+        assert_eq!(&frame[..4], b"TDSC");
+        assert_eq!(decode_shard_changes(&frame), Ok(response));
+        let empty = ShardChangesResponse {
+            operations: Vec::new(),
+            global_checkpoint: SeqNo::NO_OPS_PERFORMED,
+            max_seq_no: SeqNo::NO_OPS_PERFORMED,
+            max_seq_no_of_updates: SeqNo::UNASSIGNED,
+            took: Duration::ZERO,
+            ..sample()
+        };
+        assert_eq!(
+            decode_shard_changes(&encode_shard_changes(&empty)),
+            Ok(empty)
+        );
+    }
+
+    #[test]
+    fn a_compressible_batch_is_compressed() {
+        let mut response = sample();
+        response.operations = (0..200)
+            .map(|n| {
+                operation(
+                    n,
+                    OperationKind::Index {
+                        id: format!("doc-{n}"),
+                        source: br#"{"body":"the same words again and again"}"#.to_vec(),
+                    },
+                )
+            })
+            .collect();
+        let frame = encode_shard_changes(&response);
+        assert_eq!(frame[5], Compression::Zstd as u8);
+        assert!(frame.len() < encode_changes_body(&response).len() / 2);
+        assert_eq!(decode_shard_changes(&frame), Ok(response));
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_of_a_frame_is_refused() {
+        let frame = encode_shard_changes(&sample());
+        for length in 0..frame.len() {
+            let error = decode_shard_changes(&frame[..length]).unwrap_err();
+            assert!(error.is_retryable(), "{error}");
+        }
+        let mut longer = frame.clone();
+        longer.push(0);
+        assert!(decode_shard_changes(&longer).is_err());
+        for bit in 0..frame.len() * 8 {
+            let mut flipped = frame.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                matches!(
+                    decode_shard_changes(&flipped),
+                    Err(LeaderError::CorruptedResponse(_))
+                ),
+                "bit {bit}"
+            );
+        }
+    }
+
+    /// A frame whose checksum is right but whose body lies must still be refused.
+    fn reframe(body: &[u8]) -> Vec<u8> {
+        encode_frame(CHANGES_MAGIC, body)
+    }
+
+    #[test]
+    fn well_framed_but_malformed_bodies_are_refused() {
+        let body = encode_changes_body(&sample());
+        // Truncated bodies, re-framed with a valid checksum.
+        for length in 0..body.len() {
+            assert!(decode_shard_changes(&reframe(&body[..length])).is_err());
+        }
+        // A huge operation count is refused before anything is allocated for it.
+        let mut huge = Vec::new();
+        for _ in 0..7 {
+            put_signed(&mut huge, 0);
+        }
+        put_unsigned(&mut huge, u64::MAX);
+        assert!(decode_shard_changes(&reframe(&huge)).is_err());
+        // An over-long varint, an unknown kind, a non-UTF-8 id, trailing bytes.
+        assert!(decode_shard_changes(&reframe(&[0xff; 11])).is_err());
+        let mut trailing = body.clone();
+        trailing.push(0);
+        assert!(decode_shard_changes(&reframe(&trailing)).is_err());
+        let mut header_only = Vec::new();
+        for _ in 0..7 {
+            put_signed(&mut header_only, 0);
+        }
+        put_unsigned(&mut header_only, 1);
+        let mut bad_kind = header_only.clone();
+        bad_kind.extend_from_slice(&[0, 1, 1, 9, 0]);
+        assert!(decode_shard_changes(&reframe(&bad_kind)).is_err());
+        let mut bad_id = header_only;
+        bad_id.extend_from_slice(&[0, 1, 1, 1, 2, 0xc3, 0x28]);
+        assert!(decode_shard_changes(&reframe(&bad_id)).is_err());
+    }
+
+    #[test]
+    fn a_frame_announcing_a_huge_body_is_refused() {
+        let mut frame = encode_shard_changes(&sample());
+        let huge = (MAX_FRAME_BODY_BYTES as u32 + 1).to_le_bytes();
+        frame[6..10].copy_from_slice(&huge);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&frame[..14]), &frame[18..]);
+        frame[14..18].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode_shard_changes(&frame).is_err());
+    }
+
+    #[test]
+    fn chunks_round_trip_and_are_checked() {
+        for data in [
+            Vec::new(),
+            b"short".to_vec(),
+            vec![7u8; 10_000],
+            (0..10_000u32).map(|n| (n * 7919 % 251) as u8).collect(),
+        ] {
+            let chunk = FileChunk {
+                data: data.clone(),
+                source_throttle: Duration::from_millis(3),
+            };
+            let (header, body) = encode_chunk(&chunk);
+            let pairs = header.to_pairs();
+            let parsed = ChunkHeader::parse(|name| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| value.as_str())
+            })
+            .unwrap();
+            assert_eq!(parsed, header);
+            assert_eq!(decode_chunk(&parsed, body.clone(), data.len()), Ok(chunk));
+            if !data.is_empty() {
+                assert!(decode_chunk(&parsed, body.clone(), data.len() - 1).is_err());
+                let mut damaged = body.clone();
+                damaged[0] ^= 1;
+                assert!(decode_chunk(&parsed, damaged, data.len()).is_err());
+                assert!(
+                    decode_chunk(&parsed, body[..body.len() - 1].to_vec(), data.len()).is_err()
+                );
+            }
+        }
+        assert_eq!(
+            encode_chunk(&FileChunk {
+                data: vec![0; 4096],
+                source_throttle: Duration::ZERO
+            })
+            .0
+            .encoding,
+            ChunkEncoding::Zstd
+        );
+        assert!(ChunkHeader::parse(|_| None).is_err());
+        assert!(ChunkHeader::parse(|_| Some("x")).is_err());
+    }
+
+    fn arbitrary_kind() -> impl Strategy<Value = OperationKind> {
+        prop_oneof![
+            (
+                "[a-z0-9é-]{0,20}",
+                proptest::collection::vec(any::<u8>(), 0..200)
+            )
+                .prop_map(|(id, source)| OperationKind::Index { id, source }),
+            "[a-z0-9-]{0,20}".prop_map(|id| OperationKind::Delete { id }),
+            ".{0,30}".prop_map(|reason| OperationKind::NoOp { reason }),
+        ]
+    }
+
+    fn arbitrary_response() -> impl Strategy<Value = ShardChangesResponse> {
+        (
+            proptest::collection::vec(
+                (any::<i64>(), any::<u64>(), any::<u64>(), arbitrary_kind()),
+                0..20,
+            ),
+            (any::<i64>(), any::<i64>(), any::<i64>()),
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
+        )
+            .prop_map(|(operations, checkpoints, versions)| ShardChangesResponse {
+                operations: operations
+                    .into_iter()
+                    .map(|(seq_no, term, version, kind)| {
+                        Arc::new(Operation {
+                            seq_no: SeqNo(seq_no),
+                            primary_term: PrimaryTerm(term),
+                            version,
+                            kind,
+                        })
+                    })
+                    .collect(),
+                global_checkpoint: SeqNo(checkpoints.0),
+                max_seq_no: SeqNo(checkpoints.1),
+                max_seq_no_of_updates: SeqNo(checkpoints.2),
+                mapping_version: versions.0,
+                settings_version: versions.1,
+                aliases_version: versions.2,
+                took: Duration::from_nanos(versions.3),
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn any_response_round_trips(response in arbitrary_response()) {
+            let frame = encode_shard_changes(&response);
+            prop_assert_eq!(decode_shard_changes(&frame), Ok(response));
+        }
+
+        #[test]
+        fn damaged_frames_are_errors_never_panics(
+            response in arbitrary_response(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let frame = encode_shard_changes(&response);
+            let truncated = &frame[..cut.index(frame.len())];
+            prop_assert!(decode_shard_changes(truncated).is_err());
+            let mut flipped = frame.clone();
+            let at = flip.index(flipped.len());
+            flipped[at] ^= 1 << bit;
+            prop_assert!(decode_shard_changes(&flipped).is_err());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_shard_changes(&bytes);
+            let _ = decode_shard_changes(&reframe(&bytes));
+        }
+    }
+}
