@@ -54,6 +54,23 @@ pub struct IndexSettings {
     pub retention_lease_period_millis: u64,
     /// `index.soft_deletes.retention.operations` (default 0).
     pub retention_operations: u64,
+    /// Settings about where shards go in a cluster of many nodes (`routing.allocation.*`,
+    /// `routing.rebalance.*`, `auto_expand_replicas`, `priority`,
+    /// `unassigned.node_left.delayed_timeout`), keyed without the `index.` prefix: accepted
+    /// and shown as given, so that requests written for Elasticsearch work, but without
+    /// effect on a one-node cluster.
+    #[serde(default)]
+    pub placement: BTreeMap<String, String>,
+}
+
+/// Whether `key` (without `index.`) is a placement setting ([`IndexSettings::placement`]).
+fn is_placement_setting(key: &str) -> bool {
+    key.starts_with("routing.allocation.")
+        || key.starts_with("routing.rebalance.")
+        || matches!(
+            key,
+            "auto_expand_replicas" | "priority" | "unassigned.node_left.delayed_timeout"
+        )
 }
 
 impl Default for IndexSettings {
@@ -66,6 +83,7 @@ impl Default for IndexSettings {
             translog_sync_interval_millis: 5000,
             retention_lease_period_millis: 12 * 3600 * 1000,
             retention_operations: 0,
+            placement: BTreeMap::new(),
         }
     }
 }
@@ -138,6 +156,9 @@ impl IndexSettings {
                     self.retention_operations = text.parse().map_err(|_| invalid("not an integer"))?
                 }
                 "soft_deletes.enabled" if text == "true" => {}
+                placement if is_placement_setting(placement) => {
+                    self.placement.insert(key.clone(), text);
+                }
                 "uuid" | "provided_name" | "creation_date" | "version.created" if creating => {}
                 _ => {
                     return Err(EngineError::InvalidArgument(format!(
@@ -151,7 +172,7 @@ impl IndexSettings {
 
     /// The settings as Elasticsearch shows them (`{"index": {...}}`, values as strings).
     pub fn to_es_json(&self) -> Value {
-        serde_json::json!({
+        let mut settings = serde_json::json!({
             "index": {
                 "number_of_shards": self.number_of_shards.to_string(),
                 "number_of_replicas": self.number_of_replicas.to_string(),
@@ -166,7 +187,18 @@ impl IndexSettings {
                     "retention": { "operations": self.retention_operations.to_string() },
                 },
             }
-        })
+        });
+        for (key, value) in &self.placement {
+            let mut node = &mut settings["index"];
+            for part in key.split('.') {
+                if !node.is_object() {
+                    *node = Value::Object(serde_json::Map::new());
+                }
+                node = &mut node[part];
+            }
+            *node = Value::String(value.clone());
+        }
+        settings
     }
 
     /// The shard configuration these settings describe.
@@ -853,6 +885,30 @@ mod tests {
         assert!(settings
             .apply_es_json(&serde_json::json!({"number_of_shards": 2}), false)
             .is_err());
+    }
+
+    #[test]
+    fn placement_settings_are_kept_and_shown_without_effect() {
+        let settings = IndexSettings::from_es_json(&serde_json::json!({
+            "index": {"routing.allocation.total_shards_per_node": 1, "priority": "10"}
+        }))
+        .unwrap();
+        assert_eq!(
+            settings.placement["routing.allocation.total_shards_per_node"],
+            "1"
+        );
+        let shown = settings.to_es_json();
+        assert_eq!(
+            shown["index"]["routing"]["allocation"]["total_shards_per_node"],
+            "1"
+        );
+        assert_eq!(shown["index"]["priority"], "10");
+        assert_eq!(shown["index"]["number_of_shards"], "1");
+        assert_eq!(
+            IndexSettings::from_es_json(&shown["index"]).unwrap(),
+            settings
+        );
+        assert!(IndexSettings::from_es_json(&serde_json::json!({"routing.bogus": 1})).is_err());
     }
 
     #[test]

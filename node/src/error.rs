@@ -47,6 +47,11 @@ impl RestError {
         RestError::new(StatusCode::BAD_REQUEST, "parse_exception", reason)
     }
 
+    /// 500 `exception`: the node failed (I/O, a task that died), not the request.
+    pub fn internal(reason: impl Into<String>) -> RestError {
+        RestError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", reason)
+    }
+
     /// 404 `index_not_found_exception` for `index`.
     pub fn index_not_found(index: &str) -> RestError {
         RestError::new(

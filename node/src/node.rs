@@ -12,6 +12,7 @@
 //! Every file is replaced atomically, so a crash leaves the old or the new state. Opening a
 //! node reloads all of it and resumes the followers that were not paused.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +28,10 @@ use tandem_replication::follower_indices::FollowerIndices;
 use tandem_replication::remote::RemoteClusters;
 use tokio::task::JoinHandle;
 
+use crate::cluster_settings::ClusterSettings;
 use crate::config::NodeConfig;
+use crate::error::RestError;
+use crate::transport::client::HttpLeaderClient;
 
 /// File of the node's identity.
 const NODE_FILE: &str = "node.json";
@@ -77,6 +81,10 @@ pub struct Node {
     pub followers: Arc<FollowerIndices>,
     /// Auto-follow patterns.
     pub auto_follow: Arc<AutoFollowCoordinator>,
+    /// Cluster settings (the remote clusters); updates are serialized by the lock.
+    cluster_settings: tokio::sync::Mutex<ClusterSettings>,
+    /// The addresses each registered remote cluster's client was built with.
+    remote_addresses: parking_lot::Mutex<BTreeMap<String, Vec<String>>>,
     background: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -97,6 +105,10 @@ impl Node {
         let reaper = source.spawn_idle_reaper();
         let leader = InProcessLeaderClient::over_indices(indices.clone(), source);
         let remotes = Arc::new(RemoteClusters::new());
+        let settings = ClusterSettings::load(&data).map_err(NodeError::Io)?;
+        let remote_addresses = connect_remotes(&remotes, &settings, &BTreeMap::new())
+            .map_err(|error| NodeError::Io(format!("invalid cluster settings: {error}")))?;
+        // Remote clusters are known before the followers resume: their tasks need them.
         let followers = Arc::new(
             FollowerIndices::open(
                 identity.cluster_name.clone(),
@@ -121,8 +133,45 @@ impl Node {
             remotes,
             followers,
             auto_follow,
+            cluster_settings: tokio::sync::Mutex::new(settings),
+            remote_addresses: parking_lot::Mutex::new(remote_addresses),
             background: parking_lot::Mutex::new(vec![reaper, poller]),
         }))
+    }
+
+    /// The cluster settings as they are now.
+    pub async fn cluster_settings(&self) -> ClusterSettings {
+        self.cluster_settings.lock().await.clone()
+    }
+
+    /// Applies a `PUT /_cluster/settings` body: validates it whole, stores the persistent
+    /// settings atomically, then (re)connects the remote clusters whose addresses changed and
+    /// forgets the removed ones. Returns the persistent and transient changes, nested. Nothing
+    /// changes when the body is invalid or cannot be stored.
+    ///
+    /// Follow tasks already running keep the client they started with; a paused and resumed
+    /// follower uses the new one.
+    pub async fn update_cluster_settings(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<(serde_json::Value, serde_json::Value), RestError> {
+        let mut current = self.cluster_settings.lock().await;
+        let (next, persistent, transient) = current.updated(body)?;
+        if next.persistent != current.persistent {
+            let data = self.config.data.clone();
+            let stored = next.clone();
+            tokio::task::spawn_blocking(move || stored.store(&data))
+                .await
+                .map_err(|error| RestError::internal(format!("storing cluster settings: {error}")))?
+                .map_err(|error| {
+                    RestError::internal(format!("cannot store the cluster settings: {error}"))
+                })?;
+        }
+        let connected = self.remote_addresses.lock().clone();
+        let addresses = connect_remotes(&self.remotes, &next, &connected)?;
+        *self.remote_addresses.lock() = addresses;
+        *current = next;
+        Ok((persistent, transient))
     }
 
     /// Stops the follow tasks and background work, then commits every open index so a restart
@@ -148,6 +197,33 @@ impl Node {
             tracing::warn!(%error, "shutdown flush failed");
         }
     }
+}
+
+/// Registers a client for every remote cluster of `settings` whose addresses differ from
+/// `connected` (the addresses of the clients registered now), and removes the aliases that
+/// are gone. Returns the addresses of every alias now registered.
+fn connect_remotes(
+    remotes: &RemoteClusters,
+    settings: &ClusterSettings,
+    connected: &BTreeMap<String, Vec<String>>,
+) -> Result<BTreeMap<String, Vec<String>>, RestError> {
+    let mut now = BTreeMap::new();
+    for remote in settings.remote_clusters()? {
+        let addresses = remote.addresses();
+        if connected.get(&remote.alias) != Some(&addresses) {
+            tracing::info!(alias = %remote.alias, ?addresses, "remote cluster configured");
+            remotes.set(
+                remote.alias.clone(),
+                Arc::new(HttpLeaderClient::new(addresses.clone())),
+            );
+        }
+        now.insert(remote.alias, addresses);
+    }
+    for alias in connected.keys().filter(|alias| !now.contains_key(*alias)) {
+        tracing::info!(%alias, "remote cluster removed");
+        remotes.remove(alias);
+    }
+    Ok(now)
 }
 
 fn load_identity(data: &Path, name: &str) -> Result<NodeIdentity, NodeError> {

@@ -50,7 +50,7 @@ impl RunningNode {
         })?;
         let node = Node::open(config).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = crate::rest::router(node.clone());
+        let app = crate::rest::service(node.clone());
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {

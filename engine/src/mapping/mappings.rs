@@ -349,6 +349,14 @@ fn parse_body(body: &Value) -> Result<ParsedBody, MappingError> {
         match key.as_str() {
             "properties" => parse_properties("", value, &mut fields)?,
             "dynamic" => dynamic = Some(parse_dynamic(value)?),
+            // `_source` is always kept: followers replicate it and history is made of it.
+            "_source" if value == &serde_json::json!({"enabled": true}) => {}
+            "_source" => {
+                return Err(MappingError::InvalidShape {
+                    field: "_source".to_string(),
+                    reason: "Tandem always keeps _source (followers replicate it); only {\"enabled\": true} is accepted".to_string(),
+                })
+            }
             other => {
                 return Err(MappingError::InvalidShape {
                     field: other.to_string(),

@@ -753,3 +753,13 @@ proptest! {
         prop_assert_eq!(found.len(), accepted);
     }
 }
+
+#[test]
+fn source_may_be_declared_enabled_but_not_disabled() {
+    let enabled =
+        json!({"_source": {"enabled": true}, "properties": {"host": {"type": "keyword"}}});
+    assert!(Mappings::from_es_json(&enabled).is_ok());
+    let disabled = json!({"_source": {"enabled": false}});
+    let error = Mappings::from_es_json(&disabled).unwrap_err().to_string();
+    assert!(error.contains("always keeps _source"), "{error}");
+}

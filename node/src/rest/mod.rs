@@ -16,6 +16,7 @@ pub mod body;
 pub mod bulk;
 pub mod cat;
 pub mod ccr;
+pub mod cluster;
 pub mod documents;
 pub mod index_expression;
 pub mod indices;
@@ -31,6 +32,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use tower::Layer;
 
 pub use body::JsonBody;
 pub use params::Params;
@@ -54,12 +56,42 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(search::routes())
         .merge(cat::routes())
         .merge(ccr::routes())
+        .merge(cluster::routes())
         .merge(recovery::routes())
         .merge(crate::transport::server::routes())
         .fallback(no_handler)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(elasticsearch_conventions))
         .with_state(node)
+}
+
+/// The REST API of `node` as the server runs it: [`router`] behind the path normalization
+/// that has to happen before routing (a trailing `/`, as in `POST /index/_doc/`, is
+/// accepted as Elasticsearch accepts it).
+pub fn service(
+    node: Arc<Node>,
+) -> axum::routing::IntoMakeService<tower::util::MapRequest<Router, fn(Request) -> Request>> {
+    let normalized =
+        tower::util::MapRequestLayer::new(trim_trailing_slash as fn(Request) -> Request)
+            .layer(router(node));
+    axum::ServiceExt::<Request>::into_make_service(normalized)
+}
+
+/// `/a/b/` becomes `/a/b` (the root stays `/`); the query is kept.
+fn trim_trailing_slash(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let rebuilt = match request.uri().query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_string(),
+        };
+        if let Ok(uri) = rebuilt.parse() {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
 }
 
 /// Elasticsearch's answer to a path no endpoint serves.
