@@ -8,6 +8,7 @@
 //! - [`rest`]: the Elasticsearch-compatible REST API (axum).
 //! - [`error`]: REST errors in Elasticsearch's shape.
 //! - [`server`]: binding, serving, graceful shutdown.
+//! - [`demo`]: `tandem demo`, the CCR tutorial end to end with two nodes.
 //! - [`transport`]: the HTTP transport between clusters (leader endpoints under `/_tandem/`,
 //!   and [`transport::HttpLeaderClient`], the follower's client of them).
 
@@ -15,6 +16,7 @@
 
 pub mod cluster_settings;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod node;
 pub mod rest;

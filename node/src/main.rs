@@ -1,15 +1,20 @@
-//! The `tandem` binary: `tandem --data DIR --http 127.0.0.1:9200 --name NAME [--config FILE]`.
+//! The `tandem` binary: `tandem --data DIR --http 127.0.0.1:9200 --name NAME [--config FILE]`
+//! runs a node; `tandem demo` runs the CCR tutorial end to end with two nodes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tandem_node::config::{ConfigFile, NodeConfig};
+use tandem_node::demo::DemoOptions;
 
 /// A Tandem node: an Elasticsearch-compatible cross-cluster replication node.
 #[derive(Debug, Parser)]
 #[command(name = "tandem", version)]
 struct Cli {
+    /// Something else than running a node.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Data directory (default `data`).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -24,15 +29,76 @@ struct Cli {
     config: Option<PathBuf>,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Two nodes on loopback: follow, replicate under load, fail over and fail back.
+    Demo {
+        /// Documents indexed before following starts.
+        #[arg(long, default_value_t = DemoOptions::default().initial_docs)]
+        initial_docs: u64,
+        /// Documents indexed while the follower replicates.
+        #[arg(long, default_value_t = DemoOptions::default().streamed_docs)]
+        streamed_docs: u64,
+        /// Rate of the writer while the follower replicates (documents per second).
+        #[arg(long, default_value_t = DemoOptions::default().docs_per_second)]
+        docs_per_second: u64,
+        /// Keep the two data directories here (default: a temporary directory).
+        #[arg(long)]
+        keep_data: Option<PathBuf>,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("tandem: cannot start the runtime: {error}");
+            ExitCode::FAILURE
+        })
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own story: only warnings from the nodes, unless RUST_LOG says more.
+    let default_level = if cli.command.is_some() {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    if let Some(Command::Demo {
+        initial_docs,
+        streamed_docs,
+        docs_per_second,
+        keep_data,
+    }) = cli.command
+    {
+        let options = DemoOptions {
+            initial_docs,
+            streamed_docs,
+            docs_per_second,
+            data: keep_data,
+            ..DemoOptions::default()
+        };
+        let runtime = match runtime() {
+            Ok(runtime) => runtime,
+            Err(code) => return code,
+        };
+        return match runtime.block_on(tandem_node::demo::run(options)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("tandem demo: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let file = match cli.config.as_deref().map(ConfigFile::read).transpose() {
         Ok(file) => file.unwrap_or_default(),
         Err(error) => {
@@ -47,15 +113,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("tandem: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(tandem_node::server::run(
         config,

@@ -76,6 +76,9 @@ impl RunningNode {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        // Followers' long polls would hold their connections (and the graceful shutdown) for
+        // up to their poll timeout: they answer now.
+        self.node.leader.stop_long_polls();
         if let Err(error) = (&mut self.server).await {
             tracing::warn!(%error, "http server task failed");
         }

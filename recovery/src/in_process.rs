@@ -39,7 +39,23 @@ enum LeaderIndices {
 pub struct InProcessLeaderClient {
     indices: LeaderIndices,
     source: Arc<RecoverySource>,
+    polls: Arc<LongPolls>,
 }
+
+/// The long polls in progress, so that [`InProcessLeaderClient::stop_long_polls`] can end
+/// them: each waits on a thread of the blocking pool, which a server shutting down (or a
+/// runtime being dropped) would otherwise wait for.
+#[derive(Default)]
+struct LongPolls {
+    /// Set once the client stops serving long polls: new ones answer at once.
+    stopped: AtomicBool,
+    next_id: std::sync::atomic::AtomicU64,
+    /// Poll id -> its cancel flag and the shard it waits on.
+    waiting: parking_lot::Mutex<HashMap<u64, WaitingPoll>>,
+}
+
+/// A long poll's cancel flag, and the index and shard number it waits on.
+type WaitingPoll = (Arc<AtomicBool>, Arc<Index>, usize);
 
 impl InProcessLeaderClient {
     /// A client serving no index until [`register_index`](Self::register_index), with
@@ -48,6 +64,7 @@ impl InProcessLeaderClient {
         InProcessLeaderClient {
             indices: LeaderIndices::Registered(Arc::new(RwLock::new(HashMap::new()))),
             source,
+            polls: Arc::default(),
         }
     }
 
@@ -60,6 +77,7 @@ impl InProcessLeaderClient {
         InProcessLeaderClient {
             indices: LeaderIndices::Cluster(indices),
             source,
+            polls: Arc::default(),
         }
     }
 
@@ -93,6 +111,18 @@ impl InProcessLeaderClient {
     /// The recovery source serving this client's sessions.
     pub fn recovery_source(&self) -> &Arc<RecoverySource> {
         &self.source
+    }
+
+    /// Ends every long poll in progress (each answers with what it has) and makes later ones
+    /// answer at once: call it when the node stops serving, so that no blocking thread keeps
+    /// waiting for writes that will not come.
+    pub fn stop_long_polls(&self) {
+        self.polls.stopped.store(true, Ordering::Release);
+        let waiting: Vec<_> = self.polls.waiting.lock().values().cloned().collect();
+        for (cancelled, index, shard) in waiting {
+            cancelled.store(true, Ordering::Release);
+            index.shards()[shard].wake_checkpoint_waiters();
+        }
     }
 
     fn index(&self, name: &str) -> Result<Arc<Index>, LeaderError> {
@@ -131,15 +161,18 @@ impl InProcessLeaderClient {
     }
 }
 
-/// Cancels a long poll when the request future is dropped.
+/// Cancels a long poll when the request future is dropped, and unregisters it.
 struct CancelOnDrop {
     cancelled: Arc<AtomicBool>,
     index: Arc<Index>,
     shard: usize,
+    polls: Arc<LongPolls>,
+    id: u64,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
+        self.polls.waiting.lock().remove(&self.id);
         self.cancelled.store(true, Ordering::Release);
         self.index.shards()[self.shard].wake_checkpoint_waiters();
     }
@@ -196,16 +229,29 @@ impl LeaderClient for InProcessLeaderClient {
             // A long poll blocks a thread: if this future is dropped (the follower stopped),
             // the guard cancels the wait so the thread is back at once.
             let cancelled = Arc::new(AtomicBool::new(false));
+            let id = self.polls.next_id.fetch_add(1, Ordering::Relaxed);
+            self.polls
+                .waiting
+                .lock()
+                .insert(id, (cancelled.clone(), index.clone(), shard));
             let _cancel_on_drop = CancelOnDrop {
                 cancelled: cancelled.clone(),
                 index: index.clone(),
                 shard,
+                polls: self.polls.clone(),
+                id,
+            };
+            // Checked after registering, so that `stop_long_polls` cannot miss this poll.
+            let poll_timeout = if self.polls.stopped.load(Ordering::Acquire) {
+                Duration::ZERO
+            } else {
+                request.poll_timeout.min(MAX_POLL_TIMEOUT)
             };
             let engine_request = EngineChangesRequest {
                 from_seq_no: request.from_seq_no,
                 max_operation_count: request.max_operations,
                 max_batch_size: request.max_bytes,
-                poll_timeout: request.poll_timeout.min(MAX_POLL_TIMEOUT),
+                poll_timeout,
                 expected_history_uuid: request.expected_history_uuid.clone(),
             };
             let served = index.clone();

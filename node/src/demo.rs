@@ -1,0 +1,547 @@
+//! `tandem demo`: Elastic's CCR tutorial, end to end, on this machine. Two nodes start in this
+//! process on free loopback ports (cluster `cluster-a`, the leader, and `cluster-b`, the
+//! follower), each with its own data directory, and talk to each other over the HTTP transport
+//! exactly as two `tandem` processes would. Every step is a REST request, printed as it is
+//! sent:
+//!
+//! 1. create `server-metrics` on A and index documents;
+//! 2. connect B to A (`_cluster/settings`), follow (`_ccr/follow`): remote recovery, then
+//!    replication while A keeps indexing at a steady rate, with progress bars and lag;
+//! 3. fail over: pause, close, unfollow and open the follower; writes go to B;
+//! 4. fail back: A drops its stale index and follows B;
+//! 5. check that both sides hold the same documents (the demo fails otherwise).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use crate::config::NodeConfig;
+use crate::server::RunningNode;
+
+/// Longest any wait of the demo may take before it gives up.
+const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often progress is polled.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Documents per `_bulk` request of the steady writer.
+const BATCH: u64 = 50;
+
+/// What the demo does, and how much of it.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Documents indexed before following starts.
+    pub initial_docs: u64,
+    /// Documents indexed while the follower replicates.
+    pub streamed_docs: u64,
+    /// Documents per second of the steady writer.
+    pub docs_per_second: u64,
+    /// Documents written to cluster B after failover.
+    pub failover_docs: u64,
+    /// Where the two data directories go (a temporary directory, removed at the end, when
+    /// `None`).
+    pub data: Option<PathBuf>,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            initial_docs: 2_000,
+            streamed_docs: 3_000,
+            docs_per_second: 1_000,
+            failover_docs: 500,
+            data: None,
+        }
+    }
+}
+
+/// Why the demo stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A node could not start.
+    #[error("cannot start a node: {0}")]
+    Start(String),
+    /// A request failed or was answered with an error.
+    #[error("{request}: {reason}")]
+    Request {
+        /// The request, as printed.
+        request: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A step did not complete within [`STEP_TIMEOUT`].
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The two clusters do not hold the same documents.
+    #[error("the clusters differ: {0}")]
+    Diverged(String),
+}
+
+/// A REST client of one node that prints every request it sends.
+#[derive(Clone)]
+struct Cluster {
+    name: &'static str,
+    url: String,
+    address: String,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    fn new(name: &'static str, node: &RunningNode) -> Result<Cluster, DemoError> {
+        let http = reqwest::Client::builder()
+            .timeout(STEP_TIMEOUT)
+            .build()
+            .map_err(|error| DemoError::Start(error.to_string()))?;
+        Ok(Cluster {
+            name,
+            url: node.url(),
+            address: node.address.to_string(),
+            http,
+        })
+    }
+
+    /// Sends a request; `quiet` ones (polls, bulk batches) are not printed.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Body>,
+        quiet: bool,
+    ) -> Result<Value, DemoError> {
+        let line = format!("{} {method} {path}", self.name);
+        if !quiet {
+            println!("  {line}");
+        }
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        match body {
+            Some(Body::Json(value)) => request = request.json(&value),
+            Some(Body::Ndjson(text)) => {
+                request = request
+                    .header("content-type", "application/x-ndjson")
+                    .body(text)
+            }
+            None => {}
+        }
+        let failed = |reason: String| DemoError::Request {
+            request: line.clone(),
+            reason,
+        };
+        let response = request.send().await.map_err(|e| failed(e.to_string()))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| failed(e.to_string()))?;
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).map_err(|e| failed(format!("{e}: {text}")))?
+        };
+        if !status.is_success() {
+            return Err(failed(format!("{status}: {text}")));
+        }
+        Ok(value)
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, DemoError> {
+        self.send(reqwest::Method::GET, path, None, true).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> Result<Value, DemoError> {
+        self.send(reqwest::Method::PUT, path, Some(Body::Json(body)), false)
+            .await
+    }
+
+    async fn post(&self, path: &str) -> Result<Value, DemoError> {
+        self.send(reqwest::Method::POST, path, None, false).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<Value, DemoError> {
+        self.send(reqwest::Method::DELETE, path, None, false).await
+    }
+
+    /// Indexes documents `from..to` of the demo's series into `index`, in one `_bulk`.
+    async fn bulk(&self, index: &str, from: u64, to: u64) -> Result<(), DemoError> {
+        let mut ndjson = String::new();
+        for n in from..to {
+            ndjson.push_str(&json!({"index": {"_id": format!("m-{n}")}}).to_string());
+            ndjson.push('\n');
+            ndjson.push_str(&metric(n).to_string());
+            ndjson.push('\n');
+        }
+        let answer = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/{index}/_bulk"),
+                Some(Body::Ndjson(ndjson)),
+                true,
+            )
+            .await?;
+        if answer["errors"] != false {
+            return Err(DemoError::Request {
+                request: format!("{} POST /{index}/_bulk", self.name),
+                reason: answer.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every document of `index`, id -> source.
+    async fn documents(&self, index: &str) -> Result<BTreeMap<String, Value>, DemoError> {
+        self.send(
+            reqwest::Method::POST,
+            &format!("/{index}/_refresh"),
+            None,
+            true,
+        )
+        .await?;
+        let answer = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/{index}/_search"),
+                Some(Body::Json(
+                    json!({"size": 10_000, "query": {"match_all": {}}}),
+                )),
+                true,
+            )
+            .await?;
+        let hits = answer["hits"]["hits"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Ok(hits
+            .into_iter()
+            .filter_map(|hit| Some((hit["_id"].as_str()?.to_string(), hit["_source"].clone())))
+            .collect())
+    }
+}
+
+enum Body {
+    Json(Value),
+    Ndjson(String),
+}
+
+/// Document `n` of the demo's series (the tutorial's `server-metrics` fields).
+fn metric(n: u64) -> Value {
+    const SERVICES: [&str; 3] = ["checkout", "search", "cart"];
+    json!({
+        "@timestamp": 1_796_000_000_000u64 + n * 1_000,
+        "accept": n * 7 % 1_000,
+        "deny": n % 13,
+        "host": format!("web-{:02}", n % 8),
+        "response": (n % 500) as f64 / 100.0,
+        "service": SERVICES[(n % 3) as usize],
+        "total": n * 7 % 1_000 + n % 13,
+    })
+}
+
+/// The tutorial's index.
+fn server_metrics() -> Value {
+    json!({
+        "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}},
+        "mappings": {"properties": {
+            "@timestamp": {"type": "date"},
+            "accept": {"type": "long"},
+            "deny": {"type": "long"},
+            "host": {"type": "keyword"},
+            "response": {"type": "float"},
+            "service": {"type": "keyword"},
+            "total": {"type": "long"}
+        }}
+    })
+}
+
+fn bar(length: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(length);
+    let style =
+        ProgressStyle::with_template("  {prefix:<12} [{bar:40.cyan/blue}] {pos:>7}/{len:7} {msg}")
+            .map(|style| style.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+fn step(title: &str) {
+    println!("\n== {title}");
+}
+
+/// Waits for the remote recovery of `index` on `cluster`, showing bytes copied.
+async fn watch_recovery(cluster: &Cluster, index: &str) -> Result<(), DemoError> {
+    let progress = bar(0, "recovery");
+    let started = Instant::now();
+    loop {
+        let answer = cluster.get(&format!("/{index}/_recovery")).await?;
+        let shards = answer[index]["shards"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let total: u64 = shards
+            .iter()
+            .filter_map(|shard| shard["index"]["size"]["total_in_bytes"].as_u64())
+            .sum();
+        let recovered: u64 = shards
+            .iter()
+            .filter_map(|shard| shard["index"]["size"]["recovered_in_bytes"].as_u64())
+            .sum();
+        progress.set_length(total);
+        progress.set_position(recovered);
+        progress.set_message("bytes");
+        if let Some(failed) = shards.iter().find(|shard| shard["stage"] == "FAILED") {
+            progress.abandon();
+            return Err(DemoError::Request {
+                request: format!("{} GET /{index}/_recovery", cluster.name),
+                reason: failed.to_string(),
+            });
+        }
+        if !shards.is_empty() && shards.iter().all(|shard| shard["stage"] == "DONE") {
+            progress.finish_with_message(format!("bytes, done in {:?}", started.elapsed()));
+            println!(
+                "  recovered {} files, {recovered} bytes from the leader's commit",
+                shards
+                    .iter()
+                    .filter_map(|shard| shard["index"]["files"]["recovered"].as_u64())
+                    .sum::<u64>()
+            );
+            return Ok(());
+        }
+        if started.elapsed() > STEP_TIMEOUT {
+            progress.abandon();
+            return Err(DemoError::Timeout(format!("recovery of [{index}]")));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Follows the replication of `index` on `cluster` until `done` reports the writer finished
+/// and the follower holds every operation; returns the largest lag seen, in operations.
+async fn watch_replication(
+    cluster: &Cluster,
+    index: &str,
+    done: &tokio::sync::watch::Receiver<bool>,
+) -> Result<i64, DemoError> {
+    let progress = bar(0, "replication");
+    let started = Instant::now();
+    let mut max_lag = 0i64;
+    loop {
+        let answer = cluster.get(&format!("/{index}/_ccr/stats")).await?;
+        let shards = answer["indices"][0]["shards"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let leader: i64 = shards
+            .iter()
+            .filter_map(|shard| shard["leader_global_checkpoint"].as_i64())
+            .map(|checkpoint| checkpoint + 1)
+            .sum();
+        let follower: i64 = shards
+            .iter()
+            .filter_map(|shard| shard["follower_global_checkpoint"].as_i64())
+            .map(|checkpoint| checkpoint + 1)
+            .sum();
+        if let Some(fatal) = shards
+            .iter()
+            .find(|shard| !shard["fatal_exception"].is_null())
+        {
+            progress.abandon();
+            return Err(DemoError::Request {
+                request: format!("{} GET /{index}/_ccr/stats", cluster.name),
+                reason: fatal["fatal_exception"].to_string(),
+            });
+        }
+        let lag = leader - follower;
+        max_lag = max_lag.max(lag);
+        let since_read = shards
+            .iter()
+            .filter_map(|shard| shard["time_since_last_read_millis"].as_i64())
+            .min()
+            .unwrap_or(0);
+        progress.set_length(leader.max(0) as u64);
+        progress.set_position(follower.max(0) as u64);
+        progress.set_message(format!(
+            "ops, lag {lag:>5} ops, last read {since_read} ms ago"
+        ));
+        if *done.borrow() && !shards.is_empty() && lag == 0 {
+            progress.finish_with_message(format!("ops, caught up (largest lag {max_lag} ops)"));
+            return Ok(max_lag);
+        }
+        if started.elapsed() > STEP_TIMEOUT {
+            progress.abandon();
+            return Err(DemoError::Timeout(format!("replication of [{index}]")));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Waits until `follower` holds the same documents as `leader`; returns how many.
+async fn same_documents(
+    leader: (&Cluster, &str),
+    follower: (&Cluster, &str),
+) -> Result<usize, DemoError> {
+    let started = Instant::now();
+    loop {
+        let expected = leader.0.documents(leader.1).await?;
+        let got = follower.0.documents(follower.1).await?;
+        if expected == got {
+            return Ok(got.len());
+        }
+        if started.elapsed() > STEP_TIMEOUT {
+            let missing = expected.keys().filter(|id| !got.contains_key(*id)).count();
+            return Err(DemoError::Diverged(format!(
+                "{}/{} has {} documents, {}/{} has {} ({missing} missing)",
+                leader.0.name,
+                leader.1,
+                expected.len(),
+                follower.0.name,
+                follower.1,
+                got.len()
+            )));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Runs the demo (see the module documentation). Call inside a tokio runtime.
+pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
+    let temporary;
+    let data = match &options.data {
+        Some(data) => data.clone(),
+        None => {
+            temporary = tempfile::tempdir().map_err(|error| DemoError::Start(error.to_string()))?;
+            temporary.path().to_path_buf()
+        }
+    };
+    let start = |name: &str| {
+        RunningNode::start(NodeConfig {
+            data: data.join(name),
+            http: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            name: name.to_string(),
+        })
+    };
+    step("Two clusters on loopback");
+    let node_a = start("cluster-a")
+        .await
+        .map_err(|error| DemoError::Start(error.to_string()))?;
+    let node_b = start("cluster-b")
+        .await
+        .map_err(|error| DemoError::Start(error.to_string()))?;
+    let a = Cluster::new("cluster-a", &node_a)?;
+    let b = Cluster::new("cluster-b", &node_b)?;
+    println!("  cluster-a (leader)   {}", a.url);
+    println!("  cluster-b (follower) {}", b.url);
+    let outcome = scenario(&a, &b, &options).await;
+    node_b.stop().await;
+    node_a.stop().await;
+    outcome
+}
+
+async fn scenario(a: &Cluster, b: &Cluster, options: &DemoOptions) -> Result<(), DemoError> {
+    step("The leader index");
+    a.put("/server-metrics", server_metrics()).await?;
+    let initial = bar(options.initial_docs, "indexing");
+    let mut next = 0;
+    while next < options.initial_docs {
+        let to = (next + 500).min(options.initial_docs);
+        a.bulk("server-metrics", next, to).await?;
+        initial.set_position(to);
+        next = to;
+    }
+    initial.finish();
+    a.post("/server-metrics/_flush").await?;
+    println!("  {} documents on cluster-a", options.initial_docs);
+
+    step("Connect cluster-b to cluster-a and follow");
+    b.put(
+        "/_cluster/settings",
+        json!({"persistent": {"cluster": {"remote": {"leader": {"seeds": [a.address]}}}}}),
+    )
+    .await?;
+    let info = b.get("/_remote/info").await?;
+    println!(
+        "  remote cluster [leader] connected: {}",
+        info["leader"]["connected"]
+    );
+
+    // A steady writer keeps the leader busy while the follower recovers and replicates.
+    let (done_sender, done) = tokio::sync::watch::channel(false);
+    let writer = {
+        let a = a.clone();
+        let (first, count, rate) = (
+            options.initial_docs,
+            options.streamed_docs,
+            options.docs_per_second.max(1),
+        );
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_micros(BATCH * 1_000_000 / rate));
+            let mut next = first;
+            while next < first + count {
+                ticker.tick().await;
+                let to = (next + BATCH).min(first + count);
+                a.bulk("server-metrics", next, to).await?;
+                next = to;
+            }
+            let _ = done_sender.send(true);
+            Ok::<(), DemoError>(())
+        })
+    };
+    b.put(
+        "/server-metrics-follower/_ccr/follow?wait_for_active_shards=0",
+        json!({"remote_cluster": "leader", "leader_index": "server-metrics"}),
+    )
+    .await?;
+    watch_recovery(b, "server-metrics-follower").await?;
+    println!(
+        "  cluster-a indexes {} more documents at {} docs/s while cluster-b follows",
+        options.streamed_docs, options.docs_per_second
+    );
+    let max_lag = watch_replication(b, "server-metrics-follower", &done).await;
+    let written = writer
+        .await
+        .map_err(|error| DemoError::Start(error.to_string()))?;
+    written?;
+    println!(
+        "  replicated while indexing; the follower was at most {} operations behind",
+        max_lag?
+    );
+    let count = same_documents((a, "server-metrics"), (b, "server-metrics-follower")).await?;
+    println!("  cluster-b holds the leader's {count} documents");
+
+    step("Fail over: cluster-a is lost, cluster-b takes the writes");
+    b.post("/server-metrics-follower/_ccr/pause_follow").await?;
+    b.post("/server-metrics-follower/_close").await?;
+    b.post("/server-metrics-follower/_ccr/unfollow").await?;
+    b.post("/server-metrics-follower/_open").await?;
+    let first = options.initial_docs + options.streamed_docs;
+    b.bulk(
+        "server-metrics-follower",
+        first,
+        first + options.failover_docs,
+    )
+    .await?;
+    println!(
+        "  {} new documents written to cluster-b",
+        options.failover_docs
+    );
+
+    step("Fail back: cluster-a follows cluster-b");
+    a.delete("/server-metrics").await?;
+    a.put(
+        "/_cluster/settings",
+        json!({"persistent": {"cluster": {"remote": {"cluster-b": {"seeds": [b.address]}}}}}),
+    )
+    .await?;
+    a.put(
+        "/server-metrics/_ccr/follow?wait_for_active_shards=1",
+        json!({"remote_cluster": "cluster-b", "leader_index": "server-metrics-follower"}),
+    )
+    .await?;
+
+    step("Check");
+    let count = same_documents((b, "server-metrics-follower"), (a, "server-metrics")).await?;
+    let expected = first + options.failover_docs;
+    if count as u64 != expected {
+        return Err(DemoError::Diverged(format!(
+            "{count} documents on each side, {expected} written"
+        )));
+    }
+    println!("  both clusters hold the same {count} documents");
+    Ok(())
+}
