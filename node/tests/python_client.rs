@@ -114,7 +114,10 @@ fn installed_client_version(venv: &Path) -> Option<String> {
         return None;
     }
     let output = Command::new(python)
-        .args(["-c", "import elasticsearch; print(elasticsearch.__versionstr__)"])
+        .args([
+            "-c",
+            "import elasticsearch; print(elasticsearch.__versionstr__)",
+        ])
         .stderr(Stdio::null())
         .output()
         .ok()?;
@@ -122,8 +125,11 @@ fn installed_client_version(venv: &Path) -> Option<String> {
     (output.status.success() && version.starts_with(CLIENT_VERSION_PREFIX)).then_some(version)
 }
 
-/// Holds an exclusive `flock` on a file next to the environment until dropped.
-struct InstallLock(File);
+/// Holds an exclusive `flock` on a file next to the environment until dropped (closing the
+/// file releases it).
+struct InstallLock {
+    _file: File,
+}
 
 impl InstallLock {
     fn acquire(path: &Path) -> InstallLock {
@@ -134,7 +140,7 @@ impl InstallLock {
             let locked =
                 unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
             if locked {
-                return InstallLock(file);
+                return InstallLock { _file: file };
             }
             assert!(
                 started.elapsed() < LOCK_TIMEOUT,
@@ -176,7 +182,13 @@ fn client_venv() -> PathBuf {
     );
     let mut install = Command::new(venv_python(&venv));
     install
-        .args(["-m", "pip", "install", "--no-input", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--no-input",
+            "--disable-pip-version-check",
+        ])
         .arg(CLIENT_REQUIREMENT)
         .env("PIP_NO_INPUT", "1");
     let installed = run_until(install, deadline);

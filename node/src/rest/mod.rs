@@ -65,12 +65,14 @@ pub fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
+/// What [`service`] returns: the router behind the path normalization, ready to serve.
+pub type Service =
+    axum::routing::IntoMakeService<tower::util::MapRequest<Router, fn(Request) -> Request>>;
+
 /// The REST API of `node` as the server runs it: [`router`] behind the path normalization
 /// that has to happen before routing (a trailing `/`, as in `POST /index/_doc/`, is
 /// accepted as Elasticsearch accepts it).
-pub fn service(
-    node: Arc<Node>,
-) -> axum::routing::IntoMakeService<tower::util::MapRequest<Router, fn(Request) -> Request>> {
+pub fn service(node: Arc<Node>) -> Service {
     let normalized =
         tower::util::MapRequestLayer::new(trim_trailing_slash as fn(Request) -> Request)
             .layer(router(node));

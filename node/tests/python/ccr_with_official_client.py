@@ -13,6 +13,7 @@ import time
 import warnings
 
 import elasticsearch
+from elasticsearch import helpers
 from elasticsearch import ConflictError, Elasticsearch, ElasticsearchWarning, NotFoundError
 
 # A `Warning` header from the node is a difference from Elasticsearch worth failing on.
@@ -168,9 +169,15 @@ def main(leader_url, follower_url):
     wait_until("the follower to hold 201 documents", lambda: count(follower, FOLLOWER_INDEX) == 201)
 
     step("documents written on the leader replicate")
-    bulk_metrics(leader, LEADER_INDEX, range(200, 300))
+    succeeded, failed = helpers.bulk(
+        leader,
+        ({"_index": LEADER_INDEX, "_id": str(n), "_source": metric(n)} for n in range(200, 300)),
+        chunk_size=40,
+    )
+    assert (succeeded, failed) == (100, []), (succeeded, failed)
     leader.delete(index=LEADER_INDEX, id="0")
-    leader.index(index=LEADER_INDEX, id="1", document={**metric(1), "service": "changed"})
+    updated = leader.update(index=LEADER_INDEX, id="1", doc={"service": "changed"})
+    assert updated["result"] == "updated", updated
     wait_until(
         "the follower to see the leader's later writes",
         lambda: count(follower, FOLLOWER_INDEX) == 300
@@ -244,6 +251,27 @@ def main(leader_url, follower_url):
     assert entry["status"] == "active", entry
     assert entry["parameters"]["max_read_request_operation_count"] > 0, entry
 
+    step("pause and resume")
+    paused = follower.ccr.pause_follow(index=FOLLOWER_INDEX)
+    assert paused["acknowledged"] is True, paused
+    try:
+        follower.ccr.follow_stats(index=FOLLOWER_INDEX)
+        raise AssertionError("a paused follower index has no shard follow tasks")
+    except NotFoundError as error:
+        assert error.body["error"]["type"] == "resource_not_found_exception", error.body
+    leader.index(index=LEADER_INDEX, id="while-paused", document=metric(3000), refresh=True)
+    time.sleep(1)
+    assert not follower.exists(index=FOLLOWER_INDEX, id="while-paused")
+    resumed = follower.ccr.resume_follow(index=FOLLOWER_INDEX, max_read_request_operation_count=64)
+    assert resumed["acknowledged"] is True, resumed
+    wait_until(
+        "the resumed follower to fetch what the leader wrote while it was paused",
+        lambda: follower.exists(index=FOLLOWER_INDEX, id="while-paused"),
+    )
+    info = follower.ccr.follow_info(index=FOLLOWER_INDEX)
+    assert info["follower_indices"][0]["status"] == "active", info
+    assert info["follower_indices"][0]["parameters"]["max_read_request_operation_count"] == 64, info
+
     step("a follower index refuses writes")
     try:
         follower.index(index=FOLLOWER_INDEX, id="local", document={"service": "local"})
@@ -271,7 +299,7 @@ def main(leader_url, follower_url):
         index=FOLLOWER_INDEX, id="local", document={"service": "local"}, refresh="wait_for"
     )
     assert written["result"] == "created", written
-    assert count(follower, FOLLOWER_INDEX) == 301
+    assert count(follower, FOLLOWER_INDEX) == 302
     deleted = follower.delete(index=FOLLOWER_INDEX, id="local", refresh=True)
     assert deleted["result"] == "deleted", deleted
     assert not follower.exists(index=FOLLOWER_INDEX, id="local")
