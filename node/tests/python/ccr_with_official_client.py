@@ -166,6 +166,8 @@ def main(leader_url, follower_url):
     assert followed["follow_index_created"] is True, followed
     assert followed["follow_index_shards_acked"] is True, followed
     assert followed["index_following_started"] is True, followed
+    health = follower.cluster.health(index=FOLLOWER_INDEX, wait_for_status="green", timeout="30s")
+    assert health["status"] == "green" and health["timed_out"] is False, health
     wait_until("the follower to hold 201 documents", lambda: count(follower, FOLLOWER_INDEX) == 201)
 
     step("documents written on the leader replicate")
@@ -332,10 +334,13 @@ def main(leader_url, follower_url):
     assert [p["name"] for p in follower.ccr.get_auto_follow_pattern()["patterns"]] == ["logs"]
     leader.indices.create(index="logs-1")
     leader.index(index="logs-1", id="a", document={"message": "hello"}, refresh=True)
+    # Waits (bounded by its timeout) for the auto-follow coordinator to create the follower.
+    health = follower.cluster.health(index="logs-1-copy", wait_for_status="yellow", timeout="60s")
+    assert health["status"] == "green", health
+    assert follower.indices.exists(index="logs-1-copy")
     wait_until(
-        "the auto-follow pattern to follow logs-1",
-        lambda: follower.indices.exists(index="logs-1-copy")
-        and follower.exists(index="logs-1-copy", id="a"),
+        "the auto-followed index to replicate",
+        lambda: follower.exists(index="logs-1-copy", id="a"),
     )
     assert follower.ccr.stats()["auto_follow_stats"]["number_of_successful_follow_indices"] >= 1
     deleted = follower.ccr.delete_auto_follow_pattern(name="logs")
