@@ -274,7 +274,8 @@ async fn index_stats(
     }
     let mut indices = Vec::new();
     for name in &names {
-        match node.followers.stats(Some(name)).await {
+        let wanted = (*name != "_all" && *name != "*").then_some(*name);
+        match node.followers.stats(wanted).await {
             Ok(stats) => indices.extend(stats),
             Err(CcrError::NotAFollower(_)) => {}
             Err(error) => return Err(error.into()),
