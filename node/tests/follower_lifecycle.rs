@@ -210,3 +210,80 @@ async fn a_follower_index_recovers_closes_reopens_and_is_deleted() {
     follower.stop().await;
     leader.stop().await;
 }
+
+/// The status and type of an error answer.
+fn error_of(answer: &common::Answer) -> (u16, String) {
+    (
+        answer.status,
+        answer.body["error"]["type"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_requests_on_missing_plain_and_paused_indices_fail_as_in_elasticsearch() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = start("leader", dir.path()).await;
+    let follower = start("follower", dir.path()).await;
+    follower
+        .node
+        .remotes
+        .set("leader", Arc::new(leader.node.leader.clone()));
+    let (leader_client, follower_client) =
+        (EsClient::new(&leader.url()), EsClient::new(&follower.url()));
+    assert_eq!(leader_client.put("/metrics", json!({})).await.status, 200);
+    assert_eq!(follower_client.put("/plain", json!({})).await.status, 200);
+    let followed = follower_client
+        .put(
+            "/metrics-copy/_ccr/follow?wait_for_active_shards=1",
+            json!({"remote_cluster": "leader", "leader_index": "metrics"}),
+        )
+        .await;
+    assert_eq!(followed.status, 200, "{}", followed.text);
+
+    // Elasticsearch looks the index up first: a missing one is a 404, an existing index that
+    // does not follow is a 400.
+    let not_found = (404, "index_not_found_exception".to_string());
+    let not_a_follower = (400, "illegal_argument_exception".to_string());
+    for action in ["pause_follow", "resume_follow", "unfollow"] {
+        let missing = follower_client
+            .post_empty(&format!("/missing/_ccr/{action}"))
+            .await;
+        assert_eq!(error_of(&missing), not_found, "{action}: {}", missing.text);
+        assert_eq!(missing.body["error"]["index"], "missing");
+        let plain = follower_client
+            .post_empty(&format!("/plain/_ccr/{action}"))
+            .await;
+        assert_eq!(error_of(&plain), not_a_follower, "{action}: {}", plain.text);
+    }
+
+    // Follow stats list the indices with shard follow tasks; naming only indices without
+    // any (missing, not a follower, paused) is a 404.
+    let no_tasks = (404, "resource_not_found_exception".to_string());
+    let stats = follower_client.get("/metrics-copy,plain/_ccr/stats").await;
+    assert_eq!(stats.status, 200, "{}", stats.text);
+    assert_eq!(stats.body["indices"][0]["index"], "metrics-copy");
+    assert_eq!(stats.body["indices"].as_array().unwrap().len(), 1);
+    for names in ["missing", "plain", "missing,plain"] {
+        let stats = follower_client.get(&format!("/{names}/_ccr/stats")).await;
+        assert_eq!(error_of(&stats), no_tasks, "{names}: {}", stats.text);
+        assert_eq!(
+            stats.body["error"]["reason"],
+            format!("No shard follow tasks for follower indices [{names}]")
+        );
+    }
+    let paused = follower_client
+        .post_empty("/metrics-copy/_ccr/pause_follow")
+        .await;
+    assert_eq!(paused.status, 200, "{}", paused.text);
+    let stats = follower_client.get("/metrics-copy/_ccr/stats").await;
+    assert_eq!(error_of(&stats), no_tasks, "{}", stats.text);
+    let all = follower_client.get("/_all/_ccr/stats").await;
+    assert_eq!(all.status, 200, "{}", all.text);
+    assert_eq!(all.body["indices"], json!([]));
+
+    follower.stop().await;
+    leader.stop().await;
+}

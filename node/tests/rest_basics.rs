@@ -2,7 +2,10 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::TandemProcess;
+use serde_json::json;
 
 #[tokio::test]
 async fn root_answers_like_elasticsearch_and_errors_have_its_shape() {
@@ -55,4 +58,60 @@ async fn root_answers_like_elasticsearch_and_errors_have_its_shape() {
     assert!(node.terminate(), "SIGTERM gives a clean exit");
     let node = TandemProcess::start("cluster-a", dir.path());
     assert_eq!(node.client().get("/").await.body["cluster_uuid"], uuid);
+}
+
+#[tokio::test]
+async fn cluster_health_of_indices_is_red_while_one_is_missing_and_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TandemProcess::start("cluster-a", dir.path());
+    let client = node.client();
+    let created = client
+        .put(
+            "/logs",
+            json!({"settings": {"index": {"number_of_shards": 2}}}),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+
+    let health = client
+        .get("/_cluster/health/logs?wait_for_status=green&timeout=5s")
+        .await;
+    assert_eq!(health.status, 200, "{}", health.text);
+    assert_eq!(health.body["status"], "green");
+    assert_eq!(health.body["timed_out"], false);
+    assert_eq!(health.body["active_primary_shards"], 2);
+
+    // Without a wait condition a missing index answers red at once, not an error.
+    let missing = client.get("/_cluster/health/logs,metrics").await;
+    assert_eq!(missing.status, 200, "{}", missing.text);
+    assert_eq!(missing.body["status"], "red");
+    assert_eq!(missing.body["timed_out"], false);
+
+    // With one, the request waits for the index up to its timeout, then answers 408.
+    let started = Instant::now();
+    let timed_out = client
+        .get("/_cluster/health/metrics?wait_for_status=yellow&timeout=300ms")
+        .await;
+    assert_eq!(timed_out.status, 408, "{}", timed_out.text);
+    assert_eq!(timed_out.body["status"], "red");
+    assert_eq!(timed_out.body["timed_out"], true);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .get("/_cluster/health/metrics?wait_for_status=green&timeout=30s")
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(client.put("/metrics", json!({})).await.status, 200);
+    let waited = waiting.await.unwrap();
+    assert_eq!(waited.status, 200, "{}", waited.text);
+    assert_eq!(waited.body["status"], "green");
+
+    let bad = client
+        .get("/_cluster/health/logs?wait_for_status=blue")
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
 }

@@ -10,6 +10,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use serde_json::{json, Map, Value};
 use tandem_replication::auto_follow::AutoFollowPattern;
+use tandem_replication::error::CcrError;
 use tandem_replication::follower_indices::FollowRequest;
 use tandem_replication::leader::{forget_follower, ForgetFollowerRequest};
 use tandem_replication::params::FollowParameters;
@@ -111,10 +112,10 @@ fn required_string(body: &Map<String, Value>, key: &str) -> Result<String, RestE
 
 fn parameters(body: &Map<String, Value>) -> Result<FollowParameters, RestError> {
     let parameters = FollowParameters::from_es_json(body)
-        .map_err(|error| RestError::from(tandem_replication::error::CcrError::from(error)))?;
+        .map_err(|error| RestError::from(CcrError::from(error)))?;
     parameters
         .validate()
-        .map_err(|error| RestError::from(tandem_replication::error::CcrError::from(error)))?;
+        .map_err(|error| RestError::from(CcrError::from(error)))?;
     Ok(parameters)
 }
 
@@ -161,13 +162,27 @@ async fn follow(
     Ok(ok(serde_json::to_value(response).unwrap_or_default()))
 }
 
+/// Elasticsearch checks that the index exists before that it follows: "not a follower" of an
+/// index that does not exist is a 404 `index_not_found_exception`.
+fn missing_or(node: &NodeState, error: CcrError) -> RestError {
+    match error {
+        CcrError::NotAFollower(name) if node.indices.metadata(&name).is_err() => {
+            RestError::index_not_found(&name)
+        }
+        other => other.into(),
+    }
+}
+
 async fn pause_follow(
     State(node): State<NodeState>,
     Path(index): Path<String>,
     params: Params,
 ) -> Result<Response, RestError> {
     params.allow(&["master_timeout"])?;
-    node.followers.pause(&index).await?;
+    node.followers
+        .pause(&index)
+        .await
+        .map_err(|error| missing_or(&node, error))?;
     Ok(ok(json!({"acknowledged": true})))
 }
 
@@ -180,7 +195,10 @@ async fn resume_follow(
     params.allow(&["master_timeout"])?;
     let body = object(body, "resume_follow_request")?;
     check_keys(&body, &[], "resume_follow_request")?;
-    node.followers.resume(&index, parameters(&body)?).await?;
+    node.followers
+        .resume(&index, parameters(&body)?)
+        .await
+        .map_err(|error| missing_or(&node, error))?;
     Ok(ok(json!({"acknowledged": true})))
 }
 
@@ -190,7 +208,11 @@ async fn unfollow(
     params: Params,
 ) -> Result<Response, RestError> {
     params.allow(&["master_timeout"])?;
-    let not_removed = node.followers.unfollow(&index).await?;
+    let not_removed = node
+        .followers
+        .unfollow(&index)
+        .await
+        .map_err(|error| missing_or(&node, error))?;
     let mut answer = json!({"acknowledged": true});
     if !not_removed.is_empty() {
         // The index is converted whatever happened on the leader; the leases left there
@@ -247,13 +269,26 @@ async fn index_stats(
 ) -> Result<Response, RestError> {
     params.allow(&["timeout"])?;
     let names: Vec<&str> = index.split(',').collect();
+    if let ["_all" | "*"] = names.as_slice() {
+        return Ok(ok(json!({"indices": node.followers.stats(None).await?})));
+    }
     let mut indices = Vec::new();
-    for name in names {
-        if name == "_all" || name == "*" {
-            indices.extend(node.followers.stats(None).await?);
-        } else {
-            indices.extend(node.followers.stats(Some(name)).await?);
+    for name in &names {
+        let wanted = (*name != "_all" && *name != "*").then_some(*name);
+        match node.followers.stats(wanted).await {
+            Ok(stats) => indices.extend(stats),
+            Err(CcrError::NotAFollower(_)) => {}
+            Err(error) => return Err(error.into()),
         }
+    }
+    // As Elasticsearch: naming only indices without shard follow tasks (missing, not
+    // followers, or paused) is a 404; naming some with tasks lists those.
+    if indices.is_empty() {
+        return Err(RestError::new(
+            StatusCode::NOT_FOUND,
+            "resource_not_found_exception",
+            format!("No shard follow tasks for follower indices [{index}]"),
+        ));
     }
     Ok(ok(json!({"indices": indices})))
 }
@@ -277,7 +312,7 @@ async fn info(
     let followers = match node.followers.info(wanted).await {
         Ok(followers) => followers,
         // Elasticsearch lists nothing for an index that exists but does not follow.
-        Err(tandem_replication::error::CcrError::NotAFollower(name)) => {
+        Err(CcrError::NotAFollower(name)) => {
             if node.indices.metadata(&name).is_err() {
                 return Err(RestError::index_not_found(&name));
             }
