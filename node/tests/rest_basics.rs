@@ -30,6 +30,17 @@ async fn root_answers_like_elasticsearch_and_errors_have_its_shape() {
         pretty.text
     );
 
+    let filtered = client
+        .get("/?filter_path=version.number,-version.build*")
+        .await;
+    assert_eq!(filtered.status, 200, "{}", filtered.text);
+    assert_eq!(
+        filtered.body,
+        serde_json::json!({"version": {"number": "8.19.0"}})
+    );
+    let nothing = client.get("/?filter_path=no.such.field").await;
+    assert_eq!(nothing.body, serde_json::json!({}));
+
     let unknown_param = client.get("/?colour=red").await;
     assert_eq!(unknown_param.status, 400);
     assert_eq!(unknown_param.headers["x-elastic-product"], "Elasticsearch");

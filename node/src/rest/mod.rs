@@ -7,7 +7,8 @@
 //!   (and `+x-ndjson`); anything else is a 406 with Elasticsearch's message;
 //! - errors have Elasticsearch's shape ([`RestError`]); a malformed body, an unknown query
 //!   parameter, an invalid index name or a body over [`MAX_BODY_BYTES`] is a 4xx, never a 500;
-//! - `?pretty` pretty-prints the JSON answer.
+//! - `?pretty` pretty-prints the JSON answer and `?filter_path=` filters it
+//!   ([`filter_path`]).
 //!
 //! Endpoints live in one module per API family; each exposes `routes()`.
 
@@ -18,6 +19,7 @@ pub mod cat;
 pub mod ccr;
 pub mod cluster;
 pub mod documents;
+pub mod filter_path;
 pub mod index_expression;
 pub mod indices;
 pub mod params;
@@ -112,9 +114,19 @@ async fn elasticsearch_conventions(request: Request, next: Next) -> Response {
             .split('&')
             .any(|pair| pair == "pretty" || pair.starts_with("pretty=") && pair != "pretty=false")
     });
+    let filter = request.uri().query().and_then(|query| {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .ok()?
+            .into_iter()
+            .find(|(key, _)| key == "filter_path")
+            .and_then(|(_, value)| filter_path::FilterPath::parse(&value))
+    });
     let method = request.method().clone();
     let uri = request.uri().clone();
     let mut response = next.run(request).await;
+    if let Some(filter) = filter.filter(|_| is_json(&response)) {
+        response = filter_json(response, &filter).await;
+    }
     if response.status() == StatusCode::METHOD_NOT_ALLOWED && !is_json(&response) {
         let allowed = response
             .headers()
@@ -147,6 +159,28 @@ fn is_json(response: &Response) -> bool {
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/json"))
+}
+
+/// Applies `filter` to a JSON answer (`{}` when nothing is left, as Elasticsearch answers).
+async fn filter_json(response: Response, filter: &filter_path::FilterPath) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return RestError::internal("response body lost").into_response();
+    };
+    let filtered = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(value) => {
+            let kept = filter
+                .apply(&value)
+                .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+            serde_json::to_vec(&kept).unwrap_or_else(|_| bytes.to_vec())
+        }
+        Err(_) => bytes.to_vec(),
+    };
+    let mut response = Response::from_parts(parts, axum::body::Body::from(filtered));
+    response
+        .headers_mut()
+        .remove(axum::http::header::CONTENT_LENGTH);
+    response
 }
 
 async fn pretty_print(response: Response) -> Response {

@@ -11,7 +11,7 @@ use tandem_engine::units::parse_time_millis;
 use crate::error::RestError;
 
 /// Parameters every endpoint accepts.
-const GLOBAL: &[&str] = &["pretty", "error_trace", "human"];
+const GLOBAL: &[&str] = &["pretty", "error_trace", "human", "filter_path"];
 
 /// The query-string parameters of a request.
 #[derive(Clone, Debug, Default)]
