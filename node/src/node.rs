@@ -83,8 +83,9 @@ pub struct Node {
     pub auto_follow: Arc<AutoFollowCoordinator>,
     /// Cluster settings (the remote clusters); updates are serialized by the lock.
     cluster_settings: tokio::sync::Mutex<ClusterSettings>,
-    /// The addresses each registered remote cluster's client was built with.
-    remote_addresses: parking_lot::Mutex<BTreeMap<String, Vec<String>>>,
+    /// The HTTP client of each registered remote cluster (the same object `remotes` hands
+    /// out), kept to re-point it when the cluster's addresses change.
+    remote_clients: parking_lot::Mutex<BTreeMap<String, Arc<HttpLeaderClient>>>,
     background: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -106,7 +107,8 @@ impl Node {
         let leader = InProcessLeaderClient::over_indices(indices.clone(), source);
         let remotes = Arc::new(RemoteClusters::new());
         let settings = ClusterSettings::load(&data).map_err(NodeError::Io)?;
-        let remote_addresses = connect_remotes(&remotes, &settings, &BTreeMap::new())
+        let mut remote_clients = BTreeMap::new();
+        connect_remotes(&remotes, &settings, &mut remote_clients)
             .map_err(|error| NodeError::Io(format!("invalid cluster settings: {error}")))?;
         // Remote clusters are known before the followers resume: their tasks need them.
         let followers = Arc::new(
@@ -134,7 +136,7 @@ impl Node {
             followers,
             auto_follow,
             cluster_settings: tokio::sync::Mutex::new(settings),
-            remote_addresses: parking_lot::Mutex::new(remote_addresses),
+            remote_clients: parking_lot::Mutex::new(remote_clients),
             background: parking_lot::Mutex::new(vec![reaper, poller]),
         }))
     }
@@ -149,8 +151,8 @@ impl Node {
     /// forgets the removed ones. Returns the persistent and transient changes, nested. Nothing
     /// changes when the body is invalid or cannot be stored.
     ///
-    /// Follow tasks already running keep the client they started with; a paused and resumed
-    /// follower uses the new one.
+    /// A remote cluster whose addresses change keeps its client, re-pointed: follow tasks
+    /// already running use the new addresses from their next request.
     pub async fn update_cluster_settings(
         &self,
         body: &serde_json::Value,
@@ -167,9 +169,7 @@ impl Node {
                     RestError::internal(format!("cannot store the cluster settings: {error}"))
                 })?;
         }
-        let connected = self.remote_addresses.lock().clone();
-        let addresses = connect_remotes(&self.remotes, &next, &connected)?;
-        *self.remote_addresses.lock() = addresses;
+        connect_remotes(&self.remotes, &next, &mut self.remote_clients.lock())?;
         *current = next;
         Ok((persistent, transient))
     }
@@ -199,31 +199,40 @@ impl Node {
     }
 }
 
-/// Registers a client for every remote cluster of `settings` whose addresses differ from
-/// `connected` (the addresses of the clients registered now), and removes the aliases that
-/// are gone. Returns the addresses of every alias now registered.
+/// Makes `remotes` match `settings`: a client for every new remote cluster, the existing
+/// client re-pointed for one whose addresses changed (so running follow tasks follow the
+/// change), and the aliases that are gone removed. `clients` holds the clients registered.
 fn connect_remotes(
     remotes: &RemoteClusters,
     settings: &ClusterSettings,
-    connected: &BTreeMap<String, Vec<String>>,
-) -> Result<BTreeMap<String, Vec<String>>, RestError> {
-    let mut now = BTreeMap::new();
-    for remote in settings.remote_clusters()? {
+    clients: &mut BTreeMap<String, Arc<HttpLeaderClient>>,
+) -> Result<(), RestError> {
+    let configured = settings.remote_clusters()?;
+    for remote in &configured {
         let addresses = remote.addresses();
-        if connected.get(&remote.alias) != Some(&addresses) {
-            tracing::info!(alias = %remote.alias, ?addresses, "remote cluster configured");
-            remotes.set(
-                remote.alias.clone(),
-                Arc::new(HttpLeaderClient::new(addresses.clone())),
-            );
+        match clients.get(&remote.alias) {
+            Some(client) if client.addresses() == addresses => {}
+            Some(client) => {
+                tracing::info!(alias = %remote.alias, ?addresses, "remote cluster re-pointed");
+                client.set_addresses(addresses);
+            }
+            None => {
+                tracing::info!(alias = %remote.alias, ?addresses, "remote cluster configured");
+                let client = Arc::new(HttpLeaderClient::new(addresses));
+                remotes.set(remote.alias.clone(), client.clone());
+                clients.insert(remote.alias.clone(), client);
+            }
         }
-        now.insert(remote.alias, addresses);
     }
-    for alias in connected.keys().filter(|alias| !now.contains_key(*alias)) {
-        tracing::info!(%alias, "remote cluster removed");
-        remotes.remove(alias);
-    }
-    Ok(now)
+    clients.retain(|alias, _| {
+        let kept = configured.iter().any(|remote| &remote.alias == alias);
+        if !kept {
+            tracing::info!(%alias, "remote cluster removed");
+            remotes.remove(alias);
+        }
+        kept
+    });
+    Ok(())
 }
 
 fn load_identity(data: &Path, name: &str) -> Result<NodeIdentity, NodeError> {

@@ -447,3 +447,43 @@ async fn replication_resumes_after_kill_9_of_the_follower_and_of_the_leader() {
     assert!(leader.terminate(), "the leader exits cleanly");
     assert_same_history(&leader_data, &follower_data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_followers_follow_a_change_of_the_remote_clusters_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader_data = dir.path().join("leader");
+    let mut leader = TandemProcess::start("leader", &leader_data);
+    let follower = TandemProcess::start("follower", &dir.path().join("follower"));
+    let on_follower = follower.client();
+    expect_ok(
+        &leader
+            .client()
+            .put("/server-metrics", server_metrics())
+            .await,
+    );
+    bulk_metrics(&leader.client(), "server-metrics", 0, 100).await;
+    remote_cluster(&on_follower, "leader", leader.address()).await;
+    expect_ok(
+        &on_follower
+            .put(
+                "/copy/_ccr/follow?wait_for_active_shards=1",
+                json!({"remote_cluster": "leader", "leader_index": "server-metrics"}),
+            )
+            .await,
+    );
+    converge((&leader.client(), "server-metrics"), (&on_follower, "copy")).await;
+
+    // The leader moves to another port; only the remote cluster setting changes.
+    assert!(leader.terminate());
+    let leader = TandemProcess::start("leader", &leader_data);
+    bulk_metrics(&leader.client(), "server-metrics", 100, 250).await;
+    remote_cluster(&on_follower, "leader", leader.address()).await;
+    let count = converge((&leader.client(), "server-metrics"), (&on_follower, "copy")).await;
+    assert_eq!(count, 250);
+    let info = on_follower.get("/copy/_ccr/info").await;
+    assert_eq!(
+        info.body["follower_indices"][0]["status"], "active",
+        "{}",
+        info.text
+    );
+}

@@ -16,6 +16,7 @@
 
 use std::error::Error as StdError;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -74,7 +75,8 @@ impl Default for HttpTransportSettings {
 
 /// A [`LeaderClient`] over HTTP (see the module documentation).
 pub struct HttpLeaderClient {
-    addresses: Vec<String>,
+    /// Replaced whole by [`HttpLeaderClient::set_addresses`]; each request reads it once.
+    addresses: parking_lot::RwLock<Arc<Vec<String>>>,
     /// The pooled client, or why it could not be built (then every request fails with it).
     http: Result<reqwest::Client, String>,
     settings: HttpTransportSettings,
@@ -119,7 +121,7 @@ impl HttpLeaderClient {
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", describe(&e)));
         HttpLeaderClient {
-            addresses,
+            addresses: parking_lot::RwLock::new(Arc::new(addresses)),
             http,
             settings,
             preferred: AtomicUsize::new(0),
@@ -127,8 +129,16 @@ impl HttpLeaderClient {
     }
 
     /// The leader addresses, in the order they are tried.
-    pub fn addresses(&self) -> &[String] {
-        &self.addresses
+    pub fn addresses(&self) -> Vec<String> {
+        self.addresses.read().as_ref().clone()
+    }
+
+    /// Points the client at other addresses of the leader cluster (a remote cluster's seeds
+    /// or proxy address changed): requests from now on use them, including those of follow
+    /// tasks already running with this client.
+    pub fn set_addresses(&self, addresses: Vec<String>) {
+        *self.addresses.write() = Arc::new(addresses);
+        self.preferred.store(0, Ordering::Relaxed);
     }
 
     fn url(address: &str, path: &str) -> String {
@@ -152,16 +162,17 @@ impl HttpLeaderClient {
             .http
             .as_ref()
             .map_err(|e| LeaderError::Unavailable(e.clone()))?;
-        if self.addresses.is_empty() {
+        let addresses = self.addresses.read().clone();
+        if addresses.is_empty() {
             return Err(LeaderError::Unavailable(
                 "the remote cluster has no address".to_string(),
             ));
         }
-        let first = self.preferred.load(Ordering::Relaxed) % self.addresses.len();
+        let first = self.preferred.load(Ordering::Relaxed) % addresses.len();
         let mut failures = Vec::new();
-        for attempt in 0..self.addresses.len() {
-            let at = (first + attempt) % self.addresses.len();
-            let address = &self.addresses[at];
+        for attempt in 0..addresses.len() {
+            let at = (first + attempt) % addresses.len();
+            let address = &addresses[at];
             let sent = http
                 .post(Self::url(address, path))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
