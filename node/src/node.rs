@@ -5,6 +5,7 @@
 //! <data>/node.json               cluster name and uuid (written once, atomically)
 //! <data>/indices/<dir>/          one directory per index (tandem-engine)
 //! <data>/ccr_followers.json      follow state (tandem-replication)
+//! <data>/ccr_pending_follows.json follows still recovering, started again on open
 //! <data>/ccr_auto_follow.json    auto-follow patterns (tandem-replication)
 //! <data>/cluster_settings.json   persistent cluster settings (remote clusters)
 //! ```
@@ -127,6 +128,10 @@ impl Node {
             &data,
         )?);
         let poller = auto_follow.spawn(AUTO_FOLLOW_POLL_INTERVAL);
+        let resumer = {
+            let followers = followers.clone();
+            tokio::spawn(async move { followers.resume_pending_follows().await })
+        };
         Ok(Arc::new(Node {
             config,
             identity,
@@ -137,7 +142,7 @@ impl Node {
             auto_follow,
             cluster_settings: tokio::sync::Mutex::new(settings),
             remote_clients: parking_lot::Mutex::new(remote_clients),
-            background: parking_lot::Mutex::new(vec![reaper, poller]),
+            background: parking_lot::Mutex::new(vec![reaper, poller, resumer]),
         }))
     }
 

@@ -40,6 +40,21 @@ use crate::task::{
 
 /// File of the persisted follow state.
 const STATE_FILE: &str = "ccr_followers.json";
+/// File of the follows whose remote recovery has not completed: a restart starts them again
+/// ([`FollowerIndices::resume_pending_follows`]), as Elasticsearch resumes a follower index
+/// that is still being restored.
+const PENDING_FILE: &str = "ccr_pending_follows.json";
+
+/// A follow request whose recovery has not completed, as persisted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct PendingFollow {
+    remote_cluster: String,
+    leader_index: String,
+    /// Follow parameters, as Elasticsearch writes them.
+    parameters: Map<String, Value>,
+    /// Settings overrides of the request.
+    settings: Value,
+}
 
 /// A follow request (`PUT /{follower}/_ccr/follow`).
 #[derive(Clone, Debug)]
@@ -186,6 +201,8 @@ pub struct FollowerIndices {
     recoveries: parking_lot::Mutex<BTreeMap<String, Vec<RecoveryRecord>>>,
     /// Follows whose recovery runs in the background (`wait_for_active_shards` 0).
     background: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Follows whose recovery has not completed, by follower index (persisted).
+    pending: parking_lot::Mutex<BTreeMap<String, PendingFollow>>,
 }
 
 impl FollowerIndices {
@@ -199,6 +216,7 @@ impl FollowerIndices {
         state_dir: &Path,
     ) -> Result<FollowerIndices, CcrError> {
         let state: BTreeMap<String, FollowerMetadata> = state_file::load(state_dir, STATE_FILE)?;
+        let pending: BTreeMap<String, PendingFollow> = state_file::load(state_dir, PENDING_FILE)?;
         let this = FollowerIndices {
             cluster_name: cluster_name.into(),
             indices,
@@ -209,6 +227,7 @@ impl FollowerIndices {
             reserved: parking_lot::Mutex::new(BTreeSet::new()),
             recoveries: parking_lot::Mutex::new(BTreeMap::new()),
             background: parking_lot::Mutex::new(Vec::new()),
+            pending: parking_lot::Mutex::new(pending),
         };
         {
             let mut followers = this.followers.lock().await;
@@ -240,8 +259,12 @@ impl FollowerIndices {
         request: FollowRequest,
     ) -> Result<FollowResponse, CcrError> {
         let prepared = self.prepare_follow(request).await?;
+        self.set_pending(&prepared.request.follower_index, Some(&prepared.request))?;
         if prepared.request.wait_for_active_shards {
-            self.complete_follow(prepared).await?;
+            let follower_index = prepared.request.follower_index.clone();
+            let completed = self.complete_follow(prepared).await;
+            self.forget_pending(&follower_index);
+            completed?;
             return Ok(FollowResponse {
                 follow_index_created: true,
                 follow_index_shards_acked: true,
@@ -251,7 +274,9 @@ impl FollowerIndices {
         let this = self.clone();
         let handle = tokio::spawn(async move {
             let follower_index = prepared.request.follower_index.clone();
-            if let Err(error) = this.complete_follow(prepared).await {
+            let completed = this.complete_follow(prepared).await;
+            this.forget_pending(&follower_index);
+            if let Err(error) = completed {
                 tracing::warn!(follower = %follower_index, %error, "following failed");
             }
         });
@@ -263,6 +288,87 @@ impl FollowerIndices {
             follow_index_shards_acked: false,
             index_following_started: false,
         })
+    }
+
+    /// Starts again, in the background, the follows whose recovery had not completed when
+    /// the process stopped (their half-copied directories were removed when the indices were
+    /// opened). A follow that cannot start (the leader unreachable, say) stays pending for
+    /// the next start and is logged; one whose follower index exists already (it completed
+    /// just before the stop) is forgotten. Call once, after [`open`](Self::open).
+    pub async fn resume_pending_follows(self: &Arc<Self>) {
+        let pending: Vec<(String, PendingFollow)> = self
+            .pending
+            .lock()
+            .iter()
+            .map(|(name, follow)| (name.clone(), follow.clone()))
+            .collect();
+        for (follower_index, follow) in pending {
+            if self.indices.metadata(&follower_index).is_ok() {
+                self.forget_pending(&follower_index);
+                continue;
+            }
+            let parameters = match FollowParameters::from_es_json(&follow.parameters) {
+                Ok(parameters) => parameters,
+                Err(error) => {
+                    tracing::warn!(follower = %follower_index, %error, "dropping a pending follow with invalid parameters");
+                    self.forget_pending(&follower_index);
+                    continue;
+                }
+            };
+            let request = FollowRequest {
+                remote_cluster: follow.remote_cluster,
+                leader_index: follow.leader_index,
+                follower_index: follower_index.clone(),
+                parameters,
+                wait_for_active_shards: false,
+                settings: follow.settings,
+            };
+            tracing::info!(follower = %follower_index, "resuming a follow whose recovery did not complete");
+            if let Err(error) = self.follow(request).await {
+                tracing::warn!(follower = %follower_index, %error, "cannot resume a pending follow; it is tried again at the next start");
+            }
+        }
+    }
+
+    /// Records (`Some`) or clears (`None`) the pending follow of `follower_index`, durably.
+    fn set_pending(
+        &self,
+        follower_index: &str,
+        request: Option<&FollowRequest>,
+    ) -> Result<(), CcrError> {
+        let mut pending = self.pending.lock();
+        let before = pending.clone();
+        match request {
+            Some(request) => {
+                pending.insert(
+                    follower_index.to_string(),
+                    PendingFollow {
+                        remote_cluster: request.remote_cluster.clone(),
+                        leader_index: request.leader_index.clone(),
+                        parameters: request.parameters.to_es_json(),
+                        settings: request.settings.clone(),
+                    },
+                );
+            }
+            None => {
+                if pending.remove(follower_index).is_none() {
+                    return Ok(());
+                }
+            }
+        }
+        let stored = state_file::store(&self.state_dir, PENDING_FILE, &*pending);
+        if stored.is_err() {
+            *pending = before;
+        }
+        stored
+    }
+
+    /// Clears a pending follow (it completed or failed); a failure to persist is logged (the
+    /// next start then finds the follower index, or retries a failed follow).
+    fn forget_pending(&self, follower_index: &str) {
+        if let Err(error) = self.set_pending(follower_index, None) {
+            tracing::warn!(follower = %follower_index, %error, "cannot clear a pending follow");
+        }
     }
 
     /// Checks the request, reserves the follower name and registers one recovery per shard.

@@ -161,9 +161,21 @@ async fn follow_pause_resume_restart_and_unfollow() {
         rendered["parameters"]["max_read_request_operation_count"],
         5120
     );
-    let stats = followers.stats(Some("logs-copy")).await.unwrap();
-    assert_eq!(stats[0].shards.len(), 2);
-    assert_eq!(stats[0].total_global_checkpoint_lag, 0);
+    // The stats catch up with the engine's checkpoints as the tasks publish them.
+    let started = Instant::now();
+    loop {
+        let stats = followers.stats(Some("logs-copy")).await.unwrap();
+        assert_eq!(stats[0].shards.len(), 2);
+        if stats[0].total_global_checkpoint_lag == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "lag stays {}",
+            stats[0].total_global_checkpoint_lag
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // Pause: nothing more arrives; pausing twice and pausing a non-follower are refused.
     followers.pause("logs-copy").await.unwrap();
@@ -368,4 +380,106 @@ async fn follow_without_waiting_then_resume_refuses_a_changed_leader() {
         .await
         .unwrap();
     followers.shutdown().await;
+}
+
+/// A leader whose file chunks never arrive: a recovery through it stays in progress.
+struct StalledChunks(Arc<dyn tandem_recovery::client::LeaderClient>);
+
+impl tandem_recovery::client::ForwardingLeaderClient for StalledChunks {
+    fn inner(&self) -> &dyn tandem_recovery::client::LeaderClient {
+        self.0.as_ref()
+    }
+
+    fn read_file_chunk(
+        &self,
+        _shard: tandem_recovery::client::ShardId,
+        _session: tandem_recovery::client::SessionId,
+        _file: String,
+        _offset: u64,
+        _length: usize,
+    ) -> tandem_recovery::client::LeaderFuture<'_, tandem_recovery::client::FileChunk> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_still_recovering_at_a_stop_is_started_again_on_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader_indices = Indices::open(&dir.path().join("leader")).unwrap();
+    let leader = leader_indices
+        .create(
+            "logs",
+            &json!({"number_of_shards": 1}),
+            &json!({"properties": {"n": {"type": "long"}, "body": {"type": "text"}}}),
+        )
+        .unwrap();
+    write_docs(&leader, 0, 200, "committed");
+    leader.refresh().unwrap();
+    let client: Arc<dyn tandem_recovery::client::LeaderClient> = {
+        let client =
+            InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
+        client.register_index(leader.clone());
+        Arc::new(client)
+    };
+    let follower_dir = dir.path().join("follower");
+    {
+        let stalled = Arc::new(RemoteClusters::new());
+        stalled.set("leader", Arc::new(StalledChunks(client.clone())));
+        let (indices, followers) = open_followers(&follower_dir, stalled).await;
+        let response = followers
+            .follow(FollowRequest {
+                remote_cluster: "leader".to_string(),
+                leader_index: "logs".to_string(),
+                follower_index: "logs-copy".to_string(),
+                parameters: FollowParameters {
+                    read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(100)),
+                    ..FollowParameters::default()
+                },
+                wait_for_active_shards: false,
+                settings: json!({"index": {"refresh_interval": "200ms"}}),
+            })
+            .await
+            .unwrap();
+        assert!(!response.index_following_started);
+        // The process stops while the recovery waits for its chunks.
+        followers.shutdown().await;
+        assert!(indices.get("logs-copy").is_err());
+    }
+
+    // The next start resumes the follow, with its parameters and settings.
+    let remotes = Arc::new(RemoteClusters::new());
+    remotes.set("leader", client);
+    let (indices, followers) = open_followers(&follower_dir, remotes).await;
+    followers.resume_pending_follows().await;
+    let started = Instant::now();
+    while indices.get("logs-copy").is_err() || followers.stats(Some("logs-copy")).await.is_err() {
+        assert!(
+            started.elapsed() < WAIT,
+            "the pending follow did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    write_docs(&leader, 200, 260, "after the restart");
+    wait_caught_up(&leader, &indices, "logs-copy").await;
+    same_documents(&leader, &indices.get("logs-copy").unwrap());
+    let metadata = indices.metadata("logs-copy").unwrap();
+    assert_eq!(metadata.settings.refresh_interval_millis, Some(200));
+    let info = followers.info(Some("logs-copy")).await.unwrap();
+    assert_eq!(
+        info[0].parameters.read_poll_timeout,
+        tandem_engine::units::TimeValue::from_millis(100)
+    );
+
+    // Completed: nothing is pending any more, so a further start resumes nothing.
+    followers.shutdown().await;
+    drop(followers);
+    drop(indices);
+    let (_, followers) = open_followers(&follower_dir, Arc::new(RemoteClusters::new())).await;
+    followers.resume_pending_follows().await;
+    let pending =
+        std::fs::read_to_string(follower_dir.join("state/ccr_pending_follows.json")).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&pending).unwrap(),
+        json!({})
+    );
 }
