@@ -22,7 +22,6 @@ use tandem_engine::indices::Indices;
 use tandem_engine::leases::write_file_atomically;
 use tandem_recovery::in_process::InProcessLeaderClient;
 use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
-use tandem_recovery::target::RecoverySettings;
 use tandem_replication::auto_follow::AutoFollowCoordinator;
 use tandem_replication::follower_indices::FollowerIndices;
 use tandem_replication::remote::RemoteClusters;
@@ -108,13 +107,16 @@ impl Node {
         let settings = ClusterSettings::load(&data).map_err(NodeError::Io)?;
         let remote_addresses = connect_remotes(&remotes, &settings, &BTreeMap::new())
             .map_err(|error| NodeError::Io(format!("invalid cluster settings: {error}")))?;
+        let recovery = settings
+            .recovery_settings()
+            .map_err(|error| NodeError::Io(format!("invalid cluster settings: {error}")))?;
         // Remote clusters are known before the followers resume: their tasks need them.
         let followers = Arc::new(
             FollowerIndices::open(
                 identity.cluster_name.clone(),
                 indices.clone(),
                 remotes.clone(),
-                RecoverySettings::default(),
+                recovery,
                 &data,
             )
             .await?,
@@ -145,12 +147,13 @@ impl Node {
     }
 
     /// Applies a `PUT /_cluster/settings` body: validates it whole, stores the persistent
-    /// settings atomically, then (re)connects the remote clusters whose addresses changed and
-    /// forgets the removed ones. Returns the persistent and transient changes, nested. Nothing
-    /// changes when the body is invalid or cannot be stored.
+    /// settings atomically, then (re)connects the remote clusters whose addresses changed,
+    /// forgets the removed ones and sets the recovery settings of the follows to come. Returns
+    /// the persistent and transient changes, nested. Nothing changes when the body is invalid
+    /// or cannot be stored.
     ///
     /// Follow tasks already running keep the client they started with; a paused and resumed
-    /// follower uses the new one.
+    /// follower uses the new one. Recoveries already running keep their settings.
     pub async fn update_cluster_settings(
         &self,
         body: &serde_json::Value,
@@ -170,6 +173,9 @@ impl Node {
         let connected = self.remote_addresses.lock().clone();
         let addresses = connect_remotes(&self.remotes, &next, &connected)?;
         *self.remote_addresses.lock() = addresses;
+        self.followers
+            .set_recovery_settings(next.recovery_settings()?)
+            .map_err(|error| RestError::illegal_argument(error.to_string()))?;
         *current = next;
         Ok((persistent, transient))
     }
