@@ -49,10 +49,10 @@ pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(&root).expect("creating a bench tmp dir")
 }
 
-/// The `server-metrics` mappings: `@timestamp` date, `host.name` keyword, `cpu.usage` double,
-/// `memory.used` long, `status` keyword, `message` text.
-pub fn mappings() -> Mappings {
-    Mappings::from_es_json(&serde_json::json!({
+/// The `server-metrics` mappings as Elasticsearch JSON: `@timestamp` date, `host.name`
+/// keyword, `cpu.usage` double, `memory.used` long, `status` keyword, `message` text.
+pub fn mappings_json() -> serde_json::Value {
+    serde_json::json!({
         "properties": {
             "@timestamp": {"type": "date"},
             "host": {"properties": {"name": {"type": "keyword"}}},
@@ -61,8 +61,12 @@ pub fn mappings() -> Mappings {
             "status": {"type": "keyword"},
             "message": {"type": "text"}
         }
-    }))
-    .expect("valid server-metrics mappings")
+    })
+}
+
+/// The `server-metrics` mappings ([`mappings_json`]).
+pub fn mappings() -> Mappings {
+    Mappings::from_es_json(&mappings_json()).expect("valid server-metrics mappings")
 }
 
 /// A document mapper over [`mappings`].
