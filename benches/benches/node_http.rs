@@ -29,7 +29,8 @@
 //!   returns once the recovery is complete and the follower follows) and `cp` + fsync of the
 //!   same committed files, in alternating order, with every dirty page written back before each
 //!   (ratio = cp time / follow time; target >= 0.90). The follower's recovery is not throttled:
-//!   `ccr.indices.recovery.max_bytes_per_sec` is set to `10gb` through `_cluster/settings`. The
+//!   `ccr.indices.recovery.max_bytes_per_sec` is set to `0` (no limit) through
+//!   `_cluster/settings` (`TANDEM_BENCH_HTTP_RECOVERY_MAX_BYTES_PER_SEC` to try another). The
 //!   leader's files are in the page cache for both, so the copy paths are compared, not reads.
 //!
 //! Both nodes, the clients and the follower's indexing share this machine's two cores.
@@ -67,8 +68,10 @@ const SAMPLE_EVERY: Duration = Duration::from_micros(200);
 const CATCH_UP_WITHIN: Duration = Duration::from_secs(300);
 /// The follower cluster's alias of the leader cluster.
 const REMOTE: &str = "leader";
-/// The follower's recovery rate limit: high enough never to throttle.
-const RECOVERY_MAX_BYTES_PER_SEC: &str = "10gb";
+/// The follower's recovery rate limit (`ccr.indices.recovery.max_bytes_per_sec`) unless
+/// `TANDEM_BENCH_HTTP_RECOVERY_MAX_BYTES_PER_SEC` says otherwise: `0`, no limit (`10gb`
+/// measured the same, with the limiter's accounted throttle time of ~0.1 ms per 1 MiB chunk).
+const RECOVERY_MAX_BYTES_PER_SEC: &str = "0";
 /// Name of the leader index the recovery rounds copy.
 const RECOVERY_LEADER: &str = "recovery-leader";
 const MIB: f64 = 1024.0 * 1024.0;
@@ -474,7 +477,8 @@ fn recovery_leader(cluster: &Cluster, target_bytes: u64) -> RecoveryLeader {
     cluster.rest(cluster.on_follower.put(
         "/_cluster/settings",
         json!({"persistent": {"ccr": {"indices": {"recovery": {
-            "max_bytes_per_sec": RECOVERY_MAX_BYTES_PER_SEC
+            "max_bytes_per_sec": std::env::var("TANDEM_BENCH_HTTP_RECOVERY_MAX_BYTES_PER_SEC")
+                .unwrap_or_else(|_| RECOVERY_MAX_BYTES_PER_SEC.to_string())
         }}}}}),
     ));
     let loaded = Instant::now();
@@ -519,7 +523,7 @@ fn recovery_round(
     leader: &RecoveryLeader,
     round: usize,
 ) -> (Duration, Duration) {
-    let (mut cp, mut follow) = (Duration::ZERO, Duration::ZERO);
+    let (mut cp, mut follow, mut throttled_ms) = (Duration::ZERO, Duration::ZERO, 0);
     for step in 0..2 {
         if (round + step).is_multiple_of(2) {
             let target = temp_dir();
@@ -536,16 +540,15 @@ fn recovery_round(
                 Some(leader.total_bytes),
                 "{recovery}"
             );
-            assert_eq!(
-                index["target_throttle_time_in_millis"].as_u64(),
-                Some(0),
-                "the recovery was throttled: {recovery}"
-            );
+            throttled_ms = index["target_throttle_time_in_millis"]
+                .as_u64()
+                .expect("the throttle time");
             cluster.rest(cluster.on_follower.delete(&format!("/{copy}")));
         }
     }
     eprintln!(
-        "node_http: recovery round {round}: cp+fsync {cp:.2?} ({:.0} MiB/s), follow {follow:.2?} ({:.0} MiB/s)",
+        "node_http: recovery round {round}: cp+fsync {cp:.2?} ({:.0} MiB/s), follow {follow:.2?} \
+         ({:.0} MiB/s, throttled {throttled_ms} ms)",
         leader.total_bytes as f64 / MIB / cp.as_secs_f64(),
         leader.total_bytes as f64 / MIB / follow.as_secs_f64()
     );
