@@ -613,7 +613,7 @@ fn node_http(c: &mut Criterion) {
         eprintln!(
             "node_http: {docs} docs, medians of {} rounds: leader alone {max_rate:.0} docs/s; \
              followed {followed:.0} docs/s, ratio {:.3} (target >= 0.97), follower caught up \
-             {:.0} ms after the last bulk; follower apply {applied:.0} docs/s, ratio {:.3} \
+             {:.1} ms after the last bulk; follower apply {applied:.0} docs/s, ratio {:.3} \
              (target >= 0.90)",
             figures.alone.len(),
             followed / max_rate,
