@@ -25,13 +25,15 @@
 //!   every 200 µs), as p50 and p99 (target p99 <= 50 ms). On two shared cores half of
 //!   `leader_alone` can be more than the leader sustains while followed, so a second run paced
 //!   at half of `leader_followed`'s median shows the lag without that overload.
-//! - `recovery`: a leader index of one shard filled (in-process, as `recovery_throughput` does)
+//! - `recovery` (criterion's second function, timing the follow of each round): a leader
+//!   index of one shard filled (in-process, as `recovery_throughput` does)
 //!   until its committed files hold `TANDEM_BENCH_HTTP_RECOVERY_BYTES` (default 1 GiB), then
 //!   flushed. Each round times `PUT /{follower}/_ccr/follow?wait_for_active_shards=1` (it
 //!   returns once the recovery is complete and the follower follows) and `cp` + fsync of the
 //!   same committed files, in alternating order, with every dirty page written back before each
-//!   (ratio = follow MiB/s / cp MiB/s; target >= 0.90). The files are those of the leader's
-//!   commit once background merges have settled. The follower's recovery is not throttled:
+//!   (ratio = follow MiB/s / cp MiB/s; target >= 0.90). `cp` copies the leader's commit once
+//!   background merges have settled; the leader can still commit anew later (a merge), so each
+//!   rate is over the bytes its own copy held and a round says when they differ. The follower's recovery is not throttled:
 //!   `ccr.indices.recovery.max_bytes_per_sec` is set to `0` (no limit) through
 //!   `_cluster/settings` (`TANDEM_BENCH_HTTP_RECOVERY_MAX_BYTES_PER_SEC` to try another). The
 //!   leader's files are in the page cache for both, so the copy paths are compared, not reads.
