@@ -22,16 +22,16 @@
 //!
 //! Run: `cargo bench -p tandem-benches --bench recovery_throughput`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use tandem_benches::{env_usize, temp_dir, SEED};
+use tandem_benches::{
+    blob_mappings_json, blob_settings_json, cp_and_fsync, env_usize, fill_shard_with_blobs,
+    flush_dirty_pages, temp_dir,
+};
 use tandem_engine::index::Index;
 use tandem_engine::mapper::DocumentMapper;
-use tandem_engine::shard::{IndexRequest, WriteRequest};
 use tandem_engine::ShardConfig;
 use tandem_recovery::{
     InProcessLeaderClient, LeaderClient, RecoveryRequest, RecoverySettings, RecoverySource,
@@ -169,12 +169,6 @@ fn main() {
     throttled(&runtime, &client, throttled_mb * MIB, total_bytes);
 }
 
-/// Writes back every dirty page of the system, so a timed run starts from a clean page cache.
-fn flush_dirty_pages() {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
-}
-
 fn unthrottled() -> RecoverySettings {
     RecoverySettings {
         max_bytes_per_sec: 0,
@@ -232,59 +226,15 @@ fn throttled(
 
 /// Loads a one-shard leader until its latest commit holds `target_bytes` of files.
 fn load_leader(dir: &Path, target_bytes: u64) -> Index {
-    let settings = serde_json::json!({"index": {"number_of_shards": 1, "refresh_interval": "-1",
-        "translog.durability": "async"}});
-    let mappings = serde_json::json!({"properties": {"blob": {"type": "keyword"}}});
-    let index = Index::create(&dir.join(INDEX), INDEX, &settings, &mappings).expect("leader");
-    let shard = &index.shards()[0];
-    let mut rng = StdRng::seed_from_u64(SEED);
-    let mut next_id = 0u64;
-    loop {
-        for _ in 0..16 {
-            let bulk: Vec<WriteRequest> = (0..500)
-                .map(|_| {
-                    next_id += 1;
-                    let blob: String = (0..4096)
-                        .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
-                        .collect();
-                    let source = serde_json::json!({ "blob": blob });
-                    WriteRequest::Index(IndexRequest::new(
-                        format!("doc-{next_id}"),
-                        serde_json::to_vec(&source).expect("json"),
-                    ))
-                })
-                .collect();
-            for result in shard.bulk(bulk) {
-                result.expect("indexing");
-            }
-        }
-        shard.refresh().expect("refresh");
-        let size = shard.pin_latest_commit().expect("pin").total_bytes();
-        if size >= target_bytes {
-            return index;
-        }
-    }
-}
-
-/// `cp` of the files, then fsync of every copy and of the directory.
-fn cp_and_fsync(from: &Path, files: &[String], to: &Path) -> Duration {
-    let started = Instant::now();
-    let sources: Vec<PathBuf> = files.iter().map(|name| from.join(name)).collect();
-    let status = std::process::Command::new("cp")
-        .args(&sources)
-        .arg(to)
-        .status()
-        .expect("running cp");
-    assert!(status.success(), "cp failed");
-    for name in files {
-        std::fs::File::open(to.join(name))
-            .and_then(|file| file.sync_all())
-            .expect("fsync of a copy");
-    }
-    std::fs::File::open(to)
-        .and_then(|dir| dir.sync_all())
-        .expect("fsync of the directory");
-    started.elapsed()
+    let index = Index::create(
+        &dir.join(INDEX),
+        INDEX,
+        &blob_settings_json(),
+        &blob_mappings_json(),
+    )
+    .expect("leader");
+    fill_shard_with_blobs(&index.shards()[0], target_bytes);
+    index
 }
 
 mod subset {

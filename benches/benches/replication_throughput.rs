@@ -16,13 +16,15 @@
 //!
 //! Run: `cargo bench -p tandem-benches --bench replication_throughput`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use parking_lot::Mutex;
-use tandem_benches::{env_usize, mappings, median, per_second, temp_dir, Workload, SEED};
+use tandem_benches::{
+    env_usize, lags_ms, mappings, median, per_second, percentile, temp_dir, CheckpointSampler,
+    Workload, SEED,
+};
 use tandem_engine::index::{Index, IndexSettings};
 use tandem_engine::shard::WriteRequest;
 use tandem_engine::SeqNo;
@@ -131,15 +133,16 @@ fn wait_caught_up(pair: &Pair, deadline: Duration) -> Duration {
 
 /// Paced ingest at `rate` docs/s (bulks of `BULK_SIZE` from 4 threads) while a sampler
 /// records when the follower's checkpoint covers each acknowledged operation. Returns the
-/// per-operation lags in milliseconds.
+/// per-bulk lags in milliseconds.
 fn paced_lags(pair: &Pair, workload: &Workload, rate: f64) -> Vec<f64> {
     const PACED_WRITERS: usize = 4;
     let epoch = Instant::now();
     // (highest seq_no of a bulk, its acknowledgement time) per bulk.
     let acks: Mutex<Vec<(i64, Duration)>> = Mutex::new(Vec::new());
-    // (time, follower global checkpoint) observations.
-    let observed: Mutex<Vec<(Duration, i64)>> = Mutex::new(Vec::new());
-    let done = AtomicBool::new(false);
+    let follower = pair.follower.clone();
+    let sampler = CheckpointSampler::start(epoch, SAMPLE_EVERY, move || {
+        follower.shards()[0].global_checkpoint().0
+    });
     let bulks = {
         let mut bulks = workload
             .bulks(BULK_SIZE)
@@ -154,74 +157,30 @@ fn paced_lags(pair: &Pair, workload: &Workload, rate: f64) -> Vec<f64> {
     };
     let bulk_interval = Duration::from_secs_f64(BULK_SIZE as f64 * PACED_WRITERS as f64 / rate);
     std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let mut last = i64::MIN;
-            while !done.load(Ordering::Acquire) {
-                let checkpoint = pair.follower.shards()[0].global_checkpoint().0;
-                if checkpoint != last {
-                    observed.lock().push((epoch.elapsed(), checkpoint));
-                    last = checkpoint;
-                }
-                std::thread::sleep(SAMPLE_EVERY);
-            }
-        });
-        let writers: Vec<_> = bulks
-            .into_iter()
-            .enumerate()
-            .map(|(writer, thread_bulks)| {
-                let (acks, leader) = (&acks, &pair.leader);
-                scope.spawn(move || {
-                    let start = Instant::now()
-                        + bulk_interval.mul_f64(writer as f64 / PACED_WRITERS as f64);
-                    for (i, bulk) in thread_bulks.into_iter().enumerate() {
-                        let due = start + bulk_interval * i as u32;
-                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                            std::thread::sleep(wait);
-                        }
-                        let highest = leader
-                            .bulk(bulk)
-                            .into_iter()
-                            .map(|result| result.expect("leader write").seq_no.0)
-                            .max()
-                            .unwrap_or(-1);
-                        acks.lock().push((highest, epoch.elapsed()));
+        for (writer, thread_bulks) in bulks.into_iter().enumerate() {
+            let (acks, leader) = (&acks, &pair.leader);
+            scope.spawn(move || {
+                let start =
+                    Instant::now() + bulk_interval.mul_f64(writer as f64 / PACED_WRITERS as f64);
+                for (i, bulk) in thread_bulks.into_iter().enumerate() {
+                    let due = start + bulk_interval * i as u32;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
                     }
-                })
-            })
-            .collect();
-        for writer in writers {
-            writer.join().expect("writer thread");
+                    let highest = leader
+                        .bulk(bulk)
+                        .into_iter()
+                        .map(|result| result.expect("leader write").seq_no.0)
+                        .max()
+                        .unwrap_or(-1);
+                    acks.lock().push((highest, epoch.elapsed()));
+                }
+            });
         }
-        wait_caught_up(pair, Duration::from_secs(120));
-        std::thread::sleep(SAMPLE_EVERY * 4);
-        done.store(true, Ordering::Release);
     });
-    let observed = observed.into_inner();
-    acks.into_inner()
-        .into_iter()
-        .map(|(seq_no, acked)| {
-            let visible = observed
-                .iter()
-                .find(|(at, checkpoint)| *checkpoint >= seq_no && *at >= acked)
-                .or_else(|| {
-                    observed
-                        .iter()
-                        .find(|(_, checkpoint)| *checkpoint >= seq_no)
-                })
-                .map_or(acked, |(at, _)| *at);
-            visible.saturating_sub(acked).as_secs_f64() * 1000.0
-        })
-        .collect()
-}
-
-fn percentile(values: &[f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+    wait_caught_up(pair, Duration::from_secs(120));
+    std::thread::sleep(SAMPLE_EVERY * 4);
+    lags_ms(&acks.into_inner(), &sampler.stop())
 }
 
 fn replication(c: &mut Criterion) {

@@ -1,9 +1,13 @@
-//! Shared helpers for Tandem benchmarks: deterministic `server-metrics` documents, workloads,
-//! temporary directories on a real disk, environment overrides, and an fdatasync counter.
+//! Shared helpers for Tandem benchmarks: deterministic `server-metrics` documents, workloads
+//! (as engine bulks or `_bulk` ndjson bodies), shards filled to a size with blob documents,
+//! temporary directories on a real disk, environment overrides, statistics, replication lag
+//! from acknowledgements and sampled checkpoints, `cp` + fsync as the copy baseline, and an
+//! fdatasync counter.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -45,10 +49,10 @@ pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(&root).expect("creating a bench tmp dir")
 }
 
-/// The `server-metrics` mappings: `@timestamp` date, `host.name` keyword, `cpu.usage` double,
-/// `memory.used` long, `status` keyword, `message` text.
-pub fn mappings() -> Mappings {
-    Mappings::from_es_json(&serde_json::json!({
+/// The `server-metrics` mappings as Elasticsearch JSON: `@timestamp` date, `host.name`
+/// keyword, `cpu.usage` double, `memory.used` long, `status` keyword, `message` text.
+pub fn mappings_json() -> serde_json::Value {
+    serde_json::json!({
         "properties": {
             "@timestamp": {"type": "date"},
             "host": {"properties": {"name": {"type": "keyword"}}},
@@ -57,8 +61,12 @@ pub fn mappings() -> Mappings {
             "status": {"type": "keyword"},
             "message": {"type": "text"}
         }
-    }))
-    .expect("valid server-metrics mappings")
+    })
+}
+
+/// The `server-metrics` mappings ([`mappings_json`]).
+pub fn mappings() -> Mappings {
+    Mappings::from_es_json(&mappings_json()).expect("valid server-metrics mappings")
 }
 
 /// A document mapper over [`mappings`].
@@ -196,6 +204,29 @@ impl Workload {
         bytes as f64 / self.total.max(1) as f64
     }
 
+    /// The writes of each thread as `_bulk` ndjson bodies of `bulk_size` `index` actions (an
+    /// action line with the id, then the source, each ending with a newline).
+    pub fn ndjson_bulks(&self, bulk_size: usize) -> Vec<Vec<Vec<u8>>> {
+        self.threads
+            .iter()
+            .map(|ops| {
+                ops.chunks(bulk_size)
+                    .map(|chunk| {
+                        let mut body = Vec::with_capacity(chunk.len() * 256);
+                        for op in chunk {
+                            body.extend_from_slice(b"{\"index\":{\"_id\":\"");
+                            body.extend_from_slice(op.id.as_bytes());
+                            body.extend_from_slice(b"\"}}\n");
+                            body.extend_from_slice(&op.source);
+                            body.push(b'\n');
+                        }
+                        body
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// The writes of each thread as `bulk` requests of `bulk_size` index requests.
     pub fn bulks(&self, bulk_size: usize) -> Vec<Vec<Vec<WriteRequest>>> {
         self.threads
@@ -237,6 +268,79 @@ pub fn load_shard(shard: &ShardEngine, docs: usize, threads: usize, bulk_size: u
     });
 }
 
+/// Mappings of the blob documents of [`fill_shard_with_blobs`]: one `blob` keyword.
+pub fn blob_mappings_json() -> serde_json::Value {
+    serde_json::json!({"properties": {"blob": {"type": "keyword"}}})
+}
+
+/// Index settings that make [`fill_shard_with_blobs`] fast: one shard, no scheduled refresh,
+/// `async` translog durability.
+pub fn blob_settings_json() -> serde_json::Value {
+    serde_json::json!({"index": {"number_of_shards": 1, "refresh_interval": "-1",
+        "translog.durability": "async"}})
+}
+
+/// Indexes documents with a 4 KiB random `blob` keyword (mappings: [`blob_mappings_json`])
+/// into `shard` until its latest commit holds at least `target_bytes` of files; every round
+/// of 16 bulks of 500 ends with a commit. Panics on any failure.
+pub fn fill_shard_with_blobs(shard: &ShardEngine, target_bytes: u64) {
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let mut next_id = 0u64;
+    loop {
+        for _ in 0..16 {
+            let bulk: Vec<WriteRequest> = (0..500)
+                .map(|_| {
+                    next_id += 1;
+                    let blob: String = (0..4096)
+                        .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
+                        .collect();
+                    let source = serde_json::json!({ "blob": blob });
+                    WriteRequest::Index(IndexRequest::new(
+                        format!("doc-{next_id}"),
+                        serde_json::to_vec(&source).expect("json"),
+                    ))
+                })
+                .collect();
+            for result in shard.bulk(bulk) {
+                result.expect("indexing");
+            }
+        }
+        shard.refresh().expect("refresh");
+        let size = shard.pin_latest_commit().expect("pin").total_bytes();
+        if size >= target_bytes {
+            return;
+        }
+    }
+}
+
+/// Writes back every dirty page of the system, so a timed run starts from a clean page cache.
+pub fn flush_dirty_pages() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
+/// `cp` of `files` from `from` into `to`, then fsync of every copy and of the directory: the
+/// baseline of a remote recovery. Returns the elapsed time.
+pub fn cp_and_fsync(from: &Path, files: &[String], to: &Path) -> Duration {
+    let started = Instant::now();
+    let sources: Vec<PathBuf> = files.iter().map(|name| from.join(name)).collect();
+    let status = std::process::Command::new("cp")
+        .args(&sources)
+        .arg(to)
+        .status()
+        .expect("running cp");
+    assert!(status.success(), "cp failed");
+    for name in files {
+        std::fs::File::open(to.join(name))
+            .and_then(|file| file.sync_all())
+            .expect("fsync of a copy");
+    }
+    std::fs::File::open(to)
+        .and_then(|dir| dir.sync_all())
+        .expect("fsync of the directory");
+    started.elapsed()
+}
+
 /// Median of `values` (0 when empty).
 pub fn median(values: &[f64]) -> f64 {
     if values.is_empty() {
@@ -250,6 +354,78 @@ pub fn median(values: &[f64]) -> f64 {
     } else {
         (sorted[middle - 1] + sorted[middle]) / 2.0
     }
+}
+
+/// The `p`th percentile (0..=100) of `values`, nearest rank (0 when empty).
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Records every change of a checkpoint, read every `every` on a thread of its own, with the
+/// time since `epoch` it was first seen, until stopped.
+pub struct CheckpointSampler {
+    done: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(Duration, i64)>>,
+}
+
+impl CheckpointSampler {
+    /// Starts sampling `read` (e.g. a follower shard's global checkpoint).
+    pub fn start(
+        epoch: Instant,
+        every: Duration,
+        read: impl Fn() -> i64 + Send + 'static,
+    ) -> CheckpointSampler {
+        let done = Arc::new(AtomicBool::new(false));
+        let stop = done.clone();
+        let thread = std::thread::spawn(move || {
+            let mut observed = Vec::new();
+            let mut last = i64::MIN;
+            while !stop.load(Ordering::Acquire) {
+                let checkpoint = read();
+                if checkpoint != last {
+                    observed.push((epoch.elapsed(), checkpoint));
+                    last = checkpoint;
+                }
+                std::thread::sleep(every);
+            }
+            observed
+        });
+        CheckpointSampler { done, thread }
+    }
+
+    /// Stops sampling; returns the observations `(time since epoch, checkpoint)` in order.
+    pub fn stop(self) -> Vec<(Duration, i64)> {
+        self.done.store(true, Ordering::Release);
+        self.thread.join().expect("the sampler thread")
+    }
+}
+
+/// Replication lag in milliseconds of every acknowledged write: `acks` holds, per write (or
+/// bulk), its highest seq_no and when it was acknowledged; `observed` the follower checkpoints
+/// of a [`CheckpointSampler`] with the same epoch. The lag is the time from the acknowledgement
+/// to the first observation at or after it that covers the seq_no (or, when the follower was
+/// already there, the first that covers it at all: lag 0).
+pub fn lags_ms(acks: &[(i64, Duration)], observed: &[(Duration, i64)]) -> Vec<f64> {
+    acks.iter()
+        .map(|&(seq_no, acked)| {
+            let visible = observed
+                .iter()
+                .find(|(at, checkpoint)| *checkpoint >= seq_no && *at >= acked)
+                .or_else(|| {
+                    observed
+                        .iter()
+                        .find(|(_, checkpoint)| *checkpoint >= seq_no)
+                })
+                .map_or(acked, |(at, _)| *at);
+            visible.saturating_sub(acked).as_secs_f64() * 1000.0
+        })
+        .collect()
 }
 
 /// Operations per second.

@@ -1,5 +1,7 @@
 //! Cluster settings (`PUT|GET /_cluster/settings`): the remote clusters this cluster reaches,
-//! Elasticsearch's `cluster.remote.<alias>.*` keys, persistent and transient.
+//! Elasticsearch's `cluster.remote.<alias>.*` keys, and how fast this cluster's follower
+//! indices copy their leaders (`ccr.indices.recovery.max_bytes_per_sec`, `.chunk_size`,
+//! `.max_concurrent_file_chunks`); persistent and transient.
 //!
 //! Settings are kept flat (`cluster.remote.leader.seeds`), as Elasticsearch does; an update
 //! merges into them (a `null` value deletes a key) and is validated as a whole before anything
@@ -12,6 +14,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tandem_engine::leases::write_file_atomically;
+use tandem_engine::units::ByteSize;
+use tandem_recovery::target::RecoverySettings;
 
 use crate::error::RestError;
 
@@ -31,6 +35,23 @@ const REMOTE_KEYS: &[&str] = &[
     "transport.compress",
     "transport.ping_schedule",
 ];
+
+/// Prefix of the remote recovery settings (Elasticsearch's `CcrSettings`).
+const RECOVERY_PREFIX: &str = "ccr.indices.recovery.";
+/// `ccr.indices.recovery.max_bytes_per_sec`: the follower's copy rate limit (`0` = none).
+const RECOVERY_MAX_BYTES_PER_SEC: &str = "max_bytes_per_sec";
+/// `ccr.indices.recovery.chunk_size`: bytes per file chunk request.
+const RECOVERY_CHUNK_SIZE: &str = "chunk_size";
+/// `ccr.indices.recovery.max_concurrent_file_chunks`: chunk requests in flight per shard.
+const RECOVERY_MAX_CONCURRENT_FILE_CHUNKS: &str = "max_concurrent_file_chunks";
+/// The recovery keys accepted after [`RECOVERY_PREFIX`].
+const RECOVERY_KEYS: &[&str] = &[
+    RECOVERY_MAX_BYTES_PER_SEC,
+    RECOVERY_CHUNK_SIZE,
+    RECOVERY_MAX_CONCURRENT_FILE_CHUNKS,
+];
+/// Smallest `chunk_size` Elasticsearch accepts.
+const RECOVERY_CHUNK_SIZE_MIN_BYTES: u64 = 1024;
 
 /// How a remote cluster is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,6 +166,10 @@ impl ClusterSettings {
             changes.push(nest(&flat));
         }
         next.remote_clusters()?;
+        // Each scope is checked on its own: a valid transient value must not hide an invalid
+        // persistent one, which would surface on the next restart.
+        recovery_settings_of(&next.persistent)?;
+        recovery_settings_of(&next.transient)?;
         let transient = changes.pop().unwrap_or_default();
         let persistent = changes.pop().unwrap_or_default();
         Ok((next, persistent, transient))
@@ -171,6 +196,15 @@ impl ClusterSettings {
             .collect()
     }
 
+    /// The settings of the remote recoveries this cluster starts: the defaults (40mb/s, 1mb
+    /// chunks, 5 in flight, as Elasticsearch's) with the `ccr.indices.recovery.*` keys set,
+    /// transient values over persistent ones.
+    pub fn recovery_settings(&self) -> Result<RecoverySettings, RestError> {
+        let mut merged = self.persistent.clone();
+        merged.extend(self.transient.clone());
+        recovery_settings_of(&merged)
+    }
+
     /// Both scopes, nested, as `GET /_cluster/settings` shows them (`flat` keeps the keys
     /// flat, as `?flat_settings=true` does).
     pub fn to_es_json(&self, flat: bool) -> Value {
@@ -186,6 +220,59 @@ impl ClusterSettings {
             "transient": render(&self.transient),
         })
     }
+}
+
+/// The recovery settings of one flat map of settings, over the defaults.
+fn recovery_settings_of(flat: &BTreeMap<String, Value>) -> Result<RecoverySettings, RestError> {
+    let mut settings = RecoverySettings::default();
+    for (key, value) in flat {
+        let Some(setting) = key.strip_prefix(RECOVERY_PREFIX) else {
+            continue;
+        };
+        let text = text(value).unwrap_or_default();
+        let invalid = |why: String| {
+            RestError::illegal_argument(format!(
+                "failed to parse value [{text}] for setting [{key}], {why}"
+            ))
+        };
+        match setting {
+            RECOVERY_MAX_BYTES_PER_SEC => {
+                settings.max_bytes_per_sec = ByteSize::parse(&text).map_err(invalid)?.bytes();
+            }
+            RECOVERY_CHUNK_SIZE => {
+                let bytes = ByteSize::parse(&text).map_err(invalid)?.bytes();
+                let max = tandem_recovery::target::MAX_CHUNK_SIZE_BYTES as u64;
+                if !(RECOVERY_CHUNK_SIZE_MIN_BYTES..=max).contains(&bytes) {
+                    return Err(invalid(format!(
+                        "must be >= [{}] and <= [{}]",
+                        ByteSize(RECOVERY_CHUNK_SIZE_MIN_BYTES),
+                        ByteSize(max)
+                    )));
+                }
+                settings.chunk_size_bytes = bytes as usize;
+            }
+            RECOVERY_MAX_CONCURRENT_FILE_CHUNKS => {
+                let range = tandem_recovery::target::MAX_CONCURRENT_FILE_CHUNKS_RANGE;
+                let chunks = text
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|chunks| range.contains(chunks))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "must be an integer >= [{}] and <= [{}]",
+                            range.start(),
+                            range.end()
+                        ))
+                    })?;
+                settings.max_concurrent_file_chunks = chunks;
+            }
+            _ => {}
+        }
+    }
+    settings
+        .validate()
+        .map_err(|error| RestError::illegal_argument(error.to_string()))?;
+    Ok(settings)
 }
 
 fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
@@ -237,6 +324,13 @@ fn normalize(value: &Value) -> Value {
 fn check_key(scope: &str, key: &str) -> Result<(), RestError> {
     let unknown =
         || RestError::illegal_argument(format!("{scope} setting [{key}], not recognized"));
+    if let Some(setting) = key.strip_prefix(RECOVERY_PREFIX) {
+        return if RECOVERY_KEYS.contains(&setting) {
+            Ok(())
+        } else {
+            Err(unknown())
+        };
+    }
     let rest = key.strip_prefix(REMOTE_PREFIX).ok_or_else(unknown)?;
     let (alias, setting) = rest.split_once('.').ok_or_else(unknown)?;
     if alias.is_empty()
@@ -413,6 +507,60 @@ mod tests {
             let error = settings.updated(&body).unwrap_err();
             assert!(error.reason.contains(expected), "{body}: {}", error.reason);
             assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn recovery_settings_are_elasticsearch_keys_with_its_defaults_and_ranges() {
+        let defaults = ClusterSettings::default().recovery_settings().unwrap();
+        assert_eq!(defaults, RecoverySettings::default());
+        assert_eq!(defaults.max_bytes_per_sec, 40 << 20);
+        let (settings, persistent, _) = ClusterSettings::default()
+            .updated(&json!({"persistent": {"ccr": {"indices": {"recovery": {
+                "max_bytes_per_sec": "10gb",
+                "chunk_size": "4mb",
+                "max_concurrent_file_chunks": 8
+            }}}}}))
+            .unwrap();
+        assert_eq!(
+            persistent["ccr"]["indices"]["recovery"]["max_bytes_per_sec"],
+            "10gb"
+        );
+        let recovery = settings.recovery_settings().unwrap();
+        assert_eq!(recovery.max_bytes_per_sec, 10 << 30);
+        assert_eq!(recovery.chunk_size_bytes, 4 << 20);
+        assert_eq!(recovery.max_concurrent_file_chunks, 8);
+        // Transient wins; `0` turns the rate limit off; a null goes back to the default.
+        let (settings, _, _) = settings
+            .updated(&json!({
+                "transient": {"ccr.indices.recovery.max_bytes_per_sec": "0"},
+                "persistent": {"ccr.indices.recovery.chunk_size": null},
+            }))
+            .unwrap();
+        let recovery = settings.recovery_settings().unwrap();
+        assert_eq!(recovery.max_bytes_per_sec, 0);
+        assert_eq!(recovery.chunk_size_bytes, 1 << 20);
+        assert_eq!(recovery.max_concurrent_file_chunks, 8);
+        for (body, expected) in [
+            (
+                json!({"persistent": {"ccr.indices.recovery.max_concurrent_file_chunks": 11}}),
+                "must be an integer >= [1] and <= [10]",
+            ),
+            (
+                json!({"persistent": {"ccr.indices.recovery.chunk_size": "1b"}}),
+                "must be >= [1kb]",
+            ),
+            (
+                json!({"persistent": {"ccr.indices.recovery.max_bytes_per_sec": "fast"}}),
+                "failed to parse value [fast] for setting [ccr.indices.recovery.max_bytes_per_sec]",
+            ),
+            (
+                json!({"persistent": {"ccr.indices.recovery.colour": "red"}}),
+                "not recognized",
+            ),
+        ] {
+            let error = settings.updated(&body).unwrap_err();
+            assert!(error.reason.contains(expected), "{body}: {}", error.reason);
         }
     }
 

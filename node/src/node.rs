@@ -23,7 +23,6 @@ use tandem_engine::indices::Indices;
 use tandem_engine::leases::write_file_atomically;
 use tandem_recovery::in_process::InProcessLeaderClient;
 use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
-use tandem_recovery::target::RecoverySettings;
 use tandem_replication::auto_follow::AutoFollowCoordinator;
 use tandem_replication::follower_indices::FollowerIndices;
 use tandem_replication::remote::RemoteClusters;
@@ -111,13 +110,16 @@ impl Node {
         let mut remote_clients = BTreeMap::new();
         connect_remotes(&remotes, &settings, &mut remote_clients)
             .map_err(|error| NodeError::Io(format!("invalid cluster settings: {error}")))?;
+        let recovery = settings
+            .recovery_settings()
+            .map_err(|error| NodeError::Io(format!("invalid cluster settings: {error}")))?;
         // Remote clusters are known before the followers resume: their tasks need them.
         let followers = Arc::new(
             FollowerIndices::open(
                 identity.cluster_name.clone(),
                 indices.clone(),
                 remotes.clone(),
-                RecoverySettings::default(),
+                recovery,
                 &data,
             )
             .await?,
@@ -152,12 +154,14 @@ impl Node {
     }
 
     /// Applies a `PUT /_cluster/settings` body: validates it whole, stores the persistent
-    /// settings atomically, then (re)connects the remote clusters whose addresses changed and
-    /// forgets the removed ones. Returns the persistent and transient changes, nested. Nothing
-    /// changes when the body is invalid or cannot be stored.
+    /// settings atomically, then (re)connects the remote clusters whose addresses changed,
+    /// forgets the removed ones and sets the recovery settings of the follows to come. Returns
+    /// the persistent and transient changes, nested. Nothing changes when the body is invalid
+    /// or cannot be stored.
     ///
     /// A remote cluster whose addresses change keeps its client, re-pointed: follow tasks
-    /// already running use the new addresses from their next request.
+    /// already running use the new addresses from their next request. Recoveries already
+    /// running keep their settings.
     pub async fn update_cluster_settings(
         &self,
         body: &serde_json::Value,
@@ -174,7 +178,11 @@ impl Node {
                     RestError::internal(format!("cannot store the cluster settings: {error}"))
                 })?;
         }
+        let recovery = next.recovery_settings()?;
         connect_remotes(&self.remotes, &next, &mut self.remote_clients.lock())?;
+        self.followers
+            .set_recovery_settings(recovery)
+            .map_err(|error| RestError::illegal_argument(error.to_string()))?;
         *current = next;
         Ok((persistent, transient))
     }

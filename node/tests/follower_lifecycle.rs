@@ -287,3 +287,39 @@ async fn lifecycle_requests_on_missing_plain_and_paused_indices_fail_as_in_elast
     follower.stop().await;
     leader.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_settings_from_cluster_settings_reach_the_followers_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start("follower", dir.path()).await;
+    assert_eq!(
+        node.node.followers.recovery_settings().max_bytes_per_sec,
+        40 << 20,
+        "Elasticsearch's default"
+    );
+    let client = EsClient::new(&node.url());
+    let updated = client
+        .put(
+            "/_cluster/settings",
+            json!({"persistent": {"ccr.indices.recovery.max_bytes_per_sec": "10gb",
+                "ccr.indices.recovery.max_concurrent_file_chunks": 10}}),
+        )
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.text);
+    let applied = node.node.followers.recovery_settings();
+    assert_eq!(applied.max_bytes_per_sec, 10 << 30);
+    assert_eq!(applied.max_concurrent_file_chunks, 10);
+    let refused = client
+        .put(
+            "/_cluster/settings",
+            json!({"transient": {"ccr.indices.recovery.chunk_size": "0"}}),
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert_eq!(node.node.followers.recovery_settings(), applied);
+    node.stop().await;
+
+    let restarted = start("follower", dir.path()).await;
+    assert_eq!(restarted.node.followers.recovery_settings(), applied);
+    restarted.stop().await;
+}

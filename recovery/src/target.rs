@@ -50,7 +50,7 @@ const RETAIN_ALL: SeqNo = SeqNo(0);
 const INDEX_DIR: &str = "index";
 
 /// How a follower recovers (`ccr.indices.recovery.*` in Elasticsearch).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecoverySettings {
     /// Bytes per chunk request (1 MB).
     pub chunk_size_bytes: usize,

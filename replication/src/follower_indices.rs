@@ -191,7 +191,9 @@ pub struct FollowerIndices {
     cluster_name: String,
     indices: Arc<Indices>,
     remotes: Arc<RemoteClusters>,
-    recovery: RecoverySettings,
+    /// Settings of the recoveries that start from now on (see
+    /// [`set_recovery_settings`](Self::set_recovery_settings)).
+    recovery: parking_lot::Mutex<RecoverySettings>,
     state_dir: PathBuf,
     followers: Mutex<BTreeMap<String, Follower>>,
     /// Follower names of follow requests still recovering.
@@ -221,7 +223,7 @@ impl FollowerIndices {
             cluster_name: cluster_name.into(),
             indices,
             remotes,
-            recovery,
+            recovery: parking_lot::Mutex::new(recovery),
             state_dir: state_dir.to_path_buf(),
             followers: Mutex::new(BTreeMap::new()),
             reserved: parking_lot::Mutex::new(BTreeSet::new()),
@@ -247,6 +249,20 @@ impl FollowerIndices {
             }
         }
         Ok(this)
+    }
+
+    /// The settings a recovery started now runs with.
+    pub fn recovery_settings(&self) -> RecoverySettings {
+        self.recovery.lock().clone()
+    }
+
+    /// Replaces the settings of the recoveries that start from now on (the node's
+    /// `ccr.indices.recovery.*` cluster settings); recoveries already running keep the
+    /// settings they started with. Invalid settings are refused and change nothing.
+    pub fn set_recovery_settings(&self, settings: RecoverySettings) -> Result<(), CcrError> {
+        settings.validate()?;
+        *self.recovery.lock() = settings;
+        Ok(())
     }
 
     /// Creates `follower_index` as a copy of the leader index (remote recovery of every shard,
@@ -406,8 +422,9 @@ impl FollowerIndices {
             &leader.name,
             &leader.uuid,
         );
+        let recovery = self.recovery_settings();
         let targets = (0..leader.settings.number_of_shards)
-            .map(|_| RecoveryTarget::new(client.clone(), self.recovery.clone()))
+            .map(|_| RecoveryTarget::new(client.clone(), recovery.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         let records = targets
             .iter()

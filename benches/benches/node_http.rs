@@ -1,0 +1,724 @@
+//! Cross-cluster replication end to end: two Tandem nodes in this process, each serving HTTP on
+//! loopback with a tokio runtime of its own, the follower reaching the leader through the HTTP
+//! transport (`/_tandem/v1`) exactly as a user configures it (`PUT /_cluster/settings` with
+//! `cluster.remote.leader.seeds`, then `PUT /{follower}/_ccr/follow?wait_for_active_shards=1`).
+//! Every write and every CCR request goes through the REST API with `reqwest`; only the global
+//! checkpoints are read in-process, to time replication finely.
+//!
+//! The leader indices have one shard and `translog.durability: request`; their documents are
+//! `TANDEM_BENCH_HTTP_DOCS` (default 100,000) `server-metrics` documents (30% re-index an
+//! existing id), sent as `_bulk` requests of 200 by 8 concurrent clients.
+//!
+//! - `ingest_round`: one round of three runs, each on fresh indices, their order rotating from
+//!   round to round so that the noise of this shared machine spreads over all three (criterion
+//!   times the round; the figures are the medians of the runs):
+//!   - `leader_alone`: the ingest with no follower;
+//!   - `leader_followed`: the same ingest while a follower index replicates it (ratio to
+//!     `leader_alone`: the cost of being followed; target >= 0.97);
+//!   - `follower_apply`: a follower of an empty leader index is paused, the leader ingests
+//!     everything (its retention lease keeps the history), then `resume_follow` is timed until
+//!     the follower's global checkpoint reaches the leader's (ratio to `leader_alone`; target
+//!     >= 0.90). Following a loaded leader would recover its files instead of replaying.
+//! - `lag`: after the rounds, the leader paced at half of `leader_alone`'s median rate (4
+//!   clients) while a follower replicates; for every acknowledged bulk, the time from its
+//!   acknowledgement to the follower's global checkpoint covering its highest seq_no (sampled
+//!   every 200 µs), as p50 and p99 (target p99 <= 50 ms). On two shared cores half of
+//!   `leader_alone` can be more than the leader sustains while followed, so a second run paced
+//!   at half of `leader_followed`'s median shows the lag without that overload.
+//! - `recovery` (criterion's second function, timing the follow of each round): a leader
+//!   index of one shard filled (in-process, as `recovery_throughput` does)
+//!   until its committed files hold `TANDEM_BENCH_HTTP_RECOVERY_BYTES` (default 1 GiB), then
+//!   flushed. Each round times `PUT /{follower}/_ccr/follow?wait_for_active_shards=1` (it
+//!   returns once the recovery is complete and the follower follows) and `cp` + fsync of the
+//!   same committed files, in alternating order, with every dirty page written back before each
+//!   (ratio = follow MiB/s / cp MiB/s; target >= 0.90). `cp` copies the leader's commit once
+//!   background merges have settled; the leader can still commit anew later (a merge), so each
+//!   rate is over the bytes its own copy held and a round says when they differ. The follower's recovery is not throttled:
+//!   `ccr.indices.recovery.max_bytes_per_sec` is set to `0` (no limit) through
+//!   `_cluster/settings` (`TANDEM_BENCH_HTTP_RECOVERY_MAX_BYTES_PER_SEC` to try another). The
+//!   leader's files are in the page cache for both, so the copy paths are compared, not reads.
+//!
+//! Both nodes, the clients and the follower's indexing share this machine's two cores.
+//!
+//! Run: `cargo bench -p tandem-benches --bench node_http` (small:
+//! `TANDEM_BENCH_HTTP_DOCS=20000 TANDEM_BENCH_HTTP_RECOVERY_BYTES=67108864`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use reqwest::Method;
+use serde_json::{json, Value};
+use tandem_benches::{
+    blob_mappings_json, blob_settings_json, cp_and_fsync, env_usize, fill_shard_with_blobs,
+    flush_dirty_pages, lags_ms, mappings_json, median, per_second, percentile, temp_dir,
+    CheckpointSampler, Workload, SEED,
+};
+use tandem_engine::index::Index;
+use tandem_engine::shard::commit_point::PinnedCommit;
+use tandem_node::config::NodeConfig;
+use tandem_node::server::RunningNode;
+use tokio::runtime::Runtime;
+
+/// Concurrent `_bulk` clients of the ingest runs.
+const WRITERS: usize = 8;
+/// Documents per `_bulk` request.
+const BULK_SIZE: usize = 200;
+/// Concurrent `_bulk` clients of the paced (`lag`) run.
+const PACED_WRITERS: usize = 4;
+/// How often the follower's global checkpoint is read while waiting or sampling.
+const SAMPLE_EVERY: Duration = Duration::from_micros(200);
+/// Longest wait for a follower to catch up before the bench fails.
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(300);
+/// The follower cluster's alias of the leader cluster.
+const REMOTE: &str = "leader";
+/// The follower's recovery rate limit (`ccr.indices.recovery.max_bytes_per_sec`) unless
+/// `TANDEM_BENCH_HTTP_RECOVERY_MAX_BYTES_PER_SEC` says otherwise: `0`, no limit (`10gb`
+/// measured the same, with the limiter's accounted throttle time of ~0.1 ms per 1 MiB chunk).
+const RECOVERY_MAX_BYTES_PER_SEC: &str = "0";
+/// Name of the leader index the recovery rounds copy.
+const RECOVERY_LEADER: &str = "recovery-leader";
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A REST client of one node. Every call panics on a transport error or a non-2xx answer.
+#[derive(Clone)]
+struct Rest {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Rest {
+    fn new(url: String) -> Rest {
+        Rest {
+            http: reqwest::Client::new(),
+            url,
+        }
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{method} {path}: {error}"));
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .unwrap_or_else(|error| panic!("{method} {path}: reading the answer: {error}"));
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.send(Method::GET, path, None).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> Value {
+        self.send(Method::PUT, path, Some(body)).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    async fn delete(&self, path: &str) -> Value {
+        self.send(Method::DELETE, path, None).await
+    }
+
+    /// One `_bulk` request of index actions into `index`; returns the highest seq_no given to
+    /// its items. Panics if any item failed.
+    async fn bulk(&self, index: &str, body: Vec<u8>) -> i64 {
+        let path = format!("/{index}/_bulk");
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("POST {path}: {error}"));
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .unwrap_or_else(|error| panic!("POST {path}: reading the answer: {error}"));
+        assert!(status.is_success(), "POST {path}: {status}");
+        let answer: Value = serde_json::from_slice(&bytes).expect("a JSON bulk answer");
+        assert_eq!(answer["errors"], false, "POST {path}: {answer}");
+        answer["items"]
+            .as_array()
+            .expect("bulk items")
+            .iter()
+            .filter_map(|item| item["index"]["_seq_no"].as_i64())
+            .max()
+            .unwrap_or(-1)
+    }
+}
+
+/// The leader and follower nodes, each on its own runtime (as two processes would be), and
+/// the REST clients' runtime.
+struct Cluster {
+    _data: tempfile::TempDir,
+    leader_runtime: Runtime,
+    follower_runtime: Runtime,
+    client_runtime: Runtime,
+    leader: RunningNode,
+    follower: RunningNode,
+    on_leader: Rest,
+    on_follower: Rest,
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn start_node(runtime: &Runtime, data: PathBuf, name: &str) -> RunningNode {
+    runtime
+        .block_on(RunningNode::start(NodeConfig {
+            data,
+            http: "127.0.0.1:0".parse().expect("an address"),
+            name: name.to_string(),
+        }))
+        .unwrap_or_else(|error| panic!("starting node [{name}]: {error}"))
+}
+
+impl Cluster {
+    /// Starts both nodes and connects the follower to the leader through `_cluster/settings`.
+    fn start() -> Cluster {
+        let data = temp_dir();
+        let (leader_runtime, follower_runtime) = (runtime(), runtime());
+        let leader = start_node(&leader_runtime, data.path().join("leader"), "leader");
+        let follower = start_node(&follower_runtime, data.path().join("follower"), "follower");
+        let cluster = Cluster {
+            _data: data,
+            leader_runtime,
+            follower_runtime,
+            client_runtime: runtime(),
+            on_leader: Rest::new(leader.url()),
+            on_follower: Rest::new(follower.url()),
+            leader,
+            follower,
+        };
+        let seeds = json!([cluster.leader.address.to_string()]);
+        cluster.rest(cluster.on_follower.put(
+            "/_cluster/settings",
+            json!({"persistent": {"cluster": {"remote": {REMOTE: {"seeds": seeds}}}}}),
+        ));
+        cluster
+    }
+
+    /// Runs REST calls (and the tasks they spawn) on the clients' runtime.
+    fn rest<T>(&self, calls: impl std::future::Future<Output = T>) -> T {
+        self.client_runtime.block_on(calls)
+    }
+
+    fn leader_index(&self, name: &str) -> Arc<Index> {
+        self.leader.node.indices.get(name).expect("a leader index")
+    }
+
+    fn follower_index(&self, name: &str) -> Arc<Index> {
+        self.follower
+            .node
+            .indices
+            .get(name)
+            .expect("a follower index")
+    }
+
+    /// Creates a one-shard `server-metrics` index on the leader, durable per request.
+    fn create_leader(&self, name: &str) {
+        self.rest(self.on_leader.put(
+            &format!("/{name}"),
+            json!({
+                "settings": {"index": {"number_of_shards": 1, "translog.durability": "request"}},
+                "mappings": mappings_json(),
+            }),
+        ));
+    }
+
+    /// Follows `leader_index` as `follower_index`; returns once it is recovered and following.
+    fn follow(&self, follower_index: &str, leader_index: &str) -> Duration {
+        let started = Instant::now();
+        let answer = self.rest(self.on_follower.put(
+            &format!("/{follower_index}/_ccr/follow?wait_for_active_shards=1"),
+            json!({"remote_cluster": REMOTE, "leader_index": leader_index}),
+        ));
+        let elapsed = started.elapsed();
+        assert_eq!(answer["index_following_started"], true, "{answer}");
+        elapsed
+    }
+
+    /// Waits until the follower's global checkpoint reaches the leader's as it is now; returns
+    /// how long that took.
+    fn wait_caught_up(&self, leader_index: &str, follower_index: &str) -> Duration {
+        let started = Instant::now();
+        let target = self.leader_index(leader_index).shards()[0].global_checkpoint();
+        let follower = self.follower_index(follower_index);
+        while follower.shards()[0].global_checkpoint() < target {
+            assert!(
+                started.elapsed() < CATCH_UP_WITHIN,
+                "[{follower_index}] did not catch up with [{leader_index}] within {CATCH_UP_WITHIN:?}"
+            );
+            std::thread::sleep(SAMPLE_EVERY);
+        }
+        started.elapsed()
+    }
+
+    /// Deletes a follower index (its task stops) and its leader index.
+    fn delete(&self, follower_index: Option<&str>, leader_index: &str) {
+        if let Some(follower_index) = follower_index {
+            self.rest(self.on_follower.delete(&format!("/{follower_index}")));
+        }
+        self.rest(self.on_leader.delete(&format!("/{leader_index}")));
+    }
+
+    /// Every `_bulk` body, from `WRITERS` concurrent clients; returns the elapsed time.
+    fn ingest(&self, index: &str, bulks: Vec<Vec<Vec<u8>>>) -> Duration {
+        self.rest(async {
+            let started = Instant::now();
+            let writers: Vec<_> = bulks
+                .into_iter()
+                .map(|bodies| {
+                    let (rest, index) = (self.on_leader.clone(), index.to_string());
+                    tokio::spawn(async move {
+                        for body in bodies {
+                            rest.bulk(&index, body).await;
+                        }
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.await.expect("a bulk client");
+            }
+            started.elapsed()
+        })
+    }
+
+    /// Stops the follower, then the leader.
+    fn stop(self) {
+        self.follower_runtime.block_on(self.follower.stop());
+        self.leader_runtime.block_on(self.leader.stop());
+    }
+}
+
+/// The per-run figures of the ingest rounds.
+#[derive(Default)]
+struct IngestFigures {
+    /// `leader_alone` docs/s.
+    alone: Vec<f64>,
+    /// `leader_followed` docs/s.
+    followed: Vec<f64>,
+    /// After a `leader_followed` ingest, how long until the follower had caught up.
+    caught_up_after: Vec<f64>,
+    /// `follower_apply` docs/s.
+    applied: Vec<f64>,
+}
+
+/// `leader_alone`: the ingest into a fresh index nobody follows.
+fn leader_alone(cluster: &Cluster, workload: &Workload, name: &str) -> Duration {
+    cluster.create_leader(name);
+    let elapsed = cluster.ingest(name, workload.ndjson_bulks(BULK_SIZE));
+    cluster.delete(None, name);
+    elapsed
+}
+
+/// `leader_followed`: the ingest while a follower replicates; also returns how long the
+/// follower took to catch up once the last bulk was acknowledged.
+fn leader_followed(cluster: &Cluster, workload: &Workload, name: &str) -> (Duration, Duration) {
+    let copy = format!("{name}-copy");
+    cluster.create_leader(name);
+    cluster.follow(&copy, name);
+    let elapsed = cluster.ingest(name, workload.ndjson_bulks(BULK_SIZE));
+    let caught_up = cluster.wait_caught_up(name, &copy);
+    cluster.delete(Some(&copy), name);
+    (elapsed, caught_up)
+}
+
+/// `follower_apply`: a paused follower resumes behind a fully loaded leader; returns the time
+/// from `resume_follow` until it has caught up.
+fn follower_apply(cluster: &Cluster, workload: &Workload, name: &str) -> Duration {
+    let copy = format!("{name}-copy");
+    cluster.create_leader(name);
+    cluster.follow(&copy, name);
+    cluster.rest(
+        cluster
+            .on_follower
+            .post(&format!("/{copy}/_ccr/pause_follow"), json!({})),
+    );
+    cluster.ingest(name, workload.ndjson_bulks(BULK_SIZE));
+    let started = Instant::now();
+    cluster.rest(
+        cluster
+            .on_follower
+            .post(&format!("/{copy}/_ccr/resume_follow"), json!({})),
+    );
+    cluster.wait_caught_up(name, &copy);
+    let elapsed = started.elapsed();
+    cluster.delete(Some(&copy), name);
+    elapsed
+}
+
+/// One round of the three ingest runs, in an order rotating with `round`; returns the sum of
+/// their timed parts.
+fn ingest_round(
+    cluster: &Cluster,
+    workload: &Workload,
+    round: usize,
+    figures: &mut IngestFigures,
+) -> Duration {
+    let docs = workload.total;
+    let mut total = Duration::ZERO;
+    let mut line = format!("node_http: round {round}:");
+    for step in 0..3 {
+        match (round + step) % 3 {
+            0 => {
+                let elapsed = leader_alone(cluster, workload, &format!("alone-{round}"));
+                figures.alone.push(per_second(docs, elapsed));
+                line += &format!(" alone {:.0} docs/s;", per_second(docs, elapsed));
+                total += elapsed;
+            }
+            1 => {
+                let (elapsed, caught_up) =
+                    leader_followed(cluster, workload, &format!("followed-{round}"));
+                figures.followed.push(per_second(docs, elapsed));
+                figures
+                    .caught_up_after
+                    .push(caught_up.as_secs_f64() * 1000.0);
+                line += &format!(
+                    " followed {:.0} docs/s (caught up {caught_up:.0?} after);",
+                    per_second(docs, elapsed)
+                );
+                total += elapsed;
+            }
+            _ => {
+                let elapsed = follower_apply(cluster, workload, &format!("apply-{round}"));
+                figures.applied.push(per_second(docs, elapsed));
+                line += &format!(" apply {:.0} docs/s;", per_second(docs, elapsed));
+                total += elapsed;
+            }
+        }
+    }
+    eprintln!("{line}");
+    total
+}
+
+/// What a paced run measured.
+struct PacedRun {
+    /// The lag of every acknowledged bulk, in milliseconds.
+    lags_ms: Vec<f64>,
+    /// The rate the leader sustained (below the pace when it could not keep up).
+    achieved_docs_per_sec: f64,
+}
+
+/// The `lag` run: the leader index `name` paced at `rate` docs/s by `PACED_WRITERS` clients
+/// while a follower replicates.
+fn paced_lags(cluster: &Cluster, workload: &Workload, rate: f64, name: &'static str) -> PacedRun {
+    let copy = format!("{name}-copy");
+    cluster.create_leader(name);
+    cluster.follow(&copy, name);
+    let follower = cluster.follower_index(&copy);
+    let epoch = Instant::now();
+    let sampler = CheckpointSampler::start(epoch, SAMPLE_EVERY, move || {
+        follower.shards()[0].global_checkpoint().0
+    });
+    let mut per_writer: Vec<Vec<Vec<u8>>> = vec![Vec::new(); PACED_WRITERS];
+    for (i, body) in workload
+        .ndjson_bulks(BULK_SIZE)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        per_writer[i % PACED_WRITERS].push(body);
+    }
+    let interval = Duration::from_secs_f64((BULK_SIZE * PACED_WRITERS) as f64 / rate);
+    let acks: Vec<(i64, Duration)> = cluster.rest(async {
+        let start = tokio::time::Instant::now();
+        let writers: Vec<_> = per_writer
+            .into_iter()
+            .enumerate()
+            .map(|(writer, bodies)| {
+                let rest = cluster.on_leader.clone();
+                // The clients are spread evenly over one interval.
+                let first = start + interval.mul_f64(writer as f64 / PACED_WRITERS as f64);
+                tokio::spawn(async move {
+                    let mut acks = Vec::with_capacity(bodies.len());
+                    for (i, body) in bodies.into_iter().enumerate() {
+                        tokio::time::sleep_until(first + interval * i as u32).await;
+                        let highest = rest.bulk(name, body).await;
+                        acks.push((highest, epoch.elapsed()));
+                    }
+                    acks
+                })
+            })
+            .collect();
+        let mut acks = Vec::new();
+        for writer in writers {
+            acks.extend(writer.await.expect("a paced client"));
+        }
+        acks
+    });
+    let ingested = acks
+        .iter()
+        .map(|(_, acked)| *acked)
+        .max()
+        .unwrap_or_default();
+    cluster.wait_caught_up(name, &copy);
+    std::thread::sleep(SAMPLE_EVERY * 4);
+    let lags = lags_ms(&acks, &sampler.stop());
+    cluster.delete(Some(&copy), name);
+    PacedRun {
+        lags_ms: lags,
+        achieved_docs_per_sec: per_second(workload.total, ingested),
+    }
+}
+
+fn print_lags(load: &str, rate: f64, run: &PacedRun) {
+    let lags = &run.lags_ms;
+    eprintln!(
+        "node_http: at {load} ({rate:.0} docs/s paced, {:.0} sustained, {PACED_WRITERS} clients) \
+         lag p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} bulks (target p99 <= 50 ms)",
+        run.achieved_docs_per_sec,
+        percentile(lags, 50.0),
+        percentile(lags, 99.0),
+        percentile(lags, 100.0),
+        lags.len()
+    );
+}
+
+/// The recovery rounds' leader: its committed files, pinned so no merge removes them.
+struct RecoveryLeader {
+    files: Vec<String>,
+    total_bytes: u64,
+    /// The leader shard's tantivy directory.
+    dir: PathBuf,
+    _pinned: Arc<PinnedCommit>,
+}
+
+/// Lifts the follower's recovery rate limit through `_cluster/settings`, creates the recovery
+/// leader through REST, fills it in-process until its commit holds `target_bytes`, and flushes
+/// it through REST.
+fn recovery_leader(cluster: &Cluster, target_bytes: u64) -> RecoveryLeader {
+    cluster.rest(cluster.on_follower.put(
+        "/_cluster/settings",
+        json!({"persistent": {"ccr": {"indices": {"recovery": {
+            "max_bytes_per_sec": std::env::var("TANDEM_BENCH_HTTP_RECOVERY_MAX_BYTES_PER_SEC")
+                .unwrap_or_else(|_| RECOVERY_MAX_BYTES_PER_SEC.to_string())
+        }}}}}),
+    ));
+    let loaded = Instant::now();
+    cluster.rest(cluster.on_leader.put(
+        &format!("/{RECOVERY_LEADER}"),
+        json!({"settings": blob_settings_json(), "mappings": blob_mappings_json()}),
+    ));
+    let index = cluster.leader_index(RECOVERY_LEADER);
+    fill_shard_with_blobs(&index.shards()[0], target_bytes);
+    cluster.rest(
+        cluster
+            .on_leader
+            .post(&format!("/{RECOVERY_LEADER}/_flush"), json!({})),
+    );
+    let pinned = settled_commit(&index);
+    let files: Vec<String> = pinned
+        .files()
+        .iter()
+        .map(|file| file.info().name.clone())
+        .collect();
+    let leader = RecoveryLeader {
+        total_bytes: pinned.total_bytes(),
+        dir: index.shards()[0].dir().join("index"),
+        files,
+        _pinned: pinned,
+    };
+    eprintln!(
+        "node_http: recovery leader of {:.0} MiB in {} files (loaded in {:.1?})",
+        leader.total_bytes as f64 / MIB,
+        leader.files.len(),
+        loaded.elapsed()
+    );
+    leader
+}
+
+/// The leader shard's latest commit once background merges have stopped changing it (the same
+/// files for `SETTLED_AFTER`), so that the follows copy the files `cp` copies.
+fn settled_commit(index: &Index) -> Arc<PinnedCommit> {
+    const SETTLED_AFTER: Duration = Duration::from_secs(3);
+    const SETTLE_WITHIN: Duration = Duration::from_secs(300);
+    let names = |pinned: &PinnedCommit| -> Vec<String> {
+        pinned
+            .files()
+            .iter()
+            .map(|file| file.info().name.clone())
+            .collect()
+    };
+    let started = Instant::now();
+    let shard = &index.shards()[0];
+    let mut pinned = shard
+        .pin_latest_commit()
+        .expect("pinning the leader's commit");
+    let mut unchanged_since = Instant::now();
+    while unchanged_since.elapsed() < SETTLED_AFTER && started.elapsed() < SETTLE_WITHIN {
+        std::thread::sleep(Duration::from_millis(250));
+        let latest = shard
+            .pin_latest_commit()
+            .expect("pinning the leader's commit");
+        if names(&latest) != names(&pinned) {
+            pinned = latest;
+            unchanged_since = Instant::now();
+        }
+    }
+    pinned
+}
+
+/// What one recovery round measured.
+#[derive(Default)]
+struct RecoveryRound {
+    cp_mib_per_sec: f64,
+    follow_mib_per_sec: f64,
+    /// How long the follow request took.
+    follow_time: Duration,
+}
+
+/// One recovery round: `cp` + fsync and a follow of the recovery leader, in an order
+/// alternating with `round`. Returns the rates in MiB/s of cp and of the follow, each over the
+/// bytes it copied (a merge that commits meanwhile could give the follow other files than
+/// `cp`'s: the rates stay comparable, and the round says so).
+fn recovery_round(cluster: &Cluster, leader: &RecoveryLeader, round: usize) -> RecoveryRound {
+    let mut figures = RecoveryRound::default();
+    let mut line = format!("node_http: recovery round {round}:");
+    for step in 0..2 {
+        if (round + step).is_multiple_of(2) {
+            let target = temp_dir();
+            flush_dirty_pages();
+            let elapsed = cp_and_fsync(&leader.dir, &leader.files, target.path());
+            figures.cp_mib_per_sec = leader.total_bytes as f64 / MIB / elapsed.as_secs_f64();
+            line += &format!(
+                " cp+fsync {elapsed:.2?} ({:.0} MiB/s);",
+                figures.cp_mib_per_sec
+            );
+        } else {
+            let copy = format!("recovery-copy-{round}");
+            flush_dirty_pages();
+            figures.follow_time = cluster.follow(&copy, RECOVERY_LEADER);
+            let recovery = cluster.rest(cluster.on_follower.get(&format!("/{copy}/_recovery")));
+            cluster.rest(cluster.on_follower.delete(&format!("/{copy}")));
+            let index = &recovery[&copy]["shards"][0]["index"];
+            let bytes = index["size"]["recovered_in_bytes"]
+                .as_u64()
+                .expect("the recovered bytes");
+            assert_eq!(index["size"]["total_in_bytes"].as_u64(), Some(bytes));
+            figures.follow_mib_per_sec = bytes as f64 / MIB / figures.follow_time.as_secs_f64();
+            line += &format!(
+                " follow {:.2?} ({:.0} MiB/s, throttled {} ms{});",
+                figures.follow_time,
+                figures.follow_mib_per_sec,
+                index["target_throttle_time_in_millis"],
+                if bytes == leader.total_bytes {
+                    String::new()
+                } else {
+                    format!(", {bytes} bytes: the leader committed since the pin")
+                }
+            );
+        }
+    }
+    eprintln!("{line}");
+    figures
+}
+
+fn node_http(c: &mut Criterion) {
+    let docs = env_usize("TANDEM_BENCH_HTTP_DOCS", 100_000);
+    let recovery_bytes = env_usize("TANDEM_BENCH_HTTP_RECOVERY_BYTES", 1 << 30) as u64;
+    let workload = Workload::generate(docs, 0.3, WRITERS, SEED + 11);
+    let cluster = Cluster::start();
+    eprintln!(
+        "node_http: leader {} and follower {} over loopback HTTP; {docs} docs of {:.0} bytes \
+         (30% updates) in bulks of {BULK_SIZE} from {WRITERS} clients, request durability",
+        cluster.leader.url(),
+        cluster.follower.url(),
+        workload.average_source_bytes()
+    );
+    let mut group = c.benchmark_group("node_http");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_millis(1));
+    let mut figures = IngestFigures::default();
+    let mut round = 0;
+    group.bench_function("ingest_round", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += ingest_round(&cluster, &workload, round, &mut figures);
+                round += 1;
+            }
+            total
+        })
+    });
+    let mut leader = None;
+    let (mut cp_rates, mut follow_rates) = (Vec::new(), Vec::new());
+    group.bench_function("recovery", |b| {
+        b.iter_custom(|iters| {
+            let leader = leader.get_or_insert_with(|| recovery_leader(&cluster, recovery_bytes));
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let round = recovery_round(&cluster, leader, cp_rates.len());
+                cp_rates.push(round.cp_mib_per_sec);
+                follow_rates.push(round.follow_mib_per_sec);
+                total += round.follow_time;
+            }
+            total
+        })
+    });
+    group.finish();
+    let recovered_bytes = leader.as_ref().map(|leader| leader.total_bytes);
+    if leader.take().is_some() {
+        cluster.rest(cluster.on_leader.delete(&format!("/{RECOVERY_LEADER}")));
+    }
+
+    if !figures.alone.is_empty() {
+        let max_rate = median(&figures.alone);
+        let (followed, applied) = (median(&figures.followed), median(&figures.applied));
+        let half_load = paced_lags(&cluster, &workload, max_rate / 2.0, "lag");
+        // Half of what the leader sustains while followed: the lag without overload.
+        let half_followed = paced_lags(&cluster, &workload, followed / 2.0, "lag-followed");
+        eprintln!(
+            "node_http: {docs} docs, medians of {} rounds: leader alone {max_rate:.0} docs/s; \
+             followed {followed:.0} docs/s, ratio {:.3} (target >= 0.97), follower caught up \
+             {:.1} ms after the last bulk; follower apply {applied:.0} docs/s, ratio {:.3} \
+             (target >= 0.90)",
+            figures.alone.len(),
+            followed / max_rate,
+            median(&figures.caught_up_after),
+            applied / max_rate,
+        );
+        print_lags("half load", max_rate / 2.0, &half_load);
+        print_lags("half the followed rate", followed / 2.0, &half_followed);
+    }
+    if let Some(bytes) = recovered_bytes {
+        let (cp, follow) = (median(&cp_rates), median(&follow_rates));
+        let best = |rates: &[f64]| rates.iter().copied().fold(0.0, f64::max);
+        eprintln!(
+            "node_http: recovery of a {:.0} MiB shard over HTTP, medians of {} rounds: follow \
+             {follow:.0} MiB/s vs cp+fsync {cp:.0} MiB/s, ratio {:.3} (best of each: {:.3}; \
+             target >= 0.90)",
+            bytes as f64 / MIB,
+            follow_rates.len(),
+            follow / cp,
+            best(&follow_rates) / best(&cp_rates),
+        );
+    }
+    cluster.stop();
+}
+
+criterion_group!(benches, node_http);
+criterion_main!(benches);
