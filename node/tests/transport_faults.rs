@@ -173,10 +173,13 @@ fn chunk_answer(
     data: &[u8],
     tamper: impl Fn(&mut HeaderMap, &mut Vec<u8>),
 ) -> (HeaderMap, Vec<u8>) {
-    let (header, mut body) = encode_chunk(&FileChunk {
-        data: data.to_vec(),
-        source_throttle: Duration::ZERO,
-    });
+    let (header, mut body) = encode_chunk(
+        FileChunk {
+            data: data.to_vec(),
+            source_throttle: Duration::ZERO,
+        },
+        true,
+    );
     let mut headers = HeaderMap::new();
     for (name, value) in header.to_pairs() {
         headers.insert(name, value.parse().unwrap());

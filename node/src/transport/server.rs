@@ -231,10 +231,12 @@ async fn read_file_chunk(State(node): State<NodeState>, body: Bytes) -> Answer {
             length,
         )
         .await?;
-    let (chunk_header, body) = if chunk.data.len() <= INLINE_ENCODE_BYTES {
-        wire::encode_chunk(&chunk)
+    // Without compression, encoding is a checksum: cheap enough to run inline.
+    let (chunk_header, body) = if !wire::COMPRESS_CHUNKS || chunk.data.len() <= INLINE_ENCODE_BYTES
+    {
+        wire::encode_chunk(chunk, wire::COMPRESS_CHUNKS)
     } else {
-        tokio::task::spawn_blocking(move || wire::encode_chunk(&chunk))
+        tokio::task::spawn_blocking(move || wire::encode_chunk(chunk, wire::COMPRESS_CHUNKS))
             .await
             .map_err(|e| LeaderError::Unavailable(format!("encoding the chunk failed: {e}")))?
     };
