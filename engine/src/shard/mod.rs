@@ -176,15 +176,7 @@ pub(crate) struct ShardInner {
     /// stamps). Two batches racing between stamping and pushing break that assumption, and a
     /// batch's `Delete(_id)` then also deletes the document the same batch added for the id:
     /// an acknowledged write lost. Serializing `run` keeps the queue in stamp order.
-    ///
-    /// Writers that find `run` busy do not each call it in turn: they leave their operations
-    /// in `pending_runs`, and whoever takes `run_order` next runs everything pending as one
-    /// batch (see `ShardInner::submit`).
     run_order: Mutex<()>,
-    /// Operations waiting for the next `IndexWriter::run`, and the tickets handed out.
-    pending_runs: Mutex<PendingRuns>,
-    /// Highest ticket of `pending_runs` whose operations were run (or failed to run).
-    runs_completed: AtomicU64,
     reader: IndexReader,
     /// The reader of the last refresh. Swapped while `tail` is locked, before the version map's
     /// refreshing generation is dropped.
@@ -211,18 +203,6 @@ pub(crate) struct ShardInner {
     /// Numbers anchor documents; starts at a random value so numbers stay unique across
     /// restarts without being persisted.
     anchor_counter: AtomicU64,
-}
-
-/// The tantivy operations of concurrent batches, combined into the next `IndexWriter::run`.
-///
-/// Invariant: a non-empty `operations` starts with an anchor document (see
-/// [`crate::history`]), so every combined run, which tantivy puts whole into one segment, gives
-/// its segment a live anchor.
-#[derive(Default)]
-pub(crate) struct PendingRuns {
-    operations: Vec<tantivy::indexer::UserOperation>,
-    /// Tickets handed out so far (the last batch added has ticket `tickets`).
-    tickets: u64,
 }
 
 #[derive(Default)]
@@ -365,8 +345,6 @@ impl ShardEngine {
             index,
             writer: RwLock::new(writer),
             run_order: Mutex::new(()),
-            pending_runs: Mutex::new(PendingRuns::default()),
-            runs_completed: AtomicU64::new(0),
             reader,
             searcher: RwLock::new(searcher),
             translog: Arc::new(translog),

@@ -2,9 +2,8 @@
 //! optimistic concurrency) and the replica path (applies operations that already carry them, in
 //! any order, idempotently), plus real-time get.
 //!
-//! Every call's operations reach tantivy in one `IndexWriter::run`, together with those of
-//! concurrent calls that were waiting for it (`ShardInner::run_combined`); tantivy always puts
-//! a run whole into one segment, and every run starts with an *anchor* document (see
+//! Every call is applied as one tantivy batch (`IndexWriter::run`), which tantivy always puts
+//! whole into one segment, and every batch starts with an *anchor* document (see
 //! [`crate::history`]): a segment therefore always holds a live document, because tantivy
 //! silently discards committed segments whose documents are all deleted, which would discard
 //! their soft-deleted history.
@@ -434,7 +433,12 @@ impl ShardInner {
     }
 
     fn new_batch(&self, capacity: usize) -> Batch {
-        let operations = Vec::with_capacity(capacity * 2);
+        let anchor = self.anchor_counter.fetch_add(1, Ordering::Relaxed);
+        let mut operations = Vec::with_capacity(capacity * 2 + 1);
+        operations.push(UserOperation::Add(anchor_document(
+            self.mapper.schema(),
+            anchor,
+        )));
         Batch {
             operations,
             history: Vec::with_capacity(capacity),
@@ -678,7 +682,13 @@ impl ShardInner {
         if batch.history.is_empty() {
             return Ok(None);
         }
-        self.run_combined(writer, batch.operations)?;
+        {
+            // See `ShardInner::run_order`: stamping and queueing are one step for tantivy.
+            let _ordered = self.run_order.lock();
+            writer
+                .run(batch.operations)
+                .map_err(|error| self.fail(EngineError::index("adding documents", error)))?;
+        }
         {
             let mut tail = self.tail.lock();
             for operation in &batch.history {
@@ -710,49 +720,6 @@ impl ShardInner {
         }
         self.dirty.store(true, Ordering::Release);
         Ok(location)
-    }
-
-    /// Hands `operations` to tantivy and returns once they are queued there, possibly run by
-    /// another writer together with theirs.
-    ///
-    /// Each batch takes a ticket and leaves its operations in `pending_runs` (the first of a
-    /// group also leaves an anchor), then takes `run_order`: if a writer before it already ran
-    /// its ticket, it is done; otherwise it runs everything pending as one `IndexWriter::run`.
-    /// So `run` calls stay serialized (the delete queue stays in stamp order, see
-    /// `ShardInner::run_order`) while concurrent single-document writes share one run and one
-    /// anchor instead of paying for one each. Order is kept: the caller holds the stripe locks
-    /// of its ids until this returns, so two batches touching one id are queued, and run, in
-    /// the order of their versions.
-    fn run_combined(&self, writer: &IndexWriter, operations: Vec<UserOperation>) -> Result<()> {
-        let ticket = {
-            let mut pending = self.pending_runs.lock();
-            if pending.operations.is_empty() {
-                let anchor = self.anchor_counter.fetch_add(1, Ordering::Relaxed);
-                pending.operations.push(UserOperation::Add(anchor_document(
-                    self.mapper.schema(),
-                    anchor,
-                )));
-            }
-            pending.operations.extend(operations);
-            pending.tickets += 1;
-            pending.tickets
-        };
-        let ordered = self.run_order.lock();
-        if self.runs_completed.load(Ordering::Acquire) < ticket {
-            let (group, last) = {
-                let mut pending = self.pending_runs.lock();
-                (std::mem::take(&mut pending.operations), pending.tickets)
-            };
-            debug_assert!(last >= ticket, "a ticket is pending until it is run");
-            let ran = writer.run(group);
-            self.runs_completed.store(last, Ordering::Release);
-            drop(ordered);
-            ran.map_err(|error| self.fail(EngineError::index("adding documents", error)))?;
-            return Ok(());
-        }
-        drop(ordered);
-        // Run by another writer: if that run failed, the shard is failed.
-        self.check_failed()
     }
 
     /// Re-applies translog records above the last commit (on open).
