@@ -276,9 +276,27 @@ impl Indices {
         // that a restart removes, whatever happens below.
         let metadata = path.join(INDEX_METADATA_FILE);
         std::fs::remove_file(&metadata).map_err(|e| EngineError::io(&metadata, e))?;
-        std::fs::remove_dir_all(&path).map_err(|e| EngineError::io(&path, e))
+        // The index is deleted now. Its files may still be written for a moment by work that
+        // holds it (a merge finishing, a reader of a follower in flight), which makes removing
+        // the directory fail: try a few times, then leave it to the next start.
+        for attempt in 1..=DELETE_ATTEMPTS {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => return Ok(()),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(error) if attempt == DELETE_ATTEMPTS => {
+                    tracing::warn!(index = %name, dir = %path.display(), %error, "index deleted; its directory is removed at the next start");
+                }
+                Err(_) => std::thread::sleep(DELETE_RETRY_DELAY),
+            }
+        }
+        Ok(())
     }
 }
+
+/// Attempts at removing a deleted index's directory before leaving it to the next start.
+const DELETE_ATTEMPTS: u32 = 10;
+/// Pause between those attempts.
+const DELETE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn not_found(name: &str) -> EngineError {
     EngineError::IndexNotFound {

@@ -366,7 +366,12 @@ async fn delete_index(
             blocking(move || Ok(indices.delete(&name)?)).await
         };
         if let Err(error) = deleted {
-            node.followers.index_opened(&name).await?;
+            // Still there (the delete was refused): a follower resumes following.
+            if node.indices.metadata(&name).is_ok() {
+                if let Err(restart) = node.followers.index_opened(&name).await {
+                    tracing::warn!(index = %name, %restart, "cannot restart following after a failed delete");
+                }
+            }
             return Err(error);
         }
         node.followers.index_deleted(&name).await?;
@@ -389,7 +394,9 @@ async fn close(
         let indices = node.indices.clone();
         let closing = name.clone();
         if let Err(error) = blocking(move || Ok(indices.close_index(&closing)?)).await {
-            node.followers.index_opened(&name).await?;
+            if let Err(restart) = node.followers.index_opened(&name).await {
+                tracing::warn!(index = %name, %restart, "cannot restart following after a failed close");
+            }
             return Err(error);
         }
         closed.insert(name, json!({ "closed": true }));
