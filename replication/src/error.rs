@@ -68,9 +68,9 @@ impl CcrError {
             | CcrError::NotClosed(_)
             | CcrError::LeaderChanged(_)
             | CcrError::InvalidArgument(_) => 400,
-            CcrError::NoSuchRemoteCluster(_)
-            | CcrError::NoFollowTasks(_)
-            | CcrError::NoSuchPattern(_) => 404,
+            // Elasticsearch's pause of a paused follower is an IllegalArgumentException.
+            CcrError::NoFollowTasks(_) => 400,
+            CcrError::NoSuchRemoteCluster(_) | CcrError::NoSuchPattern(_) => 404,
             CcrError::Leader(LeaderError::IndexNotFound(_)) => 404,
             CcrError::Leader(LeaderError::IndexClosed(_) | LeaderError::InvalidRequest(_)) => 400,
             CcrError::Engine(error) => error.status(),
@@ -88,10 +88,9 @@ impl CcrError {
                 "x_content_parse_exception"
             }
             CcrError::NoSuchRemoteCluster(_) => "no_such_remote_cluster_exception",
-            CcrError::NoFollowTasks(_) | CcrError::NoSuchPattern(_) => {
-                "resource_not_found_exception"
-            }
-            CcrError::NotAFollower(_)
+            CcrError::NoSuchPattern(_) => "resource_not_found_exception",
+            CcrError::NoFollowTasks(_)
+            | CcrError::NotAFollower(_)
             | CcrError::AlreadyFollowing(_)
             | CcrError::NotPaused(_)
             | CcrError::NotClosed(_)

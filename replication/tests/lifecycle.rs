@@ -181,7 +181,12 @@ async fn follow_pause_resume_restart_and_unfollow() {
     followers.pause("logs-copy").await.unwrap();
     let error = followers.pause("logs-copy").await.unwrap_err();
     assert_eq!(error.to_string(), "no shard follow tasks for [logs-copy]");
-    assert_eq!(error.status(), 404);
+    assert_eq!(
+        error.status(),
+        400,
+        "as Elasticsearch: an IllegalArgumentException"
+    );
+    assert_eq!(error.type_name(), "illegal_argument_exception");
     let error = followers.pause("logs").await.unwrap_err();
     assert_eq!(error.to_string(), "index [logs] is not a follower index");
     assert_eq!(
