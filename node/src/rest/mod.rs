@@ -114,13 +114,18 @@ async fn elasticsearch_conventions(request: Request, next: Next) -> Response {
             .split('&')
             .any(|pair| pair == "pretty" || pair.starts_with("pretty=") && pair != "pretty=false")
     });
-    let filter = request.uri().query().and_then(|query| {
-        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-            .ok()?
-            .into_iter()
-            .find(|(key, _)| key == "filter_path")
-            .and_then(|(_, value)| filter_path::FilterPath::parse(&value))
-    });
+    // Every request passes here (bulks included): parse the query only when it can matter.
+    let filter = request
+        .uri()
+        .query()
+        .filter(|query| query.contains("filter_path"))
+        .and_then(|query| {
+            serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+                .ok()?
+                .into_iter()
+                .find(|(key, _)| key == "filter_path")
+                .and_then(|(_, value)| filter_path::FilterPath::parse(&value))
+        });
     let method = request.method().clone();
     let uri = request.uri().clone();
     let mut response = next.run(request).await;

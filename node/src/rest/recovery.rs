@@ -65,7 +65,9 @@ pub fn epoch_millis(time: SystemTime) -> u64 {
         .as_millis() as u64
 }
 
-fn percent(part: u64, total: u64) -> String {
+/// `part` of `total` as Elasticsearch prints a recovery percentage (`42.0%`; `100.0%` when
+/// there is nothing to recover).
+pub fn percent(part: u64, total: u64) -> String {
     let value = if total == 0 {
         100.0
     } else {

@@ -349,12 +349,15 @@ async fn read_body(
             "answer of {length} bytes or more, over the limit of {limit}"
         ))
     };
-    if let Some(length) = response.content_length() {
+    let announced = response.content_length();
+    if let Some(length) = announced {
         if length > limit as u64 {
             return Err(too_large(length));
         }
     }
-    let mut body = Vec::new();
+    // Sized once from the announced length (already checked against `limit`): a 1 MB chunk
+    // arrives in many pieces, and growing by doubling would copy it over and over.
+    let mut body = Vec::with_capacity(announced.map_or(0, |length| length as usize));
     loop {
         match response.chunk().await {
             Ok(Some(piece)) => {

@@ -13,7 +13,7 @@ use tandem_replication::follower_indices::FollowerShardRecovery;
 
 use super::{CatRequest, Column};
 use crate::error::RestError;
-use crate::rest::recovery::{epoch_millis, recoveries, stage_name};
+use crate::rest::recovery::{epoch_millis, percent, recoveries, stage_name};
 use crate::rest::{NodeState, Params};
 
 /// Every column, in row order (hidden ones appear only when `?h=` names them, as in
@@ -52,13 +52,6 @@ pub fn routes() -> Router<NodeState> {
     Router::new()
         .route("/_cat/recovery", get(cat_all))
         .route("/_cat/recovery/{index}", get(cat_some))
-}
-
-fn percent(part: u64, total: u64) -> String {
-    if total == 0 {
-        return "100.0%".to_string();
-    }
-    format!("{:.1}%", part as f64 * 100.0 / total as f64)
 }
 
 /// `time` as an ISO-8601 UTC timestamp with milliseconds (`2026-11-30T04:19:12.345Z`).
