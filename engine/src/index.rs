@@ -713,8 +713,10 @@ impl Index {
         self.shards.first().is_some_and(ShardEngine::is_follower)
     }
 
-    /// Applies a settings update (bumps `settings_version` when something changed). Dynamic
-    /// settings take effect when the shards are reopened.
+    /// Applies a settings update (bumps `settings_version` when something changed). The
+    /// dynamic settings (refresh interval, translog durability and sync interval, soft-delete
+    /// retention) take effect at once on every open shard; the update is persisted first, so a
+    /// shard that cannot take it (a failed shard) gets it when it is reopened.
     pub fn update_settings(&self, body: &Value) -> Result<bool> {
         let mut metadata = self.metadata.write();
         let mut updated = metadata.clone();
@@ -724,7 +726,12 @@ impl Index {
         }
         updated.settings_version += 1;
         persist_metadata(&self.dir, &updated)?;
+        let dynamic = updated.settings.shard_config().dynamic();
         *metadata = updated;
+        drop(metadata);
+        for shard in &self.shards {
+            shard.update_dynamic_config(dynamic)?;
+        }
         Ok(true)
     }
 

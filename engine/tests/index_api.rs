@@ -156,6 +156,81 @@ fn settings_and_mappings_persist_with_versions() {
 }
 
 #[test]
+fn dynamic_settings_take_effect_on_open_shards() {
+    use std::time::{Duration, Instant};
+    use tandem_engine::shard::Durability;
+
+    let dir = tempfile::tempdir().unwrap();
+    let index = metrics_index(dir.path(), 2);
+    let refreshes =
+        |index: &Index| -> u64 { index.shards().iter().map(|s| s.stats().refresh_count).sum() };
+    // `-1`: no background refresh at all.
+    let created = refreshes(&index);
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(refreshes(&index), created);
+
+    assert!(index
+        .update_settings(&json!({"index": {
+            "refresh_interval": "20ms",
+            "translog": {"durability": "async", "sync_interval": "7s"},
+            "soft_deletes.retention.operations": 12,
+        }}))
+        .unwrap());
+    for shard in index.shards() {
+        let config = shard.dynamic_config();
+        assert_eq!(config.refresh_interval, Some(Duration::from_millis(20)));
+        assert_eq!(
+            config.durability,
+            Durability::Async {
+                interval: Duration::from_secs(7)
+            }
+        );
+        assert_eq!(config.retention_operations, 12);
+    }
+    // The background threads refresh without a reopen: a write becomes searchable by itself.
+    index
+        .bulk(vec![WriteRequest::Index(IndexRequest::new(
+            "m-1",
+            metric(1, "ok"),
+        ))])
+        .into_iter()
+        .for_each(|result| {
+            result.unwrap();
+        });
+    let started = Instant::now();
+    while index.shards().iter().map(|s| s.doc_count()).sum::<u64>() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never refreshed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // Back to `-1` and `request`: background refreshes stop, the translog is synced.
+    assert!(index
+        .update_settings(&json!({"refresh_interval": "-1", "translog.durability": "request"}))
+        .unwrap());
+    for shard in index.shards() {
+        assert_eq!(shard.dynamic_config().durability, Durability::Request);
+        assert_eq!(shard.dynamic_config().refresh_interval, None);
+    }
+    // A refresh already under way when the setting changed may still finish.
+    std::thread::sleep(Duration::from_millis(100));
+    let settled = refreshes(&index);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(refreshes(&index), settled);
+
+    // Reopened shards start with what was persisted.
+    let path = index.dir().to_path_buf();
+    index.close().unwrap();
+    let reopened = Index::open(&path).unwrap();
+    for shard in reopened.shards() {
+        assert_eq!(shard.dynamic_config().refresh_interval, None);
+        assert_eq!(shard.dynamic_config().retention_operations, 12);
+    }
+}
+
+#[test]
 fn a_follower_index_takes_mappings_only_from_its_leader() {
     let dir = tempfile::tempdir().unwrap();
     let leader = metrics_index(&dir.path().join("leader"), 1);

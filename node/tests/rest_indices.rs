@@ -168,6 +168,30 @@ async fn flat_and_nested_settings(client: &EsClient) {
         "3600000ms"
     );
 
+    // Dynamic settings apply to the open index at once: with `-1` a write stays unsearchable,
+    // a short interval makes the background refresh find it.
+    let written = client
+        .put("/flat-settings/_doc/1", json!({"status": "ok"}))
+        .await;
+    assert_eq!(written.status, 201, "{}", written.text);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(client.get("/flat-settings/_count").await.body["count"], 0);
+    let live = client
+        .put(
+            "/flat-settings/_settings",
+            json!({"index": {"refresh_interval": "20ms"}}),
+        )
+        .await;
+    assert_eq!(live.status, 200, "{}", live.text);
+    let started = std::time::Instant::now();
+    while client.get("/flat-settings/_count").await.body["count"] != 1 {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "the new interval never refreshed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
     let updated = client
         .put(
             "/flat-settings/_settings",

@@ -111,6 +111,33 @@ impl Default for ShardConfig {
     }
 }
 
+/// The part of a [`ShardConfig`] that may change while the shard is open (Elasticsearch's
+/// dynamic index settings). The background thread and the write path read it on every use, so
+/// an update takes effect at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DynamicShardConfig {
+    /// When writes are acknowledged.
+    pub durability: Durability,
+    /// Interval of the background refresh; `None` refreshes only on demand.
+    pub refresh_interval: Option<Duration>,
+    /// Leases not renewed for this long expire.
+    pub retention_lease_period: Duration,
+    /// Operations kept below the global checkpoint regardless of leases.
+    pub retention_operations: u64,
+}
+
+impl ShardConfig {
+    /// The dynamic part of this configuration.
+    pub fn dynamic(&self) -> DynamicShardConfig {
+        DynamicShardConfig {
+            durability: self.durability,
+            refresh_interval: self.refresh_interval,
+            retention_lease_period: self.retention_lease_period,
+            retention_operations: self.retention_operations,
+        }
+    }
+}
+
 /// What every commit records, as JSON in tantivy's commit payload.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CommitPayload {
@@ -165,7 +192,8 @@ pub struct ShardStats {
 
 pub(crate) struct ShardInner {
     dir: PathBuf,
-    config: ShardConfig,
+    /// The settings that may change while open; the static ones were used by `open`.
+    config: RwLock<DynamicShardConfig>,
     mapper: Arc<DocumentMapper>,
     index: tantivy::Index,
     writer: RwLock<IndexWriter>,
@@ -340,7 +368,7 @@ impl ShardEngine {
         let follower = config.follower;
         let inner = Arc::new(ShardInner {
             dir: dir.to_path_buf(),
-            config,
+            config: RwLock::new(config.dynamic()),
             mapper,
             index,
             writer: RwLock::new(writer),
@@ -593,6 +621,28 @@ impl ShardEngine {
             .map_err(|e| self.inner.fail(e.into()))
     }
 
+    /// The dynamic settings in effect.
+    pub fn dynamic_config(&self) -> DynamicShardConfig {
+        self.inner.config()
+    }
+
+    /// Applies new dynamic settings at once: the next write obeys the new durability, the
+    /// background thread the new intervals, the next refresh the new retention. Going from
+    /// `async` to `request` durability first fsyncs the translog, so that every write
+    /// acknowledged before the change is as durable as those after it.
+    pub fn update_dynamic_config(&self, config: DynamicShardConfig) -> Result<()> {
+        self.inner.check_failed()?;
+        let mut current = self.inner.config.write();
+        if config.durability == Durability::Request && current.durability != Durability::Request {
+            self.inner
+                .translog
+                .sync()
+                .map_err(|e| self.inner.fail(e.into()))?;
+        }
+        *current = config;
+        Ok(())
+    }
+
     /// Merges the committed segments whose history may be dropped down to at most
     /// `max_num_segments`, and waits for the merges. Segments holding deleted documents at or
     /// above `min_retained_seq_no` are never merged (invariant 4).
@@ -633,7 +683,7 @@ impl ShardEngine {
 
     /// Removes the leases not renewed within the lease period before `now_millis`.
     pub fn expire_retention_leases(&self, now_millis: u64) -> Result<Vec<RetentionLease>> {
-        let period = self.inner.config.retention_lease_period.as_millis() as u64;
+        let period = self.inner.config().retention_lease_period.as_millis() as u64;
         let mut removed = Vec::new();
         self.inner.update_leases(|leases| {
             removed = leases.expire(now_millis, period);
@@ -667,6 +717,11 @@ impl Drop for ShardEngine {
 }
 
 impl ShardInner {
+    /// The dynamic settings in effect (a copy: the lock is not held while they are used).
+    fn config(&self) -> DynamicShardConfig {
+        *self.config.read()
+    }
+
     fn check_failed(&self) -> Result<()> {
         match &*self.failure.lock() {
             Some(reason) => Err(EngineError::Closed(reason.clone())),
@@ -788,7 +843,8 @@ fn background_loop(shard: Weak<ShardInner>, stopped: crossbeam_channel::Receiver
         if shard.check_failed().is_err() {
             continue;
         }
-        if let Durability::Async { interval } = shard.config.durability {
+        let config = shard.config();
+        if let Durability::Async { interval } = config.durability {
             if last_sync.elapsed() >= interval && shard.translog.needs_sync() {
                 if let Err(error) = shard.translog.sync() {
                     shard.fail(error.into());
@@ -799,7 +855,7 @@ fn background_loop(shard: Weak<ShardInner>, stopped: crossbeam_channel::Receiver
         }
         if last_expiry.elapsed() >= LEASE_EXPIRY_CHECK {
             last_expiry = Instant::now();
-            let period = shard.config.retention_lease_period.as_millis() as u64;
+            let period = config.retention_lease_period.as_millis() as u64;
             let now = now_millis();
             let _ = shard.update_leases(|leases| {
                 let removed = leases.expire(now, period);
@@ -809,7 +865,7 @@ fn background_loop(shard: Weak<ShardInner>, stopped: crossbeam_channel::Receiver
                 Ok(())
             });
         }
-        if let Some(interval) = shard.config.refresh_interval {
+        if let Some(interval) = config.refresh_interval {
             if last_refresh.elapsed() >= interval {
                 last_refresh = Instant::now();
                 if let Err(error) = shard.refresh(false) {

@@ -130,7 +130,7 @@ impl ShardInner {
             .min_retaining_seq_no()
             .map_or(i64::MAX, |seq_no| seq_no.0);
         let global_checkpoint = self.tracker.lock().persisted_checkpoint().0;
-        let by_operations = global_checkpoint + 1 - self.config.retention_operations as i64;
+        let by_operations = global_checkpoint + 1 - self.config().retention_operations as i64;
         let by_commit = self.last_commit_local_checkpoint.load(Ordering::Acquire) + 1;
         let candidate = by_leases.min(by_operations).min(by_commit);
         let previous = self

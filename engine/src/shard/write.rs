@@ -402,7 +402,7 @@ fn validate_id(id: &str) -> Result<()> {
 
 impl ShardInner {
     pub(super) fn wait_durable(&self, location: TranslogLocation) -> Result<()> {
-        if self.config.durability == Durability::Request {
+        if self.config().durability == Durability::Request {
             self.translog
                 .sync_up_to(location)
                 .map_err(|error| self.fail(error.into()))?;
