@@ -38,10 +38,20 @@
 //!   `_cluster/settings` (`TANDEM_BENCH_HTTP_RECOVERY_MAX_BYTES_PER_SEC` to try another). The
 //!   leader's files are in the page cache for both, so the copy paths are compared, not reads.
 //!
-//! Both nodes, the clients and the follower's indexing share this machine's two cores.
+//! - `ingest_round_pinned` (criterion's third function): `leader_alone` and `leader_followed`
+//!   again, on a second pair of nodes placed as on two machines: every thread of the leader
+//!   node and of the clients on core 0, every thread of the follower node on core 1 (threads
+//!   inherit their creator's affinity, so tantivy's indexing and merge threads follow their
+//!   node). The ratio then is what being followed costs the leader (serving shard changes,
+//!   leases), not the follower's indexing competing for the same cores.
+//!
+//! Apart from `ingest_round_pinned`, both nodes, the clients and the follower's indexing share
+//! this machine's two cores.
 //!
 //! Run: `cargo bench -p tandem-benches --bench node_http` (small:
-//! `TANDEM_BENCH_HTTP_DOCS=20000 TANDEM_BENCH_HTTP_RECOVERY_BYTES=67108864`).
+//! `TANDEM_BENCH_HTTP_DOCS=20000 TANDEM_BENCH_HTTP_RECOVERY_BYTES=67108864`). Profiling aids:
+//! `TANDEM_BENCH_HTTP_LAG_ONLY=<docs/s>` runs only the lag run at that pace; `RUST_LOG` (for
+//! example `tandem_engine=debug`) logs to stderr.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,8 +62,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tandem_benches::{
     blob_mappings_json, blob_settings_json, cp_and_fsync, env_usize, fill_shard_with_blobs,
-    flush_dirty_pages, lags_ms, mappings_json, median, per_second, percentile, temp_dir,
-    CheckpointSampler, Workload, SEED,
+    flush_dirty_pages, lags_ms, mappings_json, median, per_second, percentile, pin_current_thread,
+    temp_dir, CheckpointSampler, Workload, SEED,
 };
 use tandem_engine::index::Index;
 use tandem_engine::shard::commit_point::PinnedCommit;
@@ -175,36 +185,88 @@ struct Cluster {
     on_follower: Rest,
 }
 
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
+/// Where the threads of the bench run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Both nodes and the clients share every core.
+    Shared,
+    /// As on two machines: the leader node (and the clients) on core 0, the follower node on
+    /// core 1. Every thread a node starts inherits its core.
+    Pinned,
 }
 
-fn start_node(runtime: &Runtime, data: PathBuf, name: &str) -> RunningNode {
-    runtime
-        .block_on(RunningNode::start(NodeConfig {
-            data,
-            http: "127.0.0.1:0".parse().expect("an address"),
-            name: name.to_string(),
-        }))
-        .unwrap_or_else(|error| panic!("starting node [{name}]: {error}"))
+impl Placement {
+    fn cpus(self, node: &str) -> Option<&'static [usize]> {
+        match (self, node) {
+            (Placement::Shared, _) => None,
+            (Placement::Pinned, "follower") => Some(&[1]),
+            (Placement::Pinned, _) => Some(&[0]),
+        }
+    }
+}
+
+/// A runtime whose threads (workers and blocking pool) run on `cpus`, if given.
+fn runtime(cpus: Option<&'static [usize]>) -> Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2).enable_all();
+    if let Some(cpus) = cpus {
+        builder.on_thread_start(move || {
+            assert!(pin_current_thread(cpus), "pinning a thread to {cpus:?}");
+        });
+    }
+    builder.build().expect("a tokio runtime")
+}
+
+/// Starts a node on `runtime`, from a thread placed like the runtime's.
+fn start_node(
+    runtime: &Runtime,
+    cpus: Option<&'static [usize]>,
+    data: PathBuf,
+    name: &str,
+) -> RunningNode {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if let Some(cpus) = cpus {
+                    assert!(pin_current_thread(cpus), "pinning a thread to {cpus:?}");
+                }
+                runtime
+                    .block_on(RunningNode::start(NodeConfig {
+                        data,
+                        http: "127.0.0.1:0".parse().expect("an address"),
+                        name: name.to_string(),
+                    }))
+                    .unwrap_or_else(|error| panic!("starting node [{name}]: {error}"))
+            })
+            .join()
+            .expect("starting a node")
+    })
 }
 
 impl Cluster {
     /// Starts both nodes and connects the follower to the leader through `_cluster/settings`.
-    fn start() -> Cluster {
+    fn start(placement: Placement) -> Cluster {
         let data = temp_dir();
-        let (leader_runtime, follower_runtime) = (runtime(), runtime());
-        let leader = start_node(&leader_runtime, data.path().join("leader"), "leader");
-        let follower = start_node(&follower_runtime, data.path().join("follower"), "follower");
+        let (leader_cpus, follower_cpus) = (placement.cpus("leader"), placement.cpus("follower"));
+        let (leader_runtime, follower_runtime) = (runtime(leader_cpus), runtime(follower_cpus));
+        let leader = start_node(
+            &leader_runtime,
+            leader_cpus,
+            data.path().join("leader"),
+            "leader",
+        );
+        let follower = start_node(
+            &follower_runtime,
+            follower_cpus,
+            data.path().join("follower"),
+            "follower",
+        );
         let cluster = Cluster {
             _data: data,
             leader_runtime,
             follower_runtime,
-            client_runtime: runtime(),
+            // The clients go with the leader: the same core with a follower and without.
+            client_runtime: runtime(leader_cpus),
             on_leader: Rest::new(leader.url()),
             on_follower: Rest::new(follower.url()),
             leader,
@@ -406,6 +468,42 @@ fn ingest_round(
                 line += &format!(" apply {:.0} docs/s;", per_second(docs, elapsed));
                 total += elapsed;
             }
+        }
+    }
+    eprintln!("{line}");
+    total
+}
+
+/// One round of `leader_alone` and `leader_followed` on a [`Placement::Pinned`] cluster, in an
+/// order alternating with `round`: the cost of being followed when the follower has a core of
+/// its own. Returns the sum of their timed parts.
+fn pinned_round(
+    cluster: &Cluster,
+    workload: &Workload,
+    round: usize,
+    figures: &mut IngestFigures,
+) -> Duration {
+    let docs = workload.total;
+    let mut total = Duration::ZERO;
+    let mut line = format!("node_http: pinned round {round}:");
+    for step in 0..2 {
+        if (round + step).is_multiple_of(2) {
+            let elapsed = leader_alone(cluster, workload, &format!("pinned-alone-{round}"));
+            figures.alone.push(per_second(docs, elapsed));
+            line += &format!(" alone {:.0} docs/s;", per_second(docs, elapsed));
+            total += elapsed;
+        } else {
+            let (elapsed, caught_up) =
+                leader_followed(cluster, workload, &format!("pinned-followed-{round}"));
+            figures.followed.push(per_second(docs, elapsed));
+            figures
+                .caught_up_after
+                .push(caught_up.as_secs_f64() * 1000.0);
+            line += &format!(
+                " followed {:.0} docs/s (caught up {caught_up:.0?} after);",
+                per_second(docs, elapsed)
+            );
+            total += elapsed;
         }
     }
     eprintln!("{line}");
@@ -635,10 +733,28 @@ fn recovery_round(cluster: &Cluster, leader: &RecoveryLeader, round: usize) -> R
 }
 
 fn node_http(c: &mut Criterion) {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let docs = env_usize("TANDEM_BENCH_HTTP_DOCS", 100_000);
+    if let Some(rate) = std::env::var("TANDEM_BENCH_HTTP_LAG_ONLY")
+        .ok()
+        .and_then(|rate| rate.parse::<f64>().ok())
+    {
+        // Profiling aid: only the lag run, paced at the given rate.
+        let workload = Workload::generate(docs, 0.3, WRITERS, SEED + 11);
+        let cluster = Cluster::start(Placement::Shared);
+        let run = paced_lags(&cluster, &workload, rate, "lag");
+        print_lags("the given rate", rate, &run);
+        cluster.stop();
+        return;
+    }
     let recovery_bytes = env_usize("TANDEM_BENCH_HTTP_RECOVERY_BYTES", 1 << 30) as u64;
     let workload = Workload::generate(docs, 0.3, WRITERS, SEED + 11);
-    let cluster = Cluster::start();
+    let cluster = Cluster::start(Placement::Shared);
     eprintln!(
         "node_http: leader {} and follower {} over loopback HTTP; {docs} docs of {:.0} bytes \
          (30% updates) in bulks of {BULK_SIZE} from {WRITERS} clients, request durability",
@@ -679,7 +795,37 @@ fn node_http(c: &mut Criterion) {
             total
         })
     });
+    let mut pinned = None;
+    let mut pinned_figures = IngestFigures::default();
+    group.bench_function("ingest_round_pinned", |b| {
+        b.iter_custom(|iters| {
+            let cluster = pinned.get_or_insert_with(|| Cluster::start(Placement::Pinned));
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let round = pinned_figures.alone.len();
+                total += pinned_round(cluster, &workload, round, &mut pinned_figures);
+            }
+            total
+        })
+    });
+    if let Some(cluster) = pinned.take() {
+        cluster.stop();
+    }
     group.finish();
+    if !pinned_figures.alone.is_empty() {
+        let (alone, followed) = (
+            median(&pinned_figures.alone),
+            median(&pinned_figures.followed),
+        );
+        eprintln!(
+            "node_http: pinned (leader and clients on core 0, follower on core 1), medians of {} \
+             rounds: leader alone {alone:.0} docs/s; followed {followed:.0} docs/s, ratio {:.3} \
+             (target >= 0.97), follower caught up {:.1} ms after the last bulk",
+            pinned_figures.alone.len(),
+            followed / alone,
+            median(&pinned_figures.caught_up_after),
+        );
+    }
     let recovered_bytes = leader.as_ref().map(|leader| leader.total_bytes);
     if leader.take().is_some() {
         cluster.rest(cluster.on_leader.delete(&format!("/{RECOVERY_LEADER}")));

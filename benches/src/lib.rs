@@ -319,6 +319,24 @@ pub fn flush_dirty_pages() {
     unsafe { libc::sync() };
 }
 
+/// Restricts the calling thread to the CPUs in `cpus`; threads it spawns afterwards inherit
+/// the restriction (Linux `sched_setaffinity`). Used to give each node of a two-node bench a
+/// core of its own, as two machines would. Returns false if the CPUs cannot be used.
+pub fn pin_current_thread(cpus: &[usize]) -> bool {
+    // SAFETY: `cpu_set_t` is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        // SAFETY: `CPU_SET` writes one bit of `set`, which outlives the call; `cpu` is checked
+        // against the set's capacity first.
+        if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+            return false;
+        }
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: pid 0 is the calling thread; `set` is a valid `cpu_set_t` of the size passed.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+}
+
 /// `cp` of `files` from `from` into `to`, then fsync of every copy and of the directory: the
 /// baseline of a remote recovery. Returns the elapsed time.
 pub fn cp_and_fsync(from: &Path, files: &[String], to: &Path) -> Duration {

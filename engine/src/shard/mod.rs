@@ -17,15 +17,18 @@
 //!   them;
 //! - *replica application is idempotent and order-independent* (invariant 5).
 //!
-//! Concurrency: writers hold the writer's read lock and one version-map stripe lock (the per-id
-//! lock) while they apply an operation; a refresh takes the writer's write lock, so a commit
-//! always holds exactly the operations whose processing finished. Translog fsyncs happen after
-//! the locks are released, so concurrent writers share them (group commit).
+//! Concurrency: writers hold the `batches` read lock and one version-map stripe lock (the per-id
+//! lock) while they apply an operation; a refresh takes the `batches` write lock only to fix
+//! its payload and take the tantivy writer, so a commit always holds exactly the operations
+//! whose processing finished by then, and writes go on while tantivy finishes the commit (their
+//! batches are parked, see [`writer_slot`]). Translog fsyncs happen after the locks are
+//! released, so concurrent writers share them (group commit).
 
 mod changes;
 pub mod commit_point;
 mod refresh;
 mod write;
+pub mod writer_slot;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -49,6 +52,7 @@ use crate::mapper::DocumentMapper;
 use crate::translog::Translog;
 use crate::types::{PrimaryTerm, SeqNo};
 use crate::version_map::{LiveVersionMap, Tail};
+use writer_slot::WriterSlot;
 
 pub use changes::{ShardChangesRequest, ShardChangesResponse};
 pub use commit_point::{
@@ -196,15 +200,15 @@ pub(crate) struct ShardInner {
     config: RwLock<DynamicShardConfig>,
     mapper: Arc<DocumentMapper>,
     index: tantivy::Index,
-    writer: RwLock<IndexWriter>,
-    /// Held around every `IndexWriter::run`. tantivy stamps a batch's operations first and
-    /// pushes its deletes to the delete queue afterwards; every segment reads that queue in push
-    /// order and assumes the stamps increase along it (a segment stops at the first delete
-    /// stamped after its last document and later applies the rest without per-document
-    /// stamps). Two batches racing between stamping and pushing break that assumption, and a
-    /// batch's `Delete(_id)` then also deletes the document the same batch added for the id:
-    /// an acknowledged write lost. Serializing `run` keeps the queue in stamp order.
-    run_order: Mutex<()>,
+    /// Held shared by every write batch, from version resolution until its operations are
+    /// handed to tantivy (or parked), the tail, the translog and the tracker; held exclusively
+    /// by a refresh while it fixes the commit's payload, rolls the translog, opens new
+    /// version-map and tail generations and takes the writer. So a commit holds exactly the
+    /// operations processed when its payload was fixed; batches after it wait for nothing but
+    /// that short section (see [`writer_slot`]).
+    batches: RwLock<()>,
+    /// The tantivy writer; every `IndexWriter::run` goes through it.
+    writer: WriterSlot,
     reader: IndexReader,
     /// The reader of the last refresh. Swapped while `tail` is locked, before the version map's
     /// refreshing generation is dropped.
@@ -371,8 +375,8 @@ impl ShardEngine {
             config: RwLock::new(config.dynamic()),
             mapper,
             index,
-            writer: RwLock::new(writer),
-            run_order: Mutex::new(()),
+            batches: RwLock::new(()),
+            writer: WriterSlot::new(writer),
             reader,
             searcher: RwLock::new(searcher),
             translog: Arc::new(translog),
@@ -551,11 +555,11 @@ impl ShardEngine {
     /// commits, so the new term is durable before any write uses it.
     pub fn promote_to_primary(&self) -> Result<PrimaryTerm> {
         let inner = &self.inner;
-        let _writer = inner.writer.write();
+        let batches = inner.batches.write();
         let term = inner.primary_term.fetch_add(1, Ordering::AcqRel) + 1;
         inner.follower.store(false, Ordering::Release);
         inner.dirty.store(true, Ordering::Release);
-        drop(_writer);
+        drop(batches);
         inner.refresh(true)?;
         Ok(PrimaryTerm(term))
     }
@@ -805,6 +809,19 @@ fn read_payload(index: &tantivy::Index, index_dir: &Path) -> Result<CommitPayloa
 }
 
 fn commit_with_payload(writer: &mut IndexWriter, payload: &CommitPayload) -> Result<()> {
+    prepare_commit(writer, payload)?
+        .wait()
+        .map_err(|e| EngineError::index("committing", e))?;
+    Ok(())
+}
+
+/// Prepares a commit of everything handed to `writer` so far, with `payload`, and schedules it:
+/// the returned future completes once the commit is durable. The writer is free again as soon
+/// as this returns.
+fn prepare_commit(
+    writer: &mut IndexWriter,
+    payload: &CommitPayload,
+) -> Result<tantivy::FutureResult<tantivy::Opstamp>> {
     let json = serde_json::to_string(payload).map_err(|e| {
         EngineError::InvalidArgument(format!("cannot encode the commit payload: {e}"))
     })?;
@@ -812,10 +829,7 @@ fn commit_with_payload(writer: &mut IndexWriter, payload: &CommitPayload) -> Res
         .prepare_commit()
         .map_err(|e| EngineError::index("preparing a commit", e))?;
     prepared.set_payload(&json);
-    prepared
-        .commit()
-        .map_err(|e| EngineError::index("committing", e))?;
-    Ok(())
+    Ok(prepared.commit_future())
 }
 
 fn start_background(inner: &Arc<ShardInner>) -> Background {

@@ -6,7 +6,7 @@
 //! current opstamp, silently dropping history. `IndexWriter::merge` instead applies deletes only
 //! up to the *last commit's* opstamp, so the eligibility computed on the reader of that commit is
 //! exact as long as no commit happens between the check and the call (both run under the
-//! writer's write lock).
+//! refresh lock, and only a refresh commits).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tantivy::index::SegmentId;
 use tantivy::IndexWriter;
 
-use super::{commit_with_payload, CommitPayload, ShardInner};
+use super::{prepare_commit, CommitPayload, ShardInner};
 use crate::error::{EngineError, Result};
 use crate::merge::RetentionMergePolicy;
 use crate::types::{PrimaryTerm, SeqNo};
@@ -28,46 +28,69 @@ impl ShardInner {
     pub(super) fn refresh(&self, force: bool) -> Result<()> {
         let mut state = self.refresh_lock.lock();
         self.check_failed()?;
-        let mut writer = self.writer.write();
+        // A batch finishing between this swap and the commit's exclusive section is committed
+        // and leaves `dirty` set: one redundant commit, never a missed one.
         let dirty = self.dirty.swap(false, Ordering::AcqRel);
         if dirty || force {
-            self.commit_and_reload(&mut writer)?;
+            self.commit_and_reload()?;
         }
         let min_retained = self.advance_min_retained_seq_no();
         if dirty || force || state.merges_selected_at != Some(min_retained) {
             state.merges_selected_at = Some(min_retained);
-            self.schedule_merges(&mut writer, min_retained)?;
+            self.schedule_merges(min_retained)?;
         }
         Ok(())
     }
 
-    fn commit_and_reload(&self, writer: &mut IndexWriter) -> Result<()> {
-        // No operation is in flight: writers hold the read side of `writer`.
-        self.version_map.begin_refresh();
-        self.tail.lock().begin_refresh();
-        let (local_checkpoint, max_seq_no) = {
-            let tracker = self.tracker.lock();
-            (tracker.processed_checkpoint(), tracker.max_seq_no())
+    /// The commit of a refresh. Writers are held back only while the payload is fixed and the
+    /// writer taken (the `batches` write lock); while tantivy finishes the segments, their
+    /// batches are parked in the [`super::writer_slot::WriterSlot`].
+    fn commit_and_reload(&self) -> Result<()> {
+        let waited = Instant::now();
+        let (payload, mut writer) = {
+            // No batch is in flight: batches hold the read side.
+            let _exclusive = self.batches.write();
+            self.version_map.begin_refresh();
+            self.tail.lock().begin_refresh();
+            let (local_checkpoint, max_seq_no) = {
+                let tracker = self.tracker.lock();
+                (tracker.processed_checkpoint(), tracker.max_seq_no())
+            };
+            // Every commit starts a new translog generation, so a replay never sees an
+            // operation the commit holds. (Rolling by size instead, with replay skipping what
+            // the commit holds, lost a live document in the crash test; see the closing note of
+            // issue 2.)
+            let generation = self
+                .translog
+                .roll_generation()
+                .map_err(|e| self.fail(e.into()))?;
+            let payload = CommitPayload {
+                local_checkpoint,
+                max_seq_no,
+                max_seq_no_of_updates: SeqNo(self.max_seq_no_of_updates.load(Ordering::Acquire)),
+                history_uuid: self.history_uuid.read().clone(),
+                primary_term: PrimaryTerm(self.primary_term.load(Ordering::Acquire)),
+                translog_uuid: self.translog_uuid.clone(),
+                translog_generation: generation,
+                retention_leases: self.leases.lock().clone(),
+                min_retained_seq_no: SeqNo(self.min_retained_seq_no.load(Ordering::Acquire)),
+            };
+            // Everything processed so far was handed to this writer: nothing is parked while
+            // it is in the slot.
+            (payload, self.writer.take())
         };
-        // Every commit starts a new translog generation, so a replay never sees an operation
-        // the commit holds. (Rolling by size instead, with replay skipping what the commit
-        // holds, lost a live document in the crash test; see the closing note of issue 2.)
-        let generation = self
-            .translog
-            .roll_generation()
-            .map_err(|e| self.fail(e.into()))?;
-        let payload = CommitPayload {
-            local_checkpoint,
-            max_seq_no,
-            max_seq_no_of_updates: SeqNo(self.max_seq_no_of_updates.load(Ordering::Acquire)),
-            history_uuid: self.history_uuid.read().clone(),
-            primary_term: PrimaryTerm(self.primary_term.load(Ordering::Acquire)),
-            translog_uuid: self.translog_uuid.clone(),
-            translog_generation: generation,
-            retention_leases: self.leases.lock().clone(),
-            min_retained_seq_no: SeqNo(self.min_retained_seq_no.load(Ordering::Acquire)),
-        };
-        commit_with_payload(writer, &payload).map_err(|e| self.fail(e))?;
+        let writer_taken = waited.elapsed();
+        let started = Instant::now();
+        let prepared = prepare_commit(&mut writer, &payload);
+        let prepare = started.elapsed();
+        let returned = self.writer.give_back(writer);
+        let committed = prepared
+            .map_err(|e| self.fail(e))?
+            .wait()
+            .map_err(|e| self.fail(EngineError::index("committing", e)));
+        returned.map_err(|e| self.fail(EngineError::index("adding parked documents", e)))?;
+        committed?;
+        let commit = started.elapsed();
         self.reader
             .reload()
             .map_err(|e| self.fail(EngineError::index("reloading the reader", e)))?;
@@ -78,8 +101,8 @@ impl ShardInner {
             tail.end_refresh()
         };
         let released_versions = self.version_map.end_refresh();
-        // Freed by a helper thread: the refresh holds the writer lock, and a second of writes
-        // takes a while to free.
+        // Freed by a helper thread: a second of writes takes a while to free, and this thread
+        // holds the refresh lock.
         let freed = std::thread::Builder::new()
             .name("tandem-free".to_string())
             .spawn(move || drop((released_tail, released_versions)));
@@ -87,32 +110,45 @@ impl ShardInner {
             tracing::debug!(%error, "freeing the refreshed generation inline");
         }
         self.last_commit_local_checkpoint
-            .store(local_checkpoint.0, Ordering::Release);
+            .store(payload.local_checkpoint.0, Ordering::Release);
         self.translog
-            .trim_below(generation)
+            .trim_below(payload.translog_generation)
             .map_err(|e| self.fail(e.into()))?;
         self.history.retain(&searcher);
-        self.compact_anchors(writer, &searcher)?;
+        self.compact_anchors(&searcher)?;
         self.refresh_count.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            shard = %self.dir.display(),
+            writer_taken_us = writer_taken.as_micros() as u64,
+            prepare_us = prepare.as_micros() as u64,
+            commit_us = commit.as_micros() as u64,
+            total_us = waited.elapsed().as_micros() as u64,
+            "refresh committed"
+        );
         Ok(())
     }
 
     /// Deletes every live anchor of a segment but its first: one live document is enough to
     /// keep the segment (see `crate::history`), and the surplus would grow with every batch.
     /// The kept anchor is never deleted, so no segment can become empty through this.
-    fn compact_anchors(&self, writer: &IndexWriter, searcher: &tantivy::Searcher) -> Result<()> {
+    fn compact_anchors(&self, searcher: &tantivy::Searcher) -> Result<()> {
         let schema = self.mapper.schema();
-        let mut deleted = 0usize;
+        let mut surplus = Vec::new();
         for segment in searcher.segment_readers() {
             let history = self.history.get(segment)?;
             let live = history.live_anchors(segment);
-            for (_, number) in live.iter().skip(1) {
-                writer.delete_term(tantivy::Term::from_field_text(
-                    schema.id,
-                    &crate::history::anchor_id(*number),
-                ));
-                deleted += 1;
-            }
+            surplus.extend(live.iter().skip(1).map(|(_, number)| *number));
+        }
+        let deleted = surplus.len();
+        if deleted > 0 {
+            self.writer.with(|writer| {
+                for number in surplus {
+                    writer.delete_term(tantivy::Term::from_field_text(
+                        schema.id,
+                        &crate::history::anchor_id(number),
+                    ));
+                }
+            });
         }
         if deleted > 0 {
             // The deletes are applied by the next commit.
@@ -143,14 +179,18 @@ impl ShardInner {
         RetentionMergePolicy::new(min_retained)
     }
 
-    fn schedule_merges(&self, writer: &mut IndexWriter, min_retained: SeqNo) -> Result<()> {
+    fn schedule_merges(&self, min_retained: SeqNo) -> Result<()> {
         let searcher = self.searcher.read().clone();
         let merging = self.merging.lock().clone();
         let candidates =
             self.policy(min_retained)
                 .select(&self.index, &searcher, &self.history, &merging)?;
-        for candidate in candidates {
-            self.start_merge(writer, candidate);
+        if !candidates.is_empty() {
+            self.writer.with(|writer| {
+                for candidate in candidates {
+                    self.start_merge(writer, candidate);
+                }
+            });
         }
         Ok(())
     }
@@ -186,7 +226,6 @@ impl ShardInner {
         }
         let future = {
             let _state = self.refresh_lock.lock();
-            let mut writer = self.writer.write();
             let min_retained = self.advance_min_retained_seq_no();
             let searcher = self.searcher.read().clone();
             let groups = self.policy(min_retained).select_forced(
@@ -195,10 +234,12 @@ impl ShardInner {
                 &self.history,
                 max_num_segments,
             )?;
-            groups
-                .into_iter()
-                .map(|group| writer.merge(group.as_slice()))
-                .collect::<Vec<_>>()
+            self.writer.with(|writer| {
+                groups
+                    .into_iter()
+                    .map(|group| writer.merge(group.as_slice()))
+                    .collect::<Vec<_>>()
+            })
         };
         for merge in future {
             merge

@@ -8,18 +8,18 @@
 //! silently discards committed segments whose documents are all deleted, which would discard
 //! their soft-deleted history.
 //!
-//! Locking: a batch holds the writer's read lock and, in increasing order, the version-map stripe
-//! of every id it touches, from version resolution until its tantivy operations are queued, so
-//! the operations of one id reach tantivy in the order their versions were resolved. The
-//! `IndexWriter::run` calls themselves are serialized (`ShardInner::run_order`): tantivy's
-//! delete queue must receive deletes in opstamp order, and concurrent `run` calls do not
-//! guarantee that.
+//! Locking: a batch holds the `batches` read lock and, in increasing order, the version-map
+//! stripe of every id it touches, from version resolution until its tantivy operations are
+//! queued (or parked during a commit), so the operations of one id reach tantivy in the order
+//! their versions were resolved. The `IndexWriter::run` calls themselves are serialized by the
+//! [`super::writer_slot::WriterSlot`]: tantivy's delete queue must receive deletes in opstamp
+//! order, and concurrent `run` calls do not guarantee that.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tantivy::indexer::UserOperation;
-use tantivy::{IndexWriter, TantivyDocument, Term};
+use tantivy::{TantivyDocument, Term};
 
 use super::{Durability, ShardEngine, ShardInner};
 use crate::error::{EngineError, Result};
@@ -214,7 +214,7 @@ impl ShardEngine {
             .collect();
         let mut results: Vec<Result<WriteResult>> = Vec::with_capacity(prepared.len());
         let location = {
-            let writer = inner.writer.read();
+            let _batch = inner.batches.read();
             let stripes = prepared
                 .iter()
                 .filter_map(|item| item.as_ref().ok())
@@ -228,7 +228,7 @@ impl ShardEngine {
                     inner.apply_primary(locked.get(stripe), &mut batch, prepared)
                 }));
             }
-            let location = inner.submit(&writer, batch, false);
+            let location = inner.submit(batch, false);
             drop(locked);
             location
         };
@@ -249,7 +249,7 @@ impl ShardEngine {
     pub fn no_op(&self, reason: &str) -> Result<SeqNo> {
         let inner = &self.inner;
         let (seq_no, location) = {
-            let writer = inner.writer.read();
+            let _batch = inner.batches.read();
             inner.check_failed()?;
             let seq_no = inner.tracker.lock().generate_seq_no();
             let operation = Arc::new(Operation {
@@ -262,7 +262,7 @@ impl ShardEngine {
             });
             let mut batch = inner.new_batch(1);
             inner.stage(&mut batch, operation, None, false, true);
-            (seq_no, inner.submit(&writer, batch, false)?)
+            (seq_no, inner.submit(batch, false)?)
         };
         if let Some(location) = location {
             inner.wait_durable(location)?;
@@ -315,8 +315,8 @@ impl ShardEngine {
             .max_seq_no_of_updates
             .fetch_max(max_seq_no_of_updates.0, Ordering::AcqRel);
         let (applied, location) = {
-            let writer = inner.writer.read();
-            inner.apply_replica_batch(&writer, operations, parsed, false)?
+            let _batch = inner.batches.read();
+            inner.apply_replica_batch(operations, parsed, false)?
         };
         if let Some(location) = location {
             inner.wait_durable(location)?;
@@ -540,7 +540,6 @@ impl ShardInner {
     /// append to the translog again.
     pub(super) fn apply_replica_batch(
         &self,
-        writer: &IndexWriter,
         operations: Vec<SharedOperation>,
         documents: Vec<Option<TantivyDocument>>,
         replaying: bool,
@@ -566,7 +565,7 @@ impl ShardInner {
             self.stage_replica(stripe, &mut batch, operation, document, replaying)?;
             applied += 1;
         }
-        let location = self.submit(writer, batch, replaying)?;
+        let location = self.submit(batch, replaying)?;
         drop(locked);
         Ok((applied, location))
     }
@@ -673,22 +672,13 @@ impl ShardInner {
     /// Queues the batch in tantivy, then records its operations in the tail, the translog and
     /// the checkpoint tracker. Returns the translog location to sync (`None` for an empty batch
     /// or a replay).
-    fn submit(
-        &self,
-        writer: &IndexWriter,
-        batch: Batch,
-        replaying: bool,
-    ) -> Result<Option<TranslogLocation>> {
+    fn submit(&self, batch: Batch, replaying: bool) -> Result<Option<TranslogLocation>> {
         if batch.history.is_empty() {
             return Ok(None);
         }
-        {
-            // See `ShardInner::run_order`: stamping and queueing are one step for tantivy.
-            let _ordered = self.run_order.lock();
-            writer
-                .run(batch.operations)
-                .map_err(|error| self.fail(EngineError::index("adding documents", error)))?;
-        }
+        self.writer
+            .run(batch.operations)
+            .map_err(|error| self.fail(EngineError::index("adding documents", error)))?;
         {
             let mut tail = self.tail.lock();
             for operation in &batch.history {
@@ -740,7 +730,7 @@ impl ShardInner {
                 .collect()
         };
         let mut applied = 0usize;
-        let writer = self.writer.read();
+        let _batch = self.batches.read();
         for chunk in records.chunks(REPLAY_BATCH) {
             let mut operations = Vec::with_capacity(chunk.len());
             let mut documents = Vec::with_capacity(chunk.len());
@@ -758,9 +748,7 @@ impl ShardInner {
                 });
                 operations.push(Arc::new(operation));
             }
-            applied += self
-                .apply_replica_batch(&writer, operations, documents, true)?
-                .0;
+            applied += self.apply_replica_batch(operations, documents, true)?.0;
             // Replayed records are durable: they were read back from the translog.
             let mut tracker = self.tracker.lock();
             for (seq_no, _) in chunk {
@@ -793,7 +781,7 @@ impl ShardInner {
         let primary_term = PrimaryTerm(self.primary_term.load(Ordering::Acquire));
         let mut filled = 0usize;
         let location = {
-            let writer = self.writer.read();
+            let _batch = self.batches.read();
             let mut batch = self.new_batch((max_seq_no.0 - checkpoint.0) as usize);
             for seq_no in (checkpoint.0 + 1..=max_seq_no.0).map(SeqNo) {
                 if self.tracker.lock().has_processed(seq_no) {
@@ -810,7 +798,7 @@ impl ShardInner {
                 self.stage(&mut batch, operation, None, false, true);
                 filled += 1;
             }
-            self.submit(&writer, batch, false)?
+            self.submit(batch, false)?
         };
         if let Some(location) = location {
             self.wait_durable(location)?;
