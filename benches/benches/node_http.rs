@@ -25,7 +25,14 @@
 //!   every 200 µs), as p50 and p99 (target p99 <= 50 ms). On two shared cores half of
 //!   `leader_alone` can be more than the leader sustains while followed, so a second run paced
 //!   at half of `leader_followed`'s median shows the lag without that overload.
-//! - `recovery` (criterion's second function, timing the follow of each round): a leader
+//! - `ingest_round_pinned` (criterion's second function): `leader_alone` and `leader_followed`
+//!   again, on a second pair of nodes placed as on two machines: every thread of the leader
+//!   node and of the clients on core 0, every thread of the follower node on core 1 (threads
+//!   inherit their creator's affinity, so tantivy's indexing and merge threads follow their
+//!   node). The ratio then is what being followed costs the leader (serving shard changes,
+//!   leases), not the follower's indexing competing for the same cores. It runs before the
+//!   recovery leader exists, whose merges would otherwise run on both cores.
+//! - `recovery` (criterion's third function, timing the follow of each round): a leader
 //!   index of one shard filled (in-process, as `recovery_throughput` does)
 //!   until its committed files hold `TANDEM_BENCH_HTTP_RECOVERY_BYTES` (default 1 GiB), then
 //!   flushed. Each round times `PUT /{follower}/_ccr/follow?wait_for_active_shards=1` (it
@@ -38,13 +45,6 @@
 //!   `_cluster/settings` (`TANDEM_BENCH_HTTP_RECOVERY_MAX_BYTES_PER_SEC` to try another). The
 //!   leader's files are in the page cache for both, so the copy paths are compared, not reads.
 //!
-//! - `ingest_round_pinned` (criterion's third function): `leader_alone` and `leader_followed`
-//!   again, on a second pair of nodes placed as on two machines: every thread of the leader
-//!   node and of the clients on core 0, every thread of the follower node on core 1 (threads
-//!   inherit their creator's affinity, so tantivy's indexing and merge threads follow their
-//!   node). The ratio then is what being followed costs the leader (serving shard changes,
-//!   leases), not the follower's indexing competing for the same cores.
-//!
 //! Apart from `ingest_round_pinned`, both nodes, the clients and the follower's indexing share
 //! this machine's two cores.
 //!
@@ -55,6 +55,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// The allocator of the `tandem` binary, so the nodes here run as the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
@@ -780,21 +784,6 @@ fn node_http(c: &mut Criterion) {
             total
         })
     });
-    let mut leader = None;
-    let (mut cp_rates, mut follow_rates) = (Vec::new(), Vec::new());
-    group.bench_function("recovery", |b| {
-        b.iter_custom(|iters| {
-            let leader = leader.get_or_insert_with(|| recovery_leader(&cluster, recovery_bytes));
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let round = recovery_round(&cluster, leader, cp_rates.len());
-                cp_rates.push(round.cp_mib_per_sec);
-                follow_rates.push(round.follow_mib_per_sec);
-                total += round.follow_time;
-            }
-            total
-        })
-    });
     let mut pinned = None;
     let mut pinned_figures = IngestFigures::default();
     group.bench_function("ingest_round_pinned", |b| {
@@ -811,6 +800,21 @@ fn node_http(c: &mut Criterion) {
     if let Some(cluster) = pinned.take() {
         cluster.stop();
     }
+    let mut leader = None;
+    let (mut cp_rates, mut follow_rates) = (Vec::new(), Vec::new());
+    group.bench_function("recovery", |b| {
+        b.iter_custom(|iters| {
+            let leader = leader.get_or_insert_with(|| recovery_leader(&cluster, recovery_bytes));
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let round = recovery_round(&cluster, leader, cp_rates.len());
+                cp_rates.push(round.cp_mib_per_sec);
+                follow_rates.push(round.follow_mib_per_sec);
+                total += round.follow_time;
+            }
+            total
+        })
+    });
     group.finish();
     if !pinned_figures.alone.is_empty() {
         let (alone, followed) = (

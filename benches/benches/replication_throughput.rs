@@ -19,6 +19,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The allocator of the `tandem` binary, so the engines here run as the node's do.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use parking_lot::Mutex;
 use tandem_benches::{

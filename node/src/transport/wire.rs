@@ -176,23 +176,49 @@ enum Compression {
 /// If `body` is over [`MAX_FRAME_BODY_BYTES`] (callers bound what they encode).
 fn encode_frame(magic: [u8; 4], body: &[u8]) -> Vec<u8> {
     assert!(body.len() <= MAX_FRAME_BODY_BYTES, "frame body too large");
-    let compressed = zstd::bulk::compress(body, ZSTD_LEVEL)
-        .ok()
-        .filter(|compressed| compressed.len() < body.len());
-    let (compression, payload) = match &compressed {
-        Some(compressed) => (Compression::Zstd, compressed.as_slice()),
-        None => (Compression::None, body),
+    // Compressed straight behind the header's room; kept only if smaller than the body.
+    let mut frame = vec![0u8; FRAME_HEADER_BYTES + zstd::zstd_safe::compress_bound(body.len())];
+    let compressed = compress_with_thread_compressor(body, &mut frame[FRAME_HEADER_BYTES..])
+        .filter(|&length| length < body.len());
+    let compression = match compressed {
+        Some(length) => {
+            frame.truncate(FRAME_HEADER_BYTES + length);
+            Compression::Zstd
+        }
+        None => {
+            frame.truncate(FRAME_HEADER_BYTES);
+            frame.extend_from_slice(body);
+            Compression::None
+        }
     };
-    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
-    frame.extend_from_slice(&magic);
-    frame.push(FRAME_VERSION);
-    frame.push(compression as u8);
-    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&frame), payload);
-    frame.extend_from_slice(&crc.to_le_bytes());
-    frame.extend_from_slice(payload);
+    let payload_length = (frame.len() - FRAME_HEADER_BYTES) as u32;
+    let mut header = [0u8; FRAME_HEADER_BYTES - 4];
+    header[..4].copy_from_slice(&magic);
+    header[4] = FRAME_VERSION;
+    header[5] = compression as u8;
+    header[6..10].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    header[10..14].copy_from_slice(&payload_length.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header), &frame[FRAME_HEADER_BYTES..]);
+    frame[..FRAME_HEADER_BYTES - 4].copy_from_slice(&header);
+    frame[FRAME_HEADER_BYTES - 4..FRAME_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
     frame
+}
+
+/// zstd-compresses `body` into `out` with this thread's compressor (made once per thread: a
+/// zstd context is costly to create, and a leader encodes a frame per changes request).
+/// Returns the compressed length, or `None` if compression failed.
+fn compress_with_thread_compressor(body: &[u8], out: &mut [u8]) -> Option<usize> {
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+        }
+        cell.as_mut()?.compress_to_buffer(body, out).ok()
+    })
 }
 
 fn le_u32(bytes: &[u8], at: usize) -> u32 {
