@@ -650,11 +650,14 @@ fn recovery_leader(cluster: &Cluster, target_bytes: u64) -> RecoveryLeader {
     leader
 }
 
-/// The leader shard's latest commit once background merges have stopped changing it (the same
-/// files for `SETTLED_AFTER`), so that the follows copy the files `cp` copies.
+/// The leader shard's latest commit once background merges are over (no merge running and the
+/// same files for `SETTLED_AFTER`), so that the follows copy the files `cp` copies and no merge
+/// competes with the copies for the cores and the disk. (A merge of this index runs for many
+/// seconds without changing the commit: waiting for an unchanged commit alone once let one
+/// run through every round.)
 fn settled_commit(index: &Index) -> Arc<PinnedCommit> {
     const SETTLED_AFTER: Duration = Duration::from_secs(3);
-    const SETTLE_WITHIN: Duration = Duration::from_secs(300);
+    const SETTLE_WITHIN: Duration = Duration::from_secs(900);
     let names = |pinned: &PinnedCommit| -> Vec<String> {
         pinned
             .files()
@@ -673,7 +676,7 @@ fn settled_commit(index: &Index) -> Arc<PinnedCommit> {
         let latest = shard
             .pin_latest_commit()
             .expect("pinning the leader's commit");
-        if names(&latest) != names(&pinned) {
+        if names(&latest) != names(&pinned) || shard.merging_segment_count() > 0 {
             pinned = latest;
             unchanged_since = Instant::now();
         }

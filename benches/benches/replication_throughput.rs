@@ -11,8 +11,18 @@
 //!   every operation the time from its acknowledgement on the leader to the moment the
 //!   follower's global checkpoint covers it, reported as p50 and p99 (target p99 <= 50 ms).
 //!
-//! Both engines share this machine's two cores, so a follower's indexing competes with the
-//! leader's: `leader_followed` measures that contention as much as the protocol.
+//! - `pinned`: `leader_alone` and `leader_followed` again, alternating, placed as on two
+//!   machines: the leader's threads (its writers, and tantivy's indexing and merge threads,
+//!   which inherit their creator's CPUs) on core 0, the follower's and its task's runtime on
+//!   core 1. The ratio then is what being followed costs the leader, not the follower's
+//!   indexing competing for the same cores. With the in-process client, the leader's side of
+//!   a changes request (reading the tail) runs on the follower's runtime, so `node_http`'s
+//!   pinned rounds (over HTTP, with encoding and compression on the leader) are the stricter
+//!   figure.
+//!
+//! Apart from `pinned`, both engines share this machine's two cores, so a follower's indexing
+//! competes with the leader's: `leader_followed` measures that contention as much as the
+//! protocol.
 //!
 //! Run: `cargo bench -p tandem-benches --bench replication_throughput`.
 
@@ -26,8 +36,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use parking_lot::Mutex;
 use tandem_benches::{
-    env_usize, lags_ms, mappings, median, per_second, percentile, temp_dir, CheckpointSampler,
-    Workload, SEED,
+    env_usize, lags_ms, mappings, median, per_second, percentile, pin_current_thread, temp_dir,
+    CheckpointSampler, Workload, SEED,
 };
 use tandem_engine::index::{Index, IndexSettings};
 use tandem_engine::shard::WriteRequest;
@@ -42,6 +52,10 @@ const WRITERS: usize = 16;
 const BULK_SIZE: usize = 100;
 /// How often the lag sampler looks at the follower's checkpoint.
 const SAMPLE_EVERY: Duration = Duration::from_micros(200);
+/// `pinned`: the leader's threads and its clients.
+const LEADER_CPUS: [usize; 1] = [0];
+/// `pinned`: the follower's threads and its task's runtime.
+const FOLLOWER_CPUS: [usize; 1] = [1];
 
 struct Pair {
     _dir: tempfile::TempDir,
@@ -51,9 +65,36 @@ struct Pair {
 }
 
 fn pair() -> Pair {
+    pair_on(false)
+}
+
+/// Runs `work` on a thread restricted to `cpus` (if given); threads it starts (tantivy's
+/// indexing and merge threads, the shard's background thread) inherit the restriction.
+fn on_cpus<T: Send>(cpus: Option<&[usize]>, work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if let Some(cpus) = cpus {
+                    assert!(pin_current_thread(cpus), "pinning a thread to {cpus:?}");
+                }
+                work()
+            })
+            .join()
+            .expect("a pinned thread")
+    })
+}
+
+/// A leader and a follower index; with `pinned`, the leader's threads on core 0 and the
+/// follower's on core 1.
+fn pair_on(pinned: bool) -> Pair {
+    let (leader_cpus, follower_cpus) = if pinned {
+        (Some(&LEADER_CPUS[..]), Some(&FOLLOWER_CPUS[..]))
+    } else {
+        (None, None)
+    };
     let dir = temp_dir();
     let settings = IndexSettings::default();
-    let leader = Arc::new(
+    let leader = Arc::new(on_cpus(leader_cpus, || {
         Index::create_with(
             &dir.path().join("leader"),
             "leader",
@@ -62,9 +103,9 @@ fn pair() -> Pair {
             mappings(),
             false,
         )
-        .expect("creating the leader"),
-    );
-    let follower = Arc::new(
+        .expect("creating the leader")
+    }));
+    let follower = Arc::new(on_cpus(follower_cpus, || {
         Index::create_with(
             &dir.path().join("follower"),
             "follower",
@@ -73,8 +114,8 @@ fn pair() -> Pair {
             mappings(),
             true,
         )
-        .expect("creating the follower"),
-    );
+        .expect("creating the follower")
+    }));
     // The follower starts from operation 0: the leader keeps all of its history for it.
     leader.shards()[0]
         .add_retention_lease("bench-follower", SeqNo(0), "bench")
@@ -107,10 +148,22 @@ fn follow(pair: &Pair) -> ShardFollowTask {
 
 /// Ingests every bulk from `WRITERS` threads; returns the elapsed time.
 fn ingest(leader: &Index, bulks: Vec<Vec<Vec<WriteRequest>>>) -> Duration {
+    ingest_on(None, leader, bulks)
+}
+
+/// [`ingest`] from threads restricted to `cpus`, if given.
+fn ingest_on(
+    cpus: Option<&[usize]>,
+    leader: &Index,
+    bulks: Vec<Vec<Vec<WriteRequest>>>,
+) -> Duration {
     let started = Instant::now();
     std::thread::scope(|scope| {
         for thread_bulks in bulks {
             scope.spawn(move || {
+                if let Some(cpus) = cpus {
+                    assert!(pin_current_thread(cpus), "pinning a writer to {cpus:?}");
+                }
                 for bulk in thread_bulks {
                     for result in leader.bulk(bulk) {
                         result.expect("leader write");
@@ -245,7 +298,58 @@ fn replication(c: &mut Criterion) {
             total
         })
     });
+    let follower_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .on_thread_start(|| {
+            assert!(
+                pin_current_thread(&FOLLOWER_CPUS),
+                "pinning the follower runtime"
+            );
+        })
+        .enable_all()
+        .build()
+        .expect("the follower's runtime");
+    let (mut pinned_alone, mut pinned_followed) = (Vec::new(), Vec::new());
+    group.bench_function("pinned", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let round = pinned_alone.len();
+                for step in 0..2 {
+                    let pair = pair_on(true);
+                    if (round + step).is_multiple_of(2) {
+                        let elapsed =
+                            ingest_on(Some(&LEADER_CPUS), &pair.leader, workload.bulks(BULK_SIZE));
+                        pinned_alone.push(per_second(docs, elapsed));
+                        total += elapsed;
+                    } else {
+                        let task = {
+                            let _entered = follower_runtime.enter();
+                            follow(&pair)
+                        };
+                        let elapsed =
+                            ingest_on(Some(&LEADER_CPUS), &pair.leader, workload.bulks(BULK_SIZE));
+                        pinned_followed.push(per_second(docs, elapsed));
+                        wait_caught_up(&pair, Duration::from_secs(300));
+                        follower_runtime.block_on(task.stop());
+                        total += elapsed;
+                    }
+                }
+            }
+            total
+        })
+    });
     group.finish();
+    if !pinned_alone.is_empty() {
+        let (alone, followed) = (median(&pinned_alone), median(&pinned_followed));
+        eprintln!(
+            "replication_throughput: pinned (leader and writers on core 0, follower on core 1), \
+             medians of {} rounds: leader alone {alone:.0} docs/s, followed {followed:.0} docs/s \
+             (ratio {:.3}, target >= 0.97)",
+            pinned_alone.len(),
+            followed / alone
+        );
+    }
     if alone.is_empty() || followed.is_empty() || applied.is_empty() {
         return; // filtered out on the command line
     }

@@ -625,6 +625,11 @@ impl ShardEngine {
             .map_err(|e| self.inner.fail(e.into()))
     }
 
+    /// Number of segments being merged now (by merges the engine scheduled; 0 when idle).
+    pub fn merging_segment_count(&self) -> usize {
+        self.inner.merging.lock().len()
+    }
+
     /// The dynamic settings in effect.
     pub fn dynamic_config(&self) -> DynamicShardConfig {
         self.inner.config()
