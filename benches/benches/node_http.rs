@@ -30,8 +30,9 @@
 //!   node and of the clients on core 0, every thread of the follower node on core 1 (threads
 //!   inherit their creator's affinity, so tantivy's indexing and merge threads follow their
 //!   node). The ratio then is what being followed costs the leader (serving shard changes,
-//!   leases), not the follower's indexing competing for the same cores. It runs before the
-//!   recovery leader exists, whose merges would otherwise run on both cores.
+//!   leases), not the follower's indexing competing for the same cores. After its rounds, a
+//!   `lag` run on the same pair, paced at half the pinned `leader_alone` median. It runs
+//!   before the recovery leader exists, whose merges would otherwise run on both cores.
 //! - `recovery` (criterion's third function, timing the follow of each round): a leader
 //!   index of one shard filled (in-process, as `recovery_throughput` does)
 //!   until its committed files hold `TANDEM_BENCH_HTTP_RECOVERY_BYTES` (default 1 GiB), then
@@ -800,9 +801,13 @@ fn node_http(c: &mut Criterion) {
             total
         })
     });
-    if let Some(cluster) = pinned.take() {
+    // The lag at half the pinned leader's rate, with the follower on a core of its own.
+    let pinned_lag = pinned.take().map(|cluster| {
+        let rate = median(&pinned_figures.alone) / 2.0;
+        let run = paced_lags(&cluster, &workload, rate, "pinned-lag");
         cluster.stop();
-    }
+        (rate, run)
+    });
     let mut leader = None;
     let (mut cp_rates, mut follow_rates) = (Vec::new(), Vec::new());
     group.bench_function("recovery", |b| {
@@ -832,6 +837,9 @@ fn node_http(c: &mut Criterion) {
             followed / alone,
             median(&pinned_figures.caught_up_after),
         );
+    }
+    if let Some((rate, run)) = &pinned_lag {
+        print_lags("half the pinned leader's rate", *rate, run);
     }
     let recovered_bytes = leader.as_ref().map(|leader| leader.total_bytes);
     if leader.take().is_some() {
