@@ -435,28 +435,38 @@ fn follower_apply(cluster: &Cluster, workload: &Workload, name: &str) -> Duratio
     elapsed
 }
 
-/// One round of the three ingest runs, in an order rotating with `round`; returns the sum of
-/// their timed parts.
+/// An ingest run of a round.
+#[derive(Clone, Copy)]
+enum IngestRun {
+    Alone,
+    Followed,
+    Apply,
+}
+
+/// One round of `runs`, in an order rotating with `round` so that the noise of this shared
+/// machine spreads over all of them; `label` names the round and prefixes the index names.
+/// Returns the sum of their timed parts.
 fn ingest_round(
     cluster: &Cluster,
     workload: &Workload,
+    (label, runs): (&str, &[IngestRun]),
     round: usize,
     figures: &mut IngestFigures,
 ) -> Duration {
     let docs = workload.total;
     let mut total = Duration::ZERO;
-    let mut line = format!("node_http: round {round}:");
-    for step in 0..3 {
-        match (round + step) % 3 {
-            0 => {
-                let elapsed = leader_alone(cluster, workload, &format!("alone-{round}"));
+    let mut line = format!("node_http: {label}round {round}:");
+    for step in 0..runs.len() {
+        let elapsed = match runs[(round + step) % runs.len()] {
+            IngestRun::Alone => {
+                let elapsed = leader_alone(cluster, workload, &format!("{label}alone-{round}"));
                 figures.alone.push(per_second(docs, elapsed));
                 line += &format!(" alone {:.0} docs/s;", per_second(docs, elapsed));
-                total += elapsed;
+                elapsed
             }
-            1 => {
+            IngestRun::Followed => {
                 let (elapsed, caught_up) =
-                    leader_followed(cluster, workload, &format!("followed-{round}"));
+                    leader_followed(cluster, workload, &format!("{label}followed-{round}"));
                 figures.followed.push(per_second(docs, elapsed));
                 figures
                     .caught_up_after
@@ -465,55 +475,29 @@ fn ingest_round(
                     " followed {:.0} docs/s (caught up {caught_up:.0?} after);",
                     per_second(docs, elapsed)
                 );
-                total += elapsed;
+                elapsed
             }
-            _ => {
-                let elapsed = follower_apply(cluster, workload, &format!("apply-{round}"));
+            IngestRun::Apply => {
+                let elapsed = follower_apply(cluster, workload, &format!("{label}apply-{round}"));
                 figures.applied.push(per_second(docs, elapsed));
                 line += &format!(" apply {:.0} docs/s;", per_second(docs, elapsed));
-                total += elapsed;
+                elapsed
             }
-        }
+        };
+        total += elapsed;
     }
     eprintln!("{line}");
     total
 }
 
-/// One round of `leader_alone` and `leader_followed` on a [`Placement::Pinned`] cluster, in an
-/// order alternating with `round`: the cost of being followed when the follower has a core of
-/// its own. Returns the sum of their timed parts.
-fn pinned_round(
-    cluster: &Cluster,
-    workload: &Workload,
-    round: usize,
-    figures: &mut IngestFigures,
-) -> Duration {
-    let docs = workload.total;
-    let mut total = Duration::ZERO;
-    let mut line = format!("node_http: pinned round {round}:");
-    for step in 0..2 {
-        if (round + step).is_multiple_of(2) {
-            let elapsed = leader_alone(cluster, workload, &format!("pinned-alone-{round}"));
-            figures.alone.push(per_second(docs, elapsed));
-            line += &format!(" alone {:.0} docs/s;", per_second(docs, elapsed));
-            total += elapsed;
-        } else {
-            let (elapsed, caught_up) =
-                leader_followed(cluster, workload, &format!("pinned-followed-{round}"));
-            figures.followed.push(per_second(docs, elapsed));
-            figures
-                .caught_up_after
-                .push(caught_up.as_secs_f64() * 1000.0);
-            line += &format!(
-                " followed {:.0} docs/s (caught up {caught_up:.0?} after);",
-                per_second(docs, elapsed)
-            );
-            total += elapsed;
-        }
-    }
-    eprintln!("{line}");
-    total
-}
+/// The runs of an `ingest_round` round.
+const SHARED_ROUND: (&str, &[IngestRun]) = (
+    "",
+    &[IngestRun::Alone, IngestRun::Followed, IngestRun::Apply],
+);
+/// The runs of an `ingest_round_pinned` round, on a [`Placement::Pinned`] cluster: the cost of
+/// being followed when the follower has a core of its own.
+const PINNED_ROUND: (&str, &[IngestRun]) = ("pinned-", &[IngestRun::Alone, IngestRun::Followed]);
 
 /// What a paced run measured.
 struct PacedRun {
@@ -782,7 +766,7 @@ fn node_http(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                total += ingest_round(&cluster, &workload, round, &mut figures);
+                total += ingest_round(&cluster, &workload, SHARED_ROUND, round, &mut figures);
                 round += 1;
             }
             total
@@ -796,7 +780,7 @@ fn node_http(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let round = pinned_figures.alone.len();
-                total += pinned_round(cluster, &workload, round, &mut pinned_figures);
+                total += ingest_round(cluster, &workload, PINNED_ROUND, round, &mut pinned_figures);
             }
             total
         })
