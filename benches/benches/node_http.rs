@@ -67,8 +67,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tandem_benches::{
     blob_mappings_json, blob_settings_json, cp_and_fsync, env_usize, fill_shard_with_blobs,
-    flush_dirty_pages, lags_ms, mappings_json, median, per_second, percentile, pin_current_thread,
-    temp_dir, CheckpointSampler, Workload, SEED,
+    flush_dirty_pages, lags_ms, mappings_json, median, on_cpus, per_second, percentile,
+    runtime_on_cpus, temp_dir, CheckpointSampler, Workload, SEED,
 };
 use tandem_engine::index::Index;
 use tandem_engine::shard::commit_point::PinnedCommit;
@@ -210,16 +210,9 @@ impl Placement {
     }
 }
 
-/// A runtime whose threads (workers and blocking pool) run on `cpus`, if given.
+/// A runtime of two threads, placed on `cpus` if given.
 fn runtime(cpus: Option<&'static [usize]>) -> Runtime {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.worker_threads(2).enable_all();
-    if let Some(cpus) = cpus {
-        builder.on_thread_start(move || {
-            assert!(pin_current_thread(cpus), "pinning a thread to {cpus:?}");
-        });
-    }
-    builder.build().expect("a tokio runtime")
+    runtime_on_cpus(2, cpus)
 }
 
 /// Starts a node on `runtime`, from a thread placed like the runtime's.
@@ -229,22 +222,14 @@ fn start_node(
     data: PathBuf,
     name: &str,
 ) -> RunningNode {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                if let Some(cpus) = cpus {
-                    assert!(pin_current_thread(cpus), "pinning a thread to {cpus:?}");
-                }
-                runtime
-                    .block_on(RunningNode::start(NodeConfig {
-                        data,
-                        http: "127.0.0.1:0".parse().expect("an address"),
-                        name: name.to_string(),
-                    }))
-                    .unwrap_or_else(|error| panic!("starting node [{name}]: {error}"))
-            })
-            .join()
-            .expect("starting a node")
+    on_cpus(cpus, || {
+        runtime
+            .block_on(RunningNode::start(NodeConfig {
+                data,
+                http: "127.0.0.1:0".parse().expect("an address"),
+                name: name.to_string(),
+            }))
+            .unwrap_or_else(|error| panic!("starting node [{name}]: {error}"))
     })
 }
 

@@ -36,8 +36,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use parking_lot::Mutex;
 use tandem_benches::{
-    env_usize, lags_ms, mappings, median, per_second, percentile, pin_current_thread, temp_dir,
-    CheckpointSampler, Workload, SEED,
+    env_usize, lags_ms, mappings, median, on_cpus, per_second, percentile, pin_current_thread,
+    runtime_on_cpus, temp_dir, CheckpointSampler, Workload, SEED,
 };
 use tandem_engine::index::{Index, IndexSettings};
 use tandem_engine::shard::WriteRequest;
@@ -66,22 +66,6 @@ struct Pair {
 
 fn pair() -> Pair {
     pair_on(false)
-}
-
-/// Runs `work` on a thread restricted to `cpus` (if given); threads it starts (tantivy's
-/// indexing and merge threads, the shard's background thread) inherit the restriction.
-fn on_cpus<T: Send>(cpus: Option<&[usize]>, work: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                if let Some(cpus) = cpus {
-                    assert!(pin_current_thread(cpus), "pinning a thread to {cpus:?}");
-                }
-                work()
-            })
-            .join()
-            .expect("a pinned thread")
-    })
 }
 
 /// A leader and a follower index; with `pinned`, the leader's threads on core 0 and the
@@ -298,17 +282,7 @@ fn replication(c: &mut Criterion) {
             total
         })
     });
-    let follower_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .on_thread_start(|| {
-            assert!(
-                pin_current_thread(&FOLLOWER_CPUS),
-                "pinning the follower runtime"
-            );
-        })
-        .enable_all()
-        .build()
-        .expect("the follower's runtime");
+    let follower_runtime = runtime_on_cpus(1, Some(&FOLLOWER_CPUS));
     let (mut pinned_alone, mut pinned_followed) = (Vec::new(), Vec::new());
     group.bench_function("pinned", |b| {
         b.iter_custom(|iters| {

@@ -337,6 +337,36 @@ pub fn pin_current_thread(cpus: &[usize]) -> bool {
     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
 }
 
+/// Runs `work` on a thread restricted to `cpus` (if given), and returns its result; threads
+/// it starts (tantivy's indexing and merge threads, a shard's background thread) inherit the
+/// restriction.
+pub fn on_cpus<T: Send>(cpus: Option<&[usize]>, work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if let Some(cpus) = cpus {
+                    assert!(pin_current_thread(cpus), "pinning a thread to {cpus:?}");
+                }
+                work()
+            })
+            .join()
+            .expect("a pinned thread")
+    })
+}
+
+/// A multi-threaded tokio runtime of `workers` threads whose threads (workers and blocking
+/// pool) run on `cpus`, if given.
+pub fn runtime_on_cpus(workers: usize, cpus: Option<&'static [usize]>) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(workers).enable_all();
+    if let Some(cpus) = cpus {
+        builder.on_thread_start(move || {
+            assert!(pin_current_thread(cpus), "pinning a thread to {cpus:?}");
+        });
+    }
+    builder.build().expect("a tokio runtime")
+}
+
 /// `cp` of `files` from `from` into `to`, then fsync of every copy and of the directory: the
 /// baseline of a remote recovery. Returns the elapsed time.
 pub fn cp_and_fsync(from: &Path, files: &[String], to: &Path) -> Duration {
