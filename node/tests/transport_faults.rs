@@ -173,13 +173,14 @@ fn chunk_answer(
     data: &[u8],
     tamper: impl Fn(&mut HeaderMap, &mut Vec<u8>),
 ) -> (HeaderMap, Vec<u8>) {
-    let (header, mut body) = encode_chunk(
+    let (header, body) = encode_chunk(
         FileChunk {
-            data: data.to_vec(),
+            data: data.to_vec().into(),
             source_throttle: Duration::ZERO,
         },
         true,
     );
+    let mut body = body.to_vec();
     let mut headers = HeaderMap::new();
     for (name, value) in header.to_pairs() {
         headers.insert(name, value.parse().unwrap());
@@ -223,7 +224,7 @@ async fn lying_server() -> String {
             }),
             // No checksum header.
             _ => chunk_answer(&data, |headers, _| {
-                headers.remove("x-tandem-chunk-crc32c");
+                headers.remove("x-tandem-chunk-crc32");
             }),
         }
     }

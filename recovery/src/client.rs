@@ -23,6 +23,7 @@ use tandem_engine::index::IndexMetadata;
 use tandem_engine::shard::CommitFileInfo;
 use tandem_engine::{SeqNo, SharedOperation};
 
+use crate::chunk_bytes::ChunkBytes;
 use crate::error::LeaderError;
 
 /// The future every [`LeaderClient`] method returns.
@@ -87,7 +88,7 @@ pub struct RecoverySessionInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileChunk {
     /// The bytes, `length` of them unless the file ends first.
-    pub data: Vec<u8>,
+    pub data: ChunkBytes,
     /// Time the leader spent throttling this chunk (its own rate limit).
     pub source_throttle: Duration,
 }

@@ -540,7 +540,7 @@ pub async fn recovery_session_serves_the_pinned_files(fixture: &LeaderFixture) {
                 break;
             }
             offset += chunk.data.len() as u64;
-            copied.extend_from_slice(&chunk.data);
+            copied.extend_from_slice(&chunk.data.to_vec());
         }
         assert_eq!(copied.len() as u64, file.length, "{}", file.name);
     }

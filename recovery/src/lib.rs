@@ -10,6 +10,7 @@
 //!   idle-session cleanup;
 //! - [`target`]: the follower side, [`RecoveryTarget`]: lease, chunked rate-limited
 //!   checksum-verified copy, bootstrap of the follower engine;
+//! - [`chunk_bytes`]: [`ChunkBytes`], a chunk's bytes in the pieces they travel in;
 //! - [`progress`]: [`RecoveryProgress`], the live progress handle;
 //! - [`rate_limiter`]: the token bucket both sides throttle with;
 //! - `conformance` (feature `conformance`): the suite every [`LeaderClient`] implementation
@@ -20,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chunk_bytes;
 pub mod client;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -30,6 +32,7 @@ pub mod rate_limiter;
 pub mod source;
 pub mod target;
 
+pub use chunk_bytes::ChunkBytes;
 pub use client::{
     FileChunk, ForwardingLeaderClient, LeaderClient, LeaderFuture, LeaderIndexSummary,
     RecoverySessionInfo, SessionId, ShardChangesRequest, ShardChangesResponse, ShardId,

@@ -18,12 +18,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tandem_engine::shard::PinnedCommit;
 use tandem_engine::ShardEngine;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::chunk_bytes::ChunkBytes;
 use crate::client::{FileChunk, RecoverySessionInfo, SessionId, ShardId};
 use crate::error::LeaderError;
 use crate::rate_limiter::RateLimiter;
@@ -58,6 +60,46 @@ struct SourceSession {
     shard: ShardId,
     commit: Arc<PinnedCommit>,
     last_activity: Instant,
+}
+
+/// A range of one file of a pinned commit, shared without copying: the chunk's bytes stay in
+/// the commit's memory map, which the view keeps alive (with the pin) until the transport has
+/// sent them.
+struct PinnedFileView {
+    commit: Arc<PinnedCommit>,
+    file: usize,
+    start: usize,
+    end: usize,
+}
+
+impl PinnedFileView {
+    /// `length` bytes of file number `file` from `offset` (fewer at its end); an error when
+    /// `offset` is past the end.
+    fn new(
+        commit: Arc<PinnedCommit>,
+        file: usize,
+        offset: u64,
+        length: usize,
+    ) -> Result<PinnedFileView, LeaderError> {
+        let range = commit.files()[file]
+            .read(offset, length)
+            .map_err(|e| LeaderError::InvalidRequest(e.to_string()))?
+            .len();
+        // `read` accepted the offset, so it is within the file and fits a usize.
+        let start = offset as usize;
+        Ok(PinnedFileView {
+            commit,
+            file,
+            start,
+            end: start + range,
+        })
+    }
+}
+
+impl AsRef<[u8]> for PinnedFileView {
+    fn as_ref(&self) -> &[u8] {
+        &self.commit.files()[self.file].bytes()[self.start..self.end]
+    }
 }
 
 /// The leader's recovery sessions. Shared through `Arc`; every method takes `&self`.
@@ -141,17 +183,18 @@ impl RecoverySource {
             )));
         }
         let commit = self.touch(shard, session)?;
-        let pinned = commit.file(file).ok_or_else(|| LeaderError::UnknownFile {
-            session: session.clone(),
-            name: file.to_string(),
-        })?;
-        let data = pinned
-            .read(offset, length)
-            .map_err(|e| LeaderError::InvalidRequest(e.to_string()))?
-            .to_vec();
-        let source_throttle = self.limiter.acquire(data.len() as u64).await;
+        let index = commit
+            .files()
+            .iter()
+            .position(|pinned| pinned.info().name == file)
+            .ok_or_else(|| LeaderError::UnknownFile {
+                session: session.clone(),
+                name: file.to_string(),
+            })?;
+        let view = PinnedFileView::new(commit, index, offset, length)?;
+        let source_throttle = self.limiter.acquire(view.as_ref().len() as u64).await;
         Ok(FileChunk {
-            data,
+            data: ChunkBytes::from(Bytes::from_owner(view)),
             source_throttle,
         })
     }

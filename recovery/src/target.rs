@@ -4,9 +4,11 @@
 //! What it guarantees:
 //! - *nothing is written outside the shard directory*: every file name from the leader is
 //!   checked by [`validate_file_name`] before anything is written;
-//! - *a renamed file is a verified file* (invariant 6): a file is written to a temp file, its
-//!   length and checksum are verified by reading it back, it is fsynced, then renamed into
-//!   place; the directory is fsynced before the engine opens on the copy;
+//! - *a renamed file is a verified file* (invariant 6): a file is written to a temp file, the
+//!   CRC-32 of every chunk is computed from the bytes as they are written, the file is fsynced,
+//!   its length and checksum are verified (the chunks' CRCs combined, so the body is not read
+//!   back: only its footer is), then it is renamed into place; the directory is fsynced before
+//!   the engine opens on the copy;
 //! - *bounded*: at most `max_concurrent_file_chunks` chunk requests are in flight, each of at
 //!   most `chunk_size_bytes`; every retry loop has a cap on attempts and on backoff delay;
 //! - *resumable*: a file already in place with the right length and checksum (from an earlier,
@@ -26,11 +28,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_engine::mapper::DocumentMapper;
-use tandem_engine::shard::commit_point::{checksum_file, META_FILE};
-use tandem_engine::shard::CommitFileInfo;
+use tandem_engine::shard::commit_point::{checksum_file, checksum_file_from_ranges, META_FILE};
+use tandem_engine::shard::{CommitFileInfo, RangeChecksum};
 use tandem_engine::{SeqNo, ShardConfig, ShardEngine};
 use tokio::task::JoinSet;
 
+use crate::chunk_bytes::ChunkBytes;
 use crate::client::{LeaderClient, RecoverySessionInfo, SessionId, ShardId};
 use crate::error::{LeaderError, RecoveryError};
 use crate::progress::{RecoveryProgress, RecoveryStage};
@@ -501,7 +504,7 @@ enum CopyFailure {
 
 /// The outcome of one chunk task.
 enum ChunkOutcome {
-    Written { file: usize, bytes: u64 },
+    Written { file: usize, range: RangeChecksum },
     Failed(CopyFailure),
 }
 
@@ -516,6 +519,8 @@ struct FileState {
     temp_path: PathBuf,
     handle: Option<Arc<File>>,
     chunks_left: u64,
+    /// CRC-32 of each chunk written so far, as computed from the bytes written.
+    written: Vec<RangeChecksum>,
     attempts: u32,
 }
 
@@ -577,6 +582,7 @@ impl<'a> FileCopy<'a> {
                 temp_path,
                 handle: Some(Arc::new(handle)),
                 chunks_left: chunks,
+                written: Vec::with_capacity(chunks as usize),
                 attempts,
             },
         );
@@ -615,11 +621,14 @@ impl<'a> FileCopy<'a> {
 
     fn on_chunk(&mut self, outcome: ChunkOutcome) -> Result<(), CopyFailure> {
         match outcome {
-            ChunkOutcome::Written { file, bytes } => {
-                self.target.progress.update(|p| p.bytes_recovered += bytes);
+            ChunkOutcome::Written { file, range } => {
+                self.target
+                    .progress
+                    .update(|p| p.bytes_recovered += range.length);
                 let state = self.files.get_mut(&file).ok_or_else(|| {
                     CopyFailure::Fatal(RecoveryError::Task(format!("chunk of unknown file {file}")))
                 })?;
+                state.written.push(range);
                 state.chunks_left -= 1;
                 if state.chunks_left == 0 {
                     self.finalize(file);
@@ -686,11 +695,15 @@ impl<'a> FileCopy<'a> {
             };
             let path_name = fetch.name.clone();
             let written =
-                tokio::task::spawn_blocking(move || handle.write_all_at(&data, offset)).await;
+                tokio::task::spawn_blocking(move || write_chunk(&handle, &data, offset)).await;
             match written {
-                Ok(Ok(())) => ChunkOutcome::Written {
+                Ok(Ok(crc32)) => ChunkOutcome::Written {
                     file,
-                    bytes: length as u64,
+                    range: RangeChecksum {
+                        offset,
+                        length: length as u64,
+                        crc32,
+                    },
                 },
                 Ok(Err(error)) => ChunkOutcome::Failed(CopyFailure::Fatal(RecoveryError::io(
                     format!("{path_name}{TEMP_FILE_SUFFIX}"),
@@ -712,6 +725,8 @@ impl<'a> FileCopy<'a> {
         let Some(handle) = state.handle.take() else {
             return;
         };
+        let mut written = std::mem::take(&mut state.written);
+        written.sort_unstable_by_key(|range| range.offset);
         let temp_path = state.temp_path.clone();
         let final_path = self.index_dir.join(&info.name);
         self.finalizing.spawn_blocking(move || {
@@ -719,7 +734,7 @@ impl<'a> FileCopy<'a> {
                 return FinalizeOutcome::Failed(RecoveryError::io(&temp_path, error));
             }
             drop(handle);
-            match verify_file(&temp_path, &info) {
+            match verify_written_file(&temp_path, &info, &written) {
                 Ok(()) => {}
                 Err(VerifyFailure::Mismatch(reason)) => {
                     return FinalizeOutcome::Mismatch { file, reason };
@@ -754,7 +769,7 @@ struct ChunkFetch {
 
 impl ChunkFetch {
     /// Fetches the chunk, retrying failures with capped backoff.
-    async fn fetch(&self) -> Result<Vec<u8>, CopyFailure> {
+    async fn fetch(&self) -> Result<ChunkBytes, CopyFailure> {
         let mut attempt = 1;
         loop {
             let throttled = self.limiter.acquire(self.length as u64).await;
@@ -803,8 +818,39 @@ enum VerifyFailure {
     Io(RecoveryError),
 }
 
+/// Writes a chunk's pieces at `offset` on; returns the CRC-32 of the bytes written.
+fn write_chunk(file: &File, data: &ChunkBytes, offset: u64) -> std::io::Result<u32> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut at = offset;
+    for piece in data.pieces() {
+        hasher.update(piece);
+        file.write_all_at(piece, at)?;
+        at += piece.len() as u64;
+    }
+    Ok(hasher.finalize())
+}
+
 /// Reads the file back and checks its length and checksum against the leader's.
 fn verify_file(path: &Path, info: &CommitFileInfo) -> Result<(), VerifyFailure> {
+    check_length(path, info)?;
+    check_checksums(info, checksum_file(path, info.checksum_kind))
+}
+
+/// Checks a copied file's length, and its checksum computed from the CRC-32s of the chunks
+/// written into it (only the footer is read back).
+fn verify_written_file(
+    path: &Path,
+    info: &CommitFileInfo,
+    written: &[RangeChecksum],
+) -> Result<(), VerifyFailure> {
+    check_length(path, info)?;
+    check_checksums(
+        info,
+        checksum_file_from_ranges(path, info.checksum_kind, written),
+    )
+}
+
+fn check_length(path: &Path, info: &CommitFileInfo) -> Result<(), VerifyFailure> {
     let length = std::fs::metadata(path)
         .map_err(|e| VerifyFailure::Io(RecoveryError::io(path, e)))?
         .len();
@@ -814,7 +860,14 @@ fn verify_file(path: &Path, info: &CommitFileInfo) -> Result<(), VerifyFailure> 
             info.length
         )));
     }
-    match checksum_file(path, info.checksum_kind) {
+    Ok(())
+}
+
+fn check_checksums(
+    info: &CommitFileInfo,
+    computed: tandem_engine::Result<tandem_engine::shard::FileChecksums>,
+) -> Result<(), VerifyFailure> {
+    match computed {
         Ok(computed) if info.matches(computed) => Ok(()),
         Ok(computed) => Err(VerifyFailure::Mismatch(format!(
             "checksums {:#010x}/{:?} instead of {:#010x}/{:?}",

@@ -42,7 +42,7 @@ impl ForwardingLeaderClient for RenamingClient {
     ) -> LeaderFuture<'_, FileChunk> {
         Box::pin(async move {
             Ok(FileChunk {
-                data: vec![b'!'; length],
+                data: vec![b'!'; length].into(),
                 source_throttle: Duration::ZERO,
             })
         })

@@ -22,7 +22,6 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -462,16 +461,118 @@ fn parse_footer_json(json: &[u8]) -> std::result::Result<u32, String> {
 /// the one the footer stores (else [`EngineError::Corrupted`]), and the footer's own CRC-32 is
 /// computed too.
 pub fn checksum_file(path: &Path, kind: ChecksumKind) -> Result<FileChecksums> {
-    let mut file = File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let footer = read_footer(&file, path, kind)?;
+    let mut hasher = crc32fast::Hasher::new();
+    hash_file_range(&file, path, 0, footer.body_length, &mut hasher)?;
+    footer.checked(path, hasher.finalize())
+}
+
+/// The CRC-32 of one range of a file's bytes, as a copier computed it while writing them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeChecksum {
+    /// First byte of the range.
+    pub offset: u64,
+    /// Bytes in the range.
+    pub length: u64,
+    /// CRC-32 (IEEE, as `crc32fast` computes it) of those bytes.
+    pub crc32: u32,
+}
+
+/// [`checksum_file`] of a file whose bytes were checksummed as they were written, without
+/// reading its body back: `ranges` (in offset order, from 0 to the file's end, without gaps or
+/// overlaps, else [`EngineError::Corrupted`]) are combined (`crc32fast::Hasher::combine`). Only
+/// a footer, and the part of the one range that holds both body and footer, are read back.
+///
+/// This is what a verifying copy needs (as Elasticsearch verifies a recovered file from the
+/// bytes it writes): the checksums are of the exact bytes handed to the file, and reading them
+/// back would only read the page cache, not the disk.
+pub fn checksum_file_from_ranges(
+    path: &Path,
+    kind: ChecksumKind,
+    ranges: &[RangeChecksum],
+) -> Result<FileChecksums> {
+    let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let length = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
+    let mut covered = 0u64;
+    for range in ranges {
+        if range.offset != covered {
+            return Err(EngineError::Corrupted {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "written ranges leave a gap or overlap at offset {covered} (next at {})",
+                    range.offset
+                ),
+            });
+        }
+        covered += range.length;
+    }
+    if covered != length {
+        return Err(EngineError::Corrupted {
+            path: path.to_path_buf(),
+            reason: format!("written ranges cover {covered} bytes of a {length}-byte file"),
+        });
+    }
+    let footer = read_footer(&file, path, kind)?;
+    let mut hasher = crc32fast::Hasher::new();
+    for range in ranges {
+        let end = range.offset + range.length;
+        if end <= footer.body_length {
+            hasher.combine(&crc32fast::Hasher::new_with_initial_len(
+                range.crc32,
+                range.length,
+            ));
+        } else {
+            hash_file_range(&file, path, range.offset, footer.body_length, &mut hasher)?;
+            break;
+        }
+    }
+    footer.checked(path, hasher.finalize())
+}
+
+/// What a file's footer says (or, for a whole-file checksum, that the body is the whole file).
+struct Footer {
+    /// The body's CRC-32 as the footer stores it.
+    stored: Option<u32>,
+    /// CRC-32 of the footer's own bytes.
+    footer_checksum: Option<u32>,
+    /// Bytes before the footer.
+    body_length: u64,
+}
+
+impl Footer {
+    /// The checksums of a file whose body hashes to `computed`; a mismatch with the stored CRC is
+    /// corruption.
+    fn checked(&self, path: &Path, computed: u32) -> Result<FileChecksums> {
+        match self.stored {
+            Some(stored) if stored != computed => Err(EngineError::Corrupted {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "body checksum {computed:#010x} does not match the footer's {stored:#010x}"
+                ),
+            }),
+            _ => Ok(FileChecksums {
+                checksum: computed,
+                footer_checksum: self.footer_checksum,
+            }),
+        }
+    }
+}
+
+fn read_footer(file: &File, path: &Path, kind: ChecksumKind) -> Result<Footer> {
+    use std::os::unix::fs::FileExt;
     let length = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
     let corrupted = |reason: String| EngineError::Corrupted {
         path: path.to_path_buf(),
         reason,
     };
-    let (stored, footer_checksum, body_length) = match kind {
-        ChecksumKind::WholeFile => (None, None, length),
+    match kind {
+        ChecksumKind::WholeFile => Ok(Footer {
+            stored: None,
+            footer_checksum: None,
+            body_length: length,
+        }),
         ChecksumKind::TantivyFooter => {
-            use std::os::unix::fs::FileExt;
             if length < FOOTER_TRAILER_BYTES {
                 return Err(corrupted(format!(
                     "file of {length} bytes is too short for a tantivy footer"
@@ -487,37 +588,41 @@ pub fn checksum_file(path: &Path, kind: ChecksumKind) -> Result<FileChecksums> {
             let mut footer_hasher = crc32fast::Hasher::new();
             footer_hasher.update(&json);
             footer_hasher.update(&trailer);
-            (
-                Some(parse_footer_json(&json).map_err(corrupted)?),
-                Some(footer_hasher.finalize()),
+            Ok(Footer {
+                stored: Some(parse_footer_json(&json).map_err(corrupted)?),
+                footer_checksum: Some(footer_hasher.finalize()),
                 body_length,
-            )
+            })
         }
-    };
-    let mut hasher = crc32fast::Hasher::new();
-    let mut buffer = vec![0u8; CHECKSUM_BUFFER_BYTES];
-    let mut remaining = body_length;
-    while remaining > 0 {
-        let want = remaining.min(buffer.len() as u64) as usize;
+    }
+}
+
+/// Adds the bytes `start..end` of `file` to `hasher`, reading with a bounded buffer.
+fn hash_file_range(
+    file: &File,
+    path: &Path,
+    start: u64,
+    end: u64,
+    hasher: &mut crc32fast::Hasher,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buffer = vec![0u8; CHECKSUM_BUFFER_BYTES.min((end - start) as usize)];
+    let mut offset = start;
+    while offset < end {
+        let want = (end - offset).min(buffer.len() as u64) as usize;
         let read = file
-            .read(&mut buffer[..want])
+            .read_at(&mut buffer[..want], offset)
             .map_err(|e| EngineError::io(path, e))?;
         if read == 0 {
-            return Err(corrupted("file shorter than its metadata says".to_string()));
+            return Err(EngineError::Corrupted {
+                path: path.to_path_buf(),
+                reason: "file shorter than its metadata says".to_string(),
+            });
         }
         hasher.update(&buffer[..read]);
-        remaining -= read as u64;
+        offset += read as u64;
     }
-    let computed = hasher.finalize();
-    match stored {
-        Some(stored) if stored != computed => Err(corrupted(format!(
-            "body checksum {computed:#010x} does not match the footer's {stored:#010x}"
-        ))),
-        _ => Ok(FileChecksums {
-            checksum: computed,
-            footer_checksum,
-        }),
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -551,6 +656,72 @@ mod tests {
         file[last] ^= 1;
         assert!(footer_checksum(&file).is_err());
         assert!(footer_checksum(b"abc").is_err());
+    }
+
+    /// The ranges of `file` cut every `step` bytes, with their CRCs.
+    fn ranges_of(file: &[u8], step: usize) -> Vec<RangeChecksum> {
+        file.chunks(step)
+            .enumerate()
+            .map(|(index, piece)| RangeChecksum {
+                offset: (index * step) as u64,
+                length: piece.len() as u64,
+                crc32: crc32fast::hash(piece),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn checksums_from_written_ranges_match_a_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg.idx");
+        let body: Vec<u8> = (0..3 * CHECKSUM_BUFFER_BYTES + 77)
+            .map(|i| (i * 31) as u8)
+            .collect();
+        let file = with_footer(&body);
+        std::fs::write(&path, &file).unwrap();
+        for kind in [ChecksumKind::TantivyFooter, ChecksumKind::WholeFile] {
+            let read_back = checksum_file(&path, kind).unwrap();
+            // Steps that end the body inside a range, on a range boundary, and in one range.
+            for step in [
+                1 << 20,
+                4096,
+                body.len(),
+                body.len() + 3,
+                file.len(),
+                1 << 30,
+            ] {
+                let ranges = ranges_of(&file, step);
+                assert_eq!(
+                    checksum_file_from_ranges(&path, kind, &ranges).unwrap(),
+                    read_back,
+                    "{kind:?}, ranges of {step}"
+                );
+            }
+        }
+        // A range whose bytes differ from the body's (as if a corrupted piece was written).
+        let mut ranges = ranges_of(&file, 1 << 20);
+        ranges[1].crc32 ^= 1;
+        assert!(matches!(
+            checksum_file_from_ranges(&path, ChecksumKind::TantivyFooter, &ranges),
+            Err(EngineError::Corrupted { .. })
+        ));
+        let whole = checksum_file(&path, ChecksumKind::WholeFile).unwrap();
+        assert_ne!(
+            checksum_file_from_ranges(&path, ChecksumKind::WholeFile, &ranges).unwrap(),
+            whole
+        );
+        // Gaps, overlaps and short coverage are refused.
+        let ranges = ranges_of(&file, 1 << 20);
+        for broken in [
+            ranges[1..].to_vec(),
+            ranges[..ranges.len() - 1].to_vec(),
+            [&ranges[..2], &ranges[1..]].concat(),
+        ] {
+            assert!(matches!(
+                checksum_file_from_ranges(&path, ChecksumKind::WholeFile, &broken),
+                Err(EngineError::Corrupted { .. })
+            ));
+        }
     }
 
     #[test]

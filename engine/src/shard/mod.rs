@@ -56,7 +56,8 @@ use writer_slot::WriterSlot;
 
 pub use changes::{ShardChangesRequest, ShardChangesResponse};
 pub use commit_point::{
-    ChecksumKind, CommitFileInfo, FileChecksums, PinnedCommit, PinnedFile, FOLLOWER_MARKER_FILE,
+    ChecksumKind, CommitFileInfo, FileChecksums, PinnedCommit, PinnedFile, RangeChecksum,
+    FOLLOWER_MARKER_FILE,
 };
 pub use write::{DeleteRequest, GetResult, IndexRequest, WriteOutcome, WriteRequest, WriteResult};
 

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tandem_engine::index::IndexMetadata;
 use tandem_engine::SeqNo;
+use tandem_recovery::chunk_bytes::ChunkBytes;
 use tandem_recovery::client::{
     FileChunk, LeaderClient, LeaderFuture, LeaderIndexSummary, RecoverySessionInfo, SessionId,
     ShardChangesRequest, ShardChangesResponse, ShardId,
@@ -205,6 +206,18 @@ impl HttpLeaderClient {
         timeout: Duration,
         expect: &Expect,
     ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), LeaderError> {
+        let (headers, pieces) = self.call_for_pieces(path, request, timeout, expect).await?;
+        Ok((headers, pieces.to_vec()))
+    }
+
+    /// [`HttpLeaderClient::call`] whose answer stays in the pieces it arrived in.
+    async fn call_for_pieces<Request: Serialize>(
+        &self,
+        path: &str,
+        request: &Request,
+        timeout: Duration,
+        expect: &Expect,
+    ) -> Result<(reqwest::header::HeaderMap, ChunkBytes), LeaderError> {
         let body = serde_json::to_vec(request)
             .map_err(|e| LeaderError::InvalidRequest(format!("cannot encode the request: {e}")))?;
         let response = self.send(path, body, timeout).await?;
@@ -269,7 +282,7 @@ impl HttpLeaderClient {
             requested_length: requested_length.min(MAX_CHUNK_BYTES),
         };
         let (headers, body) = self
-            .call(
+            .call_for_pieces(
                 READ_CHUNK_PATH,
                 &request,
                 self.settings.request_timeout,
@@ -320,7 +333,9 @@ async fn check_status(
         return Ok(response);
     }
     let from_leader = response.headers().contains_key(ERROR_HEADER);
-    let body = read_body(response, MAX_ERROR_ANSWER_BYTES, timeout).await?;
+    let body = read_body(response, MAX_ERROR_ANSWER_BYTES, timeout)
+        .await?
+        .to_vec();
     if from_leader {
         return Err(
             serde_json::from_slice::<LeaderError>(&body).unwrap_or_else(|e| {
@@ -338,12 +353,14 @@ async fn check_status(
     })
 }
 
-/// Reads a whole body, refusing one over `limit` bytes before reading it.
+/// Reads a whole body, refusing one over `limit` bytes before reading it. The body is kept in
+/// the pieces the connection delivered: a 1 MB chunk arrives in many, and joining them would
+/// copy it (callers that need one buffer join once).
 async fn read_body(
     mut response: reqwest::Response,
     limit: usize,
     timeout: Duration,
-) -> Result<Vec<u8>, LeaderError> {
+) -> Result<ChunkBytes, LeaderError> {
     let too_large = |length: u64| {
         LeaderError::CorruptedResponse(format!(
             "answer of {length} bytes or more, over the limit of {limit}"
@@ -355,18 +372,18 @@ async fn read_body(
             return Err(too_large(length));
         }
     }
-    // Sized once from the announced length (already checked against `limit`): a 1 MB chunk
-    // arrives in many pieces, and growing by doubling would copy it over and over.
-    let mut body = Vec::with_capacity(announced.map_or(0, |length| length as usize));
+    let mut pieces = Vec::new();
+    let mut length = 0;
     loop {
         match response.chunk().await {
             Ok(Some(piece)) => {
-                if body.len() + piece.len() > limit {
-                    return Err(too_large((body.len() + piece.len()) as u64));
+                if length + piece.len() > limit {
+                    return Err(too_large((length + piece.len()) as u64));
                 }
-                body.extend_from_slice(&piece);
+                length += piece.len();
+                pieces.push(piece);
             }
-            Ok(None) => return Ok(body),
+            Ok(None) => return Ok(ChunkBytes::from_pieces(pieces)),
             Err(error) if error.is_timeout() => return Err(LeaderError::Timeout(timeout)),
             Err(error) => {
                 return Err(LeaderError::Unavailable(format!(

@@ -35,8 +35,10 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tandem_engine::{OpType, Operation, OperationKind, PrimaryTerm, SeqNo};
+use tandem_recovery::chunk_bytes::ChunkBytes;
 use tandem_recovery::client::{FileChunk, SessionId, ShardChangesResponse, ShardId};
 use tandem_recovery::error::LeaderError;
 
@@ -64,8 +66,9 @@ const MIN_OPERATION_BYTES: u64 = 5;
 pub const ERROR_HEADER: &str = "x-tandem-error";
 /// Chunk header: the chunk's length in bytes once decoded.
 pub const CHUNK_LENGTH_HEADER: &str = "x-tandem-chunk-length";
-/// Chunk header: CRC-32C of the decoded chunk.
-pub const CHUNK_CRC_HEADER: &str = "x-tandem-chunk-crc32c";
+/// Chunk header: CRC-32 (IEEE) of the decoded chunk. The polynomial of tantivy's footers, so
+/// one hardware-accelerated pass (`crc32fast`) serves both this check and the follower's.
+pub const CHUNK_CRC_HEADER: &str = "x-tandem-chunk-crc32";
 /// Chunk header: `identity` or `zstd`.
 pub const CHUNK_ENCODING_HEADER: &str = "x-tandem-chunk-encoding";
 /// Chunk header: nanoseconds the leader spent throttling the chunk.
@@ -519,8 +522,8 @@ impl ChunkEncoding {
 pub struct ChunkHeader {
     /// Length of the chunk once decoded.
     pub length: u64,
-    /// CRC-32C of the decoded chunk.
-    pub crc32c: u32,
+    /// CRC-32 (IEEE) of the decoded chunk.
+    pub crc32: u32,
     /// How the body is encoded.
     pub encoding: ChunkEncoding,
     /// Time the leader spent throttling the chunk.
@@ -532,7 +535,7 @@ impl ChunkHeader {
     pub fn to_pairs(&self) -> [(&'static str, String); 4] {
         [
             (CHUNK_LENGTH_HEADER, self.length.to_string()),
-            (CHUNK_CRC_HEADER, self.crc32c.to_string()),
+            (CHUNK_CRC_HEADER, self.crc32.to_string()),
             (CHUNK_ENCODING_HEADER, self.encoding.name().to_string()),
             (
                 CHUNK_THROTTLE_HEADER,
@@ -554,11 +557,11 @@ impl ChunkHeader {
             Some("zstd") => ChunkEncoding::Zstd,
             other => return Err(corrupted(format!("unknown chunk encoding {other:?}"))),
         };
-        let crc32c = u32::try_from(number(CHUNK_CRC_HEADER)?)
+        let crc32 = u32::try_from(number(CHUNK_CRC_HEADER)?)
             .map_err(|_| corrupted("chunk checksum over 32 bits"))?;
         Ok(ChunkHeader {
             length: number(CHUNK_LENGTH_HEADER)?,
-            crc32c,
+            crc32,
             encoding,
             source_throttle: Duration::from_nanos(number(CHUNK_THROTTLE_HEADER)?),
         })
@@ -573,11 +576,12 @@ impl ChunkHeader {
 pub const COMPRESS_CHUNKS: bool = false;
 
 /// Encodes a chunk: its header and body, zstd-compressed when `compress` is set and that
-/// saves at least an eighth (the bytes move, they are not copied, when sent as they are).
-pub fn encode_chunk(chunk: FileChunk, compress: bool) -> (ChunkHeader, Vec<u8>) {
+/// saves at least an eighth. Sent as it is, the body is the chunk's own bytes (a leader's chunk
+/// is one piece of its memory map: nothing is copied).
+pub fn encode_chunk(chunk: FileChunk, compress: bool) -> (ChunkHeader, Bytes) {
     let data = &chunk.data;
     let compressed = if compress && data.len() >= CHUNK_COMPRESSION_MIN_BYTES {
-        zstd::bulk::compress(data, ZSTD_LEVEL)
+        zstd::bulk::compress(&data.to_vec(), ZSTD_LEVEL)
             .ok()
             .filter(|compressed| compressed.len() < data.len() - data.len() / 8)
     } else {
@@ -585,21 +589,22 @@ pub fn encode_chunk(chunk: FileChunk, compress: bool) -> (ChunkHeader, Vec<u8>) 
     };
     let header = |encoding| ChunkHeader {
         length: data.len() as u64,
-        crc32c: crc32c::crc32c(data),
+        crc32: data.crc32(),
         encoding,
         source_throttle: chunk.source_throttle,
     };
     match compressed {
-        Some(compressed) => (header(ChunkEncoding::Zstd), compressed),
-        None => (header(ChunkEncoding::Identity), chunk.data),
+        Some(compressed) => (header(ChunkEncoding::Zstd), Bytes::from(compressed)),
+        None => (header(ChunkEncoding::Identity), chunk.data.to_bytes()),
     }
 }
 
 /// Decodes a chunk answer to a request for `requested_length` bytes: checks the announced
-/// length (at most the requested one), the decoded length and the checksum.
+/// length (at most the requested one), the decoded length and the checksum. An identity body
+/// stays in the pieces it arrived in.
 pub fn decode_chunk(
     header: &ChunkHeader,
-    body: Vec<u8>,
+    body: ChunkBytes,
     requested_length: usize,
 ) -> Result<FileChunk, LeaderError> {
     if header.length > requested_length as u64 {
@@ -611,7 +616,7 @@ pub fn decode_chunk(
     let length = header.length as usize;
     let data = match header.encoding {
         ChunkEncoding::Identity => body,
-        ChunkEncoding::Zstd => decompress_exact(&body, length)?,
+        ChunkEncoding::Zstd => ChunkBytes::from(decompress_exact(&body.to_vec(), length)?),
     };
     if data.len() != length {
         return Err(corrupted(format!(
@@ -619,11 +624,11 @@ pub fn decode_chunk(
             data.len()
         )));
     }
-    let crc = crc32c::crc32c(&data);
-    if crc != header.crc32c {
+    let crc = data.crc32();
+    if crc != header.crc32 {
         return Err(corrupted(format!(
             "chunk checksum mismatch: computed {crc:#010x}, announced {:#010x}",
-            header.crc32c
+            header.crc32
         )));
     }
     Ok(FileChunk {
@@ -793,7 +798,7 @@ mod tests {
             (0..10_000u32).map(|n| (n * 7919 % 251) as u8).collect(),
         ] {
             let chunk = FileChunk {
-                data: data.clone(),
+                data: data.clone().into(),
                 source_throttle: Duration::from_millis(3),
             };
             for compress in [false, true] {
@@ -811,16 +816,21 @@ mod tests {
                 .unwrap();
                 assert_eq!(parsed, header);
                 assert_eq!(
-                    decode_chunk(&parsed, body.clone(), data.len()),
+                    decode_chunk(&parsed, body.clone().into(), data.len()),
                     Ok(chunk.clone())
                 );
+                // The same body cut into pieces, as a connection delivers it.
+                let cut = body.len() / 3;
+                let pieces = ChunkBytes::from_pieces(vec![body.slice(..cut), body.slice(cut..)]);
+                assert_eq!(decode_chunk(&parsed, pieces, data.len()), Ok(chunk.clone()));
                 if !data.is_empty() {
-                    assert!(decode_chunk(&parsed, body.clone(), data.len() - 1).is_err());
-                    let mut damaged = body.clone();
+                    assert!(decode_chunk(&parsed, body.clone().into(), data.len() - 1).is_err());
+                    let mut damaged = body.to_vec();
                     damaged[0] ^= 1;
-                    assert!(decode_chunk(&parsed, damaged, data.len()).is_err());
+                    assert!(decode_chunk(&parsed, damaged.into(), data.len()).is_err());
                     assert!(
-                        decode_chunk(&parsed, body[..body.len() - 1].to_vec(), data.len()).is_err()
+                        decode_chunk(&parsed, body.slice(..body.len() - 1).into(), data.len())
+                            .is_err()
                     );
                 }
             }
@@ -828,7 +838,7 @@ mod tests {
         assert_eq!(
             encode_chunk(
                 FileChunk {
-                    data: vec![0; 4096],
+                    data: vec![0; 4096].into(),
                     source_throttle: Duration::ZERO
                 },
                 true

@@ -289,10 +289,12 @@ impl ForwardingLeaderClient for FaultyLeaderClient {
                         .inner
                         .read_file_chunk(shard, session, file, offset, length)
                         .await?;
-                    if let Some(byte) = chunk.data.get_mut(at) {
+                    let mut data = chunk.data.to_vec();
+                    if let Some(byte) = data.get_mut(at) {
                         *byte ^= 0x5a;
                         self.counts.corruptions.fetch_add(1, Ordering::Relaxed);
                     }
+                    chunk.data = data.into();
                     Ok(chunk)
                 }
                 Fault::None => {
