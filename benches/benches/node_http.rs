@@ -31,7 +31,9 @@
 //!   inherit their creator's affinity, so tantivy's indexing and merge threads follow their
 //!   node). The ratio then is what being followed costs the leader (serving shard changes,
 //!   leases), not the follower's indexing competing for the same cores. After its rounds, a
-//!   `lag` run on the same pair, paced at half the pinned `leader_alone` median. It runs
+//!   `lag` run on the same pair, paced at half the pinned `leader_alone` median
+//!   (`TANDEM_BENCH_PIN_LEADER_CPU=1` swaps the cores; each followed run also reports the
+//!   follower's read requests). It runs
 //!   before the recovery leader exists, whose merges would otherwise run on both cores.
 //! - `recovery` (criterion's third function, timing the follow of each round): a leader
 //!   index of one shard filled (in-process, as `recovery_throughput` does)
@@ -202,10 +204,16 @@ enum Placement {
 
 impl Placement {
     fn cpus(self, node: &str) -> Option<&'static [usize]> {
+        let leader_cpu = env_usize("TANDEM_BENCH_PIN_LEADER_CPU", 0);
+        let (leader, follower): (&'static [usize], &'static [usize]) = if leader_cpu == 1 {
+            (&[1], &[0])
+        } else {
+            (&[0], &[1])
+        };
         match (self, node) {
             (Placement::Shared, _) => None,
-            (Placement::Pinned, "follower") => Some(&[1]),
-            (Placement::Pinned, _) => Some(&[0]),
+            (Placement::Pinned, "follower") => Some(follower),
+            (Placement::Pinned, _) => Some(leader),
         }
     }
 }
@@ -385,15 +393,29 @@ fn leader_alone(cluster: &Cluster, workload: &Workload, name: &str) -> Duration 
 }
 
 /// `leader_followed`: the ingest while a follower replicates; also returns how long the
-/// follower took to catch up once the last bulk was acknowledged.
-fn leader_followed(cluster: &Cluster, workload: &Workload, name: &str) -> (Duration, Duration) {
+/// follower took to catch up once the last bulk was acknowledged, and how many shard changes
+/// requests the follower's reads took (its `successful_read_requests`).
+fn leader_followed(
+    cluster: &Cluster,
+    workload: &Workload,
+    name: &str,
+) -> (Duration, Duration, u64) {
     let copy = format!("{name}-copy");
     cluster.create_leader(name);
     cluster.follow(&copy, name);
     let elapsed = cluster.ingest(name, workload.ndjson_bulks(BULK_SIZE));
     let caught_up = cluster.wait_caught_up(name, &copy);
+    let stats = cluster.rest(cluster.on_follower.get(&format!("/{copy}/_ccr/stats")));
+    let reads = stats["indices"][0]["shards"]
+        .as_array()
+        .map_or(0, |shards| {
+            shards
+                .iter()
+                .filter_map(|shard| shard["successful_read_requests"].as_u64())
+                .sum()
+        });
     cluster.delete(Some(&copy), name);
-    (elapsed, caught_up)
+    (elapsed, caught_up, reads)
 }
 
 /// `follower_apply`: a paused follower resumes behind a fully loaded leader; returns the time
@@ -450,15 +472,17 @@ fn ingest_round(
                 elapsed
             }
             IngestRun::Followed => {
-                let (elapsed, caught_up) =
+                let (elapsed, caught_up, reads) =
                     leader_followed(cluster, workload, &format!("{label}followed-{round}"));
                 figures.followed.push(per_second(docs, elapsed));
                 figures
                     .caught_up_after
                     .push(caught_up.as_secs_f64() * 1000.0);
                 line += &format!(
-                    " followed {:.0} docs/s (caught up {caught_up:.0?} after);",
-                    per_second(docs, elapsed)
+                    " followed {:.0} docs/s (caught up {caught_up:.0?} after; {reads} reads, \
+                     {:.0}/s);",
+                    per_second(docs, elapsed),
+                    reads as f64 / elapsed.as_secs_f64()
                 );
                 elapsed
             }
