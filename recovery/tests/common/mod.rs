@@ -71,11 +71,13 @@ pub fn write_history(index: &Index, batches: u64, per_batch: u64, ids: u64, salt
 /// Waits until the shard's latest commit stops changing (background merges ended), so a
 /// session opened now and one opened later pin the same files.
 pub fn settle(shard: &ShardEngine) {
+    // An unchanged commit alone is not enough: a merge can run longer than the interval
+    // without changing the commit, then end and commit under a recovery that assumed none.
     let mut last = shard.pin_latest_commit().unwrap().file_infos();
-    for _ in 0..100 {
+    for _ in 0..200 {
         std::thread::sleep(Duration::from_millis(50));
         let now = shard.pin_latest_commit().unwrap().file_infos();
-        if now == last {
+        if now == last && shard.merging_segment_count() == 0 {
             return;
         }
         last = now;
