@@ -184,9 +184,7 @@ impl RecoverySource {
         }
         let commit = self.touch(shard, session)?;
         let index = commit
-            .files()
-            .iter()
-            .position(|pinned| pinned.info().name == file)
+            .file_index(file)
             .ok_or_else(|| LeaderError::UnknownFile {
                 session: session.clone(),
                 name: file.to_string(),

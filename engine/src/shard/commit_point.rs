@@ -169,7 +169,13 @@ impl PinnedCommit {
 
     /// The file called `name`, if it belongs to the commit.
     pub fn file(&self, name: &str) -> Option<&PinnedFile> {
-        self.files.iter().find(|file| file.info.name == name)
+        self.file_index(name).map(|index| &self.files[index])
+    }
+
+    /// The position in [`PinnedCommit::files`] of the file called `name`, if it belongs to the
+    /// commit (to refer to it while holding the commit, as a recovery source's chunk does).
+    pub fn file_index(&self, name: &str) -> Option<usize> {
+        self.files.iter().position(|file| file.info.name == name)
     }
 
     /// Name, length and checksum of every file, in [`PinnedCommit::files`] order.
@@ -462,7 +468,8 @@ fn parse_footer_json(json: &[u8]) -> std::result::Result<u32, String> {
 /// computed too.
 pub fn checksum_file(path: &Path, kind: ChecksumKind) -> Result<FileChecksums> {
     let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
-    let footer = read_footer(&file, path, kind)?;
+    let length = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
+    let footer = read_footer(&file, path, length, kind)?;
     let mut hasher = crc32fast::Hasher::new();
     hash_file_range(&file, path, 0, footer.body_length, &mut hasher)?;
     footer.checked(path, hasher.finalize())
@@ -513,7 +520,7 @@ pub fn checksum_file_from_ranges(
             reason: format!("written ranges cover {covered} bytes of a {length}-byte file"),
         });
     }
-    let footer = read_footer(&file, path, kind)?;
+    let footer = read_footer(&file, path, length, kind)?;
     let mut hasher = crc32fast::Hasher::new();
     for range in ranges {
         let end = range.offset + range.length;
@@ -559,9 +566,9 @@ impl Footer {
     }
 }
 
-fn read_footer(file: &File, path: &Path, kind: ChecksumKind) -> Result<Footer> {
+/// Reads the footer of `file` (`length` bytes long) as `kind` defines it.
+fn read_footer(file: &File, path: &Path, length: u64, kind: ChecksumKind) -> Result<Footer> {
     use std::os::unix::fs::FileExt;
-    let length = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
     let corrupted = |reason: String| EngineError::Corrupted {
         path: path.to_path_buf(),
         reason,
