@@ -5,11 +5,14 @@
 //! - `leader_alone`: leader ingest with no follower;
 //! - `leader_followed`: the same ingest while a shard follow task replicates it (the ratio to
 //!   `leader_alone` is the cost of being followed; target >= 0.97);
-//! - `follower_apply`: a follower started on a fully loaded leader, timed until it has caught
-//!   up (its apply rate against `leader_alone`; target >= 0.90);
+//! - `follower_apply`: a follower started on a fully loaded leader at rest (refreshed, its
+//!   indexing threads and merges done, so the follower does not compete with the leader's
+//!   own indexing of what it acknowledged), timed until it has caught up (its apply rate
+//!   against `leader_alone`; target >= 0.90);
 //! - `lag`: the leader paced at half of `leader_alone`'s rate while a follower replicates; for
-//!   every operation the time from its acknowledgement on the leader to the moment the
-//!   follower's global checkpoint covers it, reported as p50 and p99 (target p99 <= 50 ms).
+//!   every bulk the time from its acknowledgement on the leader to the moment the follower's
+//!   global checkpoint covers it, reported as p50 and p99 over every sample's bulks (target
+//!   p99 <= 50 ms). Run alone, it first measures `leader_alone`'s rate in three rounds.
 //!
 //! - `pinned`: `leader_alone` and `leader_followed` again, alternating, placed as on two
 //!   machines: the leader's threads (its writers, and tantivy's indexing and merge threads,
@@ -19,6 +22,7 @@
 //!   a changes request (reading the tail) runs on the follower's runtime, so `node_http`'s
 //!   pinned rounds (over HTTP, with encoding and compression on the leader) are the stricter
 //!   figure.
+//! - `pinned_lag`: `lag` placed as `pinned`, paced at half of the pinned leader's rate.
 //!
 //! Apart from `pinned`, both engines share this machine's two cores, so a follower's indexing
 //! competes with the leader's: `leader_followed` measures that contention as much as the
@@ -36,8 +40,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use parking_lot::Mutex;
 use tandem_benches::{
-    env_usize, lags_ms, mappings, median, on_cpus, per_second, percentile, pin_current_thread,
-    runtime_on_cpus, temp_dir, CheckpointSampler, Workload, SEED,
+    env_usize, lags_ms, mappings, median, median_paired_ratio, on_cpus, per_second, percentile,
+    pin_current_thread, runtime_on_cpus, temp_dir, CheckpointSampler, Workload, SEED,
 };
 use tandem_engine::index::{Index, IndexSettings};
 use tandem_engine::shard::WriteRequest;
@@ -159,6 +163,20 @@ fn ingest_on(
     started.elapsed()
 }
 
+/// Brings the leader to rest: a refresh (which waits until tantivy's indexing threads have
+/// indexed every acknowledged write), then no merge running.
+fn settle(leader: &Index) {
+    leader.refresh().expect("refreshing the leader");
+    let started = Instant::now();
+    while leader.shards()[0].merging_segment_count() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the leader's merges did not end"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn wait_caught_up(pair: &Pair, deadline: Duration) -> Duration {
     let started = Instant::now();
     let target = pair.leader.shards()[0].global_checkpoint();
@@ -176,6 +194,11 @@ fn wait_caught_up(pair: &Pair, deadline: Duration) -> Duration {
 /// records when the follower's checkpoint covers each acknowledged operation. Returns the
 /// per-bulk lags in milliseconds.
 fn paced_lags(pair: &Pair, workload: &Workload, rate: f64) -> Vec<f64> {
+    paced_lags_on(None, pair, workload, rate)
+}
+
+/// [`paced_lags`] with the writers restricted to `cpus`, if given.
+fn paced_lags_on(cpus: Option<&[usize]>, pair: &Pair, workload: &Workload, rate: f64) -> Vec<f64> {
     const PACED_WRITERS: usize = 4;
     let epoch = Instant::now();
     // (highest seq_no of a bulk, its acknowledgement time) per bulk.
@@ -201,6 +224,9 @@ fn paced_lags(pair: &Pair, workload: &Workload, rate: f64) -> Vec<f64> {
         for (writer, thread_bulks) in bulks.into_iter().enumerate() {
             let (acks, leader) = (&acks, &pair.leader);
             scope.spawn(move || {
+                if let Some(cpus) = cpus {
+                    assert!(pin_current_thread(cpus), "pinning a writer to {cpus:?}");
+                }
                 let start =
                     Instant::now() + bulk_interval.mul_f64(writer as f64 / PACED_WRITERS as f64);
                 for (i, bulk) in thread_bulks.into_iter().enumerate() {
@@ -273,11 +299,39 @@ fn replication(c: &mut Criterion) {
             for _ in 0..iters {
                 let pair = pair();
                 ingest(&pair.leader, workload.bulks(BULK_SIZE));
+                settle(&pair.leader);
                 let task = follow(&pair);
                 let elapsed = wait_caught_up(&pair, Duration::from_secs(300));
                 runtime.block_on(task.stop());
                 applied.push(per_second(docs, elapsed));
                 total += elapsed;
+            }
+            total
+        })
+    });
+    let mut lags = Vec::new();
+    let mut paced_rate = 0.0;
+    group.bench_function("lag", |b| {
+        b.iter_custom(|iters| {
+            if alone.is_empty() {
+                // Run on its own: the leader's max rate first, as `leader_alone` measures it.
+                for _ in 0..3 {
+                    let pair = pair();
+                    alone.push(per_second(
+                        docs,
+                        ingest(&pair.leader, workload.bulks(BULK_SIZE)),
+                    ));
+                }
+            }
+            paced_rate = median(&alone) / 2.0;
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let pair = pair();
+                let task = follow(&pair);
+                let started = Instant::now();
+                lags.extend(paced_lags(&pair, &workload, paced_rate));
+                total += started.elapsed();
+                runtime.block_on(task.stop());
             }
             total
         })
@@ -313,39 +367,89 @@ fn replication(c: &mut Criterion) {
             total
         })
     });
+    let (mut pinned_lags, mut pinned_paced_rate) = (Vec::new(), 0.0);
+    group.bench_function("pinned_lag", |b| {
+        b.iter_custom(|iters| {
+            if pinned_alone.is_empty() {
+                // Run on its own: the pinned leader's max rate first, as `pinned` measures it.
+                for _ in 0..3 {
+                    let pair = pair_on(true);
+                    let elapsed =
+                        ingest_on(Some(&LEADER_CPUS), &pair.leader, workload.bulks(BULK_SIZE));
+                    pinned_alone.push(per_second(docs, elapsed));
+                }
+            }
+            pinned_paced_rate = median(&pinned_alone) / 2.0;
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let pair = pair_on(true);
+                let task = {
+                    let _entered = follower_runtime.enter();
+                    follow(&pair)
+                };
+                let started = Instant::now();
+                pinned_lags.extend(paced_lags_on(
+                    Some(&LEADER_CPUS),
+                    &pair,
+                    &workload,
+                    pinned_paced_rate,
+                ));
+                total += started.elapsed();
+                follower_runtime.block_on(task.stop());
+            }
+            total
+        })
+    });
     group.finish();
-    if !pinned_alone.is_empty() {
+    if !pinned_lags.is_empty() {
+        eprintln!(
+            "replication_throughput: pinned, at half the pinned leader's rate \
+             ({pinned_paced_rate:.0} docs/s) lag p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over \
+             {} bulks (target p99 <= 50 ms)",
+            percentile(&pinned_lags, 50.0),
+            percentile(&pinned_lags, 99.0),
+            percentile(&pinned_lags, 100.0),
+            pinned_lags.len()
+        );
+    }
+    if !pinned_alone.is_empty() && !pinned_followed.is_empty() {
         let (alone, followed) = (median(&pinned_alone), median(&pinned_followed));
         eprintln!(
             "replication_throughput: pinned (leader and writers on core 0, follower on core 1), \
              medians of {} rounds: leader alone {alone:.0} docs/s, followed {followed:.0} docs/s \
-             (ratio {:.3}, target >= 0.97)",
+             (ratio {:.3}; median of the per-round ratios {:.3}; target >= 0.97)",
             pinned_alone.len(),
-            followed / alone
+            followed / alone,
+            median_paired_ratio(&pinned_alone, &pinned_followed)
         );
     }
-    if alone.is_empty() || followed.is_empty() || applied.is_empty() {
-        return; // filtered out on the command line
-    }
     let max_rate = median(&alone);
-    let pair = pair();
-    let task = follow(&pair);
-    let lags = paced_lags(&pair, &workload, max_rate / 2.0);
-    runtime.block_on(task.stop());
-    eprintln!(
-        "replication_throughput: {docs} docs (30% updates), leader alone {:.0} docs/s, \
-         followed {:.0} docs/s (ratio {:.2}), follower apply {:.0} docs/s (ratio {:.2}); \
-         at half load ({:.0} docs/s) lag p50 {:.1} ms, p99 {:.1} ms over {} bulks",
-        max_rate,
-        median(&followed),
-        median(&followed) / max_rate,
-        median(&applied),
-        median(&applied) / max_rate,
-        max_rate / 2.0,
-        percentile(&lags, 50.0),
-        percentile(&lags, 99.0),
-        lags.len()
-    );
+    if !followed.is_empty() {
+        eprintln!(
+            "replication_throughput: {docs} docs (30% updates), leader alone {max_rate:.0} \
+             docs/s, followed {:.0} docs/s (ratio {:.3}, target >= 0.97)",
+            median(&followed),
+            median(&followed) / max_rate
+        );
+    }
+    if !applied.is_empty() {
+        eprintln!(
+            "replication_throughput: follower apply {:.0} docs/s against leader alone \
+             {max_rate:.0} docs/s (ratio {:.3}, target >= 0.90)",
+            median(&applied),
+            median(&applied) / max_rate
+        );
+    }
+    if !lags.is_empty() {
+        eprintln!(
+            "replication_throughput: at half load ({paced_rate:.0} docs/s) lag p50 {:.1} ms, \
+             p99 {:.1} ms, max {:.1} ms over {} bulks (target p99 <= 50 ms)",
+            percentile(&lags, 50.0),
+            percentile(&lags, 99.0),
+            percentile(&lags, 100.0),
+            lags.len()
+        );
+    }
 }
 
 criterion_group!(benches, replication);

@@ -404,6 +404,20 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// The median of the per-round ratios `followed[i] / alone[i]`: with each round's two runs
+/// back to back, a ratio of neighbours, which the machine's drift between rounds (the speed of
+/// this VM's cores changes by tens of percent from one second to the next) moves much less
+/// than a ratio of the two medians. 0 when either is empty.
+pub fn median_paired_ratio(alone: &[f64], followed: &[f64]) -> f64 {
+    let ratios: Vec<f64> = alone
+        .iter()
+        .zip(followed)
+        .filter(|(alone, _)| **alone > 0.0)
+        .map(|(alone, followed)| followed / alone)
+        .collect();
+    median(&ratios)
+}
+
 /// The `p`th percentile (0..=100) of `values`, nearest rank (0 when empty).
 pub fn percentile(values: &[f64], p: f64) -> f64 {
     if values.is_empty() {

@@ -209,8 +209,20 @@ impl SegmentHistory {
         id_field: tantivy::schema::Field,
         id: &str,
     ) -> Result<bool> {
+        Ok(self
+            .id_filter(segment, id_field)?
+            .may_contain(id.as_bytes()))
+    }
+
+    /// The filter of the segment's ids, built on first use (it streams every id of the
+    /// segment).
+    fn id_filter(
+        &self,
+        segment: &SegmentReader,
+        id_field: tantivy::schema::Field,
+    ) -> Result<&IdBloomFilter> {
         if let Some(filter) = self.ids.get() {
-            return Ok(filter.may_contain(id.as_bytes()));
+            return Ok(filter);
         }
         let inverted = segment
             .inverted_index(id_field)
@@ -223,7 +235,7 @@ impl SegmentHistory {
         while stream.advance() {
             filter.insert(stream.key());
         }
-        Ok(self.ids.get_or_init(|| filter).may_contain(id.as_bytes()))
+        Ok(self.ids.get_or_init(|| filter))
     }
 
     /// `(doc, anchor number)` of the anchors of the segment that are alive in `segment`.
@@ -303,6 +315,18 @@ impl HistoryCache {
         // Built outside the lock: building may scan the whole segment.
         let built = Arc::new(SegmentHistory::open(segment)?);
         Ok(self.segments.lock().entry(id).or_insert(built).clone())
+    }
+
+    /// Builds, for every segment of `searcher` not seen yet, its view and its id filter, which
+    /// an id lookup would otherwise build on first use: on a write path, under the write's
+    /// version-map locks (a merged segment's take tens of milliseconds, a stall of every
+    /// write, and on a follower of every apply). A refresh calls it before it publishes the
+    /// searcher.
+    pub fn warm(&self, searcher: &Searcher, id_field: tantivy::schema::Field) -> Result<()> {
+        for segment in searcher.segment_readers() {
+            self.get(segment)?.id_filter(segment, id_field)?;
+        }
+        Ok(())
     }
 
     /// Forgets segments that `searcher` no longer holds.

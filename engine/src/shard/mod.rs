@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use tantivy::directory::MmapDirectory;
 use tantivy::index::SegmentId;
 use tantivy::indexer::NoMergePolicy;
+use tantivy::schema::document::Document;
 use tantivy::store::Compressor;
 use tantivy::{IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher};
 
@@ -52,7 +53,7 @@ use crate::mapper::DocumentMapper;
 use crate::translog::Translog;
 use crate::types::{PrimaryTerm, SeqNo};
 use crate::version_map::{LiveVersionMap, Tail};
-use writer_slot::WriterSlot;
+use writer_slot::{ShardWriter, WriterSlot};
 
 pub use changes::{ShardChangesRequest, ShardChangesResponse};
 pub use commit_point::{
@@ -348,7 +349,7 @@ impl ShardEngine {
                 ),
             });
         }
-        let writer: IndexWriter = index
+        let writer: ShardWriter = index
             .writer_with_num_threads(config.indexing_threads, config.writer_memory_bytes)
             .map_err(|e| EngineError::index("opening a writer", e))?;
         writer.set_merge_policy(Box::new(NoMergePolicy));
@@ -814,7 +815,10 @@ fn read_payload(index: &tantivy::Index, index_dir: &Path) -> Result<CommitPayloa
     })
 }
 
-fn commit_with_payload(writer: &mut IndexWriter, payload: &CommitPayload) -> Result<()> {
+fn commit_with_payload<D: Document>(
+    writer: &mut IndexWriter<D>,
+    payload: &CommitPayload,
+) -> Result<()> {
     prepare_commit(writer, payload)?
         .wait()
         .map_err(|e| EngineError::index("committing", e))?;
@@ -824,8 +828,8 @@ fn commit_with_payload(writer: &mut IndexWriter, payload: &CommitPayload) -> Res
 /// Prepares a commit of everything handed to `writer` so far, with `payload`, and schedules it:
 /// the returned future completes once the commit is durable. The writer is free again as soon
 /// as this returns.
-fn prepare_commit(
-    writer: &mut IndexWriter,
+fn prepare_commit<D: Document>(
+    writer: &mut IndexWriter<D>,
     payload: &CommitPayload,
 ) -> Result<tantivy::FutureResult<tantivy::Opstamp>> {
     let json = serde_json::to_string(payload).map_err(|e| {

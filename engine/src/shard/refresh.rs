@@ -12,8 +12,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tantivy::index::SegmentId;
-use tantivy::IndexWriter;
 
+use super::writer_slot::ShardWriter;
 use super::{prepare_commit, CommitPayload, ShardInner};
 use crate::error::{EngineError, Result};
 use crate::merge::RetentionMergePolicy;
@@ -95,6 +95,10 @@ impl ShardInner {
             .reload()
             .map_err(|e| self.fail(EngineError::index("reloading the reader", e)))?;
         let searcher = self.reader.searcher();
+        if let Err(error) = self.history.warm(&searcher, self.mapper.schema().id) {
+            // The lookups that need what could not be built report the error themselves.
+            tracing::warn!(shard = %self.dir.display(), %error, "warming the history cache");
+        }
         let released_tail = {
             let mut tail = self.tail.lock();
             *self.searcher.write() = searcher.clone();
@@ -195,7 +199,7 @@ impl ShardInner {
         Ok(())
     }
 
-    fn start_merge(&self, writer: &mut IndexWriter, segments: Vec<SegmentId>) {
+    fn start_merge(&self, writer: &mut ShardWriter, segments: Vec<SegmentId>) {
         self.merging.lock().extend(segments.iter().copied());
         let future = writer.merge(&segments);
         let merging = self.merging.clone();

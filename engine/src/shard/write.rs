@@ -21,6 +21,7 @@ use std::sync::Arc;
 use tantivy::indexer::UserOperation;
 use tantivy::{TantivyDocument, Term};
 
+use super::writer_slot::{IndexingTicket, ShardOperation};
 use super::{Durability, ShardEngine, ShardInner};
 use crate::error::{EngineError, Result};
 use crate::history::{anchor_document, lookup_latest};
@@ -167,10 +168,12 @@ enum Prepared {
     Delete(DeleteRequest),
 }
 
-/// The tantivy operations and history entries of one call, applied together.
+/// The tantivy operations and history entries of one call, applied together, and the places
+/// reserved for its documents in the indexing queue.
 struct Batch {
-    operations: Vec<UserOperation>,
+    operations: Vec<ShardOperation>,
     history: Vec<SharedOperation>,
+    ticket: IndexingTicket,
 }
 
 impl ShardEngine {
@@ -213,6 +216,8 @@ impl ShardEngine {
             })
             .collect();
         let mut results: Vec<Result<WriteResult>> = Vec::with_capacity(prepared.len());
+        // Before any lock: waits while tantivy's indexing queue is full.
+        let ticket = inner.writer.reserve(batch_documents(prepared.len()));
         let location = {
             let _batch = inner.batches.read();
             let stripes = prepared
@@ -221,7 +226,7 @@ impl ShardEngine {
                 .map(|item| inner.version_map.stripe_of(prepared_id(item)))
                 .collect();
             let mut locked = inner.version_map.lock_many(stripes);
-            let mut batch = inner.new_batch(prepared.len());
+            let mut batch = inner.new_batch(prepared.len(), ticket);
             for item in prepared {
                 results.push(item.and_then(|prepared| {
                     let stripe = inner.version_map.stripe_of(prepared_id(&prepared));
@@ -248,6 +253,7 @@ impl ShardEngine {
     /// Records a no-op on the primary (fills a sequence number) and waits for durability.
     pub fn no_op(&self, reason: &str) -> Result<SeqNo> {
         let inner = &self.inner;
+        let ticket = inner.writer.reserve(batch_documents(1));
         let (seq_no, location) = {
             let _batch = inner.batches.read();
             inner.check_failed()?;
@@ -260,7 +266,7 @@ impl ShardEngine {
                     reason: reason.to_string(),
                 },
             });
-            let mut batch = inner.new_batch(1);
+            let mut batch = inner.new_batch(1, ticket);
             inner.stage(&mut batch, operation, None, false, true);
             (seq_no, inner.submit(batch, false)?)
         };
@@ -314,9 +320,10 @@ impl ShardEngine {
         inner
             .max_seq_no_of_updates
             .fetch_max(max_seq_no_of_updates.0, Ordering::AcqRel);
+        let ticket = inner.writer.reserve(batch_documents(operations.len()));
         let (applied, location) = {
             let _batch = inner.batches.read();
-            inner.apply_replica_batch(operations, parsed, false)?
+            inner.apply_replica_batch(operations, parsed, false, ticket)?
         };
         if let Some(location) = location {
             inner.wait_durable(location)?;
@@ -369,6 +376,11 @@ fn single(mut results: Vec<Result<WriteResult>>) -> Result<WriteResult> {
     results
         .pop()
         .unwrap_or_else(|| Err(EngineError::InvalidArgument("empty bulk".to_string())))
+}
+
+/// The documents a batch of `operations` hands to tantivy: one each, and the batch's anchor.
+fn batch_documents(operations: usize) -> usize {
+    operations + 1
 }
 
 /// Longest accepted document id, in bytes (Elasticsearch's limit).
@@ -432,16 +444,18 @@ impl ShardInner {
         }))
     }
 
-    fn new_batch(&self, capacity: usize) -> Batch {
+    /// A batch for `capacity` operations, whose documents `ticket` reserved
+    /// ([`batch_documents`] of `capacity`).
+    fn new_batch(&self, capacity: usize, ticket: IndexingTicket) -> Batch {
         let anchor = self.anchor_counter.fetch_add(1, Ordering::Relaxed);
         let mut operations = Vec::with_capacity(capacity * 2 + 1);
-        operations.push(UserOperation::Add(anchor_document(
-            self.mapper.schema(),
-            anchor,
-        )));
+        operations.push(UserOperation::Add(
+            anchor_document(self.mapper.schema(), anchor).into(),
+        ));
         Batch {
             operations,
             history: Vec::with_capacity(capacity),
+            ticket,
         }
     }
 
@@ -543,6 +557,7 @@ impl ShardInner {
         operations: Vec<SharedOperation>,
         documents: Vec<Option<TantivyDocument>>,
         replaying: bool,
+        ticket: IndexingTicket,
     ) -> Result<(usize, Option<TranslogLocation>)> {
         self.check_failed()?;
         let stripes = operations
@@ -550,7 +565,7 @@ impl ShardInner {
             .map(|operation| self.stripe_key(operation))
             .collect();
         let mut locked = self.version_map.lock_many(stripes);
-        let mut batch = self.new_batch(operations.len());
+        let mut batch = self.new_batch(operations.len(), ticket);
         let mut in_batch = std::collections::HashSet::with_capacity(operations.len());
         let mut applied = 0;
         for (operation, document) in operations.into_iter().zip(documents) {
@@ -657,7 +672,7 @@ impl ShardInner {
         let mut stored = Vec::with_capacity(operation.size_in_bytes());
         record::encode_stored_record(&operation, &mut stored);
         document.add_bytes(schema.record, &stored);
-        batch.operations.push(UserOperation::Add(document));
+        batch.operations.push(UserOperation::Add(document.into()));
         if soft_delete_now {
             batch
                 .operations
@@ -673,23 +688,28 @@ impl ShardInner {
     /// the checkpoint tracker. Returns the translog location to sync (`None` for an empty batch
     /// or a replay).
     fn submit(&self, batch: Batch, replaying: bool) -> Result<Option<TranslogLocation>> {
-        if batch.history.is_empty() {
+        let Batch {
+            operations,
+            history,
+            ticket,
+        } = batch;
+        if history.is_empty() {
             return Ok(None);
         }
         self.writer
-            .run(batch.operations)
+            .run(operations, ticket)
             .map_err(|error| self.fail(EngineError::index("adding documents", error)))?;
         {
             let mut tail = self.tail.lock();
-            for operation in &batch.history {
+            for operation in &history {
                 tail.insert(operation.clone());
             }
         }
         let location = if replaying {
             None
         } else {
-            let mut payloads = Vec::with_capacity(batch.history.len());
-            for operation in &batch.history {
+            let mut payloads = Vec::with_capacity(history.len());
+            for operation in &history {
                 let mut payload = Vec::with_capacity(operation.size_in_bytes() + 32);
                 record::encode_translog_payload(operation, &mut payload);
                 payloads.push((operation.seq_no.0 as u64, payload));
@@ -704,7 +724,7 @@ impl ShardInner {
         };
         {
             let mut tracker = self.tracker.lock();
-            for operation in &batch.history {
+            for operation in &history {
                 tracker.mark_processed(operation.seq_no);
             }
         }
@@ -748,7 +768,10 @@ impl ShardInner {
                 });
                 operations.push(Arc::new(operation));
             }
-            applied += self.apply_replica_batch(operations, documents, true)?.0;
+            let ticket = self.writer.reserve(batch_documents(operations.len()));
+            applied += self
+                .apply_replica_batch(operations, documents, true, ticket)?
+                .0;
             // Replayed records are durable: they were read back from the translog.
             let mut tracker = self.tracker.lock();
             for (seq_no, _) in chunk {
@@ -780,9 +803,11 @@ impl ShardInner {
         }
         let primary_term = PrimaryTerm(self.primary_term.load(Ordering::Acquire));
         let mut filled = 0usize;
+        let gaps = (max_seq_no.0 - checkpoint.0) as usize;
+        let ticket = self.writer.reserve(batch_documents(gaps));
         let location = {
             let _batch = self.batches.read();
-            let mut batch = self.new_batch((max_seq_no.0 - checkpoint.0) as usize);
+            let mut batch = self.new_batch(gaps, ticket);
             for seq_no in (checkpoint.0 + 1..=max_seq_no.0).map(SeqNo) {
                 if self.tracker.lock().has_processed(seq_no) {
                     continue;
