@@ -1,14 +1,16 @@
 //! Replication throughput, leader and follower in this process over the in-process leader
 //! client, one shard each, `TANDEM_BENCH_REPLICATION_DOCS` documents (default 100,000) written
-//! by 16 threads in bulks of 100 (request durability):
+//! by 16 threads in bulks of 100 (request durability). An ingest is timed until its last write
+//! is acknowledged and a refresh has made everything searchable (see [`ingest`]), and an apply
+//! until the follower has caught up and refreshed:
 //!
 //! - `leader_alone`: leader ingest with no follower;
 //! - `leader_followed`: the same ingest while a shard follow task replicates it (the ratio to
 //!   `leader_alone` is the cost of being followed; target >= 0.97);
 //! - `follower_apply`: a follower started on a fully loaded leader at rest (refreshed, its
 //!   indexing threads and merges done, so the follower does not compete with the leader's
-//!   own indexing of what it acknowledged), timed until it has caught up (its apply rate
-//!   against `leader_alone`; target >= 0.90);
+//!   own indexing of what it acknowledged), timed until it has caught up and refreshed (its
+//!   apply rate against `leader_alone`; target >= 0.90);
 //! - `lag`: the leader paced at half of `leader_alone`'s rate while a follower replicates; for
 //!   every bulk the time from its acknowledgement on the leader to the moment the follower's
 //!   global checkpoint covers it, reported as p50 and p99 over every sample's bulks (target
@@ -134,7 +136,11 @@ fn follow(pair: &Pair) -> ShardFollowTask {
     )
 }
 
-/// Ingests every bulk from `WRITERS` threads; returns the elapsed time.
+/// Ingests every bulk from `WRITERS` threads, then refreshes; returns the elapsed time: until
+/// every write is acknowledged *and indexed*. tantivy indexes after the acknowledgement (up to
+/// the engine's queue bound, 64 Ki documents), so timing only the acknowledgements of a run
+/// this short would time a burst the indexing does not sustain, and "half the leader's max
+/// load" would be near all of it.
 fn ingest(leader: &Index, bulks: Vec<Vec<Vec<WriteRequest>>>) -> Duration {
     ingest_on(None, leader, bulks)
 }
@@ -160,6 +166,7 @@ fn ingest_on(
             });
         }
     });
+    leader.refresh().expect("refreshing the leader");
     started.elapsed()
 }
 
@@ -251,6 +258,12 @@ fn paced_lags_on(cpus: Option<&[usize]>, pair: &Pair, workload: &Workload, rate:
 }
 
 fn replication(c: &mut Criterion) {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let docs = env_usize("TANDEM_BENCH_REPLICATION_DOCS", 100_000);
     let workload = Workload::generate(docs, 0.3, WRITERS, SEED + 7);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -300,8 +313,12 @@ fn replication(c: &mut Criterion) {
                 let pair = pair();
                 ingest(&pair.leader, workload.bulks(BULK_SIZE));
                 settle(&pair.leader);
+                let started = Instant::now();
                 let task = follow(&pair);
-                let elapsed = wait_caught_up(&pair, Duration::from_secs(300));
+                wait_caught_up(&pair, Duration::from_secs(300));
+                // As the leader's ingest: until indexed.
+                pair.follower.refresh().expect("refreshing the follower");
+                let elapsed = started.elapsed();
                 runtime.block_on(task.stop());
                 applied.push(per_second(docs, elapsed));
                 total += elapsed;
@@ -363,6 +380,11 @@ fn replication(c: &mut Criterion) {
                         total += elapsed;
                     }
                 }
+                eprintln!(
+                    "replication_throughput: pinned round {round}: alone {:.0} docs/s, followed \
+                     {:.0} docs/s",
+                    pinned_alone[round], pinned_followed[round]
+                );
             }
             total
         })
