@@ -87,6 +87,8 @@ const WRITERS: usize = 8;
 const BULK_SIZE: usize = 200;
 /// Concurrent `_bulk` clients of the paced (`lag`) run.
 const PACED_WRITERS: usize = 4;
+/// `ingest_round_pinned`: rounds (criterion samples).
+const PINNED_ROUNDS: usize = 20;
 /// How often the follower's global checkpoint is read while waiting or sampling.
 const SAMPLE_EVERY: Duration = Duration::from_micros(200);
 /// Longest wait for a follower to catch up before the bench fails.
@@ -801,6 +803,9 @@ fn node_http(c: &mut Criterion) {
     });
     let mut pinned = None;
     let mut pinned_figures = IngestFigures::default();
+    // The pinned ratio is of two nearly equal rates, on cores whose speed drifts by tens of
+    // percent: more rounds.
+    group.sample_size(PINNED_ROUNDS);
     group.bench_function("ingest_round_pinned", |b| {
         b.iter_custom(|iters| {
             let cluster = pinned.get_or_insert_with(|| Cluster::start(Placement::Pinned));
@@ -819,6 +824,7 @@ fn node_http(c: &mut Criterion) {
         cluster.stop();
         (rate, run)
     });
+    group.sample_size(10);
     let mut leader = None;
     let (mut cp_rates, mut follow_rates) = (Vec::new(), Vec::new());
     group.bench_function("recovery", |b| {

@@ -58,6 +58,8 @@ const WRITERS: usize = 16;
 const BULK_SIZE: usize = 100;
 /// How often the lag sampler looks at the follower's checkpoint.
 const SAMPLE_EVERY: Duration = Duration::from_micros(200);
+/// `pinned`: rounds (criterion samples) of alone and followed runs.
+const PINNED_ROUNDS: usize = 30;
 /// `pinned`: the leader's threads and its clients.
 const LEADER_CPUS: [usize; 1] = [0];
 /// `pinned`: the follower's threads and its task's runtime.
@@ -355,6 +357,9 @@ fn replication(c: &mut Criterion) {
     });
     let follower_runtime = runtime_on_cpus(1, Some(&FOLLOWER_CPUS));
     let (mut pinned_alone, mut pinned_followed) = (Vec::new(), Vec::new());
+    // The pinned ratio is of two nearly equal rates, on cores whose speed drifts by tens of
+    // percent: more rounds.
+    group.sample_size(PINNED_ROUNDS);
     group.bench_function("pinned", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
@@ -390,6 +395,7 @@ fn replication(c: &mut Criterion) {
         })
     });
     let (mut pinned_lags, mut pinned_paced_rate) = (Vec::new(), 0.0);
+    group.sample_size(10);
     group.bench_function("pinned_lag", |b| {
         b.iter_custom(|iters| {
             if pinned_alone.is_empty() {
