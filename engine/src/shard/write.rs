@@ -217,7 +217,16 @@ impl ShardEngine {
             .collect();
         let mut results: Vec<Result<WriteResult>> = Vec::with_capacity(prepared.len());
         // Before any lock: waits while tantivy's indexing queue is full.
-        let ticket = inner.writer.reserve(batch_documents(prepared.len()));
+        let ticket = match inner.reserve_indexing(batch_documents(prepared.len())) {
+            Ok(ticket) => ticket,
+            Err(error) => {
+                let reason = error.to_string();
+                return prepared
+                    .iter()
+                    .map(|_| Err(EngineError::Closed(reason.clone())))
+                    .collect();
+            }
+        };
         let location = {
             let _batch = inner.batches.read();
             let stripes = prepared
@@ -253,7 +262,7 @@ impl ShardEngine {
     /// Records a no-op on the primary (fills a sequence number) and waits for durability.
     pub fn no_op(&self, reason: &str) -> Result<SeqNo> {
         let inner = &self.inner;
-        let ticket = inner.writer.reserve(batch_documents(1));
+        let ticket = inner.reserve_indexing(batch_documents(1))?;
         let (seq_no, location) = {
             let _batch = inner.batches.read();
             inner.check_failed()?;
@@ -320,7 +329,7 @@ impl ShardEngine {
         inner
             .max_seq_no_of_updates
             .fetch_max(max_seq_no_of_updates.0, Ordering::AcqRel);
-        let ticket = inner.writer.reserve(batch_documents(operations.len()));
+        let ticket = inner.reserve_indexing(batch_documents(operations.len()))?;
         let (applied, location) = {
             let _batch = inner.batches.read();
             inner.apply_replica_batch(operations, parsed, false, ticket)?
@@ -420,6 +429,14 @@ impl ShardInner {
                 .map_err(|error| self.fail(error.into()))?;
         }
         Ok(())
+    }
+
+    /// Reserves places for `documents` in the writer's indexing queue (see
+    /// [`super::writer_slot`]); gives up with the shard's failure if it fails meanwhile.
+    fn reserve_indexing(&self, documents: usize) -> Result<IndexingTicket> {
+        self.writer
+            .reserve(documents, || self.failure.lock().clone())
+            .map_err(EngineError::Closed)
     }
 
     /// The latest operation on `id`: the version map first, then the refreshed reader
@@ -768,7 +785,7 @@ impl ShardInner {
                 });
                 operations.push(Arc::new(operation));
             }
-            let ticket = self.writer.reserve(batch_documents(operations.len()));
+            let ticket = self.reserve_indexing(batch_documents(operations.len()))?;
             applied += self
                 .apply_replica_batch(operations, documents, true, ticket)?
                 .0;
@@ -804,7 +821,7 @@ impl ShardInner {
         let primary_term = PrimaryTerm(self.primary_term.load(Ordering::Acquire));
         let mut filled = 0usize;
         let gaps = (max_seq_no.0 - checkpoint.0) as usize;
-        let ticket = self.writer.reserve(batch_documents(gaps));
+        let ticket = self.reserve_indexing(batch_documents(gaps))?;
         let location = {
             let _batch = self.batches.read();
             let mut batch = self.new_batch(gaps, ticket);

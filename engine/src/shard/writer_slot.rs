@@ -91,6 +91,9 @@ impl Document for QueuedDocument {
     }
 }
 
+/// How often a reservation waiting for places checks whether to give up.
+pub const ABORT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Counts the documents reserved for tantivy's indexing queue and not yet indexed; see the
 /// module documentation.
 pub struct IndexingQueue {
@@ -111,17 +114,28 @@ impl IndexingQueue {
     }
 
     /// Reserves `documents` places, waiting while the queue is full. A reservation larger than
-    /// the limit is granted once the queue is empty, so no batch waits forever.
-    pub fn reserve(self: &Arc<Self>, documents: usize) -> IndexingTicket {
+    /// the limit is granted once the queue is empty, so no batch waits forever. While it waits
+    /// it asks `aborted` every [`ABORT_POLL`] whether to give up: documents of a writer whose
+    /// indexing threads died are never indexed (tantivy keeps them queued until the writer is
+    /// dropped), so their places would never come back; the shard latches that failure and
+    /// the wait ends with it.
+    pub fn reserve(
+        self: &Arc<Self>,
+        documents: usize,
+        aborted: impl Fn() -> Option<String>,
+    ) -> Result<IndexingTicket, String> {
         let mut queued = self.queued.lock();
         while *queued > 0 && *queued + documents > self.limit {
-            self.indexed.wait(&mut queued);
+            if let Some(reason) = aborted() {
+                return Err(reason);
+            }
+            self.indexed.wait_for(&mut queued, ABORT_POLL);
         }
         *queued += documents;
-        IndexingTicket {
+        Ok(IndexingTicket {
             queue: self.clone(),
             documents,
-        }
+        })
     }
 
     /// Documents reserved and not yet released.
@@ -198,10 +212,15 @@ impl WriterSlot {
         }
     }
 
-    /// Reserves places for `documents` in the indexing queue, waiting while it is full. Call it
-    /// before taking any lock a batch holds: indexing needs none of them, so the wait ends.
-    pub fn reserve(&self, documents: usize) -> IndexingTicket {
-        self.queue.reserve(documents)
+    /// Reserves places for `documents` in the indexing queue, waiting while it is full (see
+    /// [`IndexingQueue::reserve`] for `aborted`). Call it before taking any lock a batch holds:
+    /// indexing needs none of them, so the wait ends.
+    pub fn reserve(
+        &self,
+        documents: usize,
+        aborted: impl Fn() -> Option<String>,
+    ) -> Result<IndexingTicket, String> {
+        self.queue.reserve(documents, aborted)
     }
 
     /// Documents reserved in the indexing queue and not yet indexed.
@@ -337,7 +356,7 @@ mod tests {
 
     /// Runs `operations` with a reservation of their count.
     fn run(slot: &WriterSlot, operations: Vec<ShardOperation>) {
-        let ticket = slot.reserve(operations.len());
+        let ticket = slot.reserve(operations.len(), || None).unwrap();
         slot.run(operations, ticket).unwrap();
     }
 
@@ -412,14 +431,14 @@ mod tests {
     #[test]
     fn a_full_indexing_queue_holds_reservations_back_until_places_are_released() {
         let queue = IndexingQueue::new(10);
-        let first = queue.reserve(6);
-        let second = queue.reserve(4);
+        let first = queue.reserve(6, || None).unwrap();
+        let second = queue.reserve(4, || None).unwrap();
         assert_eq!(queue.queued(), 10);
         let granted = Arc::new(AtomicBool::new(false));
         let waiter = {
             let (queue, granted) = (queue.clone(), granted.clone());
             std::thread::spawn(move || {
-                let ticket = queue.reserve(5);
+                let ticket = queue.reserve(5, || None).unwrap();
                 granted.store(true, Ordering::SeqCst);
                 ticket
             })
@@ -442,9 +461,37 @@ mod tests {
         drop(third);
         assert_eq!(queue.queued(), 0);
         // Larger than the limit: granted on an empty queue rather than never.
-        let large = queue.reserve(25);
+        let large = queue.reserve(25, || None).unwrap();
         assert_eq!(queue.queued(), 25);
         drop(large);
+    }
+
+    #[test]
+    fn a_waiting_reservation_gives_up_when_told_to() {
+        let queue = IndexingQueue::new(10);
+        let _full = queue.reserve(10, || None).unwrap();
+        let failed = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (queue, failed) = (queue.clone(), failed.clone());
+            std::thread::spawn(move || {
+                queue
+                    .reserve(1, || {
+                        failed
+                            .load(Ordering::SeqCst)
+                            .then(|| "the shard failed".to_string())
+                    })
+                    .map(|_| ())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(!waiter.is_finished(), "a full queue holds it back");
+        failed.store(true, Ordering::SeqCst);
+        assert_eq!(waiter.join().unwrap(), Err("the shard failed".to_string()));
+        assert_eq!(
+            queue.queued(),
+            10,
+            "nothing was reserved by the aborted wait"
+        );
     }
 
     #[test]
@@ -482,7 +529,7 @@ mod tests {
                         let operations = (0..4)
                             .map(|n| add(id, &format!("t{thread}-{batch}-{n}")))
                             .collect::<Vec<_>>();
-                        let ticket = slot.reserve(operations.len());
+                        let ticket = slot.reserve(operations.len(), || None).unwrap();
                         let queued = slot.queued_documents();
                         let mut high = high_water.lock();
                         *high = (*high).max(queued);
