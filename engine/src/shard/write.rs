@@ -13,7 +13,10 @@
 //! queued (or parked during a commit), so the operations of one id reach tantivy in the order
 //! their versions were resolved. The `IndexWriter::run` calls themselves are serialized by the
 //! [`super::writer_slot::WriterSlot`]: tantivy's delete queue must receive deletes in opstamp
-//! order, and concurrent `run` calls do not guarantee that.
+//! order, and concurrent `run` calls do not guarantee that. Before it takes the stripes (and,
+//! but for the replay on open, the `batches` lock), a call reserves places for its documents in
+//! the writer's indexing queue, waiting while it is full: tantivy's indexing threads need none
+//! of these locks to free places, so the wait always ends.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
