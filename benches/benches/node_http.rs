@@ -72,8 +72,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tandem_benches::{
     blob_mappings_json, blob_settings_json, cp_and_fsync, env_usize, fill_shard_with_blobs,
-    flush_dirty_pages, lags_ms, mappings_json, median, median_paired_ratio, on_cpus, per_second,
-    percentile, runtime_on_cpus, temp_dir, CheckpointSampler, Workload, SEED,
+    flush_dirty_pages, init_tracing_from_env, lags_ms, mappings_json, median, median_paired_ratio,
+    on_cpus, per_second, percentile, runtime_on_cpus, temp_dir, CheckpointSampler, Workload, SEED,
 };
 use tandem_engine::index::Index;
 use tandem_engine::shard::commit_point::PinnedCommit;
@@ -754,12 +754,7 @@ fn recovery_round(cluster: &Cluster, leader: &RecoveryLeader, round: usize) -> R
 }
 
 fn node_http(c: &mut Criterion) {
-    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    init_tracing_from_env();
     let docs = env_usize("TANDEM_BENCH_HTTP_DOCS", 100_000);
     if let Some(rate) = std::env::var("TANDEM_BENCH_HTTP_LAG_ONLY")
         .ok()

@@ -42,8 +42,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use parking_lot::Mutex;
 use tandem_benches::{
-    env_usize, lags_ms, mappings, median, median_paired_ratio, on_cpus, per_second, percentile,
-    pin_current_thread, runtime_on_cpus, temp_dir, CheckpointSampler, Workload, SEED,
+    env_usize, init_tracing_from_env, lags_ms, mappings, median, median_paired_ratio, on_cpus,
+    per_second, percentile, pin_current_thread, runtime_on_cpus, temp_dir, CheckpointSampler,
+    Workload, SEED,
 };
 use tandem_engine::index::{Index, IndexSettings};
 use tandem_engine::shard::WriteRequest;
@@ -172,10 +173,9 @@ fn ingest_on(
     started.elapsed()
 }
 
-/// Brings the leader to rest: a refresh (which waits until tantivy's indexing threads have
-/// indexed every acknowledged write), then no merge running.
-fn settle(leader: &Index) {
-    leader.refresh().expect("refreshing the leader");
+/// Waits until no merge runs on the leader: with the refresh that ends every [`ingest`], the
+/// leader is then at rest (its indexing done, nothing competing with a follower).
+fn wait_for_merges(leader: &Index) {
     let started = Instant::now();
     while leader.shards()[0].merging_segment_count() > 0 {
         assert!(
@@ -260,12 +260,7 @@ fn paced_lags_on(cpus: Option<&[usize]>, pair: &Pair, workload: &Workload, rate:
 }
 
 fn replication(c: &mut Criterion) {
-    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    init_tracing_from_env();
     let docs = env_usize("TANDEM_BENCH_REPLICATION_DOCS", 100_000);
     let workload = Workload::generate(docs, 0.3, WRITERS, SEED + 7);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -314,7 +309,7 @@ fn replication(c: &mut Criterion) {
             for _ in 0..iters {
                 let pair = pair();
                 ingest(&pair.leader, workload.bulks(BULK_SIZE));
-                settle(&pair.leader);
+                wait_for_merges(&pair.leader);
                 let started = Instant::now();
                 let task = follow(&pair);
                 wait_caught_up(&pair, Duration::from_secs(300));

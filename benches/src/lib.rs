@@ -490,6 +490,17 @@ pub fn lags_ms(acks: &[(i64, Duration)], observed: &[(Duration, i64)]) -> Vec<f6
         .collect()
 }
 
+/// Logs to stderr through `tracing` when `RUST_LOG` is set (for example
+/// `RUST_LOG=tandem_engine=debug` shows each refresh's timings).
+pub fn init_tracing_from_env() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
 /// Operations per second.
 pub fn per_second(count: usize, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)
