@@ -56,8 +56,12 @@
 //!
 //! Run: `cargo bench -p tandem-benches --bench node_http` (small:
 //! `TANDEM_BENCH_HTTP_DOCS=20000 TANDEM_BENCH_HTTP_RECOVERY_BYTES=67108864`). Profiling aids:
-//! `TANDEM_BENCH_HTTP_LAG_ONLY=<docs/s>` runs only the lag run at that pace; `RUST_LOG` (for
-//! example `tandem_engine=debug`) logs to stderr.
+//! `TANDEM_BENCH_HTTP_LAG_ONLY=<docs/s>` runs only the lag run at that pace;
+//! `TANDEM_BENCH_HTTP_PINNED_RUNS=alone,followed,retained` chooses the runs of the pinned
+//! rounds (`retained`: the ingest with a paused follower, whose lease retains the history while
+//! nobody reads, splits the cost of being followed into retention and reads; a single kind of
+//! run is what a profile of it needs); `RUST_LOG` (for example
+//! `tandem_engine=debug`) logs to stderr.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,13 +71,15 @@ use std::sync::Arc;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tandem_benches::{
     blob_mappings_json, blob_settings_json, cp_and_fsync, env_usize, fill_shard_with_blobs,
-    flush_dirty_pages, init_tracing_from_env, lags_ms, mappings_json, median, median_paired_ratio,
-    on_cpus, per_second, percentile, runtime_on_cpus, temp_dir, CheckpointSampler, Workload, SEED,
+    flush_dirty_pages, format_busy, init_tracing_from_env, lags_ms, mappings_json, median,
+    median_paired_ratio, on_cpus, per_second, percentile, runtime_on_cpus, shared_cache_slowdown,
+    temp_dir, CheckpointSampler, CoreTimes, Workload, SEED,
 };
 use tandem_engine::index::Index;
 use tandem_engine::shard::commit_point::PinnedCommit;
@@ -156,7 +162,7 @@ impl Rest {
 
     /// One `_bulk` request of index actions into `index`; returns the highest seq_no given to
     /// its items. Panics if any item failed.
-    async fn bulk(&self, index: &str, body: Vec<u8>) -> i64 {
+    async fn bulk(&self, index: &str, body: Bytes) -> i64 {
         let path = format!("/{index}/_bulk");
         let response = self
             .http
@@ -191,8 +197,12 @@ struct Cluster {
     leader_runtime: Runtime,
     follower_runtime: Runtime,
     client_runtime: Runtime,
+    /// Clients placed as the follower node: the `neighboured` run's mirrored bulks.
+    neighbour_runtime: Runtime,
     leader: RunningNode,
     follower: RunningNode,
+    /// How busy each core was during the last ingest's timed part.
+    last_busy: parking_lot::Mutex<Vec<f64>>,
     on_leader: Rest,
     on_follower: Rest,
 }
@@ -270,10 +280,12 @@ impl Cluster {
             follower_runtime,
             // The clients go with the leader: the same core with a follower and without.
             client_runtime: runtime(leader_cpus),
+            neighbour_runtime: runtime(follower_cpus),
             on_leader: Rest::new(leader.url()),
             on_follower: Rest::new(follower.url()),
             leader,
             follower,
+            last_busy: parking_lot::Mutex::new(Vec::new()),
         };
         let seeds = json!([cluster.leader.address.to_string()]);
         cluster.rest(cluster.on_follower.put(
@@ -350,15 +362,43 @@ impl Cluster {
     /// Every `_bulk` body, from `WRITERS` concurrent clients, then a `_refresh`; returns the
     /// elapsed time.
     fn ingest(&self, index: &str, bulks: Vec<Vec<Vec<u8>>>) -> Duration {
-        self.rest(async {
-            let started = Instant::now();
+        self.ingest_mirrored(index, bulks, None)
+    }
+
+    /// [`Cluster::ingest`]; with `mirror`, each client also hands every acknowledged body to
+    /// a client of its own on the follower's cores, which sends it to the follower node's
+    /// index `mirror` (untimed: the ingest returns once the leader has indexed everything; the
+    /// mirror catches up before this returns).
+    fn ingest_mirrored(
+        &self,
+        index: &str,
+        bulks: Vec<Vec<Vec<u8>>>,
+        mirror: Option<&str>,
+    ) -> Duration {
+        let mut mirrors = Vec::new();
+        let elapsed = self.rest(async {
+            let (started, times) = (Instant::now(), CoreTimes::now());
             let writers: Vec<_> = bulks
                 .into_iter()
                 .map(|bodies| {
                     let (rest, index) = (self.on_leader.clone(), index.to_string());
+                    let mirror = mirror.map(|mirror| {
+                        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+                        let (rest, mirror) = (self.on_follower.clone(), mirror.to_string());
+                        mirrors.push(self.neighbour_runtime.spawn(async move {
+                            while let Some(body) = receiver.recv().await {
+                                rest.bulk(&mirror, body).await;
+                            }
+                        }));
+                        sender
+                    });
                     tokio::spawn(async move {
                         for body in bodies {
-                            rest.bulk(&index, body).await;
+                            let body = Bytes::from(body);
+                            rest.bulk(&index, body.clone()).await;
+                            if let Some(mirror) = &mirror {
+                                mirror.send(body).expect("a mirror client");
+                            }
                         }
                     })
                 })
@@ -372,14 +412,54 @@ impl Cluster {
             self.on_leader
                 .post(&format!("/{index}/_refresh"), json!({}))
                 .await;
+            *self.last_busy.lock() = CoreTimes::busy_since(&times);
             started.elapsed()
-        })
+        });
+        for mirror in mirrors {
+            self.neighbour_runtime
+                .block_on(mirror)
+                .expect("a mirror client");
+        }
+        elapsed
     }
 
     /// Stops the follower, then the leader.
     fn stop(self) {
         self.follower_runtime.block_on(self.follower.stop());
         self.leader_runtime.block_on(self.leader.stop());
+    }
+}
+
+impl IngestFigures {
+    /// Per kind of run, the median busy fraction of each core, as `alone: core 0 93%, ...`.
+    fn median_busy(&self) -> String {
+        let mut kinds: Vec<IngestRun> = Vec::new();
+        for (kind, _) in &self.busy {
+            if !kinds.contains(kind) {
+                kinds.push(*kind);
+            }
+        }
+        kinds
+            .iter()
+            .map(|kind| {
+                let runs: Vec<&Vec<f64>> = self
+                    .busy
+                    .iter()
+                    .filter(|(of, _)| of == kind)
+                    .map(|(_, busy)| busy)
+                    .collect();
+                let cores = runs.iter().map(|busy| busy.len()).min().unwrap_or(0);
+                let medians: Vec<f64> = (0..cores)
+                    .map(|core| median(&runs.iter().map(|busy| busy[core]).collect::<Vec<_>>()))
+                    .collect();
+                format!(
+                    "{} {}",
+                    format!("{kind:?}").to_lowercase(),
+                    format_busy(&medians)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
@@ -394,6 +474,12 @@ struct IngestFigures {
     caught_up_after: Vec<f64>,
     /// `follower_apply` docs/s.
     applied: Vec<f64>,
+    /// `leader_retained` docs/s.
+    retained: Vec<f64>,
+    /// `leader_neighboured` docs/s.
+    neighboured: Vec<f64>,
+    /// How busy each core was during each run's timed ingest.
+    busy: Vec<(IngestRun, Vec<f64>)>,
 }
 
 /// `leader_alone`: the ingest into a fresh index nobody follows.
@@ -401,6 +487,44 @@ fn leader_alone(cluster: &Cluster, workload: &Workload, name: &str) -> Duration 
     cluster.create_leader(name);
     let elapsed = cluster.ingest(name, workload.ndjson_bulks(BULK_SIZE));
     cluster.delete(None, name);
+    elapsed
+}
+
+/// `leader_neighboured`: the ingest with no follower, while the follower node indexes the
+/// same bulks as they are acknowledged into an index of its own, from clients on its cores:
+/// the load a follower puts on its cores (and on what they share with the leader's, the
+/// memory caches above all), without replication. On one machine, `leader_followed` against
+/// this is what being followed costs the leader itself (serving reads, retention).
+fn leader_neighboured(cluster: &Cluster, workload: &Workload, name: &str) -> Duration {
+    let neighbour = format!("{name}-neighbour");
+    cluster.create_leader(name);
+    cluster.rest(cluster.on_follower.put(
+        &format!("/{neighbour}"),
+        json!({
+            "settings": {"index": {"number_of_shards": 1, "translog.durability": "request"}},
+            "mappings": mappings_json(),
+        }),
+    ));
+    let elapsed = cluster.ingest_mirrored(name, workload.ndjson_bulks(BULK_SIZE), Some(&neighbour));
+    cluster.rest(cluster.on_follower.delete(&format!("/{neighbour}")));
+    cluster.delete(None, name);
+    elapsed
+}
+
+/// `leader_retained`: the ingest into an index whose follower is paused: its retention lease
+/// keeps the history (as while followed), but nobody reads. Against `leader_alone` and
+/// `leader_followed` it splits the cost of being followed into retention and serving reads.
+fn leader_retained(cluster: &Cluster, workload: &Workload, name: &str) -> Duration {
+    let copy = format!("{name}-copy");
+    cluster.create_leader(name);
+    cluster.follow(&copy, name);
+    cluster.rest(
+        cluster
+            .on_follower
+            .post(&format!("/{copy}/_ccr/pause_follow"), json!({})),
+    );
+    let elapsed = cluster.ingest(name, workload.ndjson_bulks(BULK_SIZE));
+    cluster.delete(Some(&copy), name);
     elapsed
 }
 
@@ -463,11 +587,13 @@ fn follower_apply(cluster: &Cluster, workload: &Workload, name: &str) -> Duratio
 }
 
 /// An ingest run of a round.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum IngestRun {
     Alone,
     Followed,
     Apply,
+    Retained,
+    Neighboured,
 }
 
 /// One round of `runs`, in an order rotating with `round` so that the noise of this shared
@@ -506,6 +632,20 @@ fn ingest_round(
                 );
                 elapsed
             }
+            IngestRun::Retained => {
+                let elapsed =
+                    leader_retained(cluster, workload, &format!("{label}retained-{round}"));
+                figures.retained.push(per_second(docs, elapsed));
+                line += &format!(" retained {:.0} docs/s;", per_second(docs, elapsed));
+                elapsed
+            }
+            IngestRun::Neighboured => {
+                let elapsed =
+                    leader_neighboured(cluster, workload, &format!("{label}neighboured-{round}"));
+                figures.neighboured.push(per_second(docs, elapsed));
+                line += &format!(" neighboured {:.0} docs/s;", per_second(docs, elapsed));
+                elapsed
+            }
             IngestRun::Apply => {
                 let elapsed = follower_apply(cluster, workload, &format!("{label}apply-{round}"));
                 figures.applied.push(per_second(docs, elapsed));
@@ -513,6 +653,9 @@ fn ingest_round(
                 elapsed
             }
         };
+        let busy = cluster.last_busy.lock().clone();
+        line += &format!(" [{}];", format_busy(&busy));
+        figures.busy.push((runs[(round + step) % runs.len()], busy));
         total += elapsed;
     }
     eprintln!("{line}");
@@ -526,7 +669,31 @@ const SHARED_ROUND: (&str, &[IngestRun]) = (
 );
 /// The runs of an `ingest_round_pinned` round, on a [`Placement::Pinned`] cluster: the cost of
 /// being followed when the follower has a core of its own.
-const PINNED_ROUND: (&str, &[IngestRun]) = ("pinned-", &[IngestRun::Alone, IngestRun::Followed]);
+const PINNED_ROUND: (&str, &[IngestRun]) = (
+    "pinned-",
+    &[
+        IngestRun::Alone,
+        IngestRun::Followed,
+        IngestRun::Neighboured,
+    ],
+);
+
+/// The runs of a pinned round: [`PINNED_ROUND`]'s unless `TANDEM_BENCH_HTTP_PINNED_RUNS` lists
+/// others (comma-separated, of `alone`, `followed`, `retained`).
+fn pinned_runs() -> Vec<IngestRun> {
+    let Ok(list) = std::env::var("TANDEM_BENCH_HTTP_PINNED_RUNS") else {
+        return PINNED_ROUND.1.to_vec();
+    };
+    list.split(',')
+        .map(|run| match run.trim() {
+            "alone" => IngestRun::Alone,
+            "followed" => IngestRun::Followed,
+            "retained" => IngestRun::Retained,
+            "neighboured" => IngestRun::Neighboured,
+            other => panic!("TANDEM_BENCH_HTTP_PINNED_RUNS: unknown run [{other}]"),
+        })
+        .collect()
+}
 
 /// What a paced run measured.
 struct PacedRun {
@@ -570,7 +737,7 @@ fn paced_lags(cluster: &Cluster, workload: &Workload, rate: f64, name: &'static 
                     let mut acks = Vec::with_capacity(bodies.len());
                     for (i, body) in bodies.into_iter().enumerate() {
                         tokio::time::sleep_until(first + interval * i as u32).await;
-                        let highest = rest.bulk(name, body).await;
+                        let highest = rest.bulk(name, Bytes::from(body)).await;
                         acks.push((highest, epoch.elapsed()));
                     }
                     acks
@@ -798,16 +965,27 @@ fn node_http(c: &mut Criterion) {
     });
     let mut pinned = None;
     let mut pinned_figures = IngestFigures::default();
+    let mut pinned_round_count = 0;
+    let pinned_runs = pinned_runs();
+    let pinned_round = (PINNED_ROUND.0, &pinned_runs[..]);
     // The pinned ratio is of two nearly equal rates, on cores whose speed drifts by tens of
     // percent: more rounds.
     group.sample_size(PINNED_ROUNDS);
+    let mut cache_slowdown = None;
     group.bench_function("ingest_round_pinned", |b| {
         b.iter_custom(|iters| {
+            cache_slowdown.get_or_insert_with(shared_cache_slowdown);
             let cluster = pinned.get_or_insert_with(|| Cluster::start(Placement::Pinned));
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let round = pinned_figures.alone.len();
-                total += ingest_round(cluster, &workload, PINNED_ROUND, round, &mut pinned_figures);
+                total += ingest_round(
+                    cluster,
+                    &workload,
+                    pinned_round,
+                    pinned_round_count,
+                    &mut pinned_figures,
+                );
+                pinned_round_count += 1;
             }
             total
         })
@@ -815,9 +993,13 @@ fn node_http(c: &mut Criterion) {
     // The lag at half the pinned leader's rate, with the follower on a core of its own.
     let pinned_lag = pinned.take().map(|cluster| {
         let rate = median(&pinned_figures.alone) / 2.0;
+        if pinned_figures.alone.is_empty() {
+            cluster.stop();
+            return None;
+        }
         let run = paced_lags(&cluster, &workload, rate, "pinned-lag");
         cluster.stop();
-        (rate, run)
+        Some((rate, run))
     });
     group.sample_size(10);
     let mut leader = None;
@@ -836,7 +1018,7 @@ fn node_http(c: &mut Criterion) {
         })
     });
     group.finish();
-    if !pinned_figures.alone.is_empty() {
+    if !pinned_figures.alone.is_empty() && !pinned_figures.followed.is_empty() {
         let (alone, followed) = (
             median(&pinned_figures.alone),
             median(&pinned_figures.followed),
@@ -851,8 +1033,42 @@ fn node_http(c: &mut Criterion) {
             median_paired_ratio(&pinned_figures.alone, &pinned_figures.followed),
             median(&pinned_figures.caught_up_after),
         );
+        if let Some(Some(slowdown)) = cache_slowdown {
+            eprintln!(
+                "node_http: on this machine a memory-bound loop on core 0 takes {slowdown:.2}x \
+                 as long while core 1 runs one too (shared caches)"
+            );
+        }
+        eprintln!(
+            "node_http: pinned, median busy cores during the timed ingests: {}",
+            pinned_figures.median_busy()
+        );
+        if !pinned_figures.neighboured.is_empty() {
+            let neighboured = median(&pinned_figures.neighboured);
+            eprintln!(
+                "node_http: pinned, neighboured (no follower; the follower node indexes the same \
+                 bulks into an index of its own) {neighboured:.0} docs/s: ratio to alone {:.3} \
+                 (per-round {:.3}); followed to neighboured {:.3} (per-round {:.3})",
+                neighboured / alone,
+                median_paired_ratio(&pinned_figures.alone, &pinned_figures.neighboured),
+                followed / neighboured,
+                median_paired_ratio(&pinned_figures.neighboured, &pinned_figures.followed),
+            );
+        }
+        if !pinned_figures.retained.is_empty() {
+            let retained = median(&pinned_figures.retained);
+            eprintln!(
+                "node_http: pinned, retained (a paused follower's lease, no reads) {retained:.0} \
+                 docs/s: ratio to alone {:.3} (per-round {:.3}), followed to retained {:.3} \
+                 (per-round {:.3})",
+                retained / alone,
+                median_paired_ratio(&pinned_figures.alone, &pinned_figures.retained),
+                followed / retained,
+                median_paired_ratio(&pinned_figures.retained, &pinned_figures.followed),
+            );
+        }
     }
-    if let Some((rate, run)) = &pinned_lag {
+    if let Some(Some((rate, run))) = &pinned_lag {
         print_lags("half the pinned leader's rate", *rate, run);
     }
     let recovered_bytes = leader.as_ref().map(|leader| leader.total_bytes);

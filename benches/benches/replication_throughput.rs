@@ -24,6 +24,12 @@
 //!   a changes request (reading the tail) runs on the follower's runtime, so `node_http`'s
 //!   pinned rounds (over HTTP, with encoding and compression on the leader) are the stricter
 //!   figure.
+//!   Each round also has a `neighboured` run: no follower, while core 1 indexes the same
+//!   bulks into an index of its own as the leader acknowledges them. The two cores share
+//!   this machine's caches (a memory-bound loop on core 0 runs up to 60% slower while core 1
+//!   runs one too), so a follower slows its leader here in a way two machines would not:
+//!   `leader_followed` against `neighboured` is the cost of being followed with that taken
+//!   out.
 //! - `pinned_lag`: `lag` placed as `pinned`, paced at half of the pinned leader's rate.
 //!
 //! Apart from `pinned`, both engines share this machine's two cores, so a follower's indexing
@@ -42,9 +48,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use parking_lot::Mutex;
 use tandem_benches::{
-    env_usize, init_tracing_from_env, lags_ms, mappings, median, median_paired_ratio, on_cpus,
-    per_second, percentile, pin_current_thread, runtime_on_cpus, temp_dir, CheckpointSampler,
-    Workload, SEED,
+    env_usize, format_busy, init_tracing_from_env, lags_ms, mappings, median, median_paired_ratio,
+    on_cpus, per_second, percentile, pin_current_thread, runtime_on_cpus, shared_cache_slowdown,
+    temp_dir, CheckpointSampler, CoreTimes, Workload, SEED,
 };
 use tandem_engine::index::{Index, IndexSettings};
 use tandem_engine::shard::WriteRequest;
@@ -154,7 +160,7 @@ fn ingest_on(
     leader: &Index,
     bulks: Vec<Vec<Vec<WriteRequest>>>,
 ) -> Duration {
-    let started = Instant::now();
+    let (started, times) = (Instant::now(), CoreTimes::now());
     std::thread::scope(|scope| {
         for thread_bulks in bulks {
             scope.spawn(move || {
@@ -170,7 +176,95 @@ fn ingest_on(
         }
     });
     leader.refresh().expect("refreshing the leader");
+    *LAST_BUSY.lock() = CoreTimes::busy_since(&times);
     started.elapsed()
+}
+
+/// How busy each core was during the last [`ingest_on`] or [`ingest_neighboured`].
+static LAST_BUSY: Mutex<Vec<f64>> = Mutex::new(Vec::new());
+
+/// The busy fraction of each core during the last timed ingest.
+fn last_busy() -> Vec<f64> {
+    LAST_BUSY.lock().clone()
+}
+
+/// The median busy fraction of each core over `runs`, formatted.
+fn median_busy(runs: &[Vec<f64>]) -> String {
+    let cores = runs.iter().map(Vec::len).min().unwrap_or(0);
+    let medians: Vec<f64> = (0..cores)
+        .map(|core| median(&runs.iter().map(|busy| busy[core]).collect::<Vec<_>>()))
+        .collect();
+    format_busy(&medians)
+}
+
+/// A plain index (not a follower) placed as `pair`'s follower, with its directory: the
+/// `neighboured` run's load on the follower's core.
+fn neighbour_of(pair: &Pair) -> Arc<Index> {
+    let settings = IndexSettings::default();
+    Arc::new(on_cpus(Some(&FOLLOWER_CPUS), || {
+        Index::create_with(
+            &pair._dir.path().join("neighbour"),
+            "neighbour",
+            "neighbour-uuid",
+            settings,
+            mappings(),
+            false,
+        )
+        .expect("creating the neighbour")
+    }))
+}
+
+/// `neighboured`: [`ingest_on`] the leader's core while, on the follower's core, each writer
+/// has a twin that writes the same bulks to `neighbour` as the leader acknowledges them: the
+/// load a follower puts on its core (and on what it shares with the leader's, the memory
+/// caches above all), without replication. `leader_followed` against this is what being
+/// followed costs the leader itself. Returns the leader's time, as [`ingest`]; the twins
+/// finish before this returns.
+fn ingest_neighboured(leader: &Index, neighbour: &Index, workload: &Workload) -> Duration {
+    let mut elapsed = Duration::ZERO;
+    std::thread::scope(|scope| {
+        let mut senders = Vec::new();
+        for twin_bulks in workload.bulks(BULK_SIZE) {
+            let (sender, receiver) = std::sync::mpsc::channel::<()>();
+            senders.push(sender);
+            scope.spawn(move || {
+                assert!(
+                    pin_current_thread(&FOLLOWER_CPUS),
+                    "pinning a twin to {FOLLOWER_CPUS:?}"
+                );
+                for bulk in twin_bulks {
+                    if receiver.recv().is_err() {
+                        return;
+                    }
+                    for result in neighbour.bulk(bulk) {
+                        result.expect("neighbour write");
+                    }
+                }
+            });
+        }
+        let (started, times) = (Instant::now(), CoreTimes::now());
+        std::thread::scope(|writers| {
+            for (thread_bulks, twin) in workload.bulks(BULK_SIZE).into_iter().zip(senders) {
+                writers.spawn(move || {
+                    assert!(
+                        pin_current_thread(&LEADER_CPUS),
+                        "pinning a writer to {LEADER_CPUS:?}"
+                    );
+                    for bulk in thread_bulks {
+                        for result in leader.bulk(bulk) {
+                            result.expect("leader write");
+                        }
+                        // The twin may have given up only by panicking, which the scope reports.
+                        let _ = twin.send(());
+                    }
+                });
+            }
+        });
+        leader.refresh().expect("refreshing the leader");
+        *LAST_BUSY.lock() = CoreTimes::busy_since(&times);
+        elapsed = started.elapsed();
+    });
+    elapsed
 }
 
 /// Waits until no merge runs on the leader: with the refresh that ends every [`ingest`], the
@@ -351,39 +445,66 @@ fn replication(c: &mut Criterion) {
         })
     });
     let follower_runtime = runtime_on_cpus(1, Some(&FOLLOWER_CPUS));
-    let (mut pinned_alone, mut pinned_followed) = (Vec::new(), Vec::new());
+    let (mut pinned_alone, mut pinned_followed, mut pinned_neighboured) =
+        (Vec::new(), Vec::new(), Vec::new());
+    // How busy the cores were in each kind of run: alone, followed, neighboured.
+    let mut pinned_busy: [Vec<Vec<f64>>; 3] = Default::default();
     // The pinned ratio is of two nearly equal rates, on cores whose speed drifts by tens of
     // percent: more rounds.
     group.sample_size(PINNED_ROUNDS);
+    let mut cache_slowdown = None;
     group.bench_function("pinned", |b| {
         b.iter_custom(|iters| {
+            cache_slowdown.get_or_insert_with(shared_cache_slowdown);
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let round = pinned_alone.len();
-                for step in 0..2 {
+                for step in 0..3 {
                     let pair = pair_on(true);
-                    if (round + step).is_multiple_of(2) {
-                        let elapsed =
-                            ingest_on(Some(&LEADER_CPUS), &pair.leader, workload.bulks(BULK_SIZE));
-                        pinned_alone.push(per_second(docs, elapsed));
-                        total += elapsed;
-                    } else {
-                        let task = {
-                            let _entered = follower_runtime.enter();
-                            follow(&pair)
-                        };
-                        let elapsed =
-                            ingest_on(Some(&LEADER_CPUS), &pair.leader, workload.bulks(BULK_SIZE));
-                        pinned_followed.push(per_second(docs, elapsed));
-                        wait_caught_up(&pair, Duration::from_secs(300));
-                        follower_runtime.block_on(task.stop());
-                        total += elapsed;
-                    }
+                    let elapsed = match (round + step) % 3 {
+                        0 => {
+                            let elapsed = ingest_on(
+                                Some(&LEADER_CPUS),
+                                &pair.leader,
+                                workload.bulks(BULK_SIZE),
+                            );
+                            pinned_alone.push(per_second(docs, elapsed));
+                            elapsed
+                        }
+                        1 => {
+                            let task = {
+                                let _entered = follower_runtime.enter();
+                                follow(&pair)
+                            };
+                            let elapsed = ingest_on(
+                                Some(&LEADER_CPUS),
+                                &pair.leader,
+                                workload.bulks(BULK_SIZE),
+                            );
+                            pinned_followed.push(per_second(docs, elapsed));
+                            wait_caught_up(&pair, Duration::from_secs(300));
+                            follower_runtime.block_on(task.stop());
+                            elapsed
+                        }
+                        _ => {
+                            let neighbour = neighbour_of(&pair);
+                            let elapsed = ingest_neighboured(&pair.leader, &neighbour, &workload);
+                            pinned_neighboured.push(per_second(docs, elapsed));
+                            elapsed
+                        }
+                    };
+                    pinned_busy[(round + step) % 3].push(last_busy());
+                    total += elapsed;
                 }
                 eprintln!(
-                    "replication_throughput: pinned round {round}: alone {:.0} docs/s, followed \
-                     {:.0} docs/s",
-                    pinned_alone[round], pinned_followed[round]
+                    "replication_throughput: pinned round {round}: alone {:.0} docs/s [{}], \
+                     followed {:.0} docs/s [{}], neighboured {:.0} docs/s [{}]",
+                    pinned_alone[round],
+                    format_busy(&pinned_busy[0][round]),
+                    pinned_followed[round],
+                    format_busy(&pinned_busy[1][round]),
+                    pinned_neighboured[round],
+                    format_busy(&pinned_busy[2][round]),
                 );
             }
             total
@@ -444,6 +565,29 @@ fn replication(c: &mut Criterion) {
             pinned_alone.len(),
             followed / alone,
             median_paired_ratio(&pinned_alone, &pinned_followed)
+        );
+        if let Some(Some(slowdown)) = cache_slowdown {
+            eprintln!(
+                "replication_throughput: on this machine a memory-bound loop on core 0 takes \
+                 {slowdown:.2}x as long while core 1 runs one too (shared caches)"
+            );
+        }
+        eprintln!(
+            "replication_throughput: pinned, median busy cores during the timed ingests: alone \
+             {}; followed {}; neighboured {}",
+            median_busy(&pinned_busy[0]),
+            median_busy(&pinned_busy[1]),
+            median_busy(&pinned_busy[2]),
+        );
+        let neighboured = median(&pinned_neighboured);
+        eprintln!(
+            "replication_throughput: pinned, neighboured (no follower; core 1 indexes the same \
+             bulks into an index of its own) {neighboured:.0} docs/s: ratio to alone {:.3} \
+             (per-round {:.3}); followed to neighboured {:.3} (per-round {:.3})",
+            neighboured / alone,
+            median_paired_ratio(&pinned_alone, &pinned_neighboured),
+            followed / neighboured,
+            median_paired_ratio(&pinned_neighboured, &pinned_followed)
         );
     }
     let max_rate = median(&alone);

@@ -337,6 +337,131 @@ pub fn pin_current_thread(cpus: &[usize]) -> bool {
     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
 }
 
+/// Per-core CPU time from `/proc/stat`, to tell how busy each core was over a run: a snapshot
+/// of every core's busy and total jiffies.
+#[derive(Clone, Debug)]
+pub struct CoreTimes(Vec<(u64, u64)>);
+
+impl CoreTimes {
+    /// The times so far; empty where `/proc/stat` cannot be read (not Linux).
+    pub fn now() -> CoreTimes {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        CoreTimes(
+            stat.lines()
+                .filter(|line| {
+                    line.starts_with("cpu")
+                        && line.as_bytes().get(3).is_some_and(u8::is_ascii_digit)
+                })
+                .map(|line| {
+                    // user nice system idle iowait irq softirq steal ...
+                    let fields: Vec<u64> = line
+                        .split_whitespace()
+                        .skip(1)
+                        .filter_map(|field| field.parse().ok())
+                        .collect();
+                    let total: u64 = fields.iter().take(8).sum();
+                    let idle =
+                        fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+                    (total - idle.min(total), total)
+                })
+                .collect(),
+        )
+    }
+
+    /// The busy fraction (0..=1) of each core between `earlier` and now.
+    pub fn busy_since(earlier: &CoreTimes) -> Vec<f64> {
+        CoreTimes::now()
+            .0
+            .iter()
+            .zip(&earlier.0)
+            .map(|((busy, total), (busy_before, total_before))| {
+                let total = total.saturating_sub(*total_before);
+                if total == 0 {
+                    0.0
+                } else {
+                    busy.saturating_sub(*busy_before) as f64 / total as f64
+                }
+            })
+            .collect()
+    }
+}
+
+/// `busy` (from [`CoreTimes::busy_since`]) as `"core 0 93%, core 1 71%"`.
+pub fn format_busy(busy: &[f64]) -> String {
+    busy.iter()
+        .enumerate()
+        .map(|(core, busy)| format!("core {core} {:.0}%", busy * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How much slower a memory-bound loop runs on core 0 while core 1 runs one too (time with
+/// the twin / time alone, median of three alternating pairs): what two cores of this machine
+/// share beyond their own (the last-level cache, memory bandwidth) costs each when both work.
+/// The pinned runs of `replication_throughput` and `node_http` place a leader and a follower
+/// on one core each as on two machines; this says how far one machine is from two. A
+/// compute-only loop (no memory traffic) would show no such slowdown; random reads and
+/// writes over 16 MiB, half the last-level cache here, do. `None` when this machine has fewer
+/// than two cores or pinning fails.
+pub fn shared_cache_slowdown() -> Option<f64> {
+    const WORDS: usize = 4 << 20;
+    const STEPS: u64 = 60_000_000;
+    fn random_walk(words: &mut [u32]) -> Duration {
+        let started = Instant::now();
+        let mut x: u32 = 1;
+        for _ in 0..STEPS {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let slot = x as usize % words.len();
+            words[slot] = words[slot].wrapping_add(x);
+        }
+        std::hint::black_box(&words[..]);
+        started.elapsed()
+    }
+    if std::thread::available_parallelism().map_or(0, |cores| cores.get()) < 2 {
+        return None;
+    }
+    let mut ratios = Vec::new();
+    for _ in 0..3 {
+        let alone = std::thread::scope(|scope| {
+            scope
+                .spawn(|| pin_current_thread(&[0]).then(|| random_walk(&mut vec![1; WORDS])))
+                .join()
+                .ok()
+                .flatten()
+        })?;
+        let stop = AtomicBool::new(false);
+        let beside = std::thread::scope(|scope| {
+            let stop = &stop;
+            let twin = scope.spawn(move || {
+                if !pin_current_thread(&[1]) {
+                    return false;
+                }
+                let mut words = vec![1; WORDS];
+                while !stop.load(Ordering::Relaxed) {
+                    random_walk(&mut words[..]);
+                }
+                true
+            });
+            let measured = scope
+                .spawn(|| {
+                    pin_current_thread(&[0]).then(|| {
+                        // The twin is under way first.
+                        std::thread::sleep(Duration::from_millis(50));
+                        random_walk(&mut vec![1; WORDS])
+                    })
+                })
+                .join()
+                .ok()
+                .flatten();
+            stop.store(true, Ordering::Relaxed);
+            let twin_ran = twin.join().unwrap_or(false);
+            measured.filter(|_| twin_ran)
+        })?;
+        ratios.push(beside.as_secs_f64() / alone.as_secs_f64());
+    }
+    Some(median(&ratios))
+}
+
 /// Runs `work` on a thread restricted to `cpus` (if given), and returns its result; threads
 /// it starts (tantivy's indexing and merge threads, a shard's background thread) inherit the
 /// restriction.
