@@ -71,18 +71,18 @@ use std::sync::Arc;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tandem_benches::{
     blob_mappings_json, blob_settings_json, cp_and_fsync, env_usize, fill_shard_with_blobs,
     flush_dirty_pages, format_busy, init_tracing_from_env, lags_ms, mappings_json, median,
-    median_paired_ratio, on_cpus, per_second, percentile, runtime_on_cpus, shared_cache_slowdown,
-    temp_dir, CheckpointSampler, CoreTimes, Workload, SEED,
+    median_paired_ratio, on_cpus, per_second, percentile, pin_current_thread, runtime_on_cpus,
+    shared_cache_slowdown, temp_dir, CheckpointSampler, CoreTimes, Workload, SEED,
 };
 use tandem_engine::index::Index;
 use tandem_engine::shard::commit_point::PinnedCommit;
+use tandem_engine::shard::WriteRequest;
 use tandem_node::config::NodeConfig;
 use tandem_node::server::RunningNode;
 use tokio::runtime::Runtime;
@@ -162,7 +162,7 @@ impl Rest {
 
     /// One `_bulk` request of index actions into `index`; returns the highest seq_no given to
     /// its items. Panics if any item failed.
-    async fn bulk(&self, index: &str, body: Bytes) -> i64 {
+    async fn bulk(&self, index: &str, body: Vec<u8>) -> i64 {
         let path = format!("/{index}/_bulk");
         let response = self
             .http
@@ -197,8 +197,8 @@ struct Cluster {
     leader_runtime: Runtime,
     follower_runtime: Runtime,
     client_runtime: Runtime,
-    /// Clients placed as the follower node: the `neighboured` run's mirrored bulks.
-    neighbour_runtime: Runtime,
+    /// Where the follower node's threads run, if pinned.
+    follower_cpus: Option<&'static [usize]>,
     leader: RunningNode,
     follower: RunningNode,
     /// How busy each core was during the last ingest's timed part.
@@ -280,7 +280,7 @@ impl Cluster {
             follower_runtime,
             // The clients go with the leader: the same core with a follower and without.
             client_runtime: runtime(leader_cpus),
-            neighbour_runtime: runtime(follower_cpus),
+            follower_cpus,
             on_leader: Rest::new(leader.url()),
             on_follower: Rest::new(follower.url()),
             leader,
@@ -365,62 +365,72 @@ impl Cluster {
         self.ingest_mirrored(index, bulks, None)
     }
 
-    /// [`Cluster::ingest`]; with `mirror`, each client also hands every acknowledged body to
-    /// a client of its own on the follower's cores, which sends it to the follower node's
-    /// index `mirror` (untimed: the ingest returns once the leader has indexed everything; the
-    /// mirror catches up before this returns).
+    /// [`Cluster::ingest`]; with `mirror`, each client has a twin thread placed as the follower
+    /// node, which writes the same bulks (given as engine requests) in-process into the index
+    /// `mirror` as the client's are acknowledged: the follower's work of parsing and indexing
+    /// every document, without replication. Untimed: the ingest returns once the leader has
+    /// indexed everything; the twins finish before this returns.
     fn ingest_mirrored(
         &self,
         index: &str,
         bulks: Vec<Vec<Vec<u8>>>,
-        mirror: Option<&str>,
+        mirror: Option<(&Index, Vec<Vec<Vec<WriteRequest>>>)>,
     ) -> Duration {
-        let mut mirrors = Vec::new();
-        let elapsed = self.rest(async {
-            let (started, times) = (Instant::now(), CoreTimes::now());
-            let writers: Vec<_> = bulks
-                .into_iter()
-                .map(|bodies| {
-                    let (rest, index) = (self.on_leader.clone(), index.to_string());
-                    let mirror = mirror.map(|mirror| {
-                        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
-                        let (rest, mirror) = (self.on_follower.clone(), mirror.to_string());
-                        mirrors.push(self.neighbour_runtime.spawn(async move {
-                            while let Some(body) = receiver.recv().await {
-                                rest.bulk(&mirror, body).await;
+        std::thread::scope(|scope| {
+            let mut twins = Vec::new();
+            if let Some((neighbour, twin_bulks)) = mirror {
+                for thread_bulks in twin_bulks {
+                    let (sender, receiver) = std::sync::mpsc::channel::<()>();
+                    twins.push(sender);
+                    let cpus = self.follower_cpus;
+                    scope.spawn(move || {
+                        if let Some(cpus) = cpus {
+                            assert!(pin_current_thread(cpus), "pinning a twin to {cpus:?}");
+                        }
+                        for bulk in thread_bulks {
+                            if receiver.recv().is_err() {
+                                return;
                             }
-                        }));
-                        sender
-                    });
-                    tokio::spawn(async move {
-                        for body in bodies {
-                            let body = Bytes::from(body);
-                            rest.bulk(&index, body.clone()).await;
-                            if let Some(mirror) = &mirror {
-                                mirror.send(body).expect("a mirror client");
+                            for result in neighbour.bulk(bulk) {
+                                result.expect("a neighbour write");
                             }
                         }
-                    })
-                })
-                .collect();
-            for writer in writers {
-                writer.await.expect("a bulk client");
+                    });
+                }
             }
-            // Until indexed: tantivy indexes after the acknowledgement (up to the engine's queue
-            // bound), so a run this short timed by its acknowledgements alone would time a
-            // burst that indexing does not sustain.
-            self.on_leader
-                .post(&format!("/{index}/_refresh"), json!({}))
-                .await;
-            *self.last_busy.lock() = CoreTimes::busy_since(&times);
-            started.elapsed()
-        });
-        for mirror in mirrors {
-            self.neighbour_runtime
-                .block_on(mirror)
-                .expect("a mirror client");
-        }
-        elapsed
+            let mut twins = twins.into_iter();
+            self.rest(async {
+                let (started, times) = (Instant::now(), CoreTimes::now());
+                let writers: Vec<_> = bulks
+                    .into_iter()
+                    .map(|bodies| {
+                        let (rest, index) = (self.on_leader.clone(), index.to_string());
+                        let twin = twins.next();
+                        tokio::spawn(async move {
+                            for body in bodies {
+                                rest.bulk(&index, body).await;
+                                if let Some(twin) = &twin {
+                                    // A twin stops early only by panicking, which the scope
+                                    // reports.
+                                    let _ = twin.send(());
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for writer in writers {
+                    writer.await.expect("a bulk client");
+                }
+                // Until indexed: tantivy indexes after the acknowledgement (up to the engine's
+                // queue bound), so a run this short timed by its acknowledgements alone would
+                // time a burst that indexing does not sustain.
+                self.on_leader
+                    .post(&format!("/{index}/_refresh"), json!({}))
+                    .await;
+                *self.last_busy.lock() = CoreTimes::busy_since(&times);
+                started.elapsed()
+            })
+        })
     }
 
     /// Stops the follower, then the leader.
@@ -491,8 +501,9 @@ fn leader_alone(cluster: &Cluster, workload: &Workload, name: &str) -> Duration 
 }
 
 /// `leader_neighboured`: the ingest with no follower, while the follower node indexes the
-/// same bulks as they are acknowledged into an index of its own, from clients on its cores:
-/// the load a follower puts on its cores (and on what they share with the leader's, the
+/// same bulks as they are acknowledged into an index of its own (in-process, from threads on
+/// its cores, as a follower's apply writes through the engine, not REST): the load a
+/// follower puts on its cores (and on what they share with the leader's, the
 /// memory caches above all), without replication. On one machine, `leader_followed` against
 /// this is what being followed costs the leader itself (serving reads, retention).
 fn leader_neighboured(cluster: &Cluster, workload: &Workload, name: &str) -> Duration {
@@ -505,7 +516,12 @@ fn leader_neighboured(cluster: &Cluster, workload: &Workload, name: &str) -> Dur
             "mappings": mappings_json(),
         }),
     ));
-    let elapsed = cluster.ingest_mirrored(name, workload.ndjson_bulks(BULK_SIZE), Some(&neighbour));
+    let neighbour_index = cluster.follower_index(&neighbour);
+    let elapsed = cluster.ingest_mirrored(
+        name,
+        workload.ndjson_bulks(BULK_SIZE),
+        Some((&neighbour_index, workload.bulks(BULK_SIZE))),
+    );
     cluster.rest(cluster.on_follower.delete(&format!("/{neighbour}")));
     cluster.delete(None, name);
     elapsed
@@ -737,7 +753,7 @@ fn paced_lags(cluster: &Cluster, workload: &Workload, rate: f64, name: &'static 
                     let mut acks = Vec::with_capacity(bodies.len());
                     for (i, body) in bodies.into_iter().enumerate() {
                         tokio::time::sleep_until(first + interval * i as u32).await;
-                        let highest = rest.bulk(name, Bytes::from(body)).await;
+                        let highest = rest.bulk(name, body).await;
                         acks.push((highest, epoch.elapsed()));
                     }
                     acks
