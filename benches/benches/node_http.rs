@@ -28,12 +28,18 @@
 //!   every 200 µs), as p50 and p99 (target p99 <= 50 ms). On two shared cores half of
 //!   `leader_alone` can be more than the leader sustains while followed, so a second run paced
 //!   at half of `leader_followed`'s median shows the lag without that overload.
-//! - `ingest_round_pinned` (criterion's second function): `leader_alone` and `leader_followed`
-//!   again, on a second pair of nodes placed as on two machines: every thread of the leader
+//! - `ingest_round_pinned` (criterion's second function): `leader_alone`, `leader_followed`
+//!   and `leader_neighboured` again, on a second pair of nodes placed as on two machines: every thread of the leader
 //!   node and of the clients on core 0, every thread of the follower node on core 1 (threads
 //!   inherit their creator's affinity, so tantivy's indexing and merge threads follow their
 //!   node). The ratio then is what being followed costs the leader (serving shard changes,
-//!   leases), not the follower's indexing competing for the same cores. After its rounds, a
+//!   leases), not the follower's indexing competing for the same cores. The two cores still
+//!   share this machine's caches and memory bandwidth (measured and printed: how much slower a
+//!   memory-bound loop on core 0 runs while core 1 runs one), which two machines do not:
+//!   `leader_neighboured` (no follower; the follower node indexes the same bulks in-process
+//!   as they are acknowledged, loading its core as a follower does) is the baseline that has
+//!   the same load beside the leader, and followed/neighboured the target's figure. Every run
+//!   prints how busy each core was. After its rounds, a
 //!   `lag` run on the same pair, paced at half the pinned `leader_alone` median
 //!   (`TANDEM_BENCH_PIN_LEADER_CPU=1` swaps the cores; each followed run also reports the
 //!   follower's read requests). It runs

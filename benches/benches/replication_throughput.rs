@@ -26,10 +26,12 @@
 //!   figure.
 //!   Each round also has a `neighboured` run: no follower, while core 1 indexes the same
 //!   bulks into an index of its own as the leader acknowledges them. The two cores share
-//!   this machine's caches (a memory-bound loop on core 0 runs up to 60% slower while core 1
-//!   runs one too), so a follower slows its leader here in a way two machines would not:
-//!   `leader_followed` against `neighboured` is the cost of being followed with that taken
-//!   out.
+//!   this machine's caches and memory bandwidth (the bench measures it: a memory-bound loop on
+//!   core 0 runs 1.7 times slower or more while core 1 runs one too), so a follower slows
+//!   its leader here in a way two machines would not: `leader_followed` against
+//!   `neighboured` (the target's figure) is the cost of being followed with that taken out.
+//!   Each run prints how busy each core was, to show the neighbour loads its core as the
+//!   follower does.
 //! - `pinned_lag`: `lag` placed as `pinned`, paced at half of the pinned leader's rate.
 //!
 //! Apart from `pinned`, both engines share this machine's two cores, so a follower's indexing
