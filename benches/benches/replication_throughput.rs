@@ -51,8 +51,8 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use parking_lot::Mutex;
 use tandem_benches::{
     env_usize, format_busy, init_tracing_from_env, lags_ms, mappings, median, median_paired_ratio,
-    on_cpus, per_second, percentile, pin_current_thread, runtime_on_cpus, shared_cache_slowdown,
-    temp_dir, CheckpointSampler, CoreTimes, Workload, SEED,
+    on_cpus, per_second, percentile, perf_record, pin_current_thread, runtime_on_cpus,
+    shared_cache_slowdown, temp_dir, CheckpointSampler, CoreTimes, Workload, SEED,
 };
 use tandem_engine::index::{Index, IndexSettings};
 use tandem_engine::shard::WriteRequest;
@@ -406,14 +406,22 @@ fn replication(c: &mut Criterion) {
                 let pair = pair();
                 ingest(&pair.leader, workload.bulks(BULK_SIZE));
                 wait_for_merges(&pair.leader);
-                let started = Instant::now();
+                perf_record(true);
+                let (started, times) = (Instant::now(), CoreTimes::now());
                 let task = follow(&pair);
                 wait_caught_up(&pair, Duration::from_secs(300));
                 // As the leader's ingest: until indexed.
                 pair.follower.refresh().expect("refreshing the follower");
                 let elapsed = started.elapsed();
+                perf_record(false);
+                let busy = CoreTimes::busy_since(&times);
                 runtime.block_on(task.stop());
                 applied.push(per_second(docs, elapsed));
+                eprintln!(
+                    "replication_throughput: follower apply {:.0} docs/s [{}]",
+                    per_second(docs, elapsed),
+                    format_busy(&busy)
+                );
                 total += elapsed;
             }
             total
@@ -601,7 +609,7 @@ fn replication(c: &mut Criterion) {
             median(&followed) / max_rate
         );
     }
-    if !applied.is_empty() {
+    if !applied.is_empty() && !alone.is_empty() {
         eprintln!(
             "replication_throughput: follower apply {:.0} docs/s against leader alone \
              {max_rate:.0} docs/s (ratio {:.3}, target >= 0.90)",

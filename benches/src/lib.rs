@@ -337,6 +337,24 @@ pub fn pin_current_thread(cpus: &[usize]) -> bool {
     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
 }
 
+/// Profiling aid: with `TANDEM_BENCH_PERF_CTL` naming the control FIFO of a `perf record
+/// --control fifo:<path> -D -1` started on this bench, turns recording on (`true`) or off, so
+/// that a profile holds one phase of a run only (for example the follower's apply, not the
+/// leader's ingest before it). Does nothing without the variable.
+pub fn perf_record(enabled: bool) {
+    let Ok(path) = std::env::var("TANDEM_BENCH_PERF_CTL") else {
+        return;
+    };
+    let command: &[u8] = if enabled { b"enable\n" } else { b"disable\n" };
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|mut fifo| std::io::Write::write_all(&mut fifo, command));
+    if let Err(error) = written {
+        eprintln!("TANDEM_BENCH_PERF_CTL [{path}]: {error}");
+    }
+}
+
 /// Per-core CPU time from `/proc/stat`, to tell how busy each core was over a run: a snapshot
 /// of every core's busy and total jiffies.
 #[derive(Clone, Debug)]
