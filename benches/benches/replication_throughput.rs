@@ -377,7 +377,10 @@ fn replication(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let pair = pair();
-                let elapsed = ingest(&pair.leader, workload.bulks(BULK_SIZE));
+                let bulks = workload.bulks(BULK_SIZE);
+                perf_record(true);
+                let elapsed = ingest(&pair.leader, bulks);
+                perf_record(false);
                 alone.push(per_second(docs, elapsed));
                 total += elapsed;
             }
