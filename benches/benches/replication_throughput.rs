@@ -27,7 +27,7 @@
 //!   Each round also has a `neighboured` run: no follower, while core 1 indexes the same
 //!   bulks into an index of its own as the leader acknowledges them. The two cores share
 //!   this machine's caches and memory bandwidth (the bench measures it: a memory-bound loop on
-//!   core 0 runs 1.7 times slower or more while core 1 runs one too), so a follower slows
+//!   core 0 ran 1.0 to 3.5 times slower while core 1 ran one too, in one day's runs), so a follower slows
 //!   its leader here in a way two machines would not: `leader_followed` against
 //!   `neighboured` (the target's figure) is the cost of being followed with that taken out.
 //!   Each run prints how busy each core was, to show the neighbour loads its core as the
@@ -412,6 +412,11 @@ fn replication(c: &mut Criterion) {
                 perf_record(true);
                 let (started, times) = (Instant::now(), CoreTimes::now());
                 let task = follow(&pair);
+                // The first applied operation: the task's start and first read round trip.
+                while pair.follower.shards()[0].max_seq_no() < SeqNo(0) {
+                    std::thread::sleep(SAMPLE_EVERY);
+                }
+                let first_applied = started.elapsed();
                 wait_caught_up(&pair, Duration::from_secs(300));
                 // As the leader's ingest: until indexed.
                 pair.follower.refresh().expect("refreshing the follower");
@@ -421,7 +426,8 @@ fn replication(c: &mut Criterion) {
                 runtime.block_on(task.stop());
                 applied.push(per_second(docs, elapsed));
                 eprintln!(
-                    "replication_throughput: follower apply {:.0} docs/s [{}]",
+                    "replication_throughput: follower apply {:.0} docs/s [{}], the first \
+                     operation applied after {first_applied:.1?}",
                     per_second(docs, elapsed),
                     format_busy(&busy)
                 );
