@@ -98,7 +98,7 @@ const WRITERS: usize = 8;
 const BULK_SIZE: usize = 200;
 /// Concurrent `_bulk` clients of the paced (`lag`) run.
 const PACED_WRITERS: usize = 4;
-/// `ingest_round_pinned`: rounds (criterion samples).
+/// `ingest_round_pinned`: rounds (criterion samples), unless `TANDEM_BENCH_PINNED_ROUNDS` says.
 const PINNED_ROUNDS: usize = 20;
 /// How often the follower's global checkpoint is read while waiting or sampling.
 const SAMPLE_EVERY: Duration = Duration::from_micros(200);
@@ -991,7 +991,7 @@ fn node_http(c: &mut Criterion) {
     let pinned_round = (PINNED_ROUND.0, &pinned_runs[..]);
     // The pinned ratio is of two nearly equal rates, on cores whose speed drifts by tens of
     // percent: more rounds.
-    group.sample_size(PINNED_ROUNDS);
+    group.sample_size(env_usize("TANDEM_BENCH_PINNED_ROUNDS", PINNED_ROUNDS));
     let mut cache_slowdown = None;
     group.bench_function("ingest_round_pinned", |b| {
         b.iter_custom(|iters| {

@@ -67,7 +67,8 @@ const WRITERS: usize = 16;
 const BULK_SIZE: usize = 100;
 /// How often the lag sampler looks at the follower's checkpoint.
 const SAMPLE_EVERY: Duration = Duration::from_micros(200);
-/// `pinned`: rounds (criterion samples) of alone and followed runs.
+/// `pinned`: rounds (criterion samples) of alone, followed and neighboured runs, unless
+/// `TANDEM_BENCH_PINNED_ROUNDS` says.
 const PINNED_ROUNDS: usize = 30;
 /// `pinned`: the leader's threads and its clients.
 const LEADER_CPUS: [usize; 1] = [0];
@@ -470,7 +471,7 @@ fn replication(c: &mut Criterion) {
     let mut pinned_busy: [Vec<Vec<f64>>; 3] = Default::default();
     // The pinned ratio is of two nearly equal rates, on cores whose speed drifts by tens of
     // percent: more rounds.
-    group.sample_size(PINNED_ROUNDS);
+    group.sample_size(env_usize("TANDEM_BENCH_PINNED_ROUNDS", PINNED_ROUNDS));
     let mut cache_slowdown = None;
     group.bench_function("pinned", |b| {
         b.iter_custom(|iters| {
