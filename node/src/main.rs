@@ -122,10 +122,10 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    match runtime.block_on(tandem_node::server::run(
-        config,
-        tandem_node::server::shutdown_signal(),
-    )) {
+    // The signal handlers are installed inside the runtime, before the node listens.
+    match runtime.block_on(async {
+        tandem_node::server::run(config, tandem_node::server::shutdown_signal()).await
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("tandem: {error}");

@@ -104,30 +104,42 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     Ok(())
 }
 
-/// Completes on SIGTERM or ctrl-c.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// A future that completes on SIGTERM or ctrl-c (SIGINT). The handlers are installed when
+/// this is called, not when the future is first polled: a node must catch a SIGTERM sent as
+/// soon as it has printed [`LISTENING_PREFIX`], which [`run`] does before it awaits the
+/// shutdown (a handler installed at the first poll left a window in which SIGTERM killed the
+/// process). Call it from within the runtime.
+#[cfg(unix)]
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        let wait = |installed: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+            match installed {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for {name}");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = wait(terminate, "SIGTERM") => {}
+            _ = wait(interrupt, "ctrl-c") => {}
+        }
+    }
+}
+
+/// A future that completes on ctrl-c.
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::warn!(%error, "cannot listen for ctrl-c");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
     }
 }

@@ -126,3 +126,17 @@ async fn cluster_health_of_indices_is_red_while_one_is_missing_and_waits_for_it(
         .await;
     assert_eq!(bad.status, 400, "{}", bad.text);
 }
+
+#[test]
+fn sigterm_right_after_the_listening_line_exits_cleanly() {
+    // The listening line is printed before the node awaits its shutdown: the SIGTERM handler
+    // must already be in place then, or the signal's default action kills the process.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for round in 0..3 {
+        let mut node = TandemProcess::start("cluster-a", dir.path());
+        assert!(
+            node.terminate(),
+            "round {round}: SIGTERM at once gives a clean exit"
+        );
+    }
+}
