@@ -82,8 +82,8 @@ use serde_json::{json, Value};
 use tandem_benches::{
     blob_mappings_json, blob_settings_json, cp_and_fsync, env_usize, fill_shard_with_blobs,
     flush_dirty_pages, format_busy, init_tracing_from_env, lags_ms, mappings_json, median,
-    median_paired_ratio, on_cpus, per_second, percentile, pin_current_thread, runtime_on_cpus,
-    shared_cache_slowdown, temp_dir, CheckpointSampler, CoreTimes, Workload, SEED,
+    median_busy, median_paired_ratio, on_cpus, per_second, percentile, runtime_on_cpus,
+    shared_cache_slowdown, spawn_twins, temp_dir, CheckpointSampler, CoreTimes, Workload, SEED,
 };
 use tandem_engine::index::Index;
 use tandem_engine::shard::commit_point::PinnedCommit;
@@ -319,13 +319,29 @@ impl Cluster {
 
     /// Creates a one-shard `server-metrics` index on the leader, durable per request.
     fn create_leader(&self, name: &str) {
-        self.rest(self.on_leader.put(
+        self.create_index(&self.on_leader, name);
+    }
+
+    /// Creates a one-shard `server-metrics` index, durable per request, on the node of `rest`.
+    fn create_index(&self, rest: &Rest, name: &str) {
+        self.rest(rest.put(
             &format!("/{name}"),
             json!({
                 "settings": {"index": {"number_of_shards": 1, "translog.durability": "request"}},
                 "mappings": mappings_json(),
             }),
         ));
+    }
+
+    /// Creates the leader index `name` and a follower `copy` of it, then pauses the follower:
+    /// its lease keeps the leader's history, and nothing reads it.
+    fn follow_paused(&self, copy: &str, name: &str) {
+        self.create_leader(name);
+        self.follow(copy, name);
+        self.rest(
+            self.on_follower
+                .post(&format!("/{copy}/_ccr/pause_follow"), json!({})),
+        );
     }
 
     /// Follows `leader_index` as `follower_index`; returns once it is recovered and following.
@@ -382,27 +398,11 @@ impl Cluster {
         mirror: Option<(&Index, Vec<Vec<Vec<WriteRequest>>>)>,
     ) -> Duration {
         std::thread::scope(|scope| {
-            let mut twins = Vec::new();
-            if let Some((neighbour, twin_bulks)) = mirror {
-                for thread_bulks in twin_bulks {
-                    let (sender, receiver) = std::sync::mpsc::channel::<()>();
-                    twins.push(sender);
-                    let cpus = self.follower_cpus;
-                    scope.spawn(move || {
-                        if let Some(cpus) = cpus {
-                            assert!(pin_current_thread(cpus), "pinning a twin to {cpus:?}");
-                        }
-                        for bulk in thread_bulks {
-                            if receiver.recv().is_err() {
-                                return;
-                            }
-                            for result in neighbour.bulk(bulk) {
-                                result.expect("a neighbour write");
-                            }
-                        }
-                    });
-                }
-            }
+            let twins = mirror
+                .map(|(neighbour, twin_bulks)| {
+                    spawn_twins(scope, neighbour, twin_bulks, self.follower_cpus)
+                })
+                .unwrap_or_default();
             let mut twins = twins.into_iter();
             self.rest(async {
                 let (started, times) = (Instant::now(), CoreTimes::now());
@@ -457,16 +457,13 @@ impl IngestFigures {
         kinds
             .iter()
             .map(|kind| {
-                let runs: Vec<&Vec<f64>> = self
+                let runs: Vec<Vec<f64>> = self
                     .busy
                     .iter()
                     .filter(|(of, _)| of == kind)
-                    .map(|(_, busy)| busy)
+                    .map(|(_, busy)| busy.clone())
                     .collect();
-                let cores = runs.iter().map(|busy| busy.len()).min().unwrap_or(0);
-                let medians: Vec<f64> = (0..cores)
-                    .map(|core| median(&runs.iter().map(|busy| busy[core]).collect::<Vec<_>>()))
-                    .collect();
+                let medians = median_busy(&runs);
                 format!(
                     "{} {}",
                     format!("{kind:?}").to_lowercase(),
@@ -514,13 +511,7 @@ fn leader_alone(cluster: &Cluster, workload: &Workload, name: &str) -> Duration 
 fn leader_neighboured(cluster: &Cluster, workload: &Workload, name: &str) -> Duration {
     let neighbour = format!("{name}-neighbour");
     cluster.create_leader(name);
-    cluster.rest(cluster.on_follower.put(
-        &format!("/{neighbour}"),
-        json!({
-            "settings": {"index": {"number_of_shards": 1, "translog.durability": "request"}},
-            "mappings": mappings_json(),
-        }),
-    ));
+    cluster.create_index(&cluster.on_follower, &neighbour);
     let neighbour_index = cluster.follower_index(&neighbour);
     let elapsed = cluster.ingest_mirrored(
         name,
@@ -537,13 +528,7 @@ fn leader_neighboured(cluster: &Cluster, workload: &Workload, name: &str) -> Dur
 /// `leader_followed` it splits the cost of being followed into retention and serving reads.
 fn leader_retained(cluster: &Cluster, workload: &Workload, name: &str) -> Duration {
     let copy = format!("{name}-copy");
-    cluster.create_leader(name);
-    cluster.follow(&copy, name);
-    cluster.rest(
-        cluster
-            .on_follower
-            .post(&format!("/{copy}/_ccr/pause_follow"), json!({})),
-    );
+    cluster.follow_paused(&copy, name);
     let elapsed = cluster.ingest(name, workload.ndjson_bulks(BULK_SIZE));
     cluster.delete(Some(&copy), name);
     elapsed
@@ -579,13 +564,7 @@ fn leader_followed(
 /// from `resume_follow` until it has caught up.
 fn follower_apply(cluster: &Cluster, workload: &Workload, name: &str) -> Duration {
     let copy = format!("{name}-copy");
-    cluster.create_leader(name);
-    cluster.follow(&copy, name);
-    cluster.rest(
-        cluster
-            .on_follower
-            .post(&format!("/{copy}/_ccr/pause_follow"), json!({})),
-    );
+    cluster.follow_paused(&copy, name);
     // Ends with a refresh: the leader's indexing is done and does not compete with the
     // follower's apply.
     cluster.ingest(name, workload.ndjson_bulks(BULK_SIZE));

@@ -50,9 +50,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use parking_lot::Mutex;
 use tandem_benches::{
-    env_usize, format_busy, init_tracing_from_env, lags_ms, mappings, median, median_paired_ratio,
-    on_cpus, per_second, percentile, perf_record, pin_current_thread, runtime_on_cpus,
-    shared_cache_slowdown, temp_dir, CheckpointSampler, CoreTimes, Workload, SEED,
+    env_usize, format_busy, init_tracing_from_env, lags_ms, mappings, median, median_busy,
+    median_paired_ratio, on_cpus, per_second, percentile, perf_record, pin_current_thread,
+    runtime_on_cpus, shared_cache_slowdown, spawn_twins, temp_dir, CheckpointSampler, CoreTimes,
+    Workload, SEED,
 };
 use tandem_engine::index::{Index, IndexSettings};
 use tandem_engine::shard::WriteRequest;
@@ -163,41 +164,57 @@ fn ingest_on(
     leader: &Index,
     bulks: Vec<Vec<Vec<WriteRequest>>>,
 ) -> Duration {
-    let (started, times) = (Instant::now(), CoreTimes::now());
-    std::thread::scope(|scope| {
-        for thread_bulks in bulks {
-            scope.spawn(move || {
-                if let Some(cpus) = cpus {
-                    assert!(pin_current_thread(cpus), "pinning a writer to {cpus:?}");
-                }
-                for bulk in thread_bulks {
-                    for result in leader.bulk(bulk) {
-                        result.expect("leader write");
-                    }
-                }
-            });
-        }
-    });
-    leader.refresh().expect("refreshing the leader");
-    *LAST_BUSY.lock() = CoreTimes::busy_since(&times);
-    started.elapsed()
+    ingest_mirrored(cpus, leader, bulks, None)
 }
 
-/// How busy each core was during the last [`ingest_on`] or [`ingest_neighboured`].
+/// [`ingest_on`]; with `mirror`, each writer has a twin on the follower's core that writes
+/// the same bulks (its own copy of them) into the mirror index as the leader acknowledges
+/// them ([`spawn_twins`]). Returns the leader's time; the twins finish before this returns.
+fn ingest_mirrored(
+    cpus: Option<&[usize]>,
+    leader: &Index,
+    bulks: Vec<Vec<Vec<WriteRequest>>>,
+    mirror: Option<(&Index, Vec<Vec<Vec<WriteRequest>>>)>,
+) -> Duration {
+    std::thread::scope(|scope| {
+        let mut twins = mirror
+            .map(|(neighbour, twin_bulks)| {
+                spawn_twins(scope, neighbour, twin_bulks, Some(&FOLLOWER_CPUS))
+            })
+            .unwrap_or_default()
+            .into_iter();
+        let (started, times) = (Instant::now(), CoreTimes::now());
+        std::thread::scope(|writers| {
+            for thread_bulks in bulks {
+                let twin = twins.next();
+                writers.spawn(move || {
+                    if let Some(cpus) = cpus {
+                        assert!(pin_current_thread(cpus), "pinning a writer to {cpus:?}");
+                    }
+                    for bulk in thread_bulks {
+                        for result in leader.bulk(bulk) {
+                            result.expect("leader write");
+                        }
+                        if let Some(twin) = &twin {
+                            // A twin stops early only by panicking, which the scope reports.
+                            let _ = twin.send(());
+                        }
+                    }
+                });
+            }
+        });
+        leader.refresh().expect("refreshing the leader");
+        *LAST_BUSY.lock() = CoreTimes::busy_since(&times);
+        started.elapsed()
+    })
+}
+
+/// How busy each core was during the last [`ingest_mirrored`].
 static LAST_BUSY: Mutex<Vec<f64>> = Mutex::new(Vec::new());
 
 /// The busy fraction of each core during the last timed ingest.
 fn last_busy() -> Vec<f64> {
     LAST_BUSY.lock().clone()
-}
-
-/// The median busy fraction of each core over `runs`, formatted.
-fn median_busy(runs: &[Vec<f64>]) -> String {
-    let cores = runs.iter().map(Vec::len).min().unwrap_or(0);
-    let medians: Vec<f64> = (0..cores)
-        .map(|core| median(&runs.iter().map(|busy| busy[core]).collect::<Vec<_>>()))
-        .collect();
-    format_busy(&medians)
 }
 
 /// A plain index (not a follower) placed as `pair`'s follower, with its directory: the
@@ -215,59 +232,6 @@ fn neighbour_of(pair: &Pair) -> Arc<Index> {
         )
         .expect("creating the neighbour")
     }))
-}
-
-/// `neighboured`: [`ingest_on`] the leader's core while, on the follower's core, each writer
-/// has a twin that writes the same bulks to `neighbour` as the leader acknowledges them: the
-/// load a follower puts on its core (and on what it shares with the leader's, the memory
-/// caches above all), without replication. `leader_followed` against this is what being
-/// followed costs the leader itself. Returns the leader's time, as [`ingest`]; the twins
-/// finish before this returns.
-fn ingest_neighboured(leader: &Index, neighbour: &Index, workload: &Workload) -> Duration {
-    let mut elapsed = Duration::ZERO;
-    std::thread::scope(|scope| {
-        let mut senders = Vec::new();
-        for twin_bulks in workload.bulks(BULK_SIZE) {
-            let (sender, receiver) = std::sync::mpsc::channel::<()>();
-            senders.push(sender);
-            scope.spawn(move || {
-                assert!(
-                    pin_current_thread(&FOLLOWER_CPUS),
-                    "pinning a twin to {FOLLOWER_CPUS:?}"
-                );
-                for bulk in twin_bulks {
-                    if receiver.recv().is_err() {
-                        return;
-                    }
-                    for result in neighbour.bulk(bulk) {
-                        result.expect("neighbour write");
-                    }
-                }
-            });
-        }
-        let (started, times) = (Instant::now(), CoreTimes::now());
-        std::thread::scope(|writers| {
-            for (thread_bulks, twin) in workload.bulks(BULK_SIZE).into_iter().zip(senders) {
-                writers.spawn(move || {
-                    assert!(
-                        pin_current_thread(&LEADER_CPUS),
-                        "pinning a writer to {LEADER_CPUS:?}"
-                    );
-                    for bulk in thread_bulks {
-                        for result in leader.bulk(bulk) {
-                            result.expect("leader write");
-                        }
-                        // The twin may have given up only by panicking, which the scope reports.
-                        let _ = twin.send(());
-                    }
-                });
-            }
-        });
-        leader.refresh().expect("refreshing the leader");
-        *LAST_BUSY.lock() = CoreTimes::busy_since(&times);
-        elapsed = started.elapsed();
-    });
-    elapsed
 }
 
 /// Waits until no merge runs on the leader: with the refresh that ends every [`ingest`], the
@@ -508,7 +472,12 @@ fn replication(c: &mut Criterion) {
                         }
                         _ => {
                             let neighbour = neighbour_of(&pair);
-                            let elapsed = ingest_neighboured(&pair.leader, &neighbour, &workload);
+                            let elapsed = ingest_mirrored(
+                                Some(&LEADER_CPUS),
+                                &pair.leader,
+                                workload.bulks(BULK_SIZE),
+                                Some((&neighbour, workload.bulks(BULK_SIZE))),
+                            );
                             pinned_neighboured.push(per_second(docs, elapsed));
                             elapsed
                         }
@@ -595,9 +564,9 @@ fn replication(c: &mut Criterion) {
         eprintln!(
             "replication_throughput: pinned, median busy cores during the timed ingests: alone \
              {}; followed {}; neighboured {}",
-            median_busy(&pinned_busy[0]),
-            median_busy(&pinned_busy[1]),
-            median_busy(&pinned_busy[2]),
+            format_busy(&median_busy(&pinned_busy[0])),
+            format_busy(&median_busy(&pinned_busy[1])),
+            format_busy(&median_busy(&pinned_busy[2])),
         );
         let neighboured = median(&pinned_neighboured);
         eprintln!(

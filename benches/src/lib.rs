@@ -404,6 +404,46 @@ impl CoreTimes {
     }
 }
 
+/// The median busy fraction of each core over `runs` (each from [`CoreTimes::busy_since`]).
+pub fn median_busy(runs: &[Vec<f64>]) -> Vec<f64> {
+    let cores = runs.iter().map(Vec::len).min().unwrap_or(0);
+    (0..cores)
+        .map(|core| median(&runs.iter().map(|busy| busy[core]).collect::<Vec<_>>()))
+        .collect()
+}
+
+/// The twins of a `neighboured` run: one thread per writer on `cpus` (if given), each writing
+/// its own copy of that writer's bulks into `neighbour`, one bulk per signal on the returned
+/// sender (send one as each of the writer's bulks is acknowledged). A twin ends when its
+/// bulks are done or its sender is dropped; the scope joins them.
+pub fn spawn_twins<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    neighbour: &'env tandem_engine::index::Index,
+    bulks: Vec<Vec<Vec<WriteRequest>>>,
+    cpus: Option<&'env [usize]>,
+) -> Vec<std::sync::mpsc::Sender<()>> {
+    bulks
+        .into_iter()
+        .map(|thread_bulks| {
+            let (sender, receiver) = std::sync::mpsc::channel::<()>();
+            scope.spawn(move || {
+                if let Some(cpus) = cpus {
+                    assert!(pin_current_thread(cpus), "pinning a twin to {cpus:?}");
+                }
+                for bulk in thread_bulks {
+                    if receiver.recv().is_err() {
+                        return;
+                    }
+                    for result in neighbour.bulk(bulk) {
+                        result.expect("a neighbour write");
+                    }
+                }
+            });
+            sender
+        })
+        .collect()
+}
+
 /// `busy` (from [`CoreTimes::busy_since`]) as `"core 0 93%, core 1 71%"`.
 pub fn format_busy(busy: &[f64]) -> String {
     busy.iter()
