@@ -586,7 +586,13 @@ impl ShardInner {
             .collect();
         let mut locked = self.version_map.lock_many(stripes);
         let mut batch = self.new_batch(operations.len(), ticket);
-        let mut in_batch = std::collections::HashSet::with_capacity(operations.len());
+        // A follower's batches come in ascending order, so no operation repeats; only another
+        // order needs a set to skip the repeats.
+        let ascending = operations
+            .windows(2)
+            .all(|pair| pair[0].seq_no < pair[1].seq_no);
+        let mut in_batch =
+            (!ascending).then(|| std::collections::HashSet::with_capacity(operations.len()));
         let mut applied = 0;
         for (operation, document) in operations.into_iter().zip(documents) {
             let stripe = locked.get(self.stripe_key(&operation));
@@ -594,7 +600,10 @@ impl ShardInner {
             if self.tracker.lock().has_processed(operation.seq_no) {
                 continue;
             }
-            if !in_batch.insert(operation.seq_no) {
+            if in_batch
+                .as_mut()
+                .is_some_and(|seen| !seen.insert(operation.seq_no))
+            {
                 continue;
             }
             self.stage_replica(stripe, &mut batch, operation, document, replaying)?;
