@@ -387,6 +387,7 @@ fn replication(c: &mut Criterion) {
                 let bulks = workload.bulks(BULK_SIZE);
                 settle_writeback();
                 let ingested = ingest(&pair.leader, bulks);
+                let ingest_busy = last_busy();
                 apply_baseline.push(per_second(docs, ingested));
                 wait_for_merges(&pair.leader);
                 // The follower index is created as the follow starts (a follow creates it), as
@@ -412,11 +413,12 @@ fn replication(c: &mut Criterion) {
                 applied.push(per_second(docs, elapsed));
                 eprintln!(
                     "replication_throughput: follower apply {:.0} docs/s [{}] after this \
-                     round's leader ingest at {:.0} docs/s, the first operation applied after \
-                     {first_applied:.1?}",
+                     round's leader ingest at {:.0} docs/s [{}], the first operation applied \
+                     after {first_applied:.1?}",
                     per_second(docs, elapsed),
                     format_busy(&busy),
                     per_second(docs, ingested),
+                    format_busy(&ingest_busy),
                 );
                 total += elapsed;
             }

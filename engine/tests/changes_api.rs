@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tandem_engine::shard::{DeleteRequest, ShardChangesRequest};
+use tandem_engine::shard::{DeleteRequest, ShardChangesRequest, APPLY_CHUNK};
 use tandem_engine::{
     Durability, EngineError, Operation, OperationKind, PrimaryTerm, SeqNo, ShardConfig, ShardEngine,
 };
@@ -114,6 +114,59 @@ fn follower_gaps_end_a_batch_without_error() {
             .len(),
         5
     );
+}
+
+#[test]
+fn a_follower_write_longer_than_a_chunk_is_checked_first_and_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let follower = create_follower(dir.path());
+    let index = |seq_no: usize, id: String, source: &[u8]| Operation {
+        seq_no: SeqNo(seq_no as i64),
+        primary_term: PrimaryTerm(1),
+        version: 1,
+        kind: OperationKind::Index {
+            id,
+            source: source.to_vec(),
+        },
+    };
+    let count = 3 * APPLY_CHUNK + 17;
+    let operations: Vec<Operation> = (0..count)
+        .map(|seq_no| index(seq_no, format!("d{seq_no}"), br#"{"n":1}"#))
+        .collect();
+
+    // An invalid id in the last chunk: refused before anything is applied.
+    let mut bad_id = operations.clone();
+    bad_id[count - 1] = index(count - 1, String::new(), b"{}");
+    assert!(matches!(
+        follower.apply_operations(&bad_id, SeqNo(-1)),
+        Err(EngineError::InvalidArgument(_))
+    ));
+    assert_eq!(follower.max_seq_no(), SeqNo(-1), "nothing applied");
+
+    // A source that does not parse, in the third chunk: the chunks before it are applied.
+    let broken = 2 * APPLY_CHUNK + 5;
+    let mut bad_source = operations.clone();
+    bad_source[broken] = index(broken, format!("d{broken}"), b"{not json");
+    assert!(follower.apply_operations(&bad_source, SeqNo(-1)).is_err());
+    assert_eq!(
+        follower.local_checkpoint(),
+        SeqNo(2 * APPLY_CHUNK as i64 - 1)
+    );
+
+    // The whole write again: only what is missing is applied, once.
+    assert_eq!(
+        follower.apply_operations(&operations, SeqNo(-1)).unwrap(),
+        count - 2 * APPLY_CHUNK
+    );
+    assert_eq!(follower.local_checkpoint(), SeqNo(count as i64 - 1));
+    follower.refresh().unwrap();
+    let history = full_history(&follower);
+    assert_eq!(history.len(), count);
+    assert!(history
+        .iter()
+        .enumerate()
+        .all(|(at, entry)| entry.0 == at as i64 && entry.3 == "index"));
+    assert_eq!(follower.stats().doc_count, count as u64);
 }
 
 #[test]

@@ -60,7 +60,9 @@ pub use commit_point::{
     ChecksumKind, CommitFileInfo, FileChecksums, PinnedCommit, PinnedFile, RangeChecksum,
     FOLLOWER_MARKER_FILE,
 };
-pub use write::{DeleteRequest, GetResult, IndexRequest, WriteOutcome, WriteRequest, WriteResult};
+pub use write::{
+    DeleteRequest, GetResult, IndexRequest, WriteOutcome, WriteRequest, WriteResult, APPLY_CHUNK,
+};
 
 const INDEX_DIR: &str = "index";
 const TRANSLOG_DIR: &str = "translog";

@@ -307,13 +307,20 @@ impl ShardEngine {
 
     /// [`ShardEngine::apply_operations`] for operations already shared (a follower's write
     /// buffer holds what the leader's changes API returned): no copy of any source.
+    ///
+    /// Every operation's sequence number and id are checked before any is applied. The
+    /// operations are then parsed and handed to tantivy [`APPLY_CHUNK`] at a time, so that
+    /// tantivy indexes the first chunk while the next is parsed (a follower's write carries up
+    /// to 5,120 operations) and no chunk holds the batch lock or its ids' version-map stripes
+    /// for long. A source that fails to parse ends the call with that error; the chunks before
+    /// it stay applied, which is harmless, as applying an operation again is skipped. The call
+    /// returns once everything it applied is durable (one translog sync, at the end).
     pub fn apply_shared_operations(
         &self,
         operations: Vec<SharedOperation>,
         max_seq_no_of_updates: SeqNo,
     ) -> Result<usize> {
         let inner = &self.inner;
-        let mut parsed = Vec::with_capacity(operations.len());
         for operation in &operations {
             if !operation.seq_no.is_assigned() {
                 return Err(EngineError::InvalidArgument(format!(
@@ -324,20 +331,35 @@ impl ShardEngine {
             if let Some(id) = operation.id() {
                 validate_id(id)?;
             }
-            parsed.push(match operation.source() {
-                Some(source) => Some(inner.mapper.parse(source)?),
-                None => None,
-            });
         }
         inner
             .max_seq_no_of_updates
             .fetch_max(max_seq_no_of_updates.0, Ordering::AcqRel);
-        let ticket = inner.reserve_indexing(batch_documents(operations.len()))?;
-        let (applied, location) = {
-            let _batch = inner.batches.read();
-            inner.apply_replica_batch(operations, parsed, false, ticket)?
-        };
-        if let Some(location) = location {
+        let mut applied = 0;
+        let mut durable_at = None;
+        let mut operations = operations.into_iter();
+        loop {
+            let chunk: Vec<SharedOperation> = operations.by_ref().take(APPLY_CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let mut parsed = Vec::with_capacity(chunk.len());
+            for operation in &chunk {
+                parsed.push(match operation.source() {
+                    Some(source) => Some(inner.mapper.parse(source)?),
+                    None => None,
+                });
+            }
+            let ticket = inner.reserve_indexing(batch_documents(chunk.len()))?;
+            let (chunk_applied, location) = {
+                let _batch = inner.batches.read();
+                inner.apply_replica_batch(chunk, parsed, false, ticket)?
+            };
+            applied += chunk_applied;
+            // The translog is appended in order: the last chunk's place covers the others.
+            durable_at = location.or(durable_at);
+        }
+        if let Some(location) = durable_at {
             inner.wait_durable(location)?;
         }
         Ok(applied)
@@ -389,6 +411,10 @@ fn single(mut results: Vec<Result<WriteResult>>) -> Result<WriteResult> {
         .pop()
         .unwrap_or_else(|| Err(EngineError::InvalidArgument("empty bulk".to_string())))
 }
+
+/// Operations of a replica or follower write parsed and handed to tantivy at a time (see
+/// [`ShardEngine::apply_shared_operations`]).
+pub const APPLY_CHUNK: usize = 512;
 
 /// The documents a batch of `operations` hands to tantivy: one each, and the batch's anchor.
 fn batch_documents(operations: usize) -> usize {
