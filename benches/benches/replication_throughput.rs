@@ -11,7 +11,8 @@
 //!   indexing threads and merges done, so the follower does not compete with the leader's
 //!   own indexing of what it acknowledged), timed until it has caught up and refreshed; its
 //!   apply rate against the leader's ingest of the same round, which is timed as
-//!   `leader_alone`'s (median of the per-round ratios; target >= 0.90);
+//!   `leader_alone`'s (median of the per-round ratios over 20 rounds, or
+//!   `TANDEM_BENCH_APPLY_ROUNDS`; target >= 0.90);
 //! - `lag`: the leader paced at half of `leader_alone`'s rate while a follower replicates; for
 //!   every bulk the time from its acknowledgement on the leader to the moment the follower's
 //!   global checkpoint covers it, reported as p50 and p99 over every sample's bulks (target
@@ -72,6 +73,11 @@ const SAMPLE_EVERY: Duration = Duration::from_micros(200);
 /// `pinned`: rounds (criterion samples) of alone, followed and neighboured runs, unless
 /// `TANDEM_BENCH_PINNED_ROUNDS` says.
 const PINNED_ROUNDS: usize = 30;
+/// `follower_apply`: rounds (criterion samples) of a leader ingest paired with a follower's
+/// apply, unless `TANDEM_BENCH_APPLY_ROUNDS` says. On this shared host one round's ratio falls
+/// anywhere in about 0.82..1.05, and the median of ten rounds moved by up to 0.05 from run to
+/// run; twenty rounds narrow that by about 1/sqrt(2).
+const APPLY_ROUNDS: usize = 20;
 /// `pinned`: the leader's threads and its clients.
 const LEADER_CPUS: [usize; 1] = [0];
 /// `pinned`: the follower's threads and its task's runtime.
@@ -379,6 +385,7 @@ fn replication(c: &mut Criterion) {
             total
         })
     });
+    group.sample_size(env_usize("TANDEM_BENCH_APPLY_ROUNDS", APPLY_ROUNDS));
     group.bench_function("follower_apply", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
@@ -425,6 +432,7 @@ fn replication(c: &mut Criterion) {
             total
         })
     });
+    group.sample_size(10);
     let mut lags = Vec::new();
     let mut paced_rate = 0.0;
     group.bench_function("lag", |b| {
