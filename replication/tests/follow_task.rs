@@ -676,3 +676,201 @@ async fn the_lease_is_renewed_to_the_follower_checkpoint_and_re_added_when_it_va
     .await;
     task.stop().await;
 }
+
+/// A leader client that refuses every shard-changes request while `refusing` is set, and
+/// counts the requests it is sent.
+struct SwitchableLeader {
+    inner: Arc<dyn LeaderClient>,
+    refusing: std::sync::atomic::AtomicBool,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl SwitchableLeader {
+    fn new(inner: Arc<dyn LeaderClient>, refusing: bool) -> SwitchableLeader {
+        SwitchableLeader {
+            inner,
+            refusing: refusing.into(),
+            requests: Default::default(),
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl ForwardingLeaderClient for SwitchableLeader {
+    fn inner(&self) -> &dyn LeaderClient {
+        self.inner.as_ref()
+    }
+
+    fn shard_changes(
+        &self,
+        request: ShardChangesRequest,
+    ) -> LeaderFuture<'_, ShardChangesResponse> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.requests.fetch_add(1, SeqCst);
+        let refusing = self.refusing.load(SeqCst);
+        Box::pin(async move {
+            if refusing {
+                return Err(LeaderError::Unavailable("connection refused".to_string()));
+            }
+            self.inner.shard_changes(request).await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_reads_are_reported_by_their_first_seq_no_with_their_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = leader_and_follower(dir.path(), 1);
+    fill(&leader, 100);
+    let leader_client = Arc::new(SwitchableLeader::new(Arc::new(client_for(&leader)), true));
+    let parameters = FollowParameters {
+        max_outstanding_read_requests: Some(1),
+        max_retry_delay: Some(tandem_engine::units::TimeValue::from_millis(20)),
+        read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(50)),
+        ..FollowParameters::default()
+    }
+    .resolve()
+    .unwrap();
+    let task = ShardFollowTask::start(
+        leader_client.clone(),
+        task_config(&leader, &follower, 0, parameters),
+    );
+    // No read has succeeded yet: Elasticsearch's -1.
+    wait_until("the read from 0 has been retried three times", || {
+        task.stats()
+            .read_exceptions
+            .first()
+            .is_some_and(|exception| exception.retries >= 3)
+    })
+    .await;
+    let stats = task.stats();
+    assert_eq!(stats.time_since_last_read_millis, -1, "{stats:?}");
+    assert_eq!(stats.successful_read_requests, 0);
+    assert!(stats.failed_read_requests >= 3, "{stats:?}");
+    assert_eq!(stats.read_exceptions.len(), 1, "{stats:?}");
+    let exception = &stats.read_exceptions[0];
+    assert_eq!(exception.from_seq_no, 0);
+    assert!(
+        exception.exception.reason.contains("connection refused"),
+        "{exception:?}"
+    );
+    assert!(
+        stats.fatal_exception.is_none(),
+        "a refused connection is retried"
+    );
+
+    // The leader answers again: the read succeeds, and its exception is cleared.
+    leader_client
+        .refusing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let target = leader.shards()[0].global_checkpoint();
+    wait_until("the follower catches up", || {
+        follower.shards()[0].global_checkpoint() >= target
+    })
+    .await;
+    let stats = task.stats();
+    task.stop().await;
+    assert!(stats.read_exceptions.is_empty(), "{stats:?}");
+    assert!(stats.time_since_last_read_millis >= 0, "{stats:?}");
+    assert_eq!(history(&leader.shards()[0]), history(&follower.shards()[0]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_cut_short_by_the_byte_limit_are_re_requested_from_where_they_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = leader_and_follower(dir.path(), 1);
+    fill(&leader, 600);
+    let one_op = leader.shards()[0]
+        .changes(SeqNo(0), SeqNo(0), 1, usize::MAX)
+        .unwrap()[0]
+        .size_in_bytes() as u64;
+    // Reads of up to 64 operations that the leader cuts at about 4 operations' worth of bytes.
+    let parameters = FollowParameters {
+        max_read_request_operation_count: Some(64),
+        max_read_request_size: Some(tandem_engine::units::ByteSize(4 * one_op)),
+        max_outstanding_read_requests: Some(2),
+        read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(50)),
+        ..FollowParameters::default()
+    }
+    .resolve()
+    .unwrap();
+    let task = ShardFollowTask::start(
+        Arc::new(client_for(&leader)),
+        task_config(&leader, &follower, 0, parameters),
+    );
+    let target = leader.shards()[0].global_checkpoint();
+    wait_until("the follower catches up", || {
+        follower.shards()[0].global_checkpoint() >= target
+    })
+    .await;
+    let stats = task.stats();
+    task.stop().await;
+    assert!(stats.fatal_exception.is_none(), "{stats:?}");
+    // 600 operations in reads of about 4: many more reads than 600 / 64 whole ones.
+    assert!(
+        stats.successful_read_requests >= 600 / 8,
+        "the reads were not cut short: {stats:?}"
+    );
+    assert_eq!(history(&leader.shards()[0]), history(&follower.shards()[0]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_or_dropped_task_sends_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, follower) = leader_and_follower(dir.path(), 1);
+    fill(&leader, 50);
+    let leader_client = Arc::new(SwitchableLeader::new(Arc::new(client_for(&leader)), false));
+    // Short polls and retries: a task left running would send several requests per 100 ms.
+    let parameters = FollowParameters {
+        max_retry_delay: Some(tandem_engine::units::TimeValue::from_millis(10)),
+        read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(20)),
+        ..FollowParameters::default()
+    }
+    .resolve()
+    .unwrap();
+    let quiet_after = |what: &'static str| {
+        let leader_client = leader_client.clone();
+        async move {
+            // Whatever was in flight ends; then nothing new is sent.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let before = leader_client.requests();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(leader_client.requests(), before, "requests after {what}");
+        }
+    };
+
+    let task = ShardFollowTask::start(
+        leader_client.clone(),
+        task_config(&leader, &follower, 0, parameters),
+    );
+    let target = leader.shards()[0].global_checkpoint();
+    wait_until("the follower catches up", || {
+        follower.shards()[0].global_checkpoint() >= target
+    })
+    .await;
+    // Caught up, the task long-polls: requests keep coming while it runs.
+    let before = leader_client.requests();
+    wait_until("the task polls again", || {
+        leader_client.requests() > before + 2
+    })
+    .await;
+    task.stop().await;
+    quiet_after("stop").await;
+
+    // Dropped without stop (a pause or unfollow that lost its handle), while failing reads
+    // are being retried.
+    leader_client
+        .refusing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let task = ShardFollowTask::start(
+        leader_client.clone(),
+        task_config(&leader, &follower, 0, parameters),
+    );
+    let before = leader_client.requests();
+    wait_until("the task retries", || leader_client.requests() > before + 2).await;
+    drop(task);
+    quiet_after("drop").await;
+}
