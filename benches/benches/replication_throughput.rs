@@ -70,12 +70,14 @@ const WRITERS: usize = 16;
 const BULK_SIZE: usize = 100;
 /// How often the lag sampler looks at the follower's checkpoint.
 const SAMPLE_EVERY: Duration = Duration::from_micros(200);
+/// Rounds (criterion samples) of every run but `follower_apply` and `pinned`.
+const ROUNDS: usize = 10;
 /// `pinned`: rounds (criterion samples) of alone, followed and neighboured runs, unless
 /// `TANDEM_BENCH_PINNED_ROUNDS` says.
 const PINNED_ROUNDS: usize = 30;
 /// `follower_apply`: rounds (criterion samples) of a leader ingest paired with a follower's
 /// apply, unless `TANDEM_BENCH_APPLY_ROUNDS` says. On this shared host one round's ratio falls
-/// anywhere in about 0.82..1.05, and the median of ten rounds moved by up to 0.05 from run to
+/// anywhere in about 0.76..1.15, and the median of ten rounds moved by up to 0.05 from run to
 /// run; twenty rounds narrow that by about 1/sqrt(2).
 const APPLY_ROUNDS: usize = 20;
 /// `pinned`: the leader's threads and its clients.
@@ -344,7 +346,7 @@ fn replication(c: &mut Criterion) {
     let _entered = runtime.enter();
     let mut group = c.benchmark_group("replication_throughput");
     group
-        .sample_size(10)
+        .sample_size(ROUNDS)
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_millis(1))
         .measurement_time(Duration::from_millis(1));
@@ -432,7 +434,7 @@ fn replication(c: &mut Criterion) {
             total
         })
     });
-    group.sample_size(10);
+    group.sample_size(ROUNDS);
     let mut lags = Vec::new();
     let mut paced_rate = 0.0;
     group.bench_function("lag", |b| {
@@ -532,7 +534,7 @@ fn replication(c: &mut Criterion) {
         })
     });
     let (mut pinned_lags, mut pinned_paced_rate) = (Vec::new(), 0.0);
-    group.sample_size(10);
+    group.sample_size(ROUNDS);
     group.bench_function("pinned_lag", |b| {
         b.iter_custom(|iters| {
             if pinned_alone.is_empty() {
