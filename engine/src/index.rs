@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -322,6 +323,9 @@ pub struct Index {
     metadata: Arc<RwLock<IndexMetadata>>,
     mapper: Arc<DocumentMapper>,
     shards: Vec<ShardEngine>,
+    /// Set by [`Index::begin_close`]: the index is being closed or deleted and takes no new
+    /// users (see [`Indices::get`](crate::indices::Indices::get)).
+    closing: AtomicBool,
 }
 
 fn validate_index_name(name: &str) -> Result<()> {
@@ -435,6 +439,7 @@ impl Index {
             metadata,
             mapper,
             shards,
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -524,7 +529,33 @@ impl Index {
             metadata,
             mapper,
             shards,
+            closing: AtomicBool::new(false),
         })
+    }
+
+    /// Starts closing (or deleting) the index: it takes no new users, and the long polls of
+    /// its shards end now (see [`ShardEngine::set_closing`]). False if it was closing already.
+    pub fn begin_close(&self) -> bool {
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        for shard in &self.shards {
+            shard.set_closing(true);
+        }
+        true
+    }
+
+    /// Undoes [`Index::begin_close`]: the close did not happen and the index is open as before.
+    pub fn cancel_close(&self) {
+        for shard in &self.shards {
+            shard.set_closing(false);
+        }
+        self.closing.store(false, Ordering::Release);
+    }
+
+    /// True between [`Index::begin_close`] and [`Index::cancel_close`].
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     /// Index directory.

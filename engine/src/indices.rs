@@ -11,8 +11,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
 use crate::error::{EngineError, Result};
@@ -22,6 +23,12 @@ use crate::mapping::Mappings;
 
 /// Marker file of a closed index.
 const CLOSED_MARKER: &str = "closed";
+
+/// How long [`Indices::close_index`] waits for the users of an index in flight to finish
+/// (Elasticsearch's default timeout of a close).
+pub const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a close looks whether they have.
+const CLOSE_DRAIN_POLL: Duration = Duration::from_millis(1);
 
 /// One registered index.
 enum Slot {
@@ -45,6 +52,9 @@ impl Slot {
 pub struct Indices {
     dir: PathBuf,
     indices: RwLock<BTreeMap<String, Slot>>,
+    /// Held by every close, open and delete from start to end, so that a close waiting for
+    /// its index's users never sees the index opened or deleted under it.
+    transitions: Mutex<()>,
 }
 
 impl Indices {
@@ -81,14 +91,15 @@ impl Indices {
         Ok(Indices {
             dir,
             indices: RwLock::new(indices),
+            transitions: Mutex::new(()),
         })
     }
 
-    /// The open index called `name` (`IndexClosed` if it is closed).
+    /// The open index called `name` (`IndexClosed` if it is closed or being closed).
     pub fn get(&self, name: &str) -> Result<Arc<Index>> {
         match self.indices.read().get(name) {
-            Some(Slot::Open(index)) => Ok(index.clone()),
-            Some(Slot::Closed { .. }) => Err(EngineError::IndexClosed {
+            Some(Slot::Open(index)) if !index.is_closing() => Ok(index.clone()),
+            Some(Slot::Open(_) | Slot::Closed { .. }) => Err(EngineError::IndexClosed {
                 name: name.to_string(),
             }),
             None => Err(not_found(name)),
@@ -113,24 +124,45 @@ impl Indices {
     }
 
     /// Closes an index: commits and stops its shards, keeps its files. Closing a closed index
-    /// does nothing. Fails if someone else still holds the index (a follow task, a request in
-    /// flight): stop them first.
+    /// does nothing. From the start of the close the index takes no new users ([`get`]
+    /// answers `IndexClosed`) and the long polls on its shards end; the close then waits up
+    /// to [`CLOSE_DRAIN_TIMEOUT`] for the users in flight (requests, reads of followers) to
+    /// finish. If one still holds the index then (a follow task of a follower index that was
+    /// not paused, say), nothing is closed and the index is open as before.
+    ///
+    /// [`get`]: Indices::get
     pub fn close_index(&self, name: &str) -> Result<()> {
+        self.close_index_within(name, CLOSE_DRAIN_TIMEOUT)
+    }
+
+    /// [`Indices::close_index`], waiting at most `drain_timeout` for the index's users.
+    pub fn close_index_within(&self, name: &str, drain_timeout: Duration) -> Result<()> {
+        let _transition = self.transitions.lock();
+        let index = match self.indices.read().get(name) {
+            Some(Slot::Open(index)) => index.clone(),
+            Some(Slot::Closed { .. }) => return Ok(()),
+            None => return Err(not_found(name)),
+        };
+        let began = index.begin_close();
+        assert!(began, "closes and deletes are serialized by `transitions`");
+        // Two handles are expected: the registry's and this one.
+        let deadline = Instant::now() + drain_timeout;
+        while Arc::strong_count(&index) > 2 && Instant::now() < deadline {
+            std::thread::sleep(CLOSE_DRAIN_POLL);
+        }
         let mut indices = self.indices.write();
-        let slot = indices.remove(name).ok_or_else(|| not_found(name))?;
-        let index = match slot {
-            Slot::Closed { .. } => {
-                indices.insert(name.to_string(), slot);
-                return Ok(());
-            }
-            Slot::Open(index) => index,
+        drop(index);
+        let Some(Slot::Open(index)) = indices.remove(name) else {
+            unreachable!("open, close and delete are serialized by `transitions`");
         };
         let index = match Arc::try_unwrap(index) {
             Ok(index) => index,
             Err(index) => {
+                index.cancel_close();
                 indices.insert(name.to_string(), Slot::Open(index));
                 return Err(EngineError::InvalidArgument(format!(
-                    "index [{name}] is in use and cannot be closed now; stop what uses it                      (for a follower index: pause following) and retry"
+                    "index [{name}] is in use and cannot be closed now; stop what uses it \
+                     (for a follower index: pause following) and retry"
                 )));
             }
         };
@@ -155,6 +187,7 @@ impl Indices {
     /// Opens a closed index (reopening its shards from disk). Opening an open index does
     /// nothing.
     pub fn open_index(&self, name: &str) -> Result<Arc<Index>> {
+        let _transition = self.transitions.lock();
         let mut indices = self.indices.write();
         let dir = match indices.get(name) {
             Some(Slot::Open(index)) => return Ok(index.clone()),
@@ -265,11 +298,16 @@ impl Indices {
 
     /// Deletes an index and its files.
     pub fn delete(&self, name: &str) -> Result<()> {
+        let _transition = self.transitions.lock();
         let slot = self
             .indices
             .write()
             .remove(name)
             .ok_or_else(|| not_found(name))?;
+        if let Slot::Open(index) = &slot {
+            // Whoever still holds it sees it closing, and its long polls end now.
+            index.begin_close();
+        }
         let path = slot.dir().to_path_buf();
         drop(slot);
         // The metadata file goes first: from then on the directory is an interrupted creation
@@ -349,12 +387,21 @@ mod tests {
         index
             .index(crate::shard::IndexRequest::new("1", b"{}".to_vec()))
             .unwrap();
-        let error = indices.close_index("logs").unwrap_err();
-        assert!(error.to_string().contains("in use"), "{error}");
+        // Held past the close's wait: the close is refused and the index is open as before.
+        let error = indices
+            .close_index_within("logs", Duration::from_millis(20))
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "index [logs] is in use and cannot be closed now; stop what uses it (for a \
+             follower index: pause following) and retry"
+        );
         assert!(
             !indices.is_closed("logs").unwrap(),
             "still open after a refused close"
         );
+        assert!(!index.is_closing());
+        assert!(indices.get("logs").is_ok());
         drop(index);
         indices.close_index("logs").unwrap();
         indices.close_index("logs").unwrap();
@@ -385,5 +432,59 @@ mod tests {
         indices.close_index("logs").unwrap();
         indices.delete("logs").unwrap();
         assert!(indices.names().is_empty());
+    }
+
+    #[test]
+    fn a_close_ends_the_long_polls_and_waits_for_the_users_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let indices = Arc::new(Indices::open(dir.path()).unwrap());
+        let index = indices
+            .create("logs", &json!({"number_of_shards": 2}), &json!({}))
+            .unwrap();
+        // A long poll on each shard, far longer than the test, holding the index as a
+        // follower's read does.
+        let polls: Vec<_> = (0..2)
+            .map(|shard| {
+                let index = index.clone();
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    index.shards()[shard]
+                        .wait_for_global_checkpoint(crate::SeqNo(0), Duration::from_secs(600));
+                    started.elapsed()
+                })
+            })
+            .collect();
+        // A request in flight that holds the index a little longer.
+        let in_flight = index.clone();
+        drop(index);
+        let user = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(in_flight);
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let closing = Instant::now();
+        indices.close_index("logs").unwrap();
+        assert!(
+            closing.elapsed() >= Duration::from_millis(100),
+            "waited for the user"
+        );
+        assert!(closing.elapsed() < Duration::from_secs(10));
+        for poll in polls {
+            assert!(
+                poll.join().unwrap() < Duration::from_secs(10),
+                "the poll ended"
+            );
+        }
+        user.join().unwrap();
+        assert!(indices.is_closed("logs").unwrap());
+        assert!(matches!(
+            indices.get("logs"),
+            Err(EngineError::IndexClosed { .. })
+        ));
+        // Reopened, its shards long-poll again.
+        let index = indices.open_index("logs").unwrap();
+        let waited = Instant::now();
+        index.shards()[0].wait_for_global_checkpoint(crate::SeqNo(0), Duration::from_millis(100));
+        assert!(waited.elapsed() >= Duration::from_millis(100));
     }
 }

@@ -189,6 +189,67 @@ async fn a_follower_index_recovers_closes_reopens_and_is_deleted() {
         info.text
     );
 
+    // Closing the leader index while it is followed: the close ends the follower's long polls
+    // (it does not wait a minute for them), the follower retries the closed index, and goes on
+    // once the leader is open again.
+    let closing = Instant::now();
+    let closed = leader_client.post_empty("/metrics/_close").await;
+    assert_eq!(closed.status, 200, "{}", closed.text);
+    assert!(
+        closing.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        closing.elapsed()
+    );
+    let started = Instant::now();
+    loop {
+        let stats = follower_client.get("/metrics-copy/_ccr/stats").await;
+        let shards = stats.body["indices"][0]["shards"].as_array().cloned();
+        let retried = shards.as_ref().is_some_and(|shards| {
+            shards.iter().all(|shard| {
+                shard.get("fatal_exception").is_none()
+                    && shard["read_exceptions"][0]["exception"]["type"] == "index_closed_exception"
+            })
+        });
+        if retried {
+            break;
+        }
+        assert!(started.elapsed() < CONVERGE_WITHIN, "{}", stats.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(leader_client.post_empty("/metrics/_open").await.status, 200);
+    index_documents(&leader_client, "metrics", 300, 350).await;
+    wait_for_count(&follower_client, "metrics-copy", 350).await;
+
+    // Resume needs the leader open.
+    assert_eq!(
+        follower_client
+            .post_empty("/metrics-copy/_ccr/pause_follow")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        leader_client.post_empty("/metrics/_close").await.status,
+        200
+    );
+    let refused = follower_client
+        .post("/metrics-copy/_ccr/resume_follow", json!({}))
+        .await;
+    assert_eq!(
+        error_of(&refused),
+        (400, "illegal_argument_exception".to_string())
+    );
+    assert_eq!(
+        refused.body["error"]["reason"], "leader and follow index must be open",
+        "{}",
+        refused.text
+    );
+    assert_eq!(leader_client.post_empty("/metrics/_open").await.status, 200);
+    let resumed = follower_client
+        .post("/metrics-copy/_ccr/resume_follow", json!({}))
+        .await;
+    assert_eq!(resumed.status, 200, "{}", resumed.text);
+
     // Deleting it stops following for good and forgets its recoveries.
     assert_eq!(follower_client.delete("/metrics-copy").await.status, 200);
     let info = follower_client.get("/_all/_ccr/info").await;
@@ -205,7 +266,7 @@ async fn a_follower_index_recovers_closes_reopens_and_is_deleted() {
         )
         .await;
     assert_eq!(again.status, 200, "{}", again.text);
-    wait_for_count(&follower_client, "metrics-copy", 300).await;
+    wait_for_count(&follower_client, "metrics-copy", 350).await;
 
     follower.stop().await;
     leader.stop().await;

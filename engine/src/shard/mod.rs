@@ -220,6 +220,9 @@ pub(crate) struct ShardInner {
     translog: Arc<Translog>,
     tracker: Mutex<LocalCheckpointTracker>,
     checkpoint_changed: Condvar,
+    /// Set while the shard's index is being closed: checkpoint waits (long polls) return at
+    /// once instead of holding the index open until their timeout.
+    closing: AtomicBool,
     version_map: LiveVersionMap,
     tail: Mutex<Tail>,
     history: HistoryCache,
@@ -389,6 +392,7 @@ impl ShardEngine {
                 payload.local_checkpoint,
             )),
             checkpoint_changed: Condvar::new(),
+            closing: AtomicBool::new(false),
             version_map: LiveVersionMap::default(),
             tail: Mutex::new(Tail::default()),
             history: HistoryCache::default(),
@@ -593,8 +597,11 @@ impl ShardEngine {
         loop {
             let checkpoint = tracker.persisted_checkpoint();
             // Checked under the tracker lock, which the waker takes before notifying: a cancel
-            // between this check and the wait below cannot be missed.
-            if checkpoint >= seq_no || cancelled.load(Ordering::Acquire) {
+            // (or a close) between this check and the wait below cannot be missed.
+            if checkpoint >= seq_no
+                || cancelled.load(Ordering::Acquire)
+                || self.inner.closing.load(Ordering::Acquire)
+            {
                 return checkpoint;
             }
             if self
@@ -613,6 +620,14 @@ impl ShardEngine {
     pub fn wake_checkpoint_waiters(&self) {
         let _tracker = self.inner.tracker.lock();
         self.inner.checkpoint_changed.notify_all();
+    }
+
+    /// Marks the shard as closing (`true`): every checkpoint wait in progress returns now,
+    /// and later ones return at once, so that a long poll does not keep a closing index in
+    /// use until its timeout. `false` undoes it (the close did not happen).
+    pub fn set_closing(&self, closing: bool) {
+        self.inner.closing.store(closing, Ordering::Release);
+        self.wake_checkpoint_waiters();
     }
 
     /// Makes every write so far searchable and durable in a tantivy commit.
