@@ -34,6 +34,9 @@ pub enum CcrError {
         "cannot convert the follower index [{0}] to a non-follower, because it has not been closed"
     )]
     NotClosed(String),
+    /// Resume while the leader or the follower index is closed.
+    #[error("leader and follow index must be open")]
+    NotOpen,
     /// Resume against a leader index that is no longer the one followed.
     #[error("{0}")]
     LeaderChanged(String),
@@ -66,6 +69,7 @@ impl CcrError {
             | CcrError::AlreadyFollowing(_)
             | CcrError::NotPaused(_)
             | CcrError::NotClosed(_)
+            | CcrError::NotOpen
             | CcrError::LeaderChanged(_)
             | CcrError::InvalidArgument(_) => 400,
             // Elasticsearch's pause of a paused follower is an IllegalArgumentException.
@@ -94,6 +98,7 @@ impl CcrError {
             | CcrError::AlreadyFollowing(_)
             | CcrError::NotPaused(_)
             | CcrError::NotClosed(_)
+            | CcrError::NotOpen
             | CcrError::LeaderChanged(_)
             | CcrError::InvalidArgument(_) => "illegal_argument_exception",
             CcrError::Leader(error) => crate::task::leader_error_type(error),

@@ -599,8 +599,8 @@ impl FollowerIndices {
     }
 
     /// Resumes a paused follower, with `parameters` (the defaults where unset, as
-    /// Elasticsearch does). Checks first that the leader index is still the one followed:
-    /// same uuid and shard count.
+    /// Elasticsearch does). Checks first that both indices are open and that the leader
+    /// index is still the one followed: same uuid, shard count and shard histories.
     pub async fn resume(
         &self,
         follower_index: &str,
@@ -614,10 +614,14 @@ impl FollowerIndices {
         if !follower.metadata.paused {
             return Err(CcrError::AlreadyFollowing(follower_index.to_string()));
         }
+        if self.indices.is_closed(follower_index)? {
+            return Err(CcrError::NotOpen);
+        }
         let client = self.remotes.get(&follower.metadata.remote_cluster)?;
-        let leader = client
-            .index_metadata(&follower.metadata.leader_index)
-            .await?;
+        let leader = match client.index_metadata(&follower.metadata.leader_index).await {
+            Err(LeaderError::IndexClosed(_)) => return Err(CcrError::NotOpen),
+            found => found?,
+        };
         if leader.uuid != follower.metadata.leader_index_uuid {
             return Err(CcrError::LeaderChanged(format!(
                 "the leader index [{}] was replaced: it had uuid [{}] when following started \
@@ -632,8 +636,9 @@ impl FollowerIndices {
             .number_of_shards;
         if leader.settings.number_of_shards != follower_shards {
             return Err(CcrError::LeaderChanged(format!(
-                "leader index [{}] has [{}] shards, follower index [{follower_index}] has [{}]",
-                leader.name, leader.settings.number_of_shards, follower_shards
+                "leader index primary shards [{}] does not match with the number of shards \
+                 of the follow index [{follower_shards}]",
+                leader.settings.number_of_shards
             )));
         }
         check_leader_histories(client.as_ref(), &follower.metadata).await?;

@@ -62,6 +62,7 @@ async fn open(
 fn pattern(patterns: &[&str], exclusions: &[&str]) -> AutoFollowPattern {
     let mut parameters = Map::new();
     parameters.insert("read_poll_timeout".to_string(), json!("100ms"));
+    parameters.insert("max_read_request_operation_count".to_string(), json!(1000));
     AutoFollowPattern {
         remote_cluster: "leader".to_string(),
         leader_index_patterns: patterns.iter().map(|p| p.to_string()).collect(),
@@ -120,12 +121,17 @@ async fn auto_follow_rules_and_stats() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let info = &followers.info(Some("logs-new-copy")).await.unwrap()[0];
+    assert_eq!(info.metadata.leader_index, "logs-new");
+    // The pattern's follow parameters are the follower's; the others are the defaults.
     assert_eq!(
-        followers.info(Some("logs-new-copy")).await.unwrap()[0]
-            .metadata
-            .leader_index,
-        "logs-new"
+        info.parameters.read_poll_timeout,
+        tandem_engine::units::TimeValue::from_millis(100)
     );
+    assert_eq!(info.parameters.max_read_request_operation_count, 1000);
+    assert_eq!(info.parameters.max_outstanding_read_requests, 12);
+    let stats = followers.stats(Some("logs-new-copy")).await.unwrap();
+    assert!(!stats[0].shards.is_empty(), "the follower's tasks run");
 
     // Paused: nothing is followed; on resume, what was created meanwhile is.
     coordinator.set_active("logs", false).await.unwrap();

@@ -342,6 +342,31 @@ async fn follow_without_waiting_then_resume_refuses_a_changed_leader() {
     // (a restore would do that): resume is refused with Elasticsearch's message.
     followers.pause("logs-copy").await.unwrap();
     let metadata = leader.metadata();
+    // The same uuid with another shard count: refused before any shard is asked.
+    let mut three_shards = metadata.settings.clone();
+    three_shards.number_of_shards = 3;
+    let resharded = Arc::new(
+        Index::create_with(
+            &dir.path().join("resharded"),
+            "logs",
+            &metadata.uuid,
+            three_shards,
+            metadata.mappings.clone(),
+            false,
+        )
+        .unwrap(),
+    );
+    client.register_index(resharded);
+    let error = followers
+        .resume("logs-copy", FollowParameters::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CcrError::LeaderChanged(_)), "{error}");
+    assert_eq!(
+        error.to_string(),
+        "leader index primary shards [3] does not match with the number of shards of the \
+         follow index [2]"
+    );
     let impostor = Arc::new(
         Index::create_with(
             &dir.path().join("impostor"),
@@ -487,4 +512,219 @@ async fn a_follow_still_recovering_at_a_stop_is_started_again_on_the_next_start(
         serde_json::from_str::<serde_json::Value>(&pending).unwrap(),
         json!({})
     );
+}
+
+/// A follower of `logs` on the remote `leader`, created with `parameters` and waited for.
+fn follow_logs(parameters: FollowParameters) -> FollowRequest {
+    FollowRequest {
+        remote_cluster: "leader".to_string(),
+        leader_index: "logs".to_string(),
+        follower_index: "logs-copy".to_string(),
+        parameters,
+        wait_for_active_shards: true,
+        settings: serde_json::Value::Null,
+    }
+}
+
+/// A leader cluster whose indices can be closed and reopened: a client over its `Indices`.
+fn leader_cluster(dir: &Path, shards: u32) -> (Arc<Indices>, Arc<RemoteClusters>) {
+    let indices = Arc::new(Indices::open(&dir.join("leader")).unwrap());
+    indices
+        .create(
+            "logs",
+            &json!({ "number_of_shards": shards }),
+            &json!({"properties": {"n": {"type": "long"}, "body": {"type": "text"}}}),
+        )
+        .unwrap();
+    let client = InProcessLeaderClient::over_indices(
+        indices.clone(),
+        RecoverySource::new(RecoverySourceSettings::default()),
+    );
+    let remotes = Arc::new(RemoteClusters::new());
+    remotes.set("leader", Arc::new(client));
+    (indices, remotes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_closed_during_a_follow_is_retried_until_it_is_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader_indices, remotes) = leader_cluster(dir.path(), 2);
+    let leader = leader_indices.get("logs").unwrap();
+    write_docs(&leader, 0, 200, "before following");
+    let (indices, followers) = open_followers(&dir.path().join("follower"), remotes).await;
+    // A long poll far longer than the test: closing the leader must end it, not wait for it.
+    followers
+        .follow(follow_logs(FollowParameters {
+            read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(60_000)),
+            max_retry_delay: Some(tandem_engine::units::TimeValue::from_millis(50)),
+            ..FollowParameters::default()
+        }))
+        .await
+        .unwrap();
+    wait_caught_up(&leader, &indices, "logs-copy").await;
+    drop(leader);
+
+    // The follower is long-polling every leader shard: the close ends the polls and goes on.
+    let closing = Instant::now();
+    leader_indices.close_index("logs").unwrap();
+    assert!(
+        closing.elapsed() < Duration::from_secs(10),
+        "the close waited {:?} for the follower's long polls",
+        closing.elapsed()
+    );
+    // Reads now fail with the leader's index_closed_exception, which is retried, not fatal.
+    let started = Instant::now();
+    loop {
+        let stats = followers.stats(Some("logs-copy")).await.unwrap();
+        let shards = &stats[0].shards;
+        for shard in shards {
+            assert_eq!(shard.fatal_exception, None, "closed is not fatal");
+        }
+        let retried = shards.iter().all(|shard| {
+            shard.read_exceptions.iter().any(|read| {
+                read.retries >= 1 && read.exception.error_type == "index_closed_exception"
+            })
+        });
+        if retried {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "no retried index_closed_exception: {shards:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Reopened and written to: following goes on where it was, and the exceptions clear.
+    let leader = leader_indices.open_index("logs").unwrap();
+    write_docs(&leader, 200, 300, "after the reopen");
+    wait_caught_up(&leader, &indices, "logs-copy").await;
+    same_documents(&leader, &indices.get("logs-copy").unwrap());
+    let started = Instant::now();
+    loop {
+        let stats = followers.stats(Some("logs-copy")).await.unwrap();
+        if stats[0]
+            .shards
+            .iter()
+            .all(|shard| shard.read_exceptions.is_empty() && shard.fatal_exception.is_none())
+        {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "{:?}", stats[0].shards);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Resume needs both indices open, as in Elasticsearch; a refused resume changes nothing.
+    followers.pause("logs-copy").await.unwrap();
+    drop(leader);
+    leader_indices.close_index("logs").unwrap();
+    let error = followers
+        .resume("logs-copy", FollowParameters::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "leader and follow index must be open");
+    assert_eq!(
+        (error.status(), error.type_name()),
+        (400, "illegal_argument_exception")
+    );
+    let leader = leader_indices.open_index("logs").unwrap();
+    indices.close_index("logs-copy").unwrap();
+    let error = followers
+        .resume("logs-copy", FollowParameters::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "leader and follow index must be open");
+    assert_eq!(
+        followers.info(Some("logs-copy")).await.unwrap()[0].to_es_json()["status"],
+        "paused"
+    );
+    indices.open_index("logs-copy").unwrap();
+    followers
+        .resume("logs-copy", FollowParameters::default())
+        .await
+        .unwrap();
+    write_docs(&leader, 300, 350, "after the resume");
+    wait_caught_up(&leader, &indices, "logs-copy").await;
+    same_documents(&leader, &indices.get("logs-copy").unwrap());
+    followers.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_follower_stays_paused_across_a_restart_and_unfollows_without_its_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader_indices, remotes) = leader_cluster(dir.path(), 2);
+    let leader = leader_indices.get("logs").unwrap();
+    write_docs(&leader, 0, 200, "before following");
+    let follower_dir = dir.path().join("follower");
+    let (indices, followers) = open_followers(&follower_dir, remotes.clone()).await;
+    followers
+        .follow(follow_logs(FollowParameters {
+            read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(100)),
+            ..FollowParameters::default()
+        }))
+        .await
+        .unwrap();
+    wait_caught_up(&leader, &indices, "logs-copy").await;
+    followers.pause("logs-copy").await.unwrap();
+    let lease_id = followers.info(Some("logs-copy")).await.unwrap()[0]
+        .metadata
+        .lease_id
+        .clone();
+
+    // Restarted while paused: still paused, no task, nothing replicated.
+    followers.shutdown().await;
+    drop(followers);
+    drop(indices);
+    let (indices, followers) = open_followers(&follower_dir, remotes.clone()).await;
+    write_docs(&leader, 200, 260, "while paused and restarted");
+    let info = followers.info(Some("logs-copy")).await.unwrap();
+    assert_eq!(info[0].to_es_json()["status"], "paused");
+    assert!(followers.stats(None).await.unwrap().is_empty(), "no task");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let copy = indices.get("logs-copy").unwrap();
+    for (follower, leader) in copy.shards().iter().zip(leader.shards()) {
+        assert!(
+            follower.max_seq_no() < leader.max_seq_no(),
+            "nothing arrived"
+        );
+    }
+    assert!(copy.is_follower(), "a paused follower still refuses writes");
+    let refused = copy
+        .index(IndexRequest::new("x", r#"{"n":1}"#))
+        .unwrap_err();
+    assert_eq!(refused.status(), 403);
+    drop(copy);
+
+    // Its remote cluster removed, unfollow still converts it and names the leases it left.
+    indices.close_index("logs-copy").unwrap();
+    assert!(remotes.remove("leader"));
+    let not_removed = followers.unfollow("logs-copy").await.unwrap();
+    assert_eq!(
+        not_removed,
+        vec![
+            "[logs][0]: no such remote cluster: [leader]".to_string(),
+            "[logs][1]: no such remote cluster: [leader]".to_string(),
+        ]
+    );
+    for shard in leader.shards() {
+        assert!(
+            shard.retention_leases().leases.contains_key(&lease_id),
+            "the lease stays on the leader until it expires"
+        );
+    }
+    assert!(followers.info(None).await.unwrap().is_empty());
+    let copy = indices.open_index("logs-copy").unwrap();
+    assert!(!copy.is_follower());
+    copy.index(IndexRequest::new("doc-new", r#"{"n":1}"#))
+        .unwrap();
+    // The conversion is persisted: a restart neither follows nor refuses writes.
+    drop(copy);
+    followers.shutdown().await;
+    drop(followers);
+    drop(indices);
+    let (indices, followers) = open_followers(&follower_dir, remotes).await;
+    assert!(followers.info(None).await.unwrap().is_empty());
+    let copy = indices.get("logs-copy").unwrap();
+    assert!(!copy.is_follower());
+    assert!(copy.get("doc-new").unwrap().is_some());
 }
