@@ -87,6 +87,24 @@ async fn open_followers(
     (indices, Arc::new(followers))
 }
 
+/// A follow of `logs` on the remote `leader` as `logs-copy`, long-polling for
+/// `read_poll_millis`, that waits for the recovery.
+fn follow_logs(read_poll_millis: u64) -> FollowRequest {
+    FollowRequest {
+        remote_cluster: "leader".to_string(),
+        leader_index: "logs".to_string(),
+        follower_index: "logs-copy".to_string(),
+        parameters: FollowParameters {
+            read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(
+                read_poll_millis,
+            )),
+            ..FollowParameters::default()
+        },
+        wait_for_active_shards: true,
+        settings: serde_json::Value::Null,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_pause_resume_restart_and_unfollow() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,17 +126,7 @@ async fn follow_pause_resume_restart_and_unfollow() {
     let follower_dir = dir.path().join("follower");
     let (indices, followers) = open_followers(&follower_dir, remotes.clone()).await;
 
-    let request = FollowRequest {
-        remote_cluster: "leader".to_string(),
-        leader_index: "logs".to_string(),
-        follower_index: "logs-copy".to_string(),
-        parameters: FollowParameters {
-            read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(100)),
-            ..FollowParameters::default()
-        },
-        wait_for_active_shards: true,
-        settings: serde_json::Value::Null,
-    };
+    let request = follow_logs(100);
     let response = followers.follow(request.clone()).await.unwrap();
     assert!(
         response.follow_index_created
@@ -301,15 +309,8 @@ async fn follow_without_waiting_then_resume_refuses_a_changed_leader() {
     // Elasticsearch; the recovery and then following go on in the background.
     let response = followers
         .follow(FollowRequest {
-            remote_cluster: "leader".to_string(),
-            leader_index: "logs".to_string(),
-            follower_index: "logs-copy".to_string(),
-            parameters: FollowParameters {
-                read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(100)),
-                ..FollowParameters::default()
-            },
             wait_for_active_shards: false,
-            settings: serde_json::Value::Null,
+            ..follow_logs(100)
         })
         .await
         .unwrap();
@@ -458,15 +459,9 @@ async fn a_follow_still_recovering_at_a_stop_is_started_again_on_the_next_start(
         let (indices, followers) = open_followers(&follower_dir, stalled).await;
         let response = followers
             .follow(FollowRequest {
-                remote_cluster: "leader".to_string(),
-                leader_index: "logs".to_string(),
-                follower_index: "logs-copy".to_string(),
-                parameters: FollowParameters {
-                    read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(100)),
-                    ..FollowParameters::default()
-                },
                 wait_for_active_shards: false,
                 settings: json!({"index": {"refresh_interval": "200ms"}}),
+                ..follow_logs(100)
             })
             .await
             .unwrap();
@@ -514,18 +509,6 @@ async fn a_follow_still_recovering_at_a_stop_is_started_again_on_the_next_start(
     );
 }
 
-/// A follower of `logs` on the remote `leader`, created with `parameters` and waited for.
-fn follow_logs(parameters: FollowParameters) -> FollowRequest {
-    FollowRequest {
-        remote_cluster: "leader".to_string(),
-        leader_index: "logs".to_string(),
-        follower_index: "logs-copy".to_string(),
-        parameters,
-        wait_for_active_shards: true,
-        settings: serde_json::Value::Null,
-    }
-}
-
 /// A leader cluster whose indices can be closed and reopened: a client over its `Indices`.
 fn leader_cluster(dir: &Path, shards: u32) -> (Arc<Indices>, Arc<RemoteClusters>) {
     let indices = Arc::new(Indices::open(&dir.join("leader")).unwrap());
@@ -553,14 +536,9 @@ async fn a_leader_closed_during_a_follow_is_retried_until_it_is_reopened() {
     write_docs(&leader, 0, 200, "before following");
     let (indices, followers) = open_followers(&dir.path().join("follower"), remotes).await;
     // A long poll far longer than the test: closing the leader must end it, not wait for it.
-    followers
-        .follow(follow_logs(FollowParameters {
-            read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(60_000)),
-            max_retry_delay: Some(tandem_engine::units::TimeValue::from_millis(50)),
-            ..FollowParameters::default()
-        }))
-        .await
-        .unwrap();
+    let mut request = follow_logs(60_000);
+    request.parameters.max_retry_delay = Some(tandem_engine::units::TimeValue::from_millis(50));
+    followers.follow(request).await.unwrap();
     wait_caught_up(&leader, &indices, "logs-copy").await;
     drop(leader);
 
@@ -657,13 +635,7 @@ async fn a_paused_follower_stays_paused_across_a_restart_and_unfollows_without_i
     write_docs(&leader, 0, 200, "before following");
     let follower_dir = dir.path().join("follower");
     let (indices, followers) = open_followers(&follower_dir, remotes.clone()).await;
-    followers
-        .follow(follow_logs(FollowParameters {
-            read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(100)),
-            ..FollowParameters::default()
-        }))
-        .await
-        .unwrap();
+    followers.follow(follow_logs(100)).await.unwrap();
     wait_caught_up(&leader, &indices, "logs-copy").await;
     followers.pause("logs-copy").await.unwrap();
     let lease_id = followers.info(Some("logs-copy")).await.unwrap()[0]
