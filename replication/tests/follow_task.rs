@@ -129,23 +129,12 @@ async fn replicate_under_load(shards: u32) {
         max_outstanding_write_requests: Some(3),
         read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(200)),
         ..FollowParameters::default()
-    }
-    .resolve()
-    .unwrap();
+    };
     let tasks: Vec<ShardFollowTask> = (0..shards)
         .map(|shard| {
             ShardFollowTask::start(
                 client.clone(),
-                ShardFollowTaskConfig {
-                    remote_cluster: "leader".to_string(),
-                    leader_shard: ShardId::new("logs", shard),
-                    follower_index: follower.clone(),
-                    parameters,
-                    leader_history_uuid: None,
-                    lease: None,
-                    follower_mapping_version: leader.metadata().mapping_version,
-                    follower_settings_version: leader.metadata().settings_version,
-                },
+                task_config(&leader, &follower, shard, parameters.clone()),
             )
         })
         .collect();
@@ -259,13 +248,13 @@ fn task_config(
     leader: &Index,
     follower: &Arc<Index>,
     shard: u32,
-    parameters: tandem_replication::params::ResolvedFollowParameters,
+    parameters: FollowParameters,
 ) -> ShardFollowTaskConfig {
     ShardFollowTaskConfig {
         remote_cluster: "leader".to_string(),
         leader_shard: ShardId::new(leader.name(), shard),
         follower_index: follower.clone(),
-        parameters,
+        parameters: parameters.resolve().expect("valid test parameters"),
         leader_history_uuid: None,
         lease: None,
         follower_mapping_version: leader.metadata().mapping_version,
@@ -319,9 +308,7 @@ async fn the_write_buffer_stays_under_its_caps_with_a_slow_follower() {
         max_write_buffer_count: Some(BUFFER_COUNT),
         read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(100)),
         ..FollowParameters::default()
-    }
-    .resolve()
-    .unwrap();
+    };
     let task = ShardFollowTask::start(
         Arc::new(client),
         task_config(&leader, &follower, 0, parameters),
@@ -359,9 +346,7 @@ async fn the_byte_cap_bounds_the_write_buffer() {
         max_write_buffer_size: Some(tandem_engine::units::ByteSize(cap)),
         read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(100)),
         ..FollowParameters::default()
-    }
-    .resolve()
-    .unwrap();
+    };
     let task = ShardFollowTask::start(
         Arc::new(client),
         task_config(&leader, &follower, 0, parameters),
@@ -611,9 +596,7 @@ async fn faults_cost_retries_but_no_gap_or_duplicate() {
         max_retry_delay: Some(tandem_engine::units::TimeValue::from_millis(20)),
         read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(50)),
         ..FollowParameters::default()
-    }
-    .resolve()
-    .unwrap();
+    };
     let task = ShardFollowTask::start(
         faulty.clone(),
         task_config(&leader, &follower, 0, parameters),
@@ -731,9 +714,7 @@ async fn failed_reads_are_reported_by_their_first_seq_no_with_their_retries() {
         max_retry_delay: Some(tandem_engine::units::TimeValue::from_millis(20)),
         read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(50)),
         ..FollowParameters::default()
-    }
-    .resolve()
-    .unwrap();
+    };
     let task = ShardFollowTask::start(
         leader_client.clone(),
         task_config(&leader, &follower, 0, parameters),
@@ -794,9 +775,7 @@ async fn reads_cut_short_by_the_byte_limit_are_re_requested_from_where_they_ende
         max_outstanding_read_requests: Some(2),
         read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(50)),
         ..FollowParameters::default()
-    }
-    .resolve()
-    .unwrap();
+    };
     let task = ShardFollowTask::start(
         Arc::new(client_for(&leader)),
         task_config(&leader, &follower, 0, parameters),
@@ -828,9 +807,7 @@ async fn a_stopped_or_dropped_task_sends_nothing_more() {
         max_retry_delay: Some(tandem_engine::units::TimeValue::from_millis(10)),
         read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(20)),
         ..FollowParameters::default()
-    }
-    .resolve()
-    .unwrap();
+    };
     let quiet_after = |what: &'static str| {
         let leader_client = leader_client.clone();
         async move {
@@ -844,7 +821,7 @@ async fn a_stopped_or_dropped_task_sends_nothing_more() {
 
     let task = ShardFollowTask::start(
         leader_client.clone(),
-        task_config(&leader, &follower, 0, parameters),
+        task_config(&leader, &follower, 0, parameters.clone()),
     );
     let target = leader.shards()[0].global_checkpoint();
     wait_until("the follower catches up", || {

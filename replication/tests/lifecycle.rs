@@ -286,6 +286,26 @@ async fn follow_pause_resume_restart_and_unfollow() {
     assert!(followers.info(None).await.unwrap().is_empty());
 }
 
+/// A new index in `dir` with the leader's name, uuid and mappings and the given settings:
+/// another index posing as the leader (a restore or a re-creation with the same uuid).
+fn leader_like(
+    dir: &Path,
+    leader: &tandem_engine::index::IndexMetadata,
+    settings: tandem_engine::index::IndexSettings,
+) -> Arc<Index> {
+    Arc::new(
+        Index::create_with(
+            dir,
+            &leader.name,
+            &leader.uuid,
+            settings,
+            leader.mappings.clone(),
+            false,
+        )
+        .unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_without_waiting_then_resume_refuses_a_changed_leader() {
     let dir = tempfile::tempdir().unwrap();
@@ -346,17 +366,7 @@ async fn follow_without_waiting_then_resume_refuses_a_changed_leader() {
     // The same uuid with another shard count: refused before any shard is asked.
     let mut three_shards = metadata.settings.clone();
     three_shards.number_of_shards = 3;
-    let resharded = Arc::new(
-        Index::create_with(
-            &dir.path().join("resharded"),
-            "logs",
-            &metadata.uuid,
-            three_shards,
-            metadata.mappings.clone(),
-            false,
-        )
-        .unwrap(),
-    );
+    let resharded = leader_like(&dir.path().join("resharded"), &metadata, three_shards);
     client.register_index(resharded);
     let error = followers
         .resume("logs-copy", FollowParameters::default())
@@ -368,16 +378,10 @@ async fn follow_without_waiting_then_resume_refuses_a_changed_leader() {
         "leader index primary shards [3] does not match with the number of shards of the \
          follow index [2]"
     );
-    let impostor = Arc::new(
-        Index::create_with(
-            &dir.path().join("impostor"),
-            "logs",
-            &metadata.uuid,
-            metadata.settings.clone(),
-            metadata.mappings.clone(),
-            false,
-        )
-        .unwrap(),
+    let impostor = leader_like(
+        &dir.path().join("impostor"),
+        &metadata,
+        metadata.settings.clone(),
     );
     client.register_index(impostor);
     let error = followers
