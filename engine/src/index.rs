@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tantivy::collector::{Count, TopDocs};
 
+use crate::durable_file;
 use crate::error::{EngineError, Result};
-use crate::leases::write_file_atomically;
 use crate::mapper::{DocumentMapper, MappingListener};
 use crate::mapping::Mappings;
 use crate::shard::{
@@ -366,7 +366,8 @@ fn metadata_listener(dir: PathBuf, metadata: Arc<RwLock<IndexMetadata>>) -> Mapp
 fn persist_metadata(dir: &Path, metadata: &IndexMetadata) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(metadata)
         .map_err(|e| EngineError::InvalidArgument(format!("cannot encode index metadata: {e}")))?;
-    write_file_atomically(dir, INDEX_METADATA_FILE, &bytes)
+    durable_file::replace_atomically(&dir.join(INDEX_METADATA_FILE), &bytes)?;
+    Ok(())
 }
 
 impl Index {
@@ -400,7 +401,7 @@ impl Index {
                 name: name.to_string(),
             });
         }
-        std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+        durable_file::create_dir_all(dir)?;
         let metadata = IndexMetadata {
             name: name.to_string(),
             uuid: uuid.to_string(),
@@ -484,13 +485,12 @@ impl Index {
             let shard_dir = dir.join(shard.to_string());
             let marker = shard_dir.join(FOLLOWER_MARKER);
             if follower {
-                write_file_atomically(&shard_dir, FOLLOWER_MARKER, b"1")?;
+                durable_file::replace_atomically(&marker, b"1")?;
             } else if marker.exists() {
                 // The promotion is recorded before the follower marker goes: a crash in
                 // between leaves a follower that is promoted on a later unfollow.
-                write_file_atomically(&shard_dir, PROMOTE_MARKER, b"1")?;
-                std::fs::remove_file(&marker).map_err(|e| EngineError::io(&marker, e))?;
-                crate::leases::sync_dir(&shard_dir)?;
+                durable_file::replace_atomically(&shard_dir.join(PROMOTE_MARKER), b"1")?;
+                durable_file::remove_file(&marker)?;
             }
         }
         Ok(())
@@ -519,8 +519,7 @@ impl Index {
             if !engine.is_follower() && promote.exists() {
                 let term = engine.promote_to_primary()?;
                 tracing::info!(shard = %shard_dir.display(), term = term.0, "former follower shard promoted to primary");
-                std::fs::remove_file(&promote).map_err(|e| EngineError::io(&promote, e))?;
-                crate::leases::sync_dir(&shard_dir)?;
+                durable_file::remove_file(&promote)?;
             }
             shards.push(engine);
         }

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
+use crate::durable_file;
 use crate::error::{EngineError, Result};
 use crate::index::{Index, IndexMetadata, IndexSettings, INDEX_METADATA_FILE};
-use crate::leases::{sync_dir, write_file_atomically};
 use crate::mapping::Mappings;
 
 /// Marker file of a closed index.
@@ -61,7 +61,7 @@ impl Indices {
     /// Opens (creating it if needed) the data directory and every index in it.
     pub fn open(data_dir: &Path) -> Result<Indices> {
         let dir = data_dir.join("indices");
-        std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
+        durable_file::create_dir_all(&dir)?;
         let mut indices = BTreeMap::new();
         let entries = std::fs::read_dir(&dir).map_err(|e| EngineError::io(&dir, e))?;
         for entry in entries {
@@ -169,9 +169,10 @@ impl Indices {
         let dir = index.dir().to_path_buf();
         let metadata = index.metadata();
         // Marked closed only once every shard committed: a crash in between leaves it open.
-        let closed = index
-            .close()
-            .and_then(|()| write_file_atomically(&dir, CLOSED_MARKER, b"1"));
+        let closed = index.close().and_then(|()| {
+            durable_file::replace_atomically(&dir.join(CLOSED_MARKER), b"1")
+                .map_err(EngineError::from)
+        });
         // Whatever happened, the engines are gone: register it closed, so that an open
         // (which reopens from disk) is the way back.
         indices.insert(
@@ -197,8 +198,7 @@ impl Indices {
         let index = Arc::new(Index::open(&dir)?);
         let marker = dir.join(CLOSED_MARKER);
         if marker.exists() {
-            std::fs::remove_file(&marker).map_err(|e| EngineError::io(&marker, e))?;
-            sync_dir(&dir)?;
+            durable_file::remove_file(&marker)?;
         }
         indices.insert(name.to_string(), Slot::Open(index.clone()));
         Ok(index)
@@ -313,7 +313,7 @@ impl Indices {
         // The metadata file goes first: from then on the directory is an interrupted creation
         // that a restart removes, whatever happens below.
         let metadata = path.join(INDEX_METADATA_FILE);
-        std::fs::remove_file(&metadata).map_err(|e| EngineError::io(&metadata, e))?;
+        durable_file::remove_file(&metadata)?;
         // The index is deleted now. Its files may still be written for a moment by work that
         // holds it (a merge finishing, a reader of a follower in flight), which makes removing
         // the directory fail: try a few times, then leave it to the next start.

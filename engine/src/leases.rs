@@ -5,17 +5,17 @@
 //! renewed for `index.soft_deletes.retention_lease.period` (12h by default), so no history is
 //! held forever by a follower that went away.
 //!
-//! Persistence: `retention_leases.json` is replaced atomically (write a temp file, fsync it,
-//! rename, fsync the directory) on every change; the leases are also carried in every commit's
-//! payload.
+//! Persistence: `retention_leases.json` is replaced atomically
+//! ([`durable_file::replace_atomically`]) on every change; the leases are also carried in every
+//! commit's payload.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::durable_file;
 use crate::error::{EngineError, Result};
 use crate::types::SeqNo;
 
@@ -157,7 +157,8 @@ impl RetentionLeases {
         let bytes = serde_json::to_vec_pretty(self).map_err(|error| {
             EngineError::InvalidArgument(format!("cannot encode retention leases: {error}"))
         })?;
-        write_file_atomically(dir, RETENTION_LEASES_FILE, &bytes)
+        durable_file::replace_atomically(&dir.join(RETENTION_LEASES_FILE), &bytes)?;
+        Ok(())
     }
 }
 
@@ -173,29 +174,6 @@ fn validate_lease(id: &str, retaining_seq_no: SeqNo) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Replaces `dir/name` with `bytes` atomically: after a crash the file holds either the old or
-/// the new content, never a mix. Assumes (as redb does) that a rename is atomic once the
-/// directory is fsynced.
-pub fn write_file_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let final_path = dir.join(name);
-    let temp_path: PathBuf = dir.join(format!("{name}.tmp"));
-    let mut file = fs::File::create(&temp_path).map_err(|e| EngineError::io(&temp_path, e))?;
-    file.write_all(bytes)
-        .map_err(|e| EngineError::io(&temp_path, e))?;
-    file.sync_all()
-        .map_err(|e| EngineError::io(&temp_path, e))?;
-    drop(file);
-    fs::rename(&temp_path, &final_path).map_err(|e| EngineError::io(&final_path, e))?;
-    sync_dir(dir)
-}
-
-/// fsyncs a directory so that entries created or renamed in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(|e| EngineError::io(dir, e))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //!
 //! - [`shard::ShardEngine`]: one shard (tantivy index + translog + checkpoints + leases).
 //! - [`index::Index`]: N shards with settings, mappings, routing and search.
+//! - [`durable_file`]: atomic replace of state files and durable directories, for every crate.
 //! - [`translog`]: the write-ahead log; [`checkpoint`]: the local checkpoint tracker;
 //!   [`leases`]: retention leases; [`merge`]: the retention-aware merge policy;
 //!   [`history`]: reading history out of segments; [`mapping`]: mappings and schema;
@@ -20,6 +21,7 @@
 
 pub mod bloom;
 pub mod checkpoint;
+pub mod durable_file;
 pub mod error;
 pub mod fuzzing;
 pub mod history;

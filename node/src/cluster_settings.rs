@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tandem_engine::leases::write_file_atomically;
+use tandem_engine::durable_file;
 use tandem_engine::units::ByteSize;
 use tandem_recovery::target::RecoverySettings;
 
@@ -116,7 +116,8 @@ impl ClusterSettings {
     /// Stores the persistent settings in `data`, atomically.
     pub fn store(&self, data: &Path) -> Result<(), String> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        write_file_atomically(data, CLUSTER_SETTINGS_FILE, &bytes).map_err(|e| e.to_string())
+        durable_file::replace_atomically(&data.join(CLUSTER_SETTINGS_FILE), &bytes)
+            .map_err(|e| e.to_string())
     }
 
     /// Applies an update body (`{"persistent": {...}, "transient": {...}}`, nested or flat

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tandem_engine::durable_file;
 use tandem_engine::indices::Indices;
-use tandem_engine::leases::write_file_atomically;
 use tandem_recovery::in_process::InProcessLeaderClient;
 use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
 use tandem_replication::auto_follow::AutoFollowCoordinator;
@@ -94,8 +94,9 @@ impl Node {
     /// followers. Call inside a tokio runtime.
     pub async fn open(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
         let data = config.data.clone();
-        std::fs::create_dir_all(&data)
-            .map_err(|e| NodeError::Io(format!("cannot create [{}]: {e}", data.display())))?;
+        durable_file::create_dir_all(&data).map_err(|e| {
+            NodeError::Io(format!("cannot create [{}]: {}", data.display(), e.source))
+        })?;
         let identity = load_identity(&data, &config.name)?;
         let opened = data.clone();
         let indices = tokio::task::spawn_blocking(move || Indices::open(&opened))
@@ -261,7 +262,7 @@ fn load_identity(data: &Path, name: &str) -> Result<NodeIdentity, NodeError> {
             };
             let bytes =
                 serde_json::to_vec_pretty(&identity).map_err(|e| NodeError::Io(e.to_string()))?;
-            write_file_atomically(data, NODE_FILE, &bytes)
+            durable_file::replace_atomically(&path, &bytes)
                 .map_err(|e| NodeError::Io(format!("cannot write [{}]: {e}", path.display())))?;
             Ok(identity)
         }

@@ -27,6 +27,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tandem_engine::durable_file::{self, DurableFileError};
 use tandem_engine::mapper::DocumentMapper;
 use tandem_engine::shard::commit_point::{checksum_file, checksum_file_from_ranges, META_FILE};
 use tandem_engine::shard::{CommitFileInfo, RangeChecksum};
@@ -355,7 +356,7 @@ impl RecoveryTarget {
         shard: &ShardId,
         index_dir: &Path,
     ) -> Result<CopiedCommit, RecoveryError> {
-        std::fs::create_dir_all(index_dir).map_err(|e| RecoveryError::io(index_dir, e))?;
+        durable_file::create_dir_all(index_dir).map_err(from_durable_file)?;
         let mut session = self.open_session(shard).await?;
         let mut done: BTreeMap<String, CommitFileInfo> = BTreeMap::new();
         let mut losses = 0u32;
@@ -911,10 +912,13 @@ fn clear_dir(dir: &Path, keep: &HashSet<String>) -> Result<(), RecoveryError> {
     sync_dir(dir)
 }
 
+/// fsyncs `dir` so that the files renamed or removed in it survive a power cut.
 fn sync_dir(dir: &Path) -> Result<(), RecoveryError> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(|e| RecoveryError::io(dir, e))
+    durable_file::sync_dir(dir).map_err(from_durable_file)
+}
+
+fn from_durable_file(error: DurableFileError) -> RecoveryError {
+    RecoveryError::io(error.path, error.source)
 }
 
 /// The copy is complete: every file of the commit is in place with its length, nothing else.

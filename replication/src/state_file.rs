@@ -1,12 +1,14 @@
-//! The follow state files (`ccr_followers.json`, `ccr_auto_follow.json`): JSON documents in
-//! the state directory, replaced atomically (written aside, fsynced, renamed, directory
-//! fsynced), so a crash leaves the old or the new state, never a torn one.
+//! The follow state files (`ccr_followers.json`, `ccr_pending_follows.json`,
+//! `ccr_auto_follow.json`): JSON documents in the state directory, replaced with
+//! [`durable_file::replace_atomically`], so a crash leaves the old or the new state, never a
+//! torn one.
 
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tandem_engine::leases::write_file_atomically;
+use tandem_engine::durable_file;
+use tandem_engine::EngineError;
 
 use crate::error::CcrError;
 
@@ -25,8 +27,8 @@ pub fn load<T: DeserializeOwned + Default>(dir: &Path, name: &str) -> Result<T, 
 pub fn store<T: Serialize + ?Sized>(dir: &Path, name: &str, state: &T) -> Result<(), CcrError> {
     let bytes =
         serde_json::to_vec_pretty(state).map_err(|error| CcrError::State(error.to_string()))?;
-    std::fs::create_dir_all(dir)
-        .map_err(|error| CcrError::State(format!("{}: {error}", dir.display())))?;
-    write_file_atomically(dir, name, &bytes)?;
+    durable_file::create_dir_all(dir)
+        .map_err(|error| CcrError::State(format!("{}: {}", error.path.display(), error.source)))?;
+    durable_file::replace_atomically(&dir.join(name), &bytes).map_err(EngineError::from)?;
     Ok(())
 }

@@ -31,8 +31,9 @@ use tantivy::IndexWriter;
 
 use super::{commit_with_payload, read_payload, CommitPayload, ShardConfig, ShardEngine};
 use super::{INDEX_DIR, TRANSLOG_DIR};
+use crate::durable_file;
 use crate::error::{EngineError, Result};
-use crate::leases::{sync_dir, write_file_atomically, RetentionLeases};
+use crate::leases::RetentionLeases;
 use crate::mapper::DocumentMapper;
 use crate::translog::Translog;
 use crate::types::SeqNo;
@@ -240,10 +241,9 @@ impl ShardEngine {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(EngineError::io(&translog_dir, error)),
         }
-        std::fs::create_dir_all(&translog_dir).map_err(|e| EngineError::io(&translog_dir, e))?;
+        durable_file::create_dir_all(&translog_dir)?;
         let translog_uuid = uuid::Uuid::new_v4().to_string();
         drop(Translog::create(&translog_dir, &translog_uuid)?);
-        sync_dir(dir)?;
         let payload = CommitPayload {
             history_uuid: uuid::Uuid::new_v4().to_string(),
             translog_uuid,
@@ -260,7 +260,7 @@ impl ShardEngine {
         // Leases of the leader (among them the follower's own recovery lease) must not come
         // back from a leases file either.
         RetentionLeases::default().persist(dir)?;
-        write_file_atomically(dir, FOLLOWER_MARKER_FILE, b"1")?;
+        durable_file::replace_atomically(&dir.join(FOLLOWER_MARKER_FILE), b"1")?;
         tracing::info!(
             shard = ?dir,
             local_checkpoint = %payload.local_checkpoint,

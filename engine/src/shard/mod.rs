@@ -290,7 +290,7 @@ impl ShardEngine {
         let index_dir = dir.join(INDEX_DIR);
         let translog_dir = dir.join(TRANSLOG_DIR);
         for path in [dir, &index_dir, &translog_dir] {
-            std::fs::create_dir_all(path).map_err(|e| EngineError::io(path, e))?;
+            crate::durable_file::create_dir_all(path)?;
         }
         let directory = MmapDirectory::open(&index_dir)
             .map_err(|e| EngineError::InvalidArgument(format!("cannot open {index_dir:?}: {e}")))?;
@@ -325,7 +325,6 @@ impl ShardEngine {
             .map_err(|e| EngineError::index("opening a writer", e))?;
         commit_with_payload(&mut writer, &payload)?;
         drop(writer);
-        crate::leases::sync_dir(dir)?;
         Self::open(dir, mapper, config)
     }
 

@@ -95,6 +95,8 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::durable_file::{self, DurableFileError};
+
 mod format;
 #[cfg(test)]
 mod tests;
@@ -149,6 +151,15 @@ pub enum TranslogError {
     /// An earlier write or fsync failed; the translog accepts no more writes.
     #[error("translog is closed after an earlier I/O failure: {0}")]
     Failed(String),
+}
+
+impl From<DurableFileError> for TranslogError {
+    fn from(error: DurableFileError) -> Self {
+        TranslogError::Io {
+            path: error.path,
+            source: error.source,
+        }
+    }
 }
 
 /// Result type of the translog.
@@ -327,10 +338,6 @@ fn gen_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("translog-{generation}.tlog"))
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 /// Generation files present in `dir`, sorted by generation.
 fn list_generations(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
@@ -433,7 +440,7 @@ impl Translog {
             .and_then(|()| ckp.write(generation, generation, hlen))
             .and_then(|()| ckp.file.sync_all())
             .map_err(|e| io_err(&ckp.path, e))?;
-        fsync_dir(dir).map_err(|e| io_err(dir, e))?;
+        durable_file::sync_dir(dir)?;
         Ok(Self::assemble(
             dir,
             translog_uuid.to_owned(),
@@ -637,7 +644,7 @@ impl Translog {
             }
         }
         if removed {
-            fsync_dir(dir).map_err(|e| io_err(dir, e))?;
+            durable_file::sync_dir(dir)?;
         }
 
         let mut ckp_file = CheckpointFile {
@@ -823,7 +830,8 @@ impl Translog {
             let new_path = gen_path(&self.dir, new_gen);
             let file = create_generation_file(&new_path, new_gen, &self.uuid)
                 .map_err(|e| self.latch("creating generation", &new_path, e))?;
-            fsync_dir(&self.dir).map_err(|e| self.latch("fsync dir", &self.dir, e))?;
+            durable_file::sync_dir(&self.dir)
+                .map_err(|e| self.latch("fsync dir", &e.path, e.source))?;
             let (min, hlen) = (ss.min_generation, self.header_len);
             let ckp_path = ss.ckp.path.clone();
             ss.ckp
@@ -884,7 +892,8 @@ impl Translog {
         if let Some(e) = first_err {
             return Err(e);
         }
-        fsync_dir(&self.dir).map_err(|e| io_err(&self.dir, e))
+        durable_file::sync_dir(&self.dir)?;
+        Ok(())
     }
 
     /// Reads every record of generations `>= from_generation`: the part on
