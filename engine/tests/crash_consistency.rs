@@ -702,10 +702,10 @@ fn acknowledged_writes_survive_sigkill() {
     }
 }
 
-/// Regression (found by `acknowledged_writes_survive_sigkill`): a kill during a tantivy commit
-/// can leave `<segment>.<opstamp>.del` files that no commit references. Recovery replays the
-/// same operations from the same commit, so its own commit reuses those opstamps and failed with
-/// `FileAlreadyExists` on every open: the shard could never open again.
+/// A kill during a tantivy commit can leave `<segment>.<opstamp>.del` files that no commit
+/// references. Recovery replays the same operations from the same commit, so its own commit
+/// reuses those opstamps: unless the leftovers are ignored, it fails with `FileAlreadyExists`
+/// on every open and the shard can never open again.
 #[test]
 fn reopen_ignores_files_of_an_interrupted_commit() {
     let dir = tempfile::tempdir().unwrap();
@@ -774,11 +774,10 @@ fn gap_operations() -> Vec<tandem_engine::Operation> {
         .collect()
 }
 
-/// Regression (found by `acknowledged_writes_survive_sigkill`): concurrent writers append to
-/// the translog out of seq_no order, so a crash can keep seq_no 3 (even acknowledged) while 2
-/// never reached the translog. A recovered primary fills such gaps with no-ops; before, its
-/// local checkpoint stayed below the gap forever (and with it the global checkpoint and every
-/// follower). A follower keeps its gaps: its leader fills them.
+/// Concurrent writers append to the translog out of seq_no order, so a crash can keep seq_no 3
+/// (even acknowledged) while 2 never reached the translog. A recovered primary fills such gaps
+/// with no-ops; without them its local checkpoint would stay below the gap forever (and with it
+/// the global checkpoint and every follower). A follower keeps its gaps: its leader fills them.
 #[test]
 fn a_recovered_primary_fills_seq_no_gaps_with_no_ops() {
     let dir = tempfile::tempdir().unwrap();

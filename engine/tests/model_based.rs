@@ -575,9 +575,9 @@ fn write_seed_corpus() {
     }
 }
 
-/// Regression (found by `engine_ops`): `changes` with `max_operations = usize::MAX` wrapped to
-/// a negative span and panicked ("range start is greater than range end"), and a `to` far
-/// beyond `max_seq_no` sized a buffer by the whole range.
+/// `changes` with `max_operations = usize::MAX` must not wrap to a negative span and panic
+/// ("range start is greater than range end"), and a `to` far beyond `max_seq_no` must not size
+/// a buffer by the whole range.
 #[test]
 fn changes_accepts_unbounded_limits() {
     let dir = tempfile::tempdir().unwrap();
@@ -603,11 +603,11 @@ fn changes_accepts_unbounded_limits() {
         .is_empty());
 }
 
-/// Regression (found by `followers_converge_whatever_the_order`): create, delete, re-create of
-/// one id gives MSU = the delete's seq_no; a follower receiving the re-create (above the MSU)
-/// before the delete took the append-only fast path without the earlier create being deleted,
-/// and ended with two live documents for the id. The fast path now also requires every
-/// operation up to the MSU to be processed (as Elasticsearch does).
+/// Create, delete, re-create of one id gives MSU = the delete's seq_no. A follower receiving
+/// the re-create (above the MSU) before the delete must not take the append-only fast path
+/// while the earlier create is still live, or it ends with two live documents for the id: the
+/// fast path also requires every operation up to the MSU to be processed (as Elasticsearch
+/// does).
 #[test]
 fn recreate_delivered_before_the_delete_leaves_one_live_document() {
     let dir = tempfile::tempdir().unwrap();

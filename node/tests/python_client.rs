@@ -1,5 +1,5 @@
 //! The official Python client (`elasticsearch` 8.19 from PyPI) drives cross-cluster
-//! replication between two real `tandem` processes, used as shipped (issue 5, item c):
+//! replication between two real `tandem` processes, used as shipped:
 //! `tests/python/ccr_with_official_client.py` creates, indexes, follows, reads the stats,
 //! pauses, unfollows and searches, and asserts on every answer.
 //!

@@ -1,10 +1,10 @@
 //! Elastic's CCR tutorials, request for request, against two real `tandem` processes on
-//! loopback (the seeds of issue 5):
+//! loopback:
 //!
-//! - seed 002, "set up cross-cluster replication": a remote cluster in `_cluster/settings`,
+//! - "set up cross-cluster replication": a remote cluster in `_cluster/settings`,
 //!   `PUT /server-metrics-follower/_ccr/follow?wait_for_active_shards=1`, documents
 //!   replicate, `_ccr/stats` shows the progress;
-//! - seed 000, "uni-directional disaster recovery": follow, fail over (pause, close, unfollow,
+//! - "uni-directional disaster recovery": follow, fail over (pause, close, unfollow,
 //!   open, write to the follower), fail back (the old leader follows the new one), and find on
 //!   cluster A the document written on cluster B;
 //! - crashes: kill -9 of the follower mid-replication, then of the leader; both restart on

@@ -57,9 +57,8 @@ impl ShardInner {
                 (tracker.processed_checkpoint(), tracker.max_seq_no())
             };
             // Every commit starts a new translog generation, so a replay never sees an
-            // operation the commit holds. (Rolling by size instead, with replay skipping what
-            // the commit holds, lost a live document in the crash test; see the closing note of
-            // issue 2.)
+            // operation the commit holds. Rolling by size instead, with replay skipping what the
+            // commit holds, can lose a live document after a crash.
             let generation = self
                 .translog
                 .roll_generation()

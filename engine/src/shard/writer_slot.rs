@@ -3,7 +3,7 @@
 //!
 //! tantivy's `IndexWriter::prepare_commit` needs the writer exclusively while the indexing
 //! threads finish their segments: serializing a second of writes and fsyncing its files, about
-//! 100 ms on this project's machines. Writers used to wait for it, which stalled every
+//! 100 ms on this project's machines. Writers waiting for it would stall every
 //! acknowledgement and every follower apply once per refresh. Instead, a commit takes the
 //! writer out of the slot; batches submitted meanwhile are parked here, in arrival order, and
 //! are handed to tantivy, still in that order, when the commit gives the writer back. A parked

@@ -30,7 +30,7 @@
 //! `len` counts the bytes that follow the crc (`8 + payload.len()`), so it is
 //! at least 8 and at most `8 + MAX_RECORD_BYTES`; the crc32c covers `seq_no`
 //! and `payload`. A `len` of zero marks the end of the log: the current
-//! generation file is preallocated in `PREALLOC_CHUNK` steps by *writing zeros*
+//! generation file is preallocated in `PREALLOCATION_CHUNK_BYTES` steps by *writing zeros*
 //! (not `fallocate`, whose unwritten extents make every later fdatasync commit
 //! a metadata change: ~950 µs against ~330 µs measured here), and the zeros past
 //! the logical end read as a clean end.
@@ -112,7 +112,7 @@ use format::{
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
 
 /// Size of the steps in which the current generation file is preallocated.
-const PREALLOC_CHUNK: u64 = if cfg!(test) { 64 * 1024 } else { 2 << 20 };
+const PREALLOCATION_CHUNK_BYTES: u64 = if cfg!(test) { 64 * 1024 } else { 2 << 20 };
 
 /// Name of the checkpoint file.
 const CHECKPOINT_FILE: &str = "translog.ckp";
@@ -179,7 +179,7 @@ pub struct TranslogStats {
 type Listener = dyn Fn(&[u64]) + Send + Sync;
 
 /// In-memory part: records appended but not yet handed to a sync.
-struct BufState {
+struct AppendBuffer {
     /// Generation the buffered records belong to.
     generation: u64,
     /// File offset where `bytes` will be written.
@@ -192,7 +192,7 @@ struct BufState {
     appended: u64,
 }
 
-impl BufState {
+impl AppendBuffer {
     fn end(&self) -> TranslogLocation {
         TranslogLocation {
             generation: self.generation,
@@ -254,9 +254,9 @@ struct SyncState {
     /// Length the file was preallocated to.
     allocated_end: u64,
     /// False once preallocation failed for this file.
-    prealloc: bool,
+    preallocation_enabled: bool,
     min_generation: u64,
-    ckp: CheckpointFile,
+    checkpoint_file: CheckpointFile,
     /// Logical sizes of the kept rolled generations.
     older_sizes: BTreeMap<u64, u64>,
     /// Reusable buffer swapped in for the append buffer.
@@ -266,26 +266,26 @@ struct SyncState {
 impl SyncState {
     /// Makes sure the file is preallocated up to at least `needed` bytes.
     fn preallocate(&mut self, needed: u64) {
-        if !self.prealloc || needed <= self.allocated_end {
+        if !self.preallocation_enabled || needed <= self.allocated_end {
             return;
         }
-        let new_end = (needed / PREALLOC_CHUNK + 1) * PREALLOC_CHUNK;
+        let new_end = (needed / PREALLOCATION_CHUNK_BYTES + 1) * PREALLOCATION_CHUNK_BYTES;
         let from = self.allocated_end;
-        match fallocate(&self.file, from, new_end - from) {
+        match preallocate_with_zeros(&self.file, from, new_end - from) {
             Ok(()) => self.allocated_end = new_end,
-            Err(e) => {
-                tracing::debug!(path = %self.path.display(), error = %e, "translog preallocation unavailable");
-                self.prealloc = false;
+            Err(error) => {
+                tracing::debug!(path = %self.path.display(), error = %error, "translog preallocation unavailable");
+                self.preallocation_enabled = false;
             }
         }
     }
 }
 
-/// Writes zeros over `offset..offset + len`, so the blocks are allocated and initialized.
-fn fallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+/// Writes zeros over `offset..offset + length`, so the blocks are allocated and initialized.
+fn preallocate_with_zeros(file: &File, offset: u64, length: u64) -> io::Result<()> {
     static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
     let mut position = offset;
-    let end = offset + len;
+    let end = offset + length;
     while position < end {
         let step = (end - position).min(ZEROS.len() as u64) as usize;
         file.write_all_at(&ZEROS[..step], position)?;
@@ -299,8 +299,8 @@ fn fallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
 pub struct Translog {
     dir: PathBuf,
     uuid: String,
-    header_len: u64,
-    buf: Mutex<BufState>,
+    header_length: u64,
+    buffer: Mutex<AppendBuffer>,
     sync: Mutex<SyncState>,
     /// Everything up to here is durable.
     durable: Mutex<TranslogLocation>,
@@ -319,7 +319,7 @@ pub struct Translog {
     fail_next_sync: std::sync::atomic::AtomicBool,
 }
 
-fn io_err(path: &Path, source: io::Error) -> TranslogError {
+fn io_error(path: &Path, source: io::Error) -> TranslogError {
     TranslogError::Io {
         path: path.to_path_buf(),
         source,
@@ -334,29 +334,29 @@ fn corrupted(path: &Path, offset: u64, reason: impl Into<String>) -> TranslogErr
     }
 }
 
-fn gen_path(dir: &Path, generation: u64) -> PathBuf {
+fn generation_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("translog-{generation}.tlog"))
 }
 
 /// Generation files present in `dir`, sorted by generation.
 fn list_generations(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
-        let entry = entry.map_err(|e| io_err(dir, e))?;
+    let mut generations = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|error| io_error(dir, error))? {
+        let entry = entry.map_err(|error| io_error(dir, error))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(num) = name
+        let Some(number) = name
             .strip_prefix("translog-")
-            .and_then(|n| n.strip_suffix(".tlog"))
+            .and_then(|rest| rest.strip_suffix(".tlog"))
         else {
             continue;
         };
-        if let Ok(g) = num.parse::<u64>() {
-            out.push((g, entry.path()));
+        if let Ok(generation) = number.parse::<u64>() {
+            generations.push((generation, entry.path()));
         }
     }
-    out.sort();
-    Ok(out)
+    generations.sort();
+    Ok(generations)
 }
 
 /// Creates a generation file holding just its header, fsynced.
@@ -375,14 +375,14 @@ fn create_generation_file(path: &Path, generation: u64, uuid: &str) -> io::Resul
 /// True when `file` holds only zero bytes in `from..to`.
 fn range_is_zero(file: &File, from: u64, to: u64) -> io::Result<bool> {
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut pos = from;
-    while pos < to {
-        let n = ((to - pos).min(chunk.len() as u64)) as usize;
-        file.read_exact_at(&mut chunk[..n], pos)?;
-        if chunk[..n].iter().any(|&b| b != 0) {
+    let mut position = from;
+    while position < to {
+        let step = ((to - position).min(chunk.len() as u64)) as usize;
+        file.read_exact_at(&mut chunk[..step], position)?;
+        if chunk[..step].iter().any(|&byte| byte != 0) {
             return Ok(false);
         }
-        pos += n as u64;
+        position += step as u64;
     }
     Ok(true)
 }
@@ -393,7 +393,7 @@ impl Translog {
     /// checkpoint and the directory are fsynced.
     pub fn create(dir: &Path, translog_uuid: &str) -> Result<Translog> {
         if translog_uuid.len() > MAX_UUID_BYTES {
-            return Err(io_err(
+            return Err(io_error(
                 dir,
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -401,10 +401,12 @@ impl Translog {
                 ),
             ));
         }
-        let ckp_path = dir.join(CHECKPOINT_FILE);
-        let exists = ckp_path.try_exists().map_err(|e| io_err(&ckp_path, e))?;
+        let checkpoint_path = dir.join(CHECKPOINT_FILE);
+        let exists = checkpoint_path
+            .try_exists()
+            .map_err(|error| io_error(&checkpoint_path, error))?;
         if exists || !list_generations(dir)?.is_empty() {
-            return Err(io_err(
+            return Err(io_error(
                 dir,
                 io::Error::new(
                     io::ErrorKind::AlreadyExists,
@@ -413,33 +415,34 @@ impl Translog {
             ));
         }
         let generation = 1;
-        let path = gen_path(dir, generation);
+        let path = generation_path(dir, generation);
         let file = create_generation_file(&path, generation, translog_uuid)
-            .map_err(|e| io_err(&path, e))?;
-        let hlen = header_len(translog_uuid);
-        let ckp_file = OpenOptions::new()
+            .map_err(|error| io_error(&path, error))?;
+        let header_length = header_len(translog_uuid);
+        let checkpoint_handle = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(&ckp_path)
-            .map_err(|e| io_err(&ckp_path, e))?;
-        ckp_file
+            .open(&checkpoint_path)
+            .map_err(|error| io_error(&checkpoint_path, error))?;
+        checkpoint_handle
             .set_len(CKP_FILE_BYTES)
-            .map_err(|e| io_err(&ckp_path, e))?;
-        let mut ckp = CheckpointFile {
-            file: ckp_file,
-            path: ckp_path,
+            .map_err(|error| io_error(&checkpoint_path, error))?;
+        let mut checkpoint_file = CheckpointFile {
+            file: checkpoint_handle,
+            path: checkpoint_path,
             last: Checkpoint {
                 counter: 0,
                 generation,
                 min_generation: generation,
-                synced_offset: hlen,
+                synced_offset: header_length,
             },
         };
-        ckp.write(generation, generation, hlen)
-            .and_then(|()| ckp.write(generation, generation, hlen))
-            .and_then(|()| ckp.file.sync_all())
-            .map_err(|e| io_err(&ckp.path, e))?;
+        checkpoint_file
+            .write(generation, generation, header_length)
+            .and_then(|()| checkpoint_file.write(generation, generation, header_length))
+            .and_then(|()| checkpoint_file.file.sync_all())
+            .map_err(|error| io_error(&checkpoint_file.path, error))?;
         durable_file::sync_dir(dir)?;
         Ok(Self::assemble(
             dir,
@@ -448,8 +451,8 @@ impl Translog {
             path,
             generation,
             generation,
-            hlen,
-            ckp,
+            header_length,
+            checkpoint_file,
             BTreeMap::new(),
         ))
     }
@@ -463,16 +466,16 @@ impl Translog {
         generation: u64,
         min_generation: u64,
         end: u64,
-        ckp: CheckpointFile,
+        checkpoint_file: CheckpointFile,
         older_sizes: BTreeMap<u64, u64>,
     ) -> Translog {
-        let hlen = header_len(&uuid);
+        let header_length = header_len(&uuid);
         let older_bytes = older_sizes.values().sum();
         Translog {
             dir: dir.to_path_buf(),
             uuid,
-            header_len: hlen,
-            buf: Mutex::new(BufState {
+            header_length,
+            buffer: Mutex::new(AppendBuffer {
                 generation,
                 start: end,
                 bytes: Vec::new(),
@@ -485,9 +488,9 @@ impl Translog {
                 generation,
                 written_end: end,
                 allocated_end: end,
-                prealloc: true,
+                preallocation_enabled: true,
                 min_generation,
-                ckp,
+                checkpoint_file,
                 older_sizes,
                 spare: Vec::new(),
             }),
@@ -515,131 +518,153 @@ impl Translog {
     /// `>= from_generation`, in log order. See the module docs for the rules.
     #[allow(clippy::type_complexity)] // the signature is the engine's contract
     pub fn open(dir: &Path, from_generation: u64) -> Result<(Translog, Vec<(u64, Vec<u8>)>)> {
-        let ckp_path = dir.join(CHECKPOINT_FILE);
-        let ckp_file = OpenOptions::new()
+        let checkpoint_path = dir.join(CHECKPOINT_FILE);
+        let checkpoint_handle = OpenOptions::new()
             .read(true)
             .write(true)
-            .open(&ckp_path)
-            .map_err(|e| io_err(&ckp_path, e))?;
-        let ckp = read_checkpoint(&ckp_file, &ckp_path)?;
-        let open_gen = |g: u64, write: bool| -> Result<(File, PathBuf)> {
-            let p = gen_path(dir, g);
-            match OpenOptions::new().read(true).write(write).open(&p) {
-                Ok(f) => Ok((f, p)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(corrupted(
-                    &p,
+            .open(&checkpoint_path)
+            .map_err(|error| io_error(&checkpoint_path, error))?;
+        let checkpoint = read_checkpoint(&checkpoint_handle, &checkpoint_path)?;
+        let open_generation = |generation: u64, write: bool| -> Result<(File, PathBuf)> {
+            let path = generation_path(dir, generation);
+            match OpenOptions::new().read(true).write(write).open(&path) {
+                Ok(file) => Ok((file, path)),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => Err(corrupted(
+                    &path,
                     0,
-                    format!("generation file {g} named by the checkpoint is missing"),
+                    format!("generation file {generation} named by the checkpoint is missing"),
                 )),
-                Err(e) => Err(io_err(&p, e)),
+                Err(error) => Err(io_error(&path, error)),
             }
         };
 
         // The current generation's header tells the uuid all others must carry.
-        let (cur_file, cur_path) = open_gen(ckp.generation, true)?;
-        let (uuid, hlen) = read_header(&mut &cur_file, &cur_path, ckp.generation, None)?;
+        let (current_file, current_path) = open_generation(checkpoint.generation, true)?;
+        let (uuid, header_length) = read_header(
+            &mut &current_file,
+            &current_path,
+            checkpoint.generation,
+            None,
+        )?;
 
         let mut records = Vec::new();
         let mut older_sizes = BTreeMap::new();
-        for g in ckp.min_generation..ckp.generation {
-            let (f, p) = open_gen(g, false)?;
-            let len = f.metadata().map_err(|e| io_err(&p, e))?.len();
-            let (_, h) = read_header(&mut &f, &p, g, Some(&uuid))?;
-            let keep = g >= from_generation;
-            let outcome = scan_file(&f, &p, h, len, &mut |_, _, seq, payload| {
-                if keep {
-                    records.push((seq, payload.to_vec()));
-                }
-            })?;
+        for generation in checkpoint.min_generation..checkpoint.generation {
+            let (file, path) = open_generation(generation, false)?;
+            let length = file
+                .metadata()
+                .map_err(|error| io_error(&path, error))?
+                .len();
+            let (_, records_start) = read_header(&mut &file, &path, generation, Some(&uuid))?;
+            let keep = generation >= from_generation;
+            let outcome = scan_file(
+                &file,
+                &path,
+                records_start,
+                length,
+                &mut |_, _, seq_no, payload| {
+                    if keep {
+                        records.push((seq_no, payload.to_vec()));
+                    }
+                },
+            )?;
             match outcome.stop {
                 StopKind::End => {}
                 StopKind::ZeroLength => {
                     return Err(corrupted(
-                        &p,
+                        &path,
                         outcome.valid_end,
                         "zero-length frame in a rolled generation",
                     ))
                 }
                 StopKind::Invalid(reason) => {
-                    return Err(corrupted(&p, outcome.valid_end, reason));
+                    return Err(corrupted(&path, outcome.valid_end, reason));
                 }
             }
-            older_sizes.insert(g, len);
+            older_sizes.insert(generation, length);
         }
 
         // Current generation: strict up to the synced offset, lenient after.
-        let len = cur_file.metadata().map_err(|e| io_err(&cur_path, e))?.len();
-        let synced = ckp.synced_offset.max(hlen);
-        if synced > len {
+        let length = current_file
+            .metadata()
+            .map_err(|error| io_error(&current_path, error))?
+            .len();
+        let synced = checkpoint.synced_offset.max(header_length);
+        if synced > length {
             return Err(corrupted(
-                &cur_path,
-                len,
-                format!("file has {len} bytes but the checkpoint says {synced} are synced"),
+                &current_path,
+                length,
+                format!("file has {length} bytes but the checkpoint says {synced} are synced"),
             ));
         }
-        let keep = ckp.generation >= from_generation;
-        let mut hit_synced = synced == hlen;
+        let keep = checkpoint.generation >= from_generation;
+        let mut hit_synced = synced == header_length;
         let outcome = scan_file(
-            &cur_file,
-            &cur_path,
-            hlen,
-            len,
-            &mut |_, end, seq, payload| {
+            &current_file,
+            &current_path,
+            header_length,
+            length,
+            &mut |_, end, seq_no, payload| {
                 hit_synced |= end == synced;
                 if keep {
-                    records.push((seq, payload.to_vec()));
+                    records.push((seq_no, payload.to_vec()));
                 }
             },
         )?;
         if outcome.valid_end < synced {
             let reason = match outcome.stop {
-                StopKind::Invalid(r) => r,
+                StopKind::Invalid(reason) => reason,
                 _ => "zero-length frame".to_owned(),
             };
             return Err(corrupted(
-                &cur_path,
+                &current_path,
                 outcome.valid_end,
                 format!("{reason} before the synced offset {synced}"),
             ));
         }
         if !hit_synced {
             return Err(corrupted(
-                &cur_path,
+                &current_path,
                 synced,
                 "synced offset is not at a record boundary",
             ));
         }
         let end = outcome.valid_end;
-        if len > end {
-            let dropped = len - end;
+        if length > end {
+            let dropped = length - end;
             let zeros = matches!(outcome.stop, StopKind::ZeroLength)
-                && range_is_zero(&cur_file, end, len).map_err(|e| io_err(&cur_path, e))?;
+                && range_is_zero(&current_file, end, length)
+                    .map_err(|error| io_error(&current_path, error))?;
             if zeros {
-                tracing::debug!(path = %cur_path.display(), dropped, "dropping preallocated translog tail");
+                tracing::debug!(path = %current_path.display(), dropped, "dropping preallocated translog tail");
             } else {
                 let reason = match &outcome.stop {
-                    StopKind::Invalid(r) => r.as_str(),
+                    StopKind::Invalid(reason) => reason.as_str(),
                     _ => "zero-length frame followed by garbage",
                 };
                 tracing::warn!(
-                    path = %cur_path.display(),
+                    path = %current_path.display(),
                     offset = end,
                     dropped_bytes = dropped,
                     reason,
                     "truncating torn translog tail"
                 );
             }
-            cur_file.set_len(end).map_err(|e| io_err(&cur_path, e))?;
+            current_file
+                .set_len(end)
+                .map_err(|error| io_error(&current_path, error))?;
         }
         // Frames past the old synced offset may only be in the page cache.
-        cur_file.sync_all().map_err(|e| io_err(&cur_path, e))?;
+        current_file
+            .sync_all()
+            .map_err(|error| io_error(&current_path, error))?;
 
         // Leftovers of an interrupted roll (above) or trim (below).
         let mut removed = false;
-        for (g, p) in list_generations(dir)? {
-            if g > ckp.generation || g < ckp.min_generation {
-                tracing::warn!(path = %p.display(), "removing leftover translog generation file");
-                fs::remove_file(&p).map_err(|e| io_err(&p, e))?;
+        for (generation, path) in list_generations(dir)? {
+            if generation > checkpoint.generation || generation < checkpoint.min_generation {
+                tracing::warn!(path = %path.display(), "removing leftover translog generation file");
+                fs::remove_file(&path).map_err(|error| io_error(&path, error))?;
                 removed = true;
             }
         }
@@ -647,26 +672,26 @@ impl Translog {
             durable_file::sync_dir(dir)?;
         }
 
-        let mut ckp_file = CheckpointFile {
-            file: ckp_file,
-            path: ckp_path,
-            last: ckp,
+        let mut checkpoint_file = CheckpointFile {
+            file: checkpoint_handle,
+            path: checkpoint_path,
+            last: checkpoint,
         };
-        ckp_file
-            .write_durable(ckp.generation, ckp.min_generation, end)
-            .map_err(|e| io_err(&ckp_file.path, e))?;
-        let tl = Self::assemble(
+        checkpoint_file
+            .write_durable(checkpoint.generation, checkpoint.min_generation, end)
+            .map_err(|error| io_error(&checkpoint_file.path, error))?;
+        let translog = Self::assemble(
             dir,
             uuid,
-            cur_file,
-            cur_path,
-            ckp.generation,
-            ckp.min_generation,
+            current_file,
+            current_path,
+            checkpoint.generation,
+            checkpoint.min_generation,
             end,
-            ckp_file,
+            checkpoint_file,
             older_sizes,
         );
-        Ok((tl, records))
+        Ok((translog, records))
     }
 
     /// The translog's uuid (stored in every generation header).
@@ -699,13 +724,13 @@ impl Translog {
         );
         // The checksum is computed before taking the lock.
         let prefix = frame_prefix(seq_no, payload);
-        let mut bs = self.buf.lock();
+        let mut buffer = self.buffer.lock();
         if self.failed.get().is_none() {
-            push_frame(&mut bs.bytes, &prefix, payload);
-            bs.seq_nos.push(seq_no);
-            bs.appended += 1;
+            push_frame(&mut buffer.bytes, &prefix, payload);
+            buffer.seq_nos.push(seq_no);
+            buffer.appended += 1;
         }
-        bs.end()
+        buffer.end()
     }
 
     /// Buffers many records under one lock acquisition; returns the location
@@ -718,7 +743,7 @@ impl Translog {
         &self,
         records: impl IntoIterator<Item = (u64, &'a [u8])>,
     ) -> TranslogLocation {
-        let mut bs = self.buf.lock();
+        let mut buffer = self.buffer.lock();
         let live = self.failed.get().is_none();
         for (seq_no, payload) in records {
             assert!(
@@ -727,12 +752,12 @@ impl Translog {
                 payload.len()
             );
             if live {
-                encode_frame(&mut bs.bytes, seq_no, payload);
-                bs.seq_nos.push(seq_no);
-                bs.appended += 1;
+                encode_frame(&mut buffer.bytes, seq_no, payload);
+                buffer.seq_nos.push(seq_no);
+                buffer.appended += 1;
             }
         }
-        bs.end()
+        buffer.end()
     }
 
     /// Group commit: returns once every record up to `location` is written
@@ -760,8 +785,8 @@ impl Translog {
             self.syncing.store(true, Ordering::Release);
             drop(durable);
             let result = {
-                let mut ss = self.sync.lock();
-                self.flush_locked(&mut ss)
+                let mut sync_state = self.sync.lock();
+                self.flush_locked(&mut sync_state)
             };
             durable = self.durable.lock();
             self.syncing.store(false, Ordering::Release);
@@ -778,13 +803,13 @@ impl Translog {
     /// Syncs everything buffered so far.
     pub fn sync(&self) -> Result<()> {
         self.check_failed()?;
-        let end = self.buf.lock().end();
+        let end = self.buffer.lock().end();
         self.sync_up_to(end)
     }
 
     /// True when some appended record is not yet durable.
     pub fn needs_sync(&self) -> bool {
-        let end = self.buf.lock().end();
+        let end = self.buffer.lock().end();
         end > *self.durable.lock()
     }
 
@@ -792,8 +817,8 @@ impl Translog {
     /// became durable (on the syncing thread, after the fsync, outside the
     /// translog's locks). Replaces any earlier listener.
     #[allow(clippy::type_complexity)] // the signature is the engine's contract
-    pub fn set_durability_listener(&self, f: Box<dyn Fn(&[u64]) + Send + Sync>) {
-        *self.listener.write() = Some(Arc::from(f));
+    pub fn set_durability_listener(&self, listener: Box<dyn Fn(&[u64]) + Send + Sync>) {
+        *self.listener.write() = Some(Arc::from(listener));
     }
 
     /// Syncs, then starts a new generation file and returns its number.
@@ -801,96 +826,100 @@ impl Translog {
     /// appended after it in the new one (appends racing with the call land on
     /// one side or the other, never get lost).
     pub fn roll_generation(&self) -> Result<u64> {
-        let (new_gen, seq_nos) = {
-            let mut ss = self.sync.lock();
+        let (new_generation, seq_nos) = {
+            let mut sync_state = self.sync.lock();
             self.check_failed()?;
-            let old_gen = ss.generation;
-            let new_gen = old_gen + 1;
+            let old_generation = sync_state.generation;
+            let new_generation = old_generation + 1;
             let (data, seq_nos, start) = {
-                let mut bs = self.buf.lock();
-                let data = std::mem::take(&mut bs.bytes);
-                let seq_nos = std::mem::take(&mut bs.seq_nos);
-                let start = bs.start;
-                bs.generation = new_gen;
-                bs.start = self.header_len;
-                self.current_generation.store(new_gen, Ordering::Release);
+                let mut buffer = self.buffer.lock();
+                let data = std::mem::take(&mut buffer.bytes);
+                let seq_nos = std::mem::take(&mut buffer.seq_nos);
+                let start = buffer.start;
+                buffer.generation = new_generation;
+                buffer.start = self.header_length;
+                self.current_generation
+                    .store(new_generation, Ordering::Release);
                 (data, seq_nos, start)
             };
             let old_end = if data.is_empty() {
-                ss.written_end
+                sync_state.written_end
             } else {
-                self.write_and_sync(&mut ss, old_gen, start, &data, seq_nos.len())?
+                self.write_and_sync(&mut sync_state, old_generation, start, &data, seq_nos.len())?
             };
             // Shrink the old file to its logical end and make that durable.
-            let path = ss.path.clone();
-            ss.file
+            let path = sync_state.path.clone();
+            sync_state
+                .file
                 .set_len(old_end)
-                .and_then(|()| ss.file.sync_all())
-                .map_err(|e| self.latch("closing rolled generation", &path, e))?;
-            let new_path = gen_path(&self.dir, new_gen);
-            let file = create_generation_file(&new_path, new_gen, &self.uuid)
-                .map_err(|e| self.latch("creating generation", &new_path, e))?;
+                .and_then(|()| sync_state.file.sync_all())
+                .map_err(|error| self.latch("closing rolled generation", &path, error))?;
+            let new_path = generation_path(&self.dir, new_generation);
+            let file = create_generation_file(&new_path, new_generation, &self.uuid)
+                .map_err(|error| self.latch("creating generation", &new_path, error))?;
             durable_file::sync_dir(&self.dir)
-                .map_err(|e| self.latch("fsync dir", &e.path, e.source))?;
-            let (min, hlen) = (ss.min_generation, self.header_len);
-            let ckp_path = ss.ckp.path.clone();
-            ss.ckp
-                .write_durable(new_gen, min, hlen)
-                .map_err(|e| self.latch("checkpoint write", &ckp_path, e))?;
-            ss.older_sizes.insert(old_gen, old_end);
+                .map_err(|error| self.latch("fsync dir", &error.path, error.source))?;
+            let (min_generation, header_length) = (sync_state.min_generation, self.header_length);
+            let checkpoint_path = sync_state.checkpoint_file.path.clone();
+            sync_state
+                .checkpoint_file
+                .write_durable(new_generation, min_generation, header_length)
+                .map_err(|error| self.latch("checkpoint write", &checkpoint_path, error))?;
+            sync_state.older_sizes.insert(old_generation, old_end);
             self.older_bytes.fetch_add(old_end, Ordering::AcqRel);
-            ss.file = file;
-            ss.path = new_path;
-            ss.generation = new_gen;
-            ss.written_end = hlen;
-            ss.allocated_end = hlen;
-            ss.prealloc = true;
+            sync_state.file = file;
+            sync_state.path = new_path;
+            sync_state.generation = new_generation;
+            sync_state.written_end = header_length;
+            sync_state.allocated_end = header_length;
+            sync_state.preallocation_enabled = true;
             *self.durable.lock() = TranslogLocation {
-                generation: new_gen,
-                end_offset: hlen,
+                generation: new_generation,
+                end_offset: header_length,
             };
             self.durable_changed.notify_all();
-            (new_gen, seq_nos)
+            (new_generation, seq_nos)
         };
         self.notify(&seq_nos);
-        Ok(new_gen)
+        Ok(new_generation)
     }
 
     /// Deletes every generation below `generation` (never the current one).
     /// The new min generation is persisted in the checkpoint (fsynced) before
     /// any file is deleted.
     pub fn trim_below(&self, generation: u64) -> Result<()> {
-        let mut ss = self.sync.lock();
+        let mut sync_state = self.sync.lock();
         self.check_failed()?;
-        let target = generation.min(ss.generation);
-        let old_min = ss.min_generation;
-        if target <= old_min {
+        let target = generation.min(sync_state.generation);
+        let old_min_generation = sync_state.min_generation;
+        if target <= old_min_generation {
             return Ok(());
         }
-        let (cur, end) = (ss.generation, ss.written_end);
-        let ckp_path = ss.ckp.path.clone();
-        ss.ckp
-            .write_durable(cur, target, end)
-            .map_err(|e| self.latch("checkpoint write", &ckp_path, e))?;
-        ss.min_generation = target;
+        let (current_generation, end) = (sync_state.generation, sync_state.written_end);
+        let checkpoint_path = sync_state.checkpoint_file.path.clone();
+        sync_state
+            .checkpoint_file
+            .write_durable(current_generation, target, end)
+            .map_err(|error| self.latch("checkpoint write", &checkpoint_path, error))?;
+        sync_state.min_generation = target;
         self.min_generation.store(target, Ordering::Release);
-        let mut first_err = None;
-        for g in old_min..target {
-            let p = gen_path(&self.dir, g);
-            if let Some(size) = ss.older_sizes.remove(&g) {
+        let mut first_error = None;
+        for trimmed_generation in old_min_generation..target {
+            let path = generation_path(&self.dir, trimmed_generation);
+            if let Some(size) = sync_state.older_sizes.remove(&trimmed_generation) {
                 self.older_bytes.fetch_sub(size, Ordering::AcqRel);
             }
-            match fs::remove_file(&p) {
+            match fs::remove_file(&path) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
                 // A file left behind is removed by the next open.
-                Err(e) => {
-                    first_err.get_or_insert(io_err(&p, e));
+                Err(error) => {
+                    first_error.get_or_insert(io_error(&path, error));
                 }
             }
         }
-        if let Some(e) = first_err {
-            return Err(e);
+        if let Some(error) = first_error {
+            return Err(error);
         }
         durable_file::sync_dir(&self.dir)?;
         Ok(())
@@ -899,68 +928,83 @@ impl Translog {
     /// Reads every record of generations `>= from_generation`: the part on
     /// disk plus the records still buffered, in log order.
     pub fn read_from(&self, from_generation: u64) -> Result<Vec<(u64, Vec<u8>)>> {
-        let ss = self.sync.lock();
+        let sync_state = self.sync.lock();
         self.check_failed()?;
-        let (buffered, buf_gen, buf_start) = {
-            let bs = self.buf.lock();
-            (bs.bytes.clone(), bs.generation, bs.start)
+        let (buffered, buffered_generation, buffered_start) = {
+            let buffer = self.buffer.lock();
+            (buffer.bytes.clone(), buffer.generation, buffer.start)
         };
-        let mut out = Vec::new();
-        for g in from_generation.max(ss.min_generation)..=ss.generation {
-            let p = gen_path(&self.dir, g);
-            let f = File::open(&p).map_err(|e| io_err(&p, e))?;
-            let (_, h) = read_header(&mut &f, &p, g, Some(&self.uuid))?;
-            let end = if g == ss.generation {
-                ss.written_end
+        let mut records = Vec::new();
+        for generation in from_generation.max(sync_state.min_generation)..=sync_state.generation {
+            let path = generation_path(&self.dir, generation);
+            let file = File::open(&path).map_err(|error| io_error(&path, error))?;
+            let (_, records_start) = read_header(&mut &file, &path, generation, Some(&self.uuid))?;
+            let end = if generation == sync_state.generation {
+                sync_state.written_end
             } else {
-                match ss.older_sizes.get(&g) {
-                    Some(&s) => s,
-                    None => f.metadata().map_err(|e| io_err(&p, e))?.len(),
+                match sync_state.older_sizes.get(&generation) {
+                    Some(&size) => size,
+                    None => file
+                        .metadata()
+                        .map_err(|error| io_error(&path, error))?
+                        .len(),
                 }
             };
-            let outcome = scan_file(&f, &p, h, end, &mut |_, _, seq, payload| {
-                out.push((seq, payload.to_vec()));
-            })?;
+            let outcome = scan_file(
+                &file,
+                &path,
+                records_start,
+                end,
+                &mut |_, _, seq_no, payload| {
+                    records.push((seq_no, payload.to_vec()));
+                },
+            )?;
             match outcome.stop {
                 StopKind::End => {}
                 StopKind::ZeroLength => {
-                    return Err(corrupted(&p, outcome.valid_end, "unexpected zero length"))
+                    return Err(corrupted(
+                        &path,
+                        outcome.valid_end,
+                        "unexpected zero length",
+                    ))
                 }
-                StopKind::Invalid(r) => return Err(corrupted(&p, outcome.valid_end, r)),
+                StopKind::Invalid(reason) => {
+                    return Err(corrupted(&path, outcome.valid_end, reason))
+                }
             }
         }
-        if buf_gen >= from_generation && !buffered.is_empty() {
-            let end = buf_start + buffered.len() as u64;
+        if buffered_generation >= from_generation && !buffered.is_empty() {
+            let end = buffered_start + buffered.len() as u64;
             // Frames we encoded ourselves: always valid.
             scan_frames(
                 &mut &buffered[..],
-                buf_start,
+                buffered_start,
                 end,
-                &mut |_, _, seq, payload| {
-                    out.push((seq, payload.to_vec()));
+                &mut |_, _, seq_no, payload| {
+                    records.push((seq_no, payload.to_vec()));
                 },
             )
-            .map_err(|e| io_err(&self.dir, e))?;
+            .map_err(|error| io_error(&self.dir, error))?;
         }
-        Ok(out)
+        Ok(records)
     }
 
     /// Logical bytes of the current generation (header, written and buffered records).
     pub fn current_generation_bytes(&self) -> u64 {
-        let buf = self.buf.lock();
+        let buf = self.buffer.lock();
         buf.start + buf.bytes.len() as u64
     }
 
     /// Total bytes of the kept generation files (logical length, without
     /// preallocation) plus the buffered records.
     pub fn size_in_bytes(&self) -> u64 {
-        let current = self.buf.lock().end().end_offset;
+        let current = self.buffer.lock().end().end_offset;
         self.older_bytes.load(Ordering::Acquire) + current
     }
 
     /// Counters: fsyncs made, records appended and made durable.
     pub fn stats(&self) -> TranslogStats {
-        let records_appended = self.buf.lock().appended;
+        let records_appended = self.buffer.lock().appended;
         TranslogStats {
             fsyncs: self.fsyncs.load(Ordering::Relaxed),
             records_appended,
@@ -970,42 +1014,42 @@ impl Translog {
 
     fn check_failed(&self) -> Result<()> {
         match self.failed.get() {
-            Some(msg) => Err(TranslogError::Failed(msg.clone())),
+            Some(message) => Err(TranslogError::Failed(message.clone())),
             None => Ok(()),
         }
     }
 
     /// Latches the failure and turns it into the error returned to this caller.
     fn latch(&self, what: &str, path: &Path, source: io::Error) -> TranslogError {
-        let msg = format!("{what} failed on {}: {source}", path.display());
-        tracing::error!("translog failed: {msg}");
-        let _ = self.failed.set(msg);
-        io_err(path, source)
+        let message = format!("{what} failed on {}: {source}", path.display());
+        tracing::error!("translog failed: {message}");
+        let _ = self.failed.set(message);
+        io_error(path, source)
     }
 
     /// With the sync lock held: writes and fsyncs everything buffered.
     /// Returns the seq_nos that became durable.
-    fn flush_locked(&self, ss: &mut SyncState) -> Result<Vec<u64>> {
+    fn flush_locked(&self, sync_state: &mut SyncState) -> Result<Vec<u64>> {
         self.check_failed()?;
-        let spare = std::mem::take(&mut ss.spare);
+        let spare = std::mem::take(&mut sync_state.spare);
         let (mut data, seq_nos, generation, start) = {
-            let mut bs = self.buf.lock();
-            if bs.bytes.is_empty() {
-                drop(bs);
-                ss.spare = spare;
+            let mut buffer = self.buffer.lock();
+            if buffer.bytes.is_empty() {
+                drop(buffer);
+                sync_state.spare = spare;
                 return Ok(Vec::new());
             }
-            let data = std::mem::replace(&mut bs.bytes, spare);
-            let seq_nos = std::mem::take(&mut bs.seq_nos);
-            let start = bs.start;
-            bs.start += data.len() as u64;
-            (data, seq_nos, bs.generation, start)
+            let data = std::mem::replace(&mut buffer.bytes, spare);
+            let seq_nos = std::mem::take(&mut buffer.seq_nos);
+            let start = buffer.start;
+            buffer.start += data.len() as u64;
+            (data, seq_nos, buffer.generation, start)
         };
-        self.write_and_sync(ss, generation, start, &data, seq_nos.len())?;
+        self.write_and_sync(sync_state, generation, start, &data, seq_nos.len())?;
         // Keep the allocation for the next swap unless a huge batch grew it.
         if data.capacity() <= 16 << 20 {
             data.clear();
-            ss.spare = data;
+            sync_state.spare = data;
         }
         Ok(seq_nos)
     }
@@ -1014,42 +1058,45 @@ impl Translog {
     /// the new synced offset in the checkpoint (no fsync). Returns the new end.
     fn write_and_sync(
         &self,
-        ss: &mut SyncState,
+        sync_state: &mut SyncState,
         generation: u64,
         start: u64,
         data: &[u8],
         records: usize,
     ) -> Result<u64> {
-        if generation != ss.generation || start != ss.written_end {
-            let msg = format!(
+        if generation != sync_state.generation || start != sync_state.written_end {
+            let message = format!(
                 "internal error: buffer for generation {generation} at {start}, file is generation {} at {}",
-                ss.generation, ss.written_end
+                sync_state.generation, sync_state.written_end
             );
-            let path = ss.path.clone();
-            return Err(self.latch("sync", &path, io::Error::other(msg)));
+            let path = sync_state.path.clone();
+            return Err(self.latch("sync", &path, io::Error::other(message)));
         }
         let end = start + data.len() as u64;
-        ss.preallocate(end);
-        let path = ss.path.clone();
-        ss.file
+        sync_state.preallocate(end);
+        let path = sync_state.path.clone();
+        sync_state
+            .file
             .write_all_at(data, start)
-            .map_err(|e| self.latch("write", &path, e))?;
+            .map_err(|error| self.latch("write", &path, error))?;
         #[cfg(test)]
         if self.fail_next_sync.swap(false, Ordering::AcqRel) {
             return Err(self.latch("fdatasync", &path, io::Error::other("injected failure")));
         }
-        ss.file
+        sync_state
+            .file
             .sync_data()
-            .map_err(|e| self.latch("fdatasync", &path, e))?;
+            .map_err(|error| self.latch("fdatasync", &path, error))?;
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.records_synced
             .fetch_add(records as u64, Ordering::Relaxed);
-        ss.written_end = end;
-        let min = ss.min_generation;
-        let ckp_path = ss.ckp.path.clone();
-        ss.ckp
-            .write(generation, min, end)
-            .map_err(|e| self.latch("checkpoint write", &ckp_path, e))?;
+        sync_state.written_end = end;
+        let min_generation = sync_state.min_generation;
+        let checkpoint_path = sync_state.checkpoint_file.path.clone();
+        sync_state
+            .checkpoint_file
+            .write(generation, min_generation, end)
+            .map_err(|error| self.latch("checkpoint write", &checkpoint_path, error))?;
         *self.durable.lock() = TranslogLocation {
             generation,
             end_offset: end,
@@ -1064,8 +1111,8 @@ impl Translog {
             return;
         }
         let listener = self.listener.read().clone();
-        if let Some(l) = listener {
-            l(seq_nos);
+        if let Some(listener) = listener {
+            listener(seq_nos);
         }
     }
 }
@@ -1091,19 +1138,19 @@ impl ScratchDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let mut last_err = None;
+        let mut last_error = None;
         for _ in 0..16 {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let p = base.join(format!(
+            let path = base.join(format!(
                 "tandem-translog-fuzz-{}-{n}-{nanos}",
                 std::process::id()
             ));
-            match fs::create_dir(&p) {
-                Ok(()) => return Ok(ScratchDir(p)),
-                Err(e) => last_err = Some(e),
+            match fs::create_dir(&path) {
+                Ok(()) => return Ok(ScratchDir(path)),
+                Err(error) => last_error = Some(error),
             }
         }
-        Err(last_err.unwrap_or_else(|| io::Error::other("cannot create a scratch dir")))
+        Err(last_error.unwrap_or_else(|| io::Error::other("cannot create a scratch dir")))
     }
 }
 
@@ -1115,41 +1162,45 @@ impl Drop for ScratchDir {
 
 /// The fuzz body; `Err` describes a broken invariant (for tests).
 fn fuzz_check_in(base: &Path, data: &[u8]) -> std::result::Result<(), String> {
-    let scratch = ScratchDir::new(base).map_err(|e| format!("scratch dir: {e}"))?;
+    let scratch = ScratchDir::new(base).map_err(|error| format!("scratch dir: {error}"))?;
     let dir = scratch.0.as_path();
     for synced in [0, data.len() as u64] {
-        for entry in fs::read_dir(dir).map_err(|e| e.to_string())? {
-            let p = entry.map_err(|e| e.to_string())?.path();
-            fs::remove_file(&p).map_err(|e| e.to_string())?;
+        for entry in fs::read_dir(dir).map_err(|error| error.to_string())? {
+            let path = entry.map_err(|error| error.to_string())?.path();
+            fs::remove_file(&path).map_err(|error| error.to_string())?;
         }
-        fs::write(gen_path(dir, 1), data).map_err(|e| e.to_string())?;
-        let mut ckp = vec![0u8; CKP_FILE_BYTES as usize];
+        fs::write(generation_path(dir, 1), data).map_err(|error| error.to_string())?;
+        let mut checkpoint_bytes = vec![0u8; CKP_FILE_BYTES as usize];
         for counter in [1u64, 2] {
-            let c = Checkpoint {
+            let checkpoint = Checkpoint {
                 counter,
                 generation: 1,
                 min_generation: 1,
                 synced_offset: synced,
             };
-            let off = (c.slot() * CKP_SLOT_STRIDE) as usize;
-            let enc = c.encode();
-            ckp[off..off + enc.len()].copy_from_slice(&enc);
+            let offset = (checkpoint.slot() * CKP_SLOT_STRIDE) as usize;
+            let encoded = checkpoint.encode();
+            checkpoint_bytes[offset..offset + encoded.len()].copy_from_slice(&encoded);
         }
-        fs::write(dir.join(CHECKPOINT_FILE), &ckp).map_err(|e| e.to_string())?;
+        fs::write(dir.join(CHECKPOINT_FILE), &checkpoint_bytes)
+            .map_err(|error| error.to_string())?;
 
-        let Ok((tl, records)) = Translog::open(dir, 1) else {
+        let Ok((translog, records)) = Translog::open(dir, 1) else {
             continue;
         };
-        drop(tl);
-        let (tl, again) = Translog::open(dir, 1).map_err(|e| format!("reopen failed: {e}"))?;
+        drop(translog);
+        let (translog, again) =
+            Translog::open(dir, 1).map_err(|error| format!("reopen failed: {error}"))?;
         if again != records {
             return Err("reopen returned different records".into());
         }
-        let loc = tl.append(u64::MAX, b"fuzz");
-        tl.sync_up_to(loc)
-            .map_err(|e| format!("sync after open failed: {e}"))?;
-        drop(tl);
-        let (_, after) = Translog::open(dir, 1).map_err(|e| format!("reopen failed: {e}"))?;
+        let location = translog.append(u64::MAX, b"fuzz");
+        translog
+            .sync_up_to(location)
+            .map_err(|error| format!("sync after open failed: {error}"))?;
+        drop(translog);
+        let (_, after) =
+            Translog::open(dir, 1).map_err(|error| format!("reopen failed: {error}"))?;
         let mut expected = records;
         expected.push((u64::MAX, b"fuzz".to_vec()));
         if after != expected {

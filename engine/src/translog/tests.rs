@@ -327,7 +327,7 @@ fn preallocated_zero_tail_reads_as_clean_end_of_log() {
     let on_disk = fs::metadata(gen_file(d.path(), 1)).unwrap().len();
     assert!(on_disk >= logical);
     if on_disk == logical {
-        eprintln!("fallocate unsupported here; preallocation not exercised");
+        eprintln!("preallocation unsupported here; not exercised");
     }
     drop(tl);
     let (tl, got) = Translog::open(d.path(), 0).unwrap();
@@ -651,7 +651,7 @@ fn append_batch_returns_location_of_last_record() {
     assert_eq!(empty.end_offset, header_len(UUID));
     let recs: Vec<(u64, &[u8])> = vec![(1, b"one"), (2, b""), (3, b"three")];
     let loc = tl.append_batch(recs.iter().copied());
-    assert_eq!(loc, tl.buf.lock().end());
+    assert_eq!(loc, tl.buffer.lock().end());
     let single = tl.append(4, b"four");
     assert!(single > loc);
     tl.sync_up_to(loc).unwrap();
