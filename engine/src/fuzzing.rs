@@ -21,9 +21,12 @@
 //!   ends with the same live documents and the same history as the leader (invariants 2, 5).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 
 use crate::error::EngineError;
 use crate::mapper::DocumentMapper;
@@ -178,8 +181,8 @@ pub fn decode_actions(data: &[u8]) -> (Vec<Action>, u64) {
 /// invariants listed in the module docs after every action, then checks a follower fed the
 /// resulting history in an order shuffled by `shuffle_seed`. Panics on any violation.
 pub fn run_actions(actions: &[Action], shuffle_seed: u64) {
-    let scratch = ScratchDir::new("engine-ops");
-    let leader_dir = scratch.0.join("leader");
+    let scratch = scratch_dir("engine-ops");
+    let leader_dir = scratch.path().join("leader");
     let mut leader = ShardEngine::create(&leader_dir, mapper(), config(false), PrimaryTerm(1))
         .expect("create the leader shard");
     leader
@@ -201,7 +204,7 @@ pub fn run_actions(actions: &[Action], shuffle_seed: u64) {
     }
     leader.refresh().expect("final refresh");
     model.check(&leader, true);
-    check_follower(&leader, &model, &scratch.0, shuffle_seed);
+    check_follower(&leader, &model, scratch.path(), shuffle_seed);
     leader.close().expect("close the leader");
 }
 
@@ -533,7 +536,7 @@ fn assert_history(changes: &[Arc<Operation>], expected: &[Operation], who: &str)
 /// Feeds the model's history (checked equal to the leader's) to a follower in a shuffled
 /// order, in chunks, with refreshes between some chunks, then all of it again, and compares.
 fn check_follower(leader: &ShardEngine, model: &Model, base: &Path, seed: u64) {
-    let mut rng = SplitMix(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     let dir = base.join("follower");
     let mut follower =
         ShardEngine::create(&dir, mapper(), config(true), PrimaryTerm(1)).expect("create follower");
@@ -542,20 +545,17 @@ fn check_follower(leader: &ShardEngine, model: &Model, base: &Path, seed: u64) {
         .expect("follower lease");
     let msu = leader.max_seq_no_of_updates();
     let mut ops = model.history.clone();
-    for i in (1..ops.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        ops.swap(i, j);
-    }
+    ops.shuffle(&mut rng);
     let mut applied = 0;
     let mut rest = &ops[..];
     while !rest.is_empty() {
-        let size = (1 + rng.below(8) as usize).min(rest.len());
+        let size = rng.random_range(1..=8usize).min(rest.len());
         let (chunk, tail) = rest.split_at(size);
         applied += follower
             .apply_operations(chunk, msu)
             .expect("apply operations");
         // A duplicate of an already applied operation is skipped.
-        let again = rng.below(chunk.len() as u64) as usize;
+        let again = rng.random_range(0..chunk.len());
         assert_eq!(
             follower
                 .apply_operations(&chunk[again..=again], msu)
@@ -563,7 +563,7 @@ fn check_follower(leader: &ShardEngine, model: &Model, base: &Path, seed: u64) {
             0,
             "a duplicate was applied"
         );
-        if rng.below(4) == 0 {
+        if rng.random_ratio(1, 4) {
             follower.refresh().expect("follower refresh");
         }
         rest = tail;
@@ -660,65 +660,17 @@ fn fnv1a(data: &[u8]) -> u64 {
     })
 }
 
-/// SplitMix64: a tiny deterministic generator for the follower's shuffle.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-}
-
-/// A scratch directory removed on drop. Prefers `/dev/shm` (fsyncs are free there, and
+/// A scratch directory, removed when dropped. Prefers `/dev/shm` (fsyncs are free there, and
 /// durability across crashes is not what these runs check), else the system temp dir.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new(label: &str) -> ScratchDir {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let shm = Path::new("/dev/shm");
-        let base = if shm.is_dir() {
-            shm.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        for _ in 0..16 {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = base.join(format!(
-                "tandem-fuzz-{label}-{}-{n}-{nanos}",
-                std::process::id()
-            ));
-            if std::fs::create_dir(&path).is_ok() {
-                return ScratchDir(path);
-            }
+fn scratch_dir(label: &str) -> tempfile::TempDir {
+    let prefix = format!("tandem-fuzz-{label}-");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix);
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = builder.tempdir_in(shm) {
+            return dir;
         }
-        let path = std::env::temp_dir().join(format!(
-            "tandem-fuzz-{label}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&path).expect("create a scratch directory");
-        ScratchDir(path)
     }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    builder.tempdir().expect("create a scratch directory")
 }

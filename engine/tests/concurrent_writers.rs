@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tandem_engine::shard::{DeleteRequest, IndexRequest, ShardConfig, ShardEngine, WriteRequest};
 use tandem_engine::{Durability, PrimaryTerm};
 
@@ -53,13 +55,11 @@ fn latest_operation_of_every_id_survives_concurrent_updates_and_refreshes() {
         .map(|writer| {
             let shard = shard.clone();
             std::thread::spawn(move || {
-                let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ writer as u64;
+                let mut rng = StdRng::seed_from_u64(0x9e37_79b9_7f4a_7c15u64 ^ writer as u64);
                 for _ in 0..bulks {
                     let mut bulk = Vec::new();
                     for _ in 0..3 {
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
+                        let state: u64 = rng.random();
                         let id = format!("id-{}", state % IDS);
                         if state.is_multiple_of(5) {
                             bulk.push(WriteRequest::Delete(DeleteRequest::new(id)));

@@ -1128,42 +1128,13 @@ pub fn fuzz_translog_replay(data: &[u8]) {
     let _ = fuzz_check_in(&std::env::temp_dir(), data);
 }
 
-/// A directory removed on drop.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new(base: &Path) -> io::Result<ScratchDir> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let mut last_error = None;
-        for _ in 0..16 {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = base.join(format!(
-                "tandem-translog-fuzz-{}-{n}-{nanos}",
-                std::process::id()
-            ));
-            match fs::create_dir(&path) {
-                Ok(()) => return Ok(ScratchDir(path)),
-                Err(error) => last_error = Some(error),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| io::Error::other("cannot create a scratch dir")))
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The fuzz body; `Err` describes a broken invariant (for tests).
 fn fuzz_check_in(base: &Path, data: &[u8]) -> std::result::Result<(), String> {
-    let scratch = ScratchDir::new(base).map_err(|error| format!("scratch dir: {error}"))?;
-    let dir = scratch.0.as_path();
+    let scratch = tempfile::Builder::new()
+        .prefix("tandem-translog-fuzz-")
+        .tempdir_in(base)
+        .map_err(|error| format!("scratch dir: {error}"))?;
+    let dir = scratch.path();
     for synced in [0, data.len() as u64] {
         for entry in fs::read_dir(dir).map_err(|error| error.to_string())? {
             let path = entry.map_err(|error| error.to_string())?.path();

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use super::format::{encode_header, header_len, Checkpoint, CKP_SLOT_BYTES, CKP_SLOT_STRIDE};
 use super::*;
@@ -661,22 +663,13 @@ fn append_batch_returns_location_of_last_record() {
     assert_eq!(got[2], (3, b"three".to_vec()));
 }
 
-/// Deterministic xorshift generator for the fuzz tests.
-struct Rng(u64);
+/// A uniform number in `0..n` (0 when `n` is 0).
+fn below(rng: &mut StdRng, n: u64) -> u64 {
+    rng.random_range(0..n.max(1))
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
+fn random_bytes(rng: &mut StdRng, n: usize) -> Vec<u8> {
+    (0..n).map(|_| rng.random::<u8>()).collect()
 }
 
 fn fuzz_base() -> tempfile::TempDir {
@@ -686,22 +679,22 @@ fn fuzz_base() -> tempfile::TempDir {
 #[test]
 fn fuzz_random_inputs_never_panic_or_break_invariants() {
     let base = fuzz_base();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = StdRng::seed_from_u64(0x9e37_79b9_7f4a_7c15);
     let header = encode_header(1, UUID);
     for i in 0..3000 {
-        let len = rng.below(300) as usize;
+        let len = below(&mut rng, 300) as usize;
         let mut data = if i % 2 == 0 {
             header.clone()
         } else {
             Vec::new()
         };
-        data.extend(rng.bytes(len));
+        data.extend(random_bytes(&mut rng, len));
         if i % 5 == 0 {
             // Plausible length fields, including huge ones.
-            let l = [0u32, 7, 8, 20, 1 << 30, u32::MAX][rng.below(6) as usize];
+            let l = [0u32, 7, 8, 20, 1 << 30, u32::MAX][below(&mut rng, 6) as usize];
             data.extend_from_slice(&l.to_le_bytes());
-            let n = rng.below(40) as usize;
-            data.extend(rng.bytes(n));
+            let n = below(&mut rng, 40) as usize;
+            data.extend(random_bytes(&mut rng, n));
         }
         fuzz_check_in(base.path(), &data).unwrap_or_else(|e| panic!("input {i}: {e}"));
     }
@@ -724,34 +717,34 @@ fn fuzz_mutations_of_a_valid_file_never_panic_or_break_invariants() {
     fuzz_check_in(d.path(), &valid).unwrap();
 
     let base = fuzz_base();
-    let mut rng = Rng(42);
+    let mut rng = StdRng::seed_from_u64(42);
     for i in 0..2000 {
         let mut data = valid.clone();
-        for _ in 0..1 + rng.below(3) {
-            match rng.below(6) {
+        for _ in 0..1 + below(&mut rng, 3) {
+            match below(&mut rng, 6) {
                 0 => {
-                    let at = rng.below(data.len() as u64) as usize;
+                    let at = below(&mut rng, data.len() as u64) as usize;
                     if let Some(b) = data.get_mut(at) {
-                        *b ^= 1 << rng.below(8);
+                        *b ^= 1 << below(&mut rng, 8);
                     }
                 }
-                1 => data.truncate(rng.below(data.len() as u64 + 1) as usize),
+                1 => data.truncate(below(&mut rng, data.len() as u64 + 1) as usize),
                 2 => {
-                    let at = rng.below(data.len() as u64 + 1) as usize;
-                    let n = 1 + rng.below(20) as usize;
-                    let ins = rng.bytes(n);
+                    let at = below(&mut rng, data.len() as u64 + 1) as usize;
+                    let n = 1 + below(&mut rng, 20) as usize;
+                    let ins = random_bytes(&mut rng, n);
                     data.splice(at..at, ins);
                 }
                 3 => {
-                    let at = rng.below(data.len() as u64) as usize;
+                    let at = below(&mut rng, data.len() as u64) as usize;
                     let end = (at + 4).min(data.len());
-                    let big = [u32::MAX, 1 << 28, 0][rng.below(3) as usize].to_le_bytes();
+                    let big = [u32::MAX, 1 << 28, 0][below(&mut rng, 3) as usize].to_le_bytes();
                     data[at..end].copy_from_slice(&big[..end - at]);
                 }
-                4 => data.extend(vec![0u8; rng.below(100) as usize]),
+                4 => data.extend(vec![0u8; below(&mut rng, 100) as usize]),
                 _ => {
-                    let a = rng.below(data.len() as u64) as usize;
-                    let b = (a + rng.below(40) as usize).min(data.len());
+                    let a = below(&mut rng, data.len() as u64) as usize;
+                    let b = (a + below(&mut rng, 40) as usize).min(data.len());
                     let chunk = data[a..b].to_vec();
                     data.extend(chunk);
                 }
