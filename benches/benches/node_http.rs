@@ -86,7 +86,7 @@ use tandem_benches::{
     shared_cache_slowdown, spawn_twins, temp_dir, CheckpointSampler, CoreTimes, Workload, SEED,
 };
 use tandem_engine::index::Index;
-use tandem_engine::shard::commit_point::PinnedCommit;
+use tandem_engine::shard::PinnedCommit;
 use tandem_engine::shard::WriteRequest;
 use tandem_node::config::NodeConfig;
 use tandem_node::server::RunningNode;

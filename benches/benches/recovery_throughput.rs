@@ -31,7 +31,7 @@ use tandem_benches::{
     flush_dirty_pages, temp_dir,
 };
 use tandem_engine::index::Index;
-use tandem_engine::mapper::DocumentMapper;
+use tandem_engine::mapping::DocumentMapper;
 use tandem_engine::ShardConfig;
 use tandem_recovery::{
     InProcessLeaderClient, LeaderClient, RecoveryRequest, RecoverySettings, RecoverySource,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tandem_engine::mapper::DocumentMapper;
+use tandem_engine::mapping::DocumentMapper;
 use tandem_engine::mapping::Mappings;
 use tandem_engine::shard::{IndexRequest, WriteRequest};
 use tandem_engine::{PrimaryTerm, ShardConfig, ShardEngine};

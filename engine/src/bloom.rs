@@ -80,11 +80,6 @@ impl IdBloomFilter {
         self.probes(key)
             .all(|bit| self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
     }
-
-    /// Memory held, in bytes.
-    pub fn size_in_bytes(&self) -> usize {
-        self.words.len() * 8
-    }
 }
 
 #[cfg(test)]

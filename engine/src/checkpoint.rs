@@ -227,6 +227,7 @@ impl LocalCheckpointTracker {
     }
 
     /// Number of allocated pages (for tests and stats).
+    #[cfg(test)]
     pub fn pending_pages(&self) -> usize {
         self.processed.pages.len() + self.persisted.pages.len()
     }

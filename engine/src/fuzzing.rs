@@ -29,12 +29,17 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::error::EngineError;
-use crate::mapper::DocumentMapper;
-use crate::mapping::Mappings;
+use crate::mapping::{DocumentMapper, Mappings};
 use crate::shard::{
     DeleteRequest, Durability, IndexRequest, ShardConfig, ShardEngine, WriteOutcome,
 };
 use crate::types::{Operation, OperationKind, PrimaryTerm, SeqNo};
+
+/// The translog and its record encoding, for tests that build [`translog_replay`] inputs
+/// (seed corpora) through the real write path.
+pub use crate::record::encode_translog_payload;
+/// See [`encode_translog_payload`].
+pub use crate::translog::{Translog, TranslogLocation, MAX_RECORD_BYTES};
 
 /// Most actions [`decode_actions`] produces from one input.
 pub const MAX_ACTIONS: usize = 64;
@@ -51,7 +56,7 @@ pub const MAX_FORCE_MERGES: usize = 8;
 pub const RETAIN_ALL_LEASE: &str = "retain-all";
 
 /// Fuzz body of the `translog_replay` target: `data` is written as a translog generation file
-/// and opened (see [`crate::translog::fuzz_translog_replay`]). Never panics on any input unless
+/// and opened (see `translog::fuzz_translog_replay`). Never panics on any input unless
 /// the translog breaks one of its own guarantees.
 pub fn translog_replay(data: &[u8]) {
     crate::translog::fuzz_translog_replay(data);

@@ -18,8 +18,7 @@ use tantivy::collector::{Count, TopDocs};
 
 use crate::durable_file;
 use crate::error::{EngineError, Result};
-use crate::mapper::{DocumentMapper, MappingListener};
-use crate::mapping::Mappings;
+use crate::mapping::{DocumentMapper, MappingListener, Mappings};
 use crate::shard::{
     DeleteRequest, Durability, GetResult, IndexRequest, ShardConfig, ShardEngine, WriteRequest,
     WriteResult,

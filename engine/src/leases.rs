@@ -46,7 +46,7 @@ pub struct RetentionLeases {
 
 impl RetentionLeases {
     /// Adds a lease. Fails if one with the same id exists.
-    pub fn add(
+    pub(crate) fn add(
         &mut self,
         id: &str,
         retaining_seq_no: SeqNo,
@@ -73,7 +73,7 @@ impl RetentionLeases {
     /// Renews a lease: refreshes its timestamp and raises its retaining sequence number. A
     /// renewal never moves the retaining sequence number backwards (that would promise history
     /// that may already be gone): asking for a lower one is an error.
-    pub fn renew(
+    pub(crate) fn renew(
         &mut self,
         id: &str,
         retaining_seq_no: SeqNo,
@@ -100,7 +100,7 @@ impl RetentionLeases {
     }
 
     /// Removes a lease. Fails if it does not exist.
-    pub fn remove(&mut self, id: &str) -> Result<RetentionLease> {
+    pub(crate) fn remove(&mut self, id: &str) -> Result<RetentionLease> {
         let Some(lease) = self.leases.remove(id) else {
             return Err(EngineError::RetentionLease(format!(
                 "retention lease with ID [{id}] not found"
@@ -112,7 +112,7 @@ impl RetentionLeases {
 
     /// Removes every lease last renewed more than `period_millis` before `now_millis`;
     /// returns the removed ones.
-    pub fn expire(&mut self, now_millis: u64, period_millis: u64) -> Vec<RetentionLease> {
+    pub(crate) fn expire(&mut self, now_millis: u64, period_millis: u64) -> Vec<RetentionLease> {
         let expired: Vec<String> = self
             .leases
             .values()
@@ -138,7 +138,7 @@ impl RetentionLeases {
     }
 
     /// Loads the leases file of `dir`; an absent file means no leases.
-    pub fn load(dir: &Path) -> Result<RetentionLeases> {
+    pub(crate) fn load(dir: &Path) -> Result<RetentionLeases> {
         let path = dir.join(RETENTION_LEASES_FILE);
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| EngineError::Corrupted {
@@ -153,7 +153,7 @@ impl RetentionLeases {
     }
 
     /// Persists the leases into `dir` atomically.
-    pub fn persist(&self, dir: &Path) -> Result<()> {
+    pub(crate) fn persist(&self, dir: &Path) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|error| {
             EngineError::InvalidArgument(format!("cannot encode retention leases: {error}"))
         })?;

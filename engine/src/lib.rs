@@ -6,38 +6,52 @@
 //! retention lets them go, and a *changes API* serves every operation of a sequence-number range
 //! in order.
 //!
-//! - [`shard::ShardEngine`]: one shard (tantivy index + translog + checkpoints + leases).
-//! - [`index::Index`]: N shards with settings, mappings, routing and search.
+//! The public surface, one module per noun an embedder works with:
+//!
+//! - [`shard`]: [`ShardEngine`], one shard (tantivy index + translog + checkpoints + leases):
+//!   writes, reads, the changes API, retention leases, pinned commits for file-based recovery.
+//! - [`index`]: [`Index`], N shards with settings, mappings, routing and search.
+//! - [`indices`]: [`Indices`], the indices of a data directory, by name.
+//! - [`mapping`]: mappings, the tantivy schema built from them, and the
+//!   [`DocumentMapper`](mapping::DocumentMapper) an index's shards share.
 //! - [`durable_file`]: atomic replace of state files and durable directories, for every crate.
-//! - [`translog`]: the write-ahead log; [`checkpoint`]: the local checkpoint tracker;
-//!   [`leases`]: retention leases; [`merge`]: the retention-aware merge policy;
-//!   [`history`]: reading history out of segments; [`mapping`]: mappings and schema;
-//!   [`units`]: Elasticsearch time values and byte sizes.
+//! - [`units`]: Elasticsearch time values and byte sizes.
+//! - At the root: the operation types ([`SeqNo`], [`PrimaryTerm`], [`Operation`], …) and the
+//!   error types [`EngineError`] and [`TranslogError`].
+//! - `fuzzing` (with the `fuzzing` feature): the bodies of the fuzz targets in `fuzz/`.
+//!
+//! Everything else (the translog, the checkpoint tracker, the version map, history reading, the
+//! merge policy, the Bloom filters) is implementation and private to the crate.
 //!
 //! The invariants this crate keeps are listed in `DESIGN.md` §7 and referred to by number
 //! where they are enforced.
 
 #![warn(missing_docs)]
+#![warn(unnameable_types)]
 
-pub mod bloom;
-pub mod checkpoint;
 pub mod durable_file;
-pub mod error;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-pub mod history;
 pub mod index;
 pub mod indices;
-pub mod leases;
-pub mod mapper;
 pub mod mapping;
-pub mod merge;
-pub mod record;
 pub mod shard;
-pub mod translog;
-pub mod types;
 pub mod units;
-pub mod version_map;
+
+mod bloom;
+mod checkpoint;
+mod error;
+mod history;
+mod leases;
+mod merge;
+mod record;
+mod translog;
+mod types;
+mod version_map;
 
 pub use error::{EngineError, Result};
+pub use index::Index;
+pub use indices::Indices;
 pub use shard::{Durability, ShardConfig, ShardEngine};
+pub use translog::TranslogError;
 pub use types::{OpType, Operation, OperationKind, PrimaryTerm, SeqNo, SharedOperation};

@@ -119,7 +119,8 @@ impl LiveVersionMap {
             .collect()
     }
 
-    /// Number of ids held (both generations), for stats.
+    /// Number of ids held (both generations).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.stripes
             .iter()
@@ -128,11 +129,6 @@ impl LiveVersionMap {
                 stripe.current.len() + stripe.refreshing.as_ref().map_or(0, HashMap::len)
             })
             .sum()
-    }
-
-    /// True when no id is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -155,13 +151,11 @@ impl LockedStripes<'_> {
 pub struct Tail {
     current: BTreeMap<i64, SharedOperation>,
     refreshing: BTreeMap<i64, SharedOperation>,
-    bytes: usize,
 }
 
 impl Tail {
     /// Adds an operation.
     pub fn insert(&mut self, operation: SharedOperation) {
-        self.bytes += operation.size_in_bytes();
         self.current.insert(operation.seq_no.0, operation);
     }
 
@@ -174,7 +168,6 @@ impl Tail {
     /// Ends a refresh: operations of the refreshing generation are in the reader now. Returns
     /// them, for the caller to drop outside its locks.
     pub fn end_refresh(&mut self) -> BTreeMap<i64, SharedOperation> {
-        self.bytes = self.current.values().map(|op| op.size_in_bytes()).sum();
         std::mem::take(&mut self.refreshing)
     }
 
@@ -189,16 +182,6 @@ impl Tail {
     /// Number of operations held.
     pub fn len(&self) -> usize {
         self.current.len() + self.refreshing.len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Approximate bytes held by the current generation.
-    pub fn size_in_bytes(&self) -> usize {
-        self.bytes
     }
 }
 

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use tandem_engine::shard::commit_point::{checksum_file, footer_checksum};
+use tandem_engine::shard::{checksum_file, footer_checksum};
 use tandem_engine::shard::{ChecksumKind, DeleteRequest, PinnedCommit, ShardEngine};
 use tandem_engine::{EngineError, SeqNo};
 

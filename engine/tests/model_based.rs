@@ -482,8 +482,7 @@ fn engine_ops_seeds() -> Vec<(&'static str, Vec<u8>)> {
 /// A valid translog generation file with a few records of every kind, written through the
 /// `Translog` API (truncated to its logical end: the current generation is preallocated).
 fn valid_translog_generation(records: usize) -> Vec<u8> {
-    use tandem_engine::record::encode_translog_payload;
-    use tandem_engine::translog::Translog;
+    use tandem_engine::fuzzing::{encode_translog_payload, Translog};
     use tandem_engine::{OperationKind, PrimaryTerm};
 
     let dir = tempfile::tempdir().unwrap();

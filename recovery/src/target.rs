@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_engine::durable_file::{self, DurableFileError};
-use tandem_engine::mapper::DocumentMapper;
-use tandem_engine::shard::commit_point::{checksum_file, checksum_file_from_ranges, META_FILE};
+use tandem_engine::mapping::DocumentMapper;
+use tandem_engine::shard::{checksum_file, checksum_file_from_ranges, META_FILE};
 use tandem_engine::shard::{CommitFileInfo, RangeChecksum};
 use tandem_engine::{SeqNo, ShardConfig, ShardEngine};
 use tokio::task::JoinSet;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use tandem_engine::shard::commit_point::{MANAGED_FILE, META_FILE};
+use tandem_engine::shard::{MANAGED_FILE, META_FILE};
 use tandem_engine::SeqNo;
 use tandem_recovery::{
     LeaderClient, RecoveryError, RecoverySettings, RecoveryStage, RecoveryTarget,

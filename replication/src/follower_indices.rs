@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use std::time::Duration;
 use tandem_engine::index::{Index, IndexMetadata, IndexSettings};
 use tandem_engine::indices::Indices;
-use tandem_engine::mapper::DocumentMapper;
+use tandem_engine::mapping::DocumentMapper;
 use tandem_engine::SeqNo;
 use tandem_recovery::client::{LeaderClient, ShardChangesRequest, ShardId};
 use tandem_recovery::error::LeaderError;

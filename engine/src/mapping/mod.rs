@@ -2,6 +2,8 @@
 //!
 //! This module translates between the Elasticsearch index model and tantivy:
 //!
+//! * [`DocumentMapper`]: an index's mappings shared by its shards, turning a JSON `_source`
+//!   into a tantivy document and growing the mappings with dynamic fields.
 //! * [`Mappings`]: the Elasticsearch view of an index's fields (`PUT index`,
 //!   `PUT _mapping`, `GET _mapping`), serializable so the engine can persist it.
 //! * [`IndexSchema`]: the tantivy schema built once, at index creation, from the
@@ -23,6 +25,7 @@ mod date;
 mod document;
 mod dsl;
 mod error;
+mod mapper;
 mod mappings;
 mod query;
 mod schema;
@@ -33,6 +36,7 @@ mod tests;
 pub use document::ParsedDocument;
 pub use dsl::{MAX_CLAUSE_COUNT, MAX_QUERY_DEPTH};
 pub use error::{DocumentError, MappingError, QueryError};
+pub use mapper::{DocumentMapper, MappingListener};
 pub use mappings::{Dynamic, FieldType, Mappings};
 pub use schema::IndexSchema;
 

@@ -34,7 +34,7 @@ use super::{INDEX_DIR, TRANSLOG_DIR};
 use crate::durable_file;
 use crate::error::{EngineError, Result};
 use crate::leases::RetentionLeases;
-use crate::mapper::DocumentMapper;
+use crate::mapping::DocumentMapper;
 use crate::translog::Translog;
 use crate::types::SeqNo;
 

@@ -21,14 +21,14 @@
 //! lock) while they apply an operation; a refresh takes the `batches` write lock only to fix
 //! its payload and take the tantivy writer, so a commit always holds exactly the operations
 //! whose processing finished by then, and writes go on while tantivy finishes the commit (their
-//! batches are parked, see [`writer_slot`]). Translog fsyncs happen after the locks are
+//! batches are parked, see `writer_slot.rs`). Translog fsyncs happen after the locks are
 //! released, so concurrent writers share them (group commit).
 
 mod changes;
-pub mod commit_point;
+mod commit_point;
 mod refresh;
 mod write;
-pub mod writer_slot;
+mod writer_slot;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -48,17 +48,18 @@ use tantivy::{IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher};
 use crate::checkpoint::LocalCheckpointTracker;
 use crate::error::{EngineError, Result};
 use crate::history::HistoryCache;
-use crate::leases::{RetentionLease, RetentionLeases};
-use crate::mapper::DocumentMapper;
+use crate::mapping::DocumentMapper;
 use crate::translog::Translog;
 use crate::types::{PrimaryTerm, SeqNo};
 use crate::version_map::{LiveVersionMap, Tail};
 use writer_slot::{ShardWriter, WriterSlot};
 
+pub use crate::leases::{RetentionLease, RetentionLeases};
 pub use changes::{ShardChangesRequest, ShardChangesResponse};
 pub use commit_point::{
-    ChecksumKind, CommitFileInfo, FileChecksums, PinnedCommit, PinnedFile, RangeChecksum,
-    FOLLOWER_MARKER_FILE,
+    checksum_file, checksum_file_from_ranges, footer_checksum, ChecksumKind, CommitFileInfo,
+    FileChecksums, PinnedCommit, PinnedFile, RangeChecksum, FOLLOWER_MARKER_FILE, MANAGED_FILE,
+    META_FILE,
 };
 pub use write::{
     DeleteRequest, GetResult, IndexRequest, WriteOutcome, WriteRequest, WriteResult, APPLY_CHUNK,

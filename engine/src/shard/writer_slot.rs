@@ -139,6 +139,7 @@ impl IndexingQueue {
     }
 
     /// Documents reserved and not yet released.
+    #[cfg(test)]
     pub fn queued(&self) -> usize {
         *self.queued.lock()
     }
@@ -224,6 +225,7 @@ impl WriterSlot {
     }
 
     /// Documents reserved in the indexing queue and not yet indexed.
+    #[cfg(test)]
     pub fn queued_documents(&self) -> usize {
         self.queue.queued()
     }

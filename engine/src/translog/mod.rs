@@ -101,11 +101,14 @@ mod format;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+use format::scan_frames;
 use format::{
-    encode_frame, encode_header, frame_prefix, header_len, push_frame, read_checkpoint,
-    read_header, scan_file, scan_frames, Checkpoint, StopKind, CKP_FILE_BYTES, CKP_SLOT_STRIDE,
-    MAX_UUID_BYTES,
+    encode_frame, encode_header, header_len, read_checkpoint, read_header, scan_file, Checkpoint,
+    StopKind, CKP_FILE_BYTES, CKP_SLOT_STRIDE, MAX_UUID_BYTES,
 };
+#[cfg(any(test, feature = "fuzzing"))]
+use format::{frame_prefix, push_frame};
 
 /// Largest payload a single record may carry (64 MiB). A frame's `len` field
 /// is at most `8 + MAX_RECORD_BYTES`; anything larger is treated as invalid.
@@ -166,8 +169,9 @@ impl From<DurableFileError> for TranslogError {
 pub type Result<T> = std::result::Result<T, TranslogError>;
 
 /// Counters for tests and stats.
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TranslogStats {
+pub(crate) struct TranslogStats {
     /// `fdatasync` calls made by group commits (one per batch written).
     pub fsyncs: u64,
     /// Records appended since this `Translog` was created or opened.
@@ -700,11 +704,13 @@ impl Translog {
     }
 
     /// Generation new appends go to.
+    #[cfg(test)]
     pub fn current_generation(&self) -> u64 {
         self.current_generation.load(Ordering::Acquire)
     }
 
     /// Oldest generation still kept.
+    #[cfg(test)]
     pub fn min_generation(&self) -> u64 {
         self.min_generation.load(Ordering::Acquire)
     }
@@ -716,6 +722,7 @@ impl Translog {
     /// # Panics
     ///
     /// If `payload` is longer than [`MAX_RECORD_BYTES`].
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn append(&self, seq_no: u64, payload: &[u8]) -> TranslogLocation {
         assert!(
             payload.len() <= MAX_RECORD_BYTES,
@@ -927,6 +934,7 @@ impl Translog {
 
     /// Reads every record of generations `>= from_generation`: the part on
     /// disk plus the records still buffered, in log order.
+    #[cfg(test)]
     pub fn read_from(&self, from_generation: u64) -> Result<Vec<(u64, Vec<u8>)>> {
         let sync_state = self.sync.lock();
         self.check_failed()?;
@@ -989,12 +997,6 @@ impl Translog {
         Ok(records)
     }
 
-    /// Logical bytes of the current generation (header, written and buffered records).
-    pub fn current_generation_bytes(&self) -> u64 {
-        let buf = self.buffer.lock();
-        buf.start + buf.bytes.len() as u64
-    }
-
     /// Total bytes of the kept generation files (logical length, without
     /// preallocation) plus the buffered records.
     pub fn size_in_bytes(&self) -> u64 {
@@ -1003,7 +1005,8 @@ impl Translog {
     }
 
     /// Counters: fsyncs made, records appended and made durable.
-    pub fn stats(&self) -> TranslogStats {
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> TranslogStats {
         let records_appended = self.buffer.lock().appended;
         TranslogStats {
             fsyncs: self.fsyncs.load(Ordering::Relaxed),
@@ -1124,11 +1127,13 @@ impl Translog {
 /// recovered translog accepts and durably stores a new record. Never panics,
 /// never hangs, and allocates at most about the input size (length fields are
 /// checked against the bytes actually present).
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn fuzz_translog_replay(data: &[u8]) {
     let _ = fuzz_check_in(&std::env::temp_dir(), data);
 }
 
 /// The fuzz body; `Err` describes a broken invariant (for tests).
+#[cfg(any(test, feature = "fuzzing"))]
 fn fuzz_check_in(base: &Path, data: &[u8]) -> std::result::Result<(), String> {
     let scratch = tempfile::Builder::new()
         .prefix("tandem-translog-fuzz-")

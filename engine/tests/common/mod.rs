@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tandem_engine::mapper::DocumentMapper;
+use tandem_engine::mapping::DocumentMapper;
 use tandem_engine::mapping::Mappings;
 use tandem_engine::shard::{IndexRequest, ShardConfig, ShardEngine};
 use tandem_engine::{Durability, PrimaryTerm, SeqNo};

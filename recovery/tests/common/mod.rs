@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tandem_engine::index::{Index, IndexMetadata};
-use tandem_engine::mapper::DocumentMapper;
+use tandem_engine::mapping::DocumentMapper;
 use tandem_engine::shard::{DeleteRequest, IndexRequest};
 use tandem_engine::{Durability, SeqNo, ShardConfig, ShardEngine};
 use tandem_recovery::{
