@@ -8,7 +8,12 @@ use crate::translog::TranslogError;
 use crate::types::{PrimaryTerm, SeqNo};
 
 /// Errors returned by the engine.
+///
+/// I/O failures ([`Io`](Self::Io), [`Translog`](Self::Translog)) and corruption
+/// ([`Corrupted`](Self::Corrupted)) are the server's fault, never the request's: their
+/// [`status`](Self::status) is 500.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// An I/O error on a file of the engine.
     #[error("I/O error on {path}: {source}")]
@@ -27,9 +32,19 @@ pub enum EngineError {
         /// What is wrong.
         reason: String,
     },
-    /// The translog failed.
+    /// The translog failed (I/O or corruption of its files).
     #[error(transparent)]
     Translog(#[from] TranslogError),
+    /// A state of the engine (commit payload, index metadata, retention leases) could not be
+    /// encoded as JSON. Every such state serializes, so this is a bug, not a bad request.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// tantivy failed.
     #[error("index error ({context}): {source}")]
     Index {
@@ -139,6 +154,20 @@ impl EngineError {
         EngineError::Index { context, source }
     }
 
+    /// tantivy reports failures to open or read a directory with its own types, holding the
+    /// `io::Error` behind an `Arc`; they are I/O errors on `dir`, with tantivy's error kept as
+    /// the source.
+    pub(crate) fn directory(
+        dir: impl Into<PathBuf>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        EngineError::io(dir, std::io::Error::other(source))
+    }
+
+    pub(crate) fn encode(what: &'static str, source: serde_json::Error) -> Self {
+        EngineError::Encode { what, source }
+    }
+
     /// The HTTP status Elasticsearch would answer with.
     pub fn status(&self) -> u16 {
         match self {
@@ -178,5 +207,75 @@ impl EngineError {
             | EngineError::Translog(TranslogError::Corrupted { .. }) => "corrupt_index_exception",
             _ => "engine_exception",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+    use std::io;
+
+    use super::*;
+
+    fn io_error() -> EngineError {
+        EngineError::io("shard/index", io::Error::other("disk failed"))
+    }
+
+    fn corrupted() -> EngineError {
+        EngineError::Corrupted {
+            path: "shard/index/meta.json".into(),
+            reason: "invalid commit payload".into(),
+        }
+    }
+
+    fn translog_io() -> EngineError {
+        EngineError::Translog(TranslogError::Io {
+            path: "shard/translog".into(),
+            source: io::Error::other("disk failed"),
+        })
+    }
+
+    fn translog_corrupted() -> EngineError {
+        EngineError::Translog(TranslogError::Corrupted {
+            path: "shard/translog/translog-1.tlog".into(),
+            offset: 8,
+            reason: "frame checksum mismatch".into(),
+        })
+    }
+
+    fn encode() -> EngineError {
+        let source = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        EngineError::encode("index metadata", source)
+    }
+
+    #[test]
+    fn io_corruption_and_encoding_failures_are_server_errors_not_bad_requests() {
+        for error in [
+            io_error(),
+            corrupted(),
+            translog_io(),
+            translog_corrupted(),
+            encode(),
+        ] {
+            assert_eq!(error.status(), 500, "{error}");
+            assert_ne!(error.type_name(), "illegal_argument_exception", "{error}");
+        }
+    }
+
+    #[test]
+    fn corruption_is_reported_as_corruption() {
+        assert_eq!(corrupted().type_name(), "corrupt_index_exception");
+        assert_eq!(translog_corrupted().type_name(), "corrupt_index_exception");
+        assert_eq!(io_error().type_name(), "engine_exception");
+    }
+
+    #[test]
+    fn io_errors_keep_the_io_error_as_their_source() {
+        let error = io_error();
+        let source = error.source().expect("an I/O error has a source");
+        assert!(source.downcast_ref::<io::Error>().is_some(), "{source:?}");
+        let directory = EngineError::directory("shard/index", io::Error::other("not a directory"));
+        assert!(matches!(directory, EngineError::Io { .. }));
+        assert_eq!(directory.status(), 500);
     }
 }

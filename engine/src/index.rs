@@ -364,7 +364,7 @@ fn metadata_listener(dir: PathBuf, metadata: Arc<RwLock<IndexMetadata>>) -> Mapp
 
 fn persist_metadata(dir: &Path, metadata: &IndexMetadata) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(metadata)
-        .map_err(|e| EngineError::InvalidArgument(format!("cannot encode index metadata: {e}")))?;
+        .map_err(|e| EngineError::encode("index metadata", e))?;
     durable_file::replace_atomically(&dir.join(INDEX_METADATA_FILE), &bytes)?;
     Ok(())
 }
@@ -945,6 +945,25 @@ mod tests {
             settings
         );
         assert!(IndexSettings::from_es_json(&serde_json::json!({"routing.bogus": 1})).is_err());
+    }
+
+    #[test]
+    fn corrupted_index_metadata_is_a_corruption_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(INDEX_METADATA_FILE);
+        std::fs::write(&path, br#"{"name": "logs", "settings": "#).unwrap();
+        for result in [
+            Index::read_metadata(dir.path()).map(|_| ()),
+            Index::open(dir.path()).map(|_| ()),
+        ] {
+            let error = result.expect_err("the metadata is not JSON");
+            assert!(
+                matches!(&error, EngineError::Corrupted { path: reported, .. } if *reported == path),
+                "{error:?}"
+            );
+            assert_eq!(error.status(), 500);
+            assert_eq!(error.type_name(), "corrupt_index_exception");
+        }
     }
 
     #[test]

@@ -154,9 +154,8 @@ impl RetentionLeases {
 
     /// Persists the leases into `dir` atomically.
     pub(crate) fn persist(&self, dir: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|error| {
-            EngineError::InvalidArgument(format!("cannot encode retention leases: {error}"))
-        })?;
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|error| EngineError::encode("retention leases", error))?;
         durable_file::replace_atomically(&dir.join(RETENTION_LEASES_FILE), &bytes)?;
         Ok(())
     }

@@ -174,6 +174,21 @@ fn follower_refuses_direct_writes_until_promoted() {
 }
 
 #[test]
+fn a_shard_index_directory_that_cannot_be_opened_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let index_dir = dir.path().join("index");
+    std::fs::write(&index_dir, b"a file where the index directory belongs").unwrap();
+    let Err(error) = tandem_engine::ShardEngine::open(dir.path(), mapper(), manual_config()) else {
+        panic!("a file is not a shard's index directory");
+    };
+    assert!(
+        matches!(&error, EngineError::Io { path, .. } if *path == index_dir),
+        "{error:?}"
+    );
+    assert_eq!(error.status(), 500, "{error}");
+}
+
+#[test]
 fn async_durability_acks_before_fsync_and_syncs_on_interval() {
     use std::time::Duration;
     use tandem_engine::{Durability, ShardConfig, ShardEngine};

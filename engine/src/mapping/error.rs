@@ -4,6 +4,7 @@ use super::mappings::FieldType;
 
 /// An invalid mapping definition or mapping update.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MappingError {
     /// The mapping body (or a part of it) does not have the expected JSON shape.
     #[error("invalid mapping for [{field}]: {reason}")]
@@ -51,6 +52,7 @@ pub enum MappingError {
 
 /// A document that cannot be indexed with the current mappings.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DocumentError {
     /// The source is not valid JSON.
     #[error("failed to parse document source: {0}")]
@@ -96,6 +98,7 @@ pub enum DocumentError {
 
 /// A query string that cannot be turned into a query.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum QueryError {
     /// The query string is not valid query-string syntax.
     #[error("failed to parse query [{query}]: {message}")]

@@ -230,8 +230,8 @@ impl ShardEngine {
         config: ShardConfig,
     ) -> Result<ShardEngine> {
         let index_dir = dir.join(INDEX_DIR);
-        let directory = MmapDirectory::open(&index_dir)
-            .map_err(|e| EngineError::InvalidArgument(format!("cannot open {index_dir:?}: {e}")))?;
+        let directory =
+            MmapDirectory::open(&index_dir).map_err(|e| EngineError::directory(&index_dir, e))?;
         let index = tantivy::Index::open(directory)
             .map_err(|e| EngineError::index("opening the copied commit", e))?;
         let copied = read_payload(&index, &index_dir)?;
@@ -306,9 +306,10 @@ fn pin_once(
     let floor = min_retained_seq_no();
     if floor > payload.min_retained_seq_no {
         payload.min_retained_seq_no = floor;
-        meta.payload = Some(serde_json::to_string(&payload).map_err(|e| {
-            EngineError::InvalidArgument(format!("cannot encode the commit payload: {e}"))
-        })?);
+        meta.payload = Some(
+            serde_json::to_string(&payload)
+                .map_err(|e| EngineError::encode("the commit payload", e))?,
+        );
     }
     let names = commit_segment_files(&meta);
     let mut files = Vec::with_capacity(names.len() + 2);
@@ -316,11 +317,11 @@ fn pin_once(
         files.push(pin_segment_file(index_dir, name)?);
     }
     let managed: BTreeSet<&String> = names.iter().collect();
-    let managed_json = serde_json::to_vec(&managed)
-        .map_err(|e| EngineError::InvalidArgument(format!("cannot encode {MANAGED_FILE}: {e}")))?;
+    let managed_json =
+        serde_json::to_vec(&managed).map_err(|e| EngineError::encode(MANAGED_FILE, e))?;
     files.push(owned_file(MANAGED_FILE, managed_json));
-    let mut meta_json = serde_json::to_vec_pretty(&meta)
-        .map_err(|e| EngineError::InvalidArgument(format!("cannot encode {META_FILE}: {e}")))?;
+    let mut meta_json =
+        serde_json::to_vec_pretty(&meta).map_err(|e| EngineError::encode(META_FILE, e))?;
     meta_json.push(b'\n');
     files.push(owned_file(META_FILE, meta_json));
     Ok(PinnedCommit {

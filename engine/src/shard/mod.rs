@@ -293,10 +293,10 @@ impl ShardEngine {
         for path in [dir, &index_dir, &translog_dir] {
             crate::durable_file::create_dir_all(path)?;
         }
-        let directory = MmapDirectory::open(&index_dir)
-            .map_err(|e| EngineError::InvalidArgument(format!("cannot open {index_dir:?}: {e}")))?;
+        let directory =
+            MmapDirectory::open(&index_dir).map_err(|e| EngineError::directory(&index_dir, e))?;
         let exists = tantivy::Index::exists(&directory)
-            .map_err(|e| EngineError::InvalidArgument(format!("cannot read {index_dir:?}: {e}")))?;
+            .map_err(|e| EngineError::directory(&index_dir, e))?;
         if exists {
             return Err(EngineError::InvalidArgument(format!(
                 "a shard already exists in {}",
@@ -337,8 +337,8 @@ impl ShardEngine {
         config: ShardConfig,
     ) -> Result<ShardEngine> {
         let index_dir = dir.join(INDEX_DIR);
-        let directory = MmapDirectory::open(&index_dir)
-            .map_err(|e| EngineError::InvalidArgument(format!("cannot open {index_dir:?}: {e}")))?;
+        let directory =
+            MmapDirectory::open(&index_dir).map_err(|e| EngineError::directory(&index_dir, e))?;
         let index = tantivy::Index::open(directory)
             .map_err(|e| EngineError::index("opening the index", e))?;
         let payload = read_payload(&index, &index_dir)?;
@@ -849,9 +849,8 @@ fn prepare_commit<D: Document>(
     writer: &mut IndexWriter<D>,
     payload: &CommitPayload,
 ) -> Result<tantivy::FutureResult<tantivy::Opstamp>> {
-    let json = serde_json::to_string(payload).map_err(|e| {
-        EngineError::InvalidArgument(format!("cannot encode the commit payload: {e}"))
-    })?;
+    let json =
+        serde_json::to_string(payload).map_err(|e| EngineError::encode("the commit payload", e))?;
     let mut prepared = writer
         .prepare_commit()
         .map_err(|e| EngineError::index("preparing a commit", e))?;

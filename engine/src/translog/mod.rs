@@ -131,6 +131,7 @@ pub struct TranslogLocation {
 
 /// Errors of the translog.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TranslogError {
     /// An I/O operation failed.
     #[error("translog I/O error on {path}: {source}")]
