@@ -18,6 +18,7 @@ use tandem_engine::units::ByteSize;
 use tandem_recovery::target::RecoverySettings;
 
 use crate::error::RestError;
+use crate::node::NodeError;
 
 /// File of the persistent cluster settings.
 pub const CLUSTER_SETTINGS_FILE: &str = "cluster_settings.json";
@@ -101,23 +102,27 @@ pub struct ClusterSettings {
 
 impl ClusterSettings {
     /// Loads the persistent settings of `data` (none if the file is absent).
-    pub fn load(data: &Path) -> Result<ClusterSettings, String> {
+    pub fn load(data: &Path) -> Result<ClusterSettings, NodeError> {
         let path = data.join(CLUSTER_SETTINGS_FILE);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| format!("corrupted [{}]: {e}", path.display())),
+                .map_err(|source| NodeError::Corrupted { path, source }),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 Ok(ClusterSettings::default())
             }
-            Err(error) => Err(format!("cannot read [{}]: {error}", path.display())),
+            Err(source) => Err(NodeError::Io { path, source }),
         }
     }
 
     /// Stores the persistent settings in `data`, atomically.
-    pub fn store(&self, data: &Path) -> Result<(), String> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        durable_file::replace_atomically(&data.join(CLUSTER_SETTINGS_FILE), &bytes)
-            .map_err(|e| e.to_string())
+    pub fn store(&self, data: &Path) -> Result<(), NodeError> {
+        let path = data.join(CLUSTER_SETTINGS_FILE);
+        let bytes = match serde_json::to_vec_pretty(self) {
+            Ok(bytes) => bytes,
+            Err(source) => return Err(NodeError::Encode { path, source }),
+        };
+        durable_file::replace_atomically(&path, &bytes)?;
+        Ok(())
     }
 
     /// Applies an update body (`{"persistent": {...}, "transient": {...}}`, nested or flat
@@ -585,5 +590,23 @@ mod tests {
             loaded.remote_clusters().unwrap()[0].addresses(),
             vec!["127.0.0.1:1"]
         );
+    }
+
+    #[test]
+    fn a_settings_file_that_does_not_parse_is_corrupted_and_an_unreadable_one_is_io() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CLUSTER_SETTINGS_FILE);
+        std::fs::write(&path, b"{\"persistent\": ").unwrap();
+        let corrupted = ClusterSettings::load(dir.path()).unwrap_err();
+        assert!(
+            matches!(&corrupted, NodeError::Corrupted { path: reported, .. } if *reported == path),
+            "{corrupted:?}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let unreadable = ClusterSettings::load(dir.path()).unwrap_err();
+        assert!(matches!(unreadable, NodeError::Io { .. }), "{unreadable:?}");
+        let unwritable = ClusterSettings::default().store(dir.path()).unwrap_err();
+        assert!(matches!(unwritable, NodeError::Io { .. }), "{unwritable:?}");
     }
 }

@@ -39,6 +39,7 @@ pub struct ConfigFile {
 
 /// A configuration the node cannot start with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file cannot be read.
     #[error("cannot read the config file [{path}]: {source}")]

@@ -58,10 +58,11 @@ impl Default for DemoOptions {
 
 /// Why the demo stopped.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DemoError {
-    /// A node could not start.
+    /// A node (or its scratch directory, or the demo's HTTP client) could not start.
     #[error("cannot start a node: {0}")]
-    Start(String),
+    Start(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A request failed or was answered with an error.
     #[error("{request}: {reason}")]
     Request {
@@ -92,7 +93,7 @@ impl Cluster {
         let http = reqwest::Client::builder()
             .timeout(STEP_TIMEOUT)
             .build()
-            .map_err(|error| DemoError::Start(error.to_string()))?;
+            .map_err(|error| DemoError::Start(error.into()))?;
         Ok(Cluster {
             name,
             url: node.url(),
@@ -405,7 +406,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let data = match &options.data {
         Some(data) => data.clone(),
         None => {
-            temporary = tempfile::tempdir().map_err(|error| DemoError::Start(error.to_string()))?;
+            temporary = tempfile::tempdir().map_err(|error| DemoError::Start(error.into()))?;
             temporary.path().to_path_buf()
         }
     };
@@ -419,10 +420,10 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     step("Two clusters on loopback");
     let node_a = start("cluster-a")
         .await
-        .map_err(|error| DemoError::Start(error.to_string()))?;
+        .map_err(|error| DemoError::Start(error.into()))?;
     let node_b = start("cluster-b")
         .await
-        .map_err(|error| DemoError::Start(error.to_string()))?;
+        .map_err(|error| DemoError::Start(error.into()))?;
     let a = Cluster::new("cluster-a", &node_a)?;
     let b = Cluster::new("cluster-b", &node_b)?;
     println!("  cluster-a (leader)   {}", a.url);
@@ -495,7 +496,7 @@ async fn scenario(a: &Cluster, b: &Cluster, options: &DemoOptions) -> Result<(),
     let max_lag = watch_replication(b, "server-metrics-follower", &done).await;
     let written = writer
         .await
-        .map_err(|error| DemoError::Start(error.to_string()))?;
+        .map_err(|error| DemoError::Start(error.into()))?;
     written?;
     println!(
         "  replicated while indexing; the follower was at most {} operations behind",

@@ -131,6 +131,8 @@ impl From<CcrError> for RestError {
 
 #[cfg(test)]
 mod tests {
+    use tandem_recovery::error::RecoveryError;
+
     use super::*;
 
     #[test]
@@ -144,6 +146,63 @@ mod tests {
         assert_eq!(root["type"], "index_not_found_exception");
         assert_eq!(root["index"], "logs");
         assert!(root.get("root_cause").is_none());
+    }
+
+    fn io_error() -> std::io::Error {
+        std::io::Error::other("disk failed")
+    }
+
+    fn json_error() -> serde_json::Error {
+        serde_json::from_str::<Value>("{").unwrap_err()
+    }
+
+    #[test]
+    fn io_and_corruption_errors_are_server_errors_never_illegal_argument() {
+        let engine_io = EngineError::Io {
+            path: "data/indices/a/0/index".into(),
+            source: io_error(),
+        };
+        let engine_corrupted = EngineError::Corrupted {
+            path: "data/indices/a/index_metadata.json".into(),
+            reason: "invalid index metadata".into(),
+        };
+        let answers = [
+            (RestError::from(engine_io), "engine_exception"),
+            (RestError::from(engine_corrupted), "corrupt_index_exception"),
+            (
+                RestError::from(CcrError::Io {
+                    path: "data/ccr_followers.json".into(),
+                    source: io_error(),
+                }),
+                "exception",
+            ),
+            (
+                RestError::from(CcrError::Corrupted {
+                    path: "data/ccr_followers.json".into(),
+                    source: json_error(),
+                }),
+                "exception",
+            ),
+            (
+                RestError::from(CcrError::Engine(EngineError::Io {
+                    path: "data/indices/b/0/translog".into(),
+                    source: io_error(),
+                })),
+                "engine_exception",
+            ),
+            (
+                RestError::from(CcrError::Recovery(RecoveryError::Io {
+                    path: "data/indices/b/0/index/meta.json".into(),
+                    source: io_error(),
+                })),
+                "exception",
+            ),
+        ];
+        for (rest, error_type) in answers {
+            assert_eq!(rest.status, StatusCode::INTERNAL_SERVER_ERROR, "{rest}");
+            assert_eq!(rest.error_type, error_type, "{rest}");
+            assert_eq!(rest.to_json()["status"], 500);
+        }
     }
 
     #[test]

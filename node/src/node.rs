@@ -14,7 +14,7 @@
 //! node reloads all of it and resumes the followers that were not paused.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,16 +42,62 @@ pub const COMPATIBLE_VERSION: &str = "8.19.0";
 
 /// Why a node cannot open.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeError {
-    /// A file of the data directory cannot be read or written.
-    #[error("{0}")]
-    Io(String),
+    /// A file or directory of the data directory cannot be read or written.
+    #[error("I/O error on [{path}]: {source}")]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A state file of the data directory holds bytes that are not what the node wrote.
+    #[error("corrupted [{path}]: {source}")]
+    Corrupted {
+        /// The file.
+        path: PathBuf,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A state could not be encoded as JSON (a bug: every state type serializes).
+    #[error("cannot encode [{path}]: {source}")]
+    Encode {
+        /// The file it was meant for.
+        path: PathBuf,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The persisted cluster settings cannot be applied.
+    #[error("invalid cluster settings: {0}")]
+    ClusterSettings(String),
+    /// A task opening the node panicked or was cancelled.
+    #[error("{context} failed: {source}")]
+    Task {
+        /// What the task was doing.
+        context: &'static str,
+        /// The task's failure.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// The engine refused to open an index.
     #[error(transparent)]
     Engine(#[from] tandem_engine::EngineError),
     /// The follow state cannot be loaded.
     #[error(transparent)]
     Ccr(#[from] tandem_replication::error::CcrError),
+}
+
+impl From<durable_file::DurableFileError> for NodeError {
+    fn from(error: durable_file::DurableFileError) -> Self {
+        NodeError::Io {
+            path: error.path,
+            source: error.source,
+        }
+    }
 }
 
 /// The node's persisted identity.
@@ -94,26 +140,27 @@ impl Node {
     /// followers. Call inside a tokio runtime.
     pub async fn open(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
         let data = config.data.clone();
-        durable_file::create_dir_all(&data).map_err(|e| {
-            NodeError::Io(format!("cannot create [{}]: {}", data.display(), e.source))
-        })?;
+        durable_file::create_dir_all(&data).map_err(NodeError::from)?;
         let identity = load_identity(&data, &config.name)?;
         let opened = data.clone();
         let indices = tokio::task::spawn_blocking(move || Indices::open(&opened))
             .await
-            .map_err(|e| NodeError::Io(format!("opening the indices failed: {e}")))??;
+            .map_err(|source| NodeError::Task {
+                context: "opening the indices",
+                source,
+            })??;
         let indices = Arc::new(indices);
         let source = RecoverySource::new(RecoverySourceSettings::default());
         let reaper = source.spawn_idle_reaper();
         let leader = InProcessLeaderClient::over_indices(indices.clone(), source);
         let remotes = Arc::new(RemoteClusters::new());
-        let settings = ClusterSettings::load(&data).map_err(NodeError::Io)?;
+        let settings = ClusterSettings::load(&data)?;
         let mut remote_clients = BTreeMap::new();
         connect_remotes(&remotes, &settings, &mut remote_clients)
-            .map_err(|error| NodeError::Io(format!("invalid cluster settings: {error}")))?;
+            .map_err(|error| NodeError::ClusterSettings(error.to_string()))?;
         let recovery = settings
             .recovery_settings()
-            .map_err(|error| NodeError::Io(format!("invalid cluster settings: {error}")))?;
+            .map_err(|error| NodeError::ClusterSettings(error.to_string()))?;
         // Remote clusters are known before the followers resume: their tasks need them.
         let followers = Arc::new(
             FollowerIndices::open(
@@ -252,23 +299,22 @@ fn connect_remotes(
 fn load_identity(data: &Path, name: &str) -> Result<NodeIdentity, NodeError> {
     let path = data.join(NODE_FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| NodeError::Io(format!("corrupted [{}]: {e}", path.display()))),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|source| NodeError::Corrupted { path, source })
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let identity = NodeIdentity {
                 cluster_name: name.to_string(),
                 cluster_uuid: uuid::Uuid::new_v4().simple().to_string(),
                 node_id: uuid::Uuid::new_v4().simple().to_string(),
             };
-            let bytes =
-                serde_json::to_vec_pretty(&identity).map_err(|e| NodeError::Io(e.to_string()))?;
-            durable_file::replace_atomically(&path, &bytes)
-                .map_err(|e| NodeError::Io(format!("cannot write [{}]: {e}", path.display())))?;
+            let bytes = match serde_json::to_vec_pretty(&identity) {
+                Ok(bytes) => bytes,
+                Err(source) => return Err(NodeError::Encode { path, source }),
+            };
+            durable_file::replace_atomically(&path, &bytes)?;
             Ok(identity)
         }
-        Err(error) => Err(NodeError::Io(format!(
-            "cannot read [{}]: {error}",
-            path.display()
-        ))),
+        Err(source) => Err(NodeError::Io { path, source }),
     }
 }

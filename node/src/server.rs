@@ -16,6 +16,7 @@ pub const LISTENING_PREFIX: &str = "tandem listening on http://";
 
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServeError {
     /// The node could not open.
     #[error(transparent)]

@@ -151,6 +151,7 @@ impl LeaderError {
 
 /// Why a recovery failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecoveryError {
     /// A setting is out of range.
     #[error("invalid recovery setting [{setting}]: {reason}")]

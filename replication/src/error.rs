@@ -1,13 +1,19 @@
 //! Errors of the follow lifecycle, with the HTTP status and Elasticsearch exception type a REST
 //! layer answers with, and Elasticsearch's messages where users know them.
 
+use std::path::PathBuf;
+
 use tandem_engine::EngineError;
 use tandem_recovery::error::{LeaderError, RecoveryError};
 
 use crate::params::FollowParametersError;
 
 /// Why a follow lifecycle request failed.
+///
+/// Failures of the node's own files ([`Io`](Self::Io), [`Corrupted`](Self::Corrupted),
+/// [`Encode`](Self::Encode)) are the server's fault: [`status`](Self::status) 500.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CcrError {
     /// Invalid follow parameters.
     #[error(transparent)]
@@ -55,9 +61,33 @@ pub enum CcrError {
     /// The local engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// Persisting the follow state failed.
-    #[error("cannot persist the follow state: {0}")]
-    State(String),
+    /// A follow state file cannot be read or written.
+    #[error("I/O error on the follow state file {path}: {source}")]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A follow state file holds bytes that are not a follow state.
+    #[error("corrupted follow state file {path}: {source}")]
+    Corrupted {
+        /// The file.
+        path: PathBuf,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The follow state could not be encoded as JSON (a bug: every state type serializes).
+    #[error("cannot encode the follow state for {path}: {source}")]
+    Encode {
+        /// The file it was meant for.
+        path: PathBuf,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl CcrError {
@@ -78,6 +108,7 @@ impl CcrError {
             CcrError::Leader(LeaderError::IndexNotFound(_)) => 404,
             CcrError::Leader(LeaderError::IndexClosed(_) | LeaderError::InvalidRequest(_)) => 400,
             CcrError::Engine(error) => error.status(),
+            CcrError::Io { .. } | CcrError::Corrupted { .. } | CcrError::Encode { .. } => 500,
             _ => 500,
         }
     }

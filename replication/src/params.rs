@@ -38,6 +38,7 @@ pub const DEFAULT_READ_POLL_TIMEOUT: TimeValue = TimeValue::from_millis(60_000);
 
 /// A follow parameter request body that cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FollowParametersError {
     /// A value of the wrong type or unit (Elasticsearch's parsing exception).
     #[error("failed to parse field [{field}]: {reason}")]
