@@ -241,7 +241,8 @@ mod subset {
     use std::sync::Arc;
 
     use tandem_recovery::{
-        ForwardingLeaderClient, LeaderClient, LeaderFuture, RecoverySessionInfo, ShardId,
+        ForwardingLeaderClient, LeaderClient, LeaderFuture, OpenRecoverySessionRequest,
+        RecoverySessionInfo,
     };
 
     /// Announces only the first files of a session, up to `budget` bytes (the copy is then not
@@ -256,9 +257,12 @@ mod subset {
             self.inner.as_ref()
         }
 
-        fn open_recovery_session(&self, shard: ShardId) -> LeaderFuture<'_, RecoverySessionInfo> {
+        fn open_recovery_session(
+            &self,
+            request: OpenRecoverySessionRequest,
+        ) -> LeaderFuture<'_, RecoverySessionInfo> {
             Box::pin(async move {
-                let mut info = self.inner.open_recovery_session(shard).await?;
+                let mut info = self.inner.open_recovery_session(request).await?;
                 let meta = info.files.pop();
                 let mut used = 0;
                 info.files.retain(|file| {

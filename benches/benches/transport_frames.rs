@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tandem_benches::{Workload, SEED};
+use tandem_engine::shard::ChangesResponse;
 use tandem_engine::{Operation, OperationKind, PrimaryTerm, SeqNo};
-use tandem_node::transport::wire::{decode_shard_changes, encode_shard_changes_with, Compression};
-use tandem_recovery::client::ShardChangesResponse;
+use tandem_recovery::leader_api::ShardChangesResponse;
+use tandem_transport::wire::{decode_shard_changes, encode_shard_changes_with, Compression};
 
 /// Batch sizes measured, in operations.
 const BATCHES: [usize; 2] = [700, 5120];
@@ -38,14 +39,16 @@ fn batch(operations: usize) -> ShardChangesResponse {
         .collect();
     let last = SeqNo(operations.len() as i64 - 1);
     ShardChangesResponse {
-        operations,
-        global_checkpoint: last,
-        max_seq_no: last,
-        max_seq_no_of_updates: last,
+        changes: ChangesResponse {
+            operations,
+            global_checkpoint: last,
+            max_seq_no: last,
+            max_seq_no_of_updates: last,
+            took: Duration::from_micros(120),
+        },
         mapping_version: 1,
         settings_version: 1,
         aliases_version: 1,
-        took: Duration::from_micros(120),
     }
 }
 

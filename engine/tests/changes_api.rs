@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tandem_engine::shard::{DeleteRequest, ShardChangesRequest, APPLY_CHUNK};
+use tandem_engine::shard::{ChangesRequest, DeleteRequest, APPLY_CHUNK};
 use tandem_engine::{
     Durability, EngineError, Operation, OperationKind, PrimaryTerm, SeqNo, ShardConfig, ShardEngine,
 };
@@ -196,8 +196,8 @@ fn long_poll_waits_for_the_global_checkpoint() {
     writer.join().unwrap();
 }
 
-fn changes_request(from: i64, max: usize, poll: Duration) -> ShardChangesRequest {
-    ShardChangesRequest {
+fn changes_request(from: i64, max: usize, poll: Duration) -> ChangesRequest {
+    ChangesRequest {
         from_seq_no: SeqNo(from),
         max_operation_count: max,
         max_batch_size: usize::MAX,

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use tandem_engine::EngineError;
-use tandem_recovery::error::LeaderError;
+use tandem_recovery::LeaderError;
 use tandem_replication::error::CcrError;
 
 /// An error answer of the REST API.

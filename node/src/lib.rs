@@ -9,8 +9,10 @@
 //! - [`error`]: REST errors in Elasticsearch's shape.
 //! - [`server`]: binding, serving, graceful shutdown.
 //! - [`demo`]: `tandem demo`, the CCR tutorial end to end with two nodes.
-//! - [`transport`]: the HTTP transport between clusters (leader endpoints under `/_tandem/`,
-//!   and [`transport::HttpLeaderClient`], the follower's client of them).
+//!
+//! The HTTP transport between clusters is crate `tandem-transport`: the node serves its
+//! leader side under `/_tandem/` (merged into the REST router) and reaches remote clusters
+//! through its `HttpLeaderClient`.
 
 #![warn(missing_docs)]
 
@@ -21,4 +23,3 @@ pub mod error;
 pub mod node;
 pub mod rest;
 pub mod server;
-pub mod transport;

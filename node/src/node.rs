@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use crate::cluster_settings::ClusterSettings;
 use crate::config::NodeConfig;
 use crate::error::RestError;
-use crate::transport::client::HttpLeaderClient;
+use tandem_transport::HttpLeaderClient;
 
 /// File of the node's identity.
 const NODE_FILE: &str = "node.json";

@@ -8,6 +8,7 @@ mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tandem_engine::shard::ChangesRequest;
 
 use common::{EsClient, TandemProcess};
 use serde_json::{json, Value};
@@ -16,10 +17,10 @@ use tandem_engine::units::TimeValue;
 use tandem_engine::{Operation, SeqNo};
 use tandem_node::config::NodeConfig;
 use tandem_node::server::RunningNode;
-use tandem_node::transport::HttpLeaderClient;
-use tandem_recovery::client::{LeaderClient, ShardChangesRequest, ShardId};
+use tandem_recovery::leader_api::{LeaderClient, ShardChangesRequest, ShardId};
 use tandem_replication::follower_indices::FollowRequest;
 use tandem_replication::params::FollowParameters;
+use tandem_transport::HttpLeaderClient;
 
 /// Longest the follower may take to catch up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -51,15 +52,17 @@ async fn leader_checkpoints(client: &HttpLeaderClient, shard: u32) -> (SeqNo, Se
     let response = client
         .shard_changes(ShardChangesRequest {
             shard: ShardId::new("logs", shard),
-            from_seq_no: SeqNo(i64::MAX / 2),
-            max_operations: 1,
-            max_bytes: 1,
-            poll_timeout: Duration::ZERO,
-            expected_history_uuid: None,
+            changes: ChangesRequest {
+                from_seq_no: SeqNo(i64::MAX / 2),
+                max_operation_count: 1,
+                max_batch_size: 1,
+                poll_timeout: Duration::ZERO,
+                expected_history_uuid: None,
+            },
         })
         .await
         .expect("leader checkpoints");
-    (response.global_checkpoint, response.max_seq_no)
+    (response.changes.global_checkpoint, response.changes.max_seq_no)
 }
 
 /// The leader shard's whole history, read over the transport in batches.
@@ -70,17 +73,19 @@ async fn leader_history(client: &HttpLeaderClient, shard: u32, to: SeqNo) -> Vec
         let response = client
             .shard_changes(ShardChangesRequest {
                 shard: ShardId::new("logs", shard),
-                from_seq_no: SeqNo(from),
-                max_operations: 100,
-                max_bytes: 1 << 20,
-                poll_timeout: Duration::ZERO,
-                expected_history_uuid: None,
+                changes: ChangesRequest {
+                    from_seq_no: SeqNo(from),
+                    max_operation_count: 100,
+                    max_batch_size: 1 << 20,
+                    poll_timeout: Duration::ZERO,
+                    expected_history_uuid: None,
+                },
             })
             .await
             .expect("leader history");
-        assert!(!response.operations.is_empty(), "no progress at {from}");
-        from += response.operations.len() as i64;
-        history.extend(response.operations.iter().map(|op| (**op).clone()));
+        assert!(!response.changes.operations.is_empty(), "no progress at {from}");
+        from += response.changes.operations.len() as i64;
+        history.extend(response.changes.operations.iter().map(|op| (**op).clone()));
     }
     history
 }

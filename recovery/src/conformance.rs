@@ -11,10 +11,16 @@
 //! [`leader_client_conformance!`](crate::leader_client_conformance), one `#[tokio::test]` per
 //! check. Checks panic on failure (they are test bodies).
 
+use crate::leader_api::{
+    AddRetentionLeaseRequest, CloseRecoverySessionRequest, IndexMetadataRequest,
+    OpenRecoverySessionRequest, ReadFileChunkRequest, RemoveRetentionLeaseRequest,
+    RenewRetentionLeaseRequest,
+};
 use std::any::Any;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tandem_engine::shard::ChangesRequest;
 
 use serde_json::json;
 use tandem_engine::index::Index;
@@ -22,9 +28,9 @@ use tandem_engine::indices::Indices;
 use tandem_engine::shard::{DeleteRequest, IndexRequest};
 use tandem_engine::{OperationKind, SeqNo};
 
-use crate::client::{LeaderClient, ShardChangesRequest, ShardChangesResponse, ShardId};
-use crate::error::LeaderError;
 use crate::in_process::InProcessLeaderClient;
+use crate::leader_api::LeaderError;
+use crate::leader_api::{LeaderClient, ShardChangesRequest, ShardChangesResponse, ShardId};
 use crate::source::{RecoverySource, RecoverySourceSettings, MAX_CHUNK_BYTES};
 
 /// Longest any single step of a check may take before it is reported as hung.
@@ -149,22 +155,24 @@ async fn write_history(index: &Arc<Index>, count: u64, salt: &'static str) {
 fn changes_request(index: &str, from: i64, poll_timeout: Duration) -> ShardChangesRequest {
     ShardChangesRequest {
         shard: ShardId::new(index, 0),
-        from_seq_no: SeqNo(from),
-        max_operations: 10_000,
-        max_bytes: usize::MAX,
-        poll_timeout,
-        expected_history_uuid: None,
+        changes: ChangesRequest {
+            from_seq_no: SeqNo(from),
+            max_operation_count: 10_000,
+            max_batch_size: usize::MAX,
+            poll_timeout,
+            expected_history_uuid: None,
+        },
     }
 }
 
 /// Everything of a response but the time it took (which differs between two reads).
 fn without_took(mut response: ShardChangesResponse) -> ShardChangesResponse {
-    response.took = Duration::ZERO;
+    response.changes.took = Duration::ZERO;
     response
 }
 
 fn assert_contiguous(response: &ShardChangesResponse, from: i64) {
-    for (offset, operation) in response.operations.iter().enumerate() {
+    for (offset, operation) in response.changes.operations.iter().enumerate() {
         assert_eq!(
             operation.seq_no,
             SeqNo(from + offset as i64),
@@ -176,12 +184,20 @@ fn assert_contiguous(response: &ShardChangesResponse, from: i64) {
 /// `index_metadata` answers the leader's metadata, and `IndexNotFound` for a missing index.
 pub async fn index_metadata_matches_the_leader(fixture: &LeaderFixture) {
     let index = create_index(fixture, "metadata", 2).await;
-    let metadata = bounded("index_metadata", fixture.client.index_metadata("metadata"))
-        .await
-        .expect("metadata");
+    let metadata = bounded(
+        "index_metadata",
+        fixture
+            .client
+            .index_metadata(IndexMetadataRequest::new("metadata")),
+    )
+    .await
+    .expect("metadata");
     assert_eq!(metadata, index.metadata());
     assert_eq!(metadata.settings.number_of_shards, 2);
-    let missing = fixture.client.index_metadata("no-such-index").await;
+    let missing = fixture
+        .client
+        .index_metadata(IndexMetadataRequest::new("no-such-index"))
+        .await;
     assert_eq!(
         missing,
         Err(LeaderError::IndexNotFound("no-such-index".to_string()))
@@ -223,13 +239,16 @@ pub async fn shard_changes_returns_the_history(fixture: &LeaderFixture) {
     )
     .await
     .expect("changes");
-    assert_eq!(response.operations.len(), 40);
+    assert_eq!(response.changes.operations.len(), 40);
     assert_contiguous(&response, 0);
     let shard = &index.shards()[0];
-    assert_eq!(response.global_checkpoint, shard.global_checkpoint());
-    assert_eq!(response.max_seq_no, SeqNo(39));
     assert_eq!(
-        response.max_seq_no_of_updates,
+        response.changes.global_checkpoint,
+        shard.global_checkpoint()
+    );
+    assert_eq!(response.changes.max_seq_no, SeqNo(39));
+    assert_eq!(
+        response.changes.max_seq_no_of_updates,
         shard.max_seq_no_of_updates()
     );
     let metadata = index.metadata();
@@ -237,6 +256,7 @@ pub async fn shard_changes_returns_the_history(fixture: &LeaderFixture) {
     assert_eq!(response.settings_version, metadata.settings_version);
     assert_eq!(response.aliases_version, metadata.aliases_version);
     let deletes = response
+        .changes
         .operations
         .iter()
         .filter(|operation| matches!(operation.kind, OperationKind::Delete { .. }))
@@ -256,30 +276,30 @@ pub async fn shard_changes_honours_its_limits(fixture: &LeaderFixture) {
     let index = create_index(fixture, "limits", 1).await;
     write_history(&index, 20, "limits").await;
     let mut request = changes_request("limits", 5, Duration::ZERO);
-    request.max_operations = 4;
+    request.changes.max_operation_count = 4;
     let capped = fixture
         .client
         .shard_changes(request.clone())
         .await
         .expect("changes");
-    assert_eq!(capped.operations.len(), 4);
+    assert_eq!(capped.changes.operations.len(), 4);
     assert_contiguous(&capped, 5);
-    request.max_operations = 100;
-    request.max_bytes = 1;
+    request.changes.max_operation_count = 100;
+    request.changes.max_batch_size = 1;
     let one = fixture
         .client
         .shard_changes(request)
         .await
         .expect("changes");
-    assert_eq!(one.operations.len(), 1);
+    assert_eq!(one.changes.operations.len(), 1);
     assert_contiguous(&one, 5);
     let beyond = fixture
         .client
         .shard_changes(changes_request("limits", 20, Duration::ZERO))
         .await
         .expect("changes");
-    assert!(beyond.operations.is_empty());
-    assert_eq!(beyond.global_checkpoint, SeqNo(19));
+    assert!(beyond.changes.operations.is_empty());
+    assert_eq!(beyond.changes.global_checkpoint, SeqNo(19));
 }
 
 /// A long poll waiting above the global checkpoint returns as soon as a write arrives, long
@@ -305,7 +325,7 @@ pub async fn long_poll_returns_when_a_write_arrives(fixture: &LeaderFixture) {
     .await
     .expect("long poll");
     writer.await.expect("writer");
-    assert_eq!(response.operations.len(), 1);
+    assert_eq!(response.changes.operations.len(), 1);
     assert_contiguous(&response, 3);
     assert!(
         started.elapsed() < poll_timeout,
@@ -328,8 +348,8 @@ pub async fn long_poll_times_out_empty(fixture: &LeaderFixture) {
     )
     .await
     .expect("long poll");
-    assert!(response.operations.is_empty());
-    assert_eq!(response.global_checkpoint, SeqNo(1));
+    assert!(response.changes.operations.is_empty());
+    assert_eq!(response.changes.global_checkpoint, SeqNo(1));
     assert!(
         started.elapsed() >= poll_timeout - Duration::from_millis(50),
         "answered after {:?}, before the poll timeout",
@@ -344,7 +364,7 @@ pub async fn shard_changes_refuses_another_history(fixture: &LeaderFixture) {
     write_history(&index, 5, "history").await;
     let actual = index.shards()[0].history_uuid();
     let mut request = changes_request("history", 0, Duration::ZERO);
-    request.expected_history_uuid = Some("another-history".to_string());
+    request.changes.expected_history_uuid = Some("another-history".to_string());
     let error = fixture
         .client
         .shard_changes(request.clone())
@@ -358,13 +378,13 @@ pub async fn shard_changes_refuses_another_history(fixture: &LeaderFixture) {
         }
     );
     assert!(!error.is_retryable());
-    request.expected_history_uuid = Some(actual);
+    request.changes.expected_history_uuid = Some(actual);
     let served = fixture
         .client
         .shard_changes(request)
         .await
         .expect("changes");
-    assert_eq!(served.operations.len(), 5);
+    assert_eq!(served.changes.operations.len(), 5);
 }
 
 /// History merged away without a lease is reported as `MissingHistory` (fatal), with the
@@ -432,7 +452,12 @@ pub async fn retention_leases_add_renew_remove(fixture: &LeaderFixture) {
     let lease = "follower/leases/uuid-following-leader/leases/uuid".to_string();
     let leases = || index.shards()[0].retention_leases().leases;
     client
-        .add_retention_lease(shard.clone(), lease.clone(), SeqNo(2), "ccr".to_string())
+        .add_retention_lease(AddRetentionLeaseRequest::new(
+            shard.clone(),
+            lease.clone(),
+            SeqNo(2),
+            "ccr".to_string(),
+        ))
         .await
         .expect("add");
     let added = leases()
@@ -444,41 +469,59 @@ pub async fn retention_leases_add_renew_remove(fixture: &LeaderFixture) {
         (SeqNo(2), "ccr")
     );
     let again = client
-        .add_retention_lease(shard.clone(), lease.clone(), SeqNo(3), "ccr".to_string())
+        .add_retention_lease(AddRetentionLeaseRequest::new(
+            shard.clone(),
+            lease.clone(),
+            SeqNo(3),
+            "ccr".to_string(),
+        ))
         .await;
     assert_eq!(
         again,
         Err(LeaderError::RetentionLeaseAlreadyExists(lease.clone()))
     );
     client
-        .renew_retention_lease(shard.clone(), lease.clone(), SeqNo(7))
+        .renew_retention_lease(RenewRetentionLeaseRequest::new(
+            shard.clone(),
+            lease.clone(),
+            SeqNo(7),
+        ))
         .await
         .expect("renew");
     assert_eq!(leases()[&lease].retaining_seq_no, SeqNo(7));
     let unknown = client
-        .renew_retention_lease(shard.clone(), "unknown".to_string(), SeqNo(1))
+        .renew_retention_lease(RenewRetentionLeaseRequest::new(
+            shard.clone(),
+            "unknown".to_string(),
+            SeqNo(1),
+        ))
         .await;
     assert_eq!(
         unknown,
         Err(LeaderError::RetentionLeaseNotFound("unknown".to_string()))
     );
     client
-        .remove_retention_lease(shard.clone(), lease.clone())
+        .remove_retention_lease(RemoveRetentionLeaseRequest::new(
+            shard.clone(),
+            lease.clone(),
+        ))
         .await
         .expect("remove");
     assert!(!leases().contains_key(&lease));
-    let removed = client.remove_retention_lease(shard, lease.clone()).await;
+    let removed = client
+        .remove_retention_lease(RemoveRetentionLeaseRequest::new(shard, lease.clone()))
+        .await;
     assert_eq!(
         removed,
         Err(LeaderError::RetentionLeaseNotFound(lease.clone()))
     );
     let no_index = client
-        .add_retention_lease(
+        .add_retention_lease(AddRetentionLeaseRequest::new(
             ShardId::new("absent", 0),
             lease,
             SeqNo(0),
             "ccr".to_string(),
-        )
+        ))
         .await;
     assert_eq!(
         no_index,
@@ -496,7 +539,9 @@ pub async fn recovery_session_serves_the_pinned_files(fixture: &LeaderFixture) {
     let shard = ShardId::new("recover", 0);
     let info = bounded(
         "open_recovery_session",
-        fixture.client.open_recovery_session(shard.clone()),
+        fixture
+            .client
+            .open_recovery_session(OpenRecoverySessionRequest::new(shard.clone())),
     )
     .await
     .expect("open");
@@ -514,25 +559,25 @@ pub async fn recovery_session_serves_the_pinned_files(fixture: &LeaderFixture) {
         loop {
             let chunk = fixture
                 .client
-                .read_file_chunk(
+                .read_file_chunk(ReadFileChunkRequest::new(
                     shard.clone(),
                     info.session_id.clone(),
                     file.name.clone(),
                     offset,
                     CHUNK_BYTES,
-                )
+                ))
                 .await
                 .expect("chunk");
             assert!(chunk.data.len() <= CHUNK_BYTES);
             let expected = fixture
                 .reference
-                .read_file_chunk(
+                .read_file_chunk(ReadFileChunkRequest::new(
                     shard.clone(),
                     info.session_id.clone(),
                     file.name.clone(),
                     offset,
                     CHUNK_BYTES,
-                )
+                ))
                 .await
                 .expect("reference chunk");
             assert_eq!(chunk.data, expected.data, "{} at {offset}", file.name);
@@ -546,7 +591,7 @@ pub async fn recovery_session_serves_the_pinned_files(fixture: &LeaderFixture) {
     }
     fixture
         .client
-        .close_recovery_session(shard, info.session_id)
+        .close_recovery_session(CloseRecoverySessionRequest::new(shard, info.session_id))
         .await
         .expect("close");
 }
@@ -561,7 +606,7 @@ pub async fn recovery_session_close_is_idempotent_and_final(fixture: &LeaderFixt
     let before = source.open_session_count();
     let info = fixture
         .client
-        .open_recovery_session(shard.clone())
+        .open_recovery_session(OpenRecoverySessionRequest::new(shard.clone()))
         .await
         .expect("open");
     assert_eq!(source.open_session_count(), before + 1);
@@ -569,19 +614,31 @@ pub async fn recovery_session_close_is_idempotent_and_final(fixture: &LeaderFixt
     for _ in 0..2 {
         fixture
             .client
-            .close_recovery_session(shard.clone(), info.session_id.clone())
+            .close_recovery_session(CloseRecoverySessionRequest::new(
+                shard.clone(),
+                info.session_id.clone(),
+            ))
             .await
             .expect("close is idempotent");
     }
     assert_eq!(source.open_session_count(), before);
     let after = fixture
         .client
-        .read_file_chunk(shard.clone(), info.session_id.clone(), file, 0, 16)
+        .read_file_chunk(ReadFileChunkRequest::new(
+            shard.clone(),
+            info.session_id.clone(),
+            file,
+            0,
+            16,
+        ))
         .await;
     assert_eq!(after, Err(LeaderError::UnknownSession(info.session_id)));
     fixture
         .client
-        .close_recovery_session(shard, crate::client::SessionId("never-opened".to_string()))
+        .close_recovery_session(CloseRecoverySessionRequest::new(
+            shard,
+            crate::leader_api::SessionId("never-opened".to_string()),
+        ))
         .await
         .expect("closing an unknown session succeeds");
 }
@@ -594,18 +651,18 @@ pub async fn recovery_session_refuses_unknown_files_and_sessions(fixture: &Leade
     let shard = ShardId::new("refuse", 0);
     let client = &fixture.client;
     let info = client
-        .open_recovery_session(shard.clone())
+        .open_recovery_session(OpenRecoverySessionRequest::new(shard.clone()))
         .await
         .expect("open");
     let session = info.session_id.clone();
     let unknown_file = client
-        .read_file_chunk(
+        .read_file_chunk(ReadFileChunkRequest::new(
             shard.clone(),
             session.clone(),
             "nope.bin".to_string(),
             0,
             16,
-        )
+        ))
         .await;
     assert_eq!(
         unknown_file,
@@ -615,31 +672,31 @@ pub async fn recovery_session_refuses_unknown_files_and_sessions(fixture: &Leade
         })
     );
     let oversized = client
-        .read_file_chunk(
+        .read_file_chunk(ReadFileChunkRequest::new(
             shard.clone(),
             session.clone(),
             info.files[0].name.clone(),
             0,
             MAX_CHUNK_BYTES + 1,
-        )
+        ))
         .await;
     assert!(
         matches!(oversized, Err(LeaderError::InvalidRequest(_))),
         "{oversized:?}"
     );
-    let stranger = crate::client::SessionId("stranger".to_string());
+    let stranger = crate::leader_api::SessionId("stranger".to_string());
     let unknown_session = client
-        .read_file_chunk(
+        .read_file_chunk(ReadFileChunkRequest::new(
             shard.clone(),
             stranger.clone(),
             "meta.json".to_string(),
             0,
             16,
-        )
+        ))
         .await;
     assert_eq!(unknown_session, Err(LeaderError::UnknownSession(stranger)));
     let no_shard = client
-        .open_recovery_session(ShardId::new("refuse", 3))
+        .open_recovery_session(OpenRecoverySessionRequest::new(ShardId::new("refuse", 3)))
         .await;
     assert_eq!(
         no_shard.map(|info| info.session_id),
@@ -649,7 +706,7 @@ pub async fn recovery_session_refuses_unknown_files_and_sessions(fixture: &Leade
         })
     );
     client
-        .close_recovery_session(shard, session)
+        .close_recovery_session(CloseRecoverySessionRequest::new(shard, session))
         .await
         .expect("close");
 }
@@ -675,7 +732,7 @@ pub async fn chunk_reads_run_concurrently_beside_a_long_poll(fixture: &LeaderFix
     };
     let info = fixture
         .client
-        .open_recovery_session(shard.clone())
+        .open_recovery_session(OpenRecoverySessionRequest::new(shard.clone()))
         .await
         .expect("open");
     let largest = info
@@ -693,7 +750,13 @@ pub async fn chunk_reads_run_concurrently_beside_a_long_poll(fixture: &LeaderFix
             let offset = (n * CHUNK_BYTES as u64).min(largest.length);
             tokio::spawn(async move {
                 let chunk = client
-                    .read_file_chunk(shard, session, file, offset, CHUNK_BYTES)
+                    .read_file_chunk(ReadFileChunkRequest::new(
+                        shard,
+                        session,
+                        file,
+                        offset,
+                        CHUNK_BYTES,
+                    ))
                     .await;
                 (offset, chunk)
             })
@@ -704,13 +767,13 @@ pub async fn chunk_reads_run_concurrently_beside_a_long_poll(fixture: &LeaderFix
         let chunk = chunk.expect("chunk");
         let expected = fixture
             .reference
-            .read_file_chunk(
+            .read_file_chunk(ReadFileChunkRequest::new(
                 shard.clone(),
                 info.session_id.clone(),
                 largest.name.clone(),
                 offset,
                 CHUNK_BYTES,
-            )
+            ))
             .await
             .expect("reference chunk");
         assert_eq!(chunk, expected);
@@ -726,10 +789,10 @@ pub async fn chunk_reads_run_concurrently_beside_a_long_poll(fixture: &LeaderFix
         .await
         .expect("poller")
         .expect("long poll");
-    assert_eq!(woken.operations.len(), 1);
+    assert_eq!(woken.changes.operations.len(), 1);
     fixture
         .client
-        .close_recovery_session(shard, info.session_id)
+        .close_recovery_session(CloseRecoverySessionRequest::new(shard, info.session_id))
         .await
         .expect("close");
 }

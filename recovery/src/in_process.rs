@@ -12,14 +12,14 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use tandem_engine::index::{Index, IndexMetadata};
 use tandem_engine::indices::Indices;
-use tandem_engine::shard::ShardChangesRequest as EngineChangesRequest;
-use tandem_engine::SeqNo;
+use tandem_engine::shard::ChangesRequest;
 
-use crate::client::{
-    FileChunk, LeaderClient, LeaderFuture, LeaderIndexSummary, RecoverySessionInfo, SessionId,
-    ShardChangesRequest, ShardChangesResponse, ShardId,
+use crate::leader_api::{
+    AddRetentionLeaseRequest, CloseRecoverySessionRequest, FileChunk, IndexMetadataRequest,
+    LeaderClient, LeaderError, LeaderFuture, LeaderIndexSummary, OpenRecoverySessionRequest,
+    ReadFileChunkRequest, RecoverySessionInfo, RemoveRetentionLeaseRequest,
+    RenewRetentionLeaseRequest, ShardChangesRequest, ShardChangesResponse, ShardId,
 };
-use crate::error::LeaderError;
 use crate::source::RecoverySource;
 
 /// Longest long poll a changes request may ask for.
@@ -183,8 +183,8 @@ fn engine_error(error: tandem_engine::EngineError) -> LeaderError {
 }
 
 impl LeaderClient for InProcessLeaderClient {
-    fn index_metadata(&self, index: &str) -> LeaderFuture<'_, IndexMetadata> {
-        let found = self.index(index);
+    fn index_metadata(&self, request: IndexMetadataRequest) -> LeaderFuture<'_, IndexMetadata> {
+        let found = self.index(&request.index);
         Box::pin(async move { Ok(found?.metadata()) })
     }
 
@@ -245,14 +245,11 @@ impl LeaderClient for InProcessLeaderClient {
             let poll_timeout = if self.polls.stopped.load(Ordering::Acquire) {
                 Duration::ZERO
             } else {
-                request.poll_timeout.min(MAX_POLL_TIMEOUT)
+                request.changes.poll_timeout.min(MAX_POLL_TIMEOUT)
             };
-            let engine_request = EngineChangesRequest {
-                from_seq_no: request.from_seq_no,
-                max_operation_count: request.max_operations,
-                max_batch_size: request.max_bytes,
+            let engine_request = ChangesRequest {
                 poll_timeout,
-                expected_history_uuid: request.expected_history_uuid.clone(),
+                ..request.changes
             };
             let served = index.clone();
             let response = tokio::task::spawn_blocking(move || {
@@ -264,25 +261,21 @@ impl LeaderClient for InProcessLeaderClient {
             .map_err(|e| LeaderError::Unavailable(format!("leader task failed: {e}")))??;
             let metadata = index.metadata();
             Ok(ShardChangesResponse {
-                operations: response.operations,
-                global_checkpoint: response.global_checkpoint,
-                max_seq_no: response.max_seq_no,
-                max_seq_no_of_updates: response.max_seq_no_of_updates,
+                changes: response,
                 mapping_version: metadata.mapping_version,
                 settings_version: metadata.settings_version,
                 aliases_version: metadata.aliases_version,
-                took: response.took,
             })
         })
     }
 
-    fn add_retention_lease(
-        &self,
-        shard: ShardId,
-        lease_id: String,
-        retaining_seq_no: SeqNo,
-        source: String,
-    ) -> LeaderFuture<'_, ()> {
+    fn add_retention_lease(&self, request: AddRetentionLeaseRequest) -> LeaderFuture<'_, ()> {
+        let AddRetentionLeaseRequest {
+            shard,
+            lease_id,
+            retaining_seq_no,
+            source,
+        } = request;
         self.on_shard(shard, move |_, engine| {
             if engine.retention_leases().leases.contains_key(&lease_id) {
                 return Err(LeaderError::RetentionLeaseAlreadyExists(lease_id));
@@ -294,12 +287,12 @@ impl LeaderClient for InProcessLeaderClient {
         })
     }
 
-    fn renew_retention_lease(
-        &self,
-        shard: ShardId,
-        lease_id: String,
-        retaining_seq_no: SeqNo,
-    ) -> LeaderFuture<'_, ()> {
+    fn renew_retention_lease(&self, request: RenewRetentionLeaseRequest) -> LeaderFuture<'_, ()> {
+        let RenewRetentionLeaseRequest {
+            shard,
+            lease_id,
+            retaining_seq_no,
+        } = request;
         self.on_shard(shard, move |_, engine| {
             if !engine.retention_leases().leases.contains_key(&lease_id) {
                 return Err(LeaderError::RetentionLeaseNotFound(lease_id));
@@ -311,7 +304,8 @@ impl LeaderClient for InProcessLeaderClient {
         })
     }
 
-    fn remove_retention_lease(&self, shard: ShardId, lease_id: String) -> LeaderFuture<'_, ()> {
+    fn remove_retention_lease(&self, request: RemoveRetentionLeaseRequest) -> LeaderFuture<'_, ()> {
+        let RemoveRetentionLeaseRequest { shard, lease_id } = request;
         self.on_shard(shard, move |_, engine| {
             if !engine.retention_leases().leases.contains_key(&lease_id) {
                 return Err(LeaderError::RetentionLeaseNotFound(lease_id));
@@ -323,31 +317,35 @@ impl LeaderClient for InProcessLeaderClient {
         })
     }
 
-    fn open_recovery_session(&self, shard: ShardId) -> LeaderFuture<'_, RecoverySessionInfo> {
+    fn open_recovery_session(
+        &self,
+        request: OpenRecoverySessionRequest,
+    ) -> LeaderFuture<'_, RecoverySessionInfo> {
+        let shard = request.shard;
         let source = self.source.clone();
         self.on_shard(shard.clone(), move |index, engine| {
             source.open_session(shard, engine, index.metadata().mapping_version)
         })
     }
 
-    fn read_file_chunk(
-        &self,
-        shard: ShardId,
-        session: SessionId,
-        file: String,
-        offset: u64,
-        length: usize,
-    ) -> LeaderFuture<'_, FileChunk> {
+    fn read_file_chunk(&self, request: ReadFileChunkRequest) -> LeaderFuture<'_, FileChunk> {
         Box::pin(async move {
+            let ReadFileChunkRequest {
+                shard,
+                session,
+                file,
+                offset,
+                length,
+            } = request;
             self.source
                 .read_chunk(&shard, &session, &file, offset, length)
                 .await
         })
     }
 
-    fn close_recovery_session(&self, _shard: ShardId, session: SessionId) -> LeaderFuture<'_, ()> {
+    fn close_recovery_session(&self, request: CloseRecoverySessionRequest) -> LeaderFuture<'_, ()> {
         Box::pin(async move {
-            self.source.close_session(&session);
+            self.source.close_session(&request.session);
             Ok(())
         })
     }

@@ -3,9 +3,10 @@
 //! Snapshot-style remote recovery: a new follower shard starts from a copy of the leader
 //! shard's latest commit instead of replaying history (which the leader may have pruned).
 //!
-//! - [`client`]: the [`LeaderClient`] seam (index metadata, shard changes, retention leases,
-//!   recovery sessions) and [`in_process::InProcessLeaderClient`], its in-process
-//!   implementation;
+//! - [`leader_api`]: the leader API, [`LeaderClient`] (index metadata, shard changes,
+//!   retention leases, recovery sessions), its request and answer types and [`LeaderError`],
+//!   which recovery, replication and the HTTP transport (crate `tandem-transport`) all speak;
+//! - [`in_process`]: [`InProcessLeaderClient`], the leader API over the engines of this process;
 //! - [`source`]: the leader side, [`RecoverySource`]: sessions pinning a commit, chunk reads,
 //!   idle-session cleanup;
 //! - [`target`]: the follower side, [`RecoveryTarget`]: lease, chunked rate-limited
@@ -22,23 +23,26 @@
 #![warn(missing_docs)]
 
 pub mod chunk_bytes;
-pub mod client;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod error;
 pub mod in_process;
+pub mod leader_api;
 pub mod progress;
 pub mod rate_limiter;
 pub mod source;
 pub mod target;
 
 pub use chunk_bytes::ChunkBytes;
-pub use client::{
-    FileChunk, ForwardingLeaderClient, LeaderClient, LeaderFuture, LeaderIndexSummary,
-    RecoverySessionInfo, SessionId, ShardChangesRequest, ShardChangesResponse, ShardId,
-};
-pub use error::{LeaderError, RecoveryError};
+pub use error::RecoveryError;
 pub use in_process::InProcessLeaderClient;
+pub use leader_api::{
+    AddRetentionLeaseRequest, CloseRecoverySessionRequest, FileChunk, ForwardingLeaderClient,
+    IndexMetadataRequest, LeaderClient, LeaderError, LeaderFuture, LeaderIndexSummary,
+    OpenRecoverySessionRequest, ReadFileChunkRequest, RecoverySessionInfo,
+    RemoveRetentionLeaseRequest, RenewRetentionLeaseRequest, SessionId, ShardChangesRequest,
+    ShardChangesResponse, ShardId,
+};
 pub use progress::{RecoveryProgress, RecoveryProgressSnapshot, RecoveryStage};
 pub use rate_limiter::RateLimiter;
 pub use source::{RecoverySource, RecoverySourceSettings};

@@ -26,8 +26,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::chunk_bytes::ChunkBytes;
-use crate::client::{FileChunk, RecoverySessionInfo, SessionId, ShardId};
-use crate::error::LeaderError;
+use crate::leader_api::LeaderError;
+use crate::leader_api::{FileChunk, RecoverySessionInfo, SessionId, ShardId};
 use crate::rate_limiter::RateLimiter;
 
 /// Largest chunk a source serves; larger requests are refused.

@@ -20,6 +20,10 @@
 //! every `lease_renew_interval`; on success the lease is renewed to retain from the recovered
 //! checkpoint + 1 and left for replication to take over, on failure it is removed.
 
+use crate::leader_api::{
+    AddRetentionLeaseRequest, CloseRecoverySessionRequest, OpenRecoverySessionRequest,
+    ReadFileChunkRequest, RemoveRetentionLeaseRequest, RenewRetentionLeaseRequest,
+};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -35,8 +39,9 @@ use tandem_engine::{SeqNo, ShardConfig, ShardEngine};
 use tokio::task::JoinSet;
 
 use crate::chunk_bytes::ChunkBytes;
-use crate::client::{LeaderClient, RecoverySessionInfo, SessionId, ShardId};
-use crate::error::{LeaderError, RecoveryError};
+use crate::error::RecoveryError;
+use crate::leader_api::LeaderError;
+use crate::leader_api::{LeaderClient, RecoverySessionInfo, SessionId, ShardId};
 use crate::progress::{RecoveryProgress, RecoveryStage};
 use crate::rate_limiter::RateLimiter;
 
@@ -271,7 +276,10 @@ impl RecoveryTarget {
                     .stop(RecoveryStage::Failed, Some(error.to_string()));
                 let removed = self
                     .client
-                    .remove_retention_lease(request.leader_shard.clone(), request.lease_id.clone())
+                    .remove_retention_lease(RemoveRetentionLeaseRequest::new(
+                        request.leader_shard.clone(),
+                        request.lease_id.clone(),
+                    ))
                     .await;
                 if let Err(error) = removed {
                     tracing::warn!(%error, "could not remove the recovery's retention lease");
@@ -310,7 +318,11 @@ impl RecoveryTarget {
         .map_err(|e| RecoveryError::Task(e.to_string()))??;
         let retain_from = copied.session.local_checkpoint.next();
         self.client
-            .renew_retention_lease(shard, request.lease_id.clone(), retain_from)
+            .renew_retention_lease(RenewRetentionLeaseRequest::new(
+                shard,
+                request.lease_id.clone(),
+                retain_from,
+            ))
             .await
             .map_err(|e| RecoveryError::leader("renewing the lease after recovery", e))?;
         Ok(RecoveredShard {
@@ -322,12 +334,13 @@ impl RecoveryTarget {
     async fn add_lease(&self, shard: &ShardId, lease_id: &str) -> Result<(), RecoveryError> {
         let added = self
             .with_retries("adding the retention lease", || {
-                self.client.add_retention_lease(
-                    shard.clone(),
-                    lease_id.to_string(),
-                    RETAIN_ALL,
-                    "ccr".to_string(),
-                )
+                self.client
+                    .add_retention_lease(AddRetentionLeaseRequest::new(
+                        shard.clone(),
+                        lease_id.to_string(),
+                        RETAIN_ALL,
+                        "ccr".to_string(),
+                    ))
             })
             .await;
         match added {
@@ -337,11 +350,12 @@ impl RecoveryTarget {
                 ..
             }) => {
                 self.with_retries("renewing the retention lease", || {
-                    self.client.renew_retention_lease(
-                        shard.clone(),
-                        lease_id.to_string(),
-                        RETAIN_ALL,
-                    )
+                    self.client
+                        .renew_retention_lease(RenewRetentionLeaseRequest::new(
+                            shard.clone(),
+                            lease_id.to_string(),
+                            RETAIN_ALL,
+                        ))
                 })
                 .await
             }
@@ -404,7 +418,8 @@ impl RecoveryTarget {
     async fn open_session(&self, shard: &ShardId) -> Result<RecoverySessionInfo, RecoveryError> {
         let session = self
             .with_retries("opening a recovery session", || {
-                self.client.open_recovery_session(shard.clone())
+                self.client
+                    .open_recovery_session(OpenRecoverySessionRequest::new(shard.clone()))
             })
             .await?;
         if let Err(error) = validate_session(&session) {
@@ -419,7 +434,10 @@ impl RecoveryTarget {
     async fn close_session(&self, shard: &ShardId, session: &SessionId) {
         if let Err(error) = self
             .client
-            .close_recovery_session(shard.clone(), session.clone())
+            .close_recovery_session(CloseRecoverySessionRequest::new(
+                shard.clone(),
+                session.clone(),
+            ))
             .await
         {
             tracing::warn!(%shard, %session, %error, "could not close the recovery session");
@@ -776,13 +794,13 @@ impl ChunkFetch {
             let throttled = self.limiter.acquire(self.length as u64).await;
             self.progress
                 .update(|p| p.target_throttle_time += throttled);
-            let request = self.client.read_file_chunk(
+            let request = self.client.read_file_chunk(ReadFileChunkRequest::new(
                 self.shard.clone(),
                 self.session.clone(),
                 self.name.clone(),
                 self.offset,
                 self.length,
-            );
+            ));
             let error = match tokio::time::timeout(self.settings.chunk_request_timeout, request)
                 .await
             {
@@ -969,7 +987,11 @@ impl LeaseRenewer {
             loop {
                 ticks.tick().await;
                 match client
-                    .renew_retention_lease(shard.clone(), lease_id.clone(), RETAIN_ALL)
+                    .renew_retention_lease(RenewRetentionLeaseRequest::new(
+                        shard.clone(),
+                        lease_id.clone(),
+                        RETAIN_ALL,
+                    ))
                     .await
                 {
                     Ok(()) => progress.update(|p| p.lease_renewals += 1),

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use common::*;
 use tandem_recovery::{
-    FileChunk, ForwardingLeaderClient, InProcessLeaderClient, LeaderClient, LeaderError,
-    LeaderFuture, RecoveryError, RecoverySessionInfo, RecoverySourceSettings, RecoveryStage,
-    RecoveryTarget, SessionId, ShardId,
+    CloseRecoverySessionRequest, FileChunk, ForwardingLeaderClient, InProcessLeaderClient,
+    LeaderClient, LeaderError, LeaderFuture, OpenRecoverySessionRequest, ReadFileChunkRequest,
+    RecoveryError, RecoverySessionInfo, RecoverySourceSettings, RecoveryStage, RecoveryTarget,
+    SessionId,
 };
 
 /// Renames the first file of every session to `name`, and serves it under that name.
@@ -24,25 +25,21 @@ impl ForwardingLeaderClient for RenamingClient {
         &self.inner
     }
 
-    fn open_recovery_session(&self, shard: ShardId) -> LeaderFuture<'_, RecoverySessionInfo> {
+    fn open_recovery_session(
+        &self,
+        request: OpenRecoverySessionRequest,
+    ) -> LeaderFuture<'_, RecoverySessionInfo> {
         Box::pin(async move {
-            let mut info = self.inner.open_recovery_session(shard).await?;
+            let mut info = self.inner.open_recovery_session(request).await?;
             info.files[0].name = self.name.clone();
             Ok(info)
         })
     }
 
-    fn read_file_chunk(
-        &self,
-        _shard: ShardId,
-        _session: SessionId,
-        _file: String,
-        _offset: u64,
-        length: usize,
-    ) -> LeaderFuture<'_, FileChunk> {
+    fn read_file_chunk(&self, request: ReadFileChunkRequest) -> LeaderFuture<'_, FileChunk> {
         Box::pin(async move {
             Ok(FileChunk {
-                data: vec![b'!'; length].into(),
+                data: vec![b'!'; request.length].into(),
                 source_throttle: Duration::ZERO,
             })
         })
@@ -158,7 +155,10 @@ async fn idle_sessions_time_out_and_release_their_pins() {
         "closing twice is a no-op"
     );
     client
-        .close_recovery_session(shard_id(), info.session_id.clone())
+        .close_recovery_session(CloseRecoverySessionRequest::new(
+            shard_id(),
+            info.session_id.clone(),
+        ))
         .await
         .unwrap();
     shard

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tandem_recovery::client::LeaderIndexSummary;
+use tandem_recovery::leader_api::LeaderIndexSummary;
 use tokio::sync::Mutex;
 
 use crate::error::CcrError;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use tandem_engine::EngineError;
-use tandem_recovery::error::{LeaderError, RecoveryError};
+use tandem_recovery::{LeaderError, RecoveryError};
 
 use crate::params::FollowParametersError;
 

@@ -14,6 +14,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tandem_engine::shard::ChangesRequest;
+use tandem_recovery::{IndexMetadataRequest, RemoveRetentionLeaseRequest};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -22,10 +24,10 @@ use tandem_engine::index::{Index, IndexMetadata, IndexSettings};
 use tandem_engine::indices::Indices;
 use tandem_engine::mapping::DocumentMapper;
 use tandem_engine::SeqNo;
-use tandem_recovery::client::{LeaderClient, ShardChangesRequest, ShardId};
-use tandem_recovery::error::LeaderError;
+use tandem_recovery::leader_api::{LeaderClient, ShardChangesRequest, ShardId};
 use tandem_recovery::progress::{RecoveryProgress, RecoveryProgressSnapshot};
 use tandem_recovery::target::{RecoveryRequest, RecoverySettings, RecoveryTarget};
+use tandem_recovery::LeaderError;
 use tokio::sync::Mutex;
 
 use crate::error::CcrError;
@@ -408,7 +410,9 @@ impl FollowerIndices {
             followers: self.clone(),
             name: request.follower_index.clone(),
         };
-        let leader = client.index_metadata(&request.leader_index).await?;
+        let leader = client
+            .index_metadata(IndexMetadataRequest::new(&request.leader_index))
+            .await?;
         let mut settings = leader.settings.clone();
         if !request.settings.is_null() {
             settings.apply_es_json(&request.settings, false)?;
@@ -618,7 +622,10 @@ impl FollowerIndices {
             return Err(CcrError::NotOpen);
         }
         let client = self.remotes.get(&follower.metadata.remote_cluster)?;
-        let leader = match client.index_metadata(&follower.metadata.leader_index).await {
+        let leader = match client
+            .index_metadata(IndexMetadataRequest::new(&follower.metadata.leader_index))
+            .await
+        {
             Err(LeaderError::IndexClosed(_)) => return Err(CcrError::NotOpen),
             found => found?,
         };
@@ -684,7 +691,10 @@ impl FollowerIndices {
             let shard_id = ShardId::new(metadata.leader_index.clone(), shard);
             let removed = match &client {
                 Some(client) => client
-                    .remove_retention_lease(shard_id.clone(), metadata.lease_id.clone())
+                    .remove_retention_lease(RemoveRetentionLeaseRequest::new(
+                        shard_id.clone(),
+                        metadata.lease_id.clone(),
+                    ))
                     .await
                     .map_err(|error| error.to_string()),
                 None => Err(format!(
@@ -864,11 +874,13 @@ async fn check_leader_histories(
         // A read far above anything written, without waiting: only the history check runs.
         let peek = ShardChangesRequest {
             shard: shard_id.clone(),
-            from_seq_no: SeqNo(i64::MAX),
-            max_operations: 1,
-            max_bytes: 1,
-            poll_timeout: Duration::ZERO,
-            expected_history_uuid: Some(expected.clone()),
+            changes: ChangesRequest {
+                from_seq_no: SeqNo(i64::MAX),
+                max_operation_count: 1,
+                max_batch_size: 1,
+                poll_timeout: Duration::ZERO,
+                expected_history_uuid: Some(expected.clone()),
+            },
         };
         match client.shard_changes(peek).await {
             Ok(_) => {}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use tandem_recovery::client::LeaderClient;
+use tandem_recovery::leader_api::LeaderClient;
 
 use crate::error::CcrError;
 

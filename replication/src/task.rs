@@ -18,14 +18,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tandem_engine::shard::ChangesRequest;
+use tandem_recovery::{AddRetentionLeaseRequest, IndexMetadataRequest, RenewRetentionLeaseRequest};
 
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tandem_engine::index::Index;
 use tandem_engine::{EngineError, SeqNo, ShardEngine};
-use tandem_recovery::client::{LeaderClient, ShardChangesRequest, ShardChangesResponse, ShardId};
-use tandem_recovery::error::LeaderError;
+use tandem_recovery::leader_api::{
+    LeaderClient, ShardChangesRequest, ShardChangesResponse, ShardId,
+};
+use tandem_recovery::LeaderError;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -412,16 +416,18 @@ impl FollowLoop {
         };
         let request = ShardChangesRequest {
             shard: self.config.leader_shard.clone(),
-            from_seq_no: range.from,
-            max_operations: wanted,
-            max_bytes: usize::try_from(parameters.max_read_request_size.bytes())
-                .unwrap_or(usize::MAX),
-            poll_timeout: if range.peek {
-                parameters.read_poll_timeout()
-            } else {
-                Duration::ZERO
+            changes: ChangesRequest {
+                from_seq_no: range.from,
+                max_operation_count: wanted,
+                max_batch_size: usize::try_from(parameters.max_read_request_size.bytes())
+                    .unwrap_or(usize::MAX),
+                poll_timeout: if range.peek {
+                    parameters.read_poll_timeout()
+                } else {
+                    Duration::ZERO
+                },
+                expected_history_uuid: self.config.leader_history_uuid.clone(),
             },
-            expected_history_uuid: self.config.leader_history_uuid.clone(),
         };
         let client = self.client.clone();
         children.spawn(async move {
@@ -463,11 +469,11 @@ impl FollowLoop {
         };
         self.leader_global_checkpoint = self
             .leader_global_checkpoint
-            .max(response.global_checkpoint);
-        self.leader_max_seq_no = self.leader_max_seq_no.max(response.max_seq_no);
+            .max(response.changes.global_checkpoint);
+        self.leader_max_seq_no = self.leader_max_seq_no.max(response.changes.max_seq_no);
         self.leader_max_seq_no_of_updates = self
             .leader_max_seq_no_of_updates
-            .max(response.max_seq_no_of_updates);
+            .max(response.changes.max_seq_no_of_updates);
         let leader_versions = MetadataVersions {
             mapping: response.mapping_version,
             settings: response.settings_version,
@@ -482,20 +488,21 @@ impl FollowLoop {
         }
         self.read_exceptions.remove(&range.from.0);
         self.counters.successful_reads += 1;
-        self.counters.total_read_remote_exec_time += response.took;
+        self.counters.total_read_remote_exec_time += response.changes.took;
         self.status.lock().last_read = Some(Instant::now());
         let mut next_from = range.from;
-        if let Some(last) = response.operations.last() {
+        if let Some(last) = response.changes.operations.last() {
             next_from = SeqNo(last.seq_no.0 + 1);
             self.last_requested_seq_no = self.last_requested_seq_no.max(last.seq_no);
             let bytes: usize = response
+                .changes
                 .operations
                 .iter()
                 .map(|operation| operation.size_in_bytes())
                 .sum();
-            self.counters.operations_read += response.operations.len() as u64;
+            self.counters.operations_read += response.changes.operations.len() as u64;
             self.counters.bytes_read += bytes as u64;
-            self.buffer.extend(response.operations);
+            self.buffer.extend(response.changes.operations);
         }
         if !range.peek && next_from <= range.max_required {
             // A partial read: ask for the rest of the range in the same slot.
@@ -538,7 +545,7 @@ impl FollowLoop {
     ) -> Result<(), ErrorBody> {
         let metadata = self
             .client
-            .index_metadata(&self.config.leader_shard.index)
+            .index_metadata(IndexMetadataRequest::new(&self.config.leader_shard.index))
             .await
             .map_err(|error| leader_error_body(&error))?;
         self.config
@@ -617,14 +624,14 @@ impl FollowLoop {
         let source = format!("ccr-follower/{}", self.config.follower_index.name());
         children.spawn(async move {
             let renewed = client
-                .renew_retention_lease(shard.clone(), lease.id.clone(), retaining)
+                .renew_retention_lease(RenewRetentionLeaseRequest::new(shard.clone(), lease.id.clone(), retaining))
                 .await;
             let result = match renewed {
                 Err(LeaderError::RetentionLeaseNotFound(_)) => {
                     // Expired or removed on the leader: add it again.
                     tracing::info!(lease = %lease.id, "retention lease vanished on the leader; re-adding it");
                     client
-                        .add_retention_lease(shard, lease.id, retaining, source)
+                        .add_retention_lease(AddRetentionLeaseRequest::new(shard, lease.id, retaining, source))
                         .await
                 }
                 other => other,

@@ -10,13 +10,13 @@ use serde_json::json;
 use tandem_engine::index::{AliasAction, Index};
 use tandem_engine::shard::{DeleteRequest, IndexRequest, WriteRequest};
 use tandem_engine::{SeqNo, ShardEngine};
-use tandem_recovery::client::{
+use tandem_recovery::in_process::InProcessLeaderClient;
+use tandem_recovery::leader_api::{
     ForwardingLeaderClient, LeaderClient, LeaderFuture, ShardChangesRequest, ShardChangesResponse,
     ShardId,
 };
-use tandem_recovery::error::LeaderError;
-use tandem_recovery::in_process::InProcessLeaderClient;
 use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
+use tandem_recovery::LeaderError;
 use tandem_replication::params::FollowParameters;
 use tandem_replication::task::{ShardFollowTask, ShardFollowTaskConfig};
 

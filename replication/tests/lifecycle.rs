@@ -418,21 +418,17 @@ async fn follow_without_waiting_then_resume_refuses_a_changed_leader() {
 }
 
 /// A leader whose file chunks never arrive: a recovery through it stays in progress.
-struct StalledChunks(Arc<dyn tandem_recovery::client::LeaderClient>);
+struct StalledChunks(Arc<dyn tandem_recovery::leader_api::LeaderClient>);
 
-impl tandem_recovery::client::ForwardingLeaderClient for StalledChunks {
-    fn inner(&self) -> &dyn tandem_recovery::client::LeaderClient {
+impl tandem_recovery::leader_api::ForwardingLeaderClient for StalledChunks {
+    fn inner(&self) -> &dyn tandem_recovery::leader_api::LeaderClient {
         self.0.as_ref()
     }
 
     fn read_file_chunk(
         &self,
-        _shard: tandem_recovery::client::ShardId,
-        _session: tandem_recovery::client::SessionId,
-        _file: String,
-        _offset: u64,
-        _length: usize,
-    ) -> tandem_recovery::client::LeaderFuture<'_, tandem_recovery::client::FileChunk> {
+        _request: tandem_recovery::leader_api::ReadFileChunkRequest,
+    ) -> tandem_recovery::leader_api::LeaderFuture<'_, tandem_recovery::leader_api::FileChunk> {
         Box::pin(std::future::pending())
     }
 }
@@ -450,7 +446,7 @@ async fn a_follow_still_recovering_at_a_stop_is_started_again_on_the_next_start(
         .unwrap();
     write_docs(&leader, 0, 200, "committed");
     leader.refresh().unwrap();
-    let client: Arc<dyn tandem_recovery::client::LeaderClient> = {
+    let client: Arc<dyn tandem_recovery::leader_api::LeaderClient> = {
         let client =
             InProcessLeaderClient::new(RecoverySource::new(RecoverySourceSettings::default()));
         client.register_index(leader.clone());

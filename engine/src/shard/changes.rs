@@ -14,6 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use tantivy::DocId;
 
 use super::ShardEngine;
@@ -22,8 +23,8 @@ use crate::history::read_operation;
 use crate::types::{SeqNo, SharedOperation};
 
 /// A follower's read of a leader shard's history.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShardChangesRequest {
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangesRequest {
     /// First sequence number wanted.
     pub from_seq_no: SeqNo,
     /// At most this many operations (>= 1).
@@ -41,7 +42,7 @@ pub struct ShardChangesRequest {
 
 /// What a follower's read returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShardChangesResponse {
+pub struct ChangesResponse {
     /// Operations in sequence-number order, contiguous from `from_seq_no`, all at or below
     /// `global_checkpoint`; empty when none was available within the poll timeout. Shared
     /// with the shard's tail and caches: nothing is copied to serve a read.
@@ -62,13 +63,13 @@ enum Source {
 }
 
 impl ShardEngine {
-    /// Serves a follower's read (see [`ShardChangesRequest`]): checks the history uuid, waits up
+    /// Serves a follower's read (see [`ChangesRequest`]): checks the history uuid, waits up
     /// to the poll timeout for the global checkpoint to reach `from_seq_no`, then returns the
     /// operations `[from_seq_no, min(global checkpoint, from + max_operation_count - 1)]`,
     /// bounded by `max_batch_size`. Fails with `MissingHistory` when retention already dropped
     /// some of them (fatal for the follower) and `HistoryUuidMismatch` when the follower
     /// follows another history.
-    pub fn shard_changes(&self, request: &ShardChangesRequest) -> Result<ShardChangesResponse> {
+    pub fn shard_changes(&self, request: &ChangesRequest) -> Result<ChangesResponse> {
         self.shard_changes_or_cancel(request, &AtomicBool::new(false))
     }
 
@@ -76,9 +77,9 @@ impl ShardEngine {
     /// [`ShardEngine::wake_checkpoint_waiters`] called (the requester went away).
     pub fn shard_changes_or_cancel(
         &self,
-        request: &ShardChangesRequest,
+        request: &ChangesRequest,
         cancelled: &AtomicBool,
-    ) -> Result<ShardChangesResponse> {
+    ) -> Result<ChangesResponse> {
         let started = Instant::now();
         if request.from_seq_no.0 < 0 {
             return Err(EngineError::InvalidArgument(format!(
@@ -112,7 +113,7 @@ impl ShardEngine {
         } else {
             Vec::new()
         };
-        Ok(ShardChangesResponse {
+        Ok(ChangesResponse {
             operations,
             global_checkpoint,
             max_seq_no: self.max_seq_no(),

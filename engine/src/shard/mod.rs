@@ -55,7 +55,7 @@ use crate::version_map::{LiveVersionMap, Tail};
 use writer_slot::{ShardWriter, WriterSlot};
 
 pub use crate::leases::{RetentionLease, RetentionLeases};
-pub use changes::{ShardChangesRequest, ShardChangesResponse};
+pub use changes::{ChangesRequest, ChangesResponse};
 pub use commit_point::{
     checksum_file, checksum_file_from_ranges, footer_checksum, ChecksumKind, CommitFileInfo,
     FileChecksums, PinnedCommit, PinnedFile, RangeChecksum, FOLLOWER_MARKER_FILE, MANAGED_FILE,

@@ -60,7 +60,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(ccr::routes())
         .merge(cluster::routes())
         .merge(recovery::routes())
-        .merge(crate::transport::server::routes())
+        .merge(tandem_transport::router(Arc::new(node.leader.clone())))
         .fallback(no_handler)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(elasticsearch_conventions))

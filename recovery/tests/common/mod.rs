@@ -17,8 +17,8 @@ use tandem_engine::shard::{DeleteRequest, IndexRequest};
 use tandem_engine::{Durability, SeqNo, ShardConfig, ShardEngine};
 use tandem_recovery::{
     FileChunk, ForwardingLeaderClient, InProcessLeaderClient, LeaderClient, LeaderError,
-    LeaderFuture, RecoveryRequest, RecoverySettings, RecoverySource, RecoverySourceSettings,
-    SessionId, ShardId,
+    LeaderFuture, ReadFileChunkRequest, RecoveryRequest, RecoverySettings, RecoverySource,
+    RecoverySourceSettings, ShardId,
 };
 
 pub const LEADER_INDEX: &str = "leader";
@@ -258,15 +258,8 @@ impl ForwardingLeaderClient for FaultyLeaderClient {
         self.inner.as_ref()
     }
 
-    fn read_file_chunk(
-        &self,
-        shard: ShardId,
-        session: SessionId,
-        file: String,
-        offset: u64,
-        length: usize,
-    ) -> LeaderFuture<'_, FileChunk> {
-        let fault = self.roll(length);
+    fn read_file_chunk(&self, request: ReadFileChunkRequest) -> LeaderFuture<'_, FileChunk> {
+        let fault = self.roll(request.length);
         Box::pin(async move {
             match fault {
                 Fault::Drop => {
@@ -282,15 +275,10 @@ impl ForwardingLeaderClient for FaultyLeaderClient {
                 Fault::Delay(delay) => {
                     self.counts.delays.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(delay).await;
-                    self.inner
-                        .read_file_chunk(shard, session, file, offset, length)
-                        .await
+                    self.inner.read_file_chunk(request).await
                 }
                 Fault::Corrupt(at) => {
-                    let mut chunk = self
-                        .inner
-                        .read_file_chunk(shard, session, file, offset, length)
-                        .await?;
+                    let mut chunk = self.inner.read_file_chunk(request).await?;
                     let mut data = chunk.data.to_vec();
                     if let Some(byte) = data.get_mut(at) {
                         *byte ^= 0x5a;
@@ -299,11 +287,7 @@ impl ForwardingLeaderClient for FaultyLeaderClient {
                     chunk.data = data.into();
                     Ok(chunk)
                 }
-                Fault::None => {
-                    self.inner
-                        .read_file_chunk(shard, session, file, offset, length)
-                        .await
-                }
+                Fault::None => self.inner.read_file_chunk(request).await,
             }
         })
     }
@@ -360,19 +344,10 @@ impl ForwardingLeaderClient for HookClient {
         self.inner.as_ref()
     }
 
-    fn read_file_chunk(
-        &self,
-        shard: ShardId,
-        session: SessionId,
-        file: String,
-        offset: u64,
-        length: usize,
-    ) -> LeaderFuture<'_, FileChunk> {
+    fn read_file_chunk(&self, request: ReadFileChunkRequest) -> LeaderFuture<'_, FileChunk> {
         Box::pin(async move {
             self.run_due_hooks().await;
-            self.inner
-                .read_file_chunk(shard, session, file, offset, length)
-                .await
+            self.inner.read_file_chunk(request).await
         })
     }
 }

@@ -1,28 +1,31 @@
-//! The leader side of the transport: internal endpoints under [`PATH_PREFIX`] that answer a
-//! follower's [`HttpLeaderClient`](super::client::HttpLeaderClient) from the node's
-//! in-process leader client (`node.leader`), encoded as [`super::wire`] describes.
+//! The leader side of the transport: [`router`] turns a [`LeaderClient`] into internal
+//! endpoints under [`PATH_PREFIX`] that answer a follower's
+//! [`HttpLeaderClient`](crate::client::HttpLeaderClient), encoded as [`crate::wire`]
+//! describes.
 //!
-//! Every endpoint is a `POST` with a JSON request body. A request that cannot be parsed is a
+//! Every endpoint is a `POST` whose JSON body is the leader API's request type of the call
+//! (at most [`MAX_REQUEST_BYTES`]). A request that cannot be parsed is a
 //! [`LeaderError::InvalidRequest`]; every error travels as a JSON [`LeaderError`] with a
 //! non-2xx status and [`ERROR_HEADER`], so the follower rebuilds the leader's exact error.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tandem_recovery::client::{LeaderClient, ShardChangesRequest, ShardChangesResponse};
-use tandem_recovery::error::LeaderError;
-
-use super::wire::{
-    self, AddLeaseRequest, CloseSessionRequest, IndexMetadataRequest, OpenSessionRequest,
-    ReadChunkRequest, RemoveLeaseRequest, RenewLeaseRequest, ShardChangesWireRequest, ERROR_HEADER,
-    MAX_CHANGES_BATCH_BYTES,
+use tandem_recovery::leader_api::{
+    AddRetentionLeaseRequest, CloseRecoverySessionRequest, IndexMetadataRequest, LeaderClient,
+    OpenRecoverySessionRequest, ReadFileChunkRequest, RemoveRetentionLeaseRequest,
+    RenewRetentionLeaseRequest, ShardChangesRequest, ShardChangesResponse,
 };
-use crate::rest::NodeState;
+use tandem_recovery::LeaderError;
+
+use crate::wire::{self, ERROR_HEADER, MAX_CHANGES_BATCH_BYTES};
 
 /// Every transport path starts with this (the version is the protocol's).
 pub const PATH_PREFIX: &str = "/_tandem/v1";
@@ -44,12 +47,22 @@ pub const OPEN_SESSION_PATH: &str = "/_tandem/v1/recovery_session/open";
 pub const READ_CHUNK_PATH: &str = "/_tandem/v1/recovery_session/chunk";
 /// `close_recovery_session` endpoint.
 pub const CLOSE_SESSION_PATH: &str = "/_tandem/v1/recovery_session/close";
+/// Largest request body accepted: every request is a small JSON object (an index name, a
+/// shard, a lease or a chunk position), so anything larger is refused before it is parsed.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// Answers with more operation bytes than this are encoded on the blocking pool, so that
 /// compressing a large batch does not stall the async workers.
 const INLINE_ENCODE_BYTES: usize = 256 * 1024;
 
-/// The transport endpoints, to merge into the node's router.
-pub fn routes() -> Router<NodeState> {
+/// The leader's state every handler reads.
+type Leader = Arc<dyn LeaderClient>;
+
+/// The transport endpoints over `leader`, to serve alone or to merge into a larger router
+/// (whatever its state type `S`).
+pub fn router<S>(leader: Arc<dyn LeaderClient>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     Router::new()
         .route(INDEX_METADATA_PATH, post(index_metadata))
         .route(LIST_INDICES_PATH, post(list_indices))
@@ -60,6 +73,8 @@ pub fn routes() -> Router<NodeState> {
         .route(OPEN_SESSION_PATH, post(open_recovery_session))
         .route(READ_CHUNK_PATH, post(read_file_chunk))
         .route(CLOSE_SESSION_PATH, post(close_recovery_session))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(leader)
 }
 
 /// A [`LeaderError`] as a transport answer.
@@ -133,32 +148,19 @@ fn acknowledged() -> Answer {
     json(&serde_json::json!({}))
 }
 
-async fn index_metadata(State(node): State<NodeState>, body: Bytes) -> Answer {
+async fn index_metadata(State(leader): State<Leader>, body: Bytes) -> Answer {
     let request: IndexMetadataRequest = parse(&body)?;
-    json(&node.leader.index_metadata(&request.index).await?)
+    json(&leader.index_metadata(request).await?)
 }
 
-async fn list_indices(State(node): State<NodeState>) -> Answer {
-    json(&node.leader.list_indices().await?)
+async fn list_indices(State(leader): State<Leader>) -> Answer {
+    json(&leader.list_indices().await?)
 }
 
-async fn shard_changes(State(node): State<NodeState>, body: Bytes) -> Answer {
-    let request: ShardChangesWireRequest = parse(&body)?;
-    let max_operations = usize::try_from(request.max_operations).unwrap_or(usize::MAX);
-    let max_bytes = usize::try_from(request.max_bytes)
-        .unwrap_or(usize::MAX)
-        .min(MAX_CHANGES_BATCH_BYTES);
-    let response = node
-        .leader
-        .shard_changes(ShardChangesRequest {
-            shard: request.shard,
-            from_seq_no: request.from_seq_no,
-            max_operations,
-            max_bytes,
-            poll_timeout: request.poll_timeout,
-            expected_history_uuid: request.expected_history_uuid,
-        })
-        .await?;
+async fn shard_changes(State(leader): State<Leader>, body: Bytes) -> Answer {
+    let mut request: ShardChangesRequest = parse(&body)?;
+    request.changes.max_batch_size = request.changes.max_batch_size.min(MAX_CHANGES_BATCH_BYTES);
+    let response = leader.shard_changes(request).await?;
     let frame = encode_changes(response).await?;
     Ok((
         [(
@@ -172,6 +174,7 @@ async fn shard_changes(State(node): State<NodeState>, body: Bytes) -> Answer {
 
 async fn encode_changes(response: ShardChangesResponse) -> Result<Vec<u8>, LeaderError> {
     let operation_bytes: usize = response
+        .changes
         .operations
         .iter()
         .map(|operation| operation.size_in_bytes())
@@ -184,53 +187,32 @@ async fn encode_changes(response: ShardChangesResponse) -> Result<Vec<u8>, Leade
         .map_err(|e| LeaderError::Unavailable(format!("encoding the changes failed: {e}")))
 }
 
-async fn add_retention_lease(State(node): State<NodeState>, body: Bytes) -> Answer {
-    let request: AddLeaseRequest = parse(&body)?;
-    node.leader
-        .add_retention_lease(
-            request.shard,
-            request.lease_id,
-            request.retaining_seq_no,
-            request.source,
-        )
-        .await?;
+async fn add_retention_lease(State(leader): State<Leader>, body: Bytes) -> Answer {
+    let request: AddRetentionLeaseRequest = parse(&body)?;
+    leader.add_retention_lease(request).await?;
     acknowledged()
 }
 
-async fn renew_retention_lease(State(node): State<NodeState>, body: Bytes) -> Answer {
-    let request: RenewLeaseRequest = parse(&body)?;
-    node.leader
-        .renew_retention_lease(request.shard, request.lease_id, request.retaining_seq_no)
-        .await?;
+async fn renew_retention_lease(State(leader): State<Leader>, body: Bytes) -> Answer {
+    let request: RenewRetentionLeaseRequest = parse(&body)?;
+    leader.renew_retention_lease(request).await?;
     acknowledged()
 }
 
-async fn remove_retention_lease(State(node): State<NodeState>, body: Bytes) -> Answer {
-    let request: RemoveLeaseRequest = parse(&body)?;
-    node.leader
-        .remove_retention_lease(request.shard, request.lease_id)
-        .await?;
+async fn remove_retention_lease(State(leader): State<Leader>, body: Bytes) -> Answer {
+    let request: RemoveRetentionLeaseRequest = parse(&body)?;
+    leader.remove_retention_lease(request).await?;
     acknowledged()
 }
 
-async fn open_recovery_session(State(node): State<NodeState>, body: Bytes) -> Answer {
-    let request: OpenSessionRequest = parse(&body)?;
-    json(&node.leader.open_recovery_session(request.shard).await?)
+async fn open_recovery_session(State(leader): State<Leader>, body: Bytes) -> Answer {
+    let request: OpenRecoverySessionRequest = parse(&body)?;
+    json(&leader.open_recovery_session(request).await?)
 }
 
-async fn read_file_chunk(State(node): State<NodeState>, body: Bytes) -> Answer {
-    let request: ReadChunkRequest = parse(&body)?;
-    let length = usize::try_from(request.length).unwrap_or(usize::MAX);
-    let chunk = node
-        .leader
-        .read_file_chunk(
-            request.shard,
-            request.session,
-            request.file,
-            request.offset,
-            length,
-        )
-        .await?;
+async fn read_file_chunk(State(leader): State<Leader>, body: Bytes) -> Answer {
+    let request: ReadFileChunkRequest = parse(&body)?;
+    let chunk = leader.read_file_chunk(request).await?;
     // Without compression, encoding is a checksum: cheap enough to run inline.
     let (chunk_header, body) = if !wire::COMPRESS_CHUNKS || chunk.data.len() <= INLINE_ENCODE_BYTES
     {
@@ -256,10 +238,8 @@ async fn read_file_chunk(State(node): State<NodeState>, body: Bytes) -> Answer {
     Ok(response)
 }
 
-async fn close_recovery_session(State(node): State<NodeState>, body: Bytes) -> Answer {
-    let request: CloseSessionRequest = parse(&body)?;
-    node.leader
-        .close_recovery_session(request.shard, request.session)
-        .await?;
+async fn close_recovery_session(State(leader): State<Leader>, body: Bytes) -> Answer {
+    let request: CloseRecoverySessionRequest = parse(&body)?;
+    leader.close_recovery_session(request).await?;
     acknowledged()
 }

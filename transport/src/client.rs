@@ -24,23 +24,21 @@ use serde::Serialize;
 use tandem_engine::index::IndexMetadata;
 use tandem_engine::SeqNo;
 use tandem_recovery::chunk_bytes::ChunkBytes;
-use tandem_recovery::client::{
-    FileChunk, LeaderClient, LeaderFuture, LeaderIndexSummary, RecoverySessionInfo, SessionId,
-    ShardChangesRequest, ShardChangesResponse, ShardId,
-};
-use tandem_recovery::error::LeaderError;
 use tandem_recovery::in_process::MAX_POLL_TIMEOUT;
+use tandem_recovery::leader_api::{
+    AddRetentionLeaseRequest, CloseRecoverySessionRequest, FileChunk, IndexMetadataRequest,
+    LeaderClient, LeaderFuture, LeaderIndexSummary, OpenRecoverySessionRequest,
+    ReadFileChunkRequest, RecoverySessionInfo, RemoveRetentionLeaseRequest,
+    RenewRetentionLeaseRequest, ShardChangesRequest, ShardChangesResponse,
+};
 use tandem_recovery::source::MAX_CHUNK_BYTES;
+use tandem_recovery::LeaderError;
 
-use super::server::{
+use crate::server::{
     ADD_LEASE_PATH, CLOSE_SESSION_PATH, INDEX_METADATA_PATH, LIST_INDICES_PATH, OPEN_SESSION_PATH,
     READ_CHUNK_PATH, REMOVE_LEASE_PATH, RENEW_LEASE_PATH, SHARD_CHANGES_PATH,
 };
-use super::wire::{
-    self, AddLeaseRequest, ChunkHeader, CloseSessionRequest, IndexMetadataRequest,
-    OpenSessionRequest, ReadChunkRequest, RemoveLeaseRequest, RenewLeaseRequest,
-    ShardChangesWireRequest, ERROR_HEADER, FRAME_HEADER_BYTES, MAX_FRAME_BODY_BYTES,
-};
+use crate::wire::{self, ChunkHeader, ERROR_HEADER, FRAME_HEADER_BYTES, MAX_FRAME_BODY_BYTES};
 
 /// Largest JSON answer accepted (index metadata with large mappings stays far below).
 pub const MAX_JSON_ANSWER_BYTES: usize = 64 * 1024 * 1024;
@@ -252,17 +250,10 @@ impl HttpLeaderClient {
         &self,
         request: ShardChangesRequest,
     ) -> Result<ShardChangesResponse, LeaderError> {
-        let timeout = request.poll_timeout.min(MAX_POLL_TIMEOUT) + self.settings.long_poll_margin;
-        let wire_request = ShardChangesWireRequest {
-            shard: request.shard,
-            from_seq_no: request.from_seq_no,
-            max_operations: request.max_operations as u64,
-            max_bytes: request.max_bytes as u64,
-            poll_timeout: request.poll_timeout,
-            expected_history_uuid: request.expected_history_uuid,
-        };
+        let timeout =
+            request.changes.poll_timeout.min(MAX_POLL_TIMEOUT) + self.settings.long_poll_margin;
         let (_, frame) = self
-            .call(SHARD_CHANGES_PATH, &wire_request, timeout, &Expect::Frame)
+            .call(SHARD_CHANGES_PATH, &request, timeout, &Expect::Frame)
             .await?;
         let response = if frame.len() <= INLINE_DECODE_BYTES {
             wire::decode_shard_changes(&frame)?
@@ -271,12 +262,16 @@ impl HttpLeaderClient {
                 .await
                 .map_err(|e| LeaderError::Unavailable(format!("decoding failed: {e}")))??
         };
-        check_changes(&response, request.from_seq_no, request.max_operations)?;
+        check_changes(
+            &response,
+            request.changes.from_seq_no,
+            request.changes.max_operation_count,
+        )?;
         Ok(response)
     }
 
-    async fn fetch_chunk(&self, request: ReadChunkRequest) -> Result<FileChunk, LeaderError> {
-        let requested_length = usize::try_from(request.length).unwrap_or(usize::MAX);
+    async fn fetch_chunk(&self, request: ReadFileChunkRequest) -> Result<FileChunk, LeaderError> {
+        let requested_length = request.length;
         // The leader refuses oversized chunks; the answer limit must not be what refuses them.
         let expect = Expect::Chunk {
             requested_length: requested_length.min(MAX_CHUNK_BYTES),
@@ -401,13 +396,14 @@ fn check_changes(
     from: SeqNo,
     max_operations: usize,
 ) -> Result<(), LeaderError> {
-    if response.operations.len() > max_operations {
+    let operations = &response.changes.operations;
+    if operations.len() > max_operations {
         return Err(LeaderError::CorruptedResponse(format!(
             "{} operations for a request of at most {max_operations}",
-            response.operations.len()
+            operations.len()
         )));
     }
-    for (offset, operation) in response.operations.iter().enumerate() {
+    for (offset, operation) in operations.iter().enumerate() {
         let expected = from.0.checked_add(offset as i64);
         if expected != Some(operation.seq_no.0) {
             return Err(LeaderError::CorruptedResponse(format!(
@@ -421,10 +417,7 @@ fn check_changes(
 }
 
 impl LeaderClient for HttpLeaderClient {
-    fn index_metadata(&self, index: &str) -> LeaderFuture<'_, IndexMetadata> {
-        let request = IndexMetadataRequest {
-            index: index.to_string(),
-        };
+    fn index_metadata(&self, request: IndexMetadataRequest) -> LeaderFuture<'_, IndexMetadata> {
         Box::pin(async move { self.call_json(INDEX_METADATA_PATH, &request).await })
     }
 
@@ -442,66 +435,30 @@ impl LeaderClient for HttpLeaderClient {
         Box::pin(self.fetch_shard_changes(request))
     }
 
-    fn add_retention_lease(
-        &self,
-        shard: ShardId,
-        lease_id: String,
-        retaining_seq_no: SeqNo,
-        source: String,
-    ) -> LeaderFuture<'_, ()> {
-        let request = AddLeaseRequest {
-            shard,
-            lease_id,
-            retaining_seq_no,
-            source,
-        };
+    fn add_retention_lease(&self, request: AddRetentionLeaseRequest) -> LeaderFuture<'_, ()> {
         Box::pin(async move { self.call_acknowledged(ADD_LEASE_PATH, &request).await })
     }
 
-    fn renew_retention_lease(
-        &self,
-        shard: ShardId,
-        lease_id: String,
-        retaining_seq_no: SeqNo,
-    ) -> LeaderFuture<'_, ()> {
-        let request = RenewLeaseRequest {
-            shard,
-            lease_id,
-            retaining_seq_no,
-        };
+    fn renew_retention_lease(&self, request: RenewRetentionLeaseRequest) -> LeaderFuture<'_, ()> {
         Box::pin(async move { self.call_acknowledged(RENEW_LEASE_PATH, &request).await })
     }
 
-    fn remove_retention_lease(&self, shard: ShardId, lease_id: String) -> LeaderFuture<'_, ()> {
-        let request = RemoveLeaseRequest { shard, lease_id };
+    fn remove_retention_lease(&self, request: RemoveRetentionLeaseRequest) -> LeaderFuture<'_, ()> {
         Box::pin(async move { self.call_acknowledged(REMOVE_LEASE_PATH, &request).await })
     }
 
-    fn open_recovery_session(&self, shard: ShardId) -> LeaderFuture<'_, RecoverySessionInfo> {
-        let request = OpenSessionRequest { shard };
+    fn open_recovery_session(
+        &self,
+        request: OpenRecoverySessionRequest,
+    ) -> LeaderFuture<'_, RecoverySessionInfo> {
         Box::pin(async move { self.call_json(OPEN_SESSION_PATH, &request).await })
     }
 
-    fn read_file_chunk(
-        &self,
-        shard: ShardId,
-        session: SessionId,
-        file: String,
-        offset: u64,
-        length: usize,
-    ) -> LeaderFuture<'_, FileChunk> {
-        let request = ReadChunkRequest {
-            shard,
-            session,
-            file,
-            offset,
-            length: length as u64,
-        };
+    fn read_file_chunk(&self, request: ReadFileChunkRequest) -> LeaderFuture<'_, FileChunk> {
         Box::pin(self.fetch_chunk(request))
     }
 
-    fn close_recovery_session(&self, shard: ShardId, session: SessionId) -> LeaderFuture<'_, ()> {
-        let request = CloseSessionRequest { shard, session };
+    fn close_recovery_session(&self, request: CloseRecoverySessionRequest) -> LeaderFuture<'_, ()> {
         Box::pin(async move { self.call_acknowledged(CLOSE_SESSION_PATH, &request).await })
     }
 }
@@ -510,30 +467,33 @@ impl LeaderClient for HttpLeaderClient {
 mod tests {
     use std::sync::Arc;
 
+    use tandem_engine::shard::ChangesResponse;
     use tandem_engine::{Operation, OperationKind, PrimaryTerm};
 
     use super::*;
 
     fn changes(seq_nos: &[i64]) -> ShardChangesResponse {
         ShardChangesResponse {
-            operations: seq_nos
-                .iter()
-                .map(|&seq_no| {
-                    Arc::new(Operation {
-                        seq_no: SeqNo(seq_no),
-                        primary_term: PrimaryTerm(1),
-                        version: 1,
-                        kind: OperationKind::Delete { id: "x".into() },
+            changes: ChangesResponse {
+                operations: seq_nos
+                    .iter()
+                    .map(|&seq_no| {
+                        Arc::new(Operation {
+                            seq_no: SeqNo(seq_no),
+                            primary_term: PrimaryTerm(1),
+                            version: 1,
+                            kind: OperationKind::Delete { id: "x".into() },
+                        })
                     })
-                })
-                .collect(),
-            global_checkpoint: SeqNo(10),
-            max_seq_no: SeqNo(10),
-            max_seq_no_of_updates: SeqNo(10),
+                    .collect(),
+                global_checkpoint: SeqNo(10),
+                max_seq_no: SeqNo(10),
+                max_seq_no_of_updates: SeqNo(10),
+                took: Duration::ZERO,
+            },
             mapping_version: 1,
             settings_version: 1,
             aliases_version: 1,
-            took: Duration::ZERO,
         }
     }
 

@@ -3,24 +3,27 @@
 //! short (`Unavailable`), and damaged or lying answers (`CorruptedResponse`). All of them are
 //! retryable; none panics.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
+use common::LeaderServer;
+use tandem_engine::shard::{ChangesRequest, ChangesResponse};
 use tandem_engine::{Operation, OperationKind, PrimaryTerm, SeqNo};
-use tandem_node::config::NodeConfig;
-use tandem_node::server::RunningNode;
-use tandem_node::transport::server::{
+use tandem_recovery::leader_api::{
+    FileChunk, IndexMetadataRequest, LeaderClient, ReadFileChunkRequest, SessionId,
+    ShardChangesRequest, ShardChangesResponse, ShardId,
+};
+use tandem_recovery::LeaderError;
+use tandem_transport::server::{
     INDEX_METADATA_PATH, LIST_INDICES_PATH, READ_CHUNK_PATH, SHARD_CHANGES_PATH,
 };
-use tandem_node::transport::wire::{encode_chunk, encode_shard_changes};
-use tandem_node::transport::{HttpLeaderClient, HttpTransportSettings};
-use tandem_recovery::client::{
-    FileChunk, LeaderClient, SessionId, ShardChangesRequest, ShardChangesResponse, ShardId,
-};
-use tandem_recovery::error::LeaderError;
+use tandem_transport::wire::{encode_chunk, encode_shard_changes};
+use tandem_transport::{HttpLeaderClient, HttpTransportSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -32,14 +35,8 @@ async fn refused_address() -> String {
     address
 }
 
-async fn running_leader(dir: &std::path::Path) -> RunningNode {
-    RunningNode::start(NodeConfig {
-        data: dir.join("data"),
-        http: "127.0.0.1:0".parse().unwrap(),
-        name: "leader".to_string(),
-    })
-    .await
-    .unwrap()
+async fn running_leader(dir: &std::path::Path) -> LeaderServer {
+    LeaderServer::start(&dir.join("data")).await
 }
 
 fn short_timeouts() -> HttpTransportSettings {
@@ -54,11 +51,13 @@ fn short_timeouts() -> HttpTransportSettings {
 fn changes_request(from: i64) -> ShardChangesRequest {
     ShardChangesRequest {
         shard: ShardId::new("leader", 0),
-        from_seq_no: SeqNo(from),
-        max_operations: 100,
-        max_bytes: 1 << 20,
-        poll_timeout: Duration::ZERO,
-        expected_history_uuid: None,
+        changes: ChangesRequest {
+            from_seq_no: SeqNo(from),
+            max_operation_count: 100,
+            max_batch_size: 1 << 20,
+            poll_timeout: Duration::ZERO,
+            expected_history_uuid: None,
+        },
     }
 }
 
@@ -71,7 +70,10 @@ async fn a_refused_address_fails_over_to_the_next() {
     for _ in 0..3 {
         assert_eq!(client.list_indices().await, Ok(Vec::new()));
     }
-    let error = client.index_metadata("absent").await.unwrap_err();
+    let error = client
+        .index_metadata(IndexMetadataRequest::new("absent"))
+        .await
+        .unwrap_err();
     assert_eq!(error, LeaderError::IndexNotFound("absent".to_string()));
     leader.stop().await;
 }
@@ -113,7 +115,7 @@ async fn a_leader_that_never_answers_times_out() {
     assert_eq!(error, LeaderError::Timeout(Duration::from_millis(400)));
     assert!(error.is_retryable());
     let mut long_poll = changes_request(0);
-    long_poll.poll_timeout = Duration::from_millis(200);
+    long_poll.changes.poll_timeout = Duration::from_millis(200);
     let error = client.shard_changes(long_poll).await.unwrap_err();
     assert_eq!(error, LeaderError::Timeout(Duration::from_millis(500)));
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -158,14 +160,16 @@ fn operation(seq_no: i64) -> Arc<Operation> {
 
 fn changes(seq_nos: &[i64]) -> ShardChangesResponse {
     ShardChangesResponse {
-        operations: seq_nos.iter().map(|&n| operation(n)).collect(),
-        global_checkpoint: SeqNo(9),
-        max_seq_no: SeqNo(9),
-        max_seq_no_of_updates: SeqNo(9),
+        changes: ChangesResponse {
+            operations: seq_nos.iter().map(|&n| operation(n)).collect(),
+            global_checkpoint: SeqNo(9),
+            max_seq_no: SeqNo(9),
+            max_seq_no_of_updates: SeqNo(9),
+            took: Duration::ZERO,
+        },
         mapping_version: 1,
         settings_version: 1,
         aliases_version: 1,
-        took: Duration::ZERO,
     }
 }
 
@@ -194,7 +198,7 @@ fn chunk_answer(
 async fn lying_server() -> String {
     async fn changes_answer(body: axum::body::Bytes) -> Vec<u8> {
         let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        match request["from_seq_no"].as_i64().unwrap() {
+        match request["changes"]["from_seq_no"].as_i64().unwrap() {
             // A bit flipped in transit.
             0 => {
                 let mut frame = encode_shard_changes(&changes(&[0, 1, 2]));
@@ -278,10 +282,19 @@ async fn damaged_or_lying_answers_are_corrupted_responses() {
         (3, "a chunk without checksum"),
     ] {
         let answer = client
-            .read_file_chunk(shard.clone(), session.clone(), "f".into(), offset, 1000)
+            .read_file_chunk(ReadFileChunkRequest::new(
+                shard.clone(),
+                session.clone(),
+                "f",
+                offset,
+                1000,
+            ))
             .await;
         assert_corrupted(what, answer);
     }
     assert_corrupted("malformed JSON", client.list_indices().await);
-    assert_corrupted("a malformed error", client.index_metadata("x").await);
+    assert_corrupted(
+        "a malformed error",
+        client.index_metadata(IndexMetadataRequest::new("x")).await,
+    );
 }

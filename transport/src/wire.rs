@@ -1,7 +1,9 @@
-//! What travels between a follower's [`HttpLeaderClient`](super::client::HttpLeaderClient) and
-//! a leader's transport endpoints ([`super::server`]).
+//! What travels between a follower's [`HttpLeaderClient`](crate::client::HttpLeaderClient) and
+//! a leader's transport endpoints ([`crate::server`]).
 //!
-//! Requests are small JSON bodies (the `*Request` types below). Answers:
+//! Requests are the leader API's own request types
+//! ([`tandem_recovery::leader_api::types`]) as JSON; the wire defines no request of its own.
+//! Answers:
 //! - metadata, index lists, sessions, and acknowledgements: JSON;
 //! - shard changes: a binary frame (see below), the hot path of replication;
 //! - file chunks: the raw bytes (zstd-compressed when that pays), described by headers
@@ -36,11 +38,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use tandem_engine::shard::ChangesResponse;
 use tandem_engine::{OpType, Operation, OperationKind, PrimaryTerm, SeqNo};
 use tandem_recovery::chunk_bytes::ChunkBytes;
-use tandem_recovery::client::{FileChunk, SessionId, ShardChangesResponse, ShardId};
-use tandem_recovery::error::LeaderError;
+use tandem_recovery::leader_api::{FileChunk, ShardChangesResponse};
+use tandem_recovery::LeaderError;
 
 /// Magic of a shard changes frame.
 pub const CHANGES_MAGIC: [u8; 4] = *b"TDSC";
@@ -73,94 +75,6 @@ pub const CHUNK_CRC_HEADER: &str = "x-tandem-chunk-crc32";
 pub const CHUNK_ENCODING_HEADER: &str = "x-tandem-chunk-encoding";
 /// Chunk header: nanoseconds the leader spent throttling the chunk.
 pub const CHUNK_THROTTLE_HEADER: &str = "x-tandem-source-throttle-nanos";
-
-/// `POST /_tandem/v1/index_metadata`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IndexMetadataRequest {
-    /// The leader index.
-    pub index: String,
-}
-
-/// `POST /_tandem/v1/shard_changes`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardChangesWireRequest {
-    /// The leader shard.
-    pub shard: ShardId,
-    /// First sequence number wanted.
-    pub from_seq_no: SeqNo,
-    /// At most this many operations.
-    pub max_operations: u64,
-    /// Byte budget of the batch (capped at [`MAX_CHANGES_BATCH_BYTES`] by the leader).
-    pub max_bytes: u64,
-    /// Long-poll timeout.
-    pub poll_timeout: Duration,
-    /// The history the follower replicates, if it checks it.
-    pub expected_history_uuid: Option<String>,
-}
-
-/// `POST /_tandem/v1/retention_lease/add`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AddLeaseRequest {
-    /// The leader shard.
-    pub shard: ShardId,
-    /// The lease id.
-    pub lease_id: String,
-    /// Operations at or above this are retained.
-    pub retaining_seq_no: SeqNo,
-    /// The holder's kind.
-    pub source: String,
-}
-
-/// `POST /_tandem/v1/retention_lease/renew`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RenewLeaseRequest {
-    /// The leader shard.
-    pub shard: ShardId,
-    /// The lease id.
-    pub lease_id: String,
-    /// Operations at or above this are retained.
-    pub retaining_seq_no: SeqNo,
-}
-
-/// `POST /_tandem/v1/retention_lease/remove`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemoveLeaseRequest {
-    /// The leader shard.
-    pub shard: ShardId,
-    /// The lease id.
-    pub lease_id: String,
-}
-
-/// `POST /_tandem/v1/recovery_session/open`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OpenSessionRequest {
-    /// The leader shard.
-    pub shard: ShardId,
-}
-
-/// `POST /_tandem/v1/recovery_session/chunk`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReadChunkRequest {
-    /// The leader shard.
-    pub shard: ShardId,
-    /// The session.
-    pub session: SessionId,
-    /// A file of the session's commit.
-    pub file: String,
-    /// First byte wanted.
-    pub offset: u64,
-    /// Bytes wanted.
-    pub length: u64,
-}
-
-/// `POST /_tandem/v1/recovery_session/close`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CloseSessionRequest {
-    /// The leader shard.
-    pub shard: ShardId,
-    /// The session.
-    pub session: SessionId,
-}
 
 fn corrupted(reason: impl Into<String>) -> LeaderError {
     LeaderError::CorruptedResponse(reason.into())
@@ -439,21 +353,27 @@ fn duration_nanos(duration: Duration) -> u64 {
 
 /// The body of a shard changes frame.
 fn encode_changes_body(response: &ShardChangesResponse) -> Vec<u8> {
-    let operation_bytes: usize = response
+    let ShardChangesResponse {
+        changes,
+        mapping_version,
+        settings_version,
+        aliases_version,
+    } = response;
+    let operation_bytes: usize = changes
         .operations
         .iter()
         .map(|operation| operation.size_in_bytes())
         .sum();
     let mut body = Vec::with_capacity(64 + operation_bytes);
-    put_signed(&mut body, response.global_checkpoint.0);
-    put_signed(&mut body, response.max_seq_no.0);
-    put_signed(&mut body, response.max_seq_no_of_updates.0);
-    put_unsigned(&mut body, response.mapping_version);
-    put_unsigned(&mut body, response.settings_version);
-    put_unsigned(&mut body, response.aliases_version);
-    put_unsigned(&mut body, duration_nanos(response.took));
-    put_unsigned(&mut body, response.operations.len() as u64);
-    for operation in &response.operations {
+    put_signed(&mut body, changes.global_checkpoint.0);
+    put_signed(&mut body, changes.max_seq_no.0);
+    put_signed(&mut body, changes.max_seq_no_of_updates.0);
+    put_unsigned(&mut body, *mapping_version);
+    put_unsigned(&mut body, *settings_version);
+    put_unsigned(&mut body, *aliases_version);
+    put_unsigned(&mut body, duration_nanos(changes.took));
+    put_unsigned(&mut body, changes.operations.len() as u64);
+    for operation in &changes.operations {
         put_signed(&mut body, operation.seq_no.0);
         put_unsigned(&mut body, operation.primary_term.0);
         put_unsigned(&mut body, operation.version);
@@ -498,14 +418,16 @@ fn decode_changes_body(body: &[u8]) -> Result<ShardChangesResponse, LeaderError>
         )));
     }
     Ok(ShardChangesResponse {
-        operations,
-        global_checkpoint,
-        max_seq_no,
-        max_seq_no_of_updates,
+        changes: ChangesResponse {
+            operations,
+            global_checkpoint,
+            max_seq_no,
+            max_seq_no_of_updates,
+            took,
+        },
         mapping_version,
         settings_version,
         aliases_version,
-        took,
     })
 }
 
@@ -715,29 +637,31 @@ mod tests {
 
     fn sample() -> ShardChangesResponse {
         ShardChangesResponse {
-            operations: vec![
-                operation(
-                    7,
-                    OperationKind::Index {
-                        id: "doc-1".into(),
-                        source: br#"{"body":"hello hello hello hello"}"#.to_vec(),
-                    },
-                ),
-                operation(8, OperationKind::Delete { id: "doc-2".into() }),
-                operation(
-                    9,
-                    OperationKind::NoOp {
-                        reason: "filled".into(),
-                    },
-                ),
-            ],
-            global_checkpoint: SeqNo(9),
-            max_seq_no: SeqNo(11),
-            max_seq_no_of_updates: SeqNo(8),
+            changes: ChangesResponse {
+                operations: vec![
+                    operation(
+                        7,
+                        OperationKind::Index {
+                            id: "doc-1".into(),
+                            source: br#"{"body":"hello hello hello hello"}"#.to_vec(),
+                        },
+                    ),
+                    operation(8, OperationKind::Delete { id: "doc-2".into() }),
+                    operation(
+                        9,
+                        OperationKind::NoOp {
+                            reason: "filled".into(),
+                        },
+                    ),
+                ],
+                global_checkpoint: SeqNo(9),
+                max_seq_no: SeqNo(11),
+                max_seq_no_of_updates: SeqNo(8),
+                took: Duration::from_micros(1234),
+            },
             mapping_version: 2,
             settings_version: 3,
             aliases_version: 4,
-            took: Duration::from_micros(1234),
         }
     }
 
@@ -748,11 +672,13 @@ mod tests {
         assert_eq!(&frame[..4], b"TDSC");
         assert_eq!(decode_shard_changes(&frame), Ok(response));
         let empty = ShardChangesResponse {
-            operations: Vec::new(),
-            global_checkpoint: SeqNo::NO_OPS_PERFORMED,
-            max_seq_no: SeqNo::NO_OPS_PERFORMED,
-            max_seq_no_of_updates: SeqNo::UNASSIGNED,
-            took: Duration::ZERO,
+            changes: ChangesResponse {
+                operations: Vec::new(),
+                global_checkpoint: SeqNo::NO_OPS_PERFORMED,
+                max_seq_no: SeqNo::NO_OPS_PERFORMED,
+                max_seq_no_of_updates: SeqNo::UNASSIGNED,
+                took: Duration::ZERO,
+            },
             ..sample()
         };
         assert_eq!(
@@ -764,7 +690,7 @@ mod tests {
     #[test]
     fn a_compressible_batch_is_compressed() {
         let mut response = sample();
-        response.operations = (0..200)
+        response.changes.operations = (0..200)
             .map(|n| {
                 operation(
                     n,
@@ -962,24 +888,26 @@ mod tests {
             (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
         )
             .prop_map(|(operations, checkpoints, versions)| ShardChangesResponse {
-                operations: operations
-                    .into_iter()
-                    .map(|(seq_no, term, version, kind)| {
-                        Arc::new(Operation {
-                            seq_no: SeqNo(seq_no),
-                            primary_term: PrimaryTerm(term),
-                            version,
-                            kind,
+                changes: ChangesResponse {
+                    operations: operations
+                        .into_iter()
+                        .map(|(seq_no, term, version, kind)| {
+                            Arc::new(Operation {
+                                seq_no: SeqNo(seq_no),
+                                primary_term: PrimaryTerm(term),
+                                version,
+                                kind,
+                            })
                         })
-                    })
-                    .collect(),
-                global_checkpoint: SeqNo(checkpoints.0),
-                max_seq_no: SeqNo(checkpoints.1),
-                max_seq_no_of_updates: SeqNo(checkpoints.2),
+                        .collect(),
+                    global_checkpoint: SeqNo(checkpoints.0),
+                    max_seq_no: SeqNo(checkpoints.1),
+                    max_seq_no_of_updates: SeqNo(checkpoints.2),
+                    took: Duration::from_nanos(versions.3),
+                },
                 mapping_version: versions.0,
                 settings_version: versions.1,
                 aliases_version: versions.2,
-                took: Duration::from_nanos(versions.3),
             })
     }
 

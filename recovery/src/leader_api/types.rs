@@ -1,0 +1,269 @@
+//! The requests and answers of the leader API, one type per call: what a follower sends to a
+//! leader and what it gets back. Every request is serializable, so that a transport carries it
+//! as it is; answers too, except the two whose bytes travel in frames of their own
+//! ([`ShardChangesResponse`] and [`FileChunk`]).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tandem_engine::shard::{ChangesRequest, ChangesResponse, CommitFileInfo};
+use tandem_engine::SeqNo;
+
+use crate::chunk_bytes::ChunkBytes;
+
+/// One shard of a leader index.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ShardId {
+    /// The leader index's name.
+    pub index: String,
+    /// The shard number.
+    pub shard: u32,
+}
+
+impl ShardId {
+    /// Shard `shard` of `index`.
+    pub fn new(index: impl Into<String>, shard: u32) -> ShardId {
+        ShardId {
+            index: index.into(),
+            shard,
+        }
+    }
+}
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}][{}]", self.index, self.shard)
+    }
+}
+
+/// Identifies a recovery session on the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SessionId(pub String);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Asks for the metadata of a leader index (settings, mappings, uuid, versions).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexMetadataRequest {
+    /// The leader index.
+    pub index: String,
+}
+
+impl IndexMetadataRequest {
+    /// The metadata of `index`.
+    pub fn new(index: impl Into<String>) -> IndexMetadataRequest {
+        IndexMetadataRequest {
+            index: index.into(),
+        }
+    }
+}
+
+/// One index of a leader cluster, as listed for auto-follow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderIndexSummary {
+    /// Index name.
+    pub name: String,
+    /// Index uuid (a re-created index of the same name has a new one).
+    pub uuid: String,
+}
+
+/// A read of a leader shard's operations: the engine's [`ChangesRequest`] addressed to a shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardChangesRequest {
+    /// The leader shard.
+    pub shard: ShardId,
+    /// What is read: from which sequence number, how much, how long to long-poll, and the
+    /// history the follower replicates (another one fails the read with
+    /// [`LeaderError::HistoryUuidMismatch`](super::LeaderError::HistoryUuidMismatch), fatal).
+    pub changes: ChangesRequest,
+}
+
+/// The operations of a leader shard with its checkpoints ([`ChangesResponse`]), and the
+/// versions of its index's metadata at the time, which tell the follower when to fetch it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardChangesResponse {
+    /// The engine's answer: operations contiguous from the request's `from_seq_no` (empty when
+    /// none became available within the poll timeout), the checkpoints, and the time taken.
+    /// Shared: in process, nothing is copied between the leader's changes API and the
+    /// follower's write.
+    pub changes: ChangesResponse,
+    /// The leader index's mapping version.
+    pub mapping_version: u64,
+    /// The leader index's settings version.
+    pub settings_version: u64,
+    /// The leader index's aliases version.
+    pub aliases_version: u64,
+}
+
+/// Adds a retention lease on a leader shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddRetentionLeaseRequest {
+    /// The leader shard.
+    pub shard: ShardId,
+    /// The lease id (Elasticsearch's: `<follower cluster>/<follower index>/<uuid>-following-...`).
+    pub lease_id: String,
+    /// Operations at or above this sequence number are retained.
+    pub retaining_seq_no: SeqNo,
+    /// The holder's kind (`ccr`).
+    pub source: String,
+}
+
+impl AddRetentionLeaseRequest {
+    /// Lease `lease_id` on `shard`, retaining from `retaining_seq_no`, held by `source`.
+    pub fn new(
+        shard: ShardId,
+        lease_id: impl Into<String>,
+        retaining_seq_no: SeqNo,
+        source: impl Into<String>,
+    ) -> AddRetentionLeaseRequest {
+        AddRetentionLeaseRequest {
+            shard,
+            lease_id: lease_id.into(),
+            retaining_seq_no,
+            source: source.into(),
+        }
+    }
+}
+
+/// Renews a retention lease (its retaining sequence number never goes backwards).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewRetentionLeaseRequest {
+    /// The leader shard.
+    pub shard: ShardId,
+    /// The lease id.
+    pub lease_id: String,
+    /// Operations at or above this sequence number are retained.
+    pub retaining_seq_no: SeqNo,
+}
+
+impl RenewRetentionLeaseRequest {
+    /// Renews `lease_id` on `shard` to retain from `retaining_seq_no`.
+    pub fn new(
+        shard: ShardId,
+        lease_id: impl Into<String>,
+        retaining_seq_no: SeqNo,
+    ) -> RenewRetentionLeaseRequest {
+        RenewRetentionLeaseRequest {
+            shard,
+            lease_id: lease_id.into(),
+            retaining_seq_no,
+        }
+    }
+}
+
+/// Removes a retention lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveRetentionLeaseRequest {
+    /// The leader shard.
+    pub shard: ShardId,
+    /// The lease id.
+    pub lease_id: String,
+}
+
+impl RemoveRetentionLeaseRequest {
+    /// Removes `lease_id` from `shard`.
+    pub fn new(shard: ShardId, lease_id: impl Into<String>) -> RemoveRetentionLeaseRequest {
+        RemoveRetentionLeaseRequest {
+            shard,
+            lease_id: lease_id.into(),
+        }
+    }
+}
+
+/// Opens a recovery session on a leader shard, pinning its latest commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenRecoverySessionRequest {
+    /// The leader shard.
+    pub shard: ShardId,
+}
+
+impl OpenRecoverySessionRequest {
+    /// A session on `shard`.
+    pub fn new(shard: ShardId) -> OpenRecoverySessionRequest {
+        OpenRecoverySessionRequest { shard }
+    }
+}
+
+/// What the leader answers when a recovery session opens: the pinned commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverySessionInfo {
+    /// The session, for chunk requests and close.
+    pub session_id: SessionId,
+    /// The shard whose commit is pinned.
+    pub shard: ShardId,
+    /// Every file of the commit (segment files, `.managed.json`, then `meta.json`).
+    pub files: Vec<CommitFileInfo>,
+    /// The commit's local checkpoint: replication continues at the next sequence number.
+    pub local_checkpoint: SeqNo,
+    /// The commit's highest sequence number.
+    pub max_seq_no: SeqNo,
+    /// The leader index's mapping version when the session opened.
+    pub mapping_version: u64,
+    /// The leader shard's history uuid in the pinned commit: a follower recovered from it
+    /// replicates that history (and checks it on every read).
+    pub history_uuid: String,
+}
+
+/// Reads a piece of a file of a session's pinned commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadFileChunkRequest {
+    /// The leader shard.
+    pub shard: ShardId,
+    /// The session.
+    pub session: SessionId,
+    /// A file of the session's commit.
+    pub file: String,
+    /// First byte wanted.
+    pub offset: u64,
+    /// Bytes wanted (fewer come back at the end of the file).
+    pub length: usize,
+}
+
+impl ReadFileChunkRequest {
+    /// `length` bytes of `file` from `offset`, out of `session`'s commit of `shard`.
+    pub fn new(
+        shard: ShardId,
+        session: SessionId,
+        file: impl Into<String>,
+        offset: u64,
+        length: usize,
+    ) -> ReadFileChunkRequest {
+        ReadFileChunkRequest {
+            shard,
+            session,
+            file: file.into(),
+            offset,
+            length,
+        }
+    }
+}
+
+/// A piece of a file of a pinned commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileChunk {
+    /// The bytes, `length` of them unless the file ends first.
+    pub data: ChunkBytes,
+    /// Time the leader spent throttling this chunk (its own rate limit).
+    pub source_throttle: Duration,
+}
+
+/// Closes a recovery session and releases its pin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseRecoverySessionRequest {
+    /// The leader shard.
+    pub shard: ShardId,
+    /// The session.
+    pub session: SessionId,
+}
+
+impl CloseRecoverySessionRequest {
+    /// Closes `session` on `shard`.
+    pub fn new(shard: ShardId, session: SessionId) -> CloseRecoverySessionRequest {
+        CloseRecoverySessionRequest { shard, session }
+    }
+}
