@@ -26,12 +26,12 @@ use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
 use tandem_replication::auto_follow::AutoFollowCoordinator;
 use tandem_replication::follower_indices::FollowerIndices;
 use tandem_replication::remote::RemoteClusters;
+use tandem_transport::HttpLeaderClient;
 use tokio::task::JoinHandle;
 
 use crate::cluster_settings::ClusterSettings;
 use crate::config::NodeConfig;
 use crate::error::RestError;
-use tandem_transport::HttpLeaderClient;
 
 /// File of the node's identity.
 const NODE_FILE: &str = "node.json";

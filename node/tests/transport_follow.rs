@@ -8,11 +8,11 @@ mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tandem_engine::shard::ChangesRequest;
 
 use common::{EsClient, TandemProcess};
 use serde_json::{json, Value};
 use tandem_engine::index::Index;
+use tandem_engine::shard::ChangesRequest;
 use tandem_engine::units::TimeValue;
 use tandem_engine::{Operation, SeqNo};
 use tandem_node::config::NodeConfig;
@@ -62,7 +62,10 @@ async fn leader_checkpoints(client: &HttpLeaderClient, shard: u32) -> (SeqNo, Se
         })
         .await
         .expect("leader checkpoints");
-    (response.changes.global_checkpoint, response.changes.max_seq_no)
+    (
+        response.changes.global_checkpoint,
+        response.changes.max_seq_no,
+    )
 }
 
 /// The leader shard's whole history, read over the transport in batches.
@@ -83,7 +86,10 @@ async fn leader_history(client: &HttpLeaderClient, shard: u32, to: SeqNo) -> Vec
             })
             .await
             .expect("leader history");
-        assert!(!response.changes.operations.is_empty(), "no progress at {from}");
+        assert!(
+            !response.changes.operations.is_empty(),
+            "no progress at {from}"
+        );
         from += response.changes.operations.len() as i64;
         history.extend(response.changes.operations.iter().map(|op| (**op).clone()));
     }

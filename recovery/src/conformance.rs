@@ -11,26 +11,23 @@
 //! [`leader_client_conformance!`](crate::leader_client_conformance), one `#[tokio::test]` per
 //! check. Checks panic on failure (they are test bodies).
 
-use crate::leader_api::{
-    AddRetentionLeaseRequest, CloseRecoverySessionRequest, IndexMetadataRequest,
-    OpenRecoverySessionRequest, ReadFileChunkRequest, RemoveRetentionLeaseRequest,
-    RenewRetentionLeaseRequest,
-};
 use std::any::Any;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tandem_engine::shard::ChangesRequest;
 
 use serde_json::json;
 use tandem_engine::index::Index;
 use tandem_engine::indices::Indices;
-use tandem_engine::shard::{DeleteRequest, IndexRequest};
+use tandem_engine::shard::{ChangesRequest, DeleteRequest, IndexRequest};
 use tandem_engine::{OperationKind, SeqNo};
 
 use crate::in_process::InProcessLeaderClient;
-use crate::leader_api::LeaderError;
-use crate::leader_api::{LeaderClient, ShardChangesRequest, ShardChangesResponse, ShardId};
+use crate::leader_api::{
+    AddRetentionLeaseRequest, CloseRecoverySessionRequest, IndexMetadataRequest, LeaderClient,
+    LeaderError, OpenRecoverySessionRequest, ReadFileChunkRequest, RemoveRetentionLeaseRequest,
+    RenewRetentionLeaseRequest, ShardChangesRequest, ShardChangesResponse, ShardId,
+};
 use crate::source::{RecoverySource, RecoverySourceSettings, MAX_CHUNK_BYTES};
 
 /// Longest any single step of a check may take before it is reported as hung.

@@ -26,8 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::chunk_bytes::ChunkBytes;
-use crate::leader_api::LeaderError;
-use crate::leader_api::{FileChunk, RecoverySessionInfo, SessionId, ShardId};
+use crate::leader_api::{FileChunk, LeaderError, RecoverySessionInfo, SessionId, ShardId};
 use crate::rate_limiter::RateLimiter;
 
 /// Largest chunk a source serves; larger requests are refused.

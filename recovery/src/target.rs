@@ -20,10 +20,6 @@
 //! every `lease_renew_interval`; on success the lease is renewed to retain from the recovered
 //! checkpoint + 1 and left for replication to take over, on failure it is removed.
 
-use crate::leader_api::{
-    AddRetentionLeaseRequest, CloseRecoverySessionRequest, OpenRecoverySessionRequest,
-    ReadFileChunkRequest, RemoveRetentionLeaseRequest, RenewRetentionLeaseRequest,
-};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -40,8 +36,11 @@ use tokio::task::JoinSet;
 
 use crate::chunk_bytes::ChunkBytes;
 use crate::error::RecoveryError;
-use crate::leader_api::LeaderError;
-use crate::leader_api::{LeaderClient, RecoverySessionInfo, SessionId, ShardId};
+use crate::leader_api::{
+    AddRetentionLeaseRequest, CloseRecoverySessionRequest, LeaderClient, LeaderError,
+    OpenRecoverySessionRequest, ReadFileChunkRequest, RecoverySessionInfo,
+    RemoveRetentionLeaseRequest, RenewRetentionLeaseRequest, SessionId, ShardId,
+};
 use crate::progress::{RecoveryProgress, RecoveryStage};
 use crate::rate_limiter::RateLimiter;
 

@@ -14,20 +14,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tandem_engine::shard::ChangesRequest;
-use tandem_recovery::{IndexMetadataRequest, RemoveRetentionLeaseRequest};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::time::Duration;
 use tandem_engine::index::{Index, IndexMetadata, IndexSettings};
 use tandem_engine::indices::Indices;
 use tandem_engine::mapping::DocumentMapper;
+use tandem_engine::shard::ChangesRequest;
 use tandem_engine::SeqNo;
 use tandem_recovery::leader_api::{LeaderClient, ShardChangesRequest, ShardId};
 use tandem_recovery::progress::{RecoveryProgress, RecoveryProgressSnapshot};
 use tandem_recovery::target::{RecoveryRequest, RecoverySettings, RecoveryTarget};
-use tandem_recovery::LeaderError;
+use tandem_recovery::{IndexMetadataRequest, LeaderError, RemoveRetentionLeaseRequest};
 use tokio::sync::Mutex;
 
 use crate::error::CcrError;

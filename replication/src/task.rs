@@ -18,18 +18,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tandem_engine::shard::ChangesRequest;
-use tandem_recovery::{AddRetentionLeaseRequest, IndexMetadataRequest, RenewRetentionLeaseRequest};
 
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tandem_engine::index::Index;
+use tandem_engine::shard::ChangesRequest;
 use tandem_engine::{EngineError, SeqNo, ShardEngine};
 use tandem_recovery::leader_api::{
     LeaderClient, ShardChangesRequest, ShardChangesResponse, ShardId,
 };
-use tandem_recovery::LeaderError;
+use tandem_recovery::{
+    AddRetentionLeaseRequest, IndexMetadataRequest, LeaderError, RenewRetentionLeaseRequest,
+};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 

@@ -44,6 +44,7 @@ use tantivy::indexer::NoMergePolicy;
 use tantivy::schema::document::Document;
 use tantivy::store::Compressor;
 use tantivy::{IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher};
+use writer_slot::{ShardWriter, WriterSlot};
 
 use crate::checkpoint::LocalCheckpointTracker;
 use crate::error::{EngineError, Result};
@@ -52,7 +53,6 @@ use crate::mapping::DocumentMapper;
 use crate::translog::Translog;
 use crate::types::{PrimaryTerm, SeqNo};
 use crate::version_map::{LiveVersionMap, Tail};
-use writer_slot::{ShardWriter, WriterSlot};
 
 pub use crate::leases::{RetentionLease, RetentionLeases};
 pub use changes::{ChangesRequest, ChangesResponse};
