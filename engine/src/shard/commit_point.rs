@@ -16,7 +16,8 @@
 //! `crc32fast` computes and tantivy stores):
 //! - [`ChecksumKind::TantivyFooter`]: a segment file's footer holds the CRC-32 of the file's
 //!   body; the source reads it from the footer without scanning the file, and a verifier
-//!   recomputes it over the body and compares;
+//!   recomputes it over the body and compares (tantivy's `Footer::extract_footer` parses the
+//!   footer, from the file's last bytes only);
 //! - [`ChecksumKind::WholeFile`]: `meta.json` and `.managed.json` have no footer; the checksum is
 //!   the CRC-32 of the whole file, computed when the commit is pinned.
 
@@ -26,8 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tantivy::directory::MmapDirectory;
-use tantivy::IndexWriter;
+use tantivy::directory::footer::Footer as TantivyFooter;
+use tantivy::directory::{FileSlice, MmapDirectory, OwnedBytes};
+use tantivy::{HasLen, IndexWriter};
 
 use super::{commit_with_payload, read_payload, CommitPayload, ShardConfig, ShardEngine};
 use super::{INDEX_DIR, TRANSLOG_DIR};
@@ -47,12 +49,15 @@ pub const FOLLOWER_MARKER_FILE: &str = "follower";
 /// How many times pinning retries when a file of the commit vanished before it was referenced
 /// (a commit or merge that ended between reading `meta.json` and tracking its segments).
 const PIN_ATTEMPTS: usize = 5;
-/// Bytes after a tantivy footer's JSON: its length (u32 LE) and the magic number (u32 LE).
+/// Bytes at the very end of a tantivy footer: the length of its JSON and its magic number.
+/// `Footer::extract_footer` checks a file for 4 bytes but reads these 8, so a shorter file is
+/// refused before it is called.
 const FOOTER_TRAILER_BYTES: u64 = 8;
-/// tantivy's footer magic number.
-const FOOTER_MAGIC_NUMBER: u32 = 1337;
-/// A footer's JSON is small; anything larger is corruption.
-const FOOTER_JSON_MAX_BYTES: u64 = 10_000;
+/// A footer is parsed from at most this many bytes read from the end of a file: reading costs
+/// the same whatever the file's size, and an I/O error reading them stays apart from a footer
+/// that does not parse (tantivy reports both as one `io::Error`). tantivy writes footers of about
+/// a hundred bytes; one that does not fit is corruption.
+const FOOTER_MAX_BYTES: u64 = 10_000 + FOOTER_TRAILER_BYTES;
 /// Buffer used when a checksum is computed by streaming a file.
 const CHECKSUM_BUFFER_BYTES: usize = 1 << 20;
 
@@ -395,7 +400,7 @@ fn pin_segment_file(index_dir: &Path, name: &str) -> std::result::Result<PinnedF
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| EngineError::io(&path, e))?;
         FileBytes::Mapped(map)
     };
-    let (checksum, body_length) = footer_checksum(bytes.as_slice()).map_err(|reason| {
+    let footer = SegmentFooter::of_file(bytes.as_slice()).map_err(|reason| {
         PinError::Other(EngineError::Corrupted {
             path: path.clone(),
             reason,
@@ -405,9 +410,9 @@ fn pin_segment_file(index_dir: &Path, name: &str) -> std::result::Result<PinnedF
         info: CommitFileInfo {
             name: name.to_string(),
             length,
-            checksum,
+            checksum: footer.body_checksum,
             checksum_kind: ChecksumKind::TantivyFooter,
-            footer_checksum: Some(crc32fast::hash(&bytes.as_slice()[body_length as usize..])),
+            footer_checksum: Some(footer.footer_checksum),
         },
         bytes,
     })
@@ -416,51 +421,46 @@ fn pin_segment_file(index_dir: &Path, name: &str) -> std::result::Result<PinnedF
 /// Reads a tantivy footer from the end of a file: returns the stored CRC-32 of the body and
 /// the body's length. Only the last bytes of `file` are read.
 pub fn footer_checksum(file: &[u8]) -> std::result::Result<(u32, u64), String> {
-    let length = file.len() as u64;
-    let trailer = tail(file, FOOTER_TRAILER_BYTES)?;
-    let (json_length, body_length) = parse_trailer(trailer, length)?;
-    let json_start = (body_length) as usize;
-    let json = &file[json_start..json_start + json_length as usize];
-    Ok((parse_footer_json(json)?, body_length))
+    let footer = SegmentFooter::of_file(file)?;
+    Ok((footer.body_checksum, footer.body_length))
 }
 
-fn tail(file: &[u8], bytes: u64) -> std::result::Result<&[u8], String> {
-    if (file.len() as u64) < bytes {
-        return Err(format!(
-            "file of {} bytes is too short for a tantivy footer",
-            file.len()
-        ));
-    }
-    Ok(&file[file.len() - bytes as usize..])
+/// What tantivy's footer at the end of a segment file says, and the CRC-32 of its own bytes.
+struct SegmentFooter {
+    /// The body's CRC-32 as the footer stores it.
+    body_checksum: u32,
+    /// Bytes before the footer.
+    body_length: u64,
+    /// CRC-32 of the footer's bytes (which the body's CRC-32 does not cover).
+    footer_checksum: u32,
 }
 
-/// Returns (footer JSON length, body length).
-fn parse_trailer(trailer: &[u8], file_length: u64) -> std::result::Result<(u64, u64), String> {
-    let mut json_length = [0u8; 4];
-    let mut magic = [0u8; 4];
-    json_length.copy_from_slice(&trailer[0..4]);
-    magic.copy_from_slice(&trailer[4..8]);
-    if u32::from_le_bytes(magic) != FOOTER_MAGIC_NUMBER {
-        return Err("tantivy footer magic number mismatch".to_string());
+impl SegmentFooter {
+    /// The footer of the whole file `file`, parsed from its last bytes only.
+    fn of_file(file: &[u8]) -> std::result::Result<SegmentFooter, String> {
+        let length = file.len() as u64;
+        let tail_start = length.saturating_sub(FOOTER_MAX_BYTES) as usize;
+        Self::of_tail(OwnedBytes::new(file[tail_start..].to_vec()), length)
     }
-    let json_length = u64::from(u32::from_le_bytes(json_length));
-    if json_length > FOOTER_JSON_MAX_BYTES || json_length + FOOTER_TRAILER_BYTES > file_length {
-        return Err(format!("invalid tantivy footer length {json_length}"));
-    }
-    Ok((
-        json_length,
-        file_length - FOOTER_TRAILER_BYTES - json_length,
-    ))
-}
 
-fn parse_footer_json(json: &[u8]) -> std::result::Result<u32, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(json).map_err(|e| format!("unreadable tantivy footer: {e}"))?;
-    value
-        .get("crc")
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|crc| u32::try_from(crc).ok())
-        .ok_or_else(|| "tantivy footer without a crc".to_string())
+    /// The footer in `tail`, the last bytes (at most [`FOOTER_MAX_BYTES`]) of a file of
+    /// `file_length` bytes; parsed by tantivy's own [`TantivyFooter::extract_footer`].
+    fn of_tail(tail: OwnedBytes, file_length: u64) -> std::result::Result<SegmentFooter, String> {
+        if (tail.len() as u64) < FOOTER_TRAILER_BYTES {
+            return Err(format!(
+                "file of {file_length} bytes is too short for a tantivy footer"
+            ));
+        }
+        let (footer, body_in_tail) =
+            TantivyFooter::extract_footer(FileSlice::new(Arc::new(tail.clone())))
+                .map_err(|e| format!("unreadable tantivy footer: {e}"))?;
+        let footer_bytes = &tail.as_slice()[body_in_tail.len()..];
+        Ok(SegmentFooter {
+            body_checksum: footer.crc,
+            body_length: file_length - footer_bytes.len() as u64,
+            footer_checksum: crc32fast::hash(footer_bytes),
+        })
+    }
 }
 
 /// Computes the checksums of the file at `path` as `kind` defines them, streaming it with a
@@ -570,10 +570,6 @@ impl Footer {
 /// Reads the footer of `file` (`length` bytes long) as `kind` defines it.
 fn read_footer(file: &File, path: &Path, length: u64, kind: ChecksumKind) -> Result<Footer> {
     use std::os::unix::fs::FileExt;
-    let corrupted = |reason: String| EngineError::Corrupted {
-        path: path.to_path_buf(),
-        reason,
-    };
     match kind {
         ChecksumKind::WholeFile => Ok(Footer {
             stored: None,
@@ -581,25 +577,21 @@ fn read_footer(file: &File, path: &Path, length: u64, kind: ChecksumKind) -> Res
             body_length: length,
         }),
         ChecksumKind::TantivyFooter => {
-            if length < FOOTER_TRAILER_BYTES {
-                return Err(corrupted(format!(
-                    "file of {length} bytes is too short for a tantivy footer"
-                )));
-            }
-            let mut trailer = [0u8; FOOTER_TRAILER_BYTES as usize];
-            file.read_exact_at(&mut trailer, length - FOOTER_TRAILER_BYTES)
+            let tail_start = length.saturating_sub(FOOTER_MAX_BYTES);
+            let mut tail = vec![0u8; (length - tail_start) as usize];
+            file.read_exact_at(&mut tail, tail_start)
                 .map_err(|e| EngineError::io(path, e))?;
-            let (json_length, body_length) = parse_trailer(&trailer, length).map_err(corrupted)?;
-            let mut json = vec![0u8; json_length as usize];
-            file.read_exact_at(&mut json, body_length)
-                .map_err(|e| EngineError::io(path, e))?;
-            let mut footer_hasher = crc32fast::Hasher::new();
-            footer_hasher.update(&json);
-            footer_hasher.update(&trailer);
+            let footer =
+                SegmentFooter::of_tail(OwnedBytes::new(tail), length).map_err(|reason| {
+                    EngineError::Corrupted {
+                        path: path.to_path_buf(),
+                        reason,
+                    }
+                })?;
             Ok(Footer {
-                stored: Some(parse_footer_json(&json).map_err(corrupted)?),
-                footer_checksum: Some(footer_hasher.finalize()),
-                body_length,
+                stored: Some(footer.body_checksum),
+                footer_checksum: Some(footer.footer_checksum),
+                body_length: footer.body_length,
             })
         }
     }
@@ -637,16 +629,27 @@ fn hash_file_range(
 mod tests {
     use super::*;
 
+    /// `body` followed by the footer tantivy appends to every file it writes.
     fn with_footer(body: &[u8]) -> Vec<u8> {
-        let mut file = body.to_vec();
-        let json = format!(
-            r#"{{"version":{{"major":0,"minor":27}},"crc":{}}}"#,
-            crc32fast::hash(body)
-        );
-        file.extend_from_slice(json.as_bytes());
-        file.extend_from_slice(&(json.len() as u32).to_le_bytes());
-        file.extend_from_slice(&FOOTER_MAGIC_NUMBER.to_le_bytes());
-        file
+        use std::io::Write;
+        use tantivy::directory::{Directory, TerminatingWrite};
+        let index = tantivy::Index::create_in_ram(tantivy::schema::Schema::builder().build());
+        let path = Path::new("segment.idx");
+        let mut writer = index.directory().open_write(path).unwrap();
+        writer.write_all(body).unwrap();
+        writer.terminate().unwrap();
+        index.directory().atomic_read(path).unwrap()
+    }
+
+    /// The position of the first byte of the footer's JSON value of `field`.
+    fn footer_field_value(file: &[u8], body_length: usize, field: &str) -> usize {
+        let key = format!("\"{field}\":");
+        let footer = &file[body_length..];
+        let start = footer
+            .windows(key.len())
+            .position(|window| window == key.as_bytes())
+            .unwrap();
+        body_length + start + key.len()
     }
 
     #[test]
@@ -664,6 +667,11 @@ mod tests {
         file[last] ^= 1;
         assert!(footer_checksum(&file).is_err());
         assert!(footer_checksum(b"abc").is_err());
+        assert!(footer_checksum(b"abcde").is_err());
+        let mut file = with_footer(b"body");
+        let crc = footer_field_value(&file, 4, "crc");
+        file[crc] = b'x';
+        assert!(footer_checksum(&file).is_err());
     }
 
     /// The ranges of `file` cut every `step` bytes, with their CRCs.
@@ -756,7 +764,8 @@ mod tests {
         );
         // A changed footer keeps the body CRC but not the footer's.
         let mut footer_changed = file.clone();
-        footer_changed[body_length + 3] = b'X';
+        let patch = footer_field_value(&file, body_length, "patch");
+        footer_changed[patch] = if file[patch] == b'9' { b'8' } else { b'9' };
         std::fs::write(&path, &footer_changed).unwrap();
         let computed = checksum_file(&path, ChecksumKind::TantivyFooter).unwrap();
         assert_eq!(computed.checksum, expected);
