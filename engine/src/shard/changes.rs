@@ -165,9 +165,9 @@ impl ShardEngine {
         let last = SeqNo(to.0.min(from.0.saturating_add(span - 1)));
         // One consistent view: every processed operation is in the reader or in the tail.
         let (searcher, mut tail_ops, processed) = {
-            let tail = inner.tail.lock();
-            let processed = inner.tracker.lock().processed_checkpoint();
-            let searcher = inner.searcher.read().clone();
+            let tail = inner.writes.tail.lock();
+            let processed = inner.checkpoints.processed();
+            let searcher = inner.commits.searcher();
             let mut ops = Vec::new();
             tail.collect_range(from, last, &mut ops);
             (searcher, ops, processed)
@@ -178,7 +178,7 @@ impl ShardEngine {
         let mut docs = Vec::new();
         let mut histories = Vec::new();
         for (ordinal, segment) in searcher.segment_readers().iter().enumerate() {
-            let history = inner.history.get(segment)?;
+            let history = inner.retention.history().get(segment)?;
             docs.clear();
             history.docs_in_range(from.0 as u64, last.0 as u64, &mut docs);
             found.extend(

@@ -17,42 +17,72 @@
 //!   them;
 //! - *replica application is idempotent and order-independent* (invariant 5).
 //!
+//! The state of a shard is split into parts that own it: [`write::WritePath`] (the batches
+//! lock, the tantivy writer, the version map and the tail), [`checkpoints::Checkpoints`]
+//! (processed and persisted sequence numbers and the waits on them), [`refresh::Commits`] (the
+//! refresh lock, the reader each refresh installs and the merges it schedules) and
+//! [`retention::Retention`] (the history cache, the leases and `min_retained_seq_no`); the
+//! translog, the identity (history uuid, translog uuid, primary term), the dynamic settings and
+//! the latched failure sit beside them in `ShardInner`.
+//!
 //! Concurrency: writers hold the `batches` read lock and one version-map stripe lock (the per-id
 //! lock) while they apply an operation; a refresh takes the `batches` write lock only to fix
 //! its payload and take the tantivy writer, so a commit always holds exactly the operations
 //! whose processing finished by then, and writes go on while tantivy finishes the commit (their
 //! batches are parked, see `writer_slot.rs`). Translog fsyncs happen after the locks are
 //! released, so concurrent writers share them (group commit).
+//!
+//! Lock order: a thread holding one of these locks takes only locks further down the list.
+//! `lock_order.rs` checks it on every acquisition in debug builds.
+//! 1. `Refresh`: `Commits::refresh_lock`, held through a refresh and a merge selection.
+//! 2. `Config`: the dynamic settings (written while the translog is fsynced on a change to
+//!    `request` durability, whose listener takes `Tracker`).
+//! 3. `Batches`: `WritePath::batches`.
+//! 4. The version-map stripes (unranked; several only through `lock_many`, in increasing
+//!    order), then the writer slot (unranked; under it only `Merging` and `Failure` are
+//!    taken).
+//! 5. `Tail`: `WritePath::tail`.
+//! 6. `Tracker`: `Checkpoints::tracker` (the translog's durability listener takes it outside
+//!    every translog lock).
+//! 7. `Searcher`: `Commits::searcher`, swapped under `Tail`.
+//! 8. `Leases`: `Retention::leases`.
+//! 9. `Merging`: `Commits::merging`, also taken under the writer slot when a merge starts.
+//! 10. `Failure`: the latched failure; taken anywhere, nothing is taken under it.
 
 mod changes;
+mod checkpoints;
 mod commit_point;
+mod lock_order;
 mod refresh;
+mod retention;
 mod write;
 mod writer_slot;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use checkpoints::Checkpoints;
+use lock_order::{LockRank, RankedMutex, RankedRwLock};
+use parking_lot::Mutex;
+use refresh::Commits;
+use retention::Retention;
 use serde::{Deserialize, Serialize};
 use tantivy::directory::MmapDirectory;
-use tantivy::index::SegmentId;
 use tantivy::indexer::NoMergePolicy;
 use tantivy::schema::document::Document;
 use tantivy::store::Compressor;
-use tantivy::{IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher};
-use writer_slot::{ShardWriter, WriterSlot};
+use tantivy::{IndexSettings, IndexWriter, ReloadPolicy, Searcher};
+use write::WritePath;
+use writer_slot::ShardWriter;
 
 use crate::checkpoint::LocalCheckpointTracker;
 use crate::error::{EngineError, Result};
-use crate::history::HistoryCache;
 use crate::mapping::DocumentMapper;
 use crate::translog::Translog;
 use crate::types::{PrimaryTerm, SeqNo};
-use crate::version_map::{LiveVersionMap, Tail};
 
 pub use crate::leases::{RetentionLease, RetentionLeases};
 pub use changes::{ChangesRequest, ChangesResponse};
@@ -202,53 +232,25 @@ pub struct ShardStats {
 pub(crate) struct ShardInner {
     dir: PathBuf,
     /// The settings that may change while open; the static ones were used by `open`.
-    config: RwLock<DynamicShardConfig>,
+    config: RankedRwLock<DynamicShardConfig>,
     mapper: Arc<DocumentMapper>,
     index: tantivy::Index,
-    /// Held shared by every write batch, from version resolution until its operations are
-    /// handed to tantivy (or parked), the tail, the translog and the tracker; held exclusively
-    /// by a refresh while it fixes the commit's payload, rolls the translog, opens new
-    /// version-map and tail generations and takes the writer. So a commit holds exactly the
-    /// operations processed when its payload was fixed; batches after it wait for nothing but
-    /// that short section (see [`writer_slot`]).
-    batches: RwLock<()>,
-    /// The tantivy writer; every `IndexWriter::run` goes through it.
-    writer: WriterSlot,
-    reader: IndexReader,
-    /// The reader of the last refresh. Swapped while `tail` is locked, before the version map's
-    /// refreshing generation is dropped.
-    searcher: RwLock<Searcher>,
-    translog: Arc<Translog>,
-    tracker: Mutex<LocalCheckpointTracker>,
-    checkpoint_changed: Condvar,
-    /// Set while the shard's index is being closed: checkpoint waits (long polls) return at
-    /// once instead of holding the index open until their timeout.
-    closing: AtomicBool,
-    version_map: LiveVersionMap,
-    tail: Mutex<Tail>,
-    history: HistoryCache,
-    max_seq_no_of_updates: AtomicI64,
-    primary_term: AtomicU64,
-    history_uuid: RwLock<String>,
+    /// Identifies this shard's history; kept for the shard's lifetime.
+    history_uuid: String,
+    /// Identifies the translog that goes with this index.
     translog_uuid: String,
-    leases: Mutex<RetentionLeases>,
-    min_retained_seq_no: AtomicI64,
-    last_commit_local_checkpoint: AtomicI64,
-    follower: AtomicBool,
-    dirty: AtomicBool,
-    refresh_lock: Mutex<RefreshState>,
-    merging: Arc<Mutex<Vec<SegmentId>>>,
-    failure: Mutex<Option<String>>,
-    refresh_count: AtomicU64,
-    /// Numbers anchor documents; starts at a random value so numbers stay unique across
-    /// restarts without being persisted.
-    anchor_counter: AtomicU64,
-}
-
-#[derive(Default)]
-struct RefreshState {
-    /// `min_retained_seq_no` when merges were last selected.
-    merges_selected_at: Option<SeqNo>,
+    primary_term: AtomicU64,
+    /// Version resolution, the tantivy writer and the operations not yet refreshed.
+    writes: WritePath,
+    /// Sequence numbers processed and persisted, and the waits on them.
+    checkpoints: Checkpoints,
+    translog: Arc<Translog>,
+    /// Refreshes, the reader they install and the merges they schedule.
+    commits: Commits,
+    /// The history cache, the retention leases and the floor they set.
+    retention: Retention,
+    /// The latched failure (see [`ShardInner::fail`]).
+    failure: RankedMutex<Option<String>>,
 }
 
 /// One shard. Cheap to share through `Arc`; all methods take `&self`.
@@ -379,37 +381,21 @@ impl ShardEngine {
         let follower = config.follower;
         let inner = Arc::new(ShardInner {
             dir: dir.to_path_buf(),
-            config: RwLock::new(config.dynamic()),
+            config: RankedRwLock::new(LockRank::Config, config.dynamic()),
             mapper,
             index,
-            batches: RwLock::new(()),
-            writer: WriterSlot::new(writer),
-            reader,
-            searcher: RwLock::new(searcher),
-            translog: Arc::new(translog),
-            tracker: Mutex::new(LocalCheckpointTracker::new(
+            history_uuid: payload.history_uuid.clone(),
+            translog_uuid: payload.translog_uuid.clone(),
+            primary_term: AtomicU64::new(payload.primary_term.0),
+            writes: WritePath::new(writer, payload.max_seq_no_of_updates, follower),
+            checkpoints: Checkpoints::new(LocalCheckpointTracker::new(
                 payload.max_seq_no,
                 payload.local_checkpoint,
             )),
-            checkpoint_changed: Condvar::new(),
-            closing: AtomicBool::new(false),
-            version_map: LiveVersionMap::default(),
-            tail: Mutex::new(Tail::default()),
-            history: HistoryCache::default(),
-            max_seq_no_of_updates: AtomicI64::new(payload.max_seq_no_of_updates.0),
-            primary_term: AtomicU64::new(payload.primary_term.0),
-            history_uuid: RwLock::new(payload.history_uuid.clone()),
-            translog_uuid: payload.translog_uuid.clone(),
-            leases: Mutex::new(leases),
-            min_retained_seq_no: AtomicI64::new(payload.min_retained_seq_no.0),
-            last_commit_local_checkpoint: AtomicI64::new(payload.local_checkpoint.0),
-            follower: AtomicBool::new(follower),
-            dirty: AtomicBool::new(false),
-            refresh_lock: Mutex::new(RefreshState::default()),
-            merging: Arc::new(Mutex::new(Vec::new())),
-            failure: Mutex::new(None),
-            refresh_count: AtomicU64::new(0),
-            anchor_counter: AtomicU64::new(rand::random::<u64>() >> 1),
+            translog: Arc::new(translog),
+            commits: Commits::new(reader, searcher, payload.local_checkpoint),
+            retention: Retention::new(leases, payload.min_retained_seq_no),
+            failure: RankedMutex::new(LockRank::Failure, None),
         });
         inner.restore_committed_seq_nos(payload.local_checkpoint)?;
         let weak = Arc::downgrade(&inner);
@@ -417,7 +403,7 @@ impl ShardEngine {
             .translog
             .set_durability_listener(Box::new(move |seq_nos| {
                 if let Some(shard) = weak.upgrade() {
-                    shard.mark_persisted(seq_nos);
+                    shard.checkpoints.mark_persisted(seq_nos);
                 }
             }));
         inner.replay(records)?;
@@ -442,7 +428,7 @@ impl ShardEngine {
 
     /// The last refreshed searcher (live documents only, through collectors).
     pub fn searcher(&self) -> Searcher {
-        self.inner.searcher.read().clone()
+        self.inner.commits.searcher()
     }
 
     /// The id and `_source` of the document at `address` of `searcher` (a searcher of this
@@ -453,7 +439,7 @@ impl ShardEngine {
         address: tantivy::DocAddress,
     ) -> Result<(String, Vec<u8>)> {
         let segment = searcher.segment_reader(address.segment_ord);
-        let history = self.inner.history.get(segment)?;
+        let history = self.inner.retention.history().get(segment)?;
         let store = history.store(segment)?;
         crate::history::read_id_and_body(store, self.inner.mapper.schema(), address.doc_id)
     }
@@ -467,7 +453,7 @@ impl ShardEngine {
     pub fn stats(&self) -> ShardStats {
         let inner = &self.inner;
         let (local_checkpoint, global_checkpoint, max_seq_no) = {
-            let tracker = inner.tracker.lock();
+            let tracker = inner.checkpoints.lock();
             (
                 tracker.processed_checkpoint(),
                 tracker.persisted_checkpoint(),
@@ -481,7 +467,8 @@ impl ShardEngine {
             .iter()
             .map(|segment| {
                 let anchors = inner
-                    .history
+                    .retention
+                    .history()
                     .get(segment)
                     .map_or(0, |history| history.anchor_count());
                 u64::from(segment.max_doc()).saturating_sub(anchors as u64)
@@ -497,9 +484,9 @@ impl ShardEngine {
             doc_count,
             doc_count_with_history,
             segment_count: searcher.segment_readers().len(),
-            tail_operations: inner.tail.lock().len(),
+            tail_operations: inner.writes.tail.lock().len(),
             translog_size_in_bytes: inner.translog.size_in_bytes(),
-            refresh_count: inner.refresh_count.load(Ordering::Relaxed),
+            refresh_count: inner.commits.refresh_count(),
         }
     }
 
@@ -511,7 +498,8 @@ impl ShardEngine {
             .iter()
             .map(|segment| {
                 self.inner
-                    .history
+                    .retention
+                    .history()
                     .get(segment)
                     .map_or(0, |history| history.live_anchors(segment).len() as u64)
             })
@@ -521,27 +509,27 @@ impl ShardEngine {
 
     /// Every operation at or below it has been applied.
     pub fn local_checkpoint(&self) -> SeqNo {
-        self.inner.tracker.lock().processed_checkpoint()
+        self.inner.checkpoints.processed()
     }
 
     /// Every operation at or below it is durable; with one copy this is the global checkpoint.
     pub fn global_checkpoint(&self) -> SeqNo {
-        self.inner.tracker.lock().persisted_checkpoint()
+        self.inner.checkpoints.persisted()
     }
 
     /// The highest sequence number seen.
     pub fn max_seq_no(&self) -> SeqNo {
-        self.inner.tracker.lock().max_seq_no()
+        self.inner.checkpoints.max_seq_no()
     }
 
     /// The highest sequence number of an update or delete.
     pub fn max_seq_no_of_updates(&self) -> SeqNo {
-        SeqNo(self.inner.max_seq_no_of_updates.load(Ordering::Acquire))
+        self.inner.writes.max_seq_no_of_updates()
     }
 
     /// Merges may drop deleted documents below it; it never decreases.
     pub fn min_retained_seq_no(&self) -> SeqNo {
-        SeqNo(self.inner.min_retained_seq_no.load(Ordering::Acquire))
+        self.inner.retention.min_retained_seq_no()
     }
 
     /// The current primary term.
@@ -551,22 +539,22 @@ impl ShardEngine {
 
     /// The history uuid.
     pub fn history_uuid(&self) -> String {
-        self.inner.history_uuid.read().clone()
+        self.inner.history_uuid.clone()
     }
 
     /// True when the shard refuses direct writes.
     pub fn is_follower(&self) -> bool {
-        self.inner.follower.load(Ordering::Acquire)
+        self.inner.writes.is_follower()
     }
 
     /// Turns a follower shard into a primary that accepts writes: bumps the primary term and
     /// commits, so the new term is durable before any write uses it.
     pub fn promote_to_primary(&self) -> Result<PrimaryTerm> {
         let inner = &self.inner;
-        let batches = inner.batches.write();
+        let batches = inner.writes.batches.write();
         let term = inner.primary_term.fetch_add(1, Ordering::AcqRel) + 1;
-        inner.follower.store(false, Ordering::Release);
-        inner.dirty.store(true, Ordering::Release);
+        inner.writes.set_follower(false);
+        inner.commits.mark_dirty();
         drop(batches);
         inner.refresh(true)?;
         Ok(PrimaryTerm(term))
@@ -574,7 +562,7 @@ impl ShardEngine {
 
     /// Makes the shard refuse direct writes (it becomes a follower).
     pub fn set_follower(&self, follower: bool) {
-        self.inner.follower.store(follower, Ordering::Release);
+        self.inner.writes.set_follower(follower);
     }
 
     /// Waits until the global checkpoint reaches `seq_no` or `timeout` passes; returns the
@@ -592,42 +580,22 @@ impl ShardEngine {
         timeout: Duration,
         cancelled: &AtomicBool,
     ) -> SeqNo {
-        let deadline = Instant::now() + timeout;
-        let mut tracker = self.inner.tracker.lock();
-        loop {
-            let checkpoint = tracker.persisted_checkpoint();
-            // Checked under the tracker lock, which the waker takes before notifying: a cancel
-            // (or a close) between this check and the wait below cannot be missed.
-            if checkpoint >= seq_no
-                || cancelled.load(Ordering::Acquire)
-                || self.inner.closing.load(Ordering::Acquire)
-            {
-                return checkpoint;
-            }
-            if self
-                .inner
-                .checkpoint_changed
-                .wait_until(&mut tracker, deadline)
-                .timed_out()
-            {
-                return tracker.persisted_checkpoint();
-            }
-        }
+        self.inner
+            .checkpoints
+            .wait_for_persisted(seq_no, Instant::now() + timeout, cancelled)
     }
 
     /// Wakes every thread waiting for the global checkpoint, so that waits whose cancel flag
     /// was set return.
     pub fn wake_checkpoint_waiters(&self) {
-        let _tracker = self.inner.tracker.lock();
-        self.inner.checkpoint_changed.notify_all();
+        self.inner.checkpoints.wake_waiters();
     }
 
     /// Marks the shard as closing (`true`): every checkpoint wait in progress returns now,
     /// and later ones return at once, so that a long poll does not keep a closing index in
     /// use until its timeout. `false` undoes it (the close did not happen).
     pub fn set_closing(&self, closing: bool) {
-        self.inner.closing.store(closing, Ordering::Release);
-        self.wake_checkpoint_waiters();
+        self.inner.checkpoints.set_closing(closing);
     }
 
     /// Makes every write so far searchable and durable in a tantivy commit.
@@ -646,7 +614,7 @@ impl ShardEngine {
 
     /// Number of segments being merged now (by merges the engine scheduled; 0 when idle).
     pub fn merging_segment_count(&self) -> usize {
-        self.inner.merging.lock().len()
+        self.inner.commits.merging_segment_count()
     }
 
     /// The dynamic settings in effect.
@@ -706,7 +674,7 @@ impl ShardEngine {
 
     /// The current leases.
     pub fn retention_leases(&self) -> RetentionLeases {
-        self.inner.leases.lock().clone()
+        self.inner.retention.leases()
     }
 
     /// Removes the leases not renewed within the lease period before `now_millis`.
@@ -768,31 +736,20 @@ impl ShardInner {
         error
     }
 
-    fn mark_persisted(&self, seq_nos: &[u64]) {
-        let mut tracker = self.tracker.lock();
-        let mut advanced = false;
-        for seq_no in seq_nos {
-            advanced |= tracker.mark_persisted(SeqNo(*seq_no as i64));
-        }
-        if advanced {
-            self.checkpoint_changed.notify_all();
-        }
-    }
-
     /// Marks the operations of the last commit above its local checkpoint (applied out of
     /// order before the commit) as processed and persisted.
     fn restore_committed_seq_nos(&self, local_checkpoint: SeqNo) -> Result<()> {
-        let searcher = self.searcher.read().clone();
+        let searcher = self.commits.searcher();
         let mut found = Vec::new();
         for segment in searcher.segment_readers() {
-            let history = self.history.get(segment)?;
+            let history = self.retention.history().get(segment)?;
             history.docs_in_range(
                 (local_checkpoint.0 + 1) as u64,
                 crate::history::MAX_HISTORY_SEQ_NO,
                 &mut found,
             );
         }
-        let mut tracker = self.tracker.lock();
+        let mut tracker = self.checkpoints.lock();
         for (seq_no, _) in found {
             tracker.mark_processed(SeqNo(seq_no as i64));
             tracker.mark_persisted(SeqNo(seq_no as i64));
@@ -806,13 +763,9 @@ impl ShardInner {
         &self,
         change: impl FnOnce(&mut RetentionLeases) -> Result<T>,
     ) -> Result<T> {
-        let mut leases = self.leases.lock();
-        let mut updated = leases.clone();
-        let result = change(&mut updated)?;
-        if updated != *leases {
-            updated.persist(&self.dir)?;
-            *leases = updated;
-            self.dirty.store(true, Ordering::Release);
+        let (result, changed) = self.retention.update_leases(&self.dir, change)?;
+        if changed {
+            self.commits.mark_dirty();
         }
         Ok(result)
     }

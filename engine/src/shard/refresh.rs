@@ -8,11 +8,14 @@
 //! exact as long as no commit happens between the check and the call (both run under the
 //! refresh lock, and only a refresh commits).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tantivy::index::SegmentId;
+use tantivy::{IndexReader, Searcher};
 
+use super::lock_order::{LockRank, RankedMutex, RankedRwLock};
 use super::writer_slot::ShardWriter;
 use super::{prepare_commit, CommitPayload, ShardInner};
 use crate::error::{EngineError, Result};
@@ -22,15 +25,78 @@ use crate::types::{PrimaryTerm, SeqNo};
 /// Bound on how long `force_merge` waits for merges already running.
 const FORCE_MERGE_WAIT: Duration = Duration::from_secs(600);
 
+/// The commit and refresh state of a shard: the reader each refresh installs, whether anything
+/// changed since the last one, and the merges refreshes schedule.
+pub(crate) struct Commits {
+    /// Held by a refresh from start to end and by merge selection: one at a time.
+    refresh_lock: RankedMutex<RefreshState>,
+    reader: IndexReader,
+    /// The reader of the last refresh. Swapped while the tail is locked, before the version
+    /// map's refreshing generation is dropped.
+    searcher: RankedRwLock<Searcher>,
+    /// Set by every change a commit must pick up (writes, lease changes, anchor deletes).
+    dirty: AtomicBool,
+    refresh_count: AtomicU64,
+    last_commit_local_checkpoint: AtomicI64,
+    /// Segments in merges the engine scheduled and that have not finished.
+    merging: Arc<RankedMutex<Vec<SegmentId>>>,
+}
+
+#[derive(Default)]
+struct RefreshState {
+    /// `min_retained_seq_no` when merges were last selected.
+    merges_selected_at: Option<SeqNo>,
+}
+
+impl Commits {
+    /// The state of a shard just opened on a commit whose local checkpoint is
+    /// `last_commit_local_checkpoint`, read through `reader` (whose searcher is `searcher`).
+    pub(crate) fn new(
+        reader: IndexReader,
+        searcher: Searcher,
+        last_commit_local_checkpoint: SeqNo,
+    ) -> Self {
+        Commits {
+            refresh_lock: RankedMutex::new(LockRank::Refresh, RefreshState::default()),
+            reader,
+            searcher: RankedRwLock::new(LockRank::Searcher, searcher),
+            dirty: AtomicBool::new(false),
+            refresh_count: AtomicU64::new(0),
+            last_commit_local_checkpoint: AtomicI64::new(last_commit_local_checkpoint.0),
+            merging: Arc::new(RankedMutex::new(LockRank::Merging, Vec::new())),
+        }
+    }
+
+    /// The searcher of the last refresh.
+    pub(crate) fn searcher(&self) -> Searcher {
+        self.searcher.read().clone()
+    }
+
+    /// Records a change the next refresh must commit.
+    pub(crate) fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Refreshes (commits) since the shard was opened.
+    pub(crate) fn refresh_count(&self) -> u64 {
+        self.refresh_count.load(Ordering::Relaxed)
+    }
+
+    /// Segments being merged now.
+    pub(crate) fn merging_segment_count(&self) -> usize {
+        self.merging.lock().len()
+    }
+}
+
 impl ShardInner {
     /// Commits everything applied so far (if anything changed, or `force`), installs the new
     /// reader, trims the translog and selects merges.
     pub(super) fn refresh(&self, force: bool) -> Result<()> {
-        let mut state = self.refresh_lock.lock();
+        let mut state = self.commits.refresh_lock.lock();
         self.check_failed()?;
         // A batch finishing between this swap and the commit's exclusive section is committed
         // and leaves `dirty` set: one redundant commit, never a missed one.
-        let dirty = self.dirty.swap(false, Ordering::AcqRel);
+        let dirty = self.commits.dirty.swap(false, Ordering::AcqRel);
         if dirty || force {
             self.commit_and_reload()?;
         }
@@ -49,11 +115,11 @@ impl ShardInner {
         let waited = Instant::now();
         let (payload, mut writer) = {
             // No batch is in flight: batches hold the read side.
-            let _exclusive = self.batches.write();
-            self.version_map.begin_refresh();
-            self.tail.lock().begin_refresh();
+            let _exclusive = self.writes.batches.write();
+            self.writes.version_map.begin_refresh();
+            self.writes.tail.lock().begin_refresh();
             let (local_checkpoint, max_seq_no) = {
-                let tracker = self.tracker.lock();
+                let tracker = self.checkpoints.lock();
                 (tracker.processed_checkpoint(), tracker.max_seq_no())
             };
             // Every commit starts a new translog generation, so a replay never sees an
@@ -66,23 +132,23 @@ impl ShardInner {
             let payload = CommitPayload {
                 local_checkpoint,
                 max_seq_no,
-                max_seq_no_of_updates: SeqNo(self.max_seq_no_of_updates.load(Ordering::Acquire)),
-                history_uuid: self.history_uuid.read().clone(),
+                max_seq_no_of_updates: self.writes.max_seq_no_of_updates(),
+                history_uuid: self.history_uuid.clone(),
                 primary_term: PrimaryTerm(self.primary_term.load(Ordering::Acquire)),
                 translog_uuid: self.translog_uuid.clone(),
                 translog_generation: generation,
-                retention_leases: self.leases.lock().clone(),
-                min_retained_seq_no: SeqNo(self.min_retained_seq_no.load(Ordering::Acquire)),
+                retention_leases: self.retention.leases(),
+                min_retained_seq_no: self.retention.min_retained_seq_no(),
             };
             // Everything processed so far was handed to this writer: nothing is parked while
             // it is in the slot.
-            (payload, self.writer.take())
+            (payload, self.writes.writer.take())
         };
         let writer_taken = waited.elapsed();
         let started = Instant::now();
         let prepared = prepare_commit(&mut writer, &payload);
         let prepare = started.elapsed();
-        let returned = self.writer.give_back(writer);
+        let returned = self.writes.writer.give_back(writer);
         let committed = prepared
             .map_err(|e| self.fail(e))?
             .wait()
@@ -90,20 +156,25 @@ impl ShardInner {
         returned.map_err(|e| self.fail(EngineError::index("adding parked documents", e)))?;
         committed?;
         let commit = started.elapsed();
-        self.reader
+        self.commits
+            .reader
             .reload()
             .map_err(|e| self.fail(EngineError::index("reloading the reader", e)))?;
-        let searcher = self.reader.searcher();
-        if let Err(error) = self.history.warm(&searcher, self.mapper.schema().id) {
+        let searcher = self.commits.reader.searcher();
+        if let Err(error) = self
+            .retention
+            .history()
+            .warm(&searcher, self.mapper.schema().id)
+        {
             // The lookups that need what could not be built report the error themselves.
             tracing::warn!(shard = %self.dir.display(), %error, "warming the history cache");
         }
         let released_tail = {
-            let mut tail = self.tail.lock();
-            *self.searcher.write() = searcher.clone();
+            let mut tail = self.writes.tail.lock();
+            *self.commits.searcher.write() = searcher.clone();
             tail.end_refresh()
         };
-        let released_versions = self.version_map.end_refresh();
+        let released_versions = self.writes.version_map.end_refresh();
         // Freed by a helper thread: a second of writes takes a while to free, and this thread
         // holds the refresh lock.
         let freed = std::thread::Builder::new()
@@ -112,14 +183,15 @@ impl ShardInner {
         if let Err(error) = freed {
             tracing::debug!(%error, "freeing the refreshed generation inline");
         }
-        self.last_commit_local_checkpoint
+        self.commits
+            .last_commit_local_checkpoint
             .store(payload.local_checkpoint.0, Ordering::Release);
         self.translog
             .trim_below(payload.translog_generation)
             .map_err(|e| self.fail(e.into()))?;
-        self.history.retain(&searcher);
+        self.retention.history().retain(&searcher);
         self.compact_anchors(&searcher)?;
-        self.refresh_count.fetch_add(1, Ordering::Relaxed);
+        self.commits.refresh_count.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             shard = %self.dir.display(),
             writer_taken_us = writer_taken.as_micros() as u64,
@@ -138,13 +210,13 @@ impl ShardInner {
         let schema = self.mapper.schema();
         let mut surplus = Vec::new();
         for segment in searcher.segment_readers() {
-            let history = self.history.get(segment)?;
+            let history = self.retention.history().get(segment)?;
             let live = history.live_anchors(segment);
             surplus.extend(live.iter().skip(1).map(|(_, number)| *number));
         }
         let deleted = surplus.len();
         if deleted > 0 {
-            self.writer.with(|writer| {
+            self.writes.writer.with(|writer| {
                 for number in surplus {
                     writer.delete_term(tantivy::Term::from_field_text(
                         schema.id,
@@ -155,7 +227,7 @@ impl ShardInner {
         }
         if deleted > 0 {
             // The deletes are applied by the next commit.
-            self.dirty.store(true, Ordering::Release);
+            self.commits.mark_dirty();
         }
         Ok(())
     }
@@ -163,19 +235,15 @@ impl ShardInner {
     /// `min_retained_seq_no = max(previous, min(leases, 1 + gcp - retention_operations,
     /// 1 + local checkpoint of the last commit))`; never decreases (invariant 4).
     pub(super) fn advance_min_retained_seq_no(&self) -> SeqNo {
-        let by_leases = self
-            .leases
-            .lock()
-            .min_retaining_seq_no()
-            .map_or(i64::MAX, |seq_no| seq_no.0);
-        let global_checkpoint = self.tracker.lock().persisted_checkpoint().0;
+        let global_checkpoint = self.checkpoints.persisted().0;
         let by_operations = global_checkpoint + 1 - self.config().retention_operations as i64;
-        let by_commit = self.last_commit_local_checkpoint.load(Ordering::Acquire) + 1;
-        let candidate = by_leases.min(by_operations).min(by_commit);
-        let previous = self
-            .min_retained_seq_no
-            .fetch_max(candidate, Ordering::AcqRel);
-        SeqNo(previous.max(candidate))
+        let by_commit = self
+            .commits
+            .last_commit_local_checkpoint
+            .load(Ordering::Acquire)
+            + 1;
+        self.retention
+            .advance_min_retained_seq_no(by_operations, by_commit)
     }
 
     fn policy(&self, min_retained: SeqNo) -> RetentionMergePolicy {
@@ -183,13 +251,16 @@ impl ShardInner {
     }
 
     fn schedule_merges(&self, min_retained: SeqNo) -> Result<()> {
-        let searcher = self.searcher.read().clone();
-        let merging = self.merging.lock().clone();
-        let candidates =
-            self.policy(min_retained)
-                .select(&self.index, &searcher, &self.history, &merging)?;
+        let searcher = self.commits.searcher();
+        let merging = self.commits.merging.lock().clone();
+        let candidates = self.policy(min_retained).select(
+            &self.index,
+            &searcher,
+            self.retention.history(),
+            &merging,
+        )?;
         if !candidates.is_empty() {
-            self.writer.with(|writer| {
+            self.writes.writer.with(|writer| {
                 for candidate in candidates {
                     self.start_merge(writer, candidate);
                 }
@@ -199,9 +270,9 @@ impl ShardInner {
     }
 
     fn start_merge(&self, writer: &mut ShardWriter, segments: Vec<SegmentId>) {
-        self.merging.lock().extend(segments.iter().copied());
+        self.commits.merging.lock().extend(segments.iter().copied());
         let future = writer.merge(&segments);
-        let merging = self.merging.clone();
+        let merging = self.commits.merging.clone();
         let spawned = std::thread::Builder::new()
             .name("tandem-merge-wait".to_string())
             .spawn(move || {
@@ -219,7 +290,7 @@ impl ShardInner {
     pub(super) fn force_merge(&self, max_num_segments: usize) -> Result<()> {
         self.refresh(true)?;
         let started = Instant::now();
-        while !self.merging.lock().is_empty() {
+        while !self.commits.merging.lock().is_empty() {
             if started.elapsed() > FORCE_MERGE_WAIT {
                 return Err(EngineError::Closed(
                     "timed out waiting for running merges".to_string(),
@@ -228,16 +299,16 @@ impl ShardInner {
             std::thread::sleep(Duration::from_millis(5));
         }
         let future = {
-            let _state = self.refresh_lock.lock();
+            let _state = self.commits.refresh_lock.lock();
             let min_retained = self.advance_min_retained_seq_no();
-            let searcher = self.searcher.read().clone();
+            let searcher = self.commits.searcher();
             let groups = self.policy(min_retained).select_forced(
                 &self.index,
                 &searcher,
-                &self.history,
+                self.retention.history(),
                 max_num_segments,
             )?;
-            self.writer.with(|writer| {
+            self.writes.writer.with(|writer| {
                 groups
                     .into_iter()
                     .map(|group| writer.merge(group.as_slice()))
@@ -250,7 +321,7 @@ impl ShardInner {
                 .map_err(|e| EngineError::index("force merge", e))?;
         }
         // Install a reader that shows the merged segments.
-        self.dirty.store(true, Ordering::Release);
+        self.commits.mark_dirty();
         self.refresh(true)
     }
 }

@@ -18,20 +18,86 @@
 //! the writer's indexing queue, waiting while it is full: tantivy's indexing threads need none
 //! of these locks to free places, so the wait always ends.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tantivy::indexer::UserOperation;
 use tantivy::{TantivyDocument, Term};
 
-use super::writer_slot::{IndexingTicket, ShardOperation};
+use super::lock_order::{LockRank, RankedMutex, RankedRwLock};
+use super::writer_slot::{IndexingTicket, ShardOperation, ShardWriter, WriterSlot};
 use super::{Durability, ShardEngine, ShardInner};
 use crate::error::{EngineError, Result};
 use crate::history::{anchor_document, lookup_latest};
 use crate::record;
 use crate::translog::TranslogLocation;
 use crate::types::{Operation, OperationKind, PrimaryTerm, SeqNo, SharedOperation};
-use crate::version_map::{VersionStripe, VersionValue};
+use crate::version_map::{LiveVersionMap, Tail, VersionStripe, VersionValue};
+
+/// The write path of a shard: what a write batch holds and changes between version resolution
+/// and its hand-over to tantivy. A refresh shares it: its commit section takes `batches`
+/// exclusively and opens new generations of the version map and the tail.
+pub(crate) struct WritePath {
+    /// Held shared by every write batch, from version resolution until its operations are
+    /// handed to tantivy (or parked), the tail, the translog and the tracker; held exclusively
+    /// by a refresh while it fixes the commit's payload, rolls the translog, opens new
+    /// version-map and tail generations and takes the writer. So a commit holds exactly the
+    /// operations processed when its payload was fixed; batches after it wait for nothing but
+    /// that short section (see [`super::writer_slot`]).
+    pub(crate) batches: RankedRwLock<()>,
+    /// The tantivy writer; every `IndexWriter::run` goes through it.
+    pub(crate) writer: WriterSlot,
+    /// The latest version of every id written since the last refresh (the per-id locks).
+    pub(crate) version_map: LiveVersionMap,
+    /// Operations not yet in a refreshed reader, by sequence number.
+    pub(crate) tail: RankedMutex<Tail>,
+    max_seq_no_of_updates: AtomicI64,
+    follower: AtomicBool,
+    /// Numbers anchor documents; starts at a random value so numbers stay unique across
+    /// restarts without being persisted.
+    anchor_counter: AtomicU64,
+}
+
+impl WritePath {
+    /// The write path over `writer`, starting from the commit's `max_seq_no_of_updates`.
+    pub(crate) fn new(writer: ShardWriter, max_seq_no_of_updates: SeqNo, follower: bool) -> Self {
+        WritePath {
+            batches: RankedRwLock::new(LockRank::Batches, ()),
+            writer: WriterSlot::new(writer),
+            version_map: LiveVersionMap::default(),
+            tail: RankedMutex::new(LockRank::Tail, Tail::default()),
+            max_seq_no_of_updates: AtomicI64::new(max_seq_no_of_updates.0),
+            follower: AtomicBool::new(follower),
+            anchor_counter: AtomicU64::new(rand::random::<u64>() >> 1),
+        }
+    }
+
+    /// The highest sequence number of an update or delete.
+    pub(crate) fn max_seq_no_of_updates(&self) -> SeqNo {
+        SeqNo(self.max_seq_no_of_updates.load(Ordering::Acquire))
+    }
+
+    /// Raises the highest sequence number of an update or delete to `seq_no`.
+    fn raise_max_seq_no_of_updates(&self, seq_no: SeqNo) {
+        self.max_seq_no_of_updates
+            .fetch_max(seq_no.0, Ordering::AcqRel);
+    }
+
+    /// True while the shard refuses direct writes.
+    pub(crate) fn is_follower(&self) -> bool {
+        self.follower.load(Ordering::Acquire)
+    }
+
+    /// Makes the shard refuse (`true`) or accept direct writes.
+    pub(crate) fn set_follower(&self, follower: bool) {
+        self.follower.store(follower, Ordering::Release);
+    }
+
+    /// The number of the next anchor document.
+    fn next_anchor(&self) -> u64 {
+        self.anchor_counter.fetch_add(1, Ordering::Relaxed)
+    }
+}
 
 /// Index (create or replace) a document through the primary path.
 #[derive(Clone, Debug)]
@@ -195,7 +261,7 @@ impl ShardEngine {
     /// whole bulk (and is shared with concurrent bulks).
     pub fn bulk(&self, requests: Vec<WriteRequest>) -> Vec<Result<WriteResult>> {
         let inner = &self.inner;
-        if inner.follower.load(Ordering::Acquire) {
+        if inner.writes.is_follower() {
             let reason =
                 "this index is a follower index; writes must come from its leader".to_string();
             return requests
@@ -231,17 +297,17 @@ impl ShardEngine {
             }
         };
         let location = {
-            let _batch = inner.batches.read();
+            let _batch = inner.writes.batches.read();
             let stripes = prepared
                 .iter()
                 .filter_map(|item| item.as_ref().ok())
-                .map(|item| inner.version_map.stripe_of(prepared_id(item)))
+                .map(|item| inner.writes.version_map.stripe_of(prepared_id(item)))
                 .collect();
-            let mut locked = inner.version_map.lock_many(stripes);
+            let mut locked = inner.writes.version_map.lock_many(stripes);
             let mut batch = inner.new_batch(prepared.len(), ticket);
             for item in prepared {
                 results.push(item.and_then(|prepared| {
-                    let stripe = inner.version_map.stripe_of(prepared_id(&prepared));
+                    let stripe = inner.writes.version_map.stripe_of(prepared_id(&prepared));
                     inner.apply_primary(locked.get(stripe), &mut batch, prepared)
                 }));
             }
@@ -267,9 +333,9 @@ impl ShardEngine {
         let inner = &self.inner;
         let ticket = inner.reserve_indexing(batch_documents(1))?;
         let (seq_no, location) = {
-            let _batch = inner.batches.read();
+            let _batch = inner.writes.batches.read();
             inner.check_failed()?;
-            let seq_no = inner.tracker.lock().generate_seq_no();
+            let seq_no = inner.checkpoints.lock().generate_seq_no();
             let operation = Arc::new(Operation {
                 seq_no,
                 primary_term: PrimaryTerm(inner.primary_term.load(Ordering::Acquire)),
@@ -333,8 +399,8 @@ impl ShardEngine {
             }
         }
         inner
-            .max_seq_no_of_updates
-            .fetch_max(max_seq_no_of_updates.0, Ordering::AcqRel);
+            .writes
+            .raise_max_seq_no_of_updates(max_seq_no_of_updates);
         let mut applied = 0;
         let mut durable_at = None;
         let mut operations = operations.into_iter();
@@ -352,7 +418,7 @@ impl ShardEngine {
             }
             let ticket = inner.reserve_indexing(batch_documents(chunk.len()))?;
             let (chunk_applied, location) = {
-                let _batch = inner.batches.read();
+                let _batch = inner.writes.batches.read();
                 inner.apply_replica_batch(chunk, parsed, false, ticket)?
             };
             applied += chunk_applied;
@@ -368,7 +434,7 @@ impl ShardEngine {
     /// Reads a document by id, seeing writes not yet refreshed (real-time get).
     pub fn get(&self, id: &str) -> Result<Option<GetResult>> {
         let inner = &self.inner;
-        let stripe = inner.version_map.lock(id);
+        let stripe = inner.writes.version_map.lock(id);
         if let Some(value) = stripe.get(id) {
             let operation = &value.operation;
             return Ok(operation.source().map(|source| GetResult {
@@ -379,9 +445,14 @@ impl ShardEngine {
                 source: source.to_vec(),
             }));
         }
-        let searcher = inner.searcher.read().clone();
+        let searcher = inner.commits.searcher();
         drop(stripe);
-        let Some(found) = lookup_latest(&searcher, inner.mapper.schema(), &inner.history, id)?
+        let Some(found) = lookup_latest(
+            &searcher,
+            inner.mapper.schema(),
+            inner.retention.history(),
+            id,
+        )?
         else {
             return Ok(None);
         };
@@ -463,7 +534,8 @@ impl ShardInner {
     /// Reserves places for `documents` in the writer's indexing queue (see
     /// [`super::writer_slot`]); gives up with the shard's failure if it fails meanwhile.
     fn reserve_indexing(&self, documents: usize) -> Result<IndexingTicket> {
-        self.writer
+        self.writes
+            .writer
             .reserve(documents, || self.failure.lock().clone())
             .map_err(EngineError::Closed)
     }
@@ -480,8 +552,13 @@ impl ShardInner {
                 deleted: value.is_delete(),
             }));
         }
-        let searcher = self.searcher.read().clone();
-        let found = lookup_latest(&searcher, self.mapper.schema(), &self.history, id)?;
+        let searcher = self.commits.searcher();
+        let found = lookup_latest(
+            &searcher,
+            self.mapper.schema(),
+            self.retention.history(),
+            id,
+        )?;
         Ok(found.map(|found| Latest {
             seq_no: found.seq_no,
             primary_term: found.primary_term,
@@ -493,7 +570,7 @@ impl ShardInner {
     /// A batch for `capacity` operations, whose documents `ticket` reserved
     /// ([`batch_documents`] of `capacity`).
     fn new_batch(&self, capacity: usize, ticket: IndexingTicket) -> Batch {
-        let anchor = self.anchor_counter.fetch_add(1, Ordering::Relaxed);
+        let anchor = self.writes.next_anchor();
         let mut operations = Vec::with_capacity(capacity * 2 + 1);
         operations.push(UserOperation::Add(
             anchor_document(self.mapper.schema(), anchor).into(),
@@ -538,7 +615,7 @@ impl ShardInner {
                 });
             }
         }
-        let seq_no = self.tracker.lock().generate_seq_no();
+        let seq_no = self.checkpoints.lock().generate_seq_no();
         let version = latest.map_or(1, |latest| latest.version + 1);
         let primary_term = PrimaryTerm(self.primary_term.load(Ordering::Acquire));
         let (kind, document, outcome) = match prepared {
@@ -580,8 +657,7 @@ impl ShardInner {
             is_delete,
         );
         if is_delete || live.is_some() {
-            self.max_seq_no_of_updates
-                .fetch_max(seq_no.0, Ordering::AcqRel);
+            self.writes.raise_max_seq_no_of_updates(seq_no);
         }
         stripe.put(&id, VersionValue { operation });
         Ok(WriteResult {
@@ -610,7 +686,7 @@ impl ShardInner {
             .iter()
             .map(|operation| self.stripe_key(operation))
             .collect();
-        let mut locked = self.version_map.lock_many(stripes);
+        let mut locked = self.writes.version_map.lock_many(stripes);
         let mut batch = self.new_batch(operations.len(), ticket);
         // A follower's batches come in ascending order, so no operation repeats; only another
         // order needs a set to skip the repeats.
@@ -623,7 +699,7 @@ impl ShardInner {
         for (operation, document) in operations.into_iter().zip(documents) {
             let stripe = locked.get(self.stripe_key(&operation));
             // Same seq_no = same operation = same stripe: this check cannot race.
-            if self.tracker.lock().has_processed(operation.seq_no) {
+            if self.checkpoints.lock().has_processed(operation.seq_no) {
                 continue;
             }
             if in_batch
@@ -642,8 +718,8 @@ impl ShardInner {
 
     fn stripe_key(&self, operation: &Operation) -> usize {
         match operation.id() {
-            Some(id) => self.version_map.stripe_of(id),
-            None => self.version_map.stripe_of(&operation.seq_no.0),
+            Some(id) => self.writes.version_map.stripe_of(id),
+            None => self.writes.version_map.stripe_of(&operation.seq_no.0),
         }
     }
 
@@ -656,14 +732,13 @@ impl ShardInner {
         replaying: bool,
     ) -> Result<()> {
         let seq_no = operation.seq_no;
-        let msu = SeqNo(self.max_seq_no_of_updates.load(Ordering::Acquire));
+        let msu = self.writes.max_seq_no_of_updates();
         // The append-only fast path (as Elasticsearch's replicas): an index operation above the
         // MSU is not an update, but it may re-create an id deleted at or below the MSU, whose
         // earlier (live) document must have been deleted by then. That holds only once every
         // operation up to the MSU is processed; before, an out-of-order delivery (create,
         // re-create, then the delete in between) would leave two live documents for the id.
-        let append_only =
-            !replaying && seq_no > msu && self.tracker.lock().processed_checkpoint() >= msu;
+        let append_only = !replaying && seq_no > msu && self.checkpoints.processed() >= msu;
         let (stale, existing) = match &operation.kind {
             OperationKind::NoOp { .. } => (false, false),
             OperationKind::Index { .. } if append_only => (false, false),
@@ -687,8 +762,7 @@ impl ShardInner {
         );
         if !stale {
             if is_delete || existing {
-                self.max_seq_no_of_updates
-                    .fetch_max(seq_no.0, Ordering::AcqRel);
+                self.writes.raise_max_seq_no_of_updates(seq_no);
             }
             if let Some(id) = operation.id() {
                 let id = id.to_string();
@@ -751,11 +825,12 @@ impl ShardInner {
         if history.is_empty() {
             return Ok(None);
         }
-        self.writer
+        self.writes
+            .writer
             .run(operations, ticket)
             .map_err(|error| self.fail(EngineError::index("adding documents", error)))?;
         {
-            let mut tail = self.tail.lock();
+            let mut tail = self.writes.tail.lock();
             for operation in &history {
                 tail.insert(operation.clone());
             }
@@ -778,12 +853,12 @@ impl ShardInner {
             )
         };
         {
-            let mut tracker = self.tracker.lock();
+            let mut tracker = self.checkpoints.lock();
             for operation in &history {
                 tracker.mark_processed(operation.seq_no);
             }
         }
-        self.dirty.store(true, Ordering::Release);
+        self.commits.mark_dirty();
         Ok(location)
     }
 
@@ -794,7 +869,7 @@ impl ShardInner {
         // Records the commit already holds (applied out of order above its checkpoint) are
         // dropped before they are decoded and parsed.
         let records: Vec<(u64, Vec<u8>)> = {
-            let tracker = self.tracker.lock();
+            let tracker = self.checkpoints.lock();
             records
                 .into_iter()
                 .filter(|(seq_no, _)| {
@@ -805,7 +880,7 @@ impl ShardInner {
                 .collect()
         };
         let mut applied = 0usize;
-        let _batch = self.batches.read();
+        let _batch = self.writes.batches.read();
         for chunk in records.chunks(REPLAY_BATCH) {
             let mut operations = Vec::with_capacity(chunk.len());
             let mut documents = Vec::with_capacity(chunk.len());
@@ -828,12 +903,12 @@ impl ShardInner {
                 .apply_replica_batch(operations, documents, true, ticket)?
                 .0;
             // Replayed records are durable: they were read back from the translog.
-            let mut tracker = self.tracker.lock();
+            let mut tracker = self.checkpoints.lock();
             for (seq_no, _) in chunk {
                 tracker.mark_persisted(SeqNo(*seq_no as i64));
             }
         }
-        self.checkpoint_changed.notify_all();
+        self.checkpoints.notify_changed();
         tracing::info!(shard = ?self.dir, records = count, applied, "translog replayed");
         Ok(())
     }
@@ -845,12 +920,12 @@ impl ShardInner {
     /// reached the translog; unfilled, that gap would hold the local and global checkpoints
     /// (and every follower) below it forever. Returns how many no-ops were written.
     pub(super) fn fill_seq_no_gaps(&self) -> Result<usize> {
-        if self.follower.load(Ordering::Acquire) {
+        if self.writes.is_follower() {
             // A follower's gaps are filled by the leader's operations.
             return Ok(0);
         }
         let (checkpoint, max_seq_no) = {
-            let tracker = self.tracker.lock();
+            let tracker = self.checkpoints.lock();
             (tracker.processed_checkpoint(), tracker.max_seq_no())
         };
         if checkpoint >= max_seq_no {
@@ -861,10 +936,10 @@ impl ShardInner {
         let gaps = (max_seq_no.0 - checkpoint.0) as usize;
         let ticket = self.reserve_indexing(batch_documents(gaps))?;
         let location = {
-            let _batch = self.batches.read();
+            let _batch = self.writes.batches.read();
             let mut batch = self.new_batch(gaps, ticket);
             for seq_no in (checkpoint.0 + 1..=max_seq_no.0).map(SeqNo) {
-                if self.tracker.lock().has_processed(seq_no) {
+                if self.checkpoints.lock().has_processed(seq_no) {
                     continue;
                 }
                 let operation = Arc::new(Operation {
