@@ -312,6 +312,24 @@ async fn watch_recovery(cluster: &Cluster, index: &str) -> Result<(), DemoError>
     }
 }
 
+/// Waits until the shard follow tasks of `index` run: they start once its recovery is done,
+/// and until then `_ccr/stats` answers that there are none (as Elasticsearch's does).
+async fn wait_for_follow_tasks(cluster: &Cluster, index: &str) -> Result<(), DemoError> {
+    let started = Instant::now();
+    loop {
+        match cluster.get(&format!("/{index}/_ccr/stats")).await {
+            Ok(_) => return Ok(()),
+            Err(DemoError::Request { reason, .. })
+                if reason.contains("resource_not_found_exception")
+                    && started.elapsed() <= STEP_TIMEOUT =>
+            {
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Follows the replication of `index` on `cluster` until `done` reports the writer finished
 /// and the follower holds every operation; returns the largest lag seen, in operations.
 async fn watch_replication(
@@ -489,6 +507,7 @@ async fn scenario(a: &Cluster, b: &Cluster, options: &DemoOptions) -> Result<(),
     )
     .await?;
     watch_recovery(b, "server-metrics-follower").await?;
+    wait_for_follow_tasks(b, "server-metrics-follower").await?;
     println!(
         "  cluster-a indexes {} more documents at {} docs/s while cluster-b follows",
         options.streamed_docs, options.docs_per_second
