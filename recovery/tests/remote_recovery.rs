@@ -455,9 +455,11 @@ async fn the_retention_lease_exists_during_recovery_and_is_renewed() {
         .map(|(_, timestamp)| *timestamp)
         .collect();
     assert!(timestamps.len() >= 3, "lease not renewed: {timestamps:?}");
+    // One timestamp is the lease's creation; the renewal in flight when the recovery ends is
+    // cut off after the leader applied it, before it is counted.
     let renewals = target.progress().snapshot().lease_renewals;
     assert!(
-        renewals as usize >= timestamps.len() - 1,
+        renewals as usize + 2 >= timestamps.len(),
         "{renewals} renewals, {timestamps:?}"
     );
     let leases = leader_shard(&leader).retention_leases();
