@@ -30,8 +30,8 @@ use tantivy::index::SegmentId;
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocId, DocSet, Searcher, SegmentReader, TantivyDocument, Term, TERMINATED};
 
-use crate::bloom::IdBloomFilter;
 use crate::error::{EngineError, Result};
+use crate::id_filter::{IdFilter, IdFilterBuilder};
 use crate::mapping::{IndexSchema, OP_TYPE_FIELD, PRIMARY_TERM_FIELD, SEQ_NO_FIELD, VERSION_FIELD};
 use crate::record;
 use crate::types::{OpType, Operation, PrimaryTerm, SeqNo};
@@ -90,7 +90,7 @@ pub struct SegmentHistory {
     /// Largest seq_no among deleted docs, and the number of deleted docs it was computed for.
     max_deleted: Mutex<Option<(u32, Option<u64>)>>,
     /// The ids of the segment, built on first lookup.
-    ids: std::sync::OnceLock<IdBloomFilter>,
+    ids: std::sync::OnceLock<IdFilter>,
     /// The segment's document store, shared by every history read so consecutive batches
     /// reuse its cache of decompressed blocks.
     store: std::sync::OnceLock<tantivy::store::StoreReader>,
@@ -220,7 +220,7 @@ impl SegmentHistory {
         &self,
         segment: &SegmentReader,
         id_field: tantivy::schema::Field,
-    ) -> Result<&IdBloomFilter> {
+    ) -> Result<&IdFilter> {
         if let Some(filter) = self.ids.get() {
             return Ok(filter);
         }
@@ -228,13 +228,14 @@ impl SegmentHistory {
             .inverted_index(id_field)
             .map_err(|error| EngineError::index("opening the _id index", error))?;
         let terms = inverted.terms();
-        let mut filter = IdBloomFilter::with_capacity(terms.num_terms());
+        let mut builder = IdFilterBuilder::with_capacity(terms.num_terms());
         let mut stream = terms
             .stream()
             .map_err(|error| EngineError::io("segment term dictionary", error))?;
         while stream.advance() {
-            filter.insert(stream.key());
+            builder.insert(stream.key());
         }
+        let filter = builder.build();
         Ok(self.ids.get_or_init(|| filter))
     }
 

@@ -21,7 +21,7 @@
 //! - `fuzzing` (with the `fuzzing` feature): the bodies of the fuzz targets in `fuzz/`.
 //!
 //! Everything else (the translog, the checkpoint tracker, the version map, history reading, the
-//! merge policy, the Bloom filters) is implementation and private to the crate.
+//! merge policy, the per-segment id filters) is implementation and private to the crate.
 //!
 //! The invariants this crate keeps are listed in `DESIGN.md` §7 and referred to by number
 //! where they are enforced.
@@ -38,10 +38,10 @@ pub mod mapping;
 pub mod shard;
 pub mod units;
 
-mod bloom;
 mod checkpoint;
 mod error;
 mod history;
+mod id_filter;
 mod leases;
 mod merge;
 mod record;
