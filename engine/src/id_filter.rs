@@ -81,10 +81,13 @@ impl IdFilterBuilder {
     }
 
     /// The filter of the keys added. Distinct keys whose hashes collide are one key to the
-    /// filter (the construction allows duplicate hashes). Building fails only with a
-    /// vanishing probability (after a thousand seeds); the filter then lets every key through,
-    /// which costs lookups, not answers.
-    pub fn build(self) -> IdFilter {
+    /// filter: the hashes are deduplicated first, because the construction requires distinct
+    /// keys (and asserts it in debug builds) and ids are input, so a collision can be crafted.
+    /// Building fails only with a vanishing probability (after a thousand seeds); the filter
+    /// then lets every key through, which costs lookups, not answers.
+    pub fn build(mut self) -> IdFilter {
+        self.hashes.sort_unstable();
+        self.hashes.dedup();
         match BinaryFuse8::try_from(&self.hashes) {
             Ok(fingerprints) => IdFilter {
                 fingerprints: Some(fingerprints),
@@ -124,6 +127,17 @@ mod tests {
             false_positives < 1_000,
             "{false_positives} false positives in 100k"
         );
+    }
+
+    #[test]
+    fn keys_with_one_hash_build_a_filter_that_holds_them() {
+        let mut builder = IdFilterBuilder::with_capacity(4);
+        for key in ["a", "b", "a", "b"] {
+            builder.insert(key.as_bytes());
+        }
+        let filter = builder.build();
+        assert!(filter.fingerprints.is_some());
+        assert!(filter.may_contain(b"a") && filter.may_contain(b"b"));
     }
 
     #[test]
