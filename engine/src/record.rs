@@ -17,7 +17,7 @@ use crate::types::{OpType, Operation, OperationKind, PrimaryTerm, SeqNo};
 #[error("invalid operation record: {0}")]
 pub struct RecordError(pub String);
 
-const TRANSLOG_HEADER_BYTES: usize = 1 + 8 + 8 + 4;
+pub(crate) const TRANSLOG_HEADER_BYTES: usize = 1 + 8 + 8 + 4;
 
 fn body(operation: &Operation) -> (&str, &[u8]) {
     match &operation.kind {
@@ -25,6 +25,11 @@ fn body(operation: &Operation) -> (&str, &[u8]) {
         OperationKind::Delete { id } => (id.as_str(), &[]),
         OperationKind::NoOp { reason } => ("", reason.as_bytes()),
     }
+}
+
+/// The length of the body `operation` carries: its source, or its no-op reason.
+pub(crate) fn body_len(operation: &Operation) -> usize {
+    body(operation).1.len()
 }
 
 /// Appends the translog payload of `operation` to `out`.

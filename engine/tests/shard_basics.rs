@@ -211,3 +211,57 @@ fn async_durability_acks_before_fsync_and_syncs_on_interval() {
     let shard = ShardEngine::open(dir.path(), mapper(), config).unwrap();
     assert_eq!(shard.local_checkpoint(), SeqNo(19), "synced writes survive");
 }
+
+#[test]
+fn a_source_over_the_operation_limit_is_refused_before_it_gets_a_seq_no() {
+    use std::sync::Arc;
+    use tandem_engine::shard::MAX_SOURCE_BYTES;
+    use tandem_engine::{Operation, OperationKind};
+
+    let dir = tempfile::tempdir().unwrap();
+    let shard = create_shard(dir.path());
+    shard.index(doc(1, "a")).unwrap();
+    // A valid JSON object one byte over the limit.
+    let mut source = br#"{"body":""#.to_vec();
+    source.resize(MAX_SOURCE_BYTES + 1 - 2, b'x');
+    source.extend_from_slice(br#""}"#);
+    assert_eq!(source.len(), MAX_SOURCE_BYTES + 1);
+    let refused = shard.index(IndexRequest::new("big", source.clone()));
+    assert!(
+        matches!(&refused, Err(EngineError::InvalidArgument(reason)) if reason.contains("exceeds the limit")),
+        "{refused:?}"
+    );
+    assert_eq!(shard.max_seq_no(), SeqNo(0), "no seq_no was assigned");
+    // Later writes are acknowledged and the checkpoints follow them.
+    let next = shard.index(doc(2, "b")).unwrap();
+    assert_eq!(next.seq_no, SeqNo(1));
+    assert_eq!(shard.global_checkpoint(), SeqNo(1));
+    assert!(shard.get("big").unwrap().is_none());
+
+    // A follower refuses such an operation from its leader before applying any of the batch.
+    let follower_dir = tempfile::tempdir().unwrap();
+    let follower = create_follower(follower_dir.path());
+    let operation = |seq_no: i64, id: &str, source: Vec<u8>| Operation {
+        seq_no: SeqNo(seq_no),
+        primary_term: PrimaryTerm(1),
+        version: 1,
+        kind: OperationKind::Index {
+            id: id.to_string(),
+            source,
+        },
+    };
+    let batch = vec![
+        Arc::new(operation(0, "small", br#"{"n":1}"#.to_vec())),
+        Arc::new(operation(1, "big", source)),
+    ];
+    let refused = follower.apply_shared_operations(batch, SeqNo(-1));
+    assert!(
+        matches!(&refused, Err(EngineError::InvalidArgument(reason)) if reason.contains("exceeds the limit")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        follower.max_seq_no(),
+        SeqNo(-1),
+        "nothing of the batch was applied"
+    );
+}

@@ -93,6 +93,7 @@ pub use commit_point::{
 };
 pub use write::{
     DeleteRequest, GetResult, IndexRequest, WriteOutcome, WriteRequest, WriteResult, APPLY_CHUNK,
+    MAX_ID_BYTES, MAX_SOURCE_BYTES,
 };
 
 const INDEX_DIR: &str = "index";

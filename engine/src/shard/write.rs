@@ -275,6 +275,7 @@ impl ShardEngine {
             .map(|request| match request {
                 WriteRequest::Index(index) => {
                     validate_id(&index.id)?;
+                    validate_source_len("document source", index.source.len())?;
                     let document = inner.mapper.parse(&index.source)?;
                     Ok(Prepared::Index(index, document))
                 }
@@ -331,6 +332,7 @@ impl ShardEngine {
     /// Records a no-op on the primary (fills a sequence number) and waits for durability.
     pub fn no_op(&self, reason: &str) -> Result<SeqNo> {
         let inner = &self.inner;
+        validate_source_len("no-op reason", reason.len())?;
         let ticket = inner.reserve_indexing(batch_documents(1))?;
         let (seq_no, location) = {
             let _batch = inner.writes.batches.read();
@@ -397,6 +399,7 @@ impl ShardEngine {
             if let Some(id) = operation.id() {
                 validate_id(id)?;
             }
+            validate_source_len("operation body", record::body_len(operation))?;
         }
         inner
             .writes
@@ -494,6 +497,21 @@ fn batch_documents(operations: usize) -> usize {
 
 /// Longest accepted document id, in bytes (Elasticsearch's limit).
 pub const MAX_ID_BYTES: usize = 512;
+
+/// The largest `_source` (or no-op reason) an operation may carry, in bytes: with an id of at
+/// most [`MAX_ID_BYTES`], its translog record then fits in the translog's record limit. Checked
+/// before a sequence number is assigned, so a refused document leaves no gap in the history.
+pub const MAX_SOURCE_BYTES: usize =
+    crate::translog::MAX_RECORD_BYTES - record::TRANSLOG_HEADER_BYTES - MAX_ID_BYTES;
+
+fn validate_source_len(kind: &str, len: usize) -> Result<()> {
+    if len > MAX_SOURCE_BYTES {
+        return Err(EngineError::InvalidArgument(format!(
+            "{kind} of {len} bytes exceeds the limit of {MAX_SOURCE_BYTES} bytes per operation"
+        )));
+    }
+    Ok(())
+}
 
 fn validate_id(id: &str) -> Result<()> {
     if id.is_empty() {
