@@ -205,6 +205,33 @@ async fn bad_documents(client: &EsClient) {
         404,
         "nothing written"
     );
+    // Over the per-operation limit (the translog's record limit), under the HTTP body limit:
+    // refused before a seq_no is taken, so the write after it takes the next seq_no.
+    let first = client
+        .put("/big-docs/_doc/1", json!({"user": "before"}))
+        .await;
+    assert_eq!(first.body["_seq_no"], 0, "{}", first.text);
+    let mut huge = br#"{"user":""#.to_vec();
+    huge.resize(70 << 20, b'x');
+    huge.extend_from_slice(br#""}"#);
+    let too_large = client
+        .send(
+            Method::PUT,
+            "/big-docs/_doc/2",
+            Some(("application/json", huge)),
+        )
+        .await;
+    assert_error(&too_large, 400, "illegal_argument_exception");
+    assert!(
+        too_large.text.contains("exceeds the limit"),
+        "{}",
+        too_large.text
+    );
+    assert_eq!(client.get("/big-docs/_doc/2").await.status, 404);
+    let after = client
+        .put("/big-docs/_doc/3", json!({"user": "after"}))
+        .await;
+    assert_eq!(after.body["_seq_no"], 1, "{}", after.text);
 }
 
 async fn delete_and_refresh(client: &EsClient) {
