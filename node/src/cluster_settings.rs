@@ -1,7 +1,9 @@
 //! Cluster settings (`PUT|GET /_cluster/settings`): the remote clusters this cluster reaches,
 //! Elasticsearch's `cluster.remote.<alias>.*` keys, and how fast this cluster's follower
 //! indices copy their leaders (`ccr.indices.recovery.max_bytes_per_sec`, `.chunk_size`,
-//! `.max_concurrent_file_chunks`); persistent and transient.
+//! `.max_concurrent_file_chunks`) and how full they may make the disk
+//! (`cluster.routing.allocation.disk.watermark.high`, `.disk.threshold_enabled`); persistent
+//! and transient.
 //!
 //! Settings are kept flat (`cluster.remote.leader.seeds`), as Elasticsearch does; an update
 //! merges into them (a `null` value deletes a key) and is validated as a whole before anything
@@ -15,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tandem_engine::durable_file;
 use tandem_engine::units::ByteSize;
+use tandem_recovery::disk::{DISK_THRESHOLD_ENABLED_SETTING, DISK_WATERMARK_HIGH_SETTING};
 use tandem_recovery::target::RecoverySettings;
+use tandem_recovery::DiskWatermark;
 
 use crate::error::RestError;
 use crate::node::NodeError;
@@ -231,15 +235,31 @@ impl ClusterSettings {
 /// The recovery settings of one flat map of settings, over the defaults.
 fn recovery_settings_of(flat: &BTreeMap<String, Value>) -> Result<RecoverySettings, RestError> {
     let mut settings = RecoverySettings::default();
+    let mut threshold_enabled = true;
     for (key, value) in flat {
-        let Some(setting) = key.strip_prefix(RECOVERY_PREFIX) else {
-            continue;
-        };
         let text = text(value).unwrap_or_default();
         let invalid = |why: String| {
             RestError::illegal_argument(format!(
                 "failed to parse value [{text}] for setting [{key}], {why}"
             ))
+        };
+        if key == DISK_WATERMARK_HIGH_SETTING {
+            settings.disk_watermark_high = DiskWatermark::parse(&text, |bytes| {
+                ByteSize::parse(bytes).ok().map(|size| size.bytes())
+            })
+            .map_err(invalid)?;
+            continue;
+        }
+        if key == DISK_THRESHOLD_ENABLED_SETTING {
+            threshold_enabled = match text.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(invalid("must be [true] or [false]".to_string())),
+            };
+            continue;
+        }
+        let Some(setting) = key.strip_prefix(RECOVERY_PREFIX) else {
+            continue;
         };
         match setting {
             RECOVERY_MAX_BYTES_PER_SEC => {
@@ -274,6 +294,9 @@ fn recovery_settings_of(flat: &BTreeMap<String, Value>) -> Result<RecoverySettin
             }
             _ => {}
         }
+    }
+    if !threshold_enabled {
+        settings.disk_watermark_high = DiskWatermark::Disabled;
     }
     settings
         .validate()
@@ -330,6 +353,9 @@ fn normalize(value: &Value) -> Value {
 fn check_key(scope: &str, key: &str) -> Result<(), RestError> {
     let unknown =
         || RestError::illegal_argument(format!("{scope} setting [{key}], not recognized"));
+    if key == DISK_WATERMARK_HIGH_SETTING || key == DISK_THRESHOLD_ENABLED_SETTING {
+        return Ok(());
+    }
     if let Some(setting) = key.strip_prefix(RECOVERY_PREFIX) {
         return if RECOVERY_KEYS.contains(&setting) {
             Ok(())
@@ -566,6 +592,51 @@ mod tests {
             ),
         ] {
             let error = settings.updated(&body).unwrap_err();
+            assert!(error.reason.contains(expected), "{body}: {}", error.reason);
+        }
+    }
+
+    #[test]
+    fn the_disk_high_watermark_is_elasticsearch_setting_with_its_forms() {
+        let defaults = ClusterSettings::default().recovery_settings().unwrap();
+        assert_eq!(
+            defaults.disk_watermark_high,
+            DiskWatermark::UsedBasisPoints(9_000)
+        );
+        for (value, expected) in [
+            (json!("85%"), DiskWatermark::UsedBasisPoints(8_500)),
+            (json!("0.95"), DiskWatermark::UsedBasisPoints(9_500)),
+            (json!("10gb"), DiskWatermark::FreeBytes(10 << 30)),
+        ] {
+            let (settings, _, _) = ClusterSettings::default()
+                .updated(
+                    &json!({"persistent": {"cluster": {"routing": {"allocation": {
+                        "disk": {"watermark": {"high": value}}
+                    }}}}}),
+                )
+                .unwrap();
+            let recovery = settings.recovery_settings().unwrap();
+            assert_eq!(recovery.disk_watermark_high, expected, "{value}");
+        }
+        let (settings, _, _) = ClusterSettings::default()
+            .updated(&json!({"transient": {
+                "cluster.routing.allocation.disk.threshold_enabled": false
+            }}))
+            .unwrap();
+        let recovery = settings.recovery_settings().unwrap();
+        assert_eq!(recovery.disk_watermark_high, DiskWatermark::Disabled);
+        for (body, expected) in [
+            (
+                json!({"persistent": {"cluster.routing.allocation.disk.watermark.high": "120%"}}),
+                "failed to parse value [120%] for setting \
+                 [cluster.routing.allocation.disk.watermark.high]",
+            ),
+            (
+                json!({"persistent": {"cluster.routing.allocation.disk.threshold_enabled": "maybe"}}),
+                "must be [true] or [false]",
+            ),
+        ] {
+            let error = ClusterSettings::default().updated(&body).unwrap_err();
             assert!(error.reason.contains(expected), "{body}: {}", error.reason);
         }
     }

@@ -30,6 +30,39 @@ pub enum RecoveryError {
     /// The leader's file list is not a usable commit.
     #[error("invalid file list from the leader: {0}")]
     InvalidFileList(String),
+    /// The leader's commit is larger (in files or bytes) than a recovery accepts: a named
+    /// limit far above any real shard, so that no announced number can overflow or exhaust
+    /// the follower. Nothing was written.
+    #[error("the leader's commit is too large: {what} is {value}, over the limit of {limit}")]
+    CommitTooLarge {
+        /// What is counted.
+        what: &'static str,
+        /// The leader's figure.
+        value: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Copying the commit would take the follower's disk past its high watermark. Nothing
+    /// was written.
+    #[error(
+        "recovering needs {needed_bytes} bytes but only {writable_bytes} bytes can be written \
+         to {path} before the disk high watermark [{setting}={watermark}] is passed \
+         ({available_bytes} bytes available on the disk)"
+    )]
+    DiskWatermark {
+        /// The setting (`cluster.routing.allocation.disk.watermark.high`).
+        setting: &'static str,
+        /// Its value.
+        watermark: String,
+        /// Bytes of the files still to copy, as the leader announces them.
+        needed_bytes: u64,
+        /// Bytes that can be written before the watermark.
+        writable_bytes: u64,
+        /// Bytes available on the file system.
+        available_bytes: u64,
+        /// The follower shard's directory.
+        path: PathBuf,
+    },
     /// The leader answered with an error that retrying does not fix, or retries ran out.
     #[error("leader request failed ({context}): {source}")]
     Leader {

@@ -11,6 +11,7 @@
 //!   idle-session cleanup;
 //! - [`target`]: the follower side, [`RecoveryTarget`]: lease, chunked rate-limited
 //!   checksum-verified copy, bootstrap of the follower engine;
+//! - [`disk`]: the disk high watermark a recovery checks before copying;
 //! - [`chunk_bytes`]: [`ChunkBytes`], a chunk's bytes in the pieces they travel in;
 //! - [`progress`]: [`RecoveryProgress`], the live progress handle;
 //! - [`rate_limiter`]: the token bucket both sides throttle with;
@@ -25,6 +26,7 @@
 pub mod chunk_bytes;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod disk;
 pub mod error;
 pub mod in_process;
 pub mod leader_api;
@@ -34,6 +36,7 @@ pub mod source;
 pub mod target;
 
 pub use chunk_bytes::ChunkBytes;
+pub use disk::DiskWatermark;
 pub use error::RecoveryError;
 pub use in_process::InProcessLeaderClient;
 pub use leader_api::{

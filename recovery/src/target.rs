@@ -9,8 +9,14 @@
 //!   its length and checksum are verified (the chunks' CRCs combined, so the body is not read
 //!   back: only its footer is), then it is renamed into place; the directory is fsynced before
 //!   the engine opens on the copy;
-//! - *bounded*: at most `max_concurrent_file_chunks` chunk requests are in flight, each of at
-//!   most `chunk_size_bytes`; every retry loop has a cap on attempts and on backoff delay;
+//! - *bounded whatever the leader announces*: a commit of more than [`MAX_COMMIT_FILES`] files
+//!   or [`MAX_COMMIT_BYTES`] bytes is refused, and so is one that would take the disk past its
+//!   high watermark ([`crate::disk`]), before any file is created; chunk requests are made
+//!   per file as the copy proceeds (one file at a time is started, and a cursor over its
+//!   offsets makes the next request), so memory is bounded by the requests in flight, never
+//!   by the announced lengths; at most `max_concurrent_file_chunks` chunk requests are in
+//!   flight, each of at most `chunk_size_bytes`; every retry loop has a cap on attempts and
+//!   on backoff delay;
 //! - *resumable*: a file already in place with the right length and checksum (from an earlier,
 //!   interrupted recovery) is reused, not copied again; a lost session opens a new one and the
 //!   copy continues unless the leader's commit changed under files already copied, in which
@@ -35,6 +41,7 @@ use tandem_engine::{SeqNo, ShardConfig, ShardEngine};
 use tokio::task::JoinSet;
 
 use crate::chunk_bytes::ChunkBytes;
+use crate::disk::{check_watermark, DiskWatermark};
 use crate::error::RecoveryError;
 use crate::leader_api::{
     AddRetentionLeaseRequest, CloseRecoverySessionRequest, LeaderClient, LeaderError,
@@ -53,6 +60,13 @@ pub const MAX_FILE_NAME_BYTES: usize = 255;
 pub const MAX_CHUNK_SIZE_BYTES: usize = crate::source::MAX_CHUNK_BYTES;
 /// Valid values of `max_concurrent_file_chunks`.
 pub const MAX_CONCURRENT_FILE_CHUNKS_RANGE: std::ops::RangeInclusive<usize> = 1..=10;
+/// Most files a leader's commit may have. A tantivy commit has a handful of files per segment
+/// and a merged shard a few dozen segments; this is two orders of magnitude above that.
+pub const MAX_COMMIT_FILES: usize = 100_000;
+/// Most bytes a leader's commit may have (16 PiB): far above any real shard, and far enough
+/// below `u64::MAX` that no offset or sum computed from announced lengths can overflow. The
+/// disk high watermark is what bounds a real recovery.
+pub const MAX_COMMIT_BYTES: u64 = 1 << 54;
 /// Retaining sequence number of the lease held while recovering: all history.
 const RETAIN_ALL: SeqNo = SeqNo(0);
 const INDEX_DIR: &str = "index";
@@ -80,6 +94,8 @@ pub struct RecoverySettings {
     pub max_file_attempts: u32,
     /// New sessions (leader lost one, or the commit changed) before the recovery fails (5).
     pub max_session_losses: u32,
+    /// How full the copy may make the follower's disk (90% used).
+    pub disk_watermark_high: DiskWatermark,
 }
 
 impl Default for RecoverySettings {
@@ -95,6 +111,7 @@ impl Default for RecoverySettings {
             retry_max_backoff: Duration::from_secs(5),
             max_file_attempts: 3,
             max_session_losses: 5,
+            disk_watermark_high: DiskWatermark::default(),
         }
     }
 }
@@ -180,6 +197,24 @@ pub fn validate_file_name(name: &str) -> Result<(), RecoveryError> {
 }
 
 fn validate_session(session: &RecoverySessionInfo) -> Result<(), RecoveryError> {
+    if session.files.len() > MAX_COMMIT_FILES {
+        return Err(RecoveryError::CommitTooLarge {
+            what: "the number of files",
+            value: session.files.len() as u64,
+            limit: MAX_COMMIT_FILES as u64,
+        });
+    }
+    let mut total_bytes = 0u64;
+    for file in &session.files {
+        total_bytes = total_bytes.saturating_add(file.length);
+    }
+    if total_bytes > MAX_COMMIT_BYTES {
+        return Err(RecoveryError::CommitTooLarge {
+            what: "the sum of the file lengths in bytes",
+            value: total_bytes,
+            limit: MAX_COMMIT_BYTES,
+        });
+    }
     let mut names = HashSet::new();
     for file in &session.files {
         validate_file_name(&file.name)?;
@@ -483,7 +518,8 @@ impl RecoveryTarget {
     ) -> Result<(), CopyFailure> {
         let wanted: HashSet<String> = session.files.iter().map(|f| f.name.clone()).collect();
         clear_dir(index_dir, &wanted).map_err(CopyFailure::Fatal)?;
-        let mut copy = FileCopy::new(self, shard, session, index_dir);
+        let mut to_copy = VecDeque::new();
+        let mut needed_bytes = 0u64;
         for (index, info) in session.files.iter().enumerate() {
             if done.contains_key(&info.name) {
                 self.count_done(info, true);
@@ -495,8 +531,13 @@ impl RecoveryTarget {
                 done.insert(info.name.clone(), info.clone());
                 continue;
             }
-            copy.start_file(index).map_err(CopyFailure::Fatal)?;
+            // Cannot overflow: the session's total is at most MAX_COMMIT_BYTES.
+            needed_bytes += info.length;
+            to_copy.push_back(index);
         }
+        check_watermark(index_dir, self.settings.disk_watermark_high, needed_bytes)
+            .map_err(CopyFailure::Fatal)?;
+        let mut copy = FileCopy::new(self, shard, session, index_dir, to_copy);
         let result = copy.run(done).await;
         copy.abort().await;
         result?;
@@ -542,14 +583,43 @@ struct FileState {
     attempts: u32,
 }
 
+/// Where the next chunk request of a copy comes from: the file being requested and the offset
+/// of its next chunk. The requests of a file are made as the copy reaches them, so what a copy
+/// holds is the chunks in flight, whatever length the leader announced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ChunkCursor {
+    file: usize,
+    offset: u64,
+    length: u64,
+}
+
+impl ChunkCursor {
+    /// The next chunk `(offset, length)` of at most `chunk_size` bytes, or `None` past the end.
+    fn next_chunk(&mut self, chunk_size: u64) -> Option<(u64, usize)> {
+        if self.offset >= self.length {
+            return None;
+        }
+        let length = chunk_size.min(self.length - self.offset);
+        let offset = self.offset;
+        self.offset += length;
+        Some((offset, length as usize))
+    }
+}
+
 /// One pass of copying a session's files: chunk requests in flight, files being finalized.
 struct FileCopy<'a> {
     target: &'a RecoveryTarget,
     shard: &'a ShardId,
     session: &'a RecoverySessionInfo,
     index_dir: &'a Path,
+    /// Files started and not verified yet (at most the files of the chunks in flight and
+    /// those being finalized).
     files: BTreeMap<usize, FileState>,
-    queue: VecDeque<(usize, u64, usize)>,
+    /// Files not started yet, in the order they are copied (a file that failed verification
+    /// goes back to the front).
+    to_start: VecDeque<usize>,
+    /// The file whose chunks are being requested.
+    cursor: Option<ChunkCursor>,
     chunks: JoinSet<ChunkOutcome>,
     finalizing: JoinSet<FinalizeOutcome>,
 }
@@ -560,6 +630,7 @@ impl<'a> FileCopy<'a> {
         shard: &'a ShardId,
         session: &'a RecoverySessionInfo,
         index_dir: &'a Path,
+        to_start: VecDeque<usize>,
     ) -> Self {
         FileCopy {
             target,
@@ -567,47 +638,60 @@ impl<'a> FileCopy<'a> {
             session,
             index_dir,
             files: BTreeMap::new(),
-            queue: VecDeque::new(),
+            to_start,
+            cursor: None,
             chunks: JoinSet::new(),
             finalizing: JoinSet::new(),
         }
     }
 
-    /// Creates (truncates) the file's temp file and queues its chunks.
-    fn start_file(&mut self, index: usize) -> Result<(), RecoveryError> {
+    /// Creates (truncates) the file's temp file, empty: it grows as chunks are written, so an
+    /// announced length reserves nothing. Returns the file's chunk cursor.
+    fn start_file(&mut self, index: usize) -> Result<ChunkCursor, RecoveryError> {
         let info = &self.session.files[index];
         let temp_path = self
             .index_dir
             .join(format!("{}{TEMP_FILE_SUFFIX}", info.name));
         let handle = File::create(&temp_path).map_err(|e| RecoveryError::io(&temp_path, e))?;
-        handle
-            .set_len(info.length)
-            .map_err(|e| RecoveryError::io(&temp_path, e))?;
-        let chunk = self.target.settings.chunk_size_bytes as u64;
-        let mut offset = 0;
-        let mut chunks = 0;
-        while offset < info.length {
-            let length = chunk.min(info.length - offset) as usize;
-            self.queue.push_back((index, offset, length));
-            offset += length as u64;
-            chunks += 1;
-        }
+        let chunk_size = self.target.settings.chunk_size_bytes as u64;
+        let chunks = info.length.div_ceil(chunk_size);
         let attempts = self.files.get(&index).map_or(0, |state| state.attempts) + 1;
-        let empty = chunks == 0;
         self.files.insert(
             index,
             FileState {
                 temp_path,
                 handle: Some(Arc::new(handle)),
                 chunks_left: chunks,
-                written: Vec::with_capacity(chunks as usize),
+                written: Vec::new(),
                 attempts,
             },
         );
-        if empty {
+        if chunks == 0 {
             self.finalize(index);
         }
-        Ok(())
+        Ok(ChunkCursor {
+            file: index,
+            offset: 0,
+            length: info.length,
+        })
+    }
+
+    /// The next chunk to request `(file, offset, length)`, starting the next file when the
+    /// current one has all its chunks requested; `None` when every file has.
+    fn next_chunk(&mut self) -> Result<Option<(usize, u64, usize)>, RecoveryError> {
+        let chunk_size = self.target.settings.chunk_size_bytes as u64;
+        loop {
+            if let Some(cursor) = &mut self.cursor {
+                if let Some((offset, length)) = cursor.next_chunk(chunk_size) {
+                    return Ok(Some((cursor.file, offset, length)));
+                }
+            }
+            let Some(file) = self.to_start.pop_front() else {
+                self.cursor = None;
+                return Ok(None);
+            };
+            self.cursor = Some(self.start_file(file)?);
+        }
     }
 
     async fn run(
@@ -616,7 +700,8 @@ impl<'a> FileCopy<'a> {
     ) -> Result<(), CopyFailure> {
         loop {
             while self.chunks.len() < self.target.settings.max_concurrent_file_chunks {
-                let Some((file, offset, length)) = self.queue.pop_front() else {
+                let Some((file, offset, length)) = self.next_chunk().map_err(CopyFailure::Fatal)?
+                else {
                     break;
                 };
                 self.spawn_chunk(file, offset, length);
@@ -685,7 +770,10 @@ impl<'a> FileCopy<'a> {
                     p.file_refetches += 1;
                     p.bytes_recovered = p.bytes_recovered.saturating_sub(info.length);
                 });
-                self.start_file(file).map_err(CopyFailure::Fatal)
+                // Fetched again once the chunks already requested are: the file's old
+                // state stays in `files` until then, counting its attempts.
+                self.to_start.push_front(file);
+                Ok(())
             }
             FinalizeOutcome::Failed(error) => Err(CopyFailure::Fatal(error)),
         }
