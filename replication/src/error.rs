@@ -40,6 +40,27 @@ pub enum CcrError {
         "cannot convert the follower index [{0}] to a non-follower, because it has not been closed"
     )]
     NotClosed(String),
+    /// Pause, unfollow or close of a follower index whose remote recovery still runs: the
+    /// way to stop it is to delete the index.
+    #[error(
+        "follower index [{0}] is still being recovered from its leader: wait for the recovery \
+         to complete (GET /{0}/_recovery), or delete the index to cancel it"
+    )]
+    StillRecovering(String),
+    /// A request on a follower index whose remote recovery failed.
+    #[error(
+        "the remote recovery of follower index [{index}] failed: {reason}; delete the index \
+         and follow again"
+    )]
+    RecoveryFailed {
+        /// The follower index.
+        index: String,
+        /// Why the recovery failed.
+        reason: String,
+    },
+    /// A follow that waited for its recovery, which was cancelled by deleting the index.
+    #[error("the remote recovery of follower index [{0}] was cancelled: the index was deleted")]
+    RecoveryCancelled(String),
     /// Resume while the leader or the follower index is closed.
     #[error("leader and follow index must be open")]
     NotOpen,
@@ -101,7 +122,10 @@ impl CcrError {
             | CcrError::NotClosed(_)
             | CcrError::NotOpen
             | CcrError::LeaderChanged(_)
+            | CcrError::StillRecovering(_)
+            | CcrError::RecoveryFailed { .. }
             | CcrError::InvalidArgument(_) => 400,
+            CcrError::RecoveryCancelled(_) => 404,
             // Elasticsearch's pause of a paused follower is an IllegalArgumentException.
             CcrError::NoFollowTasks(_) => 400,
             CcrError::NoSuchRemoteCluster(_) | CcrError::NoSuchPattern(_) => 404,
@@ -131,7 +155,10 @@ impl CcrError {
             | CcrError::NotClosed(_)
             | CcrError::NotOpen
             | CcrError::LeaderChanged(_)
+            | CcrError::StillRecovering(_)
+            | CcrError::RecoveryFailed { .. }
             | CcrError::InvalidArgument(_) => "illegal_argument_exception",
+            CcrError::RecoveryCancelled(_) => "index_not_found_exception",
             CcrError::Leader(error) => crate::task::leader_error_type(error),
             CcrError::Engine(error) => error.type_name(),
             _ => "exception",

@@ -9,7 +9,15 @@
 //!   restarts the tasks of every follower that was not paused;
 //! - a follower index refuses direct writes and mapping changes for as long as it follows;
 //!   `unfollow` is the only way back to a normal index, and only from paused + closed;
-//! - no task outlives a pause, an unfollow or [`FollowerIndices::shutdown`].
+//! - no task outlives a pause, an unfollow or [`FollowerIndices::shutdown`];
+//! - a follower index exists from the moment its follow is accepted: while its remote recovery
+//!   runs it is *recovering* (shown by follow info, follow stats and the recoveries), and
+//!   [`FollowerIndices::cancel_recovery`] (a `DELETE` of the index) stops the recovery within
+//!   one poll of its task, removes its files and its leases on the leader; pause, unfollow
+//!   and close answer that it is recovering ([`CcrError::StillRecovering`]), as only a
+//!   delete stops a recovery. A recovery that fails leaves the index *failed*, with the
+//!   reason as the fatal exception of its follow stats and in its follow info, until it is
+//!   deleted; the failed state is not persisted (after a restart the name is free again).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -34,7 +42,7 @@ use crate::leader::follower_lease_id;
 use crate::params::{FollowParameters, ResolvedFollowParameters};
 use crate::remote::RemoteClusters;
 use crate::state_file;
-use crate::stats::{IndexFollowStats, ShardFollowStats};
+use crate::stats::{ErrorBody, IndexFollowStats, ShardFollowStats};
 use crate::task::{
     FollowerLease, ShardFollowTask, ShardFollowTaskConfig, DEFAULT_LEASE_RENEW_INTERVAL,
 };
@@ -118,11 +126,24 @@ pub struct FollowInfo {
     pub metadata: FollowerMetadata,
     /// The parameters in effect (defaults filled in).
     pub parameters: ResolvedFollowParameters,
+    /// Set while the index's remote recovery has not completed.
+    pub recovery: Option<FollowRecovery>,
+}
+
+/// The remote recovery of a follower index that has not completed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FollowRecovery {
+    /// It runs.
+    Running,
+    /// It failed, for this reason.
+    Failed(String),
 }
 
 impl FollowInfo {
     /// Elasticsearch's rendering of one follower (`status` active or paused; parameters only
-    /// for active followers).
+    /// for active followers). A follower whose recovery has not completed is active, as in
+    /// Elasticsearch, with Tandem's `recovering: true`, and `fatal_exception` once its
+    /// recovery failed.
     pub fn to_es_json(&self) -> Value {
         let mut entry = serde_json::json!({
             "follower_index": self.follower_index,
@@ -133,6 +154,15 @@ impl FollowInfo {
         if !self.metadata.paused {
             entry["parameters"] = self.parameters.to_es_json();
         }
+        match &self.recovery {
+            None => {}
+            Some(FollowRecovery::Running) => entry["recovering"] = Value::Bool(true),
+            Some(FollowRecovery::Failed(reason)) => {
+                entry["recovering"] = Value::Bool(false);
+                entry["fatal_exception"] =
+                    serde_json::json!({"type": "exception", "reason": reason});
+            }
+        }
         entry
     }
 }
@@ -140,6 +170,51 @@ impl FollowInfo {
 struct Follower {
     metadata: FollowerMetadata,
     tasks: Vec<ShardFollowTask>,
+}
+
+/// A follower index whose remote recovery has not completed.
+struct RecoveringFollower {
+    metadata: FollowerMetadata,
+    /// Shards of the leader index (each holds a lease of the recovery).
+    shards: u32,
+    /// Where the shards are copied.
+    dir: PathBuf,
+    state: RecoveryState,
+    /// The task running the recovery and the registration (`None` once it ended).
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Where a recovering follower is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RecoveryState {
+    /// Copying the leader's files; a cancel aborts the copy.
+    Copying,
+    /// Copied; being registered as an index (a cancel waits for it, then deletes the index).
+    Registering,
+    /// Failed, for this reason; files and leases are already removed.
+    Failed(String),
+}
+
+impl RecoveringFollower {
+    fn fatal_exception(&self) -> Option<ErrorBody> {
+        match &self.state {
+            RecoveryState::Failed(reason) => Some(ErrorBody {
+                error_type: "exception".to_string(),
+                reason: reason.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn refusal(&self, name: &str) -> CcrError {
+        match &self.state {
+            RecoveryState::Failed(reason) => CcrError::RecoveryFailed {
+                index: name.to_string(),
+                reason: reason.clone(),
+            },
+            _ => CcrError::StillRecovering(name.to_string()),
+        }
+    }
 }
 
 /// The remote recovery of one follower shard (`GET /{index}/_recovery`).
@@ -174,6 +249,7 @@ impl Drop for Reservation {
 }
 
 /// What a follow needs once the leader has been asked: everything to recover and start.
+/// Preparing it registers the follower as recovering.
 struct PreparedFollow {
     request: FollowRequest,
     /// The follower index's settings: the leader's with the request's overrides.
@@ -184,6 +260,8 @@ struct PreparedFollow {
     follower_uuid: String,
     lease_id: String,
     targets: Vec<RecoveryTarget>,
+    /// Where the shards are copied.
+    dir: PathBuf,
     _reservation: Reservation,
 }
 
@@ -197,13 +275,13 @@ pub struct FollowerIndices {
     recovery: parking_lot::Mutex<RecoverySettings>,
     state_dir: PathBuf,
     followers: Mutex<BTreeMap<String, Follower>>,
-    /// Follower names of follow requests still recovering.
+    /// Follower names of follow requests being prepared (asking the leader).
     reserved: parking_lot::Mutex<BTreeSet<String>>,
+    /// Follower indices whose remote recovery has not completed, by name.
+    recovering: parking_lot::Mutex<BTreeMap<String, RecoveringFollower>>,
     /// Per follower index, its shards' recoveries (kept after they finish, as the
     /// `_recovery` API shows them); bounded by the number of follower indices.
     recoveries: parking_lot::Mutex<BTreeMap<String, Vec<RecoveryRecord>>>,
-    /// Follows whose recovery runs in the background (`wait_for_active_shards` 0).
-    background: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Follows whose recovery has not completed, by follower index (persisted).
     pending: parking_lot::Mutex<BTreeMap<String, PendingFollow>>,
 }
@@ -228,8 +306,8 @@ impl FollowerIndices {
             state_dir: state_dir.to_path_buf(),
             followers: Mutex::new(BTreeMap::new()),
             reserved: parking_lot::Mutex::new(BTreeSet::new()),
+            recovering: parking_lot::Mutex::new(BTreeMap::new()),
             recoveries: parking_lot::Mutex::new(BTreeMap::new()),
-            background: parking_lot::Mutex::new(Vec::new()),
             pending: parking_lot::Mutex::new(pending),
         };
         {
@@ -276,30 +354,43 @@ impl FollowerIndices {
         request: FollowRequest,
     ) -> Result<FollowResponse, CcrError> {
         let prepared = self.prepare_follow(request).await?;
-        self.set_pending(&prepared.request.follower_index, Some(&prepared.request))?;
-        if prepared.request.wait_for_active_shards {
-            let follower_index = prepared.request.follower_index.clone();
-            let completed = self.complete_follow(prepared).await;
-            self.forget_pending(&follower_index);
-            completed?;
-            return Ok(FollowResponse {
-                follow_index_created: true,
-                follow_index_shards_acked: true,
-                index_following_started: true,
-            });
+        let follower_index = prepared.request.follower_index.clone();
+        if let Err(error) = self.set_pending(&follower_index, Some(&prepared.request)) {
+            self.recovering.lock().remove(&follower_index);
+            self.forget_recoveries(&follower_index);
+            return Err(error);
         }
+        let wait = prepared.request.wait_for_active_shards;
+        // The recovery runs in its own task, so that a delete of the index can abort it
+        // whoever waits for it.
+        let (completed_sender, completed) = tokio::sync::oneshot::channel();
         let this = self.clone();
-        let handle = tokio::spawn(async move {
-            let follower_index = prepared.request.follower_index.clone();
-            let completed = this.complete_follow(prepared).await;
-            this.forget_pending(&follower_index);
-            if let Err(error) = completed {
-                tracing::warn!(follower = %follower_index, %error, "following failed");
+        let name = follower_index.clone();
+        {
+            // The task is recorded before it can look at its entry (it takes this lock first).
+            let mut recovering = self.recovering.lock();
+            let handle = tokio::spawn(async move {
+                let result = this.complete_follow(prepared).await;
+                this.forget_pending(&name);
+                if let Err(error) = &result {
+                    tracing::warn!(follower = %name, %error, "following failed");
+                }
+                let _ = completed_sender.send(result);
+            });
+            if let Some(entry) = recovering.get_mut(&follower_index) {
+                entry.task = Some(handle);
             }
-        });
-        let mut background = self.background.lock();
-        background.retain(|handle| !handle.is_finished());
-        background.push(handle);
+        }
+        if wait {
+            return match completed.await {
+                Ok(result) => result.map(|()| FollowResponse {
+                    follow_index_created: true,
+                    follow_index_shards_acked: true,
+                    index_following_started: true,
+                }),
+                Err(_) => Err(CcrError::RecoveryCancelled(follower_index)),
+            };
+        }
         Ok(FollowResponse {
             follow_index_created: true,
             follow_index_shards_acked: false,
@@ -401,6 +492,7 @@ impl FollowerIndices {
             })
         };
         if self.indices.metadata(&request.follower_index).is_ok()
+            || self.recovering.lock().contains_key(&request.follower_index)
             || !self.reserved.lock().insert(request.follower_index.clone())
         {
             return Err(already_exists());
@@ -444,7 +536,27 @@ impl FollowerIndices {
         self.recoveries
             .lock()
             .insert(request.follower_index.clone(), records);
+        let dir = self.indices.new_index_dir();
+        self.recovering.lock().insert(
+            request.follower_index.clone(),
+            RecoveringFollower {
+                metadata: FollowerMetadata {
+                    remote_cluster: request.remote_cluster.clone(),
+                    leader_index: leader.name.clone(),
+                    leader_index_uuid: leader.uuid.clone(),
+                    leader_history_uuids: Vec::new(),
+                    parameters: request.parameters.to_es_json(),
+                    paused: false,
+                    lease_id: lease_id.clone(),
+                },
+                shards: leader.settings.number_of_shards,
+                dir: dir.clone(),
+                state: RecoveryState::Copying,
+                task: None,
+            },
+        );
         Ok(PreparedFollow {
+            dir,
             request,
             settings,
             parameters,
@@ -457,8 +569,39 @@ impl FollowerIndices {
         })
     }
 
-    /// Recovers every shard, registers the follower index and starts its tasks.
+    /// Recovers every shard, registers the follower index and starts its tasks. On failure
+    /// the copy and the leases are removed and the follower is left failed, with the reason.
     async fn complete_follow(&self, prepared: PreparedFollow) -> Result<(), CcrError> {
+        let follower_index = prepared.request.follower_index.clone();
+        let dir = prepared.dir.clone();
+        let client = prepared.client.clone();
+        let result = self.recover_and_register(prepared).await;
+        if let Err(error) = &result {
+            if matches!(error, CcrError::RecoveryCancelled(_)) {
+                return result;
+            }
+            // Only a follower still recovering is cleaned up here: one that became an index
+            // (and failed to start following) is deleted as an index.
+            let failed = {
+                let mut recovering = self.recovering.lock();
+                match recovering.get_mut(&follower_index) {
+                    Some(entry) => {
+                        entry.state = RecoveryState::Failed(error.to_string());
+                        entry.task = None;
+                        Some((entry.metadata.clone(), entry.shards))
+                    }
+                    None => None,
+                }
+            };
+            if let Some((metadata, shards)) = failed {
+                remove_dir_with_retries(&dir).await;
+                remove_leases(client.as_ref(), &metadata, shards).await;
+            }
+        }
+        result
+    }
+
+    async fn recover_and_register(&self, prepared: PreparedFollow) -> Result<(), CcrError> {
         let PreparedFollow {
             request,
             settings,
@@ -468,21 +611,22 @@ impl FollowerIndices {
             follower_uuid,
             lease_id,
             targets,
+            dir,
             _reservation,
         } = prepared;
+        drop(_reservation);
         // The recovery runs without the lock: stats and other followers' requests go on.
-        let dir = self.indices.new_index_dir();
-        let history_uuids = match recover_shards(&targets, &leader, &settings, &dir, &lease_id)
-            .await
+        let history_uuids = recover_shards(&targets, &leader, &settings, &dir, &lease_id).await?;
         {
-            Ok(uuids) => uuids,
-            Err(error) => {
-                if let Err(cleanup) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!(dir = %dir.display(), %cleanup, "cannot remove a failed recovery");
+            // From here on a cancel waits for the registration and deletes the index.
+            let mut recovering = self.recovering.lock();
+            match recovering.get_mut(&request.follower_index) {
+                Some(entry) if entry.state == RecoveryState::Copying => {
+                    entry.state = RecoveryState::Registering;
                 }
-                return Err(error);
+                _ => return Err(CcrError::RecoveryCancelled(request.follower_index)),
             }
-        };
+        }
         let metadata = IndexMetadata {
             name: request.follower_index.clone(),
             uuid: follower_uuid,
@@ -491,6 +635,8 @@ impl FollowerIndices {
         };
         let mut followers = self.followers.lock().await;
         self.indices.register_built(&dir, &metadata)?;
+        // An index now: whatever happens next, it is deleted as one.
+        self.recovering.lock().remove(&request.follower_index);
         let follow = FollowerMetadata {
             remote_cluster: request.remote_cluster.clone(),
             leader_index: leader.name.clone(),
@@ -509,6 +655,63 @@ impl FollowerIndices {
             },
         );
         self.persist(&followers)
+    }
+
+    /// Cancels the remote recovery of `follower_index` and forgets it, as a delete of the
+    /// index does: the copy stops (a chunk read in flight is dropped), the copied files and
+    /// the leases the recovery added on the leader are removed (best effort: a lease that
+    /// cannot be removed is logged and expires on the leader). A failed recovery is just
+    /// forgotten. Returns `false` when the index is not recovering (it may be a registered
+    /// index, which the caller then deletes as usual: that is also the case of a recovery
+    /// that completed while the cancel waited for its registration).
+    pub async fn cancel_recovery(&self, follower_index: &str) -> bool {
+        let Some(mut entry) = self.recovering.lock().remove(follower_index) else {
+            return false;
+        };
+        let task = entry.task.take();
+        match entry.state {
+            RecoveryState::Registering => {
+                if let Some(task) = task {
+                    let _ = task.await;
+                }
+                return false;
+            }
+            RecoveryState::Failed(_) => {}
+            RecoveryState::Copying => {
+                if let Some(task) = task {
+                    task.abort();
+                    let _ = task.await;
+                }
+                tracing::info!(follower = %follower_index, "remote recovery cancelled");
+                self.forget_pending(follower_index);
+                remove_dir_with_retries(&entry.dir).await;
+                match self.remotes.get(&entry.metadata.remote_cluster) {
+                    Ok(client) => {
+                        remove_leases(client.as_ref(), &entry.metadata, entry.shards).await
+                    }
+                    Err(error) => {
+                        tracing::warn!(follower = %follower_index, %error, "cannot remove the recovery's retention leases; they expire on the leader");
+                    }
+                }
+            }
+        }
+        self.forget_recoveries(follower_index);
+        true
+    }
+
+    /// Fails with [`CcrError::StillRecovering`] or [`CcrError::RecoveryFailed`] when
+    /// `follower_index` is recovering or its recovery failed (for the requests that a
+    /// recovering index refuses: close, pause, unfollow, resume).
+    pub fn check_not_recovering(&self, follower_index: &str) -> Result<(), CcrError> {
+        match self.recovering.lock().get(follower_index) {
+            Some(entry) => Err(entry.refusal(follower_index)),
+            None => Ok(()),
+        }
+    }
+
+    /// True when `follower_index` is recovering or its recovery failed.
+    pub fn is_recovering(&self, follower_index: &str) -> bool {
+        self.recovering.lock().contains_key(follower_index)
     }
 
     /// The remote recoveries of the given follower index, or of all of them, by index and
@@ -587,6 +790,7 @@ impl FollowerIndices {
     /// Pauses following: stops every shard follow task of the index (waiting for them to end);
     /// the follower keeps its state and its leases (renewed again on resume).
     pub async fn pause(&self, follower_index: &str) -> Result<(), CcrError> {
+        self.check_not_recovering(follower_index)?;
         let mut followers = self.followers.lock().await;
         let follower = followers
             .get_mut(follower_index)
@@ -609,6 +813,7 @@ impl FollowerIndices {
         follower_index: &str,
         parameters: FollowParameters,
     ) -> Result<(), CcrError> {
+        self.check_not_recovering(follower_index)?;
         let resolved = parameters.resolve()?;
         let mut followers = self.followers.lock().await;
         let follower = followers
@@ -661,6 +866,7 @@ impl FollowerIndices {
     /// the leader cannot be reached; the leases that could not be removed are returned (they
     /// expire on the leader after their period).
     pub async fn unfollow(&self, follower_index: &str) -> Result<Vec<String>, CcrError> {
+        self.check_not_recovering(follower_index)?;
         let mut followers = self.followers.lock().await;
         let follower = followers
             .get(follower_index)
@@ -766,8 +972,26 @@ impl FollowerIndices {
                 metadata: follower.metadata.clone(),
                 parameters: FollowParameters::from_es_json(&follower.metadata.parameters)?
                     .resolve()?,
+                recovery: None,
             });
         }
+        drop(followers);
+        for (name, entry) in self.recovering.lock().iter() {
+            if follower_index.is_some_and(|wanted| wanted != name) {
+                continue;
+            }
+            out.push(FollowInfo {
+                follower_index: name.clone(),
+                metadata: entry.metadata.clone(),
+                parameters: FollowParameters::from_es_json(&entry.metadata.parameters)?
+                    .resolve()?,
+                recovery: Some(match &entry.state {
+                    RecoveryState::Failed(reason) => FollowRecovery::Failed(reason.clone()),
+                    _ => FollowRecovery::Running,
+                }),
+            });
+        }
+        out.sort_by(|a, b| a.follower_index.cmp(&b.follower_index));
         if let Some(name) = follower_index {
             if out.is_empty() {
                 return Err(CcrError::NotAFollower(name.to_string()));
@@ -782,12 +1006,13 @@ impl FollowerIndices {
         follower_index: Option<&str>,
     ) -> Result<Vec<IndexFollowStats>, CcrError> {
         let followers = self.followers.lock().await;
+        let recovering = self.recovering.lock();
         if let Some(name) = follower_index {
-            if !followers.contains_key(name) {
+            if !followers.contains_key(name) && !recovering.contains_key(name) {
                 return Err(CcrError::NotAFollower(name.to_string()));
             }
         }
-        Ok(followers
+        let mut out: Vec<IndexFollowStats> = followers
             .iter()
             .filter(|(name, follower)| {
                 follower_index.is_none_or(|wanted| wanted == name.as_str())
@@ -798,14 +1023,41 @@ impl FollowerIndices {
                     follower.tasks.iter().map(ShardFollowTask::stats).collect();
                 IndexFollowStats::new(name.clone(), shards)
             })
-            .collect())
+            .collect();
+        // A recovering follower has no task yet: its shards show no checkpoint, and a failed
+        // recovery's reason as their fatal exception.
+        for (name, entry) in recovering.iter() {
+            if follower_index.is_some_and(|wanted| wanted != name) {
+                continue;
+            }
+            let fatal_exception = entry.fatal_exception();
+            let shards = (0..entry.shards)
+                .map(|shard| {
+                    ShardFollowStats::before_following(
+                        &entry.metadata.remote_cluster,
+                        &entry.metadata.leader_index,
+                        name,
+                        shard,
+                        fatal_exception.clone(),
+                    )
+                })
+                .collect();
+            out.push(IndexFollowStats::new(name.clone(), shards));
+        }
+        out.sort_by(|a, b| a.index.cmp(&b.index));
+        Ok(out)
     }
 
     /// Stops every task (the follow state stays as persisted, so a reopen resumes them) and
     /// abandons the recoveries still running in the background (their half-copied directory
     /// is removed when the indices are next opened).
     pub async fn shutdown(&self) {
-        let background: Vec<_> = self.background.lock().drain(..).collect();
+        let background: Vec<_> = self
+            .recovering
+            .lock()
+            .values_mut()
+            .filter_map(|entry| entry.task.take())
+            .collect();
         for handle in background {
             handle.abort();
             let _ = handle.await;
@@ -824,6 +1076,45 @@ impl FollowerIndices {
             .map(|(name, follower)| (name, &follower.metadata))
             .collect();
         state_file::store(&self.state_dir, STATE_FILE, &state)
+    }
+}
+
+/// Removes the directory of a cancelled or failed recovery. A chunk write or a file rename of
+/// the recovery may still be finishing on a blocking thread (they are not cancellable), which
+/// can make one removal fail: it is tried a few times, then left to the next start (a directory
+/// without index metadata is removed when the indices are opened).
+async fn remove_dir_with_retries(dir: &Path) {
+    const ATTEMPTS: u32 = 10;
+    for attempt in 1..=ATTEMPTS {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
+            Err(error) if attempt == ATTEMPTS => {
+                tracing::warn!(dir = %dir.display(), %error, "cannot remove the files of a stopped recovery; they are removed at the next start");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Removes the follower's lease from every leader shard, best effort: a lease that is not
+/// there is fine, one that cannot be removed is logged (it expires on the leader after its
+/// period).
+async fn remove_leases(client: &dyn LeaderClient, metadata: &FollowerMetadata, shards: u32) {
+    for shard in 0..shards {
+        let shard_id = ShardId::new(metadata.leader_index.clone(), shard);
+        let removed = client
+            .remove_retention_lease(RemoveRetentionLeaseRequest::new(
+                shard_id.clone(),
+                metadata.lease_id.clone(),
+            ))
+            .await;
+        match removed {
+            Ok(()) | Err(LeaderError::RetentionLeaseNotFound(_)) => {}
+            Err(error) => {
+                tracing::warn!(%shard_id, lease = %metadata.lease_id, %error, "could not remove a follower retention lease; it expires on the leader");
+            }
+        }
     }
 }
 

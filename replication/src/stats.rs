@@ -92,6 +92,49 @@ pub struct ShardFollowStats {
 }
 
 impl ShardFollowStats {
+    /// The stats of a shard whose follow task has not started (its index is still being
+    /// recovered, or its recovery failed with `fatal_exception`): no checkpoint known (-1),
+    /// nothing read or written.
+    pub fn before_following(
+        remote_cluster: &str,
+        leader_index: &str,
+        follower_index: &str,
+        shard_id: u32,
+        fatal_exception: Option<ErrorBody>,
+    ) -> ShardFollowStats {
+        ShardFollowStats {
+            remote_cluster: remote_cluster.to_string(),
+            leader_index: leader_index.to_string(),
+            follower_index: follower_index.to_string(),
+            shard_id,
+            leader_global_checkpoint: -1,
+            leader_max_seq_no: -1,
+            follower_global_checkpoint: -1,
+            follower_max_seq_no: -1,
+            last_requested_seq_no: -1,
+            outstanding_read_requests: 0,
+            outstanding_write_requests: 0,
+            write_buffer_operation_count: 0,
+            write_buffer_size_in_bytes: 0,
+            follower_mapping_version: 0,
+            follower_settings_version: 0,
+            follower_aliases_version: 0,
+            total_read_time_millis: 0,
+            total_read_remote_exec_time_millis: 0,
+            successful_read_requests: 0,
+            failed_read_requests: 0,
+            operations_read: 0,
+            bytes_read: 0,
+            total_write_time_millis: 0,
+            successful_write_requests: 0,
+            failed_write_requests: 0,
+            operations_written: 0,
+            read_exceptions: Vec::new(),
+            time_since_last_read_millis: -1,
+            fatal_exception,
+        }
+    }
+
     /// How far the follower's global checkpoint trails the leader's (never negative).
     pub fn global_checkpoint_lag(&self) -> u64 {
         (self.leader_global_checkpoint - self.follower_global_checkpoint).max(0) as u64

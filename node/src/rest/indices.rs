@@ -355,6 +355,18 @@ async fn delete_index(
     params: Params,
 ) -> Result<Response, RestError> {
     check_cluster_wait(&params, &[])?;
+    // A follower index whose remote recovery has not completed is deleted by cancelling the
+    // recovery (which removes its files and its leases on the leader).
+    let mut rest = Vec::new();
+    for name in expression.split(',') {
+        if !node.followers.cancel_recovery(name.trim()).await {
+            rest.push(name);
+        }
+    }
+    if rest.is_empty() {
+        return Ok(ok(json!({ "acknowledged": true })));
+    }
+    let expression = rest.join(",");
     let indices = node.indices.clone();
     let names = blocking(move || concrete_names(&indices, &expression)).await?;
     for name in names {
@@ -385,6 +397,10 @@ async fn close(
     params: Params,
 ) -> Result<Response, RestError> {
     check_cluster_wait(&params, &[])?;
+    // Only a delete stops a remote recovery: closing a recovering follower is refused.
+    for name in expression.split(',') {
+        node.followers.check_not_recovering(name.trim())?;
+    }
     let indices = node.indices.clone();
     let names = blocking(move || concrete_names(&indices, &expression)).await?;
     let mut closed = Map::new();
