@@ -28,10 +28,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tantivy::directory::footer::Footer as TantivyFooter;
-use tantivy::directory::{FileSlice, MmapDirectory, OwnedBytes};
+use tantivy::directory::{FileSlice, OwnedBytes};
 use tantivy::{HasLen, IndexWriter};
 
-use super::{commit_with_payload, read_payload, CommitPayload, ShardConfig, ShardEngine};
+use super::{
+    commit_payload, commit_with_payload, open_last_commit, CommitPayload, ShardConfig, ShardEngine,
+};
 use super::{INDEX_DIR, TRANSLOG_DIR};
 use crate::durable_file;
 use crate::error::{EngineError, Result};
@@ -234,12 +236,7 @@ impl ShardEngine {
         mapper: Arc<DocumentMapper>,
         config: ShardConfig,
     ) -> Result<ShardEngine> {
-        let index_dir = dir.join(INDEX_DIR);
-        let directory =
-            MmapDirectory::open(&index_dir).map_err(|e| EngineError::directory(&index_dir, e))?;
-        let index = tantivy::Index::open(directory)
-            .map_err(|e| EngineError::index("opening the copied commit", e))?;
-        let copied = read_payload(&index, &index_dir)?;
+        let (index, copied) = open_last_commit(dir, "opening the copied commit")?;
         let translog_dir = dir.join(TRANSLOG_DIR);
         match std::fs::remove_dir_all(&translog_dir) {
             Ok(()) => {}
@@ -302,7 +299,7 @@ fn pin_once(
     let mut meta = index
         .load_metas()
         .map_err(|e| EngineError::index("loading the commit to pin", e))?;
-    let mut payload = read_payload_of(&meta, index_dir)?;
+    let mut payload = commit_payload(&meta, index_dir, "the pinned commit")?;
     // A merge that ends after a commit rewrites meta.json with the merged segments but the
     // commit's payload, whose retention floor predates the floor the merge was selected with:
     // the segments may lack history the payload claims. Every merge that ended before now was
@@ -350,20 +347,6 @@ fn commit_segment_files(meta: &tantivy::IndexMeta) -> BTreeSet<String> {
         .filter(|path| !absent.contains(path))
         .filter_map(|path| path.to_str().map(str::to_string))
         .collect()
-}
-
-fn read_payload_of(meta: &tantivy::IndexMeta, index_dir: &Path) -> Result<CommitPayload> {
-    let payload = meta
-        .payload
-        .as_deref()
-        .ok_or_else(|| EngineError::Corrupted {
-            path: index_dir.join(META_FILE),
-            reason: "the pinned commit has no Tandem payload".to_string(),
-        })?;
-    serde_json::from_str(payload).map_err(|e| EngineError::Corrupted {
-        path: index_dir.join(META_FILE),
-        reason: format!("invalid commit payload: {e}"),
-    })
 }
 
 fn owned_file(name: &str, bytes: Vec<u8>) -> PinnedFile {

@@ -339,12 +339,7 @@ impl ShardEngine {
         mapper: Arc<DocumentMapper>,
         config: ShardConfig,
     ) -> Result<ShardEngine> {
-        let index_dir = dir.join(INDEX_DIR);
-        let directory =
-            MmapDirectory::open(&index_dir).map_err(|e| EngineError::directory(&index_dir, e))?;
-        let index = tantivy::Index::open(directory)
-            .map_err(|e| EngineError::index("opening the index", e))?;
-        let payload = read_payload(&index, &index_dir)?;
+        let (index, payload) = open_last_commit(dir, "opening the index")?;
         let (translog, records) =
             Translog::open(&dir.join(TRANSLOG_DIR), payload.translog_generation)?;
         if translog.uuid() != payload.translog_uuid {
@@ -485,7 +480,7 @@ impl ShardEngine {
             doc_count,
             doc_count_with_history,
             segment_count: searcher.segment_readers().len(),
-            tail_operations: inner.writes.tail.lock().len(),
+            tail_operations: inner.writes.tail().len(),
             translog_size_in_bytes: inner.translog.size_in_bytes(),
             refresh_count: inner.commits.refresh_count(),
         }
@@ -552,7 +547,7 @@ impl ShardEngine {
     /// commits, so the new term is durable before any write uses it.
     pub fn promote_to_primary(&self) -> Result<PrimaryTerm> {
         let inner = &self.inner;
-        let batches = inner.writes.batches.write();
+        let batches = inner.writes.hold_batches();
         let term = inner.primary_term.fetch_add(1, Ordering::AcqRel) + 1;
         inner.writes.set_follower(false);
         inner.commits.mark_dirty();
@@ -772,16 +767,36 @@ impl ShardInner {
     }
 }
 
-fn read_payload(index: &tantivy::Index, index_dir: &Path) -> Result<CommitPayload> {
-    let metas = index
+/// Opens the tantivy index of the shard in `dir` (`context` says why, for errors) and reads
+/// the payload of its last commit.
+fn open_last_commit(dir: &Path, context: &'static str) -> Result<(tantivy::Index, CommitPayload)> {
+    let index_dir = dir.join(INDEX_DIR);
+    let directory =
+        MmapDirectory::open(&index_dir).map_err(|e| EngineError::directory(&index_dir, e))?;
+    let index = tantivy::Index::open(directory).map_err(|e| EngineError::index(context, e))?;
+    let meta = index
         .load_metas()
         .map_err(|e| EngineError::index("loading the commit", e))?;
-    let payload = metas.payload.ok_or_else(|| EngineError::Corrupted {
-        path: index_dir.join("meta.json"),
-        reason: "the last commit has no Tandem payload".to_string(),
-    })?;
-    serde_json::from_str(&payload).map_err(|e| EngineError::Corrupted {
-        path: index_dir.join("meta.json"),
+    let payload = commit_payload(&meta, &index_dir, "the last commit")?;
+    Ok((index, payload))
+}
+
+/// The Tandem payload of the commit `meta` of the index in `index_dir`; `commit` names the
+/// commit in errors. A commit without one, or with one that does not parse, is corrupted.
+fn commit_payload(
+    meta: &tantivy::IndexMeta,
+    index_dir: &Path,
+    commit: &str,
+) -> Result<CommitPayload> {
+    let payload = meta
+        .payload
+        .as_deref()
+        .ok_or_else(|| EngineError::Corrupted {
+            path: index_dir.join(META_FILE),
+            reason: format!("{commit} has no Tandem payload"),
+        })?;
+    serde_json::from_str(payload).map_err(|e| EngineError::Corrupted {
+        path: index_dir.join(META_FILE),
         reason: format!("invalid commit payload: {e}"),
     })
 }

@@ -114,10 +114,8 @@ impl ShardInner {
     fn commit_and_reload(&self) -> Result<()> {
         let waited = Instant::now();
         let (payload, mut writer) = {
-            // No batch is in flight: batches hold the read side.
-            let _exclusive = self.writes.batches.write();
-            self.writes.version_map.begin_refresh();
-            self.writes.tail.lock().begin_refresh();
+            let held = self.writes.hold_batches();
+            self.writes.begin_refresh(&held);
             let (local_checkpoint, max_seq_no) = {
                 let tracker = self.checkpoints.lock();
                 (tracker.processed_checkpoint(), tracker.max_seq_no())
@@ -142,13 +140,13 @@ impl ShardInner {
             };
             // Everything processed so far was handed to this writer: nothing is parked while
             // it is in the slot.
-            (payload, self.writes.writer.take())
+            (payload, self.writes.writer().take())
         };
         let writer_taken = waited.elapsed();
         let started = Instant::now();
         let prepared = prepare_commit(&mut writer, &payload);
         let prepare = started.elapsed();
-        let returned = self.writes.writer.give_back(writer);
+        let returned = self.writes.writer().give_back(writer);
         let committed = prepared
             .map_err(|e| self.fail(e))?
             .wait()
@@ -169,17 +167,14 @@ impl ShardInner {
             // The lookups that need what could not be built report the error themselves.
             tracing::warn!(shard = %self.dir.display(), %error, "warming the history cache");
         }
-        let released_tail = {
-            let mut tail = self.writes.tail.lock();
-            *self.commits.searcher.write() = searcher.clone();
-            tail.end_refresh()
-        };
-        let released_versions = self.writes.version_map.end_refresh();
+        let released = self
+            .writes
+            .end_refresh(|| *self.commits.searcher.write() = searcher.clone());
         // Freed by a helper thread: a second of writes takes a while to free, and this thread
         // holds the refresh lock.
         let freed = std::thread::Builder::new()
             .name("tandem-free".to_string())
-            .spawn(move || drop((released_tail, released_versions)));
+            .spawn(move || drop(released));
         if let Err(error) = freed {
             tracing::debug!(%error, "freeing the refreshed generation inline");
         }
@@ -214,9 +209,8 @@ impl ShardInner {
             let live = history.live_anchors(segment);
             surplus.extend(live.iter().skip(1).map(|(_, number)| *number));
         }
-        let deleted = surplus.len();
-        if deleted > 0 {
-            self.writes.writer.with(|writer| {
+        if !surplus.is_empty() {
+            self.writes.writer().with(|writer| {
                 for number in surplus {
                     writer.delete_term(tantivy::Term::from_field_text(
                         schema.id,
@@ -224,8 +218,6 @@ impl ShardInner {
                     ));
                 }
             });
-        }
-        if deleted > 0 {
             // The deletes are applied by the next commit.
             self.commits.mark_dirty();
         }
@@ -260,7 +252,7 @@ impl ShardInner {
             &merging,
         )?;
         if !candidates.is_empty() {
-            self.writes.writer.with(|writer| {
+            self.writes.writer().with(|writer| {
                 for candidate in candidates {
                     self.start_merge(writer, candidate);
                 }
@@ -308,7 +300,7 @@ impl ShardInner {
                 self.retention.history(),
                 max_num_segments,
             )?;
-            self.writes.writer.with(|writer| {
+            self.writes.writer().with(|writer| {
                 groups
                     .into_iter()
                     .map(|group| writer.merge(group.as_slice()))

@@ -18,13 +18,14 @@
 //! the writer's indexing queue, waiting while it is full: tantivy's indexing threads need none
 //! of these locks to free places, so the wait always ends.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tantivy::indexer::UserOperation;
 use tantivy::{TantivyDocument, Term};
 
-use super::lock_order::{LockRank, RankedMutex, RankedRwLock};
+use super::lock_order::{LockRank, RankedMutex, RankedMutexGuard, RankedRwLock, RankedWriteGuard};
 use super::writer_slot::{IndexingTicket, ShardOperation, ShardWriter, WriterSlot};
 use super::{Durability, ShardEngine, ShardInner};
 use crate::error::{EngineError, Result};
@@ -44,13 +45,13 @@ pub(crate) struct WritePath {
     /// version-map and tail generations and takes the writer. So a commit holds exactly the
     /// operations processed when its payload was fixed; batches after it wait for nothing but
     /// that short section (see [`super::writer_slot`]).
-    pub(crate) batches: RankedRwLock<()>,
+    batches: RankedRwLock<()>,
     /// The tantivy writer; every `IndexWriter::run` goes through it.
-    pub(crate) writer: WriterSlot,
+    writer: WriterSlot,
     /// The latest version of every id written since the last refresh (the per-id locks).
-    pub(crate) version_map: LiveVersionMap,
+    version_map: LiveVersionMap,
     /// Operations not yet in a refreshed reader, by sequence number.
-    pub(crate) tail: RankedMutex<Tail>,
+    tail: RankedMutex<Tail>,
     max_seq_no_of_updates: AtomicI64,
     follower: AtomicBool,
     /// Numbers anchor documents; starts at a random value so numbers stay unique across
@@ -97,6 +98,56 @@ impl WritePath {
     fn next_anchor(&self) -> u64 {
         self.anchor_counter.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// The tantivy writer.
+    pub(crate) fn writer(&self) -> &WriterSlot {
+        &self.writer
+    }
+
+    /// The operations not yet in a refreshed reader, locked.
+    pub(crate) fn tail(&self) -> RankedMutexGuard<'_, Tail> {
+        self.tail.lock()
+    }
+
+    /// Holds every write batch back until the guard is dropped (the `batches` lock, taken
+    /// exclusively): meanwhile no batch is between version resolution and the hand-over of
+    /// its operations to tantivy.
+    pub(crate) fn hold_batches(&self) -> RankedWriteGuard<'_, ()> {
+        self.batches.write()
+    }
+
+    /// Starts a refresh while the batches are held back (`_held`): the operations and
+    /// versions written so far become the refreshing generations of the tail and the version
+    /// map, and later writes go to new ones.
+    pub(crate) fn begin_refresh(&self, _held: &RankedWriteGuard<'_, ()>) {
+        self.version_map.begin_refresh();
+        self.tail.lock().begin_refresh();
+    }
+
+    /// Ends a refresh: runs `install_reader` (which installs the reader holding the refreshing
+    /// generations) while the tail is locked, then releases the refreshing generation of the
+    /// version map. In that order, an operation or a version missing from the tail or the
+    /// version map is in the installed reader. Returns the released generations, for the
+    /// caller to drop outside its locks.
+    pub(crate) fn end_refresh(&self, install_reader: impl FnOnce()) -> RefreshedGenerations {
+        let tail = {
+            let mut tail = self.tail.lock();
+            install_reader();
+            tail.end_refresh()
+        };
+        RefreshedGenerations {
+            _tail: tail,
+            _versions: self.version_map.end_refresh(),
+        }
+    }
+}
+
+/// The generations of the tail and the version map that a refresh made searchable. Dropping
+/// them frees every operation and version written since the refresh before, which takes a
+/// while for a second of writes.
+pub(crate) struct RefreshedGenerations {
+    _tail: BTreeMap<i64, SharedOperation>,
+    _versions: Vec<HashMap<String, VersionValue>>,
 }
 
 /// Index (create or replace) a document through the primary path.
