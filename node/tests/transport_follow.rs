@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use common::{EsClient, TandemProcess};
 use serde_json::{json, Value};
 use tandem_engine::index::Index;
-use tandem_engine::shard::ChangesRequest;
 use tandem_engine::units::TimeValue;
 use tandem_engine::{Operation, SeqNo};
 use tandem_node::config::NodeConfig;
 use tandem_node::server::RunningNode;
-use tandem_recovery::leader_api::{LeaderClient, ShardChangesRequest, ShardId};
+use tandem_recovery::conformance::immediate_changes_request;
+use tandem_recovery::leader_api::{LeaderClient, ShardId};
 use tandem_replication::follower_indices::FollowRequest;
 use tandem_replication::params::FollowParameters;
 use tandem_transport::HttpLeaderClient;
@@ -50,16 +50,10 @@ async fn write_docs(leader: &EsClient, from: u64, to: u64, phase: &str) {
 /// The leader shard's global checkpoint and max_seq_no, read over the transport.
 async fn leader_checkpoints(client: &HttpLeaderClient, shard: u32) -> (SeqNo, SeqNo) {
     let response = client
-        .shard_changes(ShardChangesRequest {
-            shard: ShardId::new("logs", shard),
-            changes: ChangesRequest {
-                from_seq_no: SeqNo(i64::MAX / 2),
-                max_operation_count: 1,
-                max_batch_size: 1,
-                poll_timeout: Duration::ZERO,
-                expected_history_uuid: None,
-            },
-        })
+        .shard_changes(immediate_changes_request(
+            ShardId::new("logs", shard),
+            SeqNo(i64::MAX / 2),
+        ))
         .await
         .expect("leader checkpoints");
     (
@@ -74,16 +68,10 @@ async fn leader_history(client: &HttpLeaderClient, shard: u32, to: SeqNo) -> Vec
     let mut from = 0;
     while from <= to.0 {
         let response = client
-            .shard_changes(ShardChangesRequest {
-                shard: ShardId::new("logs", shard),
-                changes: ChangesRequest {
-                    from_seq_no: SeqNo(from),
-                    max_operation_count: 100,
-                    max_batch_size: 1 << 20,
-                    poll_timeout: Duration::ZERO,
-                    expected_history_uuid: None,
-                },
-            })
+            .shard_changes(immediate_changes_request(
+                ShardId::new("logs", shard),
+                SeqNo(from),
+            ))
             .await
             .expect("leader history");
         assert!(

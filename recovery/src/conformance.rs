@@ -10,6 +10,9 @@
 //! Compiled only with the `conformance` feature; test crates instantiate the whole suite with
 //! [`leader_client_conformance!`](crate::leader_client_conformance), one `#[tokio::test]` per
 //! check. Checks panic on failure (they are test bodies).
+//!
+//! Test crates also read a leader shard with [`immediate_changes_request`], whatever client
+//! they hold.
 
 use std::any::Any;
 use std::path::Path;
@@ -147,6 +150,22 @@ async fn write_history(index: &Arc<Index>, count: u64, salt: &'static str) {
         }
     })
     .await
+}
+
+/// A read of `shard` from `from` that answers at once (no long poll), with at most 100
+/// operations and about 1 MiB of them, and accepts any history: how a test looks at a leader
+/// shard's operations and checkpoints.
+pub fn immediate_changes_request(shard: ShardId, from: SeqNo) -> ShardChangesRequest {
+    ShardChangesRequest {
+        shard,
+        changes: ChangesRequest {
+            from_seq_no: from,
+            max_operation_count: 100,
+            max_batch_size: 1 << 20,
+            poll_timeout: Duration::ZERO,
+            expected_history_uuid: None,
+        },
+    }
 }
 
 fn changes_request(index: &str, from: i64, poll_timeout: Duration) -> ShardChangesRequest {
@@ -554,27 +573,22 @@ pub async fn recovery_session_serves_the_pinned_files(fixture: &LeaderFixture) {
         let mut offset = 0u64;
         let mut copied = Vec::new();
         loop {
+            let request = ReadFileChunkRequest::new(
+                shard.clone(),
+                info.session_id.clone(),
+                file.name.clone(),
+                offset,
+                CHUNK_BYTES,
+            );
             let chunk = fixture
                 .client
-                .read_file_chunk(ReadFileChunkRequest::new(
-                    shard.clone(),
-                    info.session_id.clone(),
-                    file.name.clone(),
-                    offset,
-                    CHUNK_BYTES,
-                ))
+                .read_file_chunk(request.clone())
                 .await
                 .expect("chunk");
             assert!(chunk.data.len() <= CHUNK_BYTES);
             let expected = fixture
                 .reference
-                .read_file_chunk(ReadFileChunkRequest::new(
-                    shard.clone(),
-                    info.session_id.clone(),
-                    file.name.clone(),
-                    offset,
-                    CHUNK_BYTES,
-                ))
+                .read_file_chunk(request)
                 .await
                 .expect("reference chunk");
             assert_eq!(chunk.data, expected.data, "{} at {offset}", file.name);

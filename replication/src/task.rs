@@ -495,14 +495,8 @@ impl FollowLoop {
         if let Some(last) = response.changes.operations.last() {
             next_from = SeqNo(last.seq_no.0 + 1);
             self.last_requested_seq_no = self.last_requested_seq_no.max(last.seq_no);
-            let bytes: usize = response
-                .changes
-                .operations
-                .iter()
-                .map(|operation| operation.size_in_bytes())
-                .sum();
             self.counters.operations_read += response.changes.operations.len() as u64;
-            self.counters.bytes_read += bytes as u64;
+            self.counters.bytes_read += response.changes.operations_size_in_bytes() as u64;
             self.buffer.extend(response.changes.operations);
         }
         if !range.peek && next_from <= range.max_required {

@@ -18,35 +18,38 @@ use axum::routing::post;
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tandem_recovery::leader_api::{
-    AddRetentionLeaseRequest, CloseRecoverySessionRequest, IndexMetadataRequest, LeaderClient,
-    OpenRecoverySessionRequest, ReadFileChunkRequest, RemoveRetentionLeaseRequest,
-    RenewRetentionLeaseRequest, ShardChangesRequest, ShardChangesResponse,
-};
+use tandem_recovery::leader_api::{LeaderClient, ShardChangesRequest, ShardChangesResponse};
 use tandem_recovery::LeaderError;
 
 use crate::wire::{self, ERROR_HEADER, MAX_CHANGES_BATCH_BYTES};
 
+/// A transport path: [`PATH_PREFIX`] followed by `$suffix`.
+macro_rules! transport_path {
+    ($suffix:literal) => {
+        concat!("/_tandem/v1", $suffix)
+    };
+}
+
 /// Every transport path starts with this (the version is the protocol's).
-pub const PATH_PREFIX: &str = "/_tandem/v1";
+pub const PATH_PREFIX: &str = transport_path!("");
 /// `index_metadata` endpoint.
-pub const INDEX_METADATA_PATH: &str = "/_tandem/v1/index_metadata";
+pub const INDEX_METADATA_PATH: &str = transport_path!("/index_metadata");
 /// `list_indices` endpoint.
-pub const LIST_INDICES_PATH: &str = "/_tandem/v1/list_indices";
+pub const LIST_INDICES_PATH: &str = transport_path!("/list_indices");
 /// `shard_changes` endpoint (binary frame answer).
-pub const SHARD_CHANGES_PATH: &str = "/_tandem/v1/shard_changes";
+pub const SHARD_CHANGES_PATH: &str = transport_path!("/shard_changes");
 /// `add_retention_lease` endpoint.
-pub const ADD_LEASE_PATH: &str = "/_tandem/v1/retention_lease/add";
+pub const ADD_LEASE_PATH: &str = transport_path!("/retention_lease/add");
 /// `renew_retention_lease` endpoint.
-pub const RENEW_LEASE_PATH: &str = "/_tandem/v1/retention_lease/renew";
+pub const RENEW_LEASE_PATH: &str = transport_path!("/retention_lease/renew");
 /// `remove_retention_lease` endpoint.
-pub const REMOVE_LEASE_PATH: &str = "/_tandem/v1/retention_lease/remove";
+pub const REMOVE_LEASE_PATH: &str = transport_path!("/retention_lease/remove");
 /// `open_recovery_session` endpoint.
-pub const OPEN_SESSION_PATH: &str = "/_tandem/v1/recovery_session/open";
+pub const OPEN_SESSION_PATH: &str = transport_path!("/recovery_session/open");
 /// `read_file_chunk` endpoint (raw bytes answer).
-pub const READ_CHUNK_PATH: &str = "/_tandem/v1/recovery_session/chunk";
+pub const READ_CHUNK_PATH: &str = transport_path!("/recovery_session/chunk");
 /// `close_recovery_session` endpoint.
-pub const CLOSE_SESSION_PATH: &str = "/_tandem/v1/recovery_session/close";
+pub const CLOSE_SESSION_PATH: &str = transport_path!("/recovery_session/close");
 /// Largest request body accepted: every request is a small JSON object (an index name, a
 /// shard, a lease or a chunk position), so anything larger is refused before it is parsed.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -149,8 +152,7 @@ fn acknowledged() -> Answer {
 }
 
 async fn index_metadata(State(leader): State<Leader>, body: Bytes) -> Answer {
-    let request: IndexMetadataRequest = parse(&body)?;
-    json(&leader.index_metadata(request).await?)
+    json(&leader.index_metadata(parse(&body)?).await?)
 }
 
 async fn list_indices(State(leader): State<Leader>) -> Answer {
@@ -173,13 +175,7 @@ async fn shard_changes(State(leader): State<Leader>, body: Bytes) -> Answer {
 }
 
 async fn encode_changes(response: ShardChangesResponse) -> Result<Vec<u8>, LeaderError> {
-    let operation_bytes: usize = response
-        .changes
-        .operations
-        .iter()
-        .map(|operation| operation.size_in_bytes())
-        .sum();
-    if operation_bytes <= INLINE_ENCODE_BYTES {
+    if response.changes.operations_size_in_bytes() <= INLINE_ENCODE_BYTES {
         return Ok(wire::encode_shard_changes(&response));
     }
     tokio::task::spawn_blocking(move || wire::encode_shard_changes(&response))
@@ -188,31 +184,26 @@ async fn encode_changes(response: ShardChangesResponse) -> Result<Vec<u8>, Leade
 }
 
 async fn add_retention_lease(State(leader): State<Leader>, body: Bytes) -> Answer {
-    let request: AddRetentionLeaseRequest = parse(&body)?;
-    leader.add_retention_lease(request).await?;
+    leader.add_retention_lease(parse(&body)?).await?;
     acknowledged()
 }
 
 async fn renew_retention_lease(State(leader): State<Leader>, body: Bytes) -> Answer {
-    let request: RenewRetentionLeaseRequest = parse(&body)?;
-    leader.renew_retention_lease(request).await?;
+    leader.renew_retention_lease(parse(&body)?).await?;
     acknowledged()
 }
 
 async fn remove_retention_lease(State(leader): State<Leader>, body: Bytes) -> Answer {
-    let request: RemoveRetentionLeaseRequest = parse(&body)?;
-    leader.remove_retention_lease(request).await?;
+    leader.remove_retention_lease(parse(&body)?).await?;
     acknowledged()
 }
 
 async fn open_recovery_session(State(leader): State<Leader>, body: Bytes) -> Answer {
-    let request: OpenRecoverySessionRequest = parse(&body)?;
-    json(&leader.open_recovery_session(request).await?)
+    json(&leader.open_recovery_session(parse(&body)?).await?)
 }
 
 async fn read_file_chunk(State(leader): State<Leader>, body: Bytes) -> Answer {
-    let request: ReadFileChunkRequest = parse(&body)?;
-    let chunk = leader.read_file_chunk(request).await?;
+    let chunk = leader.read_file_chunk(parse(&body)?).await?;
     // Without compression, encoding is a checksum: cheap enough to run inline.
     let (chunk_header, body) = if !wire::COMPRESS_CHUNKS || chunk.data.len() <= INLINE_ENCODE_BYTES
     {
@@ -239,7 +230,6 @@ async fn read_file_chunk(State(leader): State<Leader>, body: Bytes) -> Answer {
 }
 
 async fn close_recovery_session(State(leader): State<Leader>, body: Bytes) -> Answer {
-    let request: CloseRecoverySessionRequest = parse(&body)?;
-    leader.close_recovery_session(request).await?;
+    leader.close_recovery_session(parse(&body)?).await?;
     acknowledged()
 }

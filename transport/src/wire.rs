@@ -359,12 +359,7 @@ fn encode_changes_body(response: &ShardChangesResponse) -> Vec<u8> {
         settings_version,
         aliases_version,
     } = response;
-    let operation_bytes: usize = changes
-        .operations
-        .iter()
-        .map(|operation| operation.size_in_bytes())
-        .sum();
-    let mut body = Vec::with_capacity(64 + operation_bytes);
+    let mut body = Vec::with_capacity(64 + changes.operations_size_in_bytes());
     put_signed(&mut body, changes.global_checkpoint.0);
     put_signed(&mut body, changes.max_seq_no.0);
     put_signed(&mut body, changes.max_seq_no_of_updates.0);

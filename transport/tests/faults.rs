@@ -12,8 +12,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use common::LeaderServer;
-use tandem_engine::shard::{ChangesRequest, ChangesResponse};
+use tandem_engine::shard::ChangesResponse;
 use tandem_engine::{Operation, OperationKind, PrimaryTerm, SeqNo};
+use tandem_recovery::conformance::immediate_changes_request;
 use tandem_recovery::leader_api::{
     FileChunk, IndexMetadataRequest, LeaderClient, ReadFileChunkRequest, SessionId,
     ShardChangesRequest, ShardChangesResponse, ShardId,
@@ -49,16 +50,7 @@ fn short_timeouts() -> HttpTransportSettings {
 }
 
 fn changes_request(from: i64) -> ShardChangesRequest {
-    ShardChangesRequest {
-        shard: ShardId::new("leader", 0),
-        changes: ChangesRequest {
-            from_seq_no: SeqNo(from),
-            max_operation_count: 100,
-            max_batch_size: 1 << 20,
-            poll_timeout: Duration::ZERO,
-            expected_history_uuid: None,
-        },
-    }
+    immediate_changes_request(ShardId::new("leader", 0), SeqNo(from))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,6 +57,18 @@ pub struct ChangesResponse {
     pub took: Duration,
 }
 
+impl ChangesResponse {
+    /// The approximate size of the operations (the sum of
+    /// [`Operation::size_in_bytes`](crate::Operation::size_in_bytes)): what `max_batch_size`
+    /// bounds, and what a follower counts as bytes read.
+    pub fn operations_size_in_bytes(&self) -> usize {
+        self.operations
+            .iter()
+            .map(|operation| operation.size_in_bytes())
+            .sum()
+    }
+}
+
 enum Source {
     Segment { ordinal: usize, doc: DocId },
     Tail(SharedOperation),
@@ -165,7 +177,7 @@ impl ShardEngine {
         let last = SeqNo(to.0.min(from.0.saturating_add(span - 1)));
         // One consistent view: every processed operation is in the reader or in the tail.
         let (searcher, mut tail_ops, processed) = {
-            let tail = inner.writes.tail.lock();
+            let tail = inner.writes.tail();
             let processed = inner.checkpoints.processed();
             let searcher = inner.commits.searcher();
             let mut ops = Vec::new();
