@@ -194,6 +194,9 @@ impl EngineError {
             EngineError::IndexNotFound { .. } => "index_not_found_exception",
             EngineError::IndexAlreadyExists { .. } => "resource_already_exists_exception",
             EngineError::IndexClosed { .. } => "index_closed_exception",
+            EngineError::Document(DocumentError::ImmenseTerm { .. }) => {
+                "illegal_argument_exception"
+            }
             EngineError::Document(_) => "document_parsing_exception",
             EngineError::Mapping(_) => "mapper_parsing_exception",
             EngineError::Query(QueryError::Parsing(_)) => "parsing_exception",

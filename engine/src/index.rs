@@ -879,6 +879,15 @@ impl Index {
         Ok(())
     }
 
+    /// The shards that failed, with the reason (see [`ShardEngine::failure`]).
+    pub fn shard_failures(&self) -> Vec<(usize, String)> {
+        self.shards
+            .iter()
+            .enumerate()
+            .filter_map(|(shard, engine)| engine.failure().map(|failure| (shard, failure)))
+            .collect()
+    }
+
     /// Closes every shard (fsync + commit).
     pub fn close(self) -> Result<()> {
         for shard in self.shards {

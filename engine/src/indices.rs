@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use serde_json::Value;
 
 use crate::durable_file;
@@ -145,27 +145,7 @@ impl Indices {
         };
         let began = index.begin_close();
         assert!(began, "closes and deletes are serialized by `transitions`");
-        // Two handles are expected: the registry's and this one.
-        let deadline = Instant::now() + drain_timeout;
-        while Arc::strong_count(&index) > 2 && Instant::now() < deadline {
-            std::thread::sleep(CLOSE_DRAIN_POLL);
-        }
-        let mut indices = self.indices.write();
-        drop(index);
-        let Some(Slot::Open(index)) = indices.remove(name) else {
-            unreachable!("open, close and delete are serialized by `transitions`");
-        };
-        let index = match Arc::try_unwrap(index) {
-            Ok(index) => index,
-            Err(index) => {
-                index.cancel_close();
-                indices.insert(name.to_string(), Slot::Open(index));
-                return Err(EngineError::InvalidArgument(format!(
-                    "index [{name}] is in use and cannot be closed now; stop what uses it \
-                     (for a follower index: pause following) and retry"
-                )));
-            }
-        };
+        let (mut indices, index) = take_when_unused(&self.indices, name, index, drain_timeout)?;
         let dir = index.dir().to_path_buf();
         let metadata = index.metadata();
         // Marked closed only once every shard committed: a crash in between leaves it open.
@@ -183,6 +163,52 @@ impl Indices {
             },
         );
         closed
+    }
+
+    /// Reopens `name` if one of its shards failed (see [`ShardEngine::failure`]), as
+    /// Elasticsearch reallocates a failed shard: the engines are closed and opened again from
+    /// their durable state, which replays the translog and fills with no-ops the sequence
+    /// numbers the failure left unprocessed, so the checkpoints advance again. Waits up to
+    /// `drain_timeout` for the index's users, like a close. Returns the failures it repaired
+    /// (empty when no shard had failed). If the reopen fails, the index is registered closed
+    /// (without the closed marker, so a restart tries again) and the error is returned.
+    ///
+    /// [`ShardEngine::failure`]: crate::ShardEngine::failure
+    pub fn reopen_failed(&self, name: &str, drain_timeout: Duration) -> Result<Vec<String>> {
+        let _transition = self.transitions.lock();
+        let index = match self.indices.read().get(name) {
+            Some(Slot::Open(index)) => index.clone(),
+            Some(Slot::Closed { .. }) => return Ok(Vec::new()),
+            None => return Err(not_found(name)),
+        };
+        let failures = index.shard_failures();
+        if failures.is_empty() {
+            return Ok(Vec::new());
+        }
+        let began = index.begin_close();
+        assert!(began, "closes and deletes are serialized by `transitions`");
+        let (mut indices, index) = take_when_unused(&self.indices, name, index, drain_timeout)?;
+        let dir = index.dir().to_path_buf();
+        let metadata = index.metadata();
+        if let Err(error) = index.close() {
+            tracing::warn!(index = %name, %error, "closing an index with a failed shard");
+        }
+        match Index::open(&dir) {
+            Ok(index) => {
+                indices.insert(name.to_string(), Slot::Open(Arc::new(index)));
+                Ok(failures.into_iter().map(|(_, failure)| failure).collect())
+            }
+            Err(error) => {
+                indices.insert(
+                    name.to_string(),
+                    Slot::Closed {
+                        dir,
+                        metadata: Box::new(metadata),
+                    },
+                );
+                Err(error)
+            }
+        }
     }
 
     /// Opens a closed index (reopening its shards from disk). Opening an open index does
@@ -335,6 +361,39 @@ impl Indices {
 const DELETE_ATTEMPTS: u32 = 10;
 /// Pause between those attempts.
 const DELETE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Takes the open index `name` (marked closing by the caller, which holds the `transitions`
+/// lock) out of the registry once it has no user but the registry and the caller, waiting up
+/// to `drain_timeout`. If it is still in use then, it is put back open and the close is
+/// refused.
+fn take_when_unused<'a>(
+    registry: &'a RwLock<BTreeMap<String, Slot>>,
+    name: &str,
+    index: Arc<Index>,
+    drain_timeout: Duration,
+) -> Result<(RwLockWriteGuard<'a, BTreeMap<String, Slot>>, Index)> {
+    // Two handles are expected: the registry's and the caller's.
+    let deadline = Instant::now() + drain_timeout;
+    while Arc::strong_count(&index) > 2 && Instant::now() < deadline {
+        std::thread::sleep(CLOSE_DRAIN_POLL);
+    }
+    let mut indices = registry.write();
+    drop(index);
+    let Some(Slot::Open(index)) = indices.remove(name) else {
+        unreachable!("open, close and delete are serialized by `transitions`");
+    };
+    match Arc::try_unwrap(index) {
+        Ok(index) => Ok((indices, index)),
+        Err(index) => {
+            index.cancel_close();
+            indices.insert(name.to_string(), Slot::Open(index));
+            Err(EngineError::InvalidArgument(format!(
+                "index [{name}] is in use and cannot be closed now; stop what uses it \
+                 (for a follower index: pause following) and retry"
+            )))
+        }
+    }
+}
 
 fn not_found(name: &str) -> EngineError {
     EngineError::IndexNotFound {

@@ -304,3 +304,41 @@ fn aliases_are_versioned_persisted_and_validated() {
         vec!["all", "metrics"]
     );
 }
+
+#[test]
+fn a_keyword_value_over_the_term_limit_is_refused_before_it_gets_a_seq_no() {
+    use tandem_engine::mapping::{DocumentError, MAX_TERM_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    let index = metrics_index(dir.path(), 1);
+    let immense = "x".repeat(MAX_TERM_BYTES + 1);
+    let refused = index
+        .index(IndexRequest::new(
+            "big",
+            format!(r#"{{"status":"{immense}"}}"#).into_bytes(),
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            EngineError::Document(DocumentError::ImmenseTerm { field, max, .. })
+                if field == "status" && *max == MAX_TERM_BYTES
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(refused.status(), 400);
+    assert_eq!(refused.type_name(), "illegal_argument_exception");
+    // At the limit it is one searchable term, and it takes the first seq_no.
+    let largest = "y".repeat(MAX_TERM_BYTES);
+    let written = index
+        .index(IndexRequest::new(
+            "largest",
+            format!(r#"{{"status":"{largest}"}}"#).into_bytes(),
+        ))
+        .unwrap();
+    assert_eq!(written.seq_no.0, 0);
+    index.refresh().unwrap();
+    let found = index
+        .search_dsl(&json!({"term": {"status": largest}}), 0, 10)
+        .unwrap();
+    assert_eq!(found.total_hits, 1);
+}

@@ -8,6 +8,7 @@
 //! - [`rest`]: the Elasticsearch-compatible REST API (axum).
 //! - [`error`]: REST errors in Elasticsearch's shape.
 //! - [`server`]: binding, serving, graceful shutdown.
+//! - [`shard_failures`]: reopens indices whose shards failed.
 //! - [`demo`]: `tandem demo`, the CCR tutorial end to end with two nodes.
 //!
 //! The HTTP transport between clusters is crate `tandem-transport`: the node serves its
@@ -23,3 +24,4 @@ pub mod error;
 pub mod node;
 pub mod rest;
 pub mod server;
+pub mod shard_failures;

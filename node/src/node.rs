@@ -178,6 +178,7 @@ impl Node {
             &data,
         )?);
         let poller = auto_follow.spawn(AUTO_FOLLOW_POLL_INTERVAL);
+        let repairer = crate::shard_failures::spawn(indices.clone(), followers.clone());
         let resumer = {
             let followers = followers.clone();
             tokio::spawn(async move { followers.resume_pending_follows().await })
@@ -192,7 +193,7 @@ impl Node {
             auto_follow,
             cluster_settings: tokio::sync::Mutex::new(settings),
             remote_clients: parking_lot::Mutex::new(remote_clients),
-            background: parking_lot::Mutex::new(vec![reaper, poller, resumer]),
+            background: parking_lot::Mutex::new(vec![reaper, poller, resumer, repairer]),
         }))
     }
 

@@ -232,6 +232,27 @@ async fn bad_documents(client: &EsClient) {
         .put("/big-docs/_doc/3", json!({"user": "after"}))
         .await;
     assert_eq!(after.body["_seq_no"], 1, "{}", after.text);
+    // A keyword value over the term limit (32,766 bytes, as Elasticsearch): 400, no seq_no.
+    let mapped = client
+        .put(
+            "/big-docs/_mapping",
+            json!({"properties": {"tag": {"type": "keyword"}}}),
+        )
+        .await;
+    assert_eq!(mapped.status, 200, "{}", mapped.text);
+    let immense = client
+        .put("/big-docs/_doc/4", json!({"tag": "t".repeat(32_767)}))
+        .await;
+    assert_error(&immense, 400, "illegal_argument_exception");
+    assert!(
+        immense.text.contains("immense term") && immense.text.contains("32766"),
+        "{}",
+        immense.text
+    );
+    let next = client
+        .put("/big-docs/_doc/5", json!({"tag": "t".repeat(32_766)}))
+        .await;
+    assert_eq!(next.body["_seq_no"], 2, "{}", next.text);
 }
 
 async fn delete_and_refresh(client: &EsClient) {

@@ -10,6 +10,7 @@ use super::date::{from_epoch_millis, parse_date, parse_rfc3339};
 use super::error::{describe_value, DocumentError};
 use super::mappings::{validate_field_name, Dynamic, FieldType, Mappings};
 use super::schema::IndexSchema;
+use super::MAX_TERM_BYTES;
 
 /// The result of [`IndexSchema::parse_document`].
 #[derive(Debug)]
@@ -207,7 +208,20 @@ fn mismatch(name: &str, field_type: FieldType, value: &Value, reason: &str) -> D
 fn convert(name: &str, field_type: FieldType, value: &Value) -> Result<OwnedValue, DocumentError> {
     let err = |reason: &str| mismatch(name, field_type, value, reason);
     match field_type {
-        FieldType::Keyword | FieldType::Text => match value {
+        FieldType::Keyword => match value {
+            Value::String(text) if text.len() > MAX_TERM_BYTES => {
+                Err(DocumentError::ImmenseTerm {
+                    field: name.to_string(),
+                    max: MAX_TERM_BYTES,
+                    prefix: text.chars().take(30).collect(),
+                })
+            }
+            Value::String(text) => Ok(OwnedValue::Str(text.clone())),
+            Value::Number(n) => Ok(OwnedValue::Str(n.to_string())),
+            Value::Bool(b) => Ok(OwnedValue::Str(b.to_string())),
+            _ => Err(err("expected a string")),
+        },
+        FieldType::Text => match value {
             Value::String(text) => Ok(OwnedValue::Str(text.clone())),
             Value::Number(n) => Ok(OwnedValue::Str(n.to_string())),
             Value::Bool(b) => Ok(OwnedValue::Str(b.to_string())),

@@ -88,6 +88,21 @@ pub enum DocumentError {
         /// The field it conflicts with.
         other: String,
     },
+    /// A keyword value longer than [`MAX_TERM_BYTES`](super::MAX_TERM_BYTES): it would be
+    /// one term, and the index cannot hold it (Elasticsearch's "immense term").
+    #[error(
+        "Document contains at least one immense term in field=\"{field}\" (whose UTF8 \
+         encoding is longer than the max length {max}), all of which were skipped. The \
+         prefix of the first immense term is: '{prefix}...'"
+    )]
+    ImmenseTerm {
+        /// The field at fault.
+        field: String,
+        /// The limit, in bytes.
+        max: usize,
+        /// The first bytes of the value.
+        prefix: String,
+    },
     /// The mappings are `dynamic: strict` and the document has an unmapped field.
     #[error("mapping set to strict, dynamic introduction of [{field}] is not allowed")]
     StrictDynamic {

@@ -34,6 +34,13 @@ mod schema;
 mod tests;
 
 pub use document::ParsedDocument;
+
+/// The longest keyword value, in UTF-8 bytes (Lucene's and so Elasticsearch's term limit).
+/// A keyword value is indexed as one term; tantivy would drop a term longer than its own
+/// limit (`tantivy::tokenizer::MAX_TOKEN_LEN`, about twice this) without an error, so a
+/// longer value is refused with the document instead. Text is split into words, and tantivy's
+/// tokenizer drops overlong words, as Elasticsearch's analyzers cap them.
+pub const MAX_TERM_BYTES: usize = 32_766;
 pub use dsl::{MAX_CLAUSE_COUNT, MAX_QUERY_DEPTH};
 pub use error::{DocumentError, MappingError, QueryError};
 pub use mapper::{DocumentMapper, MappingListener};

@@ -105,6 +105,7 @@ impl ShardEngine {
             ));
         }
         self.check_history_uuid(request.expected_history_uuid.as_deref())?;
+        self.inner.check_failed()?;
         let mut global_checkpoint = self.global_checkpoint();
         if request.from_seq_no > global_checkpoint && !request.poll_timeout.is_zero() {
             global_checkpoint = self.wait_for_global_checkpoint_or_cancel(
@@ -112,8 +113,9 @@ impl ShardEngine {
                 request.poll_timeout,
                 cancelled,
             );
-            // The shard may have been replaced while we waited.
+            // The shard may have been replaced, or may have failed, while we waited.
             self.check_history_uuid(request.expected_history_uuid.as_deref())?;
+            self.inner.check_failed()?;
         }
         let operations = if request.from_seq_no <= global_checkpoint {
             self.changes(

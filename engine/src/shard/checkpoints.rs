@@ -2,7 +2,7 @@
 //! waiting for them (long polls of the changes API).
 //!
 //! Guarantees: a wait returns as soon as the persisted checkpoint reaches its target, its cancel
-//! flag is set and waiters are woken, the shard starts closing, or its deadline passes; a wake-up
+//! flag is set and waiters are woken, the shard starts closing or fails, or its deadline passes; a wake-up
 //! between a waiter's check and its wait cannot be missed, because both happen under the
 //! tracker lock.
 
@@ -24,6 +24,9 @@ pub(crate) struct Checkpoints {
     /// Set while the shard's index is being closed: waits return at once instead of holding
     /// the index open until their timeout.
     closing: AtomicBool,
+    /// Set for good when the shard fails: its checkpoint may never advance again, so no wait
+    /// may last.
+    failed: AtomicBool,
 }
 
 impl Checkpoints {
@@ -33,6 +36,7 @@ impl Checkpoints {
             tracker: RankedMutex::new(LockRank::Tracker, tracker),
             changed: Condvar::new(),
             closing: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
         }
     }
 
@@ -74,7 +78,8 @@ impl Checkpoints {
     }
 
     /// Waits until the persisted checkpoint reaches `seq_no`, `cancelled` is set (and
-    /// [`Checkpoints::wake_waiters`] called), the shard starts closing or `deadline` passes;
+    /// [`Checkpoints::wake_waiters`] called), the shard starts closing or fails, or `deadline`
+    /// passes;
     /// returns the persisted checkpoint at that moment.
     pub(crate) fn wait_for_persisted(
         &self,
@@ -90,6 +95,7 @@ impl Checkpoints {
             if checkpoint >= seq_no
                 || cancelled.load(Ordering::Acquire)
                 || self.closing.load(Ordering::Acquire)
+                || self.failed.load(Ordering::Acquire)
             {
                 return checkpoint;
             }
@@ -103,6 +109,12 @@ impl Checkpoints {
     pub(crate) fn wake_waiters(&self) {
         let _tracker = self.tracker.lock();
         self.changed.notify_all();
+    }
+
+    /// Marks the shard as failed and wakes every waiter; later waits return at once.
+    pub(crate) fn set_failed(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.wake_waiters();
     }
 
     /// Marks the shard as closing (or not) and wakes every waiter.

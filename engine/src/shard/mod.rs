@@ -594,6 +594,14 @@ impl ShardEngine {
         self.inner.checkpoints.set_closing(closing);
     }
 
+    /// Why the shard failed, if it did. A failed shard refuses every write and read of its
+    /// history and answers its checkpoint waits at once; it stays failed until it is
+    /// reopened, which recovers it from its durable state (the translog is replayed and a
+    /// primary fills the sequence numbers lost with the failure with no-ops).
+    pub fn failure(&self) -> Option<String> {
+        self.inner.failure.lock().clone()
+    }
+
     /// Makes every write so far searchable and durable in a tantivy commit.
     pub fn refresh(&self) -> Result<()> {
         self.inner.refresh(true)
@@ -724,11 +732,16 @@ impl ShardInner {
     /// Latches a failure: an engine that could not apply or persist an operation stops
     /// accepting work until it is reopened (and recovers from its durable state).
     fn fail(&self, error: EngineError) -> EngineError {
-        let mut failure = self.failure.lock();
-        if failure.is_none() {
+        {
+            let mut failure = self.failure.lock();
+            if failure.is_some() {
+                return error;
+            }
             tracing::error!(shard = ?self.dir, %error, "shard engine failed");
             *failure = Some(error.to_string());
         }
+        // After the failure lock (the last in the lock order) is released.
+        self.checkpoints.set_failed();
         error
     }
 

@@ -296,6 +296,40 @@ struct Batch {
     ticket: IndexingTicket,
 }
 
+/// Armed from the moment a batch takes sequence numbers (or stages operations that carry
+/// them) until the batch reached the checkpoint tracker. Dropped armed (a panic in between),
+/// it fails the shard: those sequence numbers would otherwise stay unprocessed and hold the
+/// local and global checkpoints, and every follower, below them for good. A failed shard
+/// refuses work and ends its checkpoint waits; reopening it recovers from its durable state
+/// and fills the gap with no-ops.
+struct AssignedSeqNos<'a> {
+    inner: &'a ShardInner,
+    armed: bool,
+}
+
+impl<'a> AssignedSeqNos<'a> {
+    fn arm(inner: &'a ShardInner) -> Self {
+        AssignedSeqNos { inner, armed: true }
+    }
+
+    /// The batch reached the tracker, or failed the shard itself.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for AssignedSeqNos<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inner.fail(EngineError::Closed(
+                "a write was interrupted after its sequence numbers were assigned; the shard \
+                 must be reopened"
+                    .to_string(),
+            ));
+        }
+    }
+}
+
 impl ShardEngine {
     /// Indexes one document (primary path) and waits for durability.
     pub fn index(&self, request: IndexRequest) -> Result<WriteResult> {
@@ -357,6 +391,7 @@ impl ShardEngine {
                 .collect();
             let mut locked = inner.writes.version_map.lock_many(stripes);
             let mut batch = inner.new_batch(prepared.len(), ticket);
+            let assigned = AssignedSeqNos::arm(inner);
             for item in prepared {
                 results.push(item.and_then(|prepared| {
                     let stripe = inner.writes.version_map.stripe_of(prepared_id(&prepared));
@@ -364,6 +399,7 @@ impl ShardEngine {
                 }));
             }
             let location = inner.submit(batch, false);
+            assigned.disarm();
             drop(locked);
             location
         };
@@ -388,6 +424,7 @@ impl ShardEngine {
         let (seq_no, location) = {
             let _batch = inner.writes.batches.read();
             inner.check_failed()?;
+            let assigned = AssignedSeqNos::arm(inner);
             let seq_no = inner.checkpoints.lock().generate_seq_no();
             let operation = Arc::new(Operation {
                 seq_no,
@@ -399,7 +436,9 @@ impl ShardEngine {
             });
             let mut batch = inner.new_batch(1, ticket);
             inner.stage(&mut batch, operation, None, false, true);
-            (seq_no, inner.submit(batch, false)?)
+            let location = inner.submit(batch, false);
+            assigned.disarm();
+            (seq_no, location?)
         };
         if let Some(location) = location {
             inner.wait_durable(location)?;
@@ -685,6 +724,8 @@ impl ShardInner {
             }
         }
         let seq_no = self.checkpoints.lock().generate_seq_no();
+        // Nothing below may fail: this seq_no is only closed by `submit` (see AssignedSeqNos).
+        fail::fail_point!("shard::primary_after_seq_no");
         let version = latest.map_or(1, |latest| latest.version + 1);
         let primary_term = PrimaryTerm(self.primary_term.load(Ordering::Acquire));
         let (kind, document, outcome) = match prepared {
@@ -764,6 +805,8 @@ impl ShardInner {
             .all(|pair| pair[0].seq_no < pair[1].seq_no);
         let mut in_batch =
             (!ascending).then(|| std::collections::HashSet::with_capacity(operations.len()));
+        // Staging changes the version map ahead of tantivy and the tracker.
+        let assigned = AssignedSeqNos::arm(self);
         let mut applied = 0;
         for (operation, document) in operations.into_iter().zip(documents) {
             let stripe = locked.get(self.stripe_key(&operation));
@@ -777,12 +820,19 @@ impl ShardInner {
             {
                 continue;
             }
-            self.stage_replica(stripe, &mut batch, operation, document, replaying)?;
+            if let Err(error) =
+                self.stage_replica(stripe, &mut batch, operation, document, replaying)
+            {
+                // What this batch put in the version map is not in tantivy.
+                drop(assigned);
+                return Err(error);
+            }
             applied += 1;
         }
-        let location = self.submit(batch, replaying)?;
+        let location = self.submit(batch, replaying);
+        assigned.disarm();
         drop(locked);
-        Ok((applied, location))
+        Ok((applied, location?))
     }
 
     fn stripe_key(&self, operation: &Operation) -> usize {
@@ -1007,6 +1057,7 @@ impl ShardInner {
         let location = {
             let _batch = self.writes.batches.read();
             let mut batch = self.new_batch(gaps, ticket);
+            let assigned = AssignedSeqNos::arm(self);
             for seq_no in (checkpoint.0 + 1..=max_seq_no.0).map(SeqNo) {
                 if self.checkpoints.lock().has_processed(seq_no) {
                     continue;
@@ -1022,7 +1073,9 @@ impl ShardInner {
                 self.stage(&mut batch, operation, None, false, true);
                 filled += 1;
             }
-            self.submit(batch, false)?
+            let location = self.submit(batch, false);
+            assigned.disarm();
+            location?
         };
         if let Some(location) = location {
             self.wait_durable(location)?;

@@ -108,15 +108,27 @@ async fn cluster_health(
         }
         tokio::time::sleep(HEALTH_POLL_INTERVAL).await;
     };
-    let shards: usize = resolved
+    // A failed shard is unassigned until the node reopens it (see `shard_failures`).
+    let (shards, failed) = resolved
         .iter()
         .flatten()
         .filter_map(|name| node.indices.get(name).ok())
-        .map(|index| index.shards().len())
-        .sum();
+        .fold((0usize, 0usize), |(shards, failed), index| {
+            (
+                shards + index.shards().len(),
+                failed + index.shard_failures().len(),
+            )
+        });
+    let active = shards - failed;
     let (status, timed_out) = match resolved {
+        Some(_) if failed > 0 => ("red", false),
         Some(_) => ("green", false),
         None => ("red", waits),
+    };
+    let active_percent = if shards == 0 {
+        100.0
+    } else {
+        active as f64 * 100.0 / shards as f64
     };
     let answer = json!({
         "cluster_name": node.identity.cluster_name,
@@ -124,17 +136,17 @@ async fn cluster_health(
         "timed_out": timed_out,
         "number_of_nodes": 1,
         "number_of_data_nodes": 1,
-        "active_primary_shards": shards,
-        "active_shards": shards,
+        "active_primary_shards": active,
+        "active_shards": active,
         "relocating_shards": 0,
         "initializing_shards": 0,
-        "unassigned_shards": 0,
-        "unassigned_primary_shards": 0,
+        "unassigned_shards": failed,
+        "unassigned_primary_shards": failed,
         "delayed_unassigned_shards": 0,
         "number_of_pending_tasks": 0,
         "number_of_in_flight_fetch": 0,
         "task_max_waiting_in_queue_millis": 0,
-        "active_shards_percent_as_number": 100.0,
+        "active_shards_percent_as_number": active_percent,
     });
     let code = if timed_out {
         StatusCode::REQUEST_TIMEOUT

@@ -55,6 +55,8 @@ struct IndexRow {
     /// Live and soft-deleted documents; `None` when closed.
     documents: Option<(u64, u64)>,
     size_bytes: u64,
+    /// A shard failed and is not reopened yet.
+    failed: bool,
 }
 
 fn directory_size(path: &FilePath, depth: usize) -> u64 {
@@ -85,6 +87,7 @@ fn row_of(indices: &Indices, name: &str) -> Result<IndexRow, RestError> {
         replicas: metadata.settings.number_of_replicas,
         documents: None,
         size_bytes: 0,
+        failed: false,
     };
     if indices.is_closed(name)? {
         row.status = "close";
@@ -100,6 +103,7 @@ fn row_of(indices: &Indices, name: &str) -> Result<IndexRow, RestError> {
     }
     row.documents = Some((live, deleted));
     row.size_bytes = directory_size(index.dir(), 0);
+    row.failed = !index.shard_failures().is_empty();
     Ok(row)
 }
 
@@ -112,7 +116,7 @@ fn cells(row: &IndexRow, request: &CatRequest) -> Vec<String> {
     // One copy of each shard: the primaries are the whole store.
     let size = request.size(row.size_bytes);
     vec![
-        "green".to_string(),
+        if row.failed { "red" } else { "green" }.to_string(),
         row.status.to_string(),
         row.name.clone(),
         row.uuid.clone(),

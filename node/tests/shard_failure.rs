@@ -1,0 +1,131 @@
+//! A write that fails after its sequence number was assigned fails its shard, and the node
+//! repairs it (reopens the index from its durable state, as Elasticsearch reallocates a failed
+//! shard): later writes are acknowledged again and replicate to a follower, which ends with
+//! the leader's documents and checkpoints. Two nodes in this process (the failpoint is
+//! process-global); the failure is injected with the `shard::primary_after_seq_no` failpoint.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::EsClient;
+use serde_json::json;
+use tandem_node::config::NodeConfig;
+use tandem_node::server::RunningNode;
+
+/// Longest wait for a state to show.
+const WITHIN: Duration = Duration::from_secs(60);
+
+async fn start(name: &str, dir: &Path) -> RunningNode {
+    RunningNode::start(NodeConfig {
+        data: dir.join(name),
+        http: "127.0.0.1:0".parse().unwrap(),
+        name: name.to_string(),
+    })
+    .await
+    .unwrap()
+}
+
+/// The follower's global checkpoint of shard 0 of `index`, from `_ccr/stats`.
+async fn follower_checkpoint(client: &EsClient, index: &str) -> Option<i64> {
+    let stats = client.get(&format!("/{index}/_ccr/stats")).await;
+    stats.body["indices"][0]["shards"][0]["follower_global_checkpoint"].as_i64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_leader_shard_is_reopened_and_later_writes_replicate() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let leader = start("leader", dir.path()).await;
+    let follower = start("follower", dir.path()).await;
+    follower
+        .node
+        .remotes
+        .set("leader", Arc::new(leader.node.leader.clone()));
+    let (leader_client, follower_client) =
+        (EsClient::new(&leader.url()), EsClient::new(&follower.url()));
+    let created = leader_client
+        .put("/logs", json!({"settings": {"number_of_shards": 1}}))
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    for n in 0..5 {
+        let put = leader_client
+            .put(&format!("/logs/_doc/{n}"), json!({"n": n}))
+            .await;
+        assert_eq!(put.status, 201, "{}", put.text);
+    }
+    let follow = follower_client
+        .put(
+            "/logs-copy/_ccr/follow?wait_for_active_shards=1",
+            json!({"remote_cluster": "leader", "leader_index": "logs"}),
+        )
+        .await;
+    assert_eq!(follow.status, 200, "{}", follow.text);
+
+    // One write panics after it took seq_no 5: the shard fails.
+    let injected = Arc::new(AtomicBool::new(false));
+    let once = injected.clone();
+    fail::cfg_callback("shard::primary_after_seq_no", move || {
+        if !once.swap(true, Ordering::SeqCst) {
+            panic!("injected failure after the seq_no was assigned");
+        }
+    })
+    .unwrap();
+    let failed = leader_client
+        .put("/logs/_doc/interrupted", json!({"n": -1}))
+        .await;
+    assert!(injected.load(Ordering::SeqCst));
+    assert_eq!(failed.status, 500, "{}", failed.text);
+    fail::remove("shard::primary_after_seq_no");
+
+    // The node reopens the index; writes are acknowledged again.
+    let started = Instant::now();
+    let later = loop {
+        let put = leader_client.put("/logs/_doc/later", json!({"n": 5})).await;
+        if put.status == 201 {
+            break put;
+        }
+        assert!(
+            started.elapsed() < WITHIN,
+            "no write acknowledged after the failure: {}",
+            put.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(later.body["_seq_no"], 5, "{}", later.text);
+    let health = leader_client.get("/_cluster/health/logs").await;
+    assert_eq!(health.body["status"], "green", "{}", health.text);
+    assert_eq!(health.body["unassigned_shards"], 0, "{}", health.text);
+    let more = leader_client.put("/logs/_doc/more", json!({"n": 6})).await;
+    assert_eq!(more.body["_seq_no"], 6, "{}", more.text);
+
+    // The follower reaches the leader's checkpoint and holds its documents.
+    let started = Instant::now();
+    while follower_checkpoint(&follower_client, "logs-copy").await != Some(6) {
+        assert!(
+            started.elapsed() < WITHIN,
+            "the follower did not catch up: {}",
+            follower_client.get("/logs-copy/_ccr/stats").await.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (client, index) in [(&leader_client, "logs"), (&follower_client, "logs-copy")] {
+        client.post_empty(&format!("/{index}/_refresh")).await;
+        let ids = client
+            .post(&format!("/{index}/_search"), json!({"size": 100}))
+            .await;
+        assert_eq!(ids.status, 200, "{}", ids.text);
+        let mut ids: Vec<&str> = ids.body["hits"]["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|hit| hit["_id"].as_str().unwrap())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["0", "1", "2", "3", "4", "later", "more"], "{index}");
+    }
+    scenario.teardown();
+}
