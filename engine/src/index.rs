@@ -21,10 +21,10 @@ use crate::error::{EngineError, Result};
 use crate::mapping::{DocumentMapper, MappingListener, Mappings};
 use crate::shard::{
     DeleteRequest, Durability, GetResult, IndexRequest, ShardConfig, ShardEngine, WriteRequest,
-    WriteResult,
+    WriteResult, DEFAULT_TRANSLOG_FLUSH_THRESHOLD_BYTES,
 };
 use crate::types::PrimaryTerm;
-use crate::units::parse_time_millis;
+use crate::units::{parse_time_millis, ByteSize};
 
 /// The file holding an index's metadata.
 pub const INDEX_METADATA_FILE: &str = "index_metadata.json";
@@ -54,6 +54,9 @@ pub struct IndexSettings {
     pub retention_lease_period_millis: u64,
     /// `index.soft_deletes.retention.operations` (default 0).
     pub retention_operations: u64,
+    /// `index.translog.flush_threshold_size` in bytes (default 512mb).
+    #[serde(default = "default_translog_flush_threshold_bytes")]
+    pub translog_flush_threshold_bytes: u64,
     /// Settings about where shards go in a cluster of many nodes (`routing.allocation.*`,
     /// `routing.rebalance.*`, `auto_expand_replicas`, `priority`,
     /// `unassigned.node_left.delayed_timeout`), keyed without the `index.` prefix: accepted
@@ -61,6 +64,10 @@ pub struct IndexSettings {
     /// effect on a one-node cluster.
     #[serde(default)]
     pub placement: BTreeMap<String, String>,
+}
+
+fn default_translog_flush_threshold_bytes() -> u64 {
+    DEFAULT_TRANSLOG_FLUSH_THRESHOLD_BYTES
 }
 
 /// Whether `key` (without `index.`) is a placement setting ([`IndexSettings::placement`]).
@@ -83,6 +90,7 @@ impl Default for IndexSettings {
             translog_sync_interval_millis: 5000,
             retention_lease_period_millis: 12 * 3600 * 1000,
             retention_operations: 0,
+            translog_flush_threshold_bytes: DEFAULT_TRANSLOG_FLUSH_THRESHOLD_BYTES,
             placement: BTreeMap::new(),
         }
     }
@@ -144,6 +152,13 @@ impl IndexSettings {
                         _ => return Err(invalid("expected [request] or [async]")),
                     }
                 }
+                "translog.flush_threshold_size" => {
+                    let bytes = ByteSize::parse(&text).map_err(|why| invalid(&why))?.bytes();
+                    if bytes == 0 {
+                        return Err(invalid("must be greater than 0"));
+                    }
+                    self.translog_flush_threshold_bytes = bytes;
+                }
                 "translog.sync_interval" => {
                     self.translog_sync_interval_millis =
                         parse_time_millis(&text).ok_or_else(|| invalid("not a time value"))?
@@ -180,6 +195,7 @@ impl IndexSettings {
                 "translog": {
                     "durability": if self.durability_request { "request" } else { "async" },
                     "sync_interval": format!("{}ms", self.translog_sync_interval_millis),
+                    "flush_threshold_size": ByteSize(self.translog_flush_threshold_bytes).to_string(),
                 },
                 "soft_deletes": {
                     "enabled": "true",
@@ -214,6 +230,7 @@ impl IndexSettings {
             refresh_interval: self.refresh_interval_millis.map(Duration::from_millis),
             retention_lease_period: Duration::from_millis(self.retention_lease_period_millis),
             retention_operations: self.retention_operations,
+            translog_flush_threshold_bytes: self.translog_flush_threshold_bytes,
             ..ShardConfig::default()
         }
     }

@@ -211,6 +211,72 @@ impl Indices {
         }
     }
 
+    /// Estimated bytes every open shard holds for its unrefreshed operations (see
+    /// [`ShardEngine::indexing_buffer_bytes`]).
+    ///
+    /// [`ShardEngine::indexing_buffer_bytes`]: crate::ShardEngine::indexing_buffer_bytes
+    pub fn indexing_buffer_bytes(&self) -> u64 {
+        self.open_shards(crate::ShardEngine::indexing_buffer_bytes)
+            .into_iter()
+            .map(|(_, _, bytes)| bytes)
+            .sum()
+    }
+
+    /// Keeps the node's indexing buffer within `budget` bytes (Elasticsearch's
+    /// `indices.memory.index_buffer_size`): while the open shards together hold more, the
+    /// shard holding most is refreshed, which releases what it held. Returns the shards
+    /// refreshed, as (index, shard, bytes released). A shard that fails to refresh is skipped
+    /// (its failure is reported by the shard).
+    pub fn enforce_indexing_buffer(&self, budget: u64) -> Vec<(String, usize, u64)> {
+        let mut shards = self.open_shards(crate::ShardEngine::indexing_buffer_bytes);
+        let mut total: u64 = shards.iter().map(|(_, _, bytes)| bytes).sum();
+        let mut refreshed = Vec::new();
+        // Largest first.
+        shards.sort_by_key(|shard| std::cmp::Reverse(shard.2));
+        for (name, shard, bytes) in shards {
+            if total <= budget || bytes == 0 {
+                break;
+            }
+            let Ok(index) = self.get(&name) else {
+                continue;
+            };
+            match index.shards()[shard].refresh() {
+                Ok(()) => {
+                    total = total.saturating_sub(bytes);
+                    refreshed.push((name, shard, bytes));
+                }
+                Err(error) => {
+                    tracing::warn!(index = %name, shard, %error, "refresh for the indexing buffer failed");
+                }
+            }
+        }
+        refreshed
+    }
+
+    /// `measure` of every shard of every open index, as (index, shard number, value).
+    fn open_shards<T>(
+        &self,
+        measure: impl Fn(&crate::ShardEngine) -> T,
+    ) -> Vec<(String, usize, T)> {
+        let open: Vec<(String, Arc<Index>)> = self
+            .indices
+            .read()
+            .iter()
+            .filter_map(|(name, slot)| match slot {
+                Slot::Open(index) => Some((name.clone(), index.clone())),
+                Slot::Closed { .. } => None,
+            })
+            .collect();
+        let mut measured = Vec::new();
+        for (name, index) in open {
+            for (number, shard) in index.shards().iter().enumerate() {
+                let value = measure(shard);
+                measured.push((name.clone(), number, value));
+            }
+        }
+        measured
+    }
+
     /// Opens a closed index (reopening its shards from disk). Opening an open index does
     /// nothing.
     pub fn open_index(&self, name: &str) -> Result<Arc<Index>> {

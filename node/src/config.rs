@@ -23,6 +23,68 @@ pub struct NodeConfig {
     pub http: SocketAddr,
     /// Node name; also the cluster name.
     pub name: String,
+    /// The node's indexing buffer (`indices.memory.index_buffer_size`): the bytes every
+    /// shard together may hold for unrefreshed operations before the node refreshes the shards
+    /// holding most.
+    pub indexing_buffer_bytes: u64,
+}
+
+/// Smallest indexing buffer a percentage resolves to (Elasticsearch's
+/// `indices.memory.min_index_buffer_size`).
+pub const MIN_INDEXING_BUFFER_BYTES: u64 = 48 << 20;
+/// Largest indexing buffer the default percentage resolves to: a node's memory beyond its
+/// indexing buffer goes to the page cache that serves reads.
+pub const MAX_DEFAULT_INDEXING_BUFFER_BYTES: u64 = 512 << 20;
+/// Physical memory assumed when the system does not say.
+const ASSUMED_MEMORY_BYTES: u64 = 4 << 30;
+
+/// The default indexing buffer: 10% of physical memory (Elasticsearch's default is 10% of
+/// its heap), at least [`MIN_INDEXING_BUFFER_BYTES`] and at most
+/// [`MAX_DEFAULT_INDEXING_BUFFER_BYTES`].
+pub fn default_indexing_buffer_bytes() -> u64 {
+    (physical_memory_bytes() / 10)
+        .clamp(MIN_INDEXING_BUFFER_BYTES, MAX_DEFAULT_INDEXING_BUFFER_BYTES)
+}
+
+/// Total physical memory (`MemTotal` of `/proc/meminfo`), or an assumed 4 GiB.
+fn physical_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|meminfo| {
+            meminfo.lines().find_map(|line| {
+                let kib = line.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?;
+                kib.trim().parse::<u64>().ok()?.checked_mul(1024)
+            })
+        })
+        .unwrap_or(ASSUMED_MEMORY_BYTES)
+}
+
+/// Parses `indices.memory.index_buffer_size`: a percentage of physical memory (`10%`, at
+/// least [`MIN_INDEXING_BUFFER_BYTES`]) or a byte size (`256mb`).
+pub fn parse_indexing_buffer(text: &str) -> Result<u64, ConfigError> {
+    let invalid = |why: String| ConfigError::IndexBuffer(format!("[{text}]: {why}"));
+    match text.trim().strip_suffix('%') {
+        Some(percent) => {
+            let percent: f64 = percent
+                .trim()
+                .parse()
+                .map_err(|_| invalid("not a percentage".to_string()))?;
+            if !(percent > 0.0 && percent <= 100.0) {
+                return Err(invalid("must be above 0% and at most 100%".to_string()));
+            }
+            let bytes = (physical_memory_bytes() as f64 * percent / 100.0) as u64;
+            Ok(bytes.max(MIN_INDEXING_BUFFER_BYTES))
+        }
+        None => {
+            let bytes = tandem_engine::units::ByteSize::parse(text)
+                .map_err(invalid)?
+                .bytes();
+            if bytes == 0 {
+                return Err(invalid("must be greater than 0".to_string()));
+            }
+            Ok(bytes)
+        }
+    }
 }
 
 /// The TOML file: every key optional.
@@ -35,6 +97,8 @@ pub struct ConfigFile {
     pub http: Option<String>,
     /// Node name.
     pub name: Option<String>,
+    /// `indices.memory.index_buffer_size`: a percentage of physical memory or a byte size.
+    pub index_buffer_size: Option<String>,
 }
 
 /// A configuration the node cannot start with.
@@ -60,6 +124,9 @@ pub enum ConfigError {
     /// The HTTP address is not `host:port`.
     #[error("invalid http address [{0}]: expected ip:port, e.g. 127.0.0.1:9200")]
     HttpAddress(String),
+    /// The indexing buffer size is not a percentage or a byte size.
+    #[error("invalid index_buffer_size {0}")]
+    IndexBuffer(String),
     /// The name is empty or has characters that cannot be part of a lease id.
     #[error("invalid node name [{0}]: use letters, digits, '-' and '_'")]
     Name(String),
@@ -106,13 +173,41 @@ impl NodeConfig {
         if !valid {
             return Err(ConfigError::Name(name));
         }
-        Ok(NodeConfig { data, http, name })
+        let indexing_buffer_bytes = match &file.index_buffer_size {
+            Some(size) => parse_indexing_buffer(size)?,
+            None => default_indexing_buffer_bytes(),
+        };
+        Ok(NodeConfig {
+            data,
+            http,
+            name,
+            indexing_buffer_bytes,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_indexing_buffer_is_a_percentage_or_a_byte_size() {
+        assert_eq!(parse_indexing_buffer("256mb").unwrap(), 256 << 20);
+        let default = default_indexing_buffer_bytes();
+        assert!((MIN_INDEXING_BUFFER_BYTES..=MAX_DEFAULT_INDEXING_BUFFER_BYTES).contains(&default));
+        assert!(parse_indexing_buffer("10%").unwrap() >= MIN_INDEXING_BUFFER_BYTES);
+        for bad in ["0", "0%", "101%", "ten%", "lots", "-1mb"] {
+            assert!(
+                matches!(parse_indexing_buffer(bad), Err(ConfigError::IndexBuffer(_))),
+                "{bad}"
+            );
+        }
+        let file: ConfigFile = toml::from_str("index_buffer_size = \"64mb\"").unwrap();
+        let config = NodeConfig::resolve(None, None, None, file).unwrap();
+        assert_eq!(config.indexing_buffer_bytes, 64 << 20);
+        let config = NodeConfig::resolve(None, None, None, ConfigFile::default()).unwrap();
+        assert_eq!(config.indexing_buffer_bytes, default);
+    }
 
     #[test]
     fn command_line_wins_over_file_over_defaults() {

@@ -433,6 +433,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
             data: data.join(name),
             http: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             name: name.to_string(),
+            indexing_buffer_bytes: crate::config::default_indexing_buffer_bytes(),
         })
     };
     step("Two clusters on loopback");

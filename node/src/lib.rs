@@ -7,6 +7,7 @@
 //!   persisted state.
 //! - [`rest`]: the Elasticsearch-compatible REST API (axum).
 //! - [`error`]: REST errors in Elasticsearch's shape.
+//! - [`indexing_buffer`]: keeps the node's unrefreshed operations within a byte budget.
 //! - [`server`]: binding, serving, graceful shutdown.
 //! - [`shard_failures`]: reopens indices whose shards failed.
 //! - [`demo`]: `tandem demo`, the CCR tutorial end to end with two nodes.
@@ -21,6 +22,7 @@ pub mod cluster_settings;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod indexing_buffer;
 pub mod node;
 pub mod rest;
 pub mod server;

@@ -179,6 +179,7 @@ impl Node {
         )?);
         let poller = auto_follow.spawn(AUTO_FOLLOW_POLL_INTERVAL);
         let repairer = crate::shard_failures::spawn(indices.clone(), followers.clone());
+        let buffer = crate::indexing_buffer::spawn(indices.clone(), config.indexing_buffer_bytes);
         let resumer = {
             let followers = followers.clone();
             tokio::spawn(async move { followers.resume_pending_follows().await })
@@ -193,7 +194,7 @@ impl Node {
             auto_follow,
             cluster_settings: tokio::sync::Mutex::new(settings),
             remote_clients: parking_lot::Mutex::new(remote_clients),
-            background: parking_lot::Mutex::new(vec![reaper, poller, resumer, repairer]),
+            background: parking_lot::Mutex::new(vec![reaper, poller, resumer, repairer, buffer]),
         }))
     }
 

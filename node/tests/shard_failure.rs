@@ -24,6 +24,7 @@ async fn start(name: &str, dir: &Path) -> RunningNode {
         data: dir.join(name),
         http: "127.0.0.1:0".parse().unwrap(),
         name: name.to_string(),
+        indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
     })
     .await
     .unwrap()

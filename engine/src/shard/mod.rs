@@ -133,7 +133,13 @@ pub struct ShardConfig {
     pub retention_operations: u64,
     /// A follower shard refuses direct (primary) writes.
     pub follower: bool,
+    /// A commit (Elasticsearch's flush) starts once the translog holds more than this many
+    /// bytes (`index.translog.flush_threshold_size`), whatever the refresh interval.
+    pub translog_flush_threshold_bytes: u64,
 }
+
+/// Default of [`ShardConfig::translog_flush_threshold_bytes`] (Elasticsearch's 512mb).
+pub const DEFAULT_TRANSLOG_FLUSH_THRESHOLD_BYTES: u64 = 512 << 20;
 
 impl Default for ShardConfig {
     fn default() -> Self {
@@ -147,6 +153,7 @@ impl Default for ShardConfig {
             retention_lease_period: Duration::from_secs(12 * 3600),
             retention_operations: 0,
             follower: false,
+            translog_flush_threshold_bytes: DEFAULT_TRANSLOG_FLUSH_THRESHOLD_BYTES,
         }
     }
 }
@@ -164,6 +171,8 @@ pub struct DynamicShardConfig {
     pub retention_lease_period: Duration,
     /// Operations kept below the global checkpoint regardless of leases.
     pub retention_operations: u64,
+    /// A commit starts once the translog holds more than this many bytes.
+    pub translog_flush_threshold_bytes: u64,
 }
 
 impl ShardConfig {
@@ -174,6 +183,7 @@ impl ShardConfig {
             refresh_interval: self.refresh_interval,
             retention_lease_period: self.retention_lease_period,
             retention_operations: self.retention_operations,
+            translog_flush_threshold_bytes: self.translog_flush_threshold_bytes,
         }
     }
 }
@@ -224,6 +234,9 @@ pub struct ShardStats {
     pub segment_count: usize,
     /// Operations not yet in a refreshed reader.
     pub tail_operations: usize,
+    /// Estimated bytes those operations hold in memory (see
+    /// [`ShardEngine::indexing_buffer_bytes`]).
+    pub indexing_buffer_bytes: u64,
     /// Bytes of the translog.
     pub translog_size_in_bytes: u64,
     /// Number of refreshes (commits) since the shard was opened.
@@ -481,6 +494,7 @@ impl ShardEngine {
             doc_count_with_history,
             segment_count: searcher.segment_readers().len(),
             tail_operations: inner.writes.tail().len(),
+            indexing_buffer_bytes: inner.writes.buffered_bytes(),
             translog_size_in_bytes: inner.translog.size_in_bytes(),
             refresh_count: inner.commits.refresh_count(),
         }
@@ -592,6 +606,14 @@ impl ShardEngine {
     /// use until its timeout. `false` undoes it (the close did not happen).
     pub fn set_closing(&self, closing: bool) {
         self.inner.checkpoints.set_closing(closing);
+    }
+
+    /// Estimated bytes the shard holds in memory for the operations written since its last
+    /// refresh (the tail and the version map; tantivy's own indexing buffer is bounded apart,
+    /// by [`ShardConfig::writer_memory_bytes`]). Only a refresh releases them: this is what a
+    /// node-wide indexing-buffer budget watches.
+    pub fn indexing_buffer_bytes(&self) -> u64 {
+        self.inner.writes.buffered_bytes()
     }
 
     /// Why the shard failed, if it did. A failed shard refuses every write and read of its
@@ -887,7 +909,13 @@ fn background_loop(shard: Weak<ShardInner>, stopped: crossbeam_channel::Receiver
                 Ok(())
             });
         }
-        if let Some(interval) = config.refresh_interval {
+        if shard.translog.size_in_bytes() > config.translog_flush_threshold_bytes {
+            // A commit starts a new translog generation and trims the ones it holds.
+            last_refresh = Instant::now();
+            if let Err(error) = shard.refresh(false) {
+                tracing::warn!(%error, "flush at the translog threshold failed");
+            }
+        } else if let Some(interval) = config.refresh_interval {
             if last_refresh.elapsed() >= interval {
                 last_refresh = Instant::now();
                 if let Err(error) = shard.refresh(false) {

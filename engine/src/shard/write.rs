@@ -57,6 +57,24 @@ pub(crate) struct WritePath {
     /// Numbers anchor documents; starts at a random value so numbers stay unique across
     /// restarts without being persisted.
     anchor_counter: AtomicU64,
+    /// Estimated bytes held by the tail and the version map for the operations written since
+    /// the last refresh began ([`BUFFERED_OPERATION_OVERHEAD_BYTES`] each, plus the source
+    /// and the id); only a refresh releases them.
+    buffered_bytes: AtomicU64,
+    /// The same for the generation a refresh in progress is making searchable.
+    refreshing_bytes: AtomicU64,
+}
+
+/// What the tail and the version map hold for one operation beyond its source and id: the
+/// shared operation and its header, a tail entry and a version-map entry (with its own copy of
+/// the id). An estimate, as Elasticsearch's `RamUsageEstimator` is: it bounds the indexing
+/// buffer, it is not an allocator count.
+pub(crate) const BUFFERED_OPERATION_OVERHEAD_BYTES: u64 = 192;
+
+/// The bytes [`WritePath`] accounts for `operation` while it is buffered.
+fn buffered_size(operation: &Operation) -> u64 {
+    let id = operation.id().map_or(0, str::len);
+    (operation.size_in_bytes() + id) as u64 + BUFFERED_OPERATION_OVERHEAD_BYTES
 }
 
 impl WritePath {
@@ -70,7 +88,15 @@ impl WritePath {
             max_seq_no_of_updates: AtomicI64::new(max_seq_no_of_updates.0),
             follower: AtomicBool::new(follower),
             anchor_counter: AtomicU64::new(rand::random::<u64>() >> 1),
+            buffered_bytes: AtomicU64::new(0),
+            refreshing_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// Estimated bytes the tail and the version map hold (both generations): the shard's part
+    /// of the node's indexing buffer, released by a refresh.
+    pub(crate) fn buffered_bytes(&self) -> u64 {
+        self.buffered_bytes.load(Ordering::Acquire) + self.refreshing_bytes.load(Ordering::Acquire)
     }
 
     /// The highest sequence number of an update or delete.
@@ -122,6 +148,9 @@ impl WritePath {
     pub(crate) fn begin_refresh(&self, _held: &RankedWriteGuard<'_, ()>) {
         self.version_map.begin_refresh();
         self.tail.lock().begin_refresh();
+        // No batch is adding to the count: they are held back.
+        let buffered = self.buffered_bytes.swap(0, Ordering::AcqRel);
+        self.refreshing_bytes.store(buffered, Ordering::Release);
     }
 
     /// Ends a refresh: runs `install_reader` (which installs the reader holding the refreshing
@@ -135,9 +164,11 @@ impl WritePath {
             install_reader();
             tail.end_refresh()
         };
+        let versions = self.version_map.end_refresh();
+        self.refreshing_bytes.store(0, Ordering::Release);
         RefreshedGenerations {
             _tail: tail,
-            _versions: self.version_map.end_refresh(),
+            _versions: versions,
         }
     }
 }
@@ -949,10 +980,17 @@ impl ShardInner {
             .run(operations, ticket)
             .map_err(|error| self.fail(EngineError::index("adding documents", error)))?;
         {
+            let mut buffered = 0;
             let mut tail = self.writes.tail.lock();
             for operation in &history {
+                buffered += buffered_size(operation);
                 tail.insert(operation.clone());
             }
+            // Under the tail lock, which a refresh's begin takes after the batches lock: the
+            // bytes of this batch are counted in the generation its operations are in.
+            self.writes
+                .buffered_bytes
+                .fetch_add(buffered, Ordering::AcqRel);
         }
         let location = if replaying {
             None
