@@ -368,13 +368,19 @@ fn validate_index_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Persists every mapping change of the index in `dir`. Like every metadata writer (settings,
+/// aliases, leader catch-up), it reads, modifies and persists the metadata under its write
+/// lock, so that no writer persists a copy that misses another's change. The mapper calls it
+/// under its own mappings lock: the lock order is mappings, then metadata, and no metadata
+/// writer takes the mappings lock.
 fn metadata_listener(dir: PathBuf, metadata: Arc<RwLock<IndexMetadata>>) -> MappingListener {
     Box::new(move |mappings, version| {
-        let mut updated = metadata.read().clone();
+        let mut current = metadata.write();
+        let mut updated = current.clone();
         updated.mappings = mappings.clone();
         updated.mapping_version = version;
         persist_metadata(&dir, &updated)?;
-        *metadata.write() = updated;
+        *current = updated;
         Ok(())
     })
 }

@@ -342,3 +342,75 @@ fn a_keyword_value_over_the_term_limit_is_refused_before_it_gets_a_seq_no() {
         .unwrap();
     assert_eq!(found.total_hits, 1);
 }
+
+/// Dynamic mapping updates, settings updates and alias updates race on one index; each is a
+/// read-modify-persist of the same metadata file, so a writer that persisted a stale copy
+/// would revert the others. Every change must be in memory and survive a reopen.
+#[test]
+fn racing_metadata_writers_lose_no_change_across_a_restart() {
+    const ROUNDS: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server-metrics");
+    let index = std::sync::Arc::new(metrics_index(dir.path(), 2));
+    let start = std::sync::Arc::new(std::sync::Barrier::new(3));
+    let mappings = {
+        let (index, start) = (index.clone(), start.clone());
+        std::thread::spawn(move || {
+            start.wait();
+            for n in 0..ROUNDS {
+                let source = format!(r#"{{"dynamic_field_{n}": {n}}}"#);
+                index
+                    .index(IndexRequest::new(format!("d-{n}"), source.into_bytes()))
+                    .unwrap();
+            }
+        })
+    };
+    let settings = {
+        let (index, start) = (index.clone(), start.clone());
+        std::thread::spawn(move || {
+            start.wait();
+            for n in 1..=ROUNDS {
+                let changed = index
+                    .update_settings(&json!({"soft_deletes.retention.operations": n}))
+                    .unwrap();
+                assert!(changed);
+            }
+        })
+    };
+    start.wait();
+    for n in 0..ROUNDS {
+        let changed = index
+            .update_aliases(&[AliasAction::Add {
+                alias: format!("alias-{n}"),
+                body: json!({}),
+            }])
+            .unwrap();
+        assert!(changed);
+    }
+    mappings.join().unwrap();
+    settings.join().unwrap();
+
+    let check = |metadata: &tandem_engine::index::IndexMetadata| {
+        for n in 0..ROUNDS {
+            let field = format!("dynamic_field_{n}");
+            assert!(
+                metadata.mappings.to_es_json()["properties"][&field].is_object(),
+                "{field} lost"
+            );
+            assert!(
+                metadata.aliases.contains_key(&format!("alias-{n}")),
+                "alias-{n} lost"
+            );
+        }
+        assert_eq!(metadata.settings.retention_operations, ROUNDS);
+        assert_eq!(metadata.settings_version, 1 + ROUNDS);
+        assert_eq!(metadata.aliases_version, 1 + ROUNDS);
+        assert_eq!(metadata.mapping_version, 1 + ROUNDS);
+    };
+    check(&index.metadata());
+    let index = std::sync::Arc::into_inner(index).expect("every writer has finished");
+    index.close().unwrap();
+    let reopened = Index::open(&path).unwrap();
+    check(&reopened.metadata());
+    assert_eq!(reopened.mapper().version(), 1 + ROUNDS);
+}
