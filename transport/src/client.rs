@@ -7,9 +7,36 @@
 //!   `seeds` or `proxy_address`): a request starts at the address that last worked and moves
 //!   to the next one when it cannot connect (the request never left, so trying elsewhere is
 //!   safe for every call); when none connects the error is [`LeaderError::Unavailable`].
-//! - Every request has a timeout ([`HttpTransportSettings`]); a long poll's is its poll
-//!   timeout plus a margin. A timeout is [`LeaderError::Timeout`], a reset connection
-//!   [`LeaderError::Unavailable`], both retryable.
+//! - Every request has a deadline tied to what it waits for ([`HttpTransportSettings`]): a
+//!   long poll its poll timeout plus a margin, a file chunk the leader's throttle
+//!   (`chunk_timeout`), anything else a few seconds (`request_timeout`). A timeout is
+//!   [`LeaderError::Timeout`], a reset connection [`LeaderError::Unavailable`], both
+//!   retryable.
+//!
+//! ## Dead connections
+//!
+//! A connection that stops delivering bytes without closing (a black hole: a stateful
+//! firewall or NAT entry that forgot it, a proxy whose far side died) is noticed within
+//! `idle_timeout` (4 s), whatever the request waits for:
+//! - every answer's body must keep arriving: a gap of `idle_timeout` between two pieces ends
+//!   the request;
+//! - a long poll, the one request that legitimately waits long in silence, is answered as a
+//!   heartbeat stream ([`crate::wire`]): its headers must arrive within `idle_timeout` and
+//!   the leader sends a heartbeat every second while it waits, so silence means death, not
+//!   patience;
+//! - the sockets carry TCP keep-alive probes (after 2 s idle, every second) and
+//!   `TCP_USER_TIMEOUT` ([`TCP_USER_TIMEOUT`]): the kernel closes a connection whose peer
+//!   stopped acknowledging, which covers a request waiting for its headers (a lease, a
+//!   throttled chunk) when the network itself drops the packets.
+//!
+//! Why a heartbeat rather than HTTP/2 keep-alive pings: the leader's port also serves
+//! Elasticsearch's REST API over HTTP/1.1, pings would put every follow request of a node on
+//! one multiplexed connection (1 MB chunks beside latency-bound long polls, under one flow
+//! control window), and a ping proves the leader's connection task is alive, not that the
+//! request's bytes flow. Why not TCP keep-alive alone: it sees only the kernel of the next
+//! hop, so a proxy (or an in-test fault proxy) that stops forwarding while its own kernel
+//! acknowledges goes unnoticed. The heartbeat is seen end to end, by the same reads that
+//! carry the answer.
 //! - Answers are checked where they enter: bounded body sizes, frame checksums, chunk lengths
 //!   and checksums, and operations contiguous from the requested sequence number. A defect is
 //!   [`LeaderError::CorruptedResponse`] (retryable).
@@ -38,7 +65,10 @@ use crate::server::{
     ADD_LEASE_PATH, CLOSE_SESSION_PATH, INDEX_METADATA_PATH, LIST_INDICES_PATH, OPEN_SESSION_PATH,
     READ_CHUNK_PATH, REMOVE_LEASE_PATH, RENEW_LEASE_PATH, SHARD_CHANGES_PATH,
 };
-use crate::wire::{self, ChunkHeader, ERROR_HEADER, FRAME_HEADER_BYTES, MAX_FRAME_BODY_BYTES};
+use crate::wire::{
+    self, ChunkHeader, ERROR_HEADER, FRAME_HEADER_BYTES, HEARTBEAT_BYTE, HEARTBEAT_HEADER,
+    MAX_FRAME_BODY_BYTES,
+};
 
 /// Largest JSON answer accepted (index metadata with large mappings stays far below).
 pub const MAX_JSON_ANSWER_BYTES: usize = 64 * 1024 * 1024;
@@ -47,16 +77,33 @@ const MAX_ERROR_ANSWER_BYTES: usize = 1024 * 1024;
 /// Frames larger than this are decoded on the blocking pool.
 const INLINE_DECODE_BYTES: usize = 256 * 1024;
 
-/// Timeouts and pool size of an [`HttpLeaderClient`].
+/// Idle time of a connection before the kernel sends TCP keep-alive probes.
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(2);
+/// Interval between TCP keep-alive probes.
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Unacknowledged probes before the kernel gives a connection up.
+pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
+/// Longest time sent bytes (or keep-alive probes) may stay unacknowledged before the kernel
+/// closes the connection (Linux `TCP_USER_TIMEOUT`).
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Deadlines and pool size of an [`HttpLeaderClient`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpTransportSettings {
     /// Longest wait for a TCP connection to one address.
     pub connect_timeout: Duration,
-    /// Longest wait for a whole answer (body included) of any request but a long poll.
+    /// Longest wait for a whole answer (body included) of a request that waits for nothing
+    /// but the leader's work: leases, metadata, sessions, reads without a poll.
     pub request_timeout: Duration,
+    /// Longest wait for a whole file chunk: the leader holds it back to keep its recovery
+    /// rate, so it may wait behind the other chunks in flight.
+    pub chunk_timeout: Duration,
     /// Added to a long poll's own timeout (capped at the leader's longest,
     /// [`MAX_POLL_TIMEOUT`]) to give its answer time to arrive.
     pub long_poll_margin: Duration,
+    /// Longest silence accepted from a connection that owes bytes: between two pieces of any
+    /// answer's body, and before a long poll's headers (see the module documentation).
+    pub idle_timeout: Duration,
     /// Idle connections kept per leader address.
     pub max_idle_connections_per_address: usize,
 }
@@ -65,11 +112,22 @@ impl Default for HttpTransportSettings {
     fn default() -> Self {
         HttpTransportSettings {
             connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(60),
-            long_poll_margin: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
+            chunk_timeout: Duration::from_secs(30),
+            long_poll_margin: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(4),
             max_idle_connections_per_address: 32,
         }
     }
+}
+
+/// How long a request may take.
+#[derive(Clone, Copy, Debug)]
+struct Deadline {
+    /// The whole request, answer included.
+    total: Duration,
+    /// Until the answer's headers arrive.
+    headers: Duration,
 }
 
 /// A [`LeaderClient`] over HTTP (see the module documentation).
@@ -94,7 +152,8 @@ impl Expect {
     fn limit(&self) -> usize {
         match self {
             Expect::Json => MAX_JSON_ANSWER_BYTES,
-            Expect::Frame => FRAME_HEADER_BYTES + MAX_FRAME_BODY_BYTES,
+            // One more for the outcome tag of a long poll's answer.
+            Expect::Frame => 1 + FRAME_HEADER_BYTES + MAX_FRAME_BODY_BYTES,
             Expect::Chunk { requested_length } => *requested_length,
         }
     }
@@ -112,11 +171,17 @@ impl HttpLeaderClient {
         addresses: Vec<String>,
         settings: HttpTransportSettings,
     ) -> HttpLeaderClient {
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .pool_max_idle_per_host(settings.max_idle_connections_per_address)
             .tcp_nodelay(true)
-            .no_proxy()
+            .tcp_keepalive(TCP_KEEPALIVE_IDLE)
+            .tcp_keepalive_interval(TCP_KEEPALIVE_INTERVAL)
+            .tcp_keepalive_retries(TCP_KEEPALIVE_RETRIES)
+            .no_proxy();
+        #[cfg(target_os = "linux")]
+        let builder = builder.tcp_user_timeout(TCP_USER_TIMEOUT);
+        let http = builder
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", describe(&e)));
         HttpLeaderClient {
@@ -155,8 +220,9 @@ impl HttpLeaderClient {
         &self,
         path: &str,
         body: Vec<u8>,
-        timeout: Duration,
+        deadline: Deadline,
     ) -> Result<reqwest::Response, LeaderError> {
+        let timeout = deadline.total;
         let http = self
             .http
             .as_ref()
@@ -172,17 +238,21 @@ impl HttpLeaderClient {
         for attempt in 0..addresses.len() {
             let at = (first + attempt) % addresses.len();
             let address = &addresses[at];
-            let sent = http
+            let sending = http
                 .post(Self::url(address, path))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .timeout(timeout)
                 .body(body.clone())
-                .send()
-                .await;
+                .send();
+            // Past the header deadline the request may have reached the leader: it is not
+            // sent elsewhere, and dropping it closes its connection.
+            let Ok(sent) = tokio::time::timeout(deadline.headers, sending).await else {
+                return Err(LeaderError::Timeout(deadline.headers));
+            };
             match sent {
                 Ok(response) => {
                     self.preferred.store(at, Ordering::Relaxed);
-                    return check_status(response, timeout).await;
+                    return check_status(response, timeout, self.settings.idle_timeout).await;
                 }
                 Err(error) if error.is_connect() => {
                     failures.push(format!("[{address}]: {}", describe(&error)));
@@ -201,10 +271,12 @@ impl HttpLeaderClient {
         &self,
         path: &str,
         request: &Request,
-        timeout: Duration,
+        deadline: Deadline,
         expect: &Expect,
     ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), LeaderError> {
-        let (headers, pieces) = self.call_for_pieces(path, request, timeout, expect).await?;
+        let (headers, pieces) = self
+            .call_for_pieces(path, request, deadline, expect)
+            .await?;
         Ok((headers, pieces.to_vec()))
     }
 
@@ -213,15 +285,30 @@ impl HttpLeaderClient {
         &self,
         path: &str,
         request: &Request,
-        timeout: Duration,
+        deadline: Deadline,
         expect: &Expect,
     ) -> Result<(reqwest::header::HeaderMap, ChunkBytes), LeaderError> {
         let body = serde_json::to_vec(request)
             .map_err(|e| LeaderError::InvalidRequest(format!("cannot encode the request: {e}")))?;
-        let response = self.send(path, body, timeout).await?;
+        let response = self.send(path, body, deadline).await?;
         let headers = response.headers().clone();
-        let body = read_body(response, expect.limit(), timeout).await?;
+        let heartbeats = headers.contains_key(HEARTBEAT_HEADER);
+        let reading = BodyReading {
+            limit: expect.limit(),
+            timeout: deadline.total,
+            idle_timeout: self.settings.idle_timeout,
+            skip_heartbeats: heartbeats,
+        };
+        let body = read_body(response, reading).await?;
         Ok((headers, body))
+    }
+
+    /// The deadline of a request that waits only for the leader's work.
+    fn plain_deadline(&self, total: Duration) -> Deadline {
+        Deadline {
+            total,
+            headers: total,
+        }
     }
 
     async fn call_json<Request: Serialize, Answer: DeserializeOwned>(
@@ -229,9 +316,8 @@ impl HttpLeaderClient {
         path: &str,
         request: &Request,
     ) -> Result<Answer, LeaderError> {
-        let (_, body) = self
-            .call(path, request, self.settings.request_timeout, &Expect::Json)
-            .await?;
+        let deadline = self.plain_deadline(self.settings.request_timeout);
+        let (_, body) = self.call(path, request, deadline, &Expect::Json).await?;
         serde_json::from_slice(&body)
             .map_err(|e| LeaderError::CorruptedResponse(format!("malformed JSON answer: {e}")))
     }
@@ -250,15 +336,31 @@ impl HttpLeaderClient {
         &self,
         request: ShardChangesRequest,
     ) -> Result<ShardChangesResponse, LeaderError> {
-        let timeout =
-            request.changes.poll_timeout.min(MAX_POLL_TIMEOUT) + self.settings.long_poll_margin;
-        let (_, frame) = self
-            .call(SHARD_CHANGES_PATH, &request, timeout, &Expect::Frame)
-            .await?;
-        let response = if frame.len() <= INLINE_DECODE_BYTES {
-            wire::decode_shard_changes(&frame)?
+        let deadline = if request.changes.poll_timeout.is_zero() {
+            self.plain_deadline(self.settings.request_timeout)
         } else {
-            tokio::task::spawn_blocking(move || wire::decode_shard_changes(&frame))
+            // A long poll's answer starts at once (a heartbeat stream): waiting longer for
+            // its headers than for any other silence would only delay noticing a dead link.
+            Deadline {
+                total: request.changes.poll_timeout.min(MAX_POLL_TIMEOUT)
+                    + self.settings.long_poll_margin,
+                headers: self.settings.idle_timeout,
+            }
+        };
+        let (headers, answer) = self
+            .call(SHARD_CHANGES_PATH, &request, deadline, &Expect::Frame)
+            .await?;
+        // A heartbeat stream's heartbeats were skipped as it arrived; its outcome tag remains.
+        let frame_start = if headers.contains_key(HEARTBEAT_HEADER) {
+            let frame = wire::split_long_poll_outcome(&answer)?;
+            answer.len() - frame.len()
+        } else {
+            0
+        };
+        let response = if answer.len() - frame_start <= INLINE_DECODE_BYTES {
+            wire::decode_shard_changes(&answer[frame_start..])?
+        } else {
+            tokio::task::spawn_blocking(move || wire::decode_shard_changes(&answer[frame_start..]))
                 .await
                 .map_err(|e| LeaderError::Unavailable(format!("decoding failed: {e}")))??
         };
@@ -280,7 +382,7 @@ impl HttpLeaderClient {
             .call_for_pieces(
                 READ_CHUNK_PATH,
                 &request,
-                self.settings.request_timeout,
+                self.plain_deadline(self.settings.chunk_timeout),
                 &expect,
             )
             .await?;
@@ -322,15 +424,20 @@ fn transport_error(error: &reqwest::Error, address: &str, timeout: Duration) -> 
 async fn check_status(
     response: reqwest::Response,
     timeout: Duration,
+    idle_timeout: Duration,
 ) -> Result<reqwest::Response, LeaderError> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
     }
     let from_leader = response.headers().contains_key(ERROR_HEADER);
-    let body = read_body(response, MAX_ERROR_ANSWER_BYTES, timeout)
-        .await?
-        .to_vec();
+    let reading = BodyReading {
+        limit: MAX_ERROR_ANSWER_BYTES,
+        timeout,
+        idle_timeout,
+        skip_heartbeats: false,
+    };
+    let body = read_body(response, reading).await?.to_vec();
     if from_leader {
         return Err(
             serde_json::from_slice::<LeaderError>(&body).unwrap_or_else(|e| {
@@ -348,30 +455,57 @@ async fn check_status(
     })
 }
 
-/// Reads a whole body, refusing one over `limit` bytes before reading it. The body is kept in
-/// the pieces the connection delivered: a 1 MB chunk arrives in many, and joining them would
-/// copy it (callers that need one buffer join once).
+/// How [`read_body`] reads an answer's body.
+#[derive(Clone, Copy, Debug)]
+struct BodyReading {
+    /// Most bytes accepted (heartbeats not counted).
+    limit: usize,
+    /// The request's whole deadline (reported when it passes; reqwest enforces it).
+    timeout: Duration,
+    /// Longest gap between two pieces of the body.
+    idle_timeout: Duration,
+    /// The body is a long-poll heartbeat stream: leading heartbeat bytes are dropped.
+    skip_heartbeats: bool,
+}
+
+/// Reads a whole body, refusing one over the limit before reading it, and one that stops
+/// arriving for the idle timeout (a dead connection). The body is kept in the pieces the
+/// connection delivered: a 1 MB chunk arrives in many, and joining them would copy it
+/// (callers that need one buffer join once).
 async fn read_body(
     mut response: reqwest::Response,
-    limit: usize,
-    timeout: Duration,
+    reading: BodyReading,
 ) -> Result<ChunkBytes, LeaderError> {
+    let limit = reading.limit;
     let too_large = |length: u64| {
         LeaderError::CorruptedResponse(format!(
             "answer of {length} bytes or more, over the limit of {limit}"
         ))
     };
-    let announced = response.content_length();
-    if let Some(length) = announced {
-        if length > limit as u64 {
-            return Err(too_large(length));
+    if !reading.skip_heartbeats {
+        if let Some(length) = response.content_length() {
+            if length > limit as u64 {
+                return Err(too_large(length));
+            }
         }
     }
     let mut pieces = Vec::new();
     let mut length = 0;
+    let mut in_heartbeats = reading.skip_heartbeats;
     loop {
-        match response.chunk().await {
-            Ok(Some(piece)) => {
+        let Ok(next) = tokio::time::timeout(reading.idle_timeout, response.chunk()).await else {
+            return Err(LeaderError::Timeout(reading.idle_timeout));
+        };
+        match next {
+            Ok(Some(mut piece)) => {
+                if in_heartbeats {
+                    let beats = piece.iter().take_while(|&&b| b == HEARTBEAT_BYTE).count();
+                    let _ = piece.split_to(beats);
+                    if piece.is_empty() {
+                        continue;
+                    }
+                    in_heartbeats = false;
+                }
                 if length + piece.len() > limit {
                     return Err(too_large((length + piece.len()) as u64));
                 }
@@ -379,7 +513,7 @@ async fn read_body(
                 pieces.push(piece);
             }
             Ok(None) => return Ok(ChunkBytes::from_pieces(pieces)),
-            Err(error) if error.is_timeout() => return Err(LeaderError::Timeout(timeout)),
+            Err(error) if error.is_timeout() => return Err(LeaderError::Timeout(reading.timeout)),
             Err(error) => {
                 return Err(LeaderError::Unavailable(format!(
                     "the leader's answer was cut: {}",

@@ -7,10 +7,19 @@
 //! (at most [`MAX_REQUEST_BYTES`]). A request that cannot be parsed is a
 //! [`LeaderError::InvalidRequest`]; every error travels as a JSON [`LeaderError`] with a
 //! non-2xx status and [`ERROR_HEADER`], so the follower rebuilds the leader's exact error.
+//!
+//! A long poll (shard changes with a poll timeout) is answered at once as a heartbeat stream
+//! ([`crate::wire`]): a heartbeat byte every [`wire::HEARTBEAT_INTERVAL`] while the leader
+//! waits, then the outcome. The poll's future lives in the answer's body, so a follower that
+//! goes away ends the wait.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +30,9 @@ use serde::Serialize;
 use tandem_recovery::leader_api::{LeaderClient, ShardChangesRequest, ShardChangesResponse};
 use tandem_recovery::LeaderError;
 
-use crate::wire::{self, ERROR_HEADER, MAX_CHANGES_BATCH_BYTES};
+use crate::wire::{
+    self, ERROR_HEADER, HEARTBEAT_HEADER, HEARTBEAT_INTERVAL, MAX_CHANGES_BATCH_BYTES,
+};
 
 /// A transport path: [`PATH_PREFIX`] followed by `$suffix`.
 macro_rules! transport_path {
@@ -162,6 +173,9 @@ async fn list_indices(State(leader): State<Leader>) -> Answer {
 async fn shard_changes(State(leader): State<Leader>, body: Bytes) -> Answer {
     let mut request: ShardChangesRequest = parse(&body)?;
     request.changes.max_batch_size = request.changes.max_batch_size.min(MAX_CHANGES_BATCH_BYTES);
+    if !request.changes.poll_timeout.is_zero() {
+        return Ok(long_poll_answer(leader, request));
+    }
     let response = leader.shard_changes(request).await?;
     let frame = encode_changes(response).await?;
     Ok((
@@ -172,6 +186,74 @@ async fn shard_changes(State(leader): State<Leader>, body: Bytes) -> Answer {
         frame,
     )
         .into_response())
+}
+
+/// A long poll's answer: a heartbeat stream that ends with the outcome.
+fn long_poll_answer(leader: Leader, request: ShardChangesRequest) -> Response {
+    let outcome = async move {
+        let frame = match leader.shard_changes(request).await {
+            Ok(response) => encode_changes(response).await,
+            Err(error) => Err(error),
+        };
+        Bytes::from(wire::encode_long_poll_outcome(frame))
+    };
+    let body = HeartbeatBody {
+        outcome: Some(Box::pin(outcome)),
+        next_heartbeat: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
+    };
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                header::HeaderName::from_static(HEARTBEAT_HEADER),
+                HeaderValue::from(HEARTBEAT_INTERVAL.as_millis() as u64),
+            ),
+        ],
+        Body::new(body),
+    )
+        .into_response()
+}
+
+/// The body of a long-poll answer: a heartbeat at once and every [`HEARTBEAT_INTERVAL`] until
+/// the outcome is ready, then the outcome, then the end. Dropping it (the follower went away)
+/// drops the poll.
+struct HeartbeatBody {
+    outcome: Option<Pin<Box<dyn Future<Output = Bytes> + Send>>>,
+    next_heartbeat: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl HttpBody for HeartbeatBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        let Some(outcome) = this.outcome.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Poll::Ready(bytes) = outcome.as_mut().poll(context) {
+            this.outcome = None;
+            return Poll::Ready(Some(Ok(http_body::Frame::data(bytes))));
+        }
+        if this.next_heartbeat.as_mut().poll(context).is_ready() {
+            let next = tokio::time::Instant::now() + HEARTBEAT_INTERVAL;
+            this.next_heartbeat.as_mut().reset(next);
+            return Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(&[
+                wire::HEARTBEAT_BYTE,
+            ])))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.outcome.is_none()
+    }
 }
 
 async fn encode_changes(response: ShardChangesResponse) -> Result<Vec<u8>, LeaderError> {

@@ -9,7 +9,24 @@
 //! - file chunks: the raw bytes (zstd-compressed when that pays), described by headers
 //!   ([`ChunkHeader`]);
 //! - errors: a non-2xx status, the header [`ERROR_HEADER`], and the [`LeaderError`] as JSON,
-//!   rebuilt exactly on the follower.
+//!   rebuilt exactly on the follower;
+//! - a long poll (shard changes with a poll timeout): a heartbeat stream, see below.
+//!
+//! ## Long-poll heartbeat stream
+//!
+//! A long poll legitimately stays silent for its whole poll timeout, so silence cannot tell a
+//! waiting leader from a dead connection. Its answer therefore starts at once (status 200 and
+//! the header [`HEARTBEAT_HEADER`], whose value is the interval in milliseconds) and its body
+//! is:
+//!
+//! ```text
+//! HEARTBEAT_BYTE*  (ANSWER_FRAME_TAG frame | ANSWER_ERROR_TAG json LeaderError)
+//! ```
+//!
+//! The leader sends a [`HEARTBEAT_BYTE`] when the answer starts and every
+//! [`HEARTBEAT_INTERVAL`] while it waits, so a follower that hears nothing for a few intervals
+//! knows the connection is dead, however long the poll. The error travels in the body because
+//! the status was sent before the outcome was known.
 //!
 //! ## Frame
 //!
@@ -66,6 +83,19 @@ const MIN_OPERATION_BYTES: u64 = 5;
 
 /// Header present on every error answer of the transport: its body is a JSON [`LeaderError`].
 pub const ERROR_HEADER: &str = "x-tandem-error";
+/// Header of a long-poll answer sent as a heartbeat stream; its value is the heartbeat
+/// interval in milliseconds.
+pub const HEARTBEAT_HEADER: &str = "x-tandem-heartbeat-millis";
+/// How often a leader sends a heartbeat while a long poll waits. Well under the follower's
+/// idle timeout (`HttpTransportSettings::idle_timeout`, 4 s by default), so a heartbeat
+/// delayed by a busy leader is not mistaken for a dead connection.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// A heartbeat of a long-poll answer (a byte no answer tag equals).
+pub const HEARTBEAT_BYTE: u8 = b' ';
+/// Tag of a long-poll answer followed by a shard changes frame.
+pub const ANSWER_FRAME_TAG: u8 = b'F';
+/// Tag of a long-poll answer followed by a [`LeaderError`] as JSON.
+pub const ANSWER_ERROR_TAG: u8 = b'E';
 /// Chunk header: the chunk's length in bytes once decoded.
 pub const CHUNK_LENGTH_HEADER: &str = "x-tandem-chunk-length";
 /// Chunk header: CRC-32 (IEEE) of the decoded chunk. The polynomial of tantivy's footers, so
@@ -477,6 +507,44 @@ pub fn decode_shard_changes(frame: &[u8]) -> Result<ShardChangesResponse, Leader
     decode_changes_body(&decode_frame(CHANGES_MAGIC, frame)?)
 }
 
+/// The outcome that ends a long-poll answer: [`ANSWER_FRAME_TAG`] and the frame, or
+/// [`ANSWER_ERROR_TAG`] and the error as JSON.
+pub fn encode_long_poll_outcome(outcome: Result<Vec<u8>, LeaderError>) -> Vec<u8> {
+    match outcome {
+        Ok(frame) => {
+            let mut out = Vec::with_capacity(1 + frame.len());
+            out.push(ANSWER_FRAME_TAG);
+            out.extend_from_slice(&frame);
+            out
+        }
+        Err(error) => {
+            let mut out = vec![ANSWER_ERROR_TAG];
+            match serde_json::to_vec(&error) {
+                Ok(json) => out.extend_from_slice(&json),
+                Err(_) => out.extend_from_slice(
+                    br#"{"Unavailable":"the leader could not encode its error"}"#,
+                ),
+            }
+            out
+        }
+    }
+}
+
+/// Splits the outcome of a long-poll answer whose heartbeats were skipped: the shard changes
+/// frame, or the leader's error. An answer that ends before its outcome, or with an unknown
+/// tag, is a [`LeaderError::CorruptedResponse`].
+pub fn split_long_poll_outcome(outcome: &[u8]) -> Result<&[u8], LeaderError> {
+    match outcome.split_first() {
+        Some((&ANSWER_FRAME_TAG, frame)) => Ok(frame),
+        Some((&ANSWER_ERROR_TAG, json)) => Err(serde_json::from_slice::<LeaderError>(json)
+            .unwrap_or_else(|e| corrupted(format!("malformed long-poll error: {e}")))),
+        Some((tag, _)) => Err(corrupted(format!(
+            "unknown long-poll answer tag {tag:#04x}"
+        ))),
+        None => Err(corrupted("the long-poll answer ended before its outcome")),
+    }
+}
+
 /// How a chunk's body is encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChunkEncoding {
@@ -658,6 +726,24 @@ mod tests {
             settings_version: 3,
             aliases_version: 4,
         }
+    }
+
+    #[test]
+    fn long_poll_outcomes_round_trip_and_damaged_ones_are_errors() {
+        let frame = vec![1u8, 2, 3];
+        let answer = encode_long_poll_outcome(Ok(frame.clone()));
+        assert_eq!(split_long_poll_outcome(&answer), Ok(&frame[..]));
+        let error = LeaderError::IndexNotFound("gone".to_string());
+        let answer = encode_long_poll_outcome(Err(error.clone()));
+        assert_eq!(split_long_poll_outcome(&answer), Err(error));
+        for damaged in [&b""[..], b"X123", b"E{not json"] {
+            assert!(matches!(
+                split_long_poll_outcome(damaged),
+                Err(LeaderError::CorruptedResponse(_))
+            ));
+        }
+        assert_ne!(HEARTBEAT_BYTE, ANSWER_FRAME_TAG);
+        assert_ne!(HEARTBEAT_BYTE, ANSWER_ERROR_TAG);
     }
 
     #[test]

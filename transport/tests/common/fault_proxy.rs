@@ -1,0 +1,286 @@
+//! A TCP proxy between a follower and its leader that fails the way networks do, on command:
+//! a black hole, a half-open connection, a slow drip, resets, refused connections, and
+//! connections cut in the middle of an answer. Real loopback sockets on both sides; the proxy
+//! never parses what it forwards.
+//!
+//! A fault applies at once to the connections already open and to the ones opened while it
+//! lasts; [`Fault::Healthy`] heals it. Bytes held by a black hole are forwarded when it heals,
+//! as TCP retransmits what a firewall dropped once the path is back.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What the proxy does to the traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Forwards everything.
+    Healthy,
+    /// Forwards nothing either way and closes nothing.
+    BlackHole,
+    /// Forwards the follower's bytes to the leader, holds every byte of the leader's answers.
+    HalfOpen,
+    /// Forwards one byte per interval each way.
+    Drip(Duration),
+    /// Resets every connection (RST), open or new.
+    Reset,
+    /// Nothing listens on the proxy's port (connections are refused); open ones are reset.
+    Refused,
+    /// Lets this many more bytes of the leader's answers through on each connection, then
+    /// resets it: a cut in the middle of a frame or a chunk.
+    CutAfter(usize),
+}
+
+/// How one direction of a connection passes bytes under a fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Passage {
+    Pass,
+    Hold,
+    Drip(Duration),
+    Kill,
+    CutAfter(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    ToLeader,
+    ToFollower,
+}
+
+impl Fault {
+    fn passage(self, direction: Direction) -> Passage {
+        match (self, direction) {
+            (Fault::Healthy, _) | (Fault::HalfOpen, Direction::ToLeader) => Passage::Pass,
+            (Fault::BlackHole, _) | (Fault::HalfOpen, Direction::ToFollower) => Passage::Hold,
+            (Fault::Drip(interval), _) => Passage::Drip(interval),
+            (Fault::Reset | Fault::Refused, _) => Passage::Kill,
+            (Fault::CutAfter(_), Direction::ToLeader) => Passage::Pass,
+            (Fault::CutAfter(bytes), Direction::ToFollower) => Passage::CutAfter(bytes),
+        }
+    }
+}
+
+/// A running proxy: the follower connects to [`FaultProxy::address`].
+pub struct FaultProxy {
+    /// Where the follower connects.
+    pub address: SocketAddr,
+    fault: watch::Sender<Fault>,
+    accepting: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// A healthy proxy on a free loopback port in front of `leader`.
+    pub async fn start(leader: SocketAddr) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let address = listener.local_addr().expect("proxy address");
+        let (fault, watched) = watch::channel(Fault::Healthy);
+        let accepting = tokio::spawn(accept_loop(listener, address, leader, watched));
+        FaultProxy {
+            address,
+            fault,
+            accepting,
+        }
+    }
+
+    /// Applies `fault` (to open connections too) until the next call.
+    pub fn set(&self, fault: Fault) {
+        self.fault.send_replace(fault);
+    }
+
+    /// Forwards everything again.
+    pub fn heal(&self) {
+        self.set(Fault::Healthy);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.set(Fault::Refused);
+        self.accepting.abort();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    address: SocketAddr,
+    leader: SocketAddr,
+    mut fault: watch::Receiver<Fault>,
+) {
+    let mut listener = Some(listener);
+    loop {
+        let current = *fault.borrow_and_update();
+        if current == Fault::Refused {
+            // Release the port until the fault changes, then listen on it again.
+            listener = None;
+            if fault.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let Some(open) = listener.as_ref() else {
+            listener = Some(rebind(address).await);
+            continue;
+        };
+        tokio::select! {
+            changed = fault.changed() => if changed.is_err() { return },
+            accepted = open.accept() => {
+                let Ok((follower, _)) = accepted else { continue };
+                tokio::spawn(proxy_connection(follower, leader, fault.clone()));
+            }
+        }
+    }
+}
+
+async fn rebind(address: SocketAddr) -> TcpListener {
+    for _ in 0..200 {
+        if let Ok(listener) = TcpListener::bind(address).await {
+            return listener;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("cannot listen on {address} again");
+}
+
+/// Forwards one connection both ways until either side closes or a fault kills it.
+async fn proxy_connection(follower: TcpStream, leader: SocketAddr, fault: watch::Receiver<Fault>) {
+    if matches!(*fault.borrow(), Fault::Reset | Fault::Refused) {
+        reset(&follower);
+        return;
+    }
+    let Ok(leader) = TcpStream::connect(leader).await else {
+        reset(&follower);
+        return;
+    };
+    let _ = follower.set_nodelay(true);
+    let _ = leader.set_nodelay(true);
+    let (from_follower, to_follower) = follower.into_split();
+    let (from_leader, to_leader) = leader.into_split();
+    // Either pump that kills the connection tells the other through `killed`.
+    let (kill, killed) = watch::channel(false);
+    let up = tokio::spawn(pump(
+        from_follower,
+        to_leader,
+        Direction::ToLeader,
+        fault.clone(),
+        (kill.clone(), killed.clone()),
+    ));
+    let down = tokio::spawn(pump(
+        from_leader,
+        to_follower,
+        Direction::ToFollower,
+        fault,
+        (kill, killed),
+    ));
+    let _ = up.await;
+    let _ = down.await;
+}
+
+/// Closes a socket with an RST rather than a FIN.
+fn reset(stream: &TcpStream) {
+    let _ = stream.set_zero_linger();
+}
+
+/// Copies `from` to `to` as the fault allows; returns when `from` ends (after passing the
+/// end on) or when the connection is killed (then `to` is reset).
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    direction: Direction,
+    mut fault: watch::Receiver<Fault>,
+    (kill, mut killed): (watch::Sender<bool>, watch::Receiver<bool>),
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    // Bytes still allowed through under the current `CutAfter` fault.
+    let mut cut_budget: Option<usize> = None;
+    loop {
+        let passage = fault.borrow_and_update().passage(direction);
+        if passage == Passage::Kill || *killed.borrow() {
+            break;
+        }
+        if let Passage::CutAfter(bytes) = passage {
+            cut_budget.get_or_insert(bytes);
+        } else {
+            cut_budget = None;
+        }
+        let read = tokio::select! {
+            _ = fault.changed() => continue,
+            _ = killed.changed() => break,
+            read = from.read(&mut buffer) => read,
+        };
+        let length = match read {
+            Ok(0) | Err(_) => {
+                // A black hole swallows the end too, until it heals.
+                while fault.borrow_and_update().passage(direction) == Passage::Hold {
+                    if fault.changed().await.is_err() {
+                        return;
+                    }
+                }
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(length) => length,
+        };
+        let mut pending = &buffer[..length];
+        while !pending.is_empty() {
+            let passage = fault.borrow_and_update().passage(direction);
+            if *killed.borrow() {
+                break;
+            }
+            match passage {
+                Passage::Pass => {
+                    if to.write_all(pending).await.is_err() {
+                        break;
+                    }
+                    pending = &[];
+                }
+                Passage::Hold => {
+                    tokio::select! {
+                        changed = fault.changed() => if changed.is_err() { return },
+                        _ = killed.changed() => break,
+                    }
+                }
+                Passage::Drip(interval) => {
+                    if to.write_all(&pending[..1]).await.is_err() {
+                        break;
+                    }
+                    pending = &pending[1..];
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = fault.changed() => {}
+                        _ = killed.changed() => break,
+                    }
+                }
+                Passage::CutAfter(bytes) => {
+                    let budget = cut_budget.get_or_insert(bytes);
+                    let through = pending.len().min(*budget);
+                    if to.write_all(&pending[..through]).await.is_err() {
+                        break;
+                    }
+                    *budget -= through;
+                    pending = &pending[through..];
+                    if *budget == 0 {
+                        break;
+                    }
+                }
+                Passage::Kill => break,
+            }
+        }
+        if !pending.is_empty() || *killed.borrow() {
+            break;
+        }
+        let passage = fault.borrow().passage(direction);
+        if passage == Passage::Kill || cut_budget == Some(0) {
+            break;
+        }
+    }
+    // Killed: reset this side and tell the other pump.
+    let _ = kill.send(true);
+    reset(to.as_ref());
+}
