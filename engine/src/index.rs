@@ -172,6 +172,9 @@ impl IndexSettings {
                 }
                 "soft_deletes.enabled" if text == "true" => {}
                 placement if is_placement_setting(placement) => {
+                    if value.is_object() {
+                        return Err(invalid("expected a value, got an object"));
+                    }
                     self.placement.insert(key.clone(), text);
                 }
                 "uuid" | "provided_name" | "creation_date" | "version.created" if creating => {}
@@ -236,8 +239,15 @@ impl IndexSettings {
     }
 }
 
+/// Flattens a settings body into dotted keys. An empty object under a key other than the
+/// `index` namespace is kept as a value, so that the setting it names refuses it as a value of
+/// the wrong type (`"number_of_replicas": {}` is not a number) instead of it vanishing.
 fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) -> Result<()> {
     match value {
+        Value::Object(map) if map.is_empty() && !prefix.is_empty() && prefix != "index" => {
+            out.insert(prefix.to_string(), value.clone());
+            Ok(())
+        }
         Value::Object(map) => {
             for (key, child) in map {
                 let key = if prefix.is_empty() {
@@ -953,6 +963,36 @@ mod tests {
         assert!(settings
             .apply_es_json(&serde_json::json!({"number_of_shards": 2}), false)
             .is_err());
+    }
+
+    #[test]
+    fn every_setting_refuses_a_value_of_the_wrong_type() {
+        for (key, value) in [
+            ("number_of_replicas", serde_json::json!({})),
+            ("number_of_replicas", serde_json::json!([1])),
+            ("number_of_replicas", serde_json::json!(true)),
+            ("number_of_replicas", serde_json::json!(1.5)),
+            ("number_of_shards", serde_json::json!({})),
+            ("refresh_interval", serde_json::json!({})),
+            ("refresh_interval", serde_json::json!(true)),
+            ("translog.durability", serde_json::json!(1)),
+            ("translog.sync_interval", serde_json::json!([])),
+            (
+                "soft_deletes.retention.operations",
+                serde_json::json!("many"),
+            ),
+            ("priority", serde_json::json!({})),
+        ] {
+            let body = serde_json::json!({ "index": { key: value.clone() } });
+            let error = IndexSettings::from_es_json(&body).expect_err(key);
+            assert_eq!(error.status(), 400, "{key}: {value}");
+            assert!(
+                error.to_string().contains(&format!("[index.{key}]")),
+                "{key}: {error}"
+            );
+        }
+        let empty_namespace = IndexSettings::from_es_json(&serde_json::json!({"index": {}}));
+        assert_eq!(empty_namespace.unwrap(), IndexSettings::default());
     }
 
     #[test]
