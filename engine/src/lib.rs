@@ -36,6 +36,7 @@ pub mod index;
 pub mod indices;
 pub mod mapping;
 pub mod shard;
+pub mod strict_json;
 pub mod units;
 
 mod checkpoint;

@@ -35,13 +35,45 @@ impl IndexSchema {
     /// does not mutate `mappings`. Errors: not a JSON object, invalid JSON, a
     /// value that does not fit the field's type, value/object conflicts,
     /// unmapped fields under `dynamic: strict`.
+    ///
+    /// This is the parse of a new document from a client: an object holding a key twice is
+    /// refused, as Elasticsearch refuses it. A source already in the history is parsed with
+    /// [`IndexSchema::parse_recorded_document`].
     pub fn parse_document(
         &self,
         mappings: &Mappings,
         source: &[u8],
     ) -> Result<ParsedDocument, DocumentError> {
+        let value: Value = crate::strict_json::from_slice(source).map_err(|error| {
+            DocumentError::InvalidJson(if crate::strict_json::is_duplicate_key(&error) {
+                crate::strict_json::describe(&error)
+            } else {
+                error.to_string()
+            })
+        })?;
+        self.parse_value(mappings, value)
+    }
+
+    /// Parses a source that is already part of an index's history (a translog record
+    /// replayed at open, an operation a follower takes from its leader) as
+    /// [`IndexSchema::parse_document`] does, except that a key held twice keeps its last
+    /// value: the operation was acknowledged (possibly by a version that accepted such
+    /// sources), so refusing it now would leave a hole in the history.
+    pub fn parse_recorded_document(
+        &self,
+        mappings: &Mappings,
+        source: &[u8],
+    ) -> Result<ParsedDocument, DocumentError> {
         let value: Value = serde_json::from_slice(source)
-            .map_err(|e| DocumentError::InvalidJson(e.to_string()))?;
+            .map_err(|error| DocumentError::InvalidJson(error.to_string()))?;
+        self.parse_value(mappings, value)
+    }
+
+    fn parse_value(
+        &self,
+        mappings: &Mappings,
+        value: Value,
+    ) -> Result<ParsedDocument, DocumentError> {
         let Value::Object(root) = value else {
             return Err(DocumentError::NotAnObject(json_kind(&value).to_string()));
         };

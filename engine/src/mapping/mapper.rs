@@ -17,6 +17,15 @@ use crate::mapping::{IndexSchema, Mappings};
 /// Called with the new mappings and version whenever they change; an error refuses the change.
 pub type MappingListener = Box<dyn Fn(&Mappings, u64) -> Result<()> + Send + Sync>;
 
+/// Where a source being parsed comes from, which decides whether a duplicate key is refused.
+#[derive(Clone, Copy)]
+enum SourceOrigin {
+    /// A new document from a client.
+    Client,
+    /// An operation already in the history (translog replay, a leader's operation).
+    History,
+}
+
 /// The mappings of one index and its tantivy schema.
 pub struct DocumentMapper {
     schema: Arc<IndexSchema>,
@@ -51,11 +60,26 @@ impl DocumentMapper {
         self.version.load(Ordering::Acquire)
     }
 
-    /// Parses `source`, adding any new dynamic field to the mappings first.
+    /// Parses a new document's `source` (see [`IndexSchema::parse_document`]), adding any new
+    /// dynamic field to the mappings first.
     pub fn parse(&self, source: &[u8]) -> Result<TantivyDocument> {
+        self.parse_as(source, SourceOrigin::Client)
+    }
+
+    /// Parses the `source` of an operation already in the history (see
+    /// [`IndexSchema::parse_recorded_document`]), adding any new dynamic field first.
+    pub fn parse_recorded(&self, source: &[u8]) -> Result<TantivyDocument> {
+        self.parse_as(source, SourceOrigin::History)
+    }
+
+    fn parse_as(&self, source: &[u8], origin: SourceOrigin) -> Result<TantivyDocument> {
+        let parse = |mappings: &Mappings| match origin {
+            SourceOrigin::Client => self.schema.parse_document(mappings, source),
+            SourceOrigin::History => self.schema.parse_recorded_document(mappings, source),
+        };
         let parsed = {
             let mappings = self.mappings.read();
-            self.schema.parse_document(&mappings, source)?
+            parse(&mappings)?
         };
         if parsed.new_fields.is_empty() {
             return Ok(parsed.document);
@@ -63,7 +87,7 @@ impl DocumentMapper {
         let mut mappings = self.mappings.write();
         // Parse again under the write lock: another writer may have added the same fields with
         // a type this document does not fit.
-        let parsed = self.schema.parse_document(&mappings, source)?;
+        let parsed = parse(&mappings)?;
         if parsed.new_fields.is_empty() {
             return Ok(parsed.document);
         }

@@ -536,7 +536,7 @@ impl ShardEngine {
             let mut parsed = Vec::with_capacity(chunk.len());
             for operation in &chunk {
                 parsed.push(match operation.source() {
-                    Some(source) => Some(inner.mapper.parse(source)?),
+                    Some(source) => Some(inner.mapper.parse_recorded(source)?),
                     None => None,
                 });
             }
@@ -1050,7 +1050,7 @@ impl ShardInner {
                         }
                     })?;
                 documents.push(match operation.source() {
-                    Some(source) => Some(self.mapper.parse(source)?),
+                    Some(source) => Some(self.mapper.parse_recorded(source)?),
                     None => None,
                 });
                 operations.push(Arc::new(operation));

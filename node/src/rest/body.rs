@@ -5,6 +5,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use serde_json::Value;
+use tandem_engine::strict_json;
 
 use crate::error::RestError;
 
@@ -102,20 +103,25 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(None));
         }
-        serde_json::from_slice(&bytes)
+        strict_json::from_slice(&bytes)
             .map(|value| JsonBody(Some(value)))
-            .map_err(|error| {
-                RestError::new(
-                    StatusCode::BAD_REQUEST,
-                    "x_content_parse_exception",
-                    format!(
-                        "[{}:{}] failed to parse the request body: {error}",
-                        error.line(),
-                        error.column()
-                    ),
-                )
-            })
+            .map_err(|error| body_parse_error(&error))
     }
+}
+
+/// A body that is not JSON, or holds a key twice: 400 `x_content_parse_exception`, with the
+/// position as Elasticsearch gives it (`[1:10] Duplicate field 'f'`).
+pub fn body_parse_error(error: &serde_json::Error) -> RestError {
+    let reason = if strict_json::is_duplicate_key(error) {
+        strict_json::describe(error)
+    } else {
+        format!(
+            "[{}:{}] failed to parse the request body: {error}",
+            error.line(),
+            error.column()
+        )
+    };
+    RestError::new(StatusCode::BAD_REQUEST, "x_content_parse_exception", reason)
 }
 
 #[cfg(test)]

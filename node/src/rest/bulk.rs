@@ -21,6 +21,7 @@ use serde_json::{json, Map, Value};
 use tandem_engine::index::Index;
 use tandem_engine::indices::Indices;
 use tandem_engine::shard::{DeleteRequest, IndexRequest, WriteRequest, WriteResult};
+use tandem_engine::strict_json;
 use tandem_engine::{PrimaryTerm, SeqNo};
 
 use super::blocking::blocking;
@@ -78,6 +79,23 @@ fn malformed(line: usize, reason: impl std::fmt::Display) -> RestError {
     RestError::illegal_argument(format!("Malformed action/metadata line [{line}], {reason}"))
 }
 
+/// A key given twice in the action or update object on line `line` of the body: 400
+/// `x_content_parse_exception` refusing the whole request, as Elasticsearch does, positioned
+/// in the body (`[line:column] Duplicate field '_id'`). `None` for any other parse error.
+fn duplicate_key(line: usize, error: &serde_json::Error) -> Option<RestError> {
+    strict_json::is_duplicate_key(error).then(|| {
+        RestError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "x_content_parse_exception",
+            format!(
+                "[{line}:{}] {}",
+                error.column(),
+                strict_json::message(error)
+            ),
+        )
+    })
+}
+
 /// Parses the ndjson body into items (see the module documentation).
 fn parse_bulk(body: &[u8], default_index: Option<&str>) -> Result<Vec<BulkItem>, RestError> {
     if !body.is_empty() && !body.ends_with(b"\n") {
@@ -92,8 +110,10 @@ fn parse_bulk(body: &[u8], default_index: Option<&str>) -> Result<Vec<BulkItem>,
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace));
     let mut items = Vec::new();
     while let Some((number, line)) = lines.next() {
-        let action: Value = serde_json::from_slice(line)
-            .map_err(|error| malformed(number, format!("expected a JSON object: {error}")))?;
+        let action: Value = strict_json::from_slice(line).map_err(|error| {
+            duplicate_key(number, &error)
+                .unwrap_or_else(|| malformed(number, format!("expected a JSON object: {error}")))
+        })?;
         let Some(object) = action.as_object() else {
             return Err(malformed(number, "expected START_OBJECT"));
         };
@@ -115,7 +135,7 @@ fn parse_bulk(body: &[u8], default_index: Option<&str>) -> Result<Vec<BulkItem>,
         let needs_source = kind != "delete";
         let source = if needs_source {
             match lines.next() {
-                Some((_, source)) => Some(source),
+                Some(numbered_source) => Some(numbered_source),
                 None => {
                     return Err(RestError::illegal_argument(format!(
                         "The bulk request's [{kind}] action on line [{number}] is missing its source line"
@@ -141,7 +161,7 @@ fn parse_item(
     number: usize,
     kind: &str,
     metadata: &Map<String, Value>,
-    source: Option<&[u8]>,
+    source: Option<(usize, &[u8])>,
     default_index: Option<&str>,
 ) -> Result<BulkItem, RestError> {
     let mut index = default_index.map(str::to_string);
@@ -187,16 +207,18 @@ fn parse_item(
     };
     let condition = concurrency(if_seq_no, if_primary_term)?;
     let action = match (kind, source) {
-        ("index" | "create", Some(source)) => BulkAction::Index {
+        ("index" | "create", Some((_, source))) => BulkAction::Index {
             source: source.to_vec(),
             create_only,
         },
         ("delete", None) => BulkAction::Delete,
-        ("update", Some(source)) => {
-            let body: Value = serde_json::from_slice(source).map_err(|error| {
-                RestError::parse(format!(
-                    "the update on line [{number}] is not a JSON object: {error}"
-                ))
+        ("update", Some((source_number, source))) => {
+            let body: Value = strict_json::from_slice(source).map_err(|error| {
+                duplicate_key(source_number, &error).unwrap_or_else(|| {
+                    RestError::parse(format!(
+                        "the update on line [{number}] is not a JSON object: {error}"
+                    ))
+                })
             })?;
             let mut spec = UpdateSpec::parse(&body)?;
             spec.condition = condition;
