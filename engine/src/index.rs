@@ -354,7 +354,9 @@ pub struct Index {
     closing: AtomicBool,
 }
 
-fn validate_index_name(name: &str) -> Result<()> {
+/// Checks an index name against Elasticsearch's rules (lowercase, no `\/*?"<>| ,#:`, not
+/// starting with `_`, `-` or `+`, not `.` or `..`, at most 255 bytes).
+pub fn validate_index_name(name: &str) -> Result<()> {
     let invalid =
         |why: &str| EngineError::InvalidArgument(format!("Invalid index name [{name}], {why}"));
     if name.is_empty() {

@@ -1,6 +1,7 @@
 //! Elasticsearch's parse rules against a real `tandem` process: a key given twice in a request
 //! body or a document is a 400 at any depth (never "the last one wins"), and a setting refuses
-//! a value of the wrong type.
+//! a value of the wrong type, and an auto-follow pattern refuses a follower name pattern that
+//! cannot make a valid index name.
 
 mod common;
 
@@ -198,6 +199,32 @@ async fn settings_of_the_wrong_type(client: &EsClient) {
     );
 }
 
+/// A `follow_index_pattern` that cannot make a valid index name is refused at PUT (before the
+/// remote cluster is even looked up), not at every match after a recovery was made for it.
+async fn auto_follow_patterns_that_make_invalid_names(client: &EsClient) {
+    for bad in [
+        "Copy-{{leader_index}}",
+        "{{leader_index}}/x",
+        "_{{leader_index}}",
+    ] {
+        let answer = client
+            .put(
+                "/_ccr/auto_follow/bad",
+                json!({"remote_cluster": "nowhere", "leader_index_patterns": ["logs-*"],
+                       "follow_index_pattern": bad}),
+            )
+            .await;
+        assert_error(&answer, 400, "illegal_argument_exception");
+        assert!(
+            answer.text.contains("[follow_index_pattern]"),
+            "{bad}: {}",
+            answer.text
+        );
+    }
+    let patterns = client.get("/_ccr/auto_follow").await;
+    assert_eq!(patterns.body["patterns"], json!([]), "{}", patterns.text);
+}
+
 #[tokio::test]
 async fn duplicate_keys_and_settings_of_the_wrong_type_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -206,4 +233,5 @@ async fn duplicate_keys_and_settings_of_the_wrong_type_are_refused() {
     documents_with_a_key_twice(&client).await;
     request_bodies_with_a_key_twice(&client).await;
     settings_of_the_wrong_type(&client).await;
+    auto_follow_patterns_that_make_invalid_names(&client).await;
 }

@@ -35,6 +35,9 @@ use crate::stats::ErrorBody;
 const STATE_FILE: &str = "ccr_auto_follow.json";
 /// Recent errors kept for stats.
 const RECENT_ERRORS: usize = 32;
+/// The leader index name a `follow_index_pattern` is checked with at PUT: one character, so
+/// that only the pattern's own text can make the name too long or invalid.
+const SAMPLE_LEADER_INDEX: &str = "a";
 /// Placeholder replaced by the leader index name in `follow_index_pattern`.
 const LEADER_INDEX_PLACEHOLDER: &str = "{{leader_index}}";
 
@@ -73,6 +76,17 @@ impl AutoFollowPattern {
             ));
         }
         FollowParameters::from_es_json(&self.parameters)?.validate()?;
+        if let Some(pattern) = &self.follow_index_pattern {
+            // Leader index names are valid index names, so a pattern whose parts around the
+            // placeholder are acceptable makes a valid name for every leader; checking it with
+            // one plain leader name finds a bad pattern at PUT rather than at every match.
+            let sample = self.follower_index_name(SAMPLE_LEADER_INDEX);
+            tandem_engine::index::validate_index_name(&sample).map_err(|error| {
+                CcrError::InvalidArgument(format!(
+                    "[follow_index_pattern] [{pattern}] does not make a valid index name: {error}"
+                ))
+            })?;
+        }
         if !self.settings.is_empty() {
             tandem_engine::index::IndexSettings::default()
                 .apply_es_json(&Value::Object(self.settings.clone()), false)?;
@@ -503,5 +517,40 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(error.to_string().contains("number_of_shards"), "{error}");
+    }
+
+    #[test]
+    fn a_follow_index_pattern_that_makes_an_invalid_name_is_refused() {
+        let pattern = |follow_index_pattern: &str| AutoFollowPattern {
+            remote_cluster: "leader".to_string(),
+            leader_index_patterns: vec!["logs-*".to_string()],
+            leader_index_exclusion_patterns: vec![],
+            follow_index_pattern: Some(follow_index_pattern.to_string()),
+            parameters: Map::new(),
+            settings: Map::new(),
+        };
+        for good in [
+            "{{leader_index}}",
+            "copy-{{leader_index}}",
+            "{{leader_index}}.f",
+        ] {
+            assert!(pattern(good).validate().is_ok(), "{good}");
+        }
+        for bad in [
+            "Copy-{{leader_index}}",
+            "{{leader_index}}/x",
+            "_{{leader_index}}",
+            "{{leader_index}} copy",
+            "..",
+        ] {
+            let error = pattern(bad).validate().expect_err(bad);
+            assert_eq!(error.status(), 400, "{bad}");
+            assert!(
+                error.to_string().contains("[follow_index_pattern]"),
+                "{bad}: {error}"
+            );
+        }
+        let long = format!("{}{{{{leader_index}}}}", "x".repeat(255));
+        assert!(pattern(&long).validate().is_err());
     }
 }

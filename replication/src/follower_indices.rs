@@ -484,6 +484,9 @@ impl FollowerIndices {
         self: &Arc<Self>,
         request: FollowRequest,
     ) -> Result<PreparedFollow, CcrError> {
+        // Checked before anything is asked of the leader or copied: a name the index cannot
+        // take would otherwise fail only once the recovery is complete.
+        tandem_engine::index::validate_index_name(&request.follower_index)?;
         let parameters = request.parameters.resolve()?;
         let client = self.remotes.get(&request.remote_cluster)?;
         let already_exists = || {
