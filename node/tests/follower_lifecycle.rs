@@ -5,27 +5,13 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::EsClient;
 use serde_json::{json, Value};
-use tandem_node::config::NodeConfig;
-use tandem_node::server::RunningNode;
 
 /// Longest wait for replication to show a result.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
-
-async fn start(name: &str, dir: &std::path::Path) -> RunningNode {
-    RunningNode::start(NodeConfig {
-        data: dir.join(name),
-        http: "127.0.0.1:0".parse().unwrap(),
-        name: name.to_string(),
-        indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
-    })
-    .await
-    .unwrap()
-}
 
 async fn wait_for_count(client: &EsClient, index: &str, expected: u64) {
     let started = Instant::now();
@@ -61,14 +47,12 @@ async fn index_documents(client: &EsClient, index: &str, from: u64, to: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_index_recovers_closes_reopens_and_is_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let leader = start("leader", dir.path()).await;
-    let follower = start("follower", dir.path()).await;
-    follower
-        .node
-        .remotes
-        .set("leader", Arc::new(leader.node.leader.clone()));
-    let (leader_client, follower_client) =
-        (EsClient::new(&leader.url()), EsClient::new(&follower.url()));
+    let common::InProcessPair {
+        leader,
+        follower,
+        leader_client,
+        follower_client,
+    } = common::in_process_pair(dir.path()).await;
 
     let created = leader_client
         .put(
@@ -287,14 +271,12 @@ fn error_of(answer: &common::Answer) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_requests_on_missing_plain_and_paused_indices_fail_as_in_elasticsearch() {
     let dir = tempfile::tempdir().unwrap();
-    let leader = start("leader", dir.path()).await;
-    let follower = start("follower", dir.path()).await;
-    follower
-        .node
-        .remotes
-        .set("leader", Arc::new(leader.node.leader.clone()));
-    let (leader_client, follower_client) =
-        (EsClient::new(&leader.url()), EsClient::new(&follower.url()));
+    let common::InProcessPair {
+        leader,
+        follower,
+        leader_client,
+        follower_client,
+    } = common::in_process_pair(dir.path()).await;
     assert_eq!(leader_client.put("/metrics", json!({})).await.status, 200);
     assert_eq!(follower_client.put("/plain", json!({})).await.status, 200);
     let followed = follower_client
@@ -353,7 +335,7 @@ async fn lifecycle_requests_on_missing_plain_and_paused_indices_fail_as_in_elast
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_settings_from_cluster_settings_reach_the_followers_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start("follower", dir.path()).await;
+    let node = common::start_in_process("follower", dir.path()).await;
     assert_eq!(
         node.node.followers.recovery_settings().max_bytes_per_sec,
         40 << 20,
@@ -381,7 +363,7 @@ async fn recovery_settings_from_cluster_settings_reach_the_followers_and_survive
     assert_eq!(node.node.followers.recovery_settings(), applied);
     node.stop().await;
 
-    let restarted = start("follower", dir.path()).await;
+    let restarted = common::start_in_process("follower", dir.path()).await;
     assert_eq!(restarted.node.followers.recovery_settings(), applied);
     restarted.stop().await;
 }

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use common::EsClient;
 use serde_json::{json, Value};
 use tandem_engine::shard::{ChecksumKind, CommitFileInfo};
-use tandem_node::config::NodeConfig;
 use tandem_node::server::RunningNode;
 use tandem_recovery::{
     FileChunk, ForwardingLeaderClient, InProcessLeaderClient, LeaderClient, LeaderFuture,
@@ -27,17 +26,6 @@ use tandem_recovery::{
 const WITHIN: Duration = Duration::from_secs(30);
 /// Longest a delete may take to stop a recovery.
 const CANCEL_WITHIN: Duration = Duration::from_secs(5);
-
-async fn start(name: &str, dir: &Path) -> RunningNode {
-    RunningNode::start(NodeConfig {
-        data: dir.join(name),
-        http: "127.0.0.1:0".parse().unwrap(),
-        name: name.to_string(),
-        indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
-    })
-    .await
-    .unwrap()
-}
 
 /// The leader client, except that chunk reads never answer (a leader that went silent in the
 /// middle of a copy) while `stall` is set, and that `extra_bytes` > 0 adds a file of that
@@ -97,10 +85,12 @@ struct Cluster {
 
 async fn cluster() -> Cluster {
     let dir = tempfile::tempdir().unwrap();
-    let leader = start("leader", dir.path()).await;
-    let follower = start("follower", dir.path()).await;
-    let (leader_client, follower_client) =
-        (EsClient::new(&leader.url()), EsClient::new(&follower.url()));
+    let common::InProcessPair {
+        leader,
+        follower,
+        leader_client,
+        follower_client,
+    } = common::in_process_pair(dir.path()).await;
     let created = leader_client
         .put(
             "/metrics",

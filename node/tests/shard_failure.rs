@@ -6,29 +6,15 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::EsClient;
 use serde_json::json;
-use tandem_node::config::NodeConfig;
-use tandem_node::server::RunningNode;
 
 /// Longest wait for a state to show.
 const WITHIN: Duration = Duration::from_secs(60);
-
-async fn start(name: &str, dir: &Path) -> RunningNode {
-    RunningNode::start(NodeConfig {
-        data: dir.join(name),
-        http: "127.0.0.1:0".parse().unwrap(),
-        name: name.to_string(),
-        indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
-    })
-    .await
-    .unwrap()
-}
 
 /// The follower's global checkpoint of shard 0 of `index`, from `_ccr/stats`.
 async fn follower_checkpoint(client: &EsClient, index: &str) -> Option<i64> {
@@ -40,14 +26,13 @@ async fn follower_checkpoint(client: &EsClient, index: &str) -> Option<i64> {
 async fn a_failed_leader_shard_is_reopened_and_later_writes_replicate() {
     let scenario = fail::FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    let leader = start("leader", dir.path()).await;
-    let follower = start("follower", dir.path()).await;
-    follower
-        .node
-        .remotes
-        .set("leader", Arc::new(leader.node.leader.clone()));
-    let (leader_client, follower_client) =
-        (EsClient::new(&leader.url()), EsClient::new(&follower.url()));
+    // Both nodes live until the end of the test.
+    let common::InProcessPair {
+        leader: _leader,
+        follower: _follower,
+        leader_client,
+        follower_client,
+    } = common::in_process_pair(dir.path()).await;
     let created = leader_client
         .put("/logs", json!({"settings": {"number_of_shards": 1}}))
         .await;

@@ -172,35 +172,16 @@ mod tests {
 
     fn shard(shard_id: u32, leader: i64, follower: i64) -> ShardFollowStats {
         ShardFollowStats {
-            remote_cluster: "leader".into(),
-            leader_index: "logs".into(),
-            follower_index: "logs-copy".into(),
-            shard_id,
             leader_global_checkpoint: leader,
             leader_max_seq_no: leader,
             follower_global_checkpoint: follower,
             follower_max_seq_no: follower,
             last_requested_seq_no: leader,
             outstanding_read_requests: 1,
-            outstanding_write_requests: 0,
-            write_buffer_operation_count: 0,
-            write_buffer_size_in_bytes: 0,
             follower_mapping_version: 1,
             follower_settings_version: 1,
             follower_aliases_version: 1,
-            total_read_time_millis: 0,
-            total_read_remote_exec_time_millis: 0,
-            successful_read_requests: 0,
-            failed_read_requests: 0,
-            operations_read: 0,
-            bytes_read: 0,
-            total_write_time_millis: 0,
-            successful_write_requests: 0,
-            failed_write_requests: 0,
-            operations_written: 0,
-            read_exceptions: vec![],
-            time_since_last_read_millis: -1,
-            fatal_exception: None,
+            ..ShardFollowStats::before_following("leader", "logs", "logs-copy", shard_id, None)
         }
     }
 

@@ -171,35 +171,21 @@ fn follower_engine(config: &ShardFollowTaskConfig) -> &ShardEngine {
 fn initial_stats(config: &ShardFollowTaskConfig, engine: &ShardEngine) -> ShardFollowStats {
     let checkpoint = engine.global_checkpoint().0;
     ShardFollowStats {
-        remote_cluster: config.remote_cluster.clone(),
-        leader_index: config.leader_shard.index.clone(),
-        follower_index: config.follower_index.name(),
-        shard_id: config.leader_shard.shard,
         leader_global_checkpoint: checkpoint,
         leader_max_seq_no: checkpoint,
         follower_global_checkpoint: checkpoint,
         follower_max_seq_no: engine.max_seq_no().0,
         last_requested_seq_no: checkpoint,
-        outstanding_read_requests: 0,
-        outstanding_write_requests: 0,
-        write_buffer_operation_count: 0,
-        write_buffer_size_in_bytes: 0,
         follower_mapping_version: config.follower_mapping_version,
         follower_settings_version: config.follower_settings_version,
         follower_aliases_version: config.follower_index.metadata().aliases_version,
-        total_read_time_millis: 0,
-        total_read_remote_exec_time_millis: 0,
-        successful_read_requests: 0,
-        failed_read_requests: 0,
-        operations_read: 0,
-        bytes_read: 0,
-        total_write_time_millis: 0,
-        successful_write_requests: 0,
-        failed_write_requests: 0,
-        operations_written: 0,
-        read_exceptions: Vec::new(),
-        time_since_last_read_millis: -1,
-        fatal_exception: None,
+        ..ShardFollowStats::before_following(
+            &config.remote_cluster,
+            &config.leader_shard.index,
+            &config.follower_index.name(),
+            config.leader_shard.shard,
+            None,
+        )
     }
 }
 

@@ -192,3 +192,42 @@ impl EsClient {
         .await
     }
 }
+
+/// A node in this process on a free loopback port, its data in `dir/<name>`.
+pub async fn start_in_process(name: &str, dir: &Path) -> tandem_node::server::RunningNode {
+    tandem_node::server::RunningNode::start(tandem_node::config::NodeConfig {
+        data: dir.join(name),
+        http: "127.0.0.1:0".parse().expect("a loopback address"),
+        name: name.to_string(),
+        indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
+    })
+    .await
+    .expect("starting an in-process node")
+}
+
+/// Two nodes in this process, `leader` and `follower`, with their clients; the follower
+/// reaches the leader as remote cluster `leader` through the leader's in-process client.
+pub struct InProcessPair {
+    pub leader: tandem_node::server::RunningNode,
+    pub follower: tandem_node::server::RunningNode,
+    pub leader_client: EsClient,
+    pub follower_client: EsClient,
+}
+
+/// Starts an [`InProcessPair`] with its data under `dir`.
+pub async fn in_process_pair(dir: &Path) -> InProcessPair {
+    let leader = start_in_process("leader", dir).await;
+    let follower = start_in_process("follower", dir).await;
+    follower
+        .node
+        .remotes
+        .set("leader", std::sync::Arc::new(leader.node.leader.clone()));
+    let (leader_client, follower_client) =
+        (EsClient::new(&leader.url()), EsClient::new(&follower.url()));
+    InProcessPair {
+        leader,
+        follower,
+        leader_client,
+        follower_client,
+    }
+}
