@@ -403,7 +403,9 @@ impl ShardEngine {
             .collect();
         let mut results: Vec<Result<WriteResult>> = Vec::with_capacity(prepared.len());
         // Before any lock: waits while tantivy's indexing queue is full.
-        let ticket = match inner.reserve_indexing(batch_documents(prepared.len())) {
+        let bytes = prepared.iter().flatten().map(prepared_bytes).sum::<u64>()
+            + BUFFERED_OPERATION_OVERHEAD_BYTES;
+        let ticket = match inner.reserve_indexing(batch_documents(prepared.len()), bytes) {
             Ok(ticket) => ticket,
             Err(error) => {
                 let reason = error.to_string();
@@ -451,7 +453,8 @@ impl ShardEngine {
     pub fn no_op(&self, reason: &str) -> Result<SeqNo> {
         let inner = &self.inner;
         validate_source_len("no-op reason", reason.len())?;
-        let ticket = inner.reserve_indexing(batch_documents(1))?;
+        let bytes = (reason.len() + 32) as u64 + 2 * BUFFERED_OPERATION_OVERHEAD_BYTES;
+        let ticket = inner.reserve_indexing(batch_documents(1), bytes)?;
         let (seq_no, location) = {
             let _batch = inner.writes.batches.read();
             inner.check_failed()?;
@@ -540,7 +543,8 @@ impl ShardEngine {
                     None => None,
                 });
             }
-            let ticket = inner.reserve_indexing(batch_documents(chunk.len()))?;
+            let bytes = batch_bytes(chunk.iter().map(|operation| &**operation));
+            let ticket = inner.reserve_indexing(batch_documents(chunk.len()), bytes)?;
             let (chunk_applied, location) = {
                 let _batch = inner.writes.batches.read();
                 inner.apply_replica_batch(chunk, parsed, false, ticket)?
@@ -616,6 +620,22 @@ fn batch_documents(operations: usize) -> usize {
     operations + 1
 }
 
+/// The bytes a batch of `operations` reserves in the indexing queue (see
+/// [`super::writer_slot`]): each operation's buffered size, and the overhead of the extra
+/// document [`batch_documents`] counts.
+fn batch_bytes<'a>(operations: impl IntoIterator<Item = &'a Operation>) -> u64 {
+    operations.into_iter().map(buffered_size).sum::<u64>() + BUFFERED_OPERATION_OVERHEAD_BYTES
+}
+
+/// The bytes of a primary write's prepared operation, as [`buffered_size`] counts them.
+fn prepared_bytes(prepared: &Prepared) -> u64 {
+    let (id, source) = match prepared {
+        Prepared::Index(index, _) => (index.id.len(), index.source.len()),
+        Prepared::Delete(delete) => (delete.id.len(), 0),
+    };
+    (2 * id + source + 32) as u64 + BUFFERED_OPERATION_OVERHEAD_BYTES
+}
+
 /// Longest accepted document id, in bytes (Elasticsearch's limit).
 pub const MAX_ID_BYTES: usize = 512;
 
@@ -670,12 +690,12 @@ impl ShardInner {
         Ok(())
     }
 
-    /// Reserves places for `documents` in the writer's indexing queue (see
+    /// Reserves places for `documents` of `bytes` in the writer's indexing queue (see
     /// [`super::writer_slot`]); gives up with the shard's failure if it fails meanwhile.
-    fn reserve_indexing(&self, documents: usize) -> Result<IndexingTicket> {
+    fn reserve_indexing(&self, documents: usize, bytes: u64) -> Result<IndexingTicket> {
         self.writes
             .writer
-            .reserve(documents, || self.failure.lock().clone())
+            .reserve(documents, bytes, || self.failure.lock().clone())
             .map_err(EngineError::Closed)
     }
 
@@ -1055,7 +1075,8 @@ impl ShardInner {
                 });
                 operations.push(Arc::new(operation));
             }
-            let ticket = self.reserve_indexing(batch_documents(operations.len()))?;
+            let bytes = batch_bytes(operations.iter().map(|operation| &**operation));
+            let ticket = self.reserve_indexing(batch_documents(operations.len()), bytes)?;
             applied += self
                 .apply_replica_batch(operations, documents, true, ticket)?
                 .0;
@@ -1091,7 +1112,9 @@ impl ShardInner {
         let primary_term = PrimaryTerm(self.primary_term.load(Ordering::Acquire));
         let mut filled = 0usize;
         let gaps = (max_seq_no.0 - checkpoint.0) as usize;
-        let ticket = self.reserve_indexing(batch_documents(gaps))?;
+        // Gap-filling no-ops carry a short fixed reason.
+        let bytes = (gaps as u64 + 1) * (BUFFERED_OPERATION_OVERHEAD_BYTES + 64);
+        let ticket = self.reserve_indexing(batch_documents(gaps), bytes)?;
         let location = {
             let _batch = self.writes.batches.read();
             let mut batch = self.new_batch(gaps, ticket);

@@ -19,11 +19,18 @@
 //!   queue in push order assuming the stamps increase along it. Two batches racing between
 //!   stamping and pushing break that assumption, and a batch's `Delete(_id)` then also deletes
 //!   the document the same batch added for the id: an acknowledged write lost;
-//! - parked operations are bounded by [`MAX_PARKED_OPERATIONS`]: past it, submitters wait for
-//!   the writer to come back;
+//! - parked operations are bounded by count ([`MAX_PARKED_OPERATIONS`]) and by bytes
+//!   ([`MAX_PARKED_BYTES`]): past either, submitters wait for the writer to come back;
 //! - documents queued for tantivy's indexing threads are bounded by the slot's
-//!   [`IndexingQueue`] limit ([`MAX_QUEUED_OPERATIONS`]): a write reserves its documents
-//!   before it takes any lock, and waits while the queue is full.
+//!   [`IndexingQueue`] limits ([`MAX_QUEUED_OPERATIONS`] documents, [`MAX_QUEUED_BYTES`]): a
+//!   write reserves its documents and their bytes before it takes any lock, and waits while the
+//!   queue is full.
+//!
+//! Bytes are the caller's estimate of a batch's parsed documents (source, id and a fixed
+//! overhead per document, see `write.rs`); the count bounds alone would let 64 Ki documents of a
+//! few megabytes each pile up. A batch larger than a byte bound on its own is let through once
+//! nothing else is queued or parked, so no batch waits forever; the bound then holds to within
+//! one batch, and a batch is bounded by the request that carried it.
 //!
 //! Why the queue bound: `IndexWriter::run` only queues a batch (tantivy's channel holds 10,000
 //! batches, whatever their size), and tantivy's indexing threads index it later. Unbounded,
@@ -52,6 +59,38 @@ pub const MAX_PARKED_OPERATIONS: usize = 64 * 1024;
 /// parking exists to avoid (measured with 16 Ki: a follower's apply rate fell from 0.99 of the
 /// leader's ingest to 0.59-0.73). About 200 MB of parsed `server-metrics` documents.
 pub const MAX_QUEUED_OPERATIONS: usize = MAX_PARKED_OPERATIONS;
+
+/// Bytes of parked batches past which submitters wait for the writer: above what 64 Ki small
+/// documents take, so it binds only on large documents.
+pub const MAX_PARKED_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Bytes of documents that may wait in tantivy's indexing queue before writers are held back
+/// (not below [`MAX_PARKED_BYTES`], for the reason [`MAX_QUEUED_OPERATIONS`] gives).
+pub const MAX_QUEUED_BYTES: u64 = MAX_PARKED_BYTES;
+
+/// The bounds of a [`WriterSlot`]; [`SlotLimits::default`] is the production set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotLimits {
+    /// Documents reserved in the indexing queue.
+    pub queued_documents: usize,
+    /// Bytes reserved in the indexing queue.
+    pub queued_bytes: u64,
+    /// Operations parked while a commit has the writer.
+    pub parked_operations: usize,
+    /// Bytes parked while a commit has the writer.
+    pub parked_bytes: u64,
+}
+
+impl Default for SlotLimits {
+    fn default() -> SlotLimits {
+        SlotLimits {
+            queued_documents: MAX_QUEUED_OPERATIONS,
+            queued_bytes: MAX_QUEUED_BYTES,
+            parked_operations: MAX_PARKED_OPERATIONS,
+            parked_bytes: MAX_PARKED_BYTES,
+        }
+    }
+}
 
 /// The shard's tantivy writer type.
 pub type ShardWriter = IndexWriter<QueuedDocument>;
@@ -97,24 +136,35 @@ pub const ABORT_POLL: std::time::Duration = std::time::Duration::from_millis(100
 /// Counts the documents reserved for tantivy's indexing queue and not yet indexed; see the
 /// module documentation.
 pub struct IndexingQueue {
-    queued: Mutex<usize>,
+    queued: Mutex<Queued>,
     indexed: Condvar,
     limit: usize,
+    byte_limit: u64,
+}
+
+/// What an [`IndexingQueue`] holds reserved.
+#[derive(Default)]
+struct Queued {
+    documents: usize,
+    bytes: u64,
 }
 
 impl IndexingQueue {
-    /// A queue that holds writers back past `limit` documents.
-    pub fn new(limit: usize) -> Arc<IndexingQueue> {
+    /// A queue that holds writers back past `limit` documents or `byte_limit` bytes.
+    pub fn new(limit: usize, byte_limit: u64) -> Arc<IndexingQueue> {
         assert!(limit > 0, "an indexing queue holds at least one document");
+        assert!(byte_limit > 0, "an indexing queue holds at least one byte");
         Arc::new(IndexingQueue {
-            queued: Mutex::new(0),
+            queued: Mutex::new(Queued::default()),
             indexed: Condvar::new(),
             limit,
+            byte_limit,
         })
     }
 
-    /// Reserves `documents` places, waiting while the queue is full. A reservation larger than
-    /// the limit is granted once the queue is empty, so no batch waits forever. While it waits
+    /// Reserves `documents` places and `bytes`, waiting while either limit would be passed. A
+    /// reservation larger than a limit is granted once the queue is empty, so no batch waits
+    /// forever. While it waits
     /// it asks `aborted` every [`ABORT_POLL`] whether to give up: documents of a writer whose
     /// indexing threads died are never indexed (tantivy keeps them queued until the writer is
     /// dropped), so their places would never come back; the shard latches that failure and
@@ -122,26 +172,37 @@ impl IndexingQueue {
     pub fn reserve(
         self: &Arc<Self>,
         documents: usize,
+        bytes: u64,
         aborted: impl Fn() -> Option<String>,
     ) -> Result<IndexingTicket, String> {
         let mut queued = self.queued.lock();
-        while *queued > 0 && *queued + documents > self.limit {
+        while queued.documents > 0
+            && (queued.documents + documents > self.limit || queued.bytes + bytes > self.byte_limit)
+        {
             if let Some(reason) = aborted() {
                 return Err(reason);
             }
             self.indexed.wait_for(&mut queued, ABORT_POLL);
         }
-        *queued += documents;
+        queued.documents += documents;
+        queued.bytes += bytes;
         Ok(IndexingTicket {
             queue: self.clone(),
             documents,
+            bytes,
         })
     }
 
     /// Documents reserved and not yet released.
     #[cfg(test)]
     pub fn queued(&self) -> usize {
-        *self.queued.lock()
+        self.queued.lock().documents
+    }
+
+    /// Bytes reserved and not yet released.
+    #[cfg(test)]
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued.lock().bytes
     }
 }
 
@@ -149,16 +210,25 @@ impl IndexingQueue {
 pub struct IndexingTicket {
     queue: Arc<IndexingQueue>,
     documents: usize,
+    bytes: u64,
+}
+
+impl IndexingTicket {
+    /// The bytes the ticket reserved (the batch's estimated size).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
 }
 
 impl Drop for IndexingTicket {
     fn drop(&mut self) {
         let mut queued = self.queue.queued.lock();
         debug_assert!(
-            *queued >= self.documents,
+            queued.documents >= self.documents && queued.bytes >= self.bytes,
             "a ticket releases what it reserved"
         );
-        *queued -= self.documents;
+        queued.documents -= self.documents;
+        queued.bytes -= self.bytes;
         drop(queued);
         self.queue.indexed.notify_all();
     }
@@ -185,6 +255,8 @@ struct Slot {
     parked: VecDeque<Vec<ShardOperation>>,
     /// Operations in `parked`.
     parked_operations: usize,
+    /// Estimated bytes of `parked` (their tickets' bytes).
+    parked_bytes: u64,
 }
 
 /// The shard's tantivy writer; see the module documentation.
@@ -192,36 +264,44 @@ pub struct WriterSlot {
     slot: Mutex<Slot>,
     returned: Condvar,
     queue: Arc<IndexingQueue>,
+    limits: SlotLimits,
 }
 
 impl WriterSlot {
-    /// A slot holding `writer`, whose indexing queue holds [`MAX_QUEUED_OPERATIONS`].
+    /// A slot holding `writer`, with the production [`SlotLimits`].
     pub fn new(writer: ShardWriter) -> WriterSlot {
-        WriterSlot::with_queue_limit(writer, MAX_QUEUED_OPERATIONS)
+        WriterSlot::with_limits(writer, SlotLimits::default())
     }
 
-    /// A slot holding `writer`, whose indexing queue holds `limit` documents.
-    pub fn with_queue_limit(writer: ShardWriter, limit: usize) -> WriterSlot {
+    /// A slot holding `writer`, bounded by `limits`.
+    pub fn with_limits(writer: ShardWriter, limits: SlotLimits) -> WriterSlot {
+        assert!(
+            limits.parked_operations > 0 && limits.parked_bytes > 0,
+            "parking holds at least one batch"
+        );
         WriterSlot {
             slot: Mutex::new(Slot {
                 writer: Some(writer),
                 parked: VecDeque::new(),
                 parked_operations: 0,
+                parked_bytes: 0,
             }),
             returned: Condvar::new(),
-            queue: IndexingQueue::new(limit),
+            queue: IndexingQueue::new(limits.queued_documents, limits.queued_bytes),
+            limits,
         }
     }
 
-    /// Reserves places for `documents` in the indexing queue, waiting while it is full (see
-    /// [`IndexingQueue::reserve`] for `aborted`). Call it before taking any lock a batch holds:
-    /// indexing needs none of them, so the wait ends.
+    /// Reserves places for `documents` of `bytes` in the indexing queue, waiting while it is
+    /// full (see [`IndexingQueue::reserve`] for `aborted`). Call it before taking any lock a
+    /// batch holds: indexing needs none of them, so the wait ends.
     pub fn reserve(
         &self,
         documents: usize,
+        bytes: u64,
         aborted: impl Fn() -> Option<String>,
     ) -> Result<IndexingTicket, String> {
-        self.queue.reserve(documents, aborted)
+        self.queue.reserve(documents, bytes, aborted)
     }
 
     /// Documents reserved in the indexing queue and not yet indexed.
@@ -230,9 +310,16 @@ impl WriterSlot {
         self.queue.queued()
     }
 
-    /// Hands a batch to tantivy, or parks it while a commit has the writer (waiting first if
-    /// [`MAX_PARKED_OPERATIONS`] are parked already). `ticket`, the batch's reservation, is
-    /// released once tantivy has indexed the batch.
+    /// Bytes reserved in the indexing queue and not yet indexed.
+    #[cfg(test)]
+    pub fn queued_bytes(&self) -> u64 {
+        self.queue.queued_bytes()
+    }
+
+    /// Hands a batch to tantivy, or parks it while a commit has the writer (waiting first while
+    /// parking it would pass [`SlotLimits::parked_operations`] or [`SlotLimits::parked_bytes`],
+    /// unless nothing is parked). `ticket`, the batch's reservation, is released once tantivy has
+    /// indexed the batch.
     pub fn run(
         &self,
         mut operations: Vec<ShardOperation>,
@@ -241,9 +328,14 @@ impl WriterSlot {
         if operations.is_empty() {
             return Ok(());
         }
+        let bytes = ticket.bytes();
         attach(ticket, &mut operations);
         let mut slot = self.slot.lock();
-        while slot.writer.is_none() && slot.parked_operations >= MAX_PARKED_OPERATIONS {
+        while slot.writer.is_none()
+            && !slot.parked.is_empty()
+            && (slot.parked_operations + operations.len() > self.limits.parked_operations
+                || slot.parked_bytes + bytes > self.limits.parked_bytes)
+        {
             self.returned.wait(&mut slot);
         }
         match slot.writer.as_ref() {
@@ -256,6 +348,7 @@ impl WriterSlot {
             }
             None => {
                 slot.parked_operations += operations.len();
+                slot.parked_bytes += bytes;
                 slot.parked.push_back(operations);
             }
         }
@@ -289,6 +382,7 @@ impl WriterSlot {
             }
         }
         slot.parked_operations = 0;
+        slot.parked_bytes = 0;
         slot.writer = Some(writer);
         self.returned.notify_all();
         result
@@ -357,8 +451,21 @@ mod tests {
     }
 
     /// Runs `operations` with a reservation of their count.
+    /// The bytes tests reserve per batch unless they test bytes.
+    const BYTES_PER_TEST_DOCUMENT: u64 = 1;
+
+    /// Production limits but an indexing queue of `documents`.
+    fn queue_of(documents: usize) -> SlotLimits {
+        SlotLimits {
+            queued_documents: documents,
+            ..SlotLimits::default()
+        }
+    }
+
     fn run(slot: &WriterSlot, operations: Vec<ShardOperation>) {
-        let ticket = slot.reserve(operations.len(), || None).unwrap();
+        let ticket = slot
+            .reserve(operations.len(), BYTES_PER_TEST_DOCUMENT, || None)
+            .unwrap();
         slot.run(operations, ticket).unwrap();
     }
 
@@ -398,9 +505,12 @@ mod tests {
     #[test]
     fn submitters_wait_once_the_parked_operations_reach_the_bound() {
         let (index, id) = index();
-        let slot = Arc::new(WriterSlot::with_queue_limit(
+        let slot = Arc::new(WriterSlot::with_limits(
             writer(&index),
-            2 * MAX_PARKED_OPERATIONS,
+            SlotLimits {
+                queued_documents: 2 * MAX_PARKED_OPERATIONS,
+                ..SlotLimits::default()
+            },
         ));
         let writer = slot.take();
         let full: Vec<ShardOperation> = (0..MAX_PARKED_OPERATIONS)
@@ -432,15 +542,15 @@ mod tests {
 
     #[test]
     fn a_full_indexing_queue_holds_reservations_back_until_places_are_released() {
-        let queue = IndexingQueue::new(10);
-        let first = queue.reserve(6, || None).unwrap();
-        let second = queue.reserve(4, || None).unwrap();
+        let queue = IndexingQueue::new(10, u64::MAX);
+        let first = queue.reserve(6, 1, || None).unwrap();
+        let second = queue.reserve(4, 1, || None).unwrap();
         assert_eq!(queue.queued(), 10);
         let granted = Arc::new(AtomicBool::new(false));
         let waiter = {
             let (queue, granted) = (queue.clone(), granted.clone());
             std::thread::spawn(move || {
-                let ticket = queue.reserve(5, || None).unwrap();
+                let ticket = queue.reserve(5, 1, || None).unwrap();
                 granted.store(true, Ordering::SeqCst);
                 ticket
             })
@@ -463,21 +573,21 @@ mod tests {
         drop(third);
         assert_eq!(queue.queued(), 0);
         // Larger than the limit: granted on an empty queue rather than never.
-        let large = queue.reserve(25, || None).unwrap();
+        let large = queue.reserve(25, 1, || None).unwrap();
         assert_eq!(queue.queued(), 25);
         drop(large);
     }
 
     #[test]
     fn a_waiting_reservation_gives_up_when_told_to() {
-        let queue = IndexingQueue::new(10);
-        let _full = queue.reserve(10, || None).unwrap();
+        let queue = IndexingQueue::new(10, u64::MAX);
+        let _full = queue.reserve(10, 1, || None).unwrap();
         let failed = Arc::new(AtomicBool::new(false));
         let waiter = {
             let (queue, failed) = (queue.clone(), failed.clone());
             std::thread::spawn(move || {
                 queue
-                    .reserve(1, || {
+                    .reserve(1, 1, || {
                         failed
                             .load(Ordering::SeqCst)
                             .then(|| "the shard failed".to_string())
@@ -499,7 +609,7 @@ mod tests {
     #[test]
     fn a_batch_keeps_its_places_until_tantivy_has_indexed_it() {
         let (index, id) = index();
-        let slot = WriterSlot::with_queue_limit(writer(&index), 8);
+        let slot = WriterSlot::with_limits(writer(&index), queue_of(8));
         let mut writer = slot.take();
         // Parked while the commit has the writer: not indexed, so still reserved.
         run(&slot, vec![add(id, "a"), add(id, "b"), add(id, "c")]);
@@ -521,7 +631,7 @@ mod tests {
     #[test]
     fn writers_past_the_queue_limit_still_index_everything() {
         let (index, id) = index();
-        let slot = Arc::new(WriterSlot::with_queue_limit(writer(&index), 16));
+        let slot = Arc::new(WriterSlot::with_limits(writer(&index), queue_of(16)));
         let high_water = Arc::new(Mutex::new(0usize));
         std::thread::scope(|scope| {
             for thread in 0..4 {
@@ -531,7 +641,9 @@ mod tests {
                         let operations = (0..4)
                             .map(|n| add(id, &format!("t{thread}-{batch}-{n}")))
                             .collect::<Vec<_>>();
-                        let ticket = slot.reserve(operations.len(), || None).unwrap();
+                        let ticket = slot
+                            .reserve(operations.len(), BYTES_PER_TEST_DOCUMENT, || None)
+                            .unwrap();
                         let queued = slot.queued_documents();
                         let mut high = high_water.lock();
                         *high = (*high).max(queued);
@@ -545,5 +657,75 @@ mod tests {
         slot.with(|writer| writer.commit()).unwrap();
         assert_eq!(slot.queued_documents(), 0);
         assert_eq!(index.reader().unwrap().searcher().num_docs(), 4 * 50 * 4);
+    }
+
+    #[test]
+    fn the_indexing_queue_holds_reservations_back_by_bytes() {
+        let queue = IndexingQueue::new(1_000, 100);
+        let first = queue.reserve(1, 70, || None).unwrap();
+        let granted = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (queue, granted) = (queue.clone(), granted.clone());
+            std::thread::spawn(move || {
+                let ticket = queue.reserve(1, 40, || None).unwrap();
+                granted.store(true, Ordering::SeqCst);
+                ticket
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !granted.load(Ordering::SeqCst),
+            "70 + 40 bytes exceed the byte limit although 2 documents do not"
+        );
+        drop(first);
+        let second = waiter.join().unwrap();
+        assert_eq!((queue.queued(), queue.queued_bytes()), (1, 40));
+        drop(second);
+        // Larger than the byte limit: granted on an empty queue rather than never.
+        let large = queue.reserve(1, 500, || None).unwrap();
+        assert_eq!(queue.queued_bytes(), 500);
+        drop(large);
+        assert_eq!((queue.queued(), queue.queued_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn submitters_wait_once_the_parked_bytes_reach_the_bound() {
+        let (index, id) = index();
+        let slot = Arc::new(WriterSlot::with_limits(
+            writer(&index),
+            SlotLimits {
+                parked_bytes: 1_000,
+                ..SlotLimits::default()
+            },
+        ));
+        let park = move |slot: &WriterSlot, name: &str, bytes: u64| {
+            let ticket = slot.reserve(1, bytes, || None).unwrap();
+            slot.run(vec![add(id, name)], ticket).unwrap();
+        };
+        let writer = slot.take();
+        // One batch over the bound on its own is parked: nothing else is.
+        park(&slot, "huge", 5_000);
+        let done = Arc::new(AtomicBool::new(false));
+        let submitter = {
+            let (slot, done) = (slot.clone(), done.clone());
+            std::thread::spawn(move || {
+                park(&slot, "late", 10);
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !done.load(Ordering::SeqCst),
+            "past the byte bound a submitter waits for the writer"
+        );
+        slot.give_back(writer).unwrap();
+        submitter.join().unwrap();
+        slot.with(|writer| writer.commit()).unwrap();
+        assert_eq!(live_ids(&index, id), ["huge", "late"]);
+        assert_eq!(
+            slot.queued_bytes(),
+            0,
+            "indexed batches release their bytes"
+        );
     }
 }
