@@ -7,7 +7,9 @@
 //! - [`SegmentHistory`]: the meta-field columns of one segment and its (seq_no -> doc) order,
 //!   built once per segment (segments are immutable; merges produce new segment ids). A segment
 //!   written by one indexing thread is already in seq_no order and needs no permutation; a merged
-//!   segment gets a sorted permutation.
+//!   segment gets a permutation of its doc ids sorted by seq_no (4 bytes a doc), built on the
+//!   first range read of its history, so the segments of an index nobody reads the history of
+//!   (a bulk load without followers) hold none.
 //! - [`HistoryCache`]: those views by segment id, pruned to the live segments on each refresh.
 //! - [`lookup_latest`]: the latest operation on a document id, *including deleted documents*, so
 //!   the follower path can tell a stale operation from a new one.
@@ -82,8 +84,12 @@ pub struct SegmentHistory {
     primary_terms: Column<u64>,
     versions: Column<u64>,
     op_types: Column<u64>,
-    /// `(seq_no, doc)` sorted by seq_no, or `None` when doc order already is seq_no order.
-    permutation: Option<Vec<(u64, DocId)>>,
+    /// Whether doc order already is seq_no order (anchors aside).
+    sorted: bool,
+    /// The segment's non-anchor docs sorted by seq_no, built on the first range read of an
+    /// unsorted segment: 4 bytes a doc, held only by segments whose history is read (a leader
+    /// nobody follows never builds it), released with the segment.
+    permutation: std::sync::OnceLock<Vec<DocId>>,
     /// `(doc, anchor number)` of every anchor of the segment.
     anchors: Vec<(DocId, u64)>,
     max_doc: DocId,
@@ -112,7 +118,6 @@ impl SegmentHistory {
         let max_doc = segment.max_doc();
         let mut sorted = true;
         let mut previous: Option<u64> = None;
-        let mut pairs: Vec<(u64, DocId)> = Vec::with_capacity(max_doc as usize);
         let mut anchors = Vec::new();
         for doc in 0..max_doc {
             let Some(seq_no) = seq_nos.first(doc) else {
@@ -130,22 +135,14 @@ impl SegmentHistory {
                 sorted = false;
             }
             previous = Some(seq_no);
-            pairs.push((seq_no, doc));
         }
-        let permutation = if sorted {
-            None
-        } else {
-            // Nearly sorted input (one run per merged segment): cheap for a pattern-defeating
-            // sort.
-            pairs.sort_unstable();
-            Some(pairs)
-        };
         Ok(SegmentHistory {
             primary_terms: column(PRIMARY_TERM_FIELD)?,
             op_types: column(OP_TYPE_FIELD)?,
             versions,
             seq_nos,
-            permutation,
+            sorted,
+            permutation: std::sync::OnceLock::new(),
             anchors,
             max_doc,
             max_deleted: Mutex::new(None),
@@ -159,18 +156,19 @@ impl SegmentHistory {
         if self.max_doc == 0 || self.seq_nos.max_value() < from || self.seq_nos.min_value() > to {
             return;
         }
-        match &self.permutation {
-            Some(pairs) => {
-                let start = pairs.partition_point(|(seq_no, _)| *seq_no < from);
+        let seq_no_of = |doc: DocId| self.seq_nos.first(doc).unwrap_or(u64::MAX);
+        match self.sorted {
+            false => {
+                let docs = self.permutation();
+                let start = docs.partition_point(|doc| seq_no_of(*doc) < from);
                 out.extend(
-                    pairs[start..]
+                    docs[start..]
                         .iter()
-                        .take_while(|(seq_no, _)| *seq_no <= to)
-                        .copied(),
+                        .map(|doc| (seq_no_of(*doc), *doc))
+                        .take_while(|(seq_no, _)| *seq_no <= to),
                 );
             }
-            None => {
-                let seq_no_of = |doc: DocId| self.seq_nos.first(doc).unwrap_or(u64::MAX);
+            true => {
                 let (mut low, mut high) = (0, self.max_doc);
                 while low < high {
                     let middle = low + (high - low) / 2;
@@ -189,6 +187,23 @@ impl SegmentHistory {
                 }
             }
         }
+    }
+
+    /// The non-anchor docs in seq_no order (built once; see [`SegmentHistory::permutation`]'s
+    /// field).
+    fn permutation(&self) -> &[DocId] {
+        self.permutation.get_or_init(|| {
+            let mut pairs: Vec<(u64, DocId)> = (0..self.max_doc)
+                .filter_map(|doc| {
+                    let seq_no = self.seq_nos.first(doc)?;
+                    (seq_no != ANCHOR_SEQ_NO).then_some((seq_no, doc))
+                })
+                .collect();
+            // Nearly sorted input (one run per merged segment): cheap for a pattern-defeating
+            // sort. The seq_nos are dropped once sorted: the column gives them back.
+            pairs.sort_unstable();
+            pairs.into_iter().map(|(_, doc)| doc).collect()
+        })
     }
 
     /// The segment's document store (opened once).
