@@ -33,8 +33,11 @@ pub struct NodeConfig {
 /// `indices.memory.min_index_buffer_size`).
 pub const MIN_INDEXING_BUFFER_BYTES: u64 = 48 << 20;
 /// Largest indexing buffer the default percentage resolves to: a node's memory beyond its
-/// indexing buffer goes to the page cache that serves reads.
-pub const MAX_DEFAULT_INDEXING_BUFFER_BYTES: u64 = 512 << 20;
+/// indexing buffer goes to the page cache that serves reads. The buffer covers the tails and
+/// version maps; each writing shard's tantivy writer holds up to its own 128 MB arena and
+/// indexing queue beside it, so with 256 MB a bulk load into one shard peaks under 1 GiB of RSS
+/// (`cargo bench -p tandem-benches --bench bulk_load`; 512 MB peaked at 1.5 GiB).
+pub const MAX_DEFAULT_INDEXING_BUFFER_BYTES: u64 = 256 << 20;
 /// Physical memory assumed when the system does not say.
 const ASSUMED_MEMORY_BYTES: u64 = 4 << 30;
 
