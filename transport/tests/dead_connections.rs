@@ -14,7 +14,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fault_proxy::{Fault, FaultProxy};
 use common::LeaderServer;
 use serde_json::json;
 use tandem_engine::index::Index;
@@ -26,6 +25,7 @@ use tandem_replication::follower_indices::{FollowRequest, FollowerIndices};
 use tandem_replication::params::FollowParameters;
 use tandem_replication::remote::RemoteClusters;
 use tandem_replication::stats::ShardFollowStats;
+use tandem_testkit::fault_proxy::{Fault, FaultProxy};
 use tandem_transport::HttpLeaderClient;
 
 /// A dead connection must be noticed this soon after it dies.

@@ -63,6 +63,11 @@ impl TandemProcess {
         }
     }
 
+    /// The process id of the `tandem` child.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The `host:port` it listens on.
     pub fn address(&self) -> &str {
         self.url.trim_start_matches("http://")

@@ -4,8 +4,6 @@
 // Each test binary uses a part of this module.
 #![allow(dead_code)]
 
-pub mod fault_proxy;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;

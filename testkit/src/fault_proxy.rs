@@ -6,9 +6,16 @@
 //! A fault applies at once to the connections already open and to the ones opened while it
 //! lasts; [`Fault::Healthy`] heals it. Bytes held by a black hole are forwarded when it heals,
 //! as TCP retransmits what a firewall dropped once the path is back.
+//!
+//! The proxy counts what it does ([`ProxyCounters`]): connections accepted and bytes forwarded
+//! each way, so a test can show that traffic really went through it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rand::Rng;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -52,7 +59,49 @@ enum Direction {
     ToFollower,
 }
 
+/// The interval of the drip [`Fault::random`] chooses: one byte per second each way.
+pub const RANDOM_DRIP_INTERVAL: Duration = Duration::from_secs(1);
+/// [`Fault::random`] cuts answers after at most this many bytes (a few frames' headers, or the
+/// middle of a chunk).
+pub const RANDOM_CUT_MAX_BYTES: usize = 16 * 1024;
+
 impl Fault {
+    /// Every kind of fault, by the name [`Fault::kind`] gives (healthy excluded).
+    pub const KINDS: [&'static str; 6] = [
+        "black_hole",
+        "half_open",
+        "drip",
+        "reset",
+        "refused",
+        "cut_after",
+    ];
+
+    /// A fault of a kind chosen uniformly among [`Fault::KINDS`]: a drip of one byte per
+    /// [`RANDOM_DRIP_INTERVAL`], a cut after 1 to [`RANDOM_CUT_MAX_BYTES`] bytes.
+    pub fn random(rng: &mut impl Rng) -> Fault {
+        match rng.random_range(0..Fault::KINDS.len()) {
+            0 => Fault::BlackHole,
+            1 => Fault::HalfOpen,
+            2 => Fault::Drip(RANDOM_DRIP_INTERVAL),
+            3 => Fault::Reset,
+            4 => Fault::Refused,
+            _ => Fault::CutAfter(rng.random_range(1..=RANDOM_CUT_MAX_BYTES)),
+        }
+    }
+
+    /// The fault's kind, without its parameters: `healthy` or one of [`Fault::KINDS`].
+    pub fn kind(self) -> &'static str {
+        match self {
+            Fault::Healthy => "healthy",
+            Fault::BlackHole => "black_hole",
+            Fault::HalfOpen => "half_open",
+            Fault::Drip(_) => "drip",
+            Fault::Reset => "reset",
+            Fault::Refused => "refused",
+            Fault::CutAfter(_) => "cut_after",
+        }
+    }
+
     fn passage(self, direction: Direction) -> Passage {
         match (self, direction) {
             (Fault::Healthy, _) | (Fault::HalfOpen, Direction::ToLeader) => Passage::Pass,
@@ -65,11 +114,41 @@ impl Fault {
     }
 }
 
+/// What a proxy has done since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProxyCounters {
+    /// Connections accepted from the follower (including those reset at once by a fault).
+    pub connections: u64,
+    /// Bytes forwarded from the follower to the leader.
+    pub bytes_to_leader: u64,
+    /// Bytes forwarded from the leader to the follower.
+    pub bytes_to_follower: u64,
+}
+
+/// The live counters behind [`ProxyCounters`], shared by every connection's pumps.
+#[derive(Debug, Default)]
+struct Counters {
+    connections: AtomicU64,
+    bytes_to_leader: AtomicU64,
+    bytes_to_follower: AtomicU64,
+}
+
+impl Counters {
+    fn forwarded(&self, direction: Direction, bytes: usize) {
+        let counter = match direction {
+            Direction::ToLeader => &self.bytes_to_leader,
+            Direction::ToFollower => &self.bytes_to_follower,
+        };
+        counter.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
 /// A running proxy: the follower connects to [`FaultProxy::address`].
 pub struct FaultProxy {
     /// Where the follower connects.
     pub address: SocketAddr,
     fault: watch::Sender<Fault>,
+    counters: Arc<Counters>,
     accepting: JoinHandle<()>,
 }
 
@@ -81,11 +160,33 @@ impl FaultProxy {
             .expect("bind the proxy");
         let address = listener.local_addr().expect("proxy address");
         let (fault, watched) = watch::channel(Fault::Healthy);
-        let accepting = tokio::spawn(accept_loop(listener, address, leader, watched));
+        let counters = Arc::new(Counters::default());
+        let accepting = tokio::spawn(accept_loop(
+            listener,
+            address,
+            leader,
+            watched,
+            counters.clone(),
+        ));
         FaultProxy {
             address,
             fault,
+            counters,
             accepting,
+        }
+    }
+
+    /// The fault applied now.
+    pub fn fault(&self) -> Fault {
+        *self.fault.borrow()
+    }
+
+    /// What the proxy has done so far.
+    pub fn counters(&self) -> ProxyCounters {
+        ProxyCounters {
+            connections: self.counters.connections.load(Ordering::Relaxed),
+            bytes_to_leader: self.counters.bytes_to_leader.load(Ordering::Relaxed),
+            bytes_to_follower: self.counters.bytes_to_follower.load(Ordering::Relaxed),
         }
     }
 
@@ -112,6 +213,7 @@ async fn accept_loop(
     address: SocketAddr,
     leader: SocketAddr,
     mut fault: watch::Receiver<Fault>,
+    counters: Arc<Counters>,
 ) {
     let mut listener = Some(listener);
     loop {
@@ -132,7 +234,8 @@ async fn accept_loop(
             changed = fault.changed() => if changed.is_err() { return },
             accepted = open.accept() => {
                 let Ok((follower, _)) = accepted else { continue };
-                tokio::spawn(proxy_connection(follower, leader, fault.clone()));
+                counters.connections.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(proxy_connection(follower, leader, fault.clone(), counters.clone()));
             }
         }
     }
@@ -149,7 +252,12 @@ async fn rebind(address: SocketAddr) -> TcpListener {
 }
 
 /// Forwards one connection both ways until either side closes or a fault kills it.
-async fn proxy_connection(follower: TcpStream, leader: SocketAddr, fault: watch::Receiver<Fault>) {
+async fn proxy_connection(
+    follower: TcpStream,
+    leader: SocketAddr,
+    fault: watch::Receiver<Fault>,
+    counters: Arc<Counters>,
+) {
     if matches!(*fault.borrow(), Fault::Reset | Fault::Refused) {
         reset(&follower);
         return;
@@ -170,6 +278,7 @@ async fn proxy_connection(follower: TcpStream, leader: SocketAddr, fault: watch:
         Direction::ToLeader,
         fault.clone(),
         (kill.clone(), killed.clone()),
+        counters.clone(),
     ));
     let down = tokio::spawn(pump(
         from_leader,
@@ -177,6 +286,7 @@ async fn proxy_connection(follower: TcpStream, leader: SocketAddr, fault: watch:
         Direction::ToFollower,
         fault,
         (kill, killed),
+        counters,
     ));
     let _ = up.await;
     let _ = down.await;
@@ -195,6 +305,7 @@ async fn pump(
     direction: Direction,
     mut fault: watch::Receiver<Fault>,
     (kill, mut killed): (watch::Sender<bool>, watch::Receiver<bool>),
+    counters: Arc<Counters>,
 ) {
     let mut buffer = vec![0u8; 16 * 1024];
     // Bytes still allowed through under the current `CutAfter` fault.
@@ -238,6 +349,7 @@ async fn pump(
                     if to.write_all(pending).await.is_err() {
                         break;
                     }
+                    counters.forwarded(direction, pending.len());
                     pending = &[];
                 }
                 Passage::Hold => {
@@ -250,6 +362,7 @@ async fn pump(
                     if to.write_all(&pending[..1]).await.is_err() {
                         break;
                     }
+                    counters.forwarded(direction, 1);
                     pending = &pending[1..];
                     tokio::select! {
                         _ = tokio::time::sleep(interval) => {}
@@ -263,6 +376,7 @@ async fn pump(
                     if to.write_all(&pending[..through]).await.is_err() {
                         break;
                     }
+                    counters.forwarded(direction, through);
                     *budget -= through;
                     pending = &pending[through..];
                     if *budget == 0 {

@@ -1,0 +1,13 @@
+//! Test support shared by the tests of Tandem's crates (a dev-dependency only, never shipped):
+//!
+//! - [`fault_proxy`]: a TCP proxy that fails the way networks do (black hole, half-open, drip,
+//!   reset, refused, cut), put between a follower and its leader;
+//! - [`memory`]: the resident memory of real processes, sampled on a thread, with peaks.
+//!
+//! Everything here runs real sockets and reads real `/proc` files: it fakes nothing of what
+//! the tests it serves are about.
+
+#![warn(missing_docs)]
+
+pub mod fault_proxy;
+pub mod memory;
