@@ -40,33 +40,27 @@ pub struct ChaosReport {
 /// Makes trouble until `until`; returns with the network healed and the follower running.
 pub async fn run(cluster: &mut Cluster, rng: &mut StdRng, until: Instant) -> ChaosReport {
     let mut report = ChaosReport::default();
-    // Every kind at least once, in a seeded order, before choosing at random.
-    let mut first: Vec<Fault> =
-        (0..64)
-            .map(|_| Fault::random(rng))
-            .fold(Vec::new(), |mut kinds, fault| {
-                if !kinds
-                    .iter()
-                    .any(|known: &Fault| known.kind() == fault.kind())
-                {
-                    kinds.push(fault);
-                }
-                kinds
-            });
-    assert_eq!(first.len(), Fault::KINDS.len(), "64 draws missed a kind");
-    first.shuffle(rng);
-    first.reverse();
+    let mut first = first_rounds(rng);
     loop {
         let gap = rng.random_range(GAP);
         if Instant::now() + gap >= until {
             break;
         }
         tokio::time::sleep(gap).await;
-        if first.is_empty() && rng.random_bool(RESTART_PROBABILITY) {
-            restart_follower(cluster, rng, &mut report).await;
-            continue;
-        }
-        let fault = first.pop().unwrap_or_else(|| Fault::random(rng));
+        let round = first.pop().unwrap_or_else(|| {
+            if rng.random_bool(RESTART_PROBABILITY) {
+                Round::Restart
+            } else {
+                Round::Fault(Fault::random(rng))
+            }
+        });
+        let fault = match round {
+            Round::Restart => {
+                restart_follower(cluster, rng, &mut report).await;
+                continue;
+            }
+            Round::Fault(fault) => fault,
+        };
         let hold = rng.random_range(HOLD);
         println!(
             "soak: {:>6.1} s {fault:?} for {hold:.1?}",
@@ -80,6 +74,30 @@ pub async fn run(cluster: &mut Cluster, rng: &mut StdRng, until: Instant) -> Cha
     }
     cluster.proxy.heal();
     report
+}
+
+/// One round of trouble.
+#[derive(Clone, Copy, Debug)]
+enum Round {
+    Fault(Fault),
+    Restart,
+}
+
+/// The first rounds, to be popped from the end: every kind of fault and one restart, in a
+/// seeded order, so that even a short run sees each of them.
+fn first_rounds(rng: &mut StdRng) -> Vec<Round> {
+    let mut faults: Vec<Fault> = Vec::new();
+    for _ in 0..64 {
+        let fault = Fault::random(rng);
+        if !faults.iter().any(|known| known.kind() == fault.kind()) {
+            faults.push(fault);
+        }
+    }
+    assert_eq!(faults.len(), Fault::KINDS.len(), "64 draws missed a kind");
+    let mut rounds: Vec<Round> = faults.into_iter().map(Round::Fault).collect();
+    rounds.push(Round::Restart);
+    rounds.shuffle(rng);
+    rounds
 }
 
 /// Kills the follower, waits, starts it again on its address; before the kill, checks that the
