@@ -398,3 +398,80 @@ async fn pump(
     let _ = kill.send(true);
     reset(to.as_ref());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn random_faults_are_of_every_kind_and_never_healthy() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..600 {
+            let fault = Fault::random(&mut rng);
+            assert_ne!(fault, Fault::Healthy);
+            if let Fault::CutAfter(bytes) = fault {
+                assert!((1..=RANDOM_CUT_MAX_BYTES).contains(&bytes), "{bytes}");
+            }
+            seen.insert(fault.kind());
+        }
+        assert_eq!(seen, Fault::KINDS.into_iter().collect());
+    }
+
+    /// An echo server on a free loopback port.
+    async fn echo_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut from, mut to) = stream.split();
+                    let _ = tokio::io::copy(&mut from, &mut to).await;
+                });
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn a_healthy_proxy_forwards_both_ways_and_counts_what_it_forwards() {
+        let proxy = FaultProxy::start(echo_server().await).await;
+        let mut stream = TcpStream::connect(proxy.address).await.expect("connect");
+        stream.write_all(b"twelve bytes").await.expect("write");
+        let mut echoed = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut echoed))
+            .await
+            .expect("echo within 10 s")
+            .expect("read");
+        assert_eq!(&echoed, b"twelve bytes");
+        let counters = proxy.counters();
+        assert_eq!(counters.connections, 1);
+        assert_eq!(counters.bytes_to_leader, 12);
+        assert_eq!(counters.bytes_to_follower, 12);
+    }
+
+    #[tokio::test]
+    async fn a_black_hole_holds_bytes_until_it_heals() {
+        let proxy = FaultProxy::start(echo_server().await).await;
+        let mut stream = TcpStream::connect(proxy.address).await.expect("connect");
+        // The connection is open through the proxy before the fault.
+        stream.write_all(b"a").await.expect("write");
+        let mut one = [0u8; 1];
+        stream
+            .read_exact(&mut one)
+            .await
+            .expect("echo before the fault");
+        proxy.set(Fault::BlackHole);
+        assert_eq!(proxy.fault().kind(), "black_hole");
+        stream.write_all(b"b").await.expect("write");
+        let held = tokio::time::timeout(Duration::from_millis(300), stream.read_exact(&mut one));
+        assert!(held.await.is_err(), "a black hole let bytes through");
+        proxy.heal();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut one))
+            .await
+            .expect("the held byte arrives after the heal")
+            .expect("read");
+        assert_eq!(&one, b"b");
+    }
+}
