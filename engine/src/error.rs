@@ -123,6 +123,20 @@ pub enum EngineError {
         /// The index name.
         name: String,
     },
+    /// Adding these shards would take the node past its shard limit
+    /// (`cluster.max_shards_per_node`); the text is Elasticsearch's.
+    #[error(
+        "Validation Failed: 1: this action would add [{adding}] shards, but this cluster \
+         currently has [{open}]/[{limit}] maximum normal shards open;"
+    )]
+    ShardLimitExceeded {
+        /// Shards the action would add.
+        adding: u64,
+        /// Shards open (or being added by actions in progress).
+        open: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// Direct writes are refused because the shard follows a leader.
     #[error("a follower index does not accept direct writes: {0}")]
     ReadOnlyFollower(String),
@@ -180,7 +194,8 @@ impl EngineError {
             | EngineError::InvalidArgument(_)
             | EngineError::RetentionLease(_)
             | EngineError::MissingHistory { .. }
-            | EngineError::IndexClosed { .. } => 400,
+            | EngineError::IndexClosed { .. }
+            | EngineError::ShardLimitExceeded { .. } => 400,
             EngineError::ReadOnlyFollower(_) => 403,
             _ => 500,
         }
@@ -194,6 +209,7 @@ impl EngineError {
             EngineError::IndexNotFound { .. } => "index_not_found_exception",
             EngineError::IndexAlreadyExists { .. } => "resource_already_exists_exception",
             EngineError::IndexClosed { .. } => "index_closed_exception",
+            EngineError::ShardLimitExceeded { .. } => "validation_exception",
             EngineError::Document(DocumentError::ImmenseTerm { .. }) => {
                 "illegal_argument_exception"
             }

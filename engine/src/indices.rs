@@ -7,9 +7,15 @@
 //! An index is open or closed (Elasticsearch's `_close`/`_open`): a closed index has no engine
 //! running, keeps its files and metadata, and is marked by a `closed` file in its directory, so
 //! it stays closed across restarts.
+//!
+//! Every action that adds open shards (create, open, registering a follower index) is checked
+//! against the node's [`ShardLimit`] under the registry's write lock, counting the shards open
+//! and those reserved by actions in progress ([`Indices::reserve_shards`]), so two actions
+//! racing cannot both pass it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +26,7 @@ use crate::durable_file;
 use crate::error::{EngineError, Result};
 use crate::index::{Index, IndexMetadata, IndexSettings, INDEX_METADATA_FILE};
 use crate::mapping::Mappings;
+use crate::shard_limit::ShardLimit;
 
 /// Marker file of a closed index.
 const CLOSED_MARKER: &str = "closed";
@@ -55,6 +62,32 @@ pub struct Indices {
     /// Held by every close, open and delete from start to end, so that a close waiting for
     /// its index's users never sees the index opened or deleted under it.
     transitions: Mutex<()>,
+    /// The node's shard limit.
+    shard_limit: ShardLimit,
+    /// Shards reserved by actions in progress ([`Indices::reserve_shards`]).
+    reserved_shards: Arc<AtomicU64>,
+}
+
+/// Shards counted against the node's shard limit for an action in progress (a follow whose
+/// recovery copies the shards before they are registered); released when dropped.
+#[derive(Debug)]
+pub struct ShardReservation {
+    reserved: Arc<AtomicU64>,
+    shards: u64,
+}
+
+impl ShardReservation {
+    /// The shards reserved.
+    pub fn shards(&self) -> u64 {
+        self.shards
+    }
+}
+
+impl Drop for ShardReservation {
+    fn drop(&mut self) {
+        let before = self.reserved.fetch_sub(self.shards, Ordering::AcqRel);
+        assert!(before >= self.shards, "a reservation releases what it took");
+    }
 }
 
 impl Indices {
@@ -92,7 +125,39 @@ impl Indices {
             dir,
             indices: RwLock::new(indices),
             transitions: Mutex::new(()),
+            shard_limit: ShardLimit::default(),
+            reserved_shards: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The node's shard limit (`cluster.max_shards_per_node`), settable at any time.
+    pub fn shard_limit(&self) -> &ShardLimit {
+        &self.shard_limit
+    }
+
+    /// Shards of the open indices plus those reserved by actions in progress: what the
+    /// shard limit counts.
+    pub fn open_shard_count(&self) -> u64 {
+        count_open_shards(&self.indices.read()) + self.reserved_shards.load(Ordering::Acquire)
+    }
+
+    /// Reserves `shards` against the shard limit for an action that adds them later (see
+    /// [`ShardReservation`]); refused as the limit refuses.
+    pub fn reserve_shards(&self, shards: u64) -> Result<ShardReservation> {
+        let indices = self.indices.write();
+        self.check_shard_limit(&indices, shards)?;
+        self.reserved_shards.fetch_add(shards, Ordering::AcqRel);
+        Ok(ShardReservation {
+            reserved: self.reserved_shards.clone(),
+            shards,
+        })
+    }
+
+    /// Refuses adding `adding` shards to the registry `indices` (held locked by the caller)
+    /// when the limit would be exceeded.
+    fn check_shard_limit(&self, indices: &BTreeMap<String, Slot>, adding: u64) -> Result<()> {
+        let open = count_open_shards(indices) + self.reserved_shards.load(Ordering::Acquire);
+        self.shard_limit.check(adding, open)
     }
 
     /// The open index called `name` (`IndexClosed` if it is closed or being closed).
@@ -284,7 +349,11 @@ impl Indices {
         let mut indices = self.indices.write();
         let dir = match indices.get(name) {
             Some(Slot::Open(index)) => return Ok(index.clone()),
-            Some(Slot::Closed { dir, .. }) => dir.clone(),
+            Some(Slot::Closed { dir, metadata }) => {
+                let shards = u64::from(metadata.settings.number_of_shards);
+                self.check_shard_limit(&indices, shards)?;
+                dir.clone()
+            }
             None => return Err(not_found(name)),
         };
         let index = Arc::new(Index::open(&dir)?);
@@ -320,16 +389,28 @@ impl Indices {
     }
 
     /// Registers an index whose shards were built in `dir` (from [`Indices::new_index_dir`]):
-    /// writes its metadata and opens it. On failure, or when the name is taken, `dir` is
-    /// removed.
-    pub fn register_built(&self, dir: &Path, metadata: &IndexMetadata) -> Result<Arc<Index>> {
+    /// writes its metadata and opens it. `reservation` holds the shards the build reserved
+    /// (see [`Indices::reserve_shards`]); it is released once they are open, or on failure.
+    /// On failure, when the name is taken or the shard limit (lowered since the reservation)
+    /// refuses the shards, `dir` is removed.
+    pub fn register_built(
+        &self,
+        dir: &Path,
+        metadata: &IndexMetadata,
+        reservation: ShardReservation,
+    ) -> Result<Arc<Index>> {
         let mut indices = self.indices.write();
+        let shards = u64::from(metadata.settings.number_of_shards);
         let built = if indices.contains_key(&metadata.name) {
             Err(EngineError::IndexAlreadyExists {
                 name: metadata.name.clone(),
             })
         } else {
-            Index::create_from_shards(dir, metadata)
+            // The reservation counts these shards already: released first, so they are
+            // counted once.
+            drop(reservation);
+            self.check_shard_limit(&indices, shards)
+                .and_then(|()| Index::create_from_shards(dir, metadata))
         };
         match built {
             Ok(index) => {
@@ -353,7 +434,10 @@ impl Indices {
 
     /// Creates an index from Elasticsearch settings and mappings bodies.
     pub fn create(&self, name: &str, settings: &Value, mappings: &Value) -> Result<Arc<Index>> {
-        self.insert_new(name, |path| Index::create(path, name, settings, mappings))
+        let settings = IndexSettings::from_es_json(settings)?;
+        let mappings = Mappings::from_es_json(mappings)?;
+        let uuid = uuid::Uuid::new_v4().to_string();
+        self.create_with(name, &uuid, settings, mappings, false)
     }
 
     /// Creates an index from parts (a follower passes the leader's settings and mappings).
@@ -365,15 +449,18 @@ impl Indices {
         mappings: Mappings,
         follower: bool,
     ) -> Result<Arc<Index>> {
-        self.insert_new(name, |path| {
+        let shards = u64::from(settings.number_of_shards);
+        self.insert_new(name, shards, |path| {
             Index::create_with(path, name, uuid, settings, mappings, follower)
         })
     }
 
-    /// Builds a new index with `build` in a fresh directory and registers it under `name`.
+    /// Builds a new index of `shards` shards with `build` in a fresh directory and registers
+    /// it under `name`.
     fn insert_new(
         &self,
         name: &str,
+        shards: u64,
         build: impl FnOnce(&Path) -> Result<Index>,
     ) -> Result<Arc<Index>> {
         let mut indices = self.indices.write();
@@ -382,6 +469,7 @@ impl Indices {
                 name: name.to_string(),
             });
         }
+        self.check_shard_limit(&indices, shards)?;
         let path = self.dir.join(uuid::Uuid::new_v4().simple().to_string());
         let index = Arc::new(build(&path)?);
         indices.insert(name.to_string(), Slot::Open(index.clone()));
@@ -461,6 +549,17 @@ fn take_when_unused<'a>(
     }
 }
 
+/// Shards of the open indices of `indices` (an index being closed still counts).
+fn count_open_shards(indices: &BTreeMap<String, Slot>) -> u64 {
+    indices
+        .values()
+        .map(|slot| match slot {
+            Slot::Open(index) => index.shards().len() as u64,
+            Slot::Closed { .. } => 0,
+        })
+        .sum()
+}
+
 fn not_found(name: &str) -> EngineError {
     EngineError::IndexNotFound {
         name: name.to_string(),
@@ -502,6 +601,66 @@ mod tests {
         let indices = Indices::open(dir.path()).unwrap();
         assert_eq!(indices.names(), vec!["a".to_string()]);
         assert!(indices.get("a").unwrap().get("1").unwrap().is_some());
+    }
+
+    #[test]
+    fn the_shard_limit_refuses_creates_opens_and_reservations_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let indices = Indices::open(dir.path()).unwrap();
+        indices.shard_limit().set(4);
+        indices
+            .create("a", &json!({"number_of_shards": 3}), &json!({}))
+            .unwrap();
+        let Err(error) = indices.create("b", &json!({"number_of_shards": 2}), &json!({})) else {
+            panic!("created past the limit")
+        };
+        assert_eq!(
+            error.to_string(),
+            "Validation Failed: 1: this action would add [2] shards, but this cluster \
+             currently has [3]/[4] maximum normal shards open;"
+        );
+        assert!(matches!(
+            indices.get("b"),
+            Err(EngineError::IndexNotFound { .. })
+        ));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("indices"))
+                .unwrap()
+                .count(),
+            1,
+            "a refused create leaves no directory"
+        );
+        indices.create("b", &json!({}), &json!({})).unwrap();
+        assert_eq!(indices.open_shard_count(), 4);
+
+        // A closed index frees its shards; opening it again counts them.
+        indices.close_index("a").unwrap();
+        assert_eq!(indices.open_shard_count(), 1);
+        let reservation = indices.reserve_shards(2).unwrap();
+        assert_eq!(indices.open_shard_count(), 3);
+        let Err(error) = indices.open_index("a") else {
+            panic!("opened past the limit")
+        };
+        assert!(matches!(
+            error,
+            EngineError::ShardLimitExceeded {
+                adding: 3,
+                open: 3,
+                limit: 4
+            }
+        ));
+        assert!(indices.is_closed("a").unwrap());
+        assert!(indices.reserve_shards(2).is_err());
+        drop(reservation);
+        assert_eq!(indices.open_shard_count(), 1);
+        indices.open_index("a").unwrap();
+
+        // The limit is dynamic: raised, the refused index fits.
+        indices.shard_limit().set(6);
+        indices
+            .create("c", &json!({"number_of_shards": 2}), &json!({}))
+            .unwrap();
+        assert_eq!(indices.open_shard_count(), 6);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`indices`]: [`Indices`], the indices of a data directory, by name.
 //! - [`mapping`]: mappings, the tantivy schema built from them, and the
 //!   [`DocumentMapper`](mapping::DocumentMapper) an index's shards share.
+//! - [`shard_limit`]: the node-wide shard limit (`cluster.max_shards_per_node`).
 //! - [`durable_file`]: atomic replace of state files and durable directories, for every crate.
 //! - [`units`]: Elasticsearch time values and byte sizes.
 //! - At the root: the operation types ([`SeqNo`], [`PrimaryTerm`], [`Operation`], …) and the
@@ -36,6 +37,7 @@ pub mod index;
 pub mod indices;
 pub mod mapping;
 pub mod shard;
+pub mod shard_limit;
 pub mod strict_json;
 pub mod units;
 

@@ -2,8 +2,8 @@
 //! Elasticsearch's `cluster.remote.<alias>.*` keys, and how fast this cluster's follower
 //! indices copy their leaders (`ccr.indices.recovery.max_bytes_per_sec`, `.chunk_size`,
 //! `.max_concurrent_file_chunks`) and how full they may make the disk
-//! (`cluster.routing.allocation.disk.watermark.high`, `.disk.threshold_enabled`); persistent
-//! and transient.
+//! (`cluster.routing.allocation.disk.watermark.high`, `.disk.threshold_enabled`), and how
+//! many shards the node may open (`cluster.max_shards_per_node`); persistent and transient.
 //!
 //! Settings are kept flat (`cluster.remote.leader.seeds`), as Elasticsearch does; an update
 //! merges into them (a `null` value deletes a key) and is validated as a whole before anything
@@ -16,6 +16,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tandem_engine::durable_file;
+use tandem_engine::shard_limit::{
+    parse_max_shards_per_node, DEFAULT_MAX_SHARDS_PER_NODE, MAX_SHARDS_PER_NODE_SETTING,
+};
 use tandem_engine::units::ByteSize;
 use tandem_recovery::disk::{DISK_THRESHOLD_ENABLED_SETTING, DISK_WATERMARK_HIGH_SETTING};
 use tandem_recovery::target::RecoverySettings;
@@ -180,6 +183,8 @@ impl ClusterSettings {
         // persistent one, which would surface on the next restart.
         recovery_settings_of(&next.persistent)?;
         recovery_settings_of(&next.transient)?;
+        max_shards_per_node_of(&next.persistent)?;
+        max_shards_per_node_of(&next.transient)?;
         let transient = changes.pop().unwrap_or_default();
         let persistent = changes.pop().unwrap_or_default();
         Ok((next, persistent, transient))
@@ -215,6 +220,14 @@ impl ClusterSettings {
         recovery_settings_of(&merged)
     }
 
+    /// `cluster.max_shards_per_node`: the shards this node may hold open (default 1000, as
+    /// Elasticsearch's), transient value over persistent one.
+    pub fn max_shards_per_node(&self) -> Result<u64, RestError> {
+        let mut merged = self.persistent.clone();
+        merged.extend(self.transient.clone());
+        max_shards_per_node_of(&merged)
+    }
+
     /// Both scopes, nested, as `GET /_cluster/settings` shows them (`flat` keeps the keys
     /// flat, as `?flat_settings=true` does).
     pub fn to_es_json(&self, flat: bool) -> Value {
@@ -229,6 +242,14 @@ impl ClusterSettings {
             "persistent": render(&self.persistent),
             "transient": render(&self.transient),
         })
+    }
+}
+
+/// `cluster.max_shards_per_node` in one flat map of settings, or its default.
+fn max_shards_per_node_of(flat: &BTreeMap<String, Value>) -> Result<u64, RestError> {
+    match flat.get(MAX_SHARDS_PER_NODE_SETTING).and_then(text) {
+        Some(value) => parse_max_shards_per_node(&value).map_err(RestError::illegal_argument),
+        None => Ok(DEFAULT_MAX_SHARDS_PER_NODE),
     }
 }
 
@@ -353,7 +374,10 @@ fn normalize(value: &Value) -> Value {
 fn check_key(scope: &str, key: &str) -> Result<(), RestError> {
     let unknown =
         || RestError::illegal_argument(format!("{scope} setting [{key}], not recognized"));
-    if key == DISK_WATERMARK_HIGH_SETTING || key == DISK_THRESHOLD_ENABLED_SETTING {
+    if key == DISK_WATERMARK_HIGH_SETTING
+        || key == DISK_THRESHOLD_ENABLED_SETTING
+        || key == MAX_SHARDS_PER_NODE_SETTING
+    {
         return Ok(());
     }
     if let Some(setting) = key.strip_prefix(RECOVERY_PREFIX) {
@@ -638,6 +662,32 @@ mod tests {
         ] {
             let error = ClusterSettings::default().updated(&body).unwrap_err();
             assert!(error.reason.contains(expected), "{body}: {}", error.reason);
+        }
+    }
+
+    #[test]
+    fn max_shards_per_node_defaults_to_elasticsearch_and_refuses_values_below_one() {
+        assert_eq!(
+            ClusterSettings::default().max_shards_per_node().unwrap(),
+            1000
+        );
+        let (settings, persistent, _) = ClusterSettings::default()
+            .updated(
+                &json!({"persistent": {"cluster": {"max_shards_per_node": 20}},
+                              "transient": {"cluster.max_shards_per_node": "30"}}),
+            )
+            .unwrap();
+        assert_eq!(persistent["cluster"]["max_shards_per_node"], "20");
+        assert_eq!(settings.max_shards_per_node().unwrap(), 30);
+        for (value, expected) in [
+            (json!(0), "must be >= 1"),
+            (json!("lots"), "Failed to parse value [lots]"),
+        ] {
+            let error = settings
+                .updated(&json!({"persistent": {"cluster.max_shards_per_node": value}}))
+                .unwrap_err();
+            assert!(error.reason.contains(expected), "{value}: {}", error.reason);
+            assert_eq!(error.error_type, "illegal_argument_exception");
         }
     }
 

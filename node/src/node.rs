@@ -161,6 +161,10 @@ impl Node {
         let recovery = settings
             .recovery_settings()
             .map_err(|error| NodeError::ClusterSettings(error.to_string()))?;
+        let max_shards = settings
+            .max_shards_per_node()
+            .map_err(|error| NodeError::ClusterSettings(error.to_string()))?;
+        indices.shard_limit().set(max_shards);
         // Remote clusters are known before the followers resume: their tasks need them.
         let followers = Arc::new(
             FollowerIndices::open(
@@ -229,10 +233,12 @@ impl Node {
                 })?;
         }
         let recovery = next.recovery_settings()?;
+        let max_shards = next.max_shards_per_node()?;
         connect_remotes(&self.remotes, &next, &mut self.remote_clients.lock())?;
         self.followers
             .set_recovery_settings(recovery)
             .map_err(|error| RestError::illegal_argument(error.to_string()))?;
+        self.indices.shard_limit().set(max_shards);
         *current = next;
         Ok((persistent, transient))
     }

@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tandem_engine::index::{Index, IndexMetadata, IndexSettings};
-use tandem_engine::indices::Indices;
+use tandem_engine::indices::{Indices, ShardReservation};
 use tandem_engine::mapping::DocumentMapper;
 use tandem_engine::shard::ChangesRequest;
 use tandem_engine::SeqNo;
@@ -262,6 +262,9 @@ struct PreparedFollow {
     targets: Vec<RecoveryTarget>,
     /// Where the shards are copied.
     dir: PathBuf,
+    /// The follower's shards, counted against the node's shard limit from the moment the
+    /// follow is accepted until they are registered.
+    shards: ShardReservation,
     _reservation: Reservation,
 }
 
@@ -511,6 +514,9 @@ impl FollowerIndices {
         if !request.settings.is_null() {
             settings.apply_es_json(&request.settings, false)?;
         }
+        let shards = self
+            .indices
+            .reserve_shards(u64::from(leader.settings.number_of_shards))?;
         let follower_uuid = uuid::Uuid::new_v4().simple().to_string();
         let lease_id = follower_lease_id(
             &self.cluster_name,
@@ -568,6 +574,7 @@ impl FollowerIndices {
             follower_uuid,
             lease_id,
             targets,
+            shards,
             _reservation: reservation,
         })
     }
@@ -615,6 +622,7 @@ impl FollowerIndices {
             lease_id,
             targets,
             dir,
+            shards,
             _reservation,
         } = prepared;
         drop(_reservation);
@@ -637,7 +645,7 @@ impl FollowerIndices {
             ..leader.clone()
         };
         let mut followers = self.followers.lock().await;
-        self.indices.register_built(&dir, &metadata)?;
+        self.indices.register_built(&dir, &metadata, shards)?;
         // An index now: whatever happens next, it is deleted as one.
         self.recovering.lock().remove(&request.follower_index);
         let follow = FollowerMetadata {

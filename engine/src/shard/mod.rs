@@ -25,6 +25,10 @@
 //! translog, the identity (history uuid, translog uuid, primary term), the dynamic settings and
 //! the latched failure sit beside them in `ShardInner`.
 //!
+//! Background work (refresh on the interval, translog fsync under `async` durability, flush at
+//! the translog threshold, lease expiry) runs as one pass per shard in the node-wide
+//! `scheduler`, a timer thread and a small worker pool: an idle shard holds no thread.
+//!
 //! Concurrency: writers hold the `batches` read lock and one version-map stripe lock (the per-id
 //! lock) while they apply an operation; a refresh takes the `batches` write lock only to fix
 //! its payload and take the tantivy writer, so a commit always holds exactly the operations
@@ -55,13 +59,13 @@ mod commit_point;
 mod lock_order;
 mod refresh;
 mod retention;
+mod scheduler;
 mod write;
 mod writer_slot;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use checkpoints::Checkpoints;
@@ -69,6 +73,7 @@ use lock_order::{LockRank, RankedMutex, RankedRwLock};
 use parking_lot::Mutex;
 use refresh::Commits;
 use retention::Retention;
+use scheduler::{Pass, Scheduled};
 use serde::{Deserialize, Serialize};
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::NoMergePolicy;
@@ -98,9 +103,8 @@ pub use write::{
 
 const INDEX_DIR: &str = "index";
 const TRANSLOG_DIR: &str = "translog";
-/// How often the background thread wakes up to check whether work is due.
-const BACKGROUND_TICK: Duration = Duration::from_millis(20);
-/// How often expired leases are removed.
+/// How often expired leases are removed (and the longest a shard's background pass waits,
+/// so a failed shard or a changed setting is looked at again within it).
 const LEASE_EXPIRY_CHECK: Duration = Duration::from_secs(1);
 
 /// When a write is acknowledged.
@@ -136,7 +140,15 @@ pub struct ShardConfig {
     /// A commit (Elasticsearch's flush) starts once the translog holds more than this many
     /// bytes (`index.translog.flush_threshold_size`), whatever the refresh interval.
     pub translog_flush_threshold_bytes: u64,
+    /// The tantivy writer (its indexing, segment-updater and merge threads and the index lock
+    /// file) is closed once everything written was committed and nothing was written for this
+    /// long, and opened again by the next write; a shard that was not written since it was
+    /// opened holds no writer.
+    pub writer_idle_release: Duration,
 }
+
+/// Default of [`ShardConfig::writer_idle_release`].
+pub const DEFAULT_WRITER_IDLE_RELEASE: Duration = Duration::from_secs(30);
 
 /// Default of [`ShardConfig::translog_flush_threshold_bytes`] (Elasticsearch's 512mb).
 pub const DEFAULT_TRANSLOG_FLUSH_THRESHOLD_BYTES: u64 = 512 << 20;
@@ -154,13 +166,14 @@ impl Default for ShardConfig {
             retention_operations: 0,
             follower: false,
             translog_flush_threshold_bytes: DEFAULT_TRANSLOG_FLUSH_THRESHOLD_BYTES,
+            writer_idle_release: DEFAULT_WRITER_IDLE_RELEASE,
         }
     }
 }
 
 /// The part of a [`ShardConfig`] that may change while the shard is open (Elasticsearch's
-/// dynamic index settings). The background thread and the write path read it on every use, so
-/// an update takes effect at once.
+/// dynamic index settings). The background pass and the write path read it on every use, and
+/// an update wakes the background pass, so it takes effect at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DynamicShardConfig {
     /// When writes are acknowledged.
@@ -265,17 +278,18 @@ pub(crate) struct ShardInner {
     retention: Retention,
     /// The latched failure (see [`ShardInner::fail`]).
     failure: RankedMutex<Option<String>>,
+    /// The translog flush threshold of the dynamic settings, readable under any lock (the
+    /// write path compares the translog with it while it holds the batches lock).
+    translog_flush_threshold_bytes: AtomicU64,
+    /// See [`ShardConfig::writer_idle_release`].
+    writer_idle_release: Duration,
+    /// The shard's background pass in the node-wide scheduler, once registered.
+    background: OnceLock<Scheduled>,
 }
 
 /// One shard. Cheap to share through `Arc`; all methods take `&self`.
 pub struct ShardEngine {
     inner: Arc<ShardInner>,
-    background: Mutex<Option<Background>>,
-}
-
-struct Background {
-    stop: crossbeam_channel::Sender<()>,
-    handle: JoinHandle<()>,
 }
 
 fn now_millis() -> u64 {
@@ -337,9 +351,8 @@ impl ShardEngine {
             retention_leases: RetentionLeases::default(),
             min_retained_seq_no: SeqNo(0),
         };
-        let mut writer: IndexWriter = index
-            .writer_with_num_threads(1, 15_000_000)
-            .map_err(|e| EngineError::index("opening a writer", e))?;
+        let mut writer: IndexWriter =
+            small_writer(&index).map_err(|e| EngineError::index("opening a writer", e))?;
         commit_with_payload(&mut writer, &payload)?;
         drop(writer);
         Self::open(dir, mapper, config)
@@ -365,9 +378,16 @@ impl ShardEngine {
                 ),
             });
         }
-        let writer: ShardWriter = index
-            .writer_with_num_threads(config.indexing_threads, config.writer_memory_bytes)
-            .map_err(|e| EngineError::index("opening a writer", e))?;
+        let open_writer = writer_opener(&index, &config);
+        // With nothing to replay, the writer of the open only collects garbage and makes the
+        // open's commit, and is closed right after it: the smallest one tantivy allows does
+        // (one indexing thread, one merge thread). Writes open the configured one.
+        let writer = if records.is_empty() {
+            small_writer(&index)
+        } else {
+            open_writer()
+        }
+        .map_err(|e| EngineError::index("opening a writer", e))?;
         writer.set_merge_policy(Box::new(NoMergePolicy));
         // A process killed during a commit or merge leaves files no commit references, among
         // them `<segment>.<opstamp>.del`: the replay below reaches the same opstamps, and its
@@ -396,7 +416,7 @@ impl ShardEngine {
             history_uuid: payload.history_uuid.clone(),
             translog_uuid: payload.translog_uuid.clone(),
             primary_term: AtomicU64::new(payload.primary_term.0),
-            writes: WritePath::new(writer, payload.max_seq_no_of_updates, follower),
+            writes: WritePath::new(open_writer, writer, payload.max_seq_no_of_updates, follower),
             checkpoints: Checkpoints::new(LocalCheckpointTracker::new(
                 payload.max_seq_no,
                 payload.local_checkpoint,
@@ -405,6 +425,9 @@ impl ShardEngine {
             commits: Commits::new(reader, searcher, payload.local_checkpoint),
             retention: Retention::new(leases, payload.min_retained_seq_no),
             failure: RankedMutex::new(LockRank::Failure, None),
+            translog_flush_threshold_bytes: AtomicU64::new(config.translog_flush_threshold_bytes),
+            writer_idle_release: config.writer_idle_release,
+            background: OnceLock::new(),
         });
         inner.restore_committed_seq_nos(payload.local_checkpoint)?;
         let weak = Arc::downgrade(&inner);
@@ -418,11 +441,9 @@ impl ShardEngine {
         inner.replay(records)?;
         inner.fill_seq_no_gaps()?;
         inner.refresh(true)?;
-        let background = start_background(&inner);
-        Ok(ShardEngine {
-            inner,
-            background: Mutex::new(Some(background)),
-        })
+        inner.release_idle_writer(Duration::ZERO);
+        start_background(&inner);
+        Ok(ShardEngine { inner })
     }
 
     /// The shard directory.
@@ -624,6 +645,12 @@ impl ShardEngine {
         self.inner.failure.lock().clone()
     }
 
+    /// True while the shard's tantivy writer is open (see
+    /// [`ShardConfig::writer_idle_release`]): an idle shard holds none.
+    pub fn writer_is_open(&self) -> bool {
+        self.inner.writes.writer().is_open()
+    }
+
     /// Makes every write so far searchable and durable in a tantivy commit.
     pub fn refresh(&self) -> Result<()> {
         self.inner.refresh(true)
@@ -649,7 +676,7 @@ impl ShardEngine {
     }
 
     /// Applies new dynamic settings at once: the next write obeys the new durability, the
-    /// background thread the new intervals, the next refresh the new retention. Going from
+    /// background pass (woken now) the new intervals, the next refresh the new retention. Going from
     /// `async` to `request` durability first fsyncs the translog, so that every write
     /// acknowledged before the change is as durable as those after it.
     pub fn update_dynamic_config(&self, config: DynamicShardConfig) -> Result<()> {
@@ -662,6 +689,12 @@ impl ShardEngine {
                 .map_err(|e| self.inner.fail(e.into()))?;
         }
         *current = config;
+        self.inner
+            .translog_flush_threshold_bytes
+            .store(config.translog_flush_threshold_bytes, Ordering::Release);
+        drop(current);
+        // The next pass is due at a time computed from the old settings.
+        self.inner.wake_background();
         Ok(())
     }
 
@@ -725,9 +758,8 @@ impl ShardEngine {
     }
 
     fn stop_background(&self) {
-        if let Some(background) = self.background.lock().take() {
-            let _ = background.stop.send(());
-            let _ = background.handle.join();
+        if let Some(background) = self.inner.background.get() {
+            background.cancel();
         }
     }
 }
@@ -802,6 +834,29 @@ impl ShardInner {
     }
 }
 
+/// The smallest writer tantivy allows (one indexing thread with its minimum memory, one merge
+/// thread), for writers that only commit.
+fn small_writer<D: Document>(index: &tantivy::Index) -> tantivy::Result<IndexWriter<D>> {
+    index.writer_with_options(
+        tantivy::indexer::IndexWriterOptions::builder()
+            .num_worker_threads(1)
+            .num_merge_threads(1)
+            .build(),
+    )
+}
+
+/// Opens writers on `index` with the memory and threads of `config`, without tantivy's merge
+/// policy (the engine schedules its own merges, see `refresh.rs`).
+fn writer_opener(index: &tantivy::Index, config: &ShardConfig) -> writer_slot::WriterOpener {
+    let index = index.clone();
+    let (threads, memory_bytes) = (config.indexing_threads, config.writer_memory_bytes);
+    Box::new(move || {
+        let writer: ShardWriter = index.writer_with_num_threads(threads, memory_bytes)?;
+        writer.set_merge_policy(Box::new(NoMergePolicy));
+        Ok(writer)
+    })
+}
+
 /// Opens the tantivy index of the shard in `dir` (`context` says why, for errors) and reads
 /// the payload of its last commit.
 fn open_last_commit(dir: &Path, context: &'static str) -> Result<(tantivy::Index, CommitPayload)> {
@@ -862,66 +917,125 @@ fn prepare_commit<D: Document>(
     Ok(prepared.commit_future())
 }
 
-fn start_background(inner: &Arc<ShardInner>) -> Background {
-    let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
-    let weak: Weak<ShardInner> = Arc::downgrade(inner);
-    let handle = std::thread::Builder::new()
-        .name("tandem-shard".to_string())
-        .spawn(move || background_loop(weak, stopped))
-        .expect("spawning the shard background thread");
-    Background { stop, handle }
+/// What a shard's background pass remembers between runs.
+struct PassState {
+    last_refresh: Instant,
+    last_sync: Instant,
+    last_expiry: Instant,
 }
 
-fn background_loop(shard: Weak<ShardInner>, stopped: crossbeam_channel::Receiver<()>) {
-    let mut last_refresh = Instant::now();
-    let mut last_sync = Instant::now();
-    let mut last_expiry = Instant::now();
-    loop {
-        match stopped.recv_timeout(BACKGROUND_TICK) {
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            _ => return,
+/// A shard's background pass, as the scheduler runs it; holds the shard weakly, so that a
+/// dropped shard's pass ends by itself.
+struct ShardPass {
+    shard: Weak<ShardInner>,
+    state: Mutex<PassState>,
+}
+
+impl Pass for ShardPass {
+    fn run(&self) -> Option<Instant> {
+        let shard = self.shard.upgrade()?;
+        let next = shard.background_pass(&mut self.state.lock());
+        Some(next)
+    }
+}
+
+fn start_background(inner: &Arc<ShardInner>) {
+    let now = Instant::now();
+    let pass = ShardPass {
+        shard: Arc::downgrade(inner),
+        state: Mutex::new(PassState {
+            last_refresh: now,
+            last_sync: now,
+            last_expiry: now,
+        }),
+    };
+    let first_run = inner.next_background_pass(&pass.state.lock(), now);
+    let scheduled = scheduler::scheduler().register(Box::new(pass), first_run);
+    assert!(
+        inner.background.set(scheduled).is_ok(),
+        "a shard registers one background pass"
+    );
+}
+
+impl ShardInner {
+    /// Runs the background pass as soon as a worker is free (no-op before it is registered).
+    fn wake_background(&self) {
+        if let Some(background) = self.background.get() {
+            background.wake();
         }
-        let Some(shard) = shard.upgrade() else {
-            return;
-        };
-        if shard.check_failed().is_err() {
-            continue;
+    }
+
+    /// Asks for a flush once the translog holds more than its threshold; called by the write
+    /// path after every append, under its locks (the scheduler's lock is a leaf).
+    fn check_translog_threshold(&self) {
+        let threshold = self.translog_flush_threshold_bytes.load(Ordering::Acquire);
+        if self.translog.size_in_bytes() > threshold {
+            self.wake_background();
         }
-        let config = shard.config();
+    }
+
+    /// The work the per-shard loops used to do, once: fsync the translog under `async`
+    /// durability when its interval has passed, expire leases every [`LEASE_EXPIRY_CHECK`],
+    /// commit when the translog passed its flush threshold, refresh when the refresh interval
+    /// has passed. Returns when it is next due.
+    fn background_pass(&self, pass: &mut PassState) -> Instant {
+        let now = Instant::now();
+        if self.check_failed().is_err() {
+            return now + LEASE_EXPIRY_CHECK;
+        }
+        let config = self.config();
         if let Durability::Async { interval } = config.durability {
-            if last_sync.elapsed() >= interval && shard.translog.needs_sync() {
-                if let Err(error) = shard.translog.sync() {
-                    shard.fail(error.into());
-                    continue;
+            if now >= pass.last_sync + interval {
+                if self.translog.needs_sync() {
+                    if let Err(error) = self.translog.sync() {
+                        self.fail(error.into());
+                        return now + LEASE_EXPIRY_CHECK;
+                    }
                 }
-                last_sync = Instant::now();
+                pass.last_sync = now;
             }
         }
-        if last_expiry.elapsed() >= LEASE_EXPIRY_CHECK {
-            last_expiry = Instant::now();
+        if now >= pass.last_expiry + LEASE_EXPIRY_CHECK {
+            pass.last_expiry = now;
             let period = config.retention_lease_period.as_millis() as u64;
-            let now = now_millis();
-            let _ = shard.update_leases(|leases| {
-                let removed = leases.expire(now, period);
+            let wall_clock = now_millis();
+            let _ = self.update_leases(|leases| {
+                let removed = leases.expire(wall_clock, period);
                 for lease in &removed {
                     tracing::info!(lease = %lease.id, "retention lease expired");
                 }
                 Ok(())
             });
         }
-        if shard.translog.size_in_bytes() > config.translog_flush_threshold_bytes {
+        if self.translog.size_in_bytes() > config.translog_flush_threshold_bytes {
             // A commit starts a new translog generation and trims the ones it holds.
-            last_refresh = Instant::now();
-            if let Err(error) = shard.refresh(false) {
+            pass.last_refresh = now;
+            if let Err(error) = self.refresh(false) {
                 tracing::warn!(%error, "flush at the translog threshold failed");
             }
         } else if let Some(interval) = config.refresh_interval {
-            if last_refresh.elapsed() >= interval {
-                last_refresh = Instant::now();
-                if let Err(error) = shard.refresh(false) {
+            if now >= pass.last_refresh + interval {
+                pass.last_refresh = now;
+                if let Err(error) = self.refresh(false) {
                     tracing::warn!(%error, "background refresh failed");
                 }
             }
         }
+        self.release_idle_writer(self.writer_idle_release);
+        self.next_background_pass(pass, Instant::now())
+    }
+
+    /// When the pass is next due after `now`: the earliest of the next refresh, fsync and
+    /// lease expiry, and not sooner than [`scheduler::MIN_PASS_DELAY`].
+    fn next_background_pass(&self, pass: &PassState, now: Instant) -> Instant {
+        let config = self.config();
+        let mut next = pass.last_expiry + LEASE_EXPIRY_CHECK;
+        if let Some(interval) = config.refresh_interval {
+            next = next.min(pass.last_refresh + interval);
+        }
+        if let Durability::Async { interval } = config.durability {
+            next = next.min(pass.last_sync + interval);
+        }
+        next.max(now + scheduler::MIN_PASS_DELAY)
     }
 }

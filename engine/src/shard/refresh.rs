@@ -108,6 +108,19 @@ impl ShardInner {
         Ok(())
     }
 
+    /// Closes the tantivy writer if nothing was written to it for `idle_for` and it holds
+    /// nothing uncommitted (see [`super::writer_slot::WriterSlot::release_if_idle`]). Under
+    /// the refresh lock, so no commit runs and no merge starts meanwhile; not while a merge
+    /// runs on the writer's threads.
+    pub(super) fn release_idle_writer(&self, idle_for: std::time::Duration) {
+        let _state = self.commits.refresh_lock.lock();
+        if self.commits.merging_segment_count() == 0
+            && self.writes.writer().release_if_idle(idle_for)
+        {
+            tracing::debug!(shard = %self.dir.display(), "closed the idle writer");
+        }
+    }
+
     /// The commit of a refresh. Writers are held back only while the payload is fixed and the
     /// writer taken (the `batches` write lock); while tantivy finishes the segments, their
     /// batches are parked in the [`super::writer_slot::WriterSlot`].
@@ -140,7 +153,12 @@ impl ShardInner {
             };
             // Everything processed so far was handed to this writer: nothing is parked while
             // it is in the slot.
-            (payload, self.writes.writer().take())
+            let writer = self
+                .writes
+                .writer()
+                .take()
+                .map_err(|e| self.fail(EngineError::index("opening the writer", e)))?;
+            (payload, writer)
         };
         let writer_taken = waited.elapsed();
         let started = Instant::now();
@@ -210,14 +228,17 @@ impl ShardInner {
             surplus.extend(live.iter().skip(1).map(|(_, number)| *number));
         }
         if !surplus.is_empty() {
-            self.writes.writer().with(|writer| {
-                for number in surplus {
-                    writer.delete_term(tantivy::Term::from_field_text(
-                        schema.id,
-                        &crate::history::anchor_id(number),
-                    ));
-                }
-            });
+            self.writes
+                .writer()
+                .with_changes(|writer| {
+                    for number in surplus {
+                        writer.delete_term(tantivy::Term::from_field_text(
+                            schema.id,
+                            &crate::history::anchor_id(number),
+                        ));
+                    }
+                })
+                .map_err(|e| self.fail(EngineError::index("opening the writer", e)))?;
             // The deletes are applied by the next commit.
             self.commits.mark_dirty();
         }
@@ -252,11 +273,14 @@ impl ShardInner {
             &merging,
         )?;
         if !candidates.is_empty() {
-            self.writes.writer().with(|writer| {
-                for candidate in candidates {
-                    self.start_merge(writer, candidate);
-                }
-            });
+            self.writes
+                .writer()
+                .with(|writer| {
+                    for candidate in candidates {
+                        self.start_merge(writer, candidate);
+                    }
+                })
+                .map_err(|e| self.fail(EngineError::index("opening the writer", e)))?;
         }
         Ok(())
     }
@@ -300,12 +324,15 @@ impl ShardInner {
                 self.retention.history(),
                 max_num_segments,
             )?;
-            self.writes.writer().with(|writer| {
-                groups
-                    .into_iter()
-                    .map(|group| writer.merge(group.as_slice()))
-                    .collect::<Vec<_>>()
-            })
+            self.writes
+                .writer()
+                .with(|writer| {
+                    groups
+                        .into_iter()
+                        .map(|group| writer.merge(group.as_slice()))
+                        .collect::<Vec<_>>()
+                })
+                .map_err(|e| self.fail(EngineError::index("opening the writer", e)))?
         };
         for merge in future {
             merge

@@ -26,7 +26,7 @@ use tantivy::indexer::UserOperation;
 use tantivy::{TantivyDocument, Term};
 
 use super::lock_order::{LockRank, RankedMutex, RankedMutexGuard, RankedRwLock, RankedWriteGuard};
-use super::writer_slot::{IndexingTicket, ShardOperation, ShardWriter, WriterSlot};
+use super::writer_slot::{IndexingTicket, ShardOperation, ShardWriter, WriterOpener, WriterSlot};
 use super::{Durability, ShardEngine, ShardInner};
 use crate::error::{EngineError, Result};
 use crate::history::{anchor_document, lookup_latest};
@@ -78,11 +78,17 @@ fn buffered_size(operation: &Operation) -> u64 {
 }
 
 impl WritePath {
-    /// The write path over `writer`, starting from the commit's `max_seq_no_of_updates`.
-    pub(crate) fn new(writer: ShardWriter, max_seq_no_of_updates: SeqNo, follower: bool) -> Self {
+    /// The write path over `writer`, opened again by `open` when needed after it was closed
+    /// for idleness, starting from the commit's `max_seq_no_of_updates`.
+    pub(crate) fn new(
+        open: WriterOpener,
+        writer: ShardWriter,
+        max_seq_no_of_updates: SeqNo,
+        follower: bool,
+    ) -> Self {
         WritePath {
             batches: RankedRwLock::new(LockRank::Batches, ()),
-            writer: WriterSlot::new(writer),
+            writer: WriterSlot::new(open).holding(writer),
             version_map: LiveVersionMap::default(),
             tail: RankedMutex::new(LockRank::Tail, Tail::default()),
             max_seq_no_of_updates: AtomicI64::new(max_seq_no_of_updates.0),
@@ -1021,13 +1027,13 @@ impl ShardInner {
                 record::encode_translog_payload(operation, &mut payload);
                 payloads.push((operation.seq_no.0 as u64, payload));
             }
-            Some(
-                self.translog.append_batch(
-                    payloads
-                        .iter()
-                        .map(|(seq_no, payload)| (*seq_no, payload.as_slice())),
-                ),
-            )
+            let location = self.translog.append_batch(
+                payloads
+                    .iter()
+                    .map(|(seq_no, payload)| (*seq_no, payload.as_slice())),
+            );
+            self.check_translog_threshold();
+            Some(location)
         };
         {
             let mut tracker = self.checkpoints.lock();

@@ -11,6 +11,11 @@
 //! it is readable, durable and acknowledged like any other; only its tantivy segment comes a
 //! commit later.
 //!
+//! The writer is opened on first use and closed again by [`WriterSlot::release_if_idle`] once
+//! everything handed to it was committed and no write came for a while: an open writer holds
+//! tantivy's indexing, segment-updater and merge threads and the index's lock file, which an
+//! idle shard (most shards of a node holding daily indices) has no use for.
+//!
 //! Invariants:
 //! - the writer is present whenever no batch is parked (`give_back` drains before it returns the
 //!   writer), so the order of batches in tantivy is their order of submission;
@@ -43,6 +48,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 use tantivy::indexer::UserOperation;
@@ -204,6 +210,11 @@ impl IndexingQueue {
     pub fn queued_bytes(&self) -> u64 {
         self.queued.lock().bytes
     }
+
+    /// True when no document is reserved.
+    pub fn is_empty(&self) -> bool {
+        self.queued.lock().documents == 0
+    }
 }
 
 /// A reservation of places in the [`IndexingQueue`], released when dropped.
@@ -248,16 +259,33 @@ fn attach(ticket: IndexingTicket, operations: &mut [ShardOperation]) {
     }
 }
 
+/// Where the writer is.
+enum WriterState {
+    /// Open in the slot (boxed: the other states are empty).
+    Open(Box<ShardWriter>),
+    /// Taken by a commit.
+    Committing,
+    /// Not open: opened by the next use (see [`WriterSlot::release_if_idle`]).
+    Closed,
+}
+
 struct Slot {
-    /// `None` while a commit holds the writer.
-    writer: Option<ShardWriter>,
+    writer: WriterState,
     /// Batches submitted while the writer was out, oldest first.
     parked: VecDeque<Vec<ShardOperation>>,
     /// Operations in `parked`.
     parked_operations: usize,
     /// Estimated bytes of `parked` (their tickets' bytes).
     parked_bytes: u64,
+    /// Something (documents, deletes, a merge) was handed to the open writer since a commit
+    /// last took it.
+    uncommitted: bool,
+    /// When a batch was last handed to the writer (or parked for it).
+    last_write: Option<Instant>,
 }
+
+/// Opens the shard's writer (on the shard's tantivy index, with its memory and threads).
+pub type WriterOpener = Box<dyn Fn() -> tantivy::Result<ShardWriter> + Send + Sync>;
 
 /// The shard's tantivy writer; see the module documentation.
 pub struct WriterSlot {
@@ -265,31 +293,44 @@ pub struct WriterSlot {
     returned: Condvar,
     queue: Arc<IndexingQueue>,
     limits: SlotLimits,
+    open: WriterOpener,
 }
 
 impl WriterSlot {
-    /// A slot holding `writer`, with the production [`SlotLimits`].
-    pub fn new(writer: ShardWriter) -> WriterSlot {
-        WriterSlot::with_limits(writer, SlotLimits::default())
+    /// A slot whose writer `open` opens on first use, with the production [`SlotLimits`].
+    pub fn new(open: WriterOpener) -> WriterSlot {
+        WriterSlot::with_limits(open, SlotLimits::default())
     }
 
-    /// A slot holding `writer`, bounded by `limits`.
-    pub fn with_limits(writer: ShardWriter, limits: SlotLimits) -> WriterSlot {
+    /// A slot whose writer `open` opens on first use, bounded by `limits`.
+    pub fn with_limits(open: WriterOpener, limits: SlotLimits) -> WriterSlot {
         assert!(
             limits.parked_operations > 0 && limits.parked_bytes > 0,
             "parking holds at least one batch"
         );
         WriterSlot {
             slot: Mutex::new(Slot {
-                writer: Some(writer),
+                writer: WriterState::Closed,
                 parked: VecDeque::new(),
                 parked_operations: 0,
                 parked_bytes: 0,
+                uncommitted: false,
+                last_write: None,
             }),
             returned: Condvar::new(),
             queue: IndexingQueue::new(limits.queued_documents, limits.queued_bytes),
             limits,
+            open,
         }
+    }
+
+    /// This slot, holding `writer` (already open) until it is idle.
+    pub fn holding(self, writer: ShardWriter) -> WriterSlot {
+        let mut slot = self.slot.lock();
+        assert!(matches!(slot.writer, WriterState::Closed), "a new slot");
+        slot.writer = WriterState::Open(Box::new(writer));
+        drop(slot);
+        self
     }
 
     /// Reserves places for `documents` of `bytes` in the indexing queue, waiting while it is
@@ -316,10 +357,27 @@ impl WriterSlot {
         self.queue.queued_bytes()
     }
 
+    /// The open writer of `slot`, opening it if it is closed. Not during a commit.
+    fn open_writer<'a>(&self, slot: &'a mut Slot) -> tantivy::Result<&'a mut ShardWriter> {
+        if let WriterState::Closed = slot.writer {
+            debug_assert!(
+                slot.parked.is_empty(),
+                "nothing is parked for a closed writer"
+            );
+            slot.writer = WriterState::Open(Box::new((self.open)()?));
+        }
+        match &mut slot.writer {
+            WriterState::Open(writer) => Ok(writer),
+            WriterState::Committing | WriterState::Closed => {
+                unreachable!("the writer is in the slot outside a commit")
+            }
+        }
+    }
+
     /// Hands a batch to tantivy, or parks it while a commit has the writer (waiting first while
     /// parking it would pass [`SlotLimits::parked_operations`] or [`SlotLimits::parked_bytes`],
     /// unless nothing is parked). `ticket`, the batch's reservation, is released once tantivy has
-    /// indexed the batch.
+    /// indexed the batch. Opens the writer if it is closed.
     pub fn run(
         &self,
         mut operations: Vec<ShardOperation>,
@@ -331,41 +389,47 @@ impl WriterSlot {
         let bytes = ticket.bytes();
         attach(ticket, &mut operations);
         let mut slot = self.slot.lock();
-        while slot.writer.is_none()
+        while matches!(slot.writer, WriterState::Committing)
             && !slot.parked.is_empty()
             && (slot.parked_operations + operations.len() > self.limits.parked_operations
                 || slot.parked_bytes + bytes > self.limits.parked_bytes)
         {
             self.returned.wait(&mut slot);
         }
-        match slot.writer.as_ref() {
-            Some(writer) => {
-                debug_assert!(
-                    slot.parked.is_empty(),
-                    "the writer is back only once drained"
-                );
-                writer.run(operations)?;
-            }
-            None => {
-                slot.parked_operations += operations.len();
-                slot.parked_bytes += bytes;
-                slot.parked.push_back(operations);
-            }
+        slot.last_write = Some(Instant::now());
+        if let WriterState::Committing = slot.writer {
+            slot.parked_operations += operations.len();
+            slot.parked_bytes += bytes;
+            slot.parked.push_back(operations);
+            return Ok(());
         }
+        debug_assert!(
+            slot.parked.is_empty(),
+            "the writer is back only once drained"
+        );
+        slot.uncommitted = true;
+        self.open_writer(&mut slot)?.run(operations)?;
         Ok(())
     }
 
-    /// Takes the writer for a commit; batches submitted until [`WriterSlot::give_back`] are
-    /// parked. The caller serializes commits (the shard's refresh lock).
-    pub fn take(&self) -> ShardWriter {
+    /// Takes the writer for a commit (opening it if it is closed); batches submitted until
+    /// [`WriterSlot::give_back`] are parked. The caller serializes commits (the shard's
+    /// refresh lock).
+    pub fn take(&self) -> tantivy::Result<ShardWriter> {
         let mut slot = self.slot.lock();
         assert!(
             slot.parked.is_empty(),
             "nothing is parked while the writer is in"
         );
-        slot.writer
-            .take()
-            .expect("one commit at a time takes the writer")
+        self.open_writer(&mut slot)?;
+        let WriterState::Open(writer) =
+            std::mem::replace(&mut slot.writer, WriterState::Committing)
+        else {
+            unreachable!("just opened");
+        };
+        // The commit holds everything handed to the writer so far.
+        slot.uncommitted = false;
+        Ok(*writer)
     }
 
     /// Returns the writer after a commit: the parked batches are handed to it first, in order.
@@ -374,29 +438,70 @@ impl WriterSlot {
     /// translog, so a reopen replays them).
     pub fn give_back(&self, writer: ShardWriter) -> tantivy::Result<()> {
         let mut slot = self.slot.lock();
-        assert!(slot.writer.is_none(), "the writer was taken");
+        assert!(
+            matches!(slot.writer, WriterState::Committing),
+            "the writer was taken"
+        );
         let mut result = Ok(());
         while let Some(operations) = slot.parked.pop_front() {
+            slot.uncommitted = true;
             if result.is_ok() {
                 result = writer.run(operations).map(|_| ());
             }
         }
         slot.parked_operations = 0;
         slot.parked_bytes = 0;
-        slot.writer = Some(writer);
+        slot.writer = WriterState::Open(Box::new(writer));
         self.returned.notify_all();
         result
     }
 
-    /// Runs `action` with the writer (merges, anchor deletes). Must not be called while a
-    /// commit holds it: the caller holds the refresh lock.
-    pub fn with<R>(&self, action: impl FnOnce(&mut ShardWriter) -> R) -> R {
+    /// Runs `action` with the writer, opening it if it is closed, for work that leaves
+    /// nothing for a commit to take (starting merges: the merged segments replace committed
+    /// ones by themselves). Must not be called while a commit holds it: the caller holds the
+    /// refresh lock.
+    pub fn with<R>(&self, action: impl FnOnce(&mut ShardWriter) -> R) -> tantivy::Result<R> {
         let mut slot = self.slot.lock();
-        let writer = slot
-            .writer
-            .as_mut()
-            .expect("the writer is in the slot outside a commit");
-        action(writer)
+        Ok(action(self.open_writer(&mut slot)?))
+    }
+
+    /// Like [`WriterSlot::with`], for changes the next commit takes (deletes): the writer is
+    /// not released before that commit.
+    pub fn with_changes<R>(
+        &self,
+        action: impl FnOnce(&mut ShardWriter) -> R,
+    ) -> tantivy::Result<R> {
+        let mut slot = self.slot.lock();
+        slot.uncommitted = true;
+        Ok(action(self.open_writer(&mut slot)?))
+    }
+
+    /// Closes the writer (its indexing, segment-updater and merge threads stop, its directory
+    /// lock is released) when it holds nothing a commit has not taken, no batch is queued for
+    /// it or parked, and none was handed to it for `idle_for`. The caller holds the refresh
+    /// lock, so no commit runs, and makes sure no merge runs (a merge runs on the writer's
+    /// threads). Returns whether it closed it. The next use opens it again.
+    pub fn release_if_idle(&self, idle_for: std::time::Duration) -> bool {
+        let mut slot = self.slot.lock();
+        let idle = !slot.uncommitted
+            && slot.parked.is_empty()
+            && self.queue.is_empty()
+            && slot
+                .last_write
+                .is_none_or(|last_write| last_write.elapsed() >= idle_for);
+        if !idle || !matches!(slot.writer, WriterState::Open(_)) {
+            return false;
+        }
+        // Dropped under the slot lock: the directory lock must be free before the next use
+        // opens a writer again.
+        slot.writer = WriterState::Closed;
+        slot.last_write = None;
+        true
+    }
+
+    /// True while the writer is open (or taken by a commit).
+    pub fn is_open(&self) -> bool {
+        !matches!(self.slot.lock().writer, WriterState::Closed)
     }
 }
 
@@ -446,8 +551,9 @@ mod tests {
         UserOperation::Add(doc!(id => value).into())
     }
 
-    fn writer(index: &Index) -> ShardWriter {
-        index.writer_with_num_threads(1, 15_000_000).unwrap()
+    fn writer(index: &Index) -> WriterOpener {
+        let index = index.clone();
+        Box::new(move || index.writer_with_num_threads(1, 15_000_000))
     }
 
     /// Runs `operations` with a reservation of their count.
@@ -475,7 +581,7 @@ mod tests {
         let slot = WriterSlot::new(writer(&index));
         run(&slot, vec![add(id, "a")]);
 
-        let mut writer = slot.take();
+        let mut writer = slot.take().unwrap();
         // Parked: re-create `a` (delete then add) and add `b`, then delete `b`. Run out of
         // order, the delete of `b` would miss it, or the delete of `a` would hit the new `a`.
         run(
@@ -498,8 +604,40 @@ mod tests {
         );
         slot.give_back(writer).unwrap();
 
-        slot.with(|writer| writer.commit()).unwrap();
+        slot.with(|writer| writer.commit()).unwrap().unwrap();
         assert_eq!(live_ids(&index, id), ["a2"]);
+    }
+
+    #[test]
+    fn an_idle_writer_closes_only_once_everything_is_committed_and_reopens_on_use() {
+        let (index, id) = index();
+        let slot = WriterSlot::new(writer(&index));
+        assert!(!slot.is_open(), "opened on first use");
+        run(&slot, vec![add(id, "a")]);
+        assert!(slot.is_open());
+        assert!(
+            !slot.release_if_idle(Duration::ZERO),
+            "an uncommitted document keeps it open"
+        );
+        let mut writer = slot.take().unwrap();
+        writer.commit().unwrap();
+        slot.give_back(writer).unwrap();
+        assert!(
+            !slot.release_if_idle(Duration::from_secs(3600)),
+            "written too recently"
+        );
+        assert!(slot.release_if_idle(Duration::ZERO));
+        assert!(!slot.is_open());
+        // The index lock is free again: the next use opens a writer, and nothing was lost.
+        slot.with_changes(|writer| writer.delete_term(Term::from_field_text(id, "none")))
+            .unwrap();
+        assert!(
+            !slot.release_if_idle(Duration::ZERO),
+            "a delete waits for its commit"
+        );
+        run(&slot, vec![add(id, "b")]);
+        slot.with(|writer| writer.commit()).unwrap().unwrap();
+        assert_eq!(live_ids(&index, id), ["a", "b"]);
     }
 
     #[test]
@@ -512,7 +650,7 @@ mod tests {
                 ..SlotLimits::default()
             },
         ));
-        let writer = slot.take();
+        let writer = slot.take().unwrap();
         let full: Vec<ShardOperation> = (0..MAX_PARKED_OPERATIONS)
             .map(|n| add(id, &format!("p{n}")))
             .collect();
@@ -533,7 +671,7 @@ mod tests {
         slot.give_back(writer).unwrap();
         submitter.join().unwrap();
         assert!(done.load(Ordering::SeqCst));
-        slot.with(|writer| writer.commit()).unwrap();
+        slot.with(|writer| writer.commit()).unwrap().unwrap();
         assert_eq!(
             index.reader().unwrap().searcher().num_docs() as usize,
             MAX_PARKED_OPERATIONS + 1
@@ -610,14 +748,14 @@ mod tests {
     fn a_batch_keeps_its_places_until_tantivy_has_indexed_it() {
         let (index, id) = index();
         let slot = WriterSlot::with_limits(writer(&index), queue_of(8));
-        let mut writer = slot.take();
+        let mut writer = slot.take().unwrap();
         // Parked while the commit has the writer: not indexed, so still reserved.
         run(&slot, vec![add(id, "a"), add(id, "b"), add(id, "c")]);
         assert_eq!(slot.queued_documents(), 3);
         writer.commit().unwrap();
         slot.give_back(writer).unwrap();
         // A commit returns once the indexing threads have indexed everything queued.
-        slot.with(|writer| writer.commit()).unwrap();
+        slot.with(|writer| writer.commit()).unwrap().unwrap();
         assert_eq!(slot.queued_documents(), 0);
         assert_eq!(live_ids(&index, id), ["a", "b", "c"]);
         // A batch without documents releases its places at once.
@@ -654,7 +792,7 @@ mod tests {
             }
         });
         assert!(*high_water.lock() <= 16, "the queue stays within its limit");
-        slot.with(|writer| writer.commit()).unwrap();
+        slot.with(|writer| writer.commit()).unwrap().unwrap();
         assert_eq!(slot.queued_documents(), 0);
         assert_eq!(index.reader().unwrap().searcher().num_docs(), 4 * 50 * 4);
     }
@@ -702,7 +840,7 @@ mod tests {
             let ticket = slot.reserve(1, bytes, || None).unwrap();
             slot.run(vec![add(id, name)], ticket).unwrap();
         };
-        let writer = slot.take();
+        let writer = slot.take().unwrap();
         // One batch over the bound on its own is parked: nothing else is.
         park(&slot, "huge", 5_000);
         let done = Arc::new(AtomicBool::new(false));
@@ -720,7 +858,7 @@ mod tests {
         );
         slot.give_back(writer).unwrap();
         submitter.join().unwrap();
-        slot.with(|writer| writer.commit()).unwrap();
+        slot.with(|writer| writer.commit()).unwrap().unwrap();
         assert_eq!(live_ids(&index, id), ["huge", "late"]);
         assert_eq!(
             slot.queued_bytes(),
