@@ -5,22 +5,32 @@
 //! renewed for `index.soft_deletes.retention_lease.period` (12h by default), so no history is
 //! held forever by a follower that went away.
 //!
-//! Persistence: `retention_leases.json` is replaced atomically
-//! ([`durable_file::replace_atomically`]) on every change; the leases are also carried in every
-//! commit's payload.
+//! Bounds: a shard holds at most [`MAX_RETENTION_LEASES_PER_SHARD`] leases, with ids of at
+//! most [`MAX_RETENTION_LEASE_ID_BYTES`] and sources of at most
+//! [`MAX_RETENTION_LEASE_SOURCE_BYTES`]; a lease beyond them is refused (400,
+//! `retention_lease_exception`) before anything is written. Elasticsearch has no such limits;
+//! without them anyone who can add a lease can make every change, every commit and every
+//! recovery of the shard as large as they like.
+//!
+//! Persistence: each change is appended to the shard's lease log ([`crate::lease_log`]); the
+//! leases are also carried in every commit's payload.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable_file;
 use crate::error::{EngineError, Result};
 use crate::types::SeqNo;
 
-/// The file holding a shard's leases.
-pub const RETENTION_LEASES_FILE: &str = "retention_leases.json";
+/// The most retention leases one shard holds. Elasticsearch's own leases are one per shard
+/// copy and one per follower index; a thousand leaves room for hundreds of followers.
+pub const MAX_RETENTION_LEASES_PER_SHARD: usize = 1_000;
+/// The longest lease id, in bytes. A follower lease id holds two index names (up to 255 bytes
+/// each), two uuids, the follower's cluster name and the leader's alias: 1 KiB fits the
+/// longest one real clusters make.
+pub const MAX_RETENTION_LEASE_ID_BYTES: usize = 1_024;
+/// The longest lease source (`ccr`, `peer recovery`, ...), in bytes.
+pub const MAX_RETENTION_LEASE_SOURCE_BYTES: usize = 256;
 
 /// One retention lease.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,9 +64,23 @@ impl RetentionLeases {
         now_millis: u64,
     ) -> Result<RetentionLease> {
         validate_lease(id, retaining_seq_no)?;
+        if source.len() > MAX_RETENTION_LEASE_SOURCE_BYTES {
+            return Err(EngineError::RetentionLease(format!(
+                "retention lease source of [{}] bytes is longer than the limit of \
+                 [{MAX_RETENTION_LEASE_SOURCE_BYTES}] bytes",
+                source.len()
+            )));
+        }
         if self.leases.contains_key(id) {
             return Err(EngineError::RetentionLease(format!(
                 "retention lease with ID [{id}] already exists"
+            )));
+        }
+        if self.leases.len() >= MAX_RETENTION_LEASES_PER_SHARD {
+            return Err(EngineError::RetentionLease(format!(
+                "cannot add retention lease [{id}]: the shard holds [{}] leases, the limit \
+                 [{MAX_RETENTION_LEASES_PER_SHARD}]",
+                self.leases.len()
             )));
         }
         let lease = RetentionLease {
@@ -136,29 +160,6 @@ impl RetentionLeases {
             .map(|lease| lease.retaining_seq_no)
             .min()
     }
-
-    /// Loads the leases file of `dir`; an absent file means no leases.
-    pub(crate) fn load(dir: &Path) -> Result<RetentionLeases> {
-        let path = dir.join(RETENTION_LEASES_FILE);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| EngineError::Corrupted {
-                path,
-                reason: format!("retention leases are not valid JSON: {error}"),
-            }),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                Ok(RetentionLeases::default())
-            }
-            Err(error) => Err(EngineError::io(path, error)),
-        }
-    }
-
-    /// Persists the leases into `dir` atomically.
-    pub(crate) fn persist(&self, dir: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self)
-            .map_err(|error| EngineError::encode("retention leases", error))?;
-        durable_file::replace_atomically(&dir.join(RETENTION_LEASES_FILE), &bytes)?;
-        Ok(())
-    }
 }
 
 fn validate_lease(id: &str, retaining_seq_no: SeqNo) -> Result<()> {
@@ -166,6 +167,14 @@ fn validate_lease(id: &str, retaining_seq_no: SeqNo) -> Result<()> {
         return Err(EngineError::RetentionLease(
             "retention lease ID can not be empty".to_string(),
         ));
+    }
+    if id.len() > MAX_RETENTION_LEASE_ID_BYTES {
+        // The id itself is not repeated: it may be megabytes long.
+        return Err(EngineError::RetentionLease(format!(
+            "retention lease ID of [{}] bytes is longer than the limit of \
+             [{MAX_RETENTION_LEASE_ID_BYTES}] bytes",
+            id.len()
+        )));
     }
     if retaining_seq_no.0 < 0 {
         return Err(EngineError::RetentionLease(format!(
@@ -207,16 +216,37 @@ mod tests {
     }
 
     #[test]
-    fn persisted_leases_survive_reload() {
-        let dir = tempfile::tempdir().unwrap();
+    fn ids_sources_and_counts_are_bounded() {
         let mut leases = RetentionLeases::default();
-        leases.add("a", SeqNo(3), "ccr", 7).unwrap();
-        leases.persist(dir.path()).unwrap();
-        assert_eq!(RetentionLeases::load(dir.path()).unwrap(), leases);
-        fs::write(dir.path().join(RETENTION_LEASES_FILE), b"{garbage").unwrap();
-        assert!(matches!(
-            RetentionLeases::load(dir.path()),
-            Err(EngineError::Corrupted { .. })
-        ));
+        let long_id = "x".repeat(MAX_RETENTION_LEASE_ID_BYTES + 1);
+        let error = leases.add(&long_id, SeqNo(0), "ccr", 1).unwrap_err();
+        assert_eq!(error.status(), 400);
+        assert!(
+            error
+                .to_string()
+                .contains("longer than the limit of [1024] bytes"),
+            "{error}"
+        );
+        assert!(!error.to_string().contains(&long_id));
+        assert!(leases.renew(&long_id, SeqNo(0), 1).is_err());
+        let long_source = "s".repeat(MAX_RETENTION_LEASE_SOURCE_BYTES + 1);
+        assert!(leases.add("a", SeqNo(0), &long_source, 1).is_err());
+        leases
+            .add(
+                &"y".repeat(MAX_RETENTION_LEASE_ID_BYTES),
+                SeqNo(0),
+                "ccr",
+                1,
+            )
+            .unwrap();
+        for n in 1..MAX_RETENTION_LEASES_PER_SHARD {
+            leases
+                .add(&format!("lease-{n}"), SeqNo(0), "ccr", 1)
+                .unwrap();
+        }
+        let error = leases.add("one-too-many", SeqNo(0), "ccr", 1).unwrap_err();
+        assert_eq!(error.status(), 400);
+        assert!(error.to_string().contains("the limit [1000]"), "{error}");
+        assert_eq!(leases.leases.len(), MAX_RETENTION_LEASES_PER_SHARD);
     }
 }

@@ -45,6 +45,7 @@ mod checkpoint;
 mod error;
 mod history;
 mod id_filter;
+mod lease_log;
 mod leases;
 mod merge;
 mod record;

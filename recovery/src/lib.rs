@@ -40,9 +40,9 @@ pub use disk::DiskWatermark;
 pub use error::RecoveryError;
 pub use in_process::InProcessLeaderClient;
 pub use leader_api::{
-    AddRetentionLeaseRequest, CloseRecoverySessionRequest, FileChunk, ForwardingLeaderClient,
-    IndexMetadataRequest, LeaderClient, LeaderError, LeaderFuture, LeaderIndexSummary,
-    OpenRecoverySessionRequest, ReadFileChunkRequest, RecoverySessionInfo,
+    AddRetentionLeaseRequest, CheckedLeaderClient, CloseRecoverySessionRequest, FileChunk,
+    ForwardingLeaderClient, IndexMetadataRequest, LeaderClient, LeaderError, LeaderFuture,
+    LeaderIndexSummary, OpenRecoverySessionRequest, ReadFileChunkRequest, RecoverySessionInfo,
     RemoveRetentionLeaseRequest, RenewRetentionLeaseRequest, SessionId, ShardChangesRequest,
     ShardChangesResponse, ShardId,
 };

@@ -34,11 +34,12 @@ use tandem_engine::SeqNo;
 use tandem_recovery::leader_api::{LeaderClient, ShardChangesRequest, ShardId};
 use tandem_recovery::progress::{RecoveryProgress, RecoveryProgressSnapshot};
 use tandem_recovery::target::{RecoveryRequest, RecoverySettings, RecoveryTarget};
-use tandem_recovery::{IndexMetadataRequest, LeaderError, RemoveRetentionLeaseRequest};
+use tandem_recovery::{IndexMetadataRequest, LeaderError};
 use tokio::sync::Mutex;
 
 use crate::error::CcrError;
 use crate::leader::follower_lease_id;
+use crate::lease_cleanup::{LeaseCleanup, PendingLeaseRemoval};
 use crate::params::{FollowParameters, ResolvedFollowParameters};
 use crate::remote::RemoteClusters;
 use crate::state_file;
@@ -287,6 +288,18 @@ pub struct FollowerIndices {
     recoveries: parking_lot::Mutex<BTreeMap<String, Vec<RecoveryRecord>>>,
     /// Follows whose recovery has not completed, by follower index (persisted).
     pending: parking_lot::Mutex<BTreeMap<String, PendingFollow>>,
+    /// Removes the leases of follows that ended, retrying while the leader is unreachable.
+    lease_cleanup: Arc<LeaseCleanup>,
+    /// The task retrying the lease removals ([`LeaseCleanup::run`]).
+    lease_cleanup_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for FollowerIndices {
+    fn drop(&mut self) {
+        if let Some(task) = self.lease_cleanup_task.lock().take() {
+            task.abort();
+        }
+    }
 }
 
 impl FollowerIndices {
@@ -301,6 +314,8 @@ impl FollowerIndices {
     ) -> Result<FollowerIndices, CcrError> {
         let state: BTreeMap<String, FollowerMetadata> = state_file::load(state_dir, STATE_FILE)?;
         let pending: BTreeMap<String, PendingFollow> = state_file::load(state_dir, PENDING_FILE)?;
+        let lease_cleanup = Arc::new(LeaseCleanup::open(remotes.clone(), state_dir)?);
+        let lease_cleanup_task = tokio::spawn(lease_cleanup.clone().run());
         let this = FollowerIndices {
             cluster_name: cluster_name.into(),
             indices,
@@ -312,6 +327,8 @@ impl FollowerIndices {
             recovering: parking_lot::Mutex::new(BTreeMap::new()),
             recoveries: parking_lot::Mutex::new(BTreeMap::new()),
             pending: parking_lot::Mutex::new(pending),
+            lease_cleanup,
+            lease_cleanup_task: parking_lot::Mutex::new(Some(lease_cleanup_task)),
         };
         {
             let mut followers = this.followers.lock().await;
@@ -584,7 +601,6 @@ impl FollowerIndices {
     async fn complete_follow(&self, prepared: PreparedFollow) -> Result<(), CcrError> {
         let follower_index = prepared.request.follower_index.clone();
         let dir = prepared.dir.clone();
-        let client = prepared.client.clone();
         let result = self.recover_and_register(prepared).await;
         if let Err(error) = &result {
             if matches!(error, CcrError::RecoveryCancelled(_)) {
@@ -605,7 +621,7 @@ impl FollowerIndices {
             };
             if let Some((metadata, shards)) = failed {
                 remove_dir_with_retries(&dir).await;
-                remove_leases(client.as_ref(), &metadata, shards).await;
+                self.remove_leases(&metadata, shards).await;
             }
         }
         result
@@ -670,8 +686,8 @@ impl FollowerIndices {
 
     /// Cancels the remote recovery of `follower_index` and forgets it, as a delete of the
     /// index does: the copy stops (a chunk read in flight is dropped), the copied files and
-    /// the leases the recovery added on the leader are removed (best effort: a lease that
-    /// cannot be removed is logged and expires on the leader). A failed recovery is just
+    /// the leases the recovery added on the leader are removed (retried in the background
+    /// while the leader cannot be reached). A failed recovery is just
     /// forgotten. Returns `false` when the index is not recovering (it may be a registered
     /// index, which the caller then deletes as usual: that is also the case of a recovery
     /// that completed while the cancel waited for its registration).
@@ -696,14 +712,7 @@ impl FollowerIndices {
                 tracing::info!(follower = %follower_index, "remote recovery cancelled");
                 self.forget_pending(follower_index);
                 remove_dir_with_retries(&entry.dir).await;
-                match self.remotes.get(&entry.metadata.remote_cluster) {
-                    Ok(client) => {
-                        remove_leases(client.as_ref(), &entry.metadata, entry.shards).await
-                    }
-                    Err(error) => {
-                        tracing::warn!(follower = %follower_index, %error, "cannot remove the recovery's retention leases; they expire on the leader");
-                    }
-                }
+                self.remove_leases(&entry.metadata, entry.shards).await;
             }
         }
         self.forget_recoveries(follower_index);
@@ -874,8 +883,8 @@ impl FollowerIndices {
 
     /// Turns a paused and closed follower index into a normal index (writable once opened)
     /// and removes its retention leases from the leader. The conversion happens even when
-    /// the leader cannot be reached; the leases that could not be removed are returned (they
-    /// expire on the leader after their period).
+    /// the leader cannot be reached; the leases that could not be removed at once are returned,
+    /// and their removal is retried in the background until it succeeds or they expire.
     pub async fn unfollow(&self, follower_index: &str) -> Result<Vec<String>, CcrError> {
         self.check_not_recovering(follower_index)?;
         let mut followers = self.followers.lock().await;
@@ -896,33 +905,12 @@ impl FollowerIndices {
         followers.remove(follower_index);
         self.persist(&followers)?;
         drop(followers);
-        let mut not_removed = Vec::new();
         let shards = self
             .indices
             .metadata(follower_index)?
             .settings
             .number_of_shards;
-        let client = self.remotes.get(&metadata.remote_cluster).ok();
-        for shard in 0..shards {
-            let shard_id = ShardId::new(metadata.leader_index.clone(), shard);
-            let removed = match &client {
-                Some(client) => client
-                    .remove_retention_lease(RemoveRetentionLeaseRequest::new(
-                        shard_id.clone(),
-                        metadata.lease_id.clone(),
-                    ))
-                    .await
-                    .map_err(|error| error.to_string()),
-                None => Err(format!(
-                    "no such remote cluster: [{}]",
-                    metadata.remote_cluster
-                )),
-            };
-            if let Err(error) = removed {
-                tracing::warn!(%shard_id, lease = %metadata.lease_id, %error, "could not remove a follower retention lease");
-                not_removed.push(format!("{shard_id}: {error}"));
-            }
-        }
+        let not_removed = self.remove_leases(&metadata, shards).await;
         Ok(not_removed)
     }
 
@@ -955,9 +943,9 @@ impl FollowerIndices {
     }
 
     /// The follower index `name` was deleted (stop its tasks first with
-    /// [`index_closing`](Self::index_closing)): forgets its follow state and recoveries. Its retention leases stay on the leader until they expire
-    /// or `forget_follower` removes them, as in Elasticsearch. Nothing happens for an index
-    /// that is not a follower.
+    /// [`index_closing`](Self::index_closing)): forgets its follow state and recoveries, and
+    /// removes its retention leases from the leader (retried in the background while the
+    /// leader cannot be reached). Nothing happens for an index that is not a follower.
     pub async fn index_deleted(&self, name: &str) -> Result<(), CcrError> {
         self.forget_recoveries(name);
         let mut followers = self.followers.lock().await;
@@ -967,7 +955,31 @@ impl FollowerIndices {
         for task in std::mem::take(&mut follower.tasks) {
             task.stop().await;
         }
-        self.persist(&followers)
+        self.persist(&followers)?;
+        drop(followers);
+        let shards = follower.metadata.leader_history_uuids.len() as u32;
+        self.remove_leases(&follower.metadata, shards).await;
+        Ok(())
+    }
+
+    /// Removes the follower's lease from every leader shard; a removal that fails is logged,
+    /// persisted and retried in the background ([`LeaseCleanup`]). Returns the failures of
+    /// the first attempt.
+    async fn remove_leases(&self, metadata: &FollowerMetadata, shards: u32) -> Vec<String> {
+        self.lease_cleanup
+            .remove(
+                &metadata.remote_cluster,
+                &metadata.leader_index,
+                shards,
+                &metadata.lease_id,
+            )
+            .await
+    }
+
+    /// The lease removals waiting for their leader (follows that ended while it could not be
+    /// reached).
+    pub fn pending_lease_removals(&self) -> Vec<PendingLeaseRemoval> {
+        self.lease_cleanup.pending()
     }
 
     /// Follow info of every follower index, or of the given one.
@@ -1063,6 +1075,11 @@ impl FollowerIndices {
     /// abandons the recoveries still running in the background (their half-copied directory
     /// is removed when the indices are next opened).
     pub async fn shutdown(&self) {
+        let cleanup = self.lease_cleanup_task.lock().take();
+        if let Some(task) = cleanup {
+            task.abort();
+            let _ = task.await;
+        }
         let background: Vec<_> = self
             .recovering
             .lock()
@@ -1104,27 +1121,6 @@ async fn remove_dir_with_retries(dir: &Path) {
                 tracing::warn!(dir = %dir.display(), %error, "cannot remove the files of a stopped recovery; they are removed at the next start");
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
-/// Removes the follower's lease from every leader shard, best effort: a lease that is not
-/// there is fine, one that cannot be removed is logged (it expires on the leader after its
-/// period).
-async fn remove_leases(client: &dyn LeaderClient, metadata: &FollowerMetadata, shards: u32) {
-    for shard in 0..shards {
-        let shard_id = ShardId::new(metadata.leader_index.clone(), shard);
-        let removed = client
-            .remove_retention_lease(RemoveRetentionLeaseRequest::new(
-                shard_id.clone(),
-                metadata.lease_id.clone(),
-            ))
-            .await;
-        match removed {
-            Ok(()) | Err(LeaderError::RetentionLeaseNotFound(_)) => {}
-            Err(error) => {
-                tracing::warn!(%shard_id, lease = %metadata.lease_id, %error, "could not remove a follower retention lease; it expires on the leader");
-            }
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`follower_indices`]: the follow lifecycle (follow, pause, resume, unfollow, info, stats).
 //! - [`auto_follow`]: auto-follow patterns and their coordinator.
 //! - [`leader`]: the leader side: follower lease ids and forget-follower.
+//! - [`lease_cleanup`]: removal of the leases of follows that ended, retried until done.
 //! - [`remote`]: the remote clusters, by alias; [`error`]: lifecycle errors;
 //!   [`state_file`]: the persisted follow state.
 
@@ -24,6 +25,7 @@ pub mod buffer;
 pub mod error;
 pub mod follower_indices;
 pub mod leader;
+pub mod lease_cleanup;
 pub mod params;
 pub mod remote;
 pub mod state_file;

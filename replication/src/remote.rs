@@ -1,11 +1,12 @@
 //! Remote clusters: the leader clusters this cluster can follow, by alias
-//! (Elasticsearch's `cluster.remote.<alias>`), each reached through a [`LeaderClient`].
+//! (Elasticsearch's `cluster.remote.<alias>`), each reached through a [`LeaderClient`] whose
+//! answers are checked by [`CheckedLeaderClient`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use tandem_recovery::leader_api::LeaderClient;
+use tandem_recovery::leader_api::{CheckedLeaderClient, LeaderClient};
 
 use crate::error::CcrError;
 
@@ -22,9 +23,13 @@ impl RemoteClusters {
         RemoteClusters::default()
     }
 
-    /// Registers (or replaces) the remote cluster `alias`.
+    /// Registers (or replaces) the remote cluster `alias`. Its answers are range-checked
+    /// ([`CheckedLeaderClient`]) before any follower uses them: every follow, recovery, task
+    /// and auto-follow pattern gets its client here.
     pub fn set(&self, alias: impl Into<String>, client: Arc<dyn LeaderClient>) {
-        self.clients.write().insert(alias.into(), client);
+        self.clients
+            .write()
+            .insert(alias.into(), CheckedLeaderClient::wrap(client));
     }
 
     /// Forgets the remote cluster `alias`; true if it was registered.

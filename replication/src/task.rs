@@ -12,6 +12,10 @@
 //!   most `max_write_buffer_size` plus the reads in flight when it filled);
 //! - recoverable leader errors are retried forever with [`crate::backoff`]; a fatal one is
 //!   recorded as `fatal_exception` and stops the loop;
+//! - an answer that cannot be used (a global checkpoint behind the follower's, no operation
+//!   where some were announced, a long poll answered before its timeout) is retried with the
+//!   same backoff and reported as a failed read, never re-sent at once
+//!   ([`FollowLoop::read_anomaly`]);
 //! - stopping (pause, unfollow, drop) aborts the reads in flight, waits for the writes in flight
 //!   (they are short and must not be cut in half), and leaves no child task behind.
 
@@ -25,6 +29,7 @@ use rand::SeedableRng;
 use tandem_engine::index::Index;
 use tandem_engine::shard::ChangesRequest;
 use tandem_engine::{EngineError, SeqNo, ShardEngine};
+use tandem_recovery::in_process::MAX_POLL_TIMEOUT;
 use tandem_recovery::leader_api::{
     LeaderClient, ShardChangesRequest, ShardChangesResponse, ShardId,
 };
@@ -454,6 +459,11 @@ impl FollowLoop {
                 return;
             }
         };
+        if let Some(anomaly) = self.read_anomaly(range, elapsed, &response) {
+            tracing::debug!(from = range.from.0, reason = %anomaly.reason, "backing off a read");
+            self.retry_read(range, anomaly, children);
+            return;
+        }
         self.leader_global_checkpoint = self
             .leader_global_checkpoint
             .max(response.changes.global_checkpoint);
@@ -499,6 +509,66 @@ impl FollowLoop {
         } else {
             self.outstanding_reads -= 1;
         }
+    }
+
+    /// Why an answer that arrived without error cannot be used as it is, if it cannot: it is
+    /// then retried with backoff like a failed read, never re-sent at once (a leader that
+    /// answers the same way every time would otherwise be asked in a tight loop).
+    ///
+    /// - the leader's global checkpoint is behind what the follower already has (a leader
+    ///   restored or replaced under the same history, or answering from a stale copy);
+    /// - a read of operations the leader announced returned none of them;
+    /// - a long poll returned nothing before its poll timeout (a leader that is not waiting).
+    ///
+    /// A long poll that waited its full timeout and returned nothing is normal (the leader had
+    /// no new operation): it is sent again at once, as Elasticsearch does.
+    fn read_anomaly(
+        &self,
+        range: ReadRange,
+        elapsed: Duration,
+        response: &ShardChangesResponse,
+    ) -> Option<ErrorBody> {
+        let changes = &response.changes;
+        let follower_checkpoint = self.engine().global_checkpoint();
+        let anomaly = |reason: String| {
+            Some(ErrorBody {
+                error_type: "illegal_state_exception".to_string(),
+                reason,
+            })
+        };
+        if changes.global_checkpoint < follower_checkpoint {
+            return anomaly(format!(
+                "the leader's global checkpoint [{}] is behind the follower's [{}]",
+                changes.global_checkpoint, follower_checkpoint
+            ));
+        }
+        if !changes.operations.is_empty() {
+            return None;
+        }
+        if !range.peek {
+            return anomaly(format!(
+                "the leader answered no operation for [{}..={}] below its global checkpoint \
+                 [{}]",
+                range.from, range.max_required, self.leader_global_checkpoint
+            ));
+        }
+        let poll_timeout = self
+            .config
+            .parameters
+            .read_poll_timeout()
+            .min(MAX_POLL_TIMEOUT);
+        // Timers are not exact: a poll that waited nine tenths of its timeout waited it.
+        let waited_enough = elapsed.saturating_mul(10) >= poll_timeout.saturating_mul(9);
+        if changes.global_checkpoint <= self.last_requested_seq_no && !waited_enough {
+            return anomaly(format!(
+                "the leader answered a long poll from [{}] with no operation after {} ms, \
+                 before its poll timeout of {} ms",
+                range.from,
+                elapsed.as_millis(),
+                poll_timeout.as_millis()
+            ));
+        }
+        None
     }
 
     /// Counts a failed read and sends it again after the backoff delay; it keeps its slot.
@@ -700,6 +770,7 @@ pub fn leader_error_type(error: &LeaderError) -> &'static str {
         LeaderError::Unavailable(_) => "connect_transport_exception",
         LeaderError::Timeout(_) => "receive_timeout_transport_exception",
         LeaderError::InvalidRequest(_) => "illegal_argument_exception",
+        LeaderError::InvalidResponse(_) => "illegal_state_exception",
         _ => "exception",
     }
 }

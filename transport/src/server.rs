@@ -115,7 +115,9 @@ pub fn status_of(error: &LeaderError) -> StatusCode {
         LeaderError::IndexClosed(_) | LeaderError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
         LeaderError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         LeaderError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        LeaderError::CorruptedResponse(_) => StatusCode::BAD_GATEWAY,
+        LeaderError::CorruptedResponse(_) | LeaderError::InvalidResponse(_) => {
+            StatusCode::BAD_GATEWAY
+        }
         LeaderError::Engine { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -37,6 +37,7 @@ use super::{
 use super::{INDEX_DIR, TRANSLOG_DIR};
 use crate::durable_file;
 use crate::error::{EngineError, Result};
+use crate::lease_log::LeaseLog;
 use crate::leases::RetentionLeases;
 use crate::mapping::DocumentMapper;
 use crate::translog::Translog;
@@ -261,7 +262,7 @@ impl ShardEngine {
         drop(index);
         // Leases of the leader (among them the follower's own recovery lease) must not come
         // back from a leases file either.
-        RetentionLeases::default().persist(dir)?;
+        LeaseLog::create(dir, &RetentionLeases::default())?;
         durable_file::replace_atomically(&dir.join(FOLLOWER_MARKER_FILE), b"1")?;
         tracing::info!(
             shard = ?dir,

@@ -2,7 +2,7 @@
 //! history + retention leases.
 //!
 //! On disk, a shard directory holds `index/` (the tantivy index), `translog/` (the write-ahead
-//! log) and `retention_leases.json`. Each tantivy commit carries a [`CommitPayload`]: the local
+//! log) and `retention_leases.log` (see `lease_log`). Each tantivy commit carries a [`CommitPayload`]: the local
 //! checkpoint and max_seq_no at the commit, the max_seq_no of updates or deletes, the history
 //! uuid, the primary term, the translog generation the commit does not cover, the retention
 //! leases and the minimum retained sequence number.
@@ -85,11 +85,16 @@ use writer_slot::ShardWriter;
 
 use crate::checkpoint::LocalCheckpointTracker;
 use crate::error::{EngineError, Result};
+use crate::lease_log::LeaseLog;
 use crate::mapping::DocumentMapper;
 use crate::translog::Translog;
 use crate::types::{PrimaryTerm, SeqNo};
 
-pub use crate::leases::{RetentionLease, RetentionLeases};
+pub use crate::lease_log::{LEASE_LOG_COMPACT_MIN_BYTES, RETENTION_LEASES_LOG_FILE};
+pub use crate::leases::{
+    RetentionLease, RetentionLeases, MAX_RETENTION_LEASES_PER_SHARD, MAX_RETENTION_LEASE_ID_BYTES,
+    MAX_RETENTION_LEASE_SOURCE_BYTES,
+};
 pub use changes::{ChangesRequest, ChangesResponse};
 pub use commit_point::{
     checksum_file, checksum_file_from_ranges, footer_checksum, ChecksumKind, CommitFileInfo,
@@ -403,9 +408,14 @@ impl ShardEngine {
             .try_into()
             .map_err(|e| EngineError::index("opening a reader", e))?;
         let searcher = reader.searcher();
-        let leases = match RetentionLeases::load(dir)? {
-            loaded if loaded.version >= payload.retention_leases.version => loaded,
-            _ => payload.retention_leases.clone(),
+        let (lease_log, leases) = match LeaseLog::open(dir)? {
+            (log, loaded) if loaded.version >= payload.retention_leases.version => (log, loaded),
+            // The commit knows a later version than the log (a log lost with its directory
+            // entry): the commit's leases are the state, and the log starts again from them.
+            _ => (
+                LeaseLog::create(dir, &payload.retention_leases)?,
+                payload.retention_leases.clone(),
+            ),
         };
         let follower = config.follower;
         let inner = Arc::new(ShardInner {
@@ -423,7 +433,7 @@ impl ShardEngine {
             )),
             translog: Arc::new(translog),
             commits: Commits::new(reader, searcher, payload.local_checkpoint),
-            retention: Retention::new(leases, payload.min_retained_seq_no),
+            retention: Retention::new(lease_log, leases, payload.min_retained_seq_no),
             failure: RankedMutex::new(LockRank::Failure, None),
             translog_flush_threshold_bytes: AtomicU64::new(config.translog_flush_threshold_bytes),
             writer_idle_release: config.writer_idle_release,
@@ -731,6 +741,12 @@ impl ShardEngine {
         self.inner.update_leases(|leases| leases.remove(id))
     }
 
+    /// Bytes of the shard's retention lease log on disk (it grows by one record per lease
+    /// change and is compacted past [`LEASE_LOG_COMPACT_MIN_BYTES`]).
+    pub fn retention_lease_log_bytes(&self) -> u64 {
+        self.inner.retention.lease_log_bytes()
+    }
+
     /// The current leases.
     pub fn retention_leases(&self) -> RetentionLeases {
         self.inner.retention.leases()
@@ -826,7 +842,7 @@ impl ShardInner {
         &self,
         change: impl FnOnce(&mut RetentionLeases) -> Result<T>,
     ) -> Result<T> {
-        let (result, changed) = self.retention.update_leases(&self.dir, change)?;
+        let (result, changed) = self.retention.update_leases(change)?;
         if changed {
             self.commits.mark_dirty();
         }

@@ -3,31 +3,38 @@
 //! documents.
 //!
 //! Guarantees: `min_retained_seq_no` never decreases (invariant 4); a lease change is persisted
-//! before it is installed, so a failed change or persist leaves the leases as they were.
+//! (appended to the lease log and fsynced) before it is installed, so a failed change or
+//! persist leaves the leases as they were.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use super::lock_order::{LockRank, RankedMutex};
 use crate::error::Result;
 use crate::history::HistoryCache;
+use crate::lease_log::LeaseLog;
 use crate::leases::RetentionLeases;
 use crate::types::SeqNo;
+
+/// The installed leases and the log they are persisted in, changed together under one lock.
+struct LeaseState {
+    leases: RetentionLeases,
+    log: LeaseLog,
+}
 
 /// The history cache, the leases and the retention floor of a shard.
 pub(crate) struct Retention {
     history: HistoryCache,
-    leases: RankedMutex<RetentionLeases>,
+    leases: RankedMutex<LeaseState>,
     min_retained_seq_no: AtomicI64,
 }
 
 impl Retention {
-    /// Retention starting from `leases` and the floor `min_retained_seq_no` (both from the
-    /// shard's last commit or lease file).
-    pub(crate) fn new(leases: RetentionLeases, min_retained_seq_no: SeqNo) -> Self {
+    /// Retention starting from `leases` (persisted in `log`) and the floor
+    /// `min_retained_seq_no` (from the shard's last commit).
+    pub(crate) fn new(log: LeaseLog, leases: RetentionLeases, min_retained_seq_no: SeqNo) -> Self {
         Retention {
             history: HistoryCache::default(),
-            leases: RankedMutex::new(LockRank::Leases, leases),
+            leases: RankedMutex::new(LockRank::Leases, LeaseState { leases, log }),
             min_retained_seq_no: AtomicI64::new(min_retained_seq_no.0),
         }
     }
@@ -39,7 +46,12 @@ impl Retention {
 
     /// The current leases.
     pub(crate) fn leases(&self) -> RetentionLeases {
-        self.leases.lock().clone()
+        self.leases.lock().leases.clone()
+    }
+
+    /// Bytes of the lease log on disk.
+    pub(crate) fn lease_log_bytes(&self) -> u64 {
+        self.leases.lock().log.size_in_bytes()
     }
 
     /// Merges may drop deleted documents below it.
@@ -47,19 +59,19 @@ impl Retention {
         SeqNo(self.min_retained_seq_no.load(Ordering::Acquire))
     }
 
-    /// Applies `change` to a copy of the leases, persists the copy in `shard_dir`, then
-    /// installs it. Returns the change's result and whether the leases changed.
+    /// Applies `change` to a copy of the leases, appends the difference to the lease log,
+    /// then installs the copy. Returns the change's result and whether the leases changed.
     pub(crate) fn update_leases<T>(
         &self,
-        shard_dir: &Path,
         change: impl FnOnce(&mut RetentionLeases) -> Result<T>,
     ) -> Result<(T, bool)> {
-        let mut leases = self.leases.lock();
-        let mut updated = leases.clone();
+        let mut state = self.leases.lock();
+        let mut updated = state.leases.clone();
         let result = change(&mut updated)?;
-        let changed = updated != *leases;
+        let changed = updated != state.leases;
         if changed {
-            updated.persist(shard_dir)?;
+            let LeaseState { leases, log } = &mut *state;
+            log.append(leases, &updated)?;
             *leases = updated;
         }
         Ok((result, changed))
@@ -72,6 +84,7 @@ impl Retention {
         let by_leases = self
             .leases
             .lock()
+            .leases
             .min_retaining_seq_no()
             .map_or(i64::MAX, |seq_no| seq_no.0);
         let candidate = by_leases.min(by_operations).min(by_commit);

@@ -298,7 +298,11 @@ async fn stats(State(node): State<NodeState>, params: Params) -> Result<Response
     let follow_stats = node.followers.stats(None).await?;
     Ok(ok(json!({
         "auto_follow_stats": node.auto_follow.stats(),
-        "follow_stats": {"indices": follow_stats},
+        "follow_stats": {
+            "indices": follow_stats,
+            // Tandem: leases of ended follows still to be removed from their leader.
+            "pending_retention_lease_removals": node.followers.pending_lease_removals().len(),
+        },
     })))
 }
 

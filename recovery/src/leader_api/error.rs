@@ -84,6 +84,12 @@ pub enum LeaderError {
     /// that keeps sending bad frames keeps the follower retrying rather than applying them.
     #[error("corrupted response from the leader: {0}")]
     CorruptedResponse(String),
+    /// The leader answered a value out of its range (a shard count, a term, a version or a
+    /// checkpoint no leader can have): it is not to be trusted, and asking again gets the same
+    /// answer, so the follow that asked fails. Checked in one place,
+    /// [`CheckedLeaderClient`](super::CheckedLeaderClient).
+    #[error("invalid response from the leader: {0}")]
+    InvalidResponse(String),
     /// The leader's engine failed on a file or its data.
     #[error("leader engine error: {message}")]
     Engine {
@@ -112,7 +118,8 @@ impl LeaderError {
             | LeaderError::RetentionLeaseNotFound(_)
             | LeaderError::MissingHistory { .. }
             | LeaderError::HistoryUuidMismatch { .. }
-            | LeaderError::InvalidRequest(_) => false,
+            | LeaderError::InvalidRequest(_)
+            | LeaderError::InvalidResponse(_) => false,
         }
     }
 
@@ -132,7 +139,9 @@ impl LeaderError {
                     actual: actual.clone(),
                 }
             }
-            EngineError::InvalidArgument(message) => LeaderError::InvalidRequest(message.clone()),
+            EngineError::InvalidArgument(message) | EngineError::RetentionLease(message) => {
+                LeaderError::InvalidRequest(message.clone())
+            }
             EngineError::Closed(message) => LeaderError::Unavailable(message.clone()),
             EngineError::Io { .. } | EngineError::Index { .. } | EngineError::Translog(_) => {
                 LeaderError::Engine {

@@ -16,7 +16,11 @@
 //! - a lost or expired session is reported as [`LeaderError::UnknownSession`], never as
 //!   another error, so a recovery knows to open a new one;
 //! - errors are classified with [`LeaderError::is_retryable`].
+//!
+//! What a leader answers is not trusted: [`CheckedLeaderClient`] range-checks every number of
+//! every answer, for every implementation, before a follower uses it.
 
+pub mod checked;
 mod error;
 mod forwarding;
 pub mod types;
@@ -26,6 +30,7 @@ use std::pin::Pin;
 
 use tandem_engine::index::IndexMetadata;
 
+pub use checked::CheckedLeaderClient;
 pub use error::LeaderError;
 pub use forwarding::ForwardingLeaderClient;
 pub use types::{

@@ -1,0 +1,234 @@
+//! Every number a leader sends is range-checked before the follower uses it: a leader that
+//! claims 4294967295 shards fails the follow with a clear error and no allocation for them,
+//! and operations with a primary term or a version no leader can have stop the follow with a
+//! fatal exception in its stats, before anything of them is written.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tandem_engine::index::IndexMetadata;
+use tandem_engine::indices::Indices;
+use tandem_engine::shard::{IndexRequest, WriteRequest};
+use tandem_engine::Operation;
+use tandem_recovery::in_process::InProcessLeaderClient;
+use tandem_recovery::leader_api::{
+    ForwardingLeaderClient, IndexMetadataRequest, LeaderClient, LeaderFuture, ShardChangesRequest,
+    ShardChangesResponse,
+};
+use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
+use tandem_recovery::target::RecoverySettings;
+use tandem_replication::follower_indices::{FollowRequest, FollowerIndices};
+use tandem_replication::params::FollowParameters;
+use tandem_replication::remote::RemoteClusters;
+
+/// The system allocator, counting the bytes allocated now and at most since the last reset.
+struct CountingAllocator;
+
+static ALLOCATED_BYTES: AtomicUsize = AtomicUsize::new(0);
+static PEAK_ALLOCATED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let pointer = unsafe { System.alloc(layout) };
+        if !pointer.is_null() {
+            let now = ALLOCATED_BYTES.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK_ALLOCATED_BYTES.fetch_max(now, Ordering::Relaxed);
+        }
+        pointer
+    }
+
+    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(pointer, layout) };
+        ALLOCATED_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Lies about the shard count, or about the terms and versions of operations, when told to.
+struct LyingLeader {
+    inner: Arc<dyn LeaderClient>,
+    shard_count: Option<u32>,
+    huge_terms: AtomicBool,
+}
+
+impl ForwardingLeaderClient for LyingLeader {
+    fn inner(&self) -> &dyn LeaderClient {
+        self.inner.as_ref()
+    }
+
+    fn index_metadata(&self, request: IndexMetadataRequest) -> LeaderFuture<'_, IndexMetadata> {
+        Box::pin(async move {
+            let mut metadata = self.inner.index_metadata(request).await?;
+            if let Some(shards) = self.shard_count {
+                metadata.settings.number_of_shards = shards;
+            }
+            Ok(metadata)
+        })
+    }
+
+    fn shard_changes(
+        &self,
+        request: ShardChangesRequest,
+    ) -> LeaderFuture<'_, ShardChangesResponse> {
+        Box::pin(async move {
+            let mut response = self.inner.shard_changes(request).await?;
+            if self.huge_terms.load(Ordering::SeqCst) {
+                response.changes.operations = response
+                    .changes
+                    .operations
+                    .iter()
+                    .map(|operation| {
+                        Arc::new(Operation {
+                            primary_term: tandem_engine::PrimaryTerm(u64::MAX),
+                            version: u64::MAX,
+                            ..(**operation).clone()
+                        })
+                    })
+                    .collect();
+            }
+            Ok(response)
+        })
+    }
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    leader: Arc<Indices>,
+    indices: Arc<Indices>,
+    followers: Arc<FollowerIndices>,
+    client: Arc<LyingLeader>,
+}
+
+async fn cluster(shard_count: Option<u32>) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = Arc::new(Indices::open(&dir.path().join("leader")).unwrap());
+    let logs = leader
+        .create(
+            "logs",
+            &json!({"number_of_shards": 1}),
+            &json!({"properties": {"n": {"type": "long"}}}),
+        )
+        .unwrap();
+    let bulk = (0..20)
+        .map(|n| {
+            WriteRequest::Index(IndexRequest::new(
+                format!("d{n}"),
+                format!(r#"{{"n":{n}}}"#),
+            ))
+        })
+        .collect();
+    for result in logs.bulk(bulk) {
+        result.unwrap();
+    }
+    let client = Arc::new(LyingLeader {
+        inner: Arc::new(InProcessLeaderClient::over_indices(
+            leader.clone(),
+            RecoverySource::new(RecoverySourceSettings::default()),
+        )),
+        shard_count,
+        huge_terms: AtomicBool::new(false),
+    });
+    let remotes = Arc::new(RemoteClusters::new());
+    remotes.set("leader", client.clone());
+    let follower_dir: &Path = &dir.path().join("follower");
+    let indices = Arc::new(Indices::open(&follower_dir.join("data")).unwrap());
+    let recovery = RecoverySettings {
+        max_bytes_per_sec: 0,
+        ..RecoverySettings::default()
+    };
+    let followers = FollowerIndices::open(
+        "follower-cluster",
+        indices.clone(),
+        remotes,
+        recovery,
+        &follower_dir.join("state"),
+    )
+    .await
+    .unwrap();
+    Cluster {
+        _dir: dir,
+        leader,
+        indices,
+        followers: Arc::new(followers),
+        client,
+    }
+}
+
+fn follow_request() -> FollowRequest {
+    FollowRequest {
+        remote_cluster: "leader".to_string(),
+        leader_index: "logs".to_string(),
+        follower_index: "logs-copy".to_string(),
+        parameters: FollowParameters {
+            read_poll_timeout: Some(tandem_engine::units::TimeValue::from_millis(100)),
+            ..FollowParameters::default()
+        },
+        wait_for_active_shards: true,
+        settings: serde_json::Value::Null,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_claiming_4294967295_shards_fails_the_follow_with_memory_flat() {
+    let cluster = cluster(Some(u32::MAX)).await;
+    let before = ALLOCATED_BYTES.load(Ordering::Relaxed);
+    PEAK_ALLOCATED_BYTES.store(before, Ordering::Relaxed);
+    let error = cluster
+        .followers
+        .follow(follow_request())
+        .await
+        .unwrap_err();
+    let peak = PEAK_ALLOCATED_BYTES.load(Ordering::Relaxed) - before;
+    let message = error.to_string();
+    assert!(
+        message.contains("index.number_of_shards [4294967295]") && message.contains("[1, 1024]"),
+        "{message}"
+    );
+    assert!(
+        peak < 16 * 1024 * 1024,
+        "{peak} bytes allocated by the follow"
+    );
+    assert!(cluster.followers.recoveries(None).is_empty());
+    assert!(cluster.indices.metadata("logs-copy").is_err());
+    let leader = cluster.leader.get("logs").unwrap();
+    assert!(
+        leader.shards()[0].retention_leases().leases.is_empty(),
+        "no lease taken for a follow that cannot start"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_with_impossible_terms_and_versions_are_a_fatal_follow_error() {
+    let cluster = cluster(None).await;
+    cluster.followers.follow(follow_request()).await.unwrap();
+    let copy = cluster.indices.get("logs-copy").unwrap();
+    let checkpoint = copy.shards()[0].global_checkpoint();
+    cluster.client.huge_terms.store(true, Ordering::SeqCst);
+    let leader = cluster.leader.get("logs").unwrap();
+    leader
+        .index(IndexRequest::new("new", r#"{"n":99}"#))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let fatal = loop {
+        let stats = cluster.followers.stats(Some("logs-copy")).await.unwrap();
+        if let Some(fatal) = stats[0].shards[0].fatal_exception.clone() {
+            break fatal;
+        }
+        assert!(Instant::now() < deadline, "no fatal exception: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(fatal.error_type, "illegal_state_exception");
+    assert!(fatal.reason.contains("primary term"), "{fatal:?}");
+    assert_eq!(
+        copy.shards()[0].global_checkpoint(),
+        checkpoint,
+        "nothing of the bad operation was written"
+    );
+    assert!(copy.get("new").unwrap().is_none());
+}
