@@ -111,6 +111,7 @@ fn main() {
             http: "127.0.0.1:0".parse().expect("an address"),
             name: "bulk".to_string(),
             indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
+            http_limits: tandem_node::http::HttpLimits::default(),
         }))
         .expect("starting a node");
     let url = node.url();

@@ -257,6 +257,7 @@ fn start_node(
                 http: "127.0.0.1:0".parse().expect("an address"),
                 name: name.to_string(),
                 indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
+                http_limits: tandem_node::http::HttpLimits::default(),
             }))
             .unwrap_or_else(|error| panic!("starting node [{name}]: {error}"))
     })

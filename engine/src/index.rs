@@ -18,7 +18,9 @@ use tantivy::collector::{Count, TopDocs};
 
 use crate::durable_file;
 use crate::error::{EngineError, Result};
-use crate::mapping::{DocumentMapper, MappingListener, Mappings};
+use crate::mapping::{
+    check_total_fields, DocumentMapper, MappingListener, Mappings, DEFAULT_TOTAL_FIELDS_LIMIT,
+};
 use crate::shard::{
     DeleteRequest, Durability, GetResult, IndexRequest, ShardConfig, ShardEngine, WriteRequest,
     WriteResult, DEFAULT_TRANSLOG_FLUSH_THRESHOLD_BYTES,
@@ -57,6 +59,11 @@ pub struct IndexSettings {
     /// `index.translog.flush_threshold_size` in bytes (default 512mb).
     #[serde(default = "default_translog_flush_threshold_bytes")]
     pub translog_flush_threshold_bytes: u64,
+    /// `index.mapping.total_fields.limit` (default 1000): how many fields new documents and
+    /// mapping updates may grow the mappings to; a follower applies its leader's mappings as
+    /// they are.
+    #[serde(default = "default_total_fields_limit")]
+    pub total_fields_limit: u64,
     /// Settings about where shards go in a cluster of many nodes (`routing.allocation.*`,
     /// `routing.rebalance.*`, `auto_expand_replicas`, `priority`,
     /// `unassigned.node_left.delayed_timeout`), keyed without the `index.` prefix: accepted
@@ -64,6 +71,10 @@ pub struct IndexSettings {
     /// effect on a one-node cluster.
     #[serde(default)]
     pub placement: BTreeMap<String, String>,
+}
+
+fn default_total_fields_limit() -> u64 {
+    DEFAULT_TOTAL_FIELDS_LIMIT
 }
 
 fn default_translog_flush_threshold_bytes() -> u64 {
@@ -91,6 +102,7 @@ impl Default for IndexSettings {
             retention_lease_period_millis: 12 * 3600 * 1000,
             retention_operations: 0,
             translog_flush_threshold_bytes: DEFAULT_TRANSLOG_FLUSH_THRESHOLD_BYTES,
+            total_fields_limit: DEFAULT_TOTAL_FIELDS_LIMIT,
             placement: BTreeMap::new(),
         }
     }
@@ -170,6 +182,9 @@ impl IndexSettings {
                 "soft_deletes.retention.operations" => {
                     self.retention_operations = text.parse().map_err(|_| invalid("not an integer"))?
                 }
+                "mapping.total_fields.limit" => {
+                    self.total_fields_limit = text.parse().map_err(|_| invalid("not an integer"))?
+                }
                 "soft_deletes.enabled" if text == "true" => {}
                 placement if is_placement_setting(placement) => {
                     if value.is_object() {
@@ -207,6 +222,11 @@ impl IndexSettings {
                 },
             }
         });
+        // Shown when set, as Elasticsearch shows the settings an index was given.
+        if self.total_fields_limit != DEFAULT_TOTAL_FIELDS_LIMIT {
+            settings["index"]["mapping"] =
+                serde_json::json!({"total_fields": {"limit": self.total_fields_limit.to_string()}});
+        }
         for (key, value) in &self.placement {
             let mut node = &mut settings["index"];
             for part in key.split('.') {
@@ -352,6 +372,8 @@ pub struct Index {
     /// Set by [`Index::begin_close`]: the index is being closed or deleted and takes no new
     /// users (see [`Indices::get`](crate::indices::Indices::get)).
     closing: AtomicBool,
+    /// Set by [`Index::begin_delete`]: the index is being deleted (not only closed).
+    deleted: AtomicBool,
 }
 
 /// Checks an index name against Elasticsearch's rules (lowercase, no `\/*?"<>| ,#:`, not
@@ -410,6 +432,12 @@ impl Index {
     pub fn create(dir: &Path, name: &str, settings: &Value, mappings: &Value) -> Result<Index> {
         let settings = IndexSettings::from_es_json(settings)?;
         let mappings = Mappings::from_es_json(mappings)?;
+        check_total_fields(
+            &Mappings::empty(),
+            &mappings,
+            settings.total_fields_limit,
+            false,
+        )?;
         Self::create_with(
             dir,
             name,
@@ -456,6 +484,7 @@ impl Index {
             1,
             Some(metadata_listener(dir.to_path_buf(), metadata.clone())),
         ));
+        mapper.set_total_fields_limit(settings.total_fields_limit);
         let mut config = settings.shard_config();
         config.follower = follower;
         let mut shards = Vec::new();
@@ -475,6 +504,7 @@ impl Index {
             mapper,
             shards,
             closing: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
         })
     }
 
@@ -542,6 +572,7 @@ impl Index {
             version,
             Some(metadata_listener(dir.to_path_buf(), metadata.clone())),
         ));
+        mapper.set_total_fields_limit(metadata.read().settings.total_fields_limit);
         let mut shards = Vec::new();
         for shard in 0..shard_count {
             let shard_dir = dir.join(shard.to_string());
@@ -563,6 +594,7 @@ impl Index {
             mapper,
             shards,
             closing: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
         })
     }
 
@@ -576,6 +608,32 @@ impl Index {
             shard.set_closing(true);
         }
         true
+    }
+
+    /// Starts deleting the index: as [`Index::begin_close`], and the operations in flight that
+    /// fail from now on answer `IndexNotFound` (see [`Index::settle`]).
+    pub fn begin_delete(&self) -> bool {
+        self.deleted.store(true, Ordering::Release);
+        self.begin_close()
+    }
+
+    /// The answer to an operation that raced a close or delete of this index: an error the
+    /// close or delete caused (the engine closed under it, its files removed: a 5xx) is
+    /// Elasticsearch's `index_not_found_exception` for a deleted index and
+    /// `index_closed_exception` for a closed one. Errors of the request itself (a version
+    /// conflict, a bad document) and errors of an index that is not closing stay as they are.
+    fn settle<T>(&self, result: Result<T>) -> Result<T> {
+        match result {
+            Err(error) if error.status() >= 500 && self.is_closing() => {
+                let name = self.name();
+                Err(if self.deleted.load(Ordering::Acquire) {
+                    EngineError::IndexNotFound { name }
+                } else {
+                    EngineError::IndexClosed { name }
+                })
+            }
+            other => other,
+        }
     }
 
     /// Undoes [`Index::begin_close`]: the close did not happen and the index is open as before.
@@ -632,17 +690,17 @@ impl Index {
 
     /// Indexes one document.
     pub fn index(&self, request: IndexRequest) -> Result<WriteResult> {
-        self.shards[self.shard_for(&request.id)].index(request)
+        self.settle(self.shards[self.shard_for(&request.id)].index(request))
     }
 
     /// Deletes one document.
     pub fn delete(&self, request: DeleteRequest) -> Result<WriteResult> {
-        self.shards[self.shard_for(&request.id)].delete(request)
+        self.settle(self.shards[self.shard_for(&request.id)].delete(request))
     }
 
     /// Reads one document (real-time).
     pub fn get(&self, id: &str) -> Result<Option<GetResult>> {
-        self.shards[self.shard_for(id)].get(id)
+        self.settle(self.shards[self.shard_for(id)].get(id))
     }
 
     /// Applies a bulk: items are grouped per shard, results come back in request order.
@@ -672,16 +730,16 @@ impl Index {
         results
             .into_iter()
             .map(|result| {
-                result.unwrap_or_else(|| {
+                self.settle(result.unwrap_or_else(|| {
                     Err(EngineError::InvalidArgument("bulk item lost".to_string()))
-                })
+                }))
             })
             .collect()
     }
 
     /// Refreshes every shard.
     pub fn refresh(&self) -> Result<()> {
-        self.shards.iter().try_for_each(ShardEngine::refresh)
+        self.settle(self.shards.iter().try_for_each(ShardEngine::refresh))
     }
 
     /// Live documents in the last refreshed readers.
@@ -692,6 +750,10 @@ impl Index {
     /// Merges an Elasticsearch mapping update. A follower index refuses it: its mappings come
     /// from its leader (see [`Index::apply_leader_mappings`]).
     pub fn put_mapping(&self, body: &Value) -> Result<bool> {
+        self.settle(self.put_mapping_unsettled(body))
+    }
+
+    fn put_mapping_unsettled(&self, body: &Value) -> Result<bool> {
         if self.is_follower() {
             return Err(EngineError::ReadOnlyFollower(format!(
                 "cannot change the mappings of follower index [{}]; they follow its leader",
@@ -710,6 +772,10 @@ impl Index {
     /// follower index refuses: its aliases come from its leader. Removing an alias the index
     /// does not have is an error (`aliases_not_found_exception` in Elasticsearch).
     pub fn update_aliases(&self, actions: &[AliasAction]) -> Result<bool> {
+        self.settle(self.update_aliases_unsettled(actions))
+    }
+
+    fn update_aliases_unsettled(&self, actions: &[AliasAction]) -> Result<bool> {
         if self.is_follower() {
             return Err(EngineError::ReadOnlyFollower(format!(
                 "cannot change the aliases of follower index [{}]; they follow its leader",
@@ -782,6 +848,10 @@ impl Index {
     /// retention) take effect at once on every open shard; the update is persisted first, so a
     /// shard that cannot take it (a failed shard) gets it when it is reopened.
     pub fn update_settings(&self, body: &Value) -> Result<bool> {
+        self.settle(self.update_settings_unsettled(body))
+    }
+
+    fn update_settings_unsettled(&self, body: &Value) -> Result<bool> {
         let mut metadata = self.metadata.write();
         let mut updated = metadata.clone();
         updated.settings.apply_es_json(body, false)?;
@@ -791,6 +861,8 @@ impl Index {
         updated.settings_version += 1;
         persist_metadata(&self.dir, &updated)?;
         let dynamic = updated.settings.shard_config().dynamic();
+        self.mapper
+            .set_total_fields_limit(updated.settings.total_fields_limit);
         *metadata = updated;
         drop(metadata);
         for shard in &self.shards {
@@ -802,7 +874,7 @@ impl Index {
     /// Searches every shard with an Elasticsearch `q=` query string; `from` + `size` paginate.
     pub fn search(&self, query: &str, from: usize, size: usize) -> Result<SearchResult> {
         let query = self.build_query(&SearchQuery::QueryString(query.to_string()))?;
-        self.run_search(query, from, size)
+        self.settle(self.run_search(query, from, size))
     }
 
     /// Searches every shard with a query given as `q=` text or query DSL; `from` + `size`
@@ -814,7 +886,7 @@ impl Index {
         size: usize,
     ) -> Result<SearchResult> {
         let query = self.build_query(query)?;
-        self.run_search(query, from, size)
+        self.settle(self.run_search(query, from, size))
     }
 
     /// Searches every shard with an Elasticsearch query DSL object (`{"match": {...}}`).
@@ -824,6 +896,10 @@ impl Index {
 
     /// Number of live documents matching `query` in the last refreshed readers.
     pub fn count(&self, query: &SearchQuery) -> Result<u64> {
+        self.settle(self.count_unsettled(query))
+    }
+
+    fn count_unsettled(&self, query: &SearchQuery) -> Result<u64> {
         let query = self.build_query(query)?;
         let mut total = 0u64;
         for shard in &self.shards {
@@ -897,21 +973,21 @@ impl Index {
     /// Elasticsearch's flush: fsyncs every shard's translog, then commits every shard (which
     /// trims the translog down to what the commit does not hold).
     pub fn flush(&self) -> Result<()> {
-        for shard in &self.shards {
+        self.settle(self.shards.iter().try_for_each(|shard| {
             shard.sync_translog()?;
-            shard.refresh()?;
-        }
-        Ok(())
+            shard.refresh()
+        }))
     }
 
     /// Force-merges every shard down to at most `max_num_segments` segments where retention
     /// allows it (segments holding history at or above `min_retained_seq_no` are never merged:
     /// invariant 4), and waits for the merges.
     pub fn force_merge(&self, max_num_segments: usize) -> Result<()> {
-        for shard in &self.shards {
-            shard.force_merge(max_num_segments)?;
-        }
-        Ok(())
+        self.settle(
+            self.shards
+                .iter()
+                .try_for_each(|shard| shard.force_merge(max_num_segments)),
+        )
     }
 
     /// The shards that failed, with the reason (see [`ShardEngine::failure`]).

@@ -485,8 +485,8 @@ impl Indices {
             .remove(name)
             .ok_or_else(|| not_found(name))?;
         if let Slot::Open(index) = &slot {
-            // Whoever still holds it sees it closing, and its long polls end now.
-            index.begin_close();
+            // Whoever still holds it sees it deleted, and its long polls end now.
+            index.begin_delete();
         }
         let path = slot.dir().to_path_buf();
         drop(slot);

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::http::HttpLimits;
+
 /// Default HTTP address, as Elasticsearch's.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9200";
 /// Default node (and cluster) name.
@@ -27,6 +29,8 @@ pub struct NodeConfig {
     /// shard together may hold for unrefreshed operations before the node refreshes the shards
     /// holding most.
     pub indexing_buffer_bytes: u64,
+    /// What bounds the HTTP server's connections.
+    pub http_limits: HttpLimits,
 }
 
 /// Smallest indexing buffer a percentage resolves to (Elasticsearch's
@@ -102,6 +106,15 @@ pub struct ConfigFile {
     pub name: Option<String>,
     /// `indices.memory.index_buffer_size`: a percentage of physical memory or a byte size.
     pub index_buffer_size: Option<String>,
+    /// `http.max_open_connections`: most HTTP connections open at once.
+    #[serde(rename = "http.max_open_connections")]
+    pub http_max_open_connections: Option<usize>,
+    /// `http.header_read_timeout`: longest wait for a request head (a time value).
+    #[serde(rename = "http.header_read_timeout")]
+    pub http_header_read_timeout: Option<String>,
+    /// `http.idle_timeout`: longest an HTTP connection stays open unused (a time value).
+    #[serde(rename = "http.idle_timeout")]
+    pub http_idle_timeout: Option<String>,
 }
 
 /// A configuration the node cannot start with.
@@ -130,6 +143,9 @@ pub enum ConfigError {
     /// The indexing buffer size is not a percentage or a byte size.
     #[error("invalid index_buffer_size {0}")]
     IndexBuffer(String),
+    /// An `http.*` limit is invalid.
+    #[error("invalid {0}")]
+    HttpLimit(String),
     /// The name is empty or has characters that cannot be part of a lease id.
     #[error("invalid node name [{0}]: use letters, digits, '-' and '_'")]
     Name(String),
@@ -157,6 +173,7 @@ impl NodeConfig {
         name: Option<String>,
         file: ConfigFile,
     ) -> Result<NodeConfig, ConfigError> {
+        let http_limits = http_limits(&file)?;
         let data = data
             .or(file.data)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
@@ -185,8 +202,42 @@ impl NodeConfig {
             http,
             name,
             indexing_buffer_bytes,
+            http_limits,
         })
     }
+}
+
+/// The `http.*` limits of `file`, defaults for those it does not set.
+fn http_limits(file: &ConfigFile) -> Result<HttpLimits, ConfigError> {
+    let mut limits = HttpLimits::default();
+    if let Some(max) = file.http_max_open_connections {
+        if !(1..=crate::http::MAX_OPEN_CONNECTIONS).contains(&max) {
+            return Err(ConfigError::HttpLimit(format!(
+                "http.max_open_connections [{max}]: must be between 1 and {}",
+                crate::http::MAX_OPEN_CONNECTIONS
+            )));
+        }
+        limits.max_open_connections = max;
+    }
+    let time =
+        |key: &str, value: &Option<String>| -> Result<Option<std::time::Duration>, ConfigError> {
+            value
+                .as_deref()
+                .map(|text| match tandem_engine::units::parse_time_millis(text) {
+                    Some(millis) if millis > 0 => Ok(std::time::Duration::from_millis(millis)),
+                    _ => Err(ConfigError::HttpLimit(format!(
+                        "{key} [{text}]: expected a positive time value such as 30s"
+                    ))),
+                })
+                .transpose()
+        };
+    if let Some(timeout) = time("http.header_read_timeout", &file.http_header_read_timeout)? {
+        limits.header_read_timeout = timeout;
+    }
+    if let Some(timeout) = time("http.idle_timeout", &file.http_idle_timeout)? {
+        limits.idle_timeout = timeout;
+    }
+    Ok(limits)
 }
 
 #[cfg(test)]
@@ -219,6 +270,34 @@ mod tests {
         assert_eq!(config.data, PathBuf::from("/d"));
         assert_eq!(config.name, "cli");
         assert_eq!(config.http.to_string(), DEFAULT_HTTP);
+    }
+
+    #[test]
+    fn http_limits_come_from_the_file() {
+        let file: ConfigFile = toml::from_str(
+            "\"http.max_open_connections\" = 50\n\"http.header_read_timeout\" = \"2s\"\n\"http.idle_timeout\" = \"1m\"",
+        )
+        .unwrap();
+        let limits = NodeConfig::resolve(None, None, None, file)
+            .unwrap()
+            .http_limits;
+        assert_eq!(limits.max_open_connections, 50);
+        assert_eq!(
+            limits.header_read_timeout,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(limits.idle_timeout, std::time::Duration::from_secs(60));
+        let defaults = NodeConfig::resolve(None, None, None, ConfigFile::default()).unwrap();
+        assert_eq!(defaults.http_limits, HttpLimits::default());
+        for bad in [
+            "\"http.max_open_connections\" = 0",
+            "\"http.idle_timeout\" = \"soon\"",
+            "\"http.header_read_timeout\" = \"0s\"",
+        ] {
+            let file: ConfigFile = toml::from_str(bad).unwrap();
+            let refused = NodeConfig::resolve(None, None, None, file);
+            assert!(matches!(refused, Err(ConfigError::HttpLimit(_))), "{bad}");
+        }
     }
 
     #[test]

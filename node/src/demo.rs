@@ -434,6 +434,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
             http: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             name: name.to_string(),
             indexing_buffer_bytes: crate::config::default_indexing_buffer_bytes(),
+            http_limits: crate::http::HttpLimits::default(),
         })
     };
     step("Two clusters on loopback");

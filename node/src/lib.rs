@@ -22,6 +22,7 @@ pub mod cluster_settings;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod http;
 pub mod indexing_buffer;
 pub mod node;
 pub mod rest;

@@ -49,16 +49,13 @@ impl RunningNode {
             address: config.http,
             source,
         })?;
+        let limits = config.http_limits;
         let node = Node::open(config).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = crate::rest::service(node.clone());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let app = crate::rest::normalized(node.clone());
+        let server = tokio::spawn(crate::http::serve(listener, app, limits, async {
+            let _ = stopped.await;
+        }));
         Ok(RunningNode {
             node,
             address,

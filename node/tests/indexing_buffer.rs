@@ -22,6 +22,7 @@ async fn a_bulk_load_with_refresh_disabled_stays_within_the_indexing_buffer() {
         http: "127.0.0.1:0".parse().unwrap(),
         name: "node".to_string(),
         indexing_buffer_bytes: BUDGET,
+        http_limits: tandem_node::http::HttpLimits::default(),
     })
     .await
     .unwrap();

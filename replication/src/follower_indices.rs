@@ -559,10 +559,9 @@ impl FollowerIndices {
                 )
             })
             .collect();
-        self.recoveries
-            .lock()
-            .insert(request.follower_index.clone(), records);
         let dir = self.indices.new_index_dir();
+        // Recovering before its records exist: a `_recovery` in between, which forgets the
+        // records of indices that are neither recovering nor exist, keeps them.
         self.recovering.lock().insert(
             request.follower_index.clone(),
             RecoveringFollower {
@@ -581,6 +580,9 @@ impl FollowerIndices {
                 task: None,
             },
         );
+        self.recoveries
+            .lock()
+            .insert(request.follower_index.clone(), records);
         Ok(PreparedFollow {
             dir,
             request,
@@ -736,9 +738,14 @@ impl FollowerIndices {
 
     /// The remote recoveries of the given follower index, or of all of them, by index and
     /// shard.
+    /// The records of indices that no longer exist (deleted, or a follow that failed and left
+    /// no index) are forgotten first, whatever path removed the index.
     pub fn recoveries(&self, follower_index: Option<&str>) -> Vec<FollowerShardRecovery> {
-        self.recoveries
-            .lock()
+        let mut recoveries = self.recoveries.lock();
+        recoveries.retain(|name, _| {
+            self.indices.metadata(name).is_ok() || self.recovering.lock().contains_key(name)
+        });
+        recoveries
             .iter()
             .filter(|(name, _)| follower_index.is_none_or(|wanted| wanted == name.as_str()))
             .flat_map(|(name, shards)| {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use tantivy::TantivyDocument;
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::mapping::{IndexSchema, Mappings};
 
 /// Called with the new mappings and version whenever they change; an error refuses the change.
@@ -26,12 +26,42 @@ enum SourceOrigin {
     History,
 }
 
+/// Elasticsearch's default `index.mapping.total_fields.limit`.
+pub const DEFAULT_TOTAL_FIELDS_LIMIT: u64 = 1000;
+
 /// The mappings of one index and its tantivy schema.
 pub struct DocumentMapper {
     schema: Arc<IndexSchema>,
     mappings: RwLock<Mappings>,
     version: AtomicU64,
     listener: Option<MappingListener>,
+    /// `index.mapping.total_fields.limit`: what new documents and mapping updates from
+    /// clients may grow the mappings to (a leader's mappings and operations are applied as
+    /// they are).
+    total_fields_limit: AtomicU64,
+}
+
+/// Refuses `updated` when it has more fields than `limit` and more than `current` (mappings
+/// already over a lowered limit keep working, as in Elasticsearch, but cannot grow).
+/// `dynamic` adds Elasticsearch's "while adding new fields [n]".
+pub fn check_total_fields(
+    current: &Mappings,
+    updated: &Mappings,
+    limit: u64,
+    dynamic: bool,
+) -> Result<()> {
+    let (before, after) = (current.total_fields(), updated.total_fields());
+    if after as u64 <= limit || after <= before {
+        return Ok(());
+    }
+    let adding = if dynamic {
+        format!(" while adding new fields [{}]", after - before)
+    } else {
+        String::new()
+    };
+    Err(EngineError::InvalidArgument(format!(
+        "Limit of total fields [{limit}] has been exceeded{adding}"
+    )))
 }
 
 impl DocumentMapper {
@@ -42,7 +72,13 @@ impl DocumentMapper {
             mappings: RwLock::new(mappings),
             version: AtomicU64::new(version),
             listener,
+            total_fields_limit: AtomicU64::new(DEFAULT_TOTAL_FIELDS_LIMIT),
         }
+    }
+
+    /// Sets `index.mapping.total_fields.limit` (a dynamic setting).
+    pub fn set_total_fields_limit(&self, limit: u64) {
+        self.total_fields_limit.store(limit, Ordering::Release);
     }
 
     /// The tantivy schema.
@@ -93,6 +129,10 @@ impl DocumentMapper {
         }
         let mut updated = mappings.clone();
         updated.add_fields(&parsed.new_fields)?;
+        if matches!(origin, SourceOrigin::Client) {
+            let limit = self.total_fields_limit.load(Ordering::Acquire);
+            check_total_fields(&mappings, &updated, limit, true)?;
+        }
         let version = self.version.load(Ordering::Acquire) + 1;
         if let Some(listener) = &self.listener {
             listener(&updated, version)?;
@@ -109,6 +149,8 @@ impl DocumentMapper {
         if !updated.merge_es_json(body)? {
             return Ok(false);
         }
+        let limit = self.total_fields_limit.load(Ordering::Acquire);
+        check_total_fields(&mappings, &updated, limit, false)?;
         let version = self.version.load(Ordering::Acquire) + 1;
         if let Some(listener) = &self.listener {
             listener(&updated, version)?;

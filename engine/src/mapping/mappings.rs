@@ -220,6 +220,24 @@ impl Mappings {
         self.fields.len()
     }
 
+    /// Number of fields as Elasticsearch counts them against `index.mapping.total_fields.limit`:
+    /// every field and every object that holds fields (`a.b` and `a.c` are three: `a`, `a.b`,
+    /// `a.c`); metadata fields do not count.
+    pub fn total_fields(&self) -> usize {
+        let mut names: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+        for name in self.fields.keys() {
+            names.insert(name);
+            let mut prefix = name.as_str();
+            while let Some((parent, _)) = prefix.rsplit_once('.') {
+                if !names.insert(parent) {
+                    break;
+                }
+                prefix = parent;
+            }
+        }
+        names.len()
+    }
+
     /// Whether there is no field.
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()

@@ -43,7 +43,7 @@ pub use document::ParsedDocument;
 pub const MAX_TERM_BYTES: usize = 32_766;
 pub use dsl::{MAX_CLAUSE_COUNT, MAX_QUERY_DEPTH};
 pub use error::{DocumentError, MappingError, QueryError};
-pub use mapper::{DocumentMapper, MappingListener};
+pub use mapper::{check_total_fields, DocumentMapper, MappingListener, DEFAULT_TOTAL_FIELDS_LIMIT};
 pub use mappings::{Dynamic, FieldType, Mappings};
 pub use schema::IndexSchema;
 

@@ -74,10 +74,13 @@ pub type NormalizedRouter = tower::util::MapRequest<Router, fn(Request) -> Reque
 /// that has to happen before routing (a trailing `/`, as in `POST /index/_doc/`, is
 /// accepted as Elasticsearch accepts it).
 pub fn service(node: Arc<Node>) -> axum::routing::IntoMakeService<NormalizedRouter> {
-    let normalized =
-        tower::util::MapRequestLayer::new(trim_trailing_slash as fn(Request) -> Request)
-            .layer(router(node));
-    axum::ServiceExt::<Request>::into_make_service(normalized)
+    axum::ServiceExt::<Request>::into_make_service(normalized(node))
+}
+
+/// [`router`] behind the path normalization of [`service`], as one connection serves it.
+pub fn normalized(node: Arc<Node>) -> NormalizedRouter {
+    tower::util::MapRequestLayer::new(trim_trailing_slash as fn(Request) -> Request)
+        .layer(router(node))
 }
 
 /// `/a/b/` becomes `/a/b` (the root stays `/`); the query is kept.

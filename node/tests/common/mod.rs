@@ -205,6 +205,7 @@ pub async fn start_in_process(name: &str, dir: &Path) -> tandem_node::server::Ru
         http: "127.0.0.1:0".parse().expect("a loopback address"),
         name: name.to_string(),
         indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
+        http_limits: tandem_node::http::HttpLimits::default(),
     })
     .await
     .expect("starting an in-process node")

@@ -1,0 +1,345 @@
+//! The HTTP server's connections: the accept loop and what bounds a connection.
+//!
+//! Guarantees:
+//! - at most [`HttpLimits::max_open_connections`] connections are open at once; when that many
+//!   are, the node logs a warning once, keeps serving the connections it has, and accepts again
+//!   as soon as one closes (the kernel's backlog holds the connections waiting meanwhile);
+//! - a connection that does not deliver a complete request head within
+//!   [`HttpLimits::header_read_timeout`] of opening (or of its first byte, on a kept-alive
+//!   connection) is closed (hyper's header-read timeout);
+//! - a connection with no request in flight and no byte read or written for
+//!   [`HttpLimits::idle_timeout`] is closed; a request in flight (a follower's long poll, say)
+//!   is never cut by it;
+//! - on shutdown, accepting stops, every connection finishes the request it is serving and
+//!   closes, and the server waits at most [`SHUTDOWN_DRAIN_TIMEOUT`] for them.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore, TryAcquireError};
+use tokio::time::Instant;
+
+use crate::rest::NormalizedRouter;
+
+/// Default [`HttpLimits::header_read_timeout`] (hyper's and Go's usual 30 s).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`HttpLimits::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest default [`HttpLimits::max_open_connections`]; the default is also at most half the
+/// process's file-descriptor limit, so that the indices' files always have descriptors left.
+pub const MAX_DEFAULT_OPEN_CONNECTIONS: usize = 10_000;
+/// Largest `http.max_open_connections` a node accepts.
+pub const MAX_OPEN_CONNECTIONS: usize = 1_000_000;
+/// How long a shutdown waits for open connections to finish their requests.
+pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a connection with a request in flight looks whether it became idle.
+const IN_FLIGHT_RECHECK: Duration = Duration::from_secs(1);
+/// Pause after a failed `accept` (out of file descriptors, say) before the next one.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What bounds the HTTP server's connections (node settings `http.max_open_connections`,
+/// `http.header_read_timeout`, `http.idle_timeout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Most connections open at once.
+    pub max_open_connections: usize,
+    /// Longest wait for a complete request head.
+    pub header_read_timeout: Duration,
+    /// Longest a connection stays open with no request in flight and no traffic.
+    pub idle_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_open_connections: default_max_open_connections(),
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// [`MAX_DEFAULT_OPEN_CONNECTIONS`], or half the soft `RLIMIT_NOFILE` when that is lower.
+pub fn default_max_open_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes the limit into a struct we own.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    let half_of_fds = if known {
+        usize::try_from(limit.rlim_cur / 2).unwrap_or(usize::MAX)
+    } else {
+        MAX_DEFAULT_OPEN_CONNECTIONS
+    };
+    half_of_fds.clamp(1, MAX_DEFAULT_OPEN_CONNECTIONS)
+}
+
+/// Serves `app` on `listener` within `limits` until `stop` completes, then drains (see the
+/// module documentation).
+pub async fn serve(
+    listener: TcpListener,
+    app: NormalizedRouter,
+    limits: HttpLimits,
+    stop: impl Future<Output = ()>,
+) -> io::Result<()> {
+    assert!(limits.max_open_connections > 0, "checked when configured");
+    let connections = Arc::new(Semaphore::new(limits.max_open_connections));
+    let (shutdown, shutting_down) = watch::channel(false);
+    tokio::pin!(stop);
+    loop {
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => {
+                tracing::warn!(
+                    limit = limits.max_open_connections,
+                    "http.max_open_connections reached: serving the open connections, accepting new ones once some close"
+                );
+                let permit = tokio::select! {
+                    permit = connections.clone().acquire_owned() => permit,
+                    () = &mut stop => break,
+                };
+                let Ok(permit) = permit else { break };
+                tracing::info!(
+                    limit = limits.max_open_connections,
+                    "below http.max_open_connections again: accepting connections"
+                );
+                permit
+            }
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "accepting an http connection failed");
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        let (app, shutting_down) = (app.clone(), shutting_down.clone());
+        tokio::spawn(async move {
+            serve_connection(stream, app, limits, shutting_down).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = shutdown.send(true);
+    let all = u32::try_from(limits.max_open_connections).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, connections.acquire_many(all));
+    if drained.await.is_err() {
+        tracing::warn!(
+            timeout = ?SHUTDOWN_DRAIN_TIMEOUT,
+            "http connections still open at shutdown; closing them"
+        );
+    }
+    Ok(())
+}
+
+/// When a connection last moved a byte, and how many of its requests are in flight.
+struct Activity {
+    origin: Instant,
+    last_millis: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            origin: Instant::now(),
+            last_millis: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let millis = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_millis.fetch_max(millis, Ordering::Relaxed);
+    }
+
+    /// When the connection becomes idle if nothing happens until then.
+    fn idle_at(&self, idle_timeout: Duration) -> Instant {
+        self.origin + Duration::from_millis(self.last_millis.load(Ordering::Relaxed)) + idle_timeout
+    }
+
+    fn is_idle(&self, idle_timeout: Duration) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && Instant::now() >= self.idle_at(idle_timeout)
+    }
+}
+
+/// Counts a request in flight until dropped (its response head is ready, or it was dropped).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A TCP stream that records its traffic in an [`Activity`].
+struct Tracked {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(written)) if written > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(written)) if written > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Serves one connection until it ends, times out, or the server shuts down.
+async fn serve_connection(
+    stream: TcpStream,
+    app: NormalizedRouter,
+    limits: HttpLimits,
+    mut shutting_down: watch::Receiver<bool>,
+) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Tracked {
+        stream,
+        activity: activity.clone(),
+    });
+    let requests = activity.clone();
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let in_flight = InFlight::new(&requests);
+            let app = app.clone();
+            async move {
+                let response =
+                    tower::ServiceExt::oneshot(app, request.map(axum::body::Body::new)).await;
+                drop(in_flight);
+                response
+            }
+        });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let mut closing = false;
+    loop {
+        // While a request is in flight the connection cannot become idle: look again later.
+        let idle_at = if activity.in_flight.load(Ordering::Acquire) > 0 {
+            Instant::now() + limits.idle_timeout.min(IN_FLIGHT_RECHECK)
+        } else {
+            activity.idle_at(limits.idle_timeout)
+        };
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "http connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(idle_at), if !closing => {
+                if activity.is_idle(limits.idle_timeout) {
+                    tracing::debug!(timeout = ?limits.idle_timeout, "closing an idle http connection");
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+            changed = shutting_down.changed(), if !closing => {
+                if changed.is_err() || *shutting_down.borrow() {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_cap_leaves_file_descriptors_to_the_indices() {
+        let cap = default_max_open_connections();
+        assert!((1..=MAX_DEFAULT_OPEN_CONNECTIONS).contains(&cap));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_idle_only_without_requests_in_flight() {
+        let activity = Arc::new(Activity::new());
+        let timeout = Duration::from_secs(5);
+        assert!(!activity.is_idle(timeout));
+        let request = InFlight::new(&activity);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(!activity.is_idle(timeout), "a request is in flight");
+        drop(request);
+        assert!(!activity.is_idle(timeout), "the answer just went out");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(activity.is_idle(timeout));
+    }
+}
