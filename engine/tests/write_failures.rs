@@ -6,9 +6,12 @@
 //! Failures are injected with the `shard::primary_after_seq_no` failpoint (TiKV's `fail`),
 //! which is process-global: every test here runs inside one `FailScenario`.
 
-use std::sync::atomic::AtomicBool;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -23,6 +26,21 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 fn doc(id: &str) -> IndexRequest {
     IndexRequest::new(id, format!(r#"{{"body":"{id}"}}"#).into_bytes())
+}
+
+/// A waker that counts its wake-ups (a task's long poll, polled by hand).
+#[derive(Default)]
+struct CountingWaker(AtomicUsize);
+
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn poll_once<F: Future + Unpin>(future: &mut F, waker: &Arc<CountingWaker>) -> Poll<F::Output> {
+    let waker = Waker::from(waker.clone());
+    Pin::new(future).poll(&mut Context::from_waker(&waker))
 }
 
 fn read_request(from: i64) -> ChangesRequest {
@@ -58,6 +76,11 @@ fn a_write_interrupted_after_its_seq_no_fails_the_shard_and_a_reopen_closes_the_
             (answer, started.elapsed())
         })
     };
+
+    // And a task's long poll (as a leader node serves one) waits for it too.
+    let task_waker = Arc::new(CountingWaker::default());
+    let mut task_wait = index.shards()[0].global_checkpoint_reached(SeqNo(5));
+    assert!(poll_once(&mut task_wait, &task_waker).is_pending());
 
     // The first write to pass the failpoint (seq_no 5) stops there until a second write has
     // taken seq_no 6 and been acknowledged, then panics.
@@ -111,6 +134,16 @@ fn a_write_interrupted_after_its_seq_no_fails_the_shard_and_a_reopen_closes_the_
         waited < ANSWER_WITHIN,
         "the long poll ended after {waited:?}"
     );
+    assert!(
+        task_waker.0.load(Ordering::SeqCst) >= 1,
+        "the failure woke the task's wait"
+    );
+    assert_eq!(
+        poll_once(&mut task_wait, &task_waker),
+        Poll::Ready(SeqNo(4))
+    );
+    assert_eq!(shard.checkpoint_task_waits(), 0);
+    drop(task_wait);
     let started = Instant::now();
     let answer = shard.shard_changes_or_cancel(&read_request(5), &AtomicBool::new(false));
     assert!(matches!(answer, Err(EngineError::Closed(_))));

@@ -140,21 +140,26 @@ impl Node {
     /// followers. Call inside a tokio runtime.
     pub async fn open(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
         let data = config.data.clone();
-        durable_file::create_dir_all(&data).map_err(NodeError::from)?;
-        let identity = load_identity(&data, &config.name)?;
-        let opened = data.clone();
-        let indices = tokio::task::spawn_blocking(move || Indices::open(&opened))
-            .await
-            .map_err(|source| NodeError::Task {
-                context: "opening the indices",
-                source,
-            })??;
+        // Creating the directory, writing a new identity and opening the indices block on the
+        // disk: they run on the blocking pool, not on a runtime worker.
+        let (opened, name) = (data.clone(), config.name.clone());
+        let (identity, indices, settings) = tokio::task::spawn_blocking(move || {
+            durable_file::create_dir_all(&opened).map_err(NodeError::from)?;
+            let identity = load_identity(&opened, &name)?;
+            let indices = Indices::open(&opened)?;
+            let settings = ClusterSettings::load(&opened)?;
+            Ok::<_, NodeError>((identity, indices, settings))
+        })
+        .await
+        .map_err(|source| NodeError::Task {
+            context: "opening the data directory",
+            source,
+        })??;
         let indices = Arc::new(indices);
         let source = RecoverySource::new(RecoverySourceSettings::default());
         let reaper = source.spawn_idle_reaper();
         let leader = InProcessLeaderClient::over_indices(indices.clone(), source);
         let remotes = Arc::new(RemoteClusters::new());
-        let settings = ClusterSettings::load(&data)?;
         let mut remote_clients = BTreeMap::new();
         connect_remotes(&remotes, &settings, &mut remote_clients)
             .map_err(|error| NodeError::ClusterSettings(error.to_string()))?;

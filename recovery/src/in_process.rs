@@ -3,16 +3,21 @@
 //!
 //! Engine calls block (fsyncs, segment reads), so each runs on tokio's blocking pool; chunk
 //! reads are memory copies out of the pinned files and run inline.
+//!
+//! A long poll (shard changes with a poll timeout) waits as a task, not on a thread: the wait
+//! for the global checkpoint is the engine's [`GlobalCheckpointWait`] future, raced against the
+//! poll timeout and [`InProcessLeaderClient::stop_long_polls`]. Only the read after the wait
+//! runs on the blocking pool, within [`CHANGES_READ_DEADLINE`]. So open polls cost no thread,
+//! and a follower that goes away (its request future dropped) unregisters its wait at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use tandem_engine::index::{Index, IndexMetadata};
 use tandem_engine::indices::Indices;
-use tandem_engine::shard::ChangesRequest;
+use tandem_engine::shard::GlobalCheckpointWait;
 
 use crate::leader_api::{
     AddRetentionLeaseRequest, CloseRecoverySessionRequest, FileChunk, IndexMetadataRequest,
@@ -24,6 +29,10 @@ use crate::source::RecoverySource;
 
 /// Longest long poll a changes request may ask for.
 pub const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a changes read may take on the blocking pool once its wait is over (a busy pool
+/// queues it): past it the read answers [`LeaderError::Timeout`], which the follower retries,
+/// as a follower's own request deadline would have given up on it by then.
+pub const CHANGES_READ_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Where the leader indices come from.
 #[derive(Clone)]
@@ -42,20 +51,37 @@ pub struct InProcessLeaderClient {
     polls: Arc<LongPolls>,
 }
 
-/// The long polls in progress, so that [`InProcessLeaderClient::stop_long_polls`] can end
-/// them: each waits on a thread of the blocking pool, which a server shutting down (or a
-/// runtime being dropped) would otherwise wait for.
-#[derive(Default)]
+/// The stop signal of the long polls: every poll waits on it beside its checkpoint and its
+/// timeout, so that [`InProcessLeaderClient::stop_long_polls`] ends them all at once.
 struct LongPolls {
-    /// Set once the client stops serving long polls: new ones answer at once.
-    stopped: AtomicBool,
-    next_id: std::sync::atomic::AtomicU64,
-    /// Poll id -> its cancel flag and the shard it waits on.
-    waiting: parking_lot::Mutex<HashMap<u64, WaitingPoll>>,
+    /// Becomes true, for good, once the client stops serving long polls: waits in progress
+    /// end and later ones answer at once. A watch keeps the value, so a poll that subscribes
+    /// after the stop still sees it.
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
-/// A long poll's cancel flag, and the index and shard number it waits on.
-type WaitingPoll = (Arc<AtomicBool>, Arc<Index>, usize);
+impl Default for LongPolls {
+    fn default() -> Self {
+        LongPolls {
+            stopped: tokio::sync::watch::Sender::new(false),
+        }
+    }
+}
+
+impl LongPolls {
+    /// Waits until `reached` resolves, `timeout` passes or the polls are stopped, holding no
+    /// thread; dropping the returned future (the follower went away) drops the wait and
+    /// unregisters it from the shard.
+    async fn wait(&self, reached: GlobalCheckpointWait, timeout: Duration) {
+        let mut stopped = self.stopped.subscribe();
+        tokio::select! {
+            _ = reached => {}
+            _ = tokio::time::sleep(timeout) => {}
+            // Checks the current value first: a stop before the subscription is seen too.
+            _ = stopped.wait_for(|stopped| *stopped) => {}
+        }
+    }
+}
 
 impl InProcessLeaderClient {
     /// A client serving no index until [`register_index`](Self::register_index), with
@@ -114,15 +140,10 @@ impl InProcessLeaderClient {
     }
 
     /// Ends every long poll in progress (each answers with what it has) and makes later ones
-    /// answer at once: call it when the node stops serving, so that no blocking thread keeps
-    /// waiting for writes that will not come.
+    /// answer at once: call it when the node stops serving, so that no answer keeps a
+    /// connection (and a graceful shutdown) waiting for writes that will not come.
     pub fn stop_long_polls(&self) {
-        self.polls.stopped.store(true, Ordering::Release);
-        let waiting: Vec<_> = self.polls.waiting.lock().values().cloned().collect();
-        for (cancelled, index, shard) in waiting {
-            cancelled.store(true, Ordering::Release);
-            index.shards()[shard].wake_checkpoint_waiters();
-        }
+        self.polls.stopped.send_replace(true);
     }
 
     fn index(&self, name: &str) -> Result<Arc<Index>, LeaderError> {
@@ -158,23 +179,6 @@ impl InProcessLeaderClient {
             .await
             .map_err(|e| LeaderError::Unavailable(format!("leader task failed: {e}")))?
         })
-    }
-}
-
-/// Cancels a long poll when the request future is dropped, and unregisters it.
-struct CancelOnDrop {
-    cancelled: Arc<AtomicBool>,
-    index: Arc<Index>,
-    shard: usize,
-    polls: Arc<LongPolls>,
-    id: u64,
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.polls.waiting.lock().remove(&self.id);
-        self.cancelled.store(true, Ordering::Release);
-        self.index.shards()[self.shard].wake_checkpoint_waiters();
     }
 }
 
@@ -226,39 +230,27 @@ impl LeaderClient for InProcessLeaderClient {
                     shard: request.shard.shard,
                 });
             }
-            // A long poll blocks a thread: if this future is dropped (the follower stopped),
-            // the guard cancels the wait so the thread is back at once.
-            let cancelled = Arc::new(AtomicBool::new(false));
-            let id = self.polls.next_id.fetch_add(1, Ordering::Relaxed);
-            self.polls
-                .waiting
-                .lock()
-                .insert(id, (cancelled.clone(), index.clone(), shard));
-            let _cancel_on_drop = CancelOnDrop {
-                cancelled: cancelled.clone(),
-                index: index.clone(),
-                shard,
-                polls: self.polls.clone(),
-                id,
-            };
-            // Checked after registering, so that `stop_long_polls` cannot miss this poll.
-            let poll_timeout = if self.polls.stopped.load(Ordering::Acquire) {
-                Duration::ZERO
-            } else {
-                request.changes.poll_timeout.min(MAX_POLL_TIMEOUT)
-            };
-            let engine_request = ChangesRequest {
-                poll_timeout,
-                ..request.changes
-            };
+            let started = Instant::now();
+            let changes = request.changes;
+            let engine = &index.shards()[shard];
+            engine
+                .check_changes_request(&changes)
+                .map_err(engine_error)?;
+            let poll_timeout = changes.poll_timeout.min(MAX_POLL_TIMEOUT);
+            if !poll_timeout.is_zero() && changes.from_seq_no > engine.global_checkpoint() {
+                let reached = engine.global_checkpoint_reached(changes.from_seq_no);
+                self.polls.wait(reached, poll_timeout).await;
+            }
             let served = index.clone();
-            let response = tokio::task::spawn_blocking(move || {
+            let read = tokio::task::spawn_blocking(move || {
                 served.shards()[shard]
-                    .shard_changes_or_cancel(&engine_request, &cancelled)
+                    .read_shard_changes(&changes, started)
                     .map_err(engine_error)
-            })
-            .await
-            .map_err(|e| LeaderError::Unavailable(format!("leader task failed: {e}")))??;
+            });
+            let response = tokio::time::timeout(CHANGES_READ_DEADLINE, read)
+                .await
+                .map_err(|_| LeaderError::Timeout(CHANGES_READ_DEADLINE))?
+                .map_err(|e| LeaderError::Unavailable(format!("leader task failed: {e}")))??;
             let metadata = index.metadata();
             Ok(ShardChangesResponse {
                 changes: response,

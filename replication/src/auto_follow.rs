@@ -249,7 +249,7 @@ impl AutoFollowCoordinator {
             },
         };
         patterns.insert(name.to_string(), state);
-        self.persist(&patterns)
+        self.persist(&patterns).await
     }
 
     /// The pattern `name` and whether it is active, or all of them.
@@ -276,7 +276,7 @@ impl AutoFollowCoordinator {
         patterns
             .remove(name)
             .ok_or_else(|| CcrError::NoSuchPattern(name.to_string()))?;
-        self.persist(&patterns)
+        self.persist(&patterns).await
     }
 
     /// Pauses (`active = false`) or resumes a pattern.
@@ -286,7 +286,7 @@ impl AutoFollowCoordinator {
             .get_mut(name)
             .ok_or_else(|| CcrError::NoSuchPattern(name.to_string()))?;
         state.active = active;
-        self.persist(&patterns)
+        self.persist(&patterns).await
     }
 
     /// One round: lists every remote cluster an active pattern uses and follows what is new.
@@ -312,7 +312,7 @@ impl AutoFollowCoordinator {
                     .await;
             }
         }
-        if let Err(error) = self.persist(&patterns) {
+        if let Err(error) = self.persist(&patterns).await {
             tracing::warn!(%error, "cannot persist the auto-follow state");
         }
         created
@@ -454,8 +454,11 @@ impl AutoFollowCoordinator {
         })
     }
 
-    fn persist(&self, patterns: &BTreeMap<String, PatternState>) -> Result<(), CcrError> {
-        state_file::store(&self.state_dir, STATE_FILE, patterns)
+    /// Stores `patterns`, on the blocking pool. Callers hold the `patterns` lock across it,
+    /// so that the file follows the changes in their order (see
+    /// [`state_file::store_off_thread`] for why that is safe).
+    fn persist(&self, patterns: &BTreeMap<String, PatternState>) -> state_file::StoreOffThread {
+        state_file::store_off_thread(&self.state_dir, STATE_FILE, patterns)
     }
 }
 

@@ -286,8 +286,10 @@ pub struct FollowerIndices {
     /// Per follower index, its shards' recoveries (kept after they finish, as the
     /// `_recovery` API shows them); bounded by the number of follower indices.
     recoveries: parking_lot::Mutex<BTreeMap<String, Vec<RecoveryRecord>>>,
-    /// Follows whose recovery has not completed, by follower index (persisted).
-    pending: parking_lot::Mutex<BTreeMap<String, PendingFollow>>,
+    /// Follows whose recovery has not completed, by follower index (persisted). An async
+    /// lock: it is held across the write of the file, which keeps the file in the order of
+    /// the changes.
+    pending: Mutex<BTreeMap<String, PendingFollow>>,
     /// Removes the leases of follows that ended, retrying while the leader is unreachable.
     lease_cleanup: Arc<LeaseCleanup>,
     /// The task retrying the lease removals ([`LeaseCleanup::run`]).
@@ -326,7 +328,7 @@ impl FollowerIndices {
             reserved: parking_lot::Mutex::new(BTreeSet::new()),
             recovering: parking_lot::Mutex::new(BTreeMap::new()),
             recoveries: parking_lot::Mutex::new(BTreeMap::new()),
-            pending: parking_lot::Mutex::new(pending),
+            pending: Mutex::new(pending),
             lease_cleanup,
             lease_cleanup_task: parking_lot::Mutex::new(Some(lease_cleanup_task)),
         };
@@ -375,7 +377,10 @@ impl FollowerIndices {
     ) -> Result<FollowResponse, CcrError> {
         let prepared = self.prepare_follow(request).await?;
         let follower_index = prepared.request.follower_index.clone();
-        if let Err(error) = self.set_pending(&follower_index, Some(&prepared.request)) {
+        if let Err(error) = self
+            .set_pending(&follower_index, Some(&prepared.request))
+            .await
+        {
             self.recovering.lock().remove(&follower_index);
             self.forget_recoveries(&follower_index);
             return Err(error);
@@ -391,7 +396,7 @@ impl FollowerIndices {
             let mut recovering = self.recovering.lock();
             let handle = tokio::spawn(async move {
                 let result = this.complete_follow(prepared).await;
-                this.forget_pending(&name);
+                this.forget_pending(&name).await;
                 if let Err(error) = &result {
                     tracing::warn!(follower = %name, %error, "following failed");
                 }
@@ -427,19 +432,20 @@ impl FollowerIndices {
         let pending: Vec<(String, PendingFollow)> = self
             .pending
             .lock()
+            .await
             .iter()
             .map(|(name, follow)| (name.clone(), follow.clone()))
             .collect();
         for (follower_index, follow) in pending {
             if self.indices.metadata(&follower_index).is_ok() {
-                self.forget_pending(&follower_index);
+                self.forget_pending(&follower_index).await;
                 continue;
             }
             let parameters = match FollowParameters::from_es_json(&follow.parameters) {
                 Ok(parameters) => parameters,
                 Err(error) => {
                     tracing::warn!(follower = %follower_index, %error, "dropping a pending follow with invalid parameters");
-                    self.forget_pending(&follower_index);
+                    self.forget_pending(&follower_index).await;
                     continue;
                 }
             };
@@ -459,12 +465,12 @@ impl FollowerIndices {
     }
 
     /// Records (`Some`) or clears (`None`) the pending follow of `follower_index`, durably.
-    fn set_pending(
+    async fn set_pending(
         &self,
         follower_index: &str,
         request: Option<&FollowRequest>,
     ) -> Result<(), CcrError> {
-        let mut pending = self.pending.lock();
+        let mut pending = self.pending.lock().await;
         let before = pending.clone();
         match request {
             Some(request) => {
@@ -484,7 +490,7 @@ impl FollowerIndices {
                 }
             }
         }
-        let stored = state_file::store(&self.state_dir, PENDING_FILE, &*pending);
+        let stored = state_file::store_off_thread(&self.state_dir, PENDING_FILE, &*pending).await;
         if stored.is_err() {
             *pending = before;
         }
@@ -493,8 +499,8 @@ impl FollowerIndices {
 
     /// Clears a pending follow (it completed or failed); a failure to persist is logged (the
     /// next start then finds the follower index, or retries a failed follow).
-    fn forget_pending(&self, follower_index: &str) {
-        if let Err(error) = self.set_pending(follower_index, None) {
+    async fn forget_pending(&self, follower_index: &str) {
+        if let Err(error) = self.set_pending(follower_index, None).await {
             tracing::warn!(follower = %follower_index, %error, "cannot clear a pending follow");
         }
     }
@@ -663,7 +669,15 @@ impl FollowerIndices {
             ..leader.clone()
         };
         let mut followers = self.followers.lock().await;
-        self.indices.register_built(&dir, &metadata, shards)?;
+        // Writes the index metadata and opens the shards: on the blocking pool. The lock is
+        // held across it so that a delete of the name waits for the registration; nothing on
+        // the blocking pool takes it.
+        let indices = self.indices.clone();
+        let (built, registered) = (dir.clone(), metadata.clone());
+        on_blocking_pool("registering the follower index", move || {
+            indices.register_built(&built, &registered, shards)
+        })
+        .await?;
         // An index now: whatever happens next, it is deleted as one.
         self.recovering.lock().remove(&request.follower_index);
         let follow = FollowerMetadata {
@@ -683,7 +697,7 @@ impl FollowerIndices {
                 tasks,
             },
         );
-        self.persist(&followers)
+        self.persist(&followers).await
     }
 
     /// Cancels the remote recovery of `follower_index` and forgets it, as a delete of the
@@ -712,7 +726,7 @@ impl FollowerIndices {
                     let _ = task.await;
                 }
                 tracing::info!(follower = %follower_index, "remote recovery cancelled");
-                self.forget_pending(follower_index);
+                self.forget_pending(follower_index).await;
                 remove_dir_with_retries(&entry.dir).await;
                 self.remove_leases(&entry.metadata, entry.shards).await;
             }
@@ -829,7 +843,7 @@ impl FollowerIndices {
             task.stop().await;
         }
         follower.metadata.paused = true;
-        self.persist(&followers)
+        self.persist(&followers).await
     }
 
     /// Resumes a paused follower, with `parameters` (the defaults where unset, as
@@ -885,7 +899,7 @@ impl FollowerIndices {
         metadata.parameters = parameters.to_es_json();
         follower.tasks = self.start_tasks_with(follower_index, &metadata, client, resolved)?;
         follower.metadata = metadata;
-        self.persist(&followers)
+        self.persist(&followers).await
     }
 
     /// Turns a paused and closed follower index into a normal index (writable once opened)
@@ -904,13 +918,19 @@ impl FollowerIndices {
         if !self.indices.is_closed(follower_index)? {
             return Err(CcrError::NotClosed(follower_index.to_string()));
         }
-        self.indices
-            .with_closed_index(follower_index, |dir, metadata| {
+        // Rewrites the shards' follower markers: on the blocking pool (the lock is held across
+        // it as across the state write below; nothing on the blocking pool takes it).
+        let indices = self.indices.clone();
+        let unfollowed = follower_index.to_string();
+        on_blocking_pool("unmarking the follower shards", move || {
+            indices.with_closed_index(&unfollowed, |dir, metadata| {
                 Index::set_follower_markers(dir, metadata.settings.number_of_shards, false)
-            })?;
+            })
+        })
+        .await?;
         let metadata = follower.metadata.clone();
         followers.remove(follower_index);
-        self.persist(&followers)?;
+        self.persist(&followers).await?;
         drop(followers);
         let shards = self
             .indices
@@ -962,7 +982,7 @@ impl FollowerIndices {
         for task in std::mem::take(&mut follower.tasks) {
             task.stop().await;
         }
-        self.persist(&followers)?;
+        self.persist(&followers).await?;
         drop(followers);
         let shards = follower.metadata.leader_history_uuids.len() as u32;
         self.remove_leases(&follower.metadata, shards).await;
@@ -1105,13 +1125,32 @@ impl FollowerIndices {
         }
     }
 
-    fn persist(&self, followers: &BTreeMap<String, Follower>) -> Result<(), CcrError> {
+    /// Stores the follow state of `followers`, on the blocking pool. Callers hold the
+    /// `followers` lock across it, so that the file follows the changes in their order (see
+    /// [`state_file::store_off_thread`] for why that is safe).
+    fn persist(&self, followers: &BTreeMap<String, Follower>) -> state_file::StoreOffThread {
         let state: BTreeMap<&String, &FollowerMetadata> = followers
             .iter()
             .map(|(name, follower)| (name, &follower.metadata))
             .collect();
-        state_file::store(&self.state_dir, STATE_FILE, &state)
+        state_file::store_off_thread(&self.state_dir, STATE_FILE, &state)
     }
+}
+
+/// Runs the engine call `work` on the blocking pool; a panic in it (a bug) is an engine error
+/// naming `context`.
+async fn on_blocking_pool<T: Send + 'static>(
+    context: &'static str,
+    work: impl FnOnce() -> tandem_engine::Result<T> + Send + 'static,
+) -> Result<T, CcrError> {
+    let result = tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|error| {
+            Err(tandem_engine::EngineError::Closed(format!(
+                "{context} failed: {error}"
+            )))
+        });
+    Ok(result?)
 }
 
 /// Removes the directory of a cancelled or failed recovery. A chunk write or a file rename of
@@ -1121,7 +1160,12 @@ impl FollowerIndices {
 async fn remove_dir_with_retries(dir: &Path) {
     const ATTEMPTS: u32 = 10;
     for attempt in 1..=ATTEMPTS {
-        match std::fs::remove_dir_all(dir) {
+        // A recovery directory may hold many large files: removed on the blocking pool.
+        let removing = dir.to_path_buf();
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(removing))
+            .await
+            .unwrap_or_else(|error| Err(std::io::Error::other(error)));
+        match removed {
             Ok(()) => return,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
             Err(error) if attempt == ATTEMPTS => {

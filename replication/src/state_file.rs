@@ -2,8 +2,13 @@
 //! `ccr_auto_follow.json`): JSON documents in the state directory, replaced with
 //! [`durable_file::replace_atomically`], so a crash leaves the old or the new state, never a
 //! torn one.
+//!
+//! An async caller stores with [`store_off_thread`]: the write and its fsyncs run on the
+//! blocking pool, so they never stall a runtime worker (and every task queued on it).
 
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -24,16 +29,55 @@ pub fn load<T: DeserializeOwned + Default>(dir: &Path, name: &str) -> Result<T, 
     }
 }
 
-/// Replaces `dir/name` with `state`, creating `dir` if needed.
+/// Replaces `dir/name` with `state`, creating `dir` if needed. Blocks on fsync: an async
+/// caller uses [`store_off_thread`].
 pub fn store<T: Serialize + ?Sized>(dir: &Path, name: &str, state: &T) -> Result<(), CcrError> {
     let path = dir.join(name);
-    let bytes = match serde_json::to_vec_pretty(state) {
-        Ok(bytes) => bytes,
-        Err(source) => return Err(CcrError::Encode { path, source }),
-    };
+    let bytes = encode(&path, state)?;
+    write(dir, &path, &bytes)
+}
+
+/// The write of a state file by [`store_off_thread`]: owns everything it needs (no borrow of
+/// the state it was encoded from).
+pub type StoreOffThread = Pin<Box<dyn Future<Output = Result<(), CcrError>> + Send + 'static>>;
+
+/// [`store`] for an async caller: `state` is encoded now (a small JSON document, so the borrow
+/// ends before the returned future first waits), then the write and its fsyncs run on the
+/// blocking pool while the future waits for them.
+///
+/// A caller may hold an async lock across the returned future to keep its writes in the
+/// order of its changes: this cannot deadlock, because the blocking write takes no lock, and
+/// it stalls only the tasks waiting for that lock, for one fsynced write of a small file.
+pub fn store_off_thread<T: Serialize + ?Sized>(
+    dir: &Path,
+    name: &str,
+    state: &T,
+) -> StoreOffThread {
+    let path = dir.join(name);
+    let encoded = encode(&path, state);
+    let dir = dir.to_path_buf();
+    Box::pin(async move {
+        let bytes = encoded?;
+        let written_path = path.clone();
+        tokio::task::spawn_blocking(move || write(&dir, &written_path, &bytes))
+            .await
+            .map_err(|error| CcrError::Io {
+                path,
+                source: std::io::Error::other(format!("the state file write failed: {error}")),
+            })?
+    })
+}
+
+fn encode<T: Serialize + ?Sized>(path: &Path, state: &T) -> Result<Vec<u8>, CcrError> {
+    serde_json::to_vec_pretty(state).map_err(|source| CcrError::Encode {
+        path: PathBuf::from(path),
+        source,
+    })
+}
+
+fn write(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), CcrError> {
     durable_file::create_dir_all(dir).map_err(io_error)?;
-    durable_file::replace_atomically(&path, &bytes).map_err(io_error)?;
-    Ok(())
+    durable_file::replace_atomically(path, bytes).map_err(io_error)
 }
 
 fn io_error(error: DurableFileError) -> CcrError {

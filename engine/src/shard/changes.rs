@@ -93,6 +93,23 @@ impl ShardEngine {
         cancelled: &AtomicBool,
     ) -> Result<ChangesResponse> {
         let started = Instant::now();
+        self.check_changes_request(request)?;
+        let global_checkpoint = self.global_checkpoint();
+        if request.from_seq_no > global_checkpoint && !request.poll_timeout.is_zero() {
+            self.wait_for_global_checkpoint_or_cancel(
+                request.from_seq_no,
+                request.poll_timeout,
+                cancelled,
+            );
+        }
+        self.read_shard_changes(request, started)
+    }
+
+    /// The checks of a follower's read that need no wait: a valid range, the history the
+    /// follower follows, a shard that has not failed. A long poll served in two halves calls
+    /// it before its wait ([`ShardEngine::global_checkpoint_reached`]), so that a read that
+    /// can never succeed fails at once instead of after the poll timeout.
+    pub fn check_changes_request(&self, request: &ChangesRequest) -> Result<()> {
         if request.from_seq_no.0 < 0 {
             return Err(EngineError::InvalidArgument(format!(
                 "from_seq_no [{}] must be non-negative",
@@ -105,18 +122,22 @@ impl ShardEngine {
             ));
         }
         self.check_history_uuid(request.expected_history_uuid.as_deref())?;
+        self.inner.check_failed()
+    }
+
+    /// The read half of a follower's read, without any wait: the operations from
+    /// `from_seq_no` up to the global checkpoint now (none when it is below `from_seq_no`).
+    /// Checks the history and the shard's failure again, since either may have changed while
+    /// a long poll waited; `started` is when the read began (its `took` counts the wait).
+    /// Reads segments: call it where blocking is allowed.
+    pub fn read_shard_changes(
+        &self,
+        request: &ChangesRequest,
+        started: Instant,
+    ) -> Result<ChangesResponse> {
+        self.check_history_uuid(request.expected_history_uuid.as_deref())?;
         self.inner.check_failed()?;
-        let mut global_checkpoint = self.global_checkpoint();
-        if request.from_seq_no > global_checkpoint && !request.poll_timeout.is_zero() {
-            global_checkpoint = self.wait_for_global_checkpoint_or_cancel(
-                request.from_seq_no,
-                request.poll_timeout,
-                cancelled,
-            );
-            // The shard may have been replaced, or may have failed, while we waited.
-            self.check_history_uuid(request.expected_history_uuid.as_deref())?;
-            self.inner.check_failed()?;
-        }
+        let global_checkpoint = self.global_checkpoint();
         let operations = if request.from_seq_no <= global_checkpoint {
             self.changes(
                 request.from_seq_no,

@@ -47,7 +47,8 @@
 //!    taken).
 //! 5. `Tail`: `WritePath::tail`.
 //! 6. `Tracker`: `Checkpoints::tracker` (the translog's durability listener takes it outside
-//!    every translog lock).
+//!    every translog lock); the registry of task wakers is taken under it or alone (unranked;
+//!    nothing is taken under it).
 //! 7. `Searcher`: `Commits::searcher`, swapped under `Tail`.
 //! 8. `Leases`: `Retention::leases`.
 //! 9. `Merging`: `Commits::merging`, also taken under the writer slot when a merge starts.
@@ -96,6 +97,7 @@ pub use crate::leases::{
     MAX_RETENTION_LEASE_SOURCE_BYTES,
 };
 pub use changes::{ChangesRequest, ChangesResponse};
+pub use checkpoints::GlobalCheckpointWait;
 pub use commit_point::{
     checksum_file, checksum_file_from_ranges, footer_checksum, ChecksumKind, CommitFileInfo,
     FileChecksums, PinnedCommit, PinnedFile, RangeChecksum, FOLLOWER_MARKER_FILE, MANAGED_FILE,
@@ -624,6 +626,21 @@ impl ShardEngine {
         self.inner
             .checkpoints
             .wait_for_persisted(seq_no, Instant::now() + timeout, cancelled)
+    }
+
+    /// A future that resolves to the global checkpoint once it reaches `seq_no`, or at once
+    /// when the shard is closing or has failed: the wait of a long poll served by an async
+    /// task, which holds no thread while it waits (see [`GlobalCheckpointWait`] for its
+    /// deadline and cancellation).
+    pub fn global_checkpoint_reached(&self, seq_no: SeqNo) -> GlobalCheckpointWait {
+        GlobalCheckpointWait::new(self.inner.clone(), seq_no)
+    }
+
+    /// How many [`GlobalCheckpointWait`]s are registered with this shard, waiting (dropped
+    /// ones are not): what a test checks to see that abandoned long polls leave nothing
+    /// behind.
+    pub fn checkpoint_task_waits(&self) -> usize {
+        self.inner.checkpoints.task_waits()
     }
 
     /// Wakes every thread waiting for the global checkpoint, so that waits whose cancel flag
