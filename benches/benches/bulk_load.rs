@@ -3,15 +3,17 @@
 //! `_bulk` requests of 1,000 by 4 concurrent clients over loopback HTTP into one node in this
 //! process, one index of one shard created with `refresh_interval: -1`.
 //!
-//! Every 100 ms a sampler reads the process's resident memory (`VmRSS` of `/proc/self/status`)
-//! and the bytes of the shard's translog directory. Printed at the end:
+//! Every 100 ms a sampler reads the process's resident memory (`VmRSS` of `/proc/self/status`,
+//! and its anonymous and file-backed parts, `RssAnon` and `RssFile`: the second is the mapped
+//! segment files, page cache the kernel reclaims under pressure) and the bytes of the shard's
+//! translog directory. Printed at the end:
 //! - peak RSS (target <= 1 GiB), RSS after 2 M documents and at the end (target: within 20%);
 //! - peak translog bytes (target: at most `index.translog.flush_threshold_size`, 512 MiB by
 //!   default, plus one generation);
 //! - the ingest rate in documents per second, until the last bulk is acknowledged.
 //!
 //! The node's indexing buffer is the default (`indices.memory.index_buffer_size`, 10% of this
-//! machine's memory, at most 512 MiB), as the `tandem` binary sets it. RSS includes the clients,
+//! machine's memory, at most 256 MiB), as the `tandem` binary sets it. RSS includes the clients,
 //! whose bulk bodies are built one at a time per client (a few MB in all).
 //!
 //! One load is the whole measurement: minutes long, it is run once rather than sampled by
@@ -42,16 +44,32 @@ const BULK_DOCS: usize = 1_000;
 const EARLY_DOCS: u64 = 2_000_000;
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Resident memory of this process, in bytes.
-fn rss_bytes() -> u64 {
+/// Resident memory of this process, in bytes: all of it (`VmRSS`), its anonymous pages
+/// (`RssAnon`: heap, stacks, buffers) and its file-backed pages (`RssFile`: mapped segment
+/// files, page cache the kernel may reclaim).
+#[derive(Clone, Copy, Default)]
+struct Rss {
+    total: u64,
+    anon: u64,
+    file: u64,
+}
+
+fn rss() -> Rss {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| {
-            let kib = line.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?;
-            kib.trim().parse::<u64>().ok()
-        })
-        .map_or(0, |kib| kib * 1024)
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| {
+                let kib = line.strip_prefix(name)?.trim().strip_suffix("kB")?;
+                kib.trim().parse::<u64>().ok()
+            })
+            .map_or(0, |kib| kib * 1024)
+    };
+    Rss {
+        total: field("VmRSS:"),
+        anon: field("RssAnon:"),
+        file: field("RssFile:"),
+    }
 }
 
 /// Bytes of the files of every `translog` directory under `dir`.
@@ -86,7 +104,10 @@ fn translog_bytes(dir: &Path) -> u64 {
 #[derive(Default)]
 struct Samples {
     peak_rss: AtomicU64,
+    peak_anon: AtomicU64,
+    peak_file: AtomicU64,
     early_rss: AtomicU64,
+    early_anon: AtomicU64,
     peak_translog: AtomicU64,
 }
 
@@ -133,7 +154,7 @@ fn main() {
         assert!(created.status().is_success(), "{:?}", created.text().await);
     });
 
-    let baseline_rss = rss_bytes();
+    let baseline_rss = rss().total;
     let samples = Arc::new(Samples::default());
     let acknowledged = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -142,15 +163,15 @@ fn main() {
         let dir = data.path().to_path_buf();
         std::thread::spawn(move || {
             while !done.load(Ordering::Acquire) {
-                let rss = rss_bytes();
-                samples.peak_rss.fetch_max(rss, Ordering::AcqRel);
-                if acknowledged.load(Ordering::Acquire) >= EARLY_DOCS {
-                    let _ = samples.early_rss.compare_exchange(
-                        0,
-                        rss,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    );
+                let now = rss();
+                samples.peak_rss.fetch_max(now.total, Ordering::AcqRel);
+                samples.peak_anon.fetch_max(now.anon, Ordering::AcqRel);
+                samples.peak_file.fetch_max(now.file, Ordering::AcqRel);
+                if acknowledged.load(Ordering::Acquire) >= EARLY_DOCS
+                    && samples.early_rss.load(Ordering::Acquire) == 0
+                {
+                    samples.early_anon.store(now.anon, Ordering::Release);
+                    samples.early_rss.store(now.total, Ordering::Release);
                 }
                 samples
                     .peak_translog
@@ -201,11 +222,15 @@ fn main() {
         }
     });
     let elapsed = started.elapsed();
-    let end_rss = rss_bytes();
+    let end = rss();
+    let end_rss = end.total;
     done.store(true, Ordering::Release);
     sampler.join().expect("the sampler");
     let peak_rss = samples.peak_rss.load(Ordering::Acquire).max(end_rss);
     let early_rss = samples.early_rss.load(Ordering::Acquire);
+    let early_anon = samples.early_anon.load(Ordering::Acquire);
+    let peak_anon = samples.peak_anon.load(Ordering::Acquire).max(end.anon);
+    let peak_file = samples.peak_file.load(Ordering::Acquire).max(end.file);
     let peak_translog = samples.peak_translog.load(Ordering::Acquire);
 
     eprintln!(
@@ -221,6 +246,16 @@ fn main() {
         early_rss as f64 / MIB,
         end_rss as f64 / MIB,
         if early_rss > 0 { end_rss as f64 / early_rss as f64 } else { 0.0 },
+    );
+    eprintln!(
+        "bulk_load: of which anonymous (heap): peak {:.0} MiB, after {} docs {:.0} MiB, at the end {:.0} MiB (end/early = {:.3}); file-backed (mapped segments, reclaimable): peak {:.0} MiB, at the end {:.0} MiB",
+        peak_anon as f64 / MIB,
+        EARLY_DOCS,
+        early_anon as f64 / MIB,
+        end.anon as f64 / MIB,
+        if early_anon > 0 { end.anon as f64 / early_anon as f64 } else { 0.0 },
+        peak_file as f64 / MIB,
+        end.file as f64 / MIB,
     );
     eprintln!(
         "bulk_load: translog peak {:.0} MiB (target <= flush threshold 512 MiB + one generation)",

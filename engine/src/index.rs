@@ -432,12 +432,6 @@ impl Index {
     pub fn create(dir: &Path, name: &str, settings: &Value, mappings: &Value) -> Result<Index> {
         let settings = IndexSettings::from_es_json(settings)?;
         let mappings = Mappings::from_es_json(mappings)?;
-        check_total_fields(
-            &Mappings::empty(),
-            &mappings,
-            settings.total_fields_limit,
-            false,
-        )?;
         Self::create_with(
             dir,
             name,
@@ -448,7 +442,9 @@ impl Index {
         )
     }
 
-    /// Creates an index with the given parts; `follower` shards refuse direct writes.
+    /// Creates an index with the given parts; `follower` shards refuse direct writes. A new
+    /// primary index's mappings must fit its `index.mapping.total_fields.limit`; a follower
+    /// takes its leader's mappings as they are.
     pub fn create_with(
         dir: &Path,
         name: &str,
@@ -458,6 +454,14 @@ impl Index {
         follower: bool,
     ) -> Result<Index> {
         validate_index_name(name)?;
+        if !follower {
+            check_total_fields(
+                &Mappings::empty(),
+                &mappings,
+                settings.total_fields_limit,
+                false,
+            )?;
+        }
         if dir.join(INDEX_METADATA_FILE).exists() {
             return Err(EngineError::IndexAlreadyExists {
                 name: name.to_string(),

@@ -176,7 +176,19 @@ impl ClusterSettings {
                     target.insert(key.clone(), normalize(value));
                 }
             }
-            changes.push(nest(&flat));
+            // Echoed as Elasticsearch echoes it: values as the strings they are stored as.
+            let echoed: BTreeMap<String, Value> = flat
+                .into_iter()
+                .map(|(key, value)| {
+                    let value = if value.is_null() {
+                        value
+                    } else {
+                        normalize(&value)
+                    };
+                    (key, value)
+                })
+                .collect();
+            changes.push(nest(&echoed));
         }
         next.remote_clusters()?;
         // Each scope is checked on its own: a valid transient value must not hide an invalid
