@@ -10,7 +10,11 @@
 //! - peak RSS (target <= 1 GiB), RSS after 2 M documents and at the end (target: within 20%);
 //! - peak translog bytes (target: at most `index.translog.flush_threshold_size`, 512 MiB by
 //!   default, plus one generation);
-//! - the ingest rate in documents per second, until the last bulk is acknowledged.
+//! - the ingest rate in documents per second, until the last bulk is acknowledged;
+//! - the RSS profile: the peak RSS (anonymous and file-backed) in each tenth of the load, and
+//!   the last tenth's peak against the peak of the tenth that ends at 2 M documents. The
+//!   indexing buffer fills and is refreshed in a sawtooth of up to its size, so two single
+//!   samples can differ by the whole buffer with nothing growing; peaks of equal windows do not.
 //!
 //! The node's indexing buffer is the default (`indices.memory.index_buffer_size`, 10% of this
 //! machine's memory, at most 256 MiB), as the `tandem` binary sets it. RSS includes the clients,
@@ -100,9 +104,16 @@ fn translog_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// Windows the load is cut into for the RSS profile (a tenth of the documents each).
+const WINDOWS: u64 = 10;
+
 /// What the sampler saw.
 #[derive(Default)]
 struct Samples {
+    /// Per window of acknowledged documents, the largest RSS seen in it: the node's indexing
+    /// buffer fills and is refreshed in a sawtooth, so a window's peak compares load to load
+    /// where one sample would compare a full buffer with an empty one.
+    windows: parking_lot::Mutex<Vec<Rss>>,
     peak_rss: AtomicU64,
     peak_anon: AtomicU64,
     peak_file: AtomicU64,
@@ -164,6 +175,18 @@ fn main() {
         std::thread::spawn(move || {
             while !done.load(Ordering::Acquire) {
                 let now = rss();
+                let window = (acknowledged.load(Ordering::Acquire) * WINDOWS / docs.max(1))
+                    .min(WINDOWS - 1) as usize;
+                {
+                    let mut windows = samples.windows.lock();
+                    if windows.len() <= window {
+                        windows.resize(window + 1, Rss::default());
+                    }
+                    let peak = &mut windows[window];
+                    peak.total = peak.total.max(now.total);
+                    peak.anon = peak.anon.max(now.anon);
+                    peak.file = peak.file.max(now.file);
+                }
                 samples.peak_rss.fetch_max(now.total, Ordering::AcqRel);
                 samples.peak_anon.fetch_max(now.anon, Ordering::AcqRel);
                 samples.peak_file.fetch_max(now.file, Ordering::AcqRel);
@@ -257,6 +280,27 @@ fn main() {
         peak_file as f64 / MIB,
         end.file as f64 / MIB,
     );
+    let windows = samples.windows.lock().clone();
+    for (number, peak) in windows.iter().enumerate() {
+        eprintln!(
+            "bulk_load: docs {:>5.1} M..{:>5.1} M: peak RSS {:>5.0} MiB = anonymous {:>5.0} + file-backed {:>5.0}",
+            (number as u64 * docs / WINDOWS) as f64 / 1e6,
+            ((number as u64 + 1) * docs / WINDOWS) as f64 / 1e6,
+            peak.total as f64 / MIB,
+            peak.anon as f64 / MIB,
+            peak.file as f64 / MIB,
+        );
+    }
+    // The window that ends at EARLY_DOCS against the last one: peak against peak.
+    let early_window = ((EARLY_DOCS * WINDOWS / docs.max(1)).max(1) - 1) as usize;
+    if let (Some(early), Some(last)) = (windows.get(early_window), windows.last()) {
+        eprintln!(
+            "bulk_load: window peaks, last / the one ending at {} docs: RSS {:.3}, anonymous {:.3} (target within 0.8..1.2)",
+            EARLY_DOCS,
+            last.total as f64 / early.total.max(1) as f64,
+            last.anon as f64 / early.anon.max(1) as f64,
+        );
+    }
     eprintln!(
         "bulk_load: translog peak {:.0} MiB (target <= flush threshold 512 MiB + one generation)",
         peak_translog as f64 / MIB
