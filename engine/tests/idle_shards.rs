@@ -143,10 +143,11 @@ fn shards_share_the_scheduler_keep_their_intervals_and_hold_no_idle_writer() {
     let path = flushed.dir().to_path_buf();
     flushed.close().unwrap();
     flushed = ShardEngine::open(&path, mapper(), shard_config(SHARDS - 1)).unwrap();
-    assert!(
-        !flushed.writer_is_open(),
-        "a reopened idle shard holds no writer"
-    );
+    // The open releases its writer at once unless a merge of the reopened segments is still
+    // running (a loaded machine); the idle check releases it once the merge is done.
+    wait_until("a reopened idle shard holds no writer", || {
+        !flushed.writer_is_open()
+    });
     assert!(flushed.get("doc-1199").unwrap().is_some());
     assert_eq!(flushed.doc_count(), 201);
     drop(flushed);
