@@ -67,6 +67,36 @@ impl Default for HttpLimits {
     }
 }
 
+/// File descriptors below which the node warns at start, as Elasticsearch's bootstrap check
+/// does: every shard holds a few (its translog generation and checkpoint, its lease log) and
+/// every HTTP connection one.
+pub const RECOMMENDED_OPEN_FILES: u64 = 65_535;
+
+/// Raises the process's soft `RLIMIT_NOFILE` to its hard limit (as the Go runtime and most
+/// servers do: the soft default of 1,024 is smaller than the descriptors of a few hundred
+/// shards) and returns the soft limit now in effect, or `None` when it cannot be read.
+pub fn raise_open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes the limit into a struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit(2) reads a struct we own; a refusal leaves the limit as it was.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
 /// [`MAX_DEFAULT_OPEN_CONNECTIONS`], or half the soft `RLIMIT_NOFILE` when that is lower.
 pub fn default_max_open_connections() -> usize {
     let mut limit = libc::rlimit {

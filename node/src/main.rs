@@ -104,6 +104,16 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Before the configuration: the default connection cap is half of this limit.
+    match tandem_node::http::raise_open_files_limit() {
+        Some(limit) if limit < tandem_node::http::RECOMMENDED_OPEN_FILES => tracing::warn!(
+            limit,
+            recommended = tandem_node::http::RECOMMENDED_OPEN_FILES,
+            "the open files limit is low: each shard and each HTTP connection holds descriptors; raise `ulimit -n`"
+        ),
+        Some(limit) => tracing::debug!(limit, "open files limit"),
+        None => tracing::warn!("the open files limit cannot be read"),
+    }
     let file = match cli.config.as_deref().map(ConfigFile::read).transpose() {
         Ok(file) => file.unwrap_or_default(),
         Err(error) => {
