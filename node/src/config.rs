@@ -37,10 +37,12 @@ pub struct NodeConfig {
 /// `indices.memory.min_index_buffer_size`).
 pub const MIN_INDEXING_BUFFER_BYTES: u64 = 48 << 20;
 /// Largest indexing buffer the default percentage resolves to: a node's memory beyond its
-/// indexing buffer goes to the page cache that serves reads. The buffer covers the tails and
-/// version maps; each writing shard's tantivy writer holds up to its own 128 MB arena and
-/// indexing queue beside it, so with 256 MB a bulk load into one shard peaks under 1 GiB of RSS
-/// (`cargo bench -p tandem-benches --bench bulk_load`; 512 MB peaked at 1.5 GiB).
+/// indexing buffer goes to the page cache that serves reads. The buffer covers the tails,
+/// the version maps and tantivy's in-memory segments (estimated, see
+/// `tandem_engine::shard::indexing_buffer_estimate`); the indexing queues and parked batches
+/// are bounded per shard beside it. A one-shard bulk load of 10 M documents stays under 1 GiB
+/// (`cargo bench -p tandem-benches --bench bulk_load`; 512 MB, before the writers were counted,
+/// peaked at 1.5 GiB).
 pub const MAX_DEFAULT_INDEXING_BUFFER_BYTES: u64 = 256 << 20;
 /// Physical memory assumed when the system does not say.
 const ASSUMED_MEMORY_BYTES: u64 = 4 << 30;

@@ -290,6 +290,9 @@ pub(crate) struct ShardInner {
     translog_flush_threshold_bytes: AtomicU64,
     /// See [`ShardConfig::writer_idle_release`].
     writer_idle_release: Duration,
+    /// See [`ShardConfig::writer_memory_bytes`]: the most tantivy's in-memory segments of
+    /// the shard hold before tantivy writes them out by itself.
+    writer_memory_bytes: u64,
     /// The shard's background pass in the node-wide scheduler, once registered.
     background: OnceLock<Scheduled>,
 }
@@ -439,6 +442,7 @@ impl ShardEngine {
             failure: RankedMutex::new(LockRank::Failure, None),
             translog_flush_threshold_bytes: AtomicU64::new(config.translog_flush_threshold_bytes),
             writer_idle_release: config.writer_idle_release,
+            writer_memory_bytes: config.writer_memory_bytes as u64,
             background: OnceLock::new(),
         });
         inner.restore_committed_seq_nos(payload.local_checkpoint)?;
@@ -527,7 +531,7 @@ impl ShardEngine {
             doc_count_with_history,
             segment_count: searcher.segment_readers().len(),
             tail_operations: inner.writes.tail().len(),
-            indexing_buffer_bytes: inner.writes.buffered_bytes(),
+            indexing_buffer_bytes: inner.indexing_buffer_bytes(),
             translog_size_in_bytes: inner.translog.size_in_bytes(),
             refresh_count: inner.commits.refresh_count(),
         }
@@ -657,11 +661,11 @@ impl ShardEngine {
     }
 
     /// Estimated bytes the shard holds in memory for the operations written since its last
-    /// refresh (the tail and the version map; tantivy's own indexing buffer is bounded apart,
-    /// by [`ShardConfig::writer_memory_bytes`]). Only a refresh releases them: this is what a
-    /// node-wide indexing-buffer budget watches.
+    /// refresh: the tail and the version map, and tantivy's in-memory segments holding the
+    /// same operations (see [`indexing_buffer_estimate`]). Only a refresh releases them all:
+    /// this is what a node-wide indexing-buffer budget watches.
     pub fn indexing_buffer_bytes(&self) -> u64 {
-        self.inner.writes.buffered_bytes()
+        self.inner.indexing_buffer_bytes()
     }
 
     /// Why the shard failed, if it did. A failed shard refuses every write and read of its
@@ -803,7 +807,23 @@ impl Drop for ShardEngine {
     }
 }
 
+/// The indexing buffer of a shard whose tail and version map hold `buffered` bytes (their
+/// estimate): those bytes, plus tantivy's in-memory segments of the same operations, counted
+/// as the same bytes again up to the writer's budget `writer_memory_bytes` (past it tantivy
+/// writes a segment out by itself). tantivy does not report its arena's size, so this is an
+/// estimate, as Elasticsearch's `RamUsageEstimator` is; it makes the node-wide budget cover the
+/// writers' buffers too, so that many shards written at once cannot each hold a full arena
+/// beside it.
+pub fn indexing_buffer_estimate(buffered: u64, writer_memory_bytes: u64) -> u64 {
+    buffered.saturating_add(buffered.min(writer_memory_bytes))
+}
+
 impl ShardInner {
+    /// See [`ShardEngine::indexing_buffer_bytes`].
+    fn indexing_buffer_bytes(&self) -> u64 {
+        indexing_buffer_estimate(self.writes.buffered_bytes(), self.writer_memory_bytes)
+    }
+
     /// The dynamic settings in effect (a copy: the lock is not held while they are used).
     fn config(&self) -> DynamicShardConfig {
         *self.config.read()
