@@ -208,9 +208,18 @@ async fn operations_with_impossible_terms_and_versions_are_a_fatal_follow_error(
     let cluster = cluster(None).await;
     cluster.followers.follow(follow_request()).await.unwrap();
     let copy = cluster.indices.get("logs-copy").unwrap();
-    let checkpoint = copy.shards()[0].global_checkpoint();
-    cluster.client.huge_terms.store(true, Ordering::SeqCst);
     let leader = cluster.leader.get("logs").unwrap();
+    // The follow answers once the recovery is done; the operations the leader holds past the
+    // recovered commit arrive through the pull loop after it: caught up first.
+    let caught_up = leader.shards()[0].stats().max_seq_no;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while copy.shards()[0].global_checkpoint() < caught_up {
+        assert!(Instant::now() < deadline, "the follower never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let checkpoint = copy.shards()[0].global_checkpoint();
+    assert_eq!(checkpoint, caught_up);
+    cluster.client.huge_terms.store(true, Ordering::SeqCst);
     leader
         .index(IndexRequest::new("new", r#"{"n":99}"#))
         .unwrap();
