@@ -342,7 +342,12 @@ def main(leader_url, follower_url):
         "the auto-followed index to replicate",
         lambda: follower.exists(index="logs-1-copy", id="a"),
     )
-    assert follower.ccr.stats()["auto_follow_stats"]["number_of_successful_follow_indices"] >= 1
+    # Counted once the coordinator's follow request returns, which can be a moment after the
+    # pull loop has copied the first documents (as in Elasticsearch).
+    wait_until(
+        "the auto-follow to be counted",
+        lambda: follower.ccr.stats()["auto_follow_stats"]["number_of_successful_follow_indices"] >= 1,
+    )
     deleted = follower.ccr.delete_auto_follow_pattern(name="logs")
     assert deleted["acknowledged"] is True, deleted
     try:
