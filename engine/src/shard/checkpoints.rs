@@ -108,21 +108,15 @@ impl Checkpoints {
 
     /// Marks `seq_nos` persisted and wakes the waiters if the persisted checkpoint advanced.
     pub(crate) fn mark_persisted(&self, seq_nos: &[u64]) {
-        let mut tracker = self.tracker.lock();
-        let mut advanced = false;
-        for seq_no in seq_nos {
-            advanced |= tracker.mark_persisted(SeqNo(*seq_no as i64));
+        let advanced = {
+            let mut tracker = self.tracker.lock();
+            seq_nos.iter().fold(false, |advanced, seq_no| {
+                tracker.mark_persisted(SeqNo(*seq_no as i64)) | advanced
+            })
+        };
+        if advanced {
+            self.notify_changed();
         }
-        if !advanced {
-            return;
-        }
-        self.changed.notify_all();
-        let reached = self
-            .wakers
-            .lock()
-            .take_reached(Some(tracker.persisted_checkpoint()));
-        drop(tracker);
-        reached.into_iter().for_each(Waker::wake);
     }
 
     /// Wakes every waiter whose target was reached (after operations were marked persisted in
