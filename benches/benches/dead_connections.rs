@@ -15,9 +15,10 @@
 //!   20 ms (target <= 5 s);
 //! - heals, writes 50 more documents, and measures resume: from the heal to the follower's
 //!   global checkpoint reaching the leader's (target <= 10 s);
-//! - checks the follower is identical to the leader (global checkpoints, max seq_nos, the whole
-//!   history, every document, the live document count) and has no fatal exception; anything
-//!   else stops the bench (as does a follower not caught up 60 s after the heal).
+//! - checks the follower is identical to the leader (global checkpoints, max seq_nos, the
+//!   history both still retain, every document, the live document count) and has no fatal
+//!   exception; anything else stops the bench (as does a follower not caught up 60 s after the
+//!   heal).
 //!
 //! Printed: each round's timings, then per fault kind the rounds, how many were detected while
 //! the fault lasted, detection median and max, resume median and max, whether both targets
@@ -34,7 +35,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tandem_benches::{env_usize, median, temp_dir};
 use tandem_engine::index::Index;
-use tandem_engine::{SeqNo, ShardEngine};
+use tandem_engine::{EngineError, SeqNo, ShardEngine};
 use tandem_node::config::NodeConfig;
 use tandem_node::server::RunningNode;
 use tandem_replication::stats::ShardFollowStats;
@@ -184,6 +185,8 @@ struct Round {
     exception: Option<String>,
     /// From the heal to the follower holding every operation of the leader.
     resumed: Duration,
+    /// Operations of history found identical on both after the round.
+    compared: usize,
 }
 
 impl Cluster {
@@ -251,7 +254,9 @@ impl Cluster {
     async fn write(&mut self, count: u64) {
         let mut body = Vec::new();
         for n in self.written..self.written + count {
-            body.extend_from_slice(format!("{{\"index\":{{\"_id\":\"doc-{}\"}}}}\n", n % IDS).as_bytes());
+            body.extend_from_slice(
+                format!("{{\"index\":{{\"_id\":\"doc-{}\"}}}}\n", n % IDS).as_bytes(),
+            );
             let source = json!({
                 "n": n,
                 "body": format!("{n:x}-{}", "payload ".repeat((n % 7) as usize + 3)),
@@ -306,8 +311,8 @@ impl Cluster {
     /// Runs one round of `fault` on `clients`, then checks the follower is identical to the
     /// leader.
     fn round(&mut self, clients: &Runtime, fault: Fault) -> Round {
-        let round = clients.block_on(self.fault_round(fault));
-        self.assert_identical();
+        let mut round = clients.block_on(self.fault_round(fault));
+        round.compared = self.assert_identical();
         round
     }
 
@@ -364,11 +369,13 @@ impl Cluster {
             detected,
             exception,
             resumed,
+            compared: 0,
         }
     }
 
-    /// Panics unless the follower holds the leader's checkpoints, history and documents.
-    fn assert_identical(&self) {
+    /// Panics unless the follower holds the leader's checkpoints, history and documents;
+    /// returns how many operations of history were compared.
+    fn assert_identical(&self) -> usize {
         let (leader_index, follower_index) = (self.leader_index(), self.follower_index());
         let (leader, follower) = (&leader_index.shards()[0], &follower_index.shards()[0]);
         assert_eq!(
@@ -381,7 +388,13 @@ impl Cluster {
             follower.max_seq_no(),
             "max seq_nos differ"
         );
-        assert_eq!(history(leader), history(follower), "histories differ");
+        let (from, on_leader, on_follower) = retained_histories(leader, follower);
+        assert!(
+            on_leader == on_follower,
+            "histories from seq_no {from} differ ({} and {} operations)",
+            on_leader.len(),
+            on_follower.len()
+        );
         for n in 0..IDS {
             let id = format!("doc-{n}");
             let on_leader = leader_index.get(&id).expect("leader get");
@@ -399,6 +412,7 @@ impl Cluster {
             follower.doc_count(),
             "live document counts differ"
         );
+        on_leader.len()
     }
 
     /// Stops the follower, then the proxy (on `clients`, where it runs), then the leader.
@@ -414,15 +428,38 @@ impl Cluster {
 
 type History = Vec<(i64, u64, u64, String, Option<String>, Option<Vec<u8>>)>;
 
-/// Every operation of `shard`'s history, in seq_no order; panics on a gap.
-fn history(shard: &ShardEngine) -> History {
+/// Times the histories are read again when a merge drops operations while they are read.
+const HISTORY_ATTEMPTS: usize = 10;
+
+/// The history both shards still retain (merges drop deleted documents below a shard's
+/// `min_retained_seq_no`, the follower's retention lease on the leader keeps only what it has
+/// not copied): where it starts, the leader's and the follower's.
+fn retained_histories(leader: &ShardEngine, follower: &ShardEngine) -> (i64, History, History) {
+    for _ in 0..HISTORY_ATTEMPTS {
+        let from = leader
+            .min_retained_seq_no()
+            .max(follower.min_retained_seq_no());
+        if let (Some(on_leader), Some(on_follower)) =
+            (history(leader, from), history(follower, from))
+        {
+            return (from.0, on_leader, on_follower);
+        }
+    }
+    panic!("the retained history kept moving over {HISTORY_ATTEMPTS} reads");
+}
+
+/// Every operation of `shard`'s history from `from`, in seq_no order; `None` if a merge has
+/// dropped some of it. Panics on a gap or any other error.
+fn history(shard: &ShardEngine, from: SeqNo) -> Option<History> {
     let max = shard.max_seq_no();
     let mut out = History::new();
-    let mut from = 0;
+    let mut from = from.0;
     while from <= max.0 {
-        let batch = shard
-            .changes(SeqNo(from), max, 1000, usize::MAX)
-            .expect("changes");
+        let batch = match shard.changes(SeqNo(from), max, 1000, usize::MAX) {
+            Ok(batch) => batch,
+            Err(EngineError::MissingHistory { .. }) => return None,
+            Err(error) => panic!("changes from {from}: {error}"),
+        };
         assert!(!batch.is_empty(), "history stops at {from}");
         for operation in batch {
             assert_eq!(operation.seq_no.0, from, "a gap in the history");
@@ -437,7 +474,7 @@ fn history(shard: &ShardEngine) -> History {
             ));
         }
     }
-    out
+    Some(out)
 }
 
 fn seconds(duration: Duration) -> f64 {
@@ -460,11 +497,13 @@ fn main() {
         for round in 1..=rounds {
             let result = cluster.round(&clients, fault);
             println!(
-                "  {label:<14} round {round}: detected {}, resumed {:.2} s{}",
+                "  {label:<14} round {round}: detected {}, resumed {:.2} s, {} operations \
+                 identical{}",
                 result
                     .detected
                     .map_or("never".to_string(), |d| format!("{:.2} s", seconds(d))),
                 seconds(result.resumed),
+                result.compared,
                 result
                     .exception
                     .as_ref()
@@ -478,7 +517,14 @@ fn main() {
     println!();
     println!(
         "{:<14} {:>6} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7}",
-        "fault", "rounds", "detected", "det med s", "det max s", "res med s", "res max s", "targets"
+        "fault",
+        "rounds",
+        "detected",
+        "det med s",
+        "det max s",
+        "res med s",
+        "res max s",
+        "targets"
     );
     let mut reasons = Vec::new();
     for (label, results) in &summaries {
