@@ -25,7 +25,7 @@
 //! were met in every round, and one read exception reason.
 //!
 //! Each round is one event seconds long, so the bench runs its own loop rather than criterion's
-//! sampling. Run: `cargo bench -p tandem-benches --bench dead_connections` (about 4 minutes;
+//! sampling. Run: `cargo bench -p tandem-benches --bench dead_connections` (about 3.5 minutes;
 //! `TANDEM_BENCH_DEADCONN_ROUNDS=1` for a quick look).
 
 use std::sync::Arc;
