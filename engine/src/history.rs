@@ -338,11 +338,22 @@ impl HistoryCache {
     /// version-map locks (a merged segment's take tens of milliseconds, a stall of every
     /// write, and on a follower of every apply). A refresh calls it before it publishes the
     /// searcher.
-    pub fn warm(&self, searcher: &Searcher, id_field: tantivy::schema::Field) -> Result<()> {
+    ///
+    /// Returns the segments whose filter it built: it read their whole `_id` term dictionary.
+    pub fn warm(
+        &self,
+        searcher: &Searcher,
+        id_field: tantivy::schema::Field,
+    ) -> Result<Vec<SegmentId>> {
+        let mut built = Vec::new();
         for segment in searcher.segment_readers() {
-            self.get(segment)?.id_filter(segment, id_field)?;
+            let history = self.get(segment)?;
+            if history.ids.get().is_none() {
+                history.id_filter(segment, id_field)?;
+                built.push(segment.segment_id());
+            }
         }
-        Ok(())
+        Ok(built)
     }
 
     /// Forgets segments that `searcher` no longer holds.

@@ -36,6 +36,7 @@ pub mod fuzzing;
 pub mod index;
 pub mod indices;
 pub mod mapping;
+pub mod segment_directory;
 pub mod shard;
 pub mod shard_limit;
 pub mod strict_json;

@@ -237,7 +237,7 @@ impl ShardEngine {
         mapper: Arc<DocumentMapper>,
         config: ShardConfig,
     ) -> Result<ShardEngine> {
-        let (index, copied) = open_last_commit(dir, "opening the copied commit")?;
+        let (index, _, copied) = open_last_commit(dir, "opening the copied commit")?;
         let translog_dir = dir.join(TRANSLOG_DIR);
         match std::fs::remove_dir_all(&translog_dir) {
             Ok(()) => {}

@@ -76,7 +76,6 @@ use refresh::Commits;
 use retention::Retention;
 use scheduler::{Pass, Scheduled};
 use serde::{Deserialize, Serialize};
-use tantivy::directory::MmapDirectory;
 use tantivy::indexer::NoMergePolicy;
 use tantivy::schema::document::Document;
 use tantivy::store::Compressor;
@@ -88,6 +87,7 @@ use crate::checkpoint::LocalCheckpointTracker;
 use crate::error::{EngineError, Result};
 use crate::lease_log::LeaseLog;
 use crate::mapping::DocumentMapper;
+use crate::segment_directory::SegmentDirectory;
 use crate::translog::Translog;
 use crate::types::{PrimaryTerm, SeqNo};
 
@@ -269,6 +269,9 @@ pub(crate) struct ShardInner {
     config: RankedRwLock<DynamicShardConfig>,
     mapper: Arc<DocumentMapper>,
     index: tantivy::Index,
+    /// The index's directory, through which the engine lets go of mapped pages it no longer
+    /// needs resident.
+    directory: SegmentDirectory,
     /// Identifies this shard's history; kept for the shard's lifetime.
     history_uuid: String,
     /// Identifies the translog that goes with this index.
@@ -333,8 +336,8 @@ impl ShardEngine {
         for path in [dir, &index_dir, &translog_dir] {
             crate::durable_file::create_dir_all(path)?;
         }
-        let directory =
-            MmapDirectory::open(&index_dir).map_err(|e| EngineError::directory(&index_dir, e))?;
+        let directory = SegmentDirectory::open(&index_dir)
+            .map_err(|e| EngineError::directory(&index_dir, e))?;
         let exists = tantivy::Index::exists(&directory)
             .map_err(|e| EngineError::directory(&index_dir, e))?;
         if exists {
@@ -375,7 +378,7 @@ impl ShardEngine {
         mapper: Arc<DocumentMapper>,
         config: ShardConfig,
     ) -> Result<ShardEngine> {
-        let (index, payload) = open_last_commit(dir, "opening the index")?;
+        let (index, directory, payload) = open_last_commit(dir, "opening the index")?;
         let (translog, records) =
             Translog::open(&dir.join(TRANSLOG_DIR), payload.translog_generation)?;
         if translog.uuid() != payload.translog_uuid {
@@ -428,6 +431,7 @@ impl ShardEngine {
             config: RankedRwLock::new(LockRank::Config, config.dynamic()),
             mapper,
             index,
+            directory,
             history_uuid: payload.history_uuid.clone(),
             translog_uuid: payload.translog_uuid.clone(),
             primary_term: AtomicU64::new(payload.primary_term.0),
@@ -912,16 +916,20 @@ fn writer_opener(index: &tantivy::Index, config: &ShardConfig) -> writer_slot::W
 
 /// Opens the tantivy index of the shard in `dir` (`context` says why, for errors) and reads
 /// the payload of its last commit.
-fn open_last_commit(dir: &Path, context: &'static str) -> Result<(tantivy::Index, CommitPayload)> {
+fn open_last_commit(
+    dir: &Path,
+    context: &'static str,
+) -> Result<(tantivy::Index, SegmentDirectory, CommitPayload)> {
     let index_dir = dir.join(INDEX_DIR);
     let directory =
-        MmapDirectory::open(&index_dir).map_err(|e| EngineError::directory(&index_dir, e))?;
-    let index = tantivy::Index::open(directory).map_err(|e| EngineError::index(context, e))?;
+        SegmentDirectory::open(&index_dir).map_err(|e| EngineError::directory(&index_dir, e))?;
+    let index =
+        tantivy::Index::open(directory.clone()).map_err(|e| EngineError::index(context, e))?;
     let meta = index
         .load_metas()
         .map_err(|e| EngineError::index("loading the commit", e))?;
     let payload = commit_payload(&meta, &index_dir, "the last commit")?;
-    Ok((index, payload))
+    Ok((index, directory, payload))
 }
 
 /// The Tandem payload of the commit `meta` of the index in `index_dir`; `commit` names the
@@ -1074,6 +1082,10 @@ impl ShardInner {
                 }
             }
         }
+        self.release_merge_sources();
+        if let Err(error) = self.reload_after_merges() {
+            tracing::warn!(%error, "installing the reader after a merge failed");
+        }
         self.release_idle_writer(self.writer_idle_release);
         self.next_background_pass(pass, Instant::now())
     }
@@ -1088,6 +1100,9 @@ impl ShardInner {
         }
         if let Durability::Async { interval } = config.durability {
             next = next.min(pass.last_sync + interval);
+        }
+        if self.commits.merging_segment_count() > 0 {
+            next = next.min(now + refresh::MERGE_PAGES_RELEASE_INTERVAL);
         }
         next.max(now + scheduler::MIN_PASS_DELAY)
     }

@@ -8,6 +8,7 @@
 //! exact as long as no commit happens between the check and the call (both run under the
 //! refresh lock, and only a refresh commits).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,10 @@ use crate::error::{EngineError, Result};
 use crate::merge::RetentionMergePolicy;
 use crate::types::{PrimaryTerm, SeqNo};
 
+/// While a merge runs, the background pass releases the pages its sources' reads made
+/// resident this often (see [`ShardInner::release_merge_sources`]).
+pub(super) const MERGE_PAGES_RELEASE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Bound on how long `force_merge` waits for merges already running.
 const FORCE_MERGE_WAIT: Duration = Duration::from_secs(600);
 
@@ -31,8 +36,10 @@ pub(crate) struct Commits {
     /// Held by a refresh from start to end and by merge selection: one at a time.
     refresh_lock: RankedMutex<RefreshState>,
     reader: IndexReader,
-    /// The reader of the last refresh. Swapped while the tail is locked, before the version
-    /// map's refreshing generation is dropped.
+    /// The reader of the last commit. A refresh swaps it while the tail is locked, before the
+    /// version map's refreshing generation is dropped; the end of a merge swaps it for one
+    /// that holds the same documents in the merged segment (see
+    /// [`ShardInner::reload_after_merges`]).
     searcher: RankedRwLock<Searcher>,
     /// Set by every change a commit must pick up (writes, lease changes, anchor deletes).
     dirty: AtomicBool,
@@ -40,6 +47,8 @@ pub(crate) struct Commits {
     last_commit_local_checkpoint: AtomicI64,
     /// Segments in merges the engine scheduled and that have not finished.
     merging: Arc<RankedMutex<Vec<SegmentId>>>,
+    /// Set when a merge ends, cleared by the reload that drops its source segments.
+    merged_since_reload: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -64,6 +73,7 @@ impl Commits {
             refresh_count: AtomicU64::new(0),
             last_commit_local_checkpoint: AtomicI64::new(last_commit_local_checkpoint.0),
             merging: Arc::new(RankedMutex::new(LockRank::Merging, Vec::new())),
+            merged_since_reload: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -172,19 +182,16 @@ impl ShardInner {
         returned.map_err(|e| self.fail(EngineError::index("adding parked documents", e)))?;
         committed?;
         let commit = started.elapsed();
+        // This reload also lets go of the segments merged away so far.
+        self.commits
+            .merged_since_reload
+            .store(false, Ordering::Release);
         self.commits
             .reader
             .reload()
             .map_err(|e| self.fail(EngineError::index("reloading the reader", e)))?;
         let searcher = self.commits.reader.searcher();
-        if let Err(error) = self
-            .retention
-            .history()
-            .warm(&searcher, self.mapper.schema().id)
-        {
-            // The lookups that need what could not be built report the error themselves.
-            tracing::warn!(shard = %self.dir.display(), %error, "warming the history cache");
-        }
+        self.warm_history(&searcher);
         let released = self
             .writes
             .end_refresh(|| *self.commits.searcher.write() = searcher.clone());
@@ -214,6 +221,57 @@ impl ShardInner {
             "refresh committed"
         );
         Ok(())
+    }
+
+    /// Builds the history views and id filters of the segments `searcher` holds that have
+    /// none yet (see [`crate::history::HistoryCache::warm`]), then lets go of the pages of
+    /// their term dictionaries the filters were built from: the build reads every `_id` term
+    /// once, and those pages would otherwise stay resident as long as the segment lives,
+    /// growing the node's RSS with the index although no lookup asked for them.
+    fn warm_history(&self, searcher: &Searcher) {
+        match self
+            .retention
+            .history()
+            .warm(searcher, self.mapper.schema().id)
+        {
+            Ok(built) => {
+                let terms: Vec<String> = built
+                    .iter()
+                    .map(|id| format!("{}.term", id.uuid_string()))
+                    .collect();
+                if !terms.is_empty() {
+                    self.directory.release_resident_pages(|path| {
+                        terms.iter().any(|name| path == Path::new(name))
+                    });
+                }
+            }
+            // The lookups that need what could not be built report the error themselves.
+            Err(error) => {
+                tracing::warn!(shard = %self.dir.display(), %error, "warming the history cache")
+            }
+        }
+    }
+
+    /// Lets go of the resident pages of the segments being merged: a merge reads its source
+    /// segments whole, and while it runs (seconds to minutes for large segments) what it read
+    /// would stay resident beside what it writes. Called by the background pass, which runs
+    /// every [`MERGE_PAGES_RELEASE_INTERVAL`] while a merge does.
+    pub(super) fn release_merge_sources(&self) {
+        let sources: Vec<String> = self
+            .commits
+            .merging
+            .lock()
+            .iter()
+            .map(|id| format!("{}.", id.uuid_string()))
+            .collect();
+        if !sources.is_empty() {
+            self.directory.release_resident_pages(|path| {
+                let name = path.to_string_lossy();
+                sources
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix.as_str()))
+            });
+        }
     }
 
     /// Deletes every live anchor of a segment but its first: one live document is enough to
@@ -289,6 +347,8 @@ impl ShardInner {
         self.commits.merging.lock().extend(segments.iter().copied());
         let future = writer.merge(&segments);
         let merging = self.commits.merging.clone();
+        let merged = self.commits.merged_since_reload.clone();
+        let background = self.background.get().cloned();
         let spawned = std::thread::Builder::new()
             .name("tandem-merge-wait".to_string())
             .spawn(move || {
@@ -296,10 +356,47 @@ impl ShardInner {
                     tracing::warn!(%error, "merge failed");
                 }
                 merging.lock().retain(|id| !segments.contains(id));
+                // The background pass installs a reader without the merged-away segments.
+                merged.store(true, Ordering::Release);
+                if let Some(background) = background {
+                    background.wake();
+                }
             });
         if let Err(error) = spawned {
             tracing::warn!(%error, "cannot spawn a merge waiter");
         }
+        // The background pass releases the sources' pages while the merge runs.
+        self.wake_background();
+    }
+
+    /// Installs a reader on the segments as merges left them, if a merge ended since the last
+    /// reader was installed, so that the merged-away segments are let go at once rather than at
+    /// the next refresh (which a bulk load with refresh disabled may not run for minutes): their
+    /// files stay mapped, resident and on disk (deleted but open) while any reader holds them.
+    ///
+    /// Nothing visible changes: tantivy saves a merge's result with the deletes of the last
+    /// commit, so the new reader holds the same documents as the one it replaces, and the
+    /// tail and the version map, which hold what is newer, are untouched. Under the refresh
+    /// lock, so no commit runs meanwhile.
+    pub(super) fn reload_after_merges(&self) -> Result<()> {
+        if !self.commits.merged_since_reload.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _state = self.commits.refresh_lock.lock();
+        self.check_failed()?;
+        self.commits
+            .merged_since_reload
+            .store(false, Ordering::Release);
+        self.commits
+            .reader
+            .reload()
+            .map_err(|e| self.fail(EngineError::index("reloading the reader", e)))?;
+        let searcher = self.commits.reader.searcher();
+        self.warm_history(&searcher);
+        let merged_away = std::mem::replace(&mut *self.commits.searcher.write(), searcher.clone());
+        self.retention.history().retain(&searcher);
+        drop(merged_away);
+        Ok(())
     }
 
     /// See [`super::ShardEngine::force_merge`].

@@ -131,7 +131,9 @@ impl Scheduler {
     }
 }
 
-/// A registered job; dropping it does not cancel it (call [`Scheduled::cancel`]).
+/// A registered job; dropping it (or a clone) does not cancel it (call
+/// [`Scheduled::cancel`]).
+#[derive(Clone)]
 pub(crate) struct Scheduled {
     shared: Arc<Shared>,
     id: u64,
