@@ -42,6 +42,36 @@ fn primary_assigns_seq_nos_versions_and_outcomes() {
     );
 }
 
+/// A generated id is not looked up (Elasticsearch's append-only path for auto-generated ids):
+/// shown by breaking its contract on purpose, with an id that exists, which a lookup would
+/// have turned into an update at version 2. With a condition the lookup happens anyway.
+#[test]
+fn an_automatic_id_is_written_without_a_lookup_unless_a_condition_needs_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = create_shard(dir.path());
+    let first = shard.index(doc(1, "a")).unwrap();
+    shard.refresh().unwrap();
+    let automatic = |body: &str| IndexRequest {
+        automatic_id: true,
+        ..doc(1, body)
+    };
+    let unlooked = shard.index(automatic("b")).unwrap();
+    assert_eq!(
+        (unlooked.version, unlooked.outcome),
+        (1, WriteOutcome::Created),
+        "the write did not look the id up"
+    );
+    let conditional = shard.index(IndexRequest {
+        if_seq_no: Some(first.seq_no),
+        if_primary_term: Some(first.primary_term),
+        ..automatic("c")
+    });
+    assert!(
+        matches!(conditional, Err(EngineError::VersionConflict { .. })),
+        "a condition is checked against the id's latest write: {conditional:?}"
+    );
+}
+
 #[test]
 fn get_is_real_time_before_and_after_refresh() {
     let dir = tempfile::tempdir().unwrap();

@@ -200,6 +200,11 @@ pub struct IndexRequest {
     pub if_primary_term: Option<PrimaryTerm>,
     /// Fail if the document exists (`op_type=create`).
     pub create_only: bool,
+    /// The id was generated for this request by the node (a random one, as for `POST
+    /// /{index}/_doc` or a bulk `index` without `_id`): no document can have it yet, so the
+    /// primary skips looking it up, as Elasticsearch does for auto-generated ids. Ignored with
+    /// `if_seq_no`/`if_primary_term`. Never set for an id a client chose.
+    pub automatic_id: bool,
 }
 
 impl IndexRequest {
@@ -211,6 +216,7 @@ impl IndexRequest {
             if_seq_no: None,
             if_primary_term: None,
             create_only: false,
+            automatic_id: false,
         }
     }
 }
@@ -754,19 +760,27 @@ impl ShardInner {
         prepared: Prepared,
     ) -> Result<WriteResult> {
         self.check_failed()?;
-        let (id, if_seq_no, if_primary_term) = match &prepared {
+        let (id, if_seq_no, if_primary_term, automatic_id) = match &prepared {
             Prepared::Index(request, _) => (
                 request.id.clone(),
                 request.if_seq_no,
                 request.if_primary_term,
+                request.automatic_id,
             ),
             Prepared::Delete(request) => (
                 request.id.clone(),
                 request.if_seq_no,
                 request.if_primary_term,
+                false,
             ),
         };
-        let latest = self.latest(stripe, &id)?;
+        // A generated id is new: looking it up would probe every segment's id filter and, on
+        // each false positive, read a term dictionary block, for nothing.
+        let latest = if automatic_id && if_seq_no.is_none() && if_primary_term.is_none() {
+            None
+        } else {
+            self.latest(stripe, &id)?
+        };
         let live = latest.filter(|latest| !latest.deleted);
         check_conditions(&id, live, if_seq_no, if_primary_term)?;
         if let Prepared::Index(request, _) = &prepared {

@@ -71,6 +71,8 @@ impl BulkAction {
 struct BulkItem {
     index: String,
     id: String,
+    /// `id` was generated here (an `index` action without `_id`).
+    automatic_id: bool,
     condition: Option<(SeqNo, PrimaryTerm)>,
     action: BulkAction,
 }
@@ -234,15 +236,16 @@ fn parse_item(
             ))
         }
     };
-    let id = match (id, &action) {
-        (Some(id), _) => id,
-        (None, BulkAction::Index { .. }) => automatic_id(),
+    let (id, automatic) = match (id, &action) {
+        (Some(id), _) => (id, false),
+        (None, BulkAction::Index { .. }) => (automatic_id(), true),
         (None, _) => return Err(super::documents::validation("id is missing")),
     };
     check_id(&id)?;
     Ok(BulkItem {
         index,
         id,
+        automatic_id: automatic,
         condition,
         action,
     })
@@ -381,6 +384,7 @@ fn apply_run(
                     if_seq_no,
                     if_primary_term,
                     create_only: *create_only,
+                    automatic_id: item.automatic_id,
                 }),
                 _ => WriteRequest::Delete(DeleteRequest {
                     id: item.id.clone(),

@@ -310,7 +310,8 @@ async fn write_document(
         return Err(validation("source is missing"));
     }
     // An automatic id is new: the write is a create.
-    let create = create || id.is_none();
+    let automatic = id.is_none();
+    let create = create || automatic;
     let id = id.unwrap_or_else(automatic_id);
     check_id(&id)?;
     let indices = node.indices.clone();
@@ -323,6 +324,7 @@ async fn write_document(
             if_seq_no: condition.map(|(seq_no, _)| seq_no),
             if_primary_term: condition.map(|(_, term)| term),
             create_only: create,
+            automatic_id: automatic,
         };
         let result = target
             .index(request)
@@ -648,6 +650,7 @@ fn update_once(index: &Index, id: &str, spec: &UpdateSpec) -> Result<UpdateOutco
         if_seq_no: Some(current.seq_no),
         if_primary_term: Some(current.primary_term),
         create_only: false,
+        automatic_id: false,
     };
     index.index(request).map(UpdateOutcome::Written)
 }
