@@ -49,7 +49,6 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tandem_engine::index::IndexMetadata;
-use tandem_engine::SeqNo;
 use tandem_recovery::chunk_bytes::ChunkBytes;
 use tandem_recovery::in_process::MAX_POLL_TIMEOUT;
 use tandem_recovery::leader_api::{
@@ -364,11 +363,8 @@ impl HttpLeaderClient {
                 .await
                 .map_err(|e| LeaderError::Unavailable(format!("decoding failed: {e}")))??
         };
-        check_changes(
-            &response,
-            request.changes.from_seq_no,
-            request.changes.max_operation_count,
-        )?;
+        // The batch's numbers and shape are checked by `CheckedLeaderClient`, which wraps
+        // every remote cluster's client.
         Ok(response)
     }
 
@@ -524,32 +520,6 @@ async fn read_body(
     }
 }
 
-/// The trait's promise on changes: at most the requested count, contiguous from `from`.
-fn check_changes(
-    response: &ShardChangesResponse,
-    from: SeqNo,
-    max_operations: usize,
-) -> Result<(), LeaderError> {
-    let operations = &response.changes.operations;
-    if operations.len() > max_operations {
-        return Err(LeaderError::CorruptedResponse(format!(
-            "{} operations for a request of at most {max_operations}",
-            operations.len()
-        )));
-    }
-    for (offset, operation) in operations.iter().enumerate() {
-        let expected = from.0.checked_add(offset as i64);
-        if expected != Some(operation.seq_no.0) {
-            return Err(LeaderError::CorruptedResponse(format!(
-                "operation {} where {} was due (the changes must be contiguous from {from})",
-                operation.seq_no,
-                expected.map_or_else(|| "nothing".to_string(), |seq_no| seq_no.to_string())
-            )));
-        }
-    }
-    Ok(())
-}
-
 impl LeaderClient for HttpLeaderClient {
     fn index_metadata(&self, request: IndexMetadataRequest) -> LeaderFuture<'_, IndexMetadata> {
         Box::pin(async move { self.call_json(INDEX_METADATA_PATH, &request).await })
@@ -599,47 +569,7 @@ impl LeaderClient for HttpLeaderClient {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use tandem_engine::shard::ChangesResponse;
-    use tandem_engine::{Operation, OperationKind, PrimaryTerm};
-
     use super::*;
-
-    fn changes(seq_nos: &[i64]) -> ShardChangesResponse {
-        ShardChangesResponse {
-            changes: ChangesResponse {
-                operations: seq_nos
-                    .iter()
-                    .map(|&seq_no| {
-                        Arc::new(Operation {
-                            seq_no: SeqNo(seq_no),
-                            primary_term: PrimaryTerm(1),
-                            version: 1,
-                            kind: OperationKind::Delete { id: "x".into() },
-                        })
-                    })
-                    .collect(),
-                global_checkpoint: SeqNo(10),
-                max_seq_no: SeqNo(10),
-                max_seq_no_of_updates: SeqNo(10),
-                took: Duration::ZERO,
-            },
-            mapping_version: 1,
-            settings_version: 1,
-            aliases_version: 1,
-        }
-    }
-
-    #[test]
-    fn changes_must_be_contiguous_and_within_the_count() {
-        assert!(check_changes(&changes(&[3, 4, 5]), SeqNo(3), 3).is_ok());
-        assert!(check_changes(&changes(&[]), SeqNo(3), 3).is_ok());
-        assert!(check_changes(&changes(&[3, 5]), SeqNo(3), 3).is_err());
-        assert!(check_changes(&changes(&[4]), SeqNo(3), 3).is_err());
-        assert!(check_changes(&changes(&[3, 4]), SeqNo(3), 1).is_err());
-        assert!(check_changes(&changes(&[i64::MAX, 0]), SeqNo(i64::MAX), 2).is_err());
-    }
 
     #[test]
     fn addresses_become_urls() {

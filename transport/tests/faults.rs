@@ -16,8 +16,8 @@ use tandem_engine::shard::ChangesResponse;
 use tandem_engine::{Operation, OperationKind, PrimaryTerm, SeqNo};
 use tandem_recovery::conformance::immediate_changes_request;
 use tandem_recovery::leader_api::{
-    FileChunk, IndexMetadataRequest, LeaderClient, ReadFileChunkRequest, SessionId,
-    ShardChangesRequest, ShardChangesResponse, ShardId,
+    CheckedLeaderClient, FileChunk, IndexMetadataRequest, LeaderClient, ReadFileChunkRequest,
+    SessionId, ShardChangesRequest, ShardChangesResponse, ShardId,
 };
 use tandem_recovery::LeaderError;
 use tandem_transport::server::{
@@ -256,7 +256,10 @@ fn assert_corrupted<T: std::fmt::Debug>(what: &str, answer: Result<T, LeaderErro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_or_lying_answers_are_corrupted_responses() {
-    let client = HttpLeaderClient::new(vec![lying_server().await]);
+    // Wrapped as every remote cluster's client is: the wrapper checks a batch's shape, the
+    // transport its frames, chunks and JSON.
+    let client =
+        CheckedLeaderClient::new(Arc::new(HttpLeaderClient::new(vec![lying_server().await])));
     for (from, what) in [
         (0, "a flipped bit"),
         (1, "a hole in the operations"),

@@ -332,5 +332,11 @@ mod tests {
             &changes(vec![operation(3, 1, 1), operation(4, 1, 1)], 3),
             10,
         );
+        // Contiguity past the largest seq_no cannot overflow into a pass.
+        let past_the_end = changes(
+            vec![operation(i64::MAX, 1, 1), operation(0, 1, 1)],
+            i64::MAX,
+        );
+        assert!(check_shard_changes(&past_the_end, SeqNo(i64::MAX), 2).is_err());
     }
 }
