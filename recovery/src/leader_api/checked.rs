@@ -159,19 +159,17 @@ pub fn check_operation(operation: &Operation) -> Result<(), LeaderError> {
             "[0, 2^63-1]",
         ));
     }
-    if !(1..=MAX_LONG).contains(&operation.primary_term.0) {
-        return Err(out_of_range(
-            &format!("the primary term of operation [{}]", operation.seq_no),
-            operation.primary_term,
-            "[1, 2^63-1]",
-        ));
-    }
-    if !(1..=MAX_LONG).contains(&operation.version) {
-        return Err(out_of_range(
-            &format!("the version of operation [{}]", operation.seq_no),
-            operation.version,
-            "[1, 2^63-1]",
-        ));
+    for (what, value) in [
+        ("primary term", operation.primary_term.0),
+        ("version", operation.version),
+    ] {
+        if !(1..=MAX_LONG).contains(&value) {
+            return Err(out_of_range(
+                &format!("the {what} of operation [{}]", operation.seq_no),
+                value,
+                "[1, 2^63-1]",
+            ));
+        }
     }
     Ok(())
 }
