@@ -28,15 +28,16 @@
 //! sampling. Run: `cargo bench -p tandem-benches --bench dead_connections` (about 3.5 minutes;
 //! `TANDEM_BENCH_DEADCONN_ROUNDS=1` for a quick look).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
-use serde_json::{json, Value};
+use common::{start_node, Rest};
+use serde_json::json;
 use tandem_benches::{env_usize, median, temp_dir};
 use tandem_engine::index::Index;
 use tandem_engine::{EngineError, SeqNo, ShardEngine};
-use tandem_node::config::NodeConfig;
 use tandem_node::server::RunningNode;
 use tandem_replication::stats::ShardFollowStats;
 use tandem_testkit::fault_proxy::{Fault, FaultProxy};
@@ -83,83 +84,6 @@ fn faults() -> [(&'static str, Fault); 6] {
         ("refused", Fault::Refused),
         ("cut mid-frame", Fault::CutAfter(300)),
     ]
-}
-
-/// A REST client of one node. Every call panics on a transport error or a non-2xx answer.
-#[derive(Clone)]
-struct Rest {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl Rest {
-    fn new(url: String) -> Rest {
-        Rest {
-            http: reqwest::Client::new(),
-            url,
-        }
-    }
-
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.url));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("{method} {path}: {error}"));
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .unwrap_or_else(|error| panic!("{method} {path}: reading the answer: {error}"));
-        assert!(status.is_success(), "{method} {path}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    }
-
-    async fn put(&self, path: &str, body: Value) -> Value {
-        self.send(Method::PUT, path, Some(body)).await
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.send(Method::GET, path, None).await
-    }
-
-    /// One `_bulk` request of index actions into `index`; panics if any item failed.
-    async fn bulk(&self, index: &str, body: Vec<u8>) {
-        let path = format!("/{index}/_bulk");
-        let response = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
-            .body(body)
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("POST {path}: {error}"));
-        let status = response.status();
-        let answer: Value = response
-            .json()
-            .await
-            .unwrap_or_else(|error| panic!("POST {path}: reading the answer: {error}"));
-        assert!(status.is_success(), "POST {path}: {status} {answer}");
-        assert_eq!(answer["errors"], false, "POST {path}: {answer}");
-    }
-}
-
-/// Starts a node on `runtime`.
-fn start_node(runtime: &Runtime, data: std::path::PathBuf, name: &str) -> RunningNode {
-    runtime
-        .block_on(RunningNode::start(NodeConfig {
-            data,
-            http: "127.0.0.1:0".parse().expect("an address"),
-            name: name.to_string(),
-            indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
-            http_limits: tandem_node::http::HttpLimits::default(),
-        }))
-        .unwrap_or_else(|error| panic!("starting node [{name}]: {error}"))
 }
 
 /// A leader node, a fault proxy in front of it, and a follower node following the leader's

@@ -68,6 +68,8 @@
 //! run is what a profile of it needs); `RUST_LOG` (for example
 //! `tandem_engine=debug`) logs to stderr.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -76,9 +78,9 @@ use std::sync::Arc;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
+use common::Rest;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
-use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 use tandem_benches::{
     blob_mappings_json, blob_settings_json, cp_and_fsync, env_usize, fill_shard_with_blobs,
     flush_dirty_pages, format_busy, init_tracing_from_env, lags_ms, mappings_json, median,
@@ -88,7 +90,6 @@ use tandem_benches::{
 use tandem_engine::index::Index;
 use tandem_engine::shard::PinnedCommit;
 use tandem_engine::shard::WriteRequest;
-use tandem_node::config::NodeConfig;
 use tandem_node::server::RunningNode;
 use tokio::runtime::Runtime;
 
@@ -113,87 +114,6 @@ const RECOVERY_MAX_BYTES_PER_SEC: &str = "0";
 /// Name of the leader index the recovery rounds copy.
 const RECOVERY_LEADER: &str = "recovery-leader";
 const MIB: f64 = 1024.0 * 1024.0;
-
-/// A REST client of one node. Every call panics on a transport error or a non-2xx answer.
-#[derive(Clone)]
-struct Rest {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl Rest {
-    fn new(url: String) -> Rest {
-        Rest {
-            http: reqwest::Client::new(),
-            url,
-        }
-    }
-
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.url));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("{method} {path}: {error}"));
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .unwrap_or_else(|error| panic!("{method} {path}: reading the answer: {error}"));
-        assert!(status.is_success(), "{method} {path}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.send(Method::GET, path, None).await
-    }
-
-    async fn put(&self, path: &str, body: Value) -> Value {
-        self.send(Method::PUT, path, Some(body)).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.send(Method::POST, path, Some(body)).await
-    }
-
-    async fn delete(&self, path: &str) -> Value {
-        self.send(Method::DELETE, path, None).await
-    }
-
-    /// One `_bulk` request of index actions into `index`; returns the highest seq_no given to
-    /// its items. Panics if any item failed.
-    async fn bulk(&self, index: &str, body: Vec<u8>) -> i64 {
-        let path = format!("/{index}/_bulk");
-        let response = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
-            .body(body)
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("POST {path}: {error}"));
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .unwrap_or_else(|error| panic!("POST {path}: reading the answer: {error}"));
-        assert!(status.is_success(), "POST {path}: {status}");
-        let answer: Value = serde_json::from_slice(&bytes).expect("a JSON bulk answer");
-        assert_eq!(answer["errors"], false, "POST {path}: {answer}");
-        answer["items"]
-            .as_array()
-            .expect("bulk items")
-            .iter()
-            .filter_map(|item| item["index"]["_seq_no"].as_i64())
-            .max()
-            .unwrap_or(-1)
-    }
-}
 
 /// The leader and follower nodes, each on its own runtime (as two processes would be), and
 /// the REST clients' runtime.
@@ -250,17 +170,7 @@ fn start_node(
     data: PathBuf,
     name: &str,
 ) -> RunningNode {
-    on_cpus(cpus, || {
-        runtime
-            .block_on(RunningNode::start(NodeConfig {
-                data,
-                http: "127.0.0.1:0".parse().expect("an address"),
-                name: name.to_string(),
-                indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
-                http_limits: tandem_node::http::HttpLimits::default(),
-            }))
-            .unwrap_or_else(|error| panic!("starting node [{name}]: {error}"))
-    })
+    on_cpus(cpus, || common::start_node(runtime, data, name))
 }
 
 impl Cluster {

@@ -182,16 +182,7 @@ impl ShardInner {
         returned.map_err(|e| self.fail(EngineError::index("adding parked documents", e)))?;
         committed?;
         let commit = started.elapsed();
-        // This reload also lets go of the segments merged away so far.
-        self.commits
-            .merged_since_reload
-            .store(false, Ordering::Release);
-        self.commits
-            .reader
-            .reload()
-            .map_err(|e| self.fail(EngineError::index("reloading the reader", e)))?;
-        let searcher = self.commits.reader.searcher();
-        self.warm_history(&searcher);
+        let searcher = self.reload_reader()?;
         let released = self
             .writes
             .end_refresh(|| *self.commits.searcher.write() = searcher.clone());
@@ -221,6 +212,22 @@ impl ShardInner {
             "refresh committed"
         );
         Ok(())
+    }
+
+    /// Reloads the reader on the last commit and the merges that ended since (letting go of
+    /// the segments they merged away) and warms the history of its new segments; returns its
+    /// searcher, not yet installed. Under the refresh lock.
+    fn reload_reader(&self) -> Result<Searcher> {
+        self.commits
+            .merged_since_reload
+            .store(false, Ordering::Release);
+        self.commits
+            .reader
+            .reload()
+            .map_err(|e| self.fail(EngineError::index("reloading the reader", e)))?;
+        let searcher = self.commits.reader.searcher();
+        self.warm_history(&searcher);
+        Ok(searcher)
     }
 
     /// Builds the history views and id filters of the segments `searcher` holds that have
@@ -384,15 +391,7 @@ impl ShardInner {
         }
         let _state = self.commits.refresh_lock.lock();
         self.check_failed()?;
-        self.commits
-            .merged_since_reload
-            .store(false, Ordering::Release);
-        self.commits
-            .reader
-            .reload()
-            .map_err(|e| self.fail(EngineError::index("reloading the reader", e)))?;
-        let searcher = self.commits.reader.searcher();
-        self.warm_history(&searcher);
+        let searcher = self.reload_reader()?;
         let merged_away = std::mem::replace(&mut *self.commits.searcher.write(), searcher.clone());
         self.retention.history().retain(&searcher);
         drop(merged_away);
