@@ -9,9 +9,8 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,41 +22,14 @@ use tandem_recovery::{
     LeaderFuture, OpenRecoverySessionRequest, ReadFileChunkRequest, RecoveryError,
     RecoverySessionInfo, RecoverySettings, RecoveryStage, RecoveryTarget,
 };
+use tandem_testkit::allocations::CountingAllocator;
 
-/// The system allocator, counting the bytes allocated now and at most since the last reset.
-struct CountingAllocator;
-
-static ALLOCATED_BYTES: AtomicUsize = AtomicUsize::new(0);
-static PEAK_ALLOCATED_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let pointer = unsafe { System.alloc(layout) };
-        if !pointer.is_null() {
-            let now = ALLOCATED_BYTES.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK_ALLOCATED_BYTES.fetch_max(now, Ordering::Relaxed);
-        }
-        pointer
-    }
-
-    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(pointer, layout) };
-        ALLOCATED_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
+/// Every allocation of this binary is counted, so memory is measured.
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// Held by every test: allocations are counted process-wide.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Starts a new peak measurement; returns the bytes allocated now.
-fn reset_peak() -> usize {
-    let now = ALLOCATED_BYTES.load(Ordering::Relaxed);
-    PEAK_ALLOCATED_BYTES.store(now, Ordering::Relaxed);
-    now
-}
 
 const TIB: u64 = 1 << 40;
 
@@ -180,7 +152,7 @@ async fn refused_recovery(extra: Vec<(String, u64)>, settings: RecoverySettings)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_files_of_16_tib_are_refused_at_the_disk_watermark_before_any_file_is_created() {
     let _serial = SERIAL.lock().await;
-    let baseline = reset_peak();
+    let baseline = CountingAllocator::reset_peak();
     let error = refused_recovery(sixteen_tib_files(100), test_settings()).await;
     let message = error.to_string();
     assert!(
@@ -192,7 +164,7 @@ async fn a_hundred_files_of_16_tib_are_refused_at_the_disk_watermark_before_any_
     );
     assert!(message.contains(DISK_WATERMARK_HIGH_SETTING), "{message}");
     assert!(message.contains("=90%"), "{message}");
-    let peak = PEAK_ALLOCATED_BYTES.load(Ordering::Relaxed) - baseline;
+    let peak = CountingAllocator::peak() - baseline;
     assert!(peak < 64 << 20, "{peak} bytes allocated");
 }
 
@@ -267,7 +239,7 @@ async fn memory_stays_bounded_while_copying_files_announced_at_16_tib() {
     ));
     let target = RecoveryTarget::new(client.clone(), settings).unwrap();
     let follower_dir = dir.path().join("shards").join("follower");
-    let baseline = reset_peak();
+    let baseline = CountingAllocator::reset_peak();
     let mut recovery = Box::pin(target.recover(request(&leader, &follower_dir)));
     let wanted_chunks = 400;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -278,7 +250,7 @@ async fn memory_stays_bounded_while_copying_files_announced_at_16_tib() {
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
         }
     }
-    let peak = PEAK_ALLOCATED_BYTES.load(Ordering::Relaxed) - baseline;
+    let peak = CountingAllocator::peak() - baseline;
     drop(recovery);
     assert!(
         client.max_in_flight.load(Ordering::SeqCst) <= max_in_flight,

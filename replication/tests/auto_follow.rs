@@ -2,16 +2,18 @@
 //! existed at pattern creation are never followed, exclusions win, paused patterns catch up on
 //! resume, two matching patterns are an error, and the stats count all of it.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::open_followers;
 use serde_json::{json, Map};
 use tandem_engine::indices::Indices;
 use tandem_engine::shard::IndexRequest;
 use tandem_recovery::in_process::InProcessLeaderClient;
 use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
-use tandem_recovery::target::RecoverySettings;
 use tandem_replication::auto_follow::{AutoFollowCoordinator, AutoFollowPattern};
 use tandem_replication::follower_indices::FollowerIndices;
 use tandem_replication::remote::RemoteClusters;
@@ -39,21 +41,7 @@ async fn open(
     dir: &Path,
     remotes: Arc<RemoteClusters>,
 ) -> (Arc<Indices>, Arc<FollowerIndices>, AutoFollowCoordinator) {
-    let indices = Arc::new(Indices::open(&dir.join("data")).unwrap());
-    let followers = Arc::new(
-        FollowerIndices::open(
-            "follower",
-            indices.clone(),
-            remotes.clone(),
-            RecoverySettings {
-                max_bytes_per_sec: 0,
-                ..RecoverySettings::default()
-            },
-            &dir.join("state"),
-        )
-        .await
-        .unwrap(),
-    );
+    let (indices, followers) = open_followers("follower", dir, remotes.clone()).await;
     let coordinator =
         AutoFollowCoordinator::open(followers.clone(), remotes, &dir.join("state")).unwrap();
     (indices, followers, coordinator)

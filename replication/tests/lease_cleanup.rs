@@ -2,11 +2,13 @@
 //! be reached leaves its lease removals pending (persisted, visible, retried with backoff),
 //! and they complete once the leader is back, across a restart of the follower.
 
-use std::path::Path;
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::open_followers;
 use serde_json::json;
 use tandem_engine::indices::Indices;
 use tandem_engine::shard::{IndexRequest, WriteRequest};
@@ -15,9 +17,8 @@ use tandem_recovery::leader_api::{
     ForwardingLeaderClient, LeaderClient, LeaderFuture, RemoveRetentionLeaseRequest,
 };
 use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
-use tandem_recovery::target::RecoverySettings;
 use tandem_recovery::LeaderError;
-use tandem_replication::follower_indices::{FollowRequest, FollowerIndices};
+use tandem_replication::follower_indices::FollowRequest;
 use tandem_replication::params::FollowParameters;
 use tandem_replication::remote::RemoteClusters;
 
@@ -43,27 +44,6 @@ impl ForwardingLeaderClient for StoppableLeader {
             self.inner.remove_retention_lease(request).await
         })
     }
-}
-
-async fn open_followers(
-    dir: &Path,
-    remotes: Arc<RemoteClusters>,
-) -> (Arc<Indices>, Arc<FollowerIndices>) {
-    let indices = Arc::new(Indices::open(&dir.join("data")).unwrap());
-    let recovery = RecoverySettings {
-        max_bytes_per_sec: 0,
-        ..RecoverySettings::default()
-    };
-    let followers = FollowerIndices::open(
-        "follower-cluster",
-        indices.clone(),
-        remotes,
-        recovery,
-        &dir.join("state"),
-    )
-    .await
-    .unwrap();
-    (indices, Arc::new(followers))
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -106,7 +86,8 @@ async fn leases_of_a_follower_deleted_while_the_leader_is_down_are_removed_when_
     let remotes = Arc::new(RemoteClusters::new());
     remotes.set("leader", client.clone());
     let follower_dir = dir.path().join("follower");
-    let (indices, followers) = open_followers(&follower_dir, remotes.clone()).await;
+    let (indices, followers) =
+        open_followers("follower-cluster", &follower_dir, remotes.clone()).await;
     followers
         .follow(FollowRequest {
             remote_cluster: "leader".to_string(),
@@ -145,7 +126,8 @@ async fn leases_of_a_follower_deleted_while_the_leader_is_down_are_removed_when_
     followers.shutdown().await;
     drop(followers);
     drop(indices);
-    let (indices, followers) = open_followers(&follower_dir, remotes.clone()).await;
+    let (indices, followers) =
+        open_followers("follower-cluster", &follower_dir, remotes.clone()).await;
     assert_eq!(followers.pending_lease_removals().len(), 2);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let retried = followers.pending_lease_removals();
@@ -165,6 +147,6 @@ async fn leases_of_a_follower_deleted_while_the_leader_is_down_are_removed_when_
     followers.shutdown().await;
     drop(followers);
     drop(indices);
-    let (_indices, followers) = open_followers(&follower_dir, remotes).await;
+    let (_indices, followers) = open_followers("follower-cluster", &follower_dir, remotes).await;
     assert!(followers.pending_lease_removals().is_empty());
 }

@@ -2,19 +2,21 @@
 //! info and stats, pause, resume, restart of the process, unfollow, and the Elasticsearch
 //! messages of the refused transitions.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::open_followers;
 use serde_json::json;
 use tandem_engine::index::Index;
 use tandem_engine::indices::Indices;
 use tandem_engine::shard::{IndexRequest, WriteRequest};
 use tandem_recovery::in_process::InProcessLeaderClient;
 use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
-use tandem_recovery::target::RecoverySettings;
 use tandem_replication::error::CcrError;
-use tandem_replication::follower_indices::{FollowRequest, FollowerIndices};
+use tandem_replication::follower_indices::FollowRequest;
 use tandem_replication::params::FollowParameters;
 use tandem_replication::remote::RemoteClusters;
 
@@ -66,27 +68,6 @@ fn same_documents(leader: &Index, follower: &Index) {
     }
 }
 
-async fn open_followers(
-    dir: &Path,
-    remotes: Arc<RemoteClusters>,
-) -> (Arc<Indices>, Arc<FollowerIndices>) {
-    let indices = Arc::new(Indices::open(&dir.join("data")).unwrap());
-    let recovery = RecoverySettings {
-        max_bytes_per_sec: 0,
-        ..RecoverySettings::default()
-    };
-    let followers = FollowerIndices::open(
-        "follower-cluster",
-        indices.clone(),
-        remotes,
-        recovery,
-        &dir.join("state"),
-    )
-    .await
-    .unwrap();
-    (indices, Arc::new(followers))
-}
-
 /// A follow of `logs` on the remote `leader` as `logs-copy`, long-polling for
 /// `read_poll_millis`, that waits for the recovery.
 fn follow_logs(read_poll_millis: u64) -> FollowRequest {
@@ -124,7 +105,8 @@ async fn follow_pause_resume_restart_and_unfollow() {
     let remotes = Arc::new(RemoteClusters::new());
     remotes.set("leader", Arc::new(client));
     let follower_dir = dir.path().join("follower");
-    let (indices, followers) = open_followers(&follower_dir, remotes.clone()).await;
+    let (indices, followers) =
+        open_followers("follower-cluster", &follower_dir, remotes.clone()).await;
 
     let request = follow_logs(100);
     let response = followers.follow(request.clone()).await.unwrap();
@@ -241,7 +223,8 @@ async fn follow_pause_resume_restart_and_unfollow() {
     followers.shutdown().await;
     drop(followers);
     drop(indices);
-    let (indices, followers) = open_followers(&follower_dir, remotes.clone()).await;
+    let (indices, followers) =
+        open_followers("follower-cluster", &follower_dir, remotes.clone()).await;
     write_docs(&leader, 450, 500, "after the restart");
     wait_caught_up(&leader, &indices, "logs-copy").await;
     same_documents(&leader, &indices.get("logs-copy").unwrap());
@@ -323,7 +306,8 @@ async fn follow_without_waiting_then_resume_refuses_a_changed_leader() {
     client.register_index(leader.clone());
     let remotes = Arc::new(RemoteClusters::new());
     remotes.set("leader", Arc::new(client.clone()));
-    let (indices, followers) = open_followers(&dir.path().join("follower"), remotes).await;
+    let (indices, followers) =
+        open_followers("follower-cluster", &dir.path().join("follower"), remotes).await;
 
     // wait_for_active_shards=0: the answer comes before the recovery is done, as in
     // Elasticsearch; the recovery and then following go on in the background.
@@ -456,7 +440,7 @@ async fn a_follow_still_recovering_at_a_stop_is_started_again_on_the_next_start(
     {
         let stalled = Arc::new(RemoteClusters::new());
         stalled.set("leader", Arc::new(StalledChunks(client.clone())));
-        let (indices, followers) = open_followers(&follower_dir, stalled).await;
+        let (indices, followers) = open_followers("follower-cluster", &follower_dir, stalled).await;
         let response = followers
             .follow(FollowRequest {
                 wait_for_active_shards: false,
@@ -474,7 +458,7 @@ async fn a_follow_still_recovering_at_a_stop_is_started_again_on_the_next_start(
     // The next start resumes the follow, with its parameters and settings.
     let remotes = Arc::new(RemoteClusters::new());
     remotes.set("leader", client);
-    let (indices, followers) = open_followers(&follower_dir, remotes).await;
+    let (indices, followers) = open_followers("follower-cluster", &follower_dir, remotes).await;
     followers.resume_pending_follows().await;
     let started = Instant::now();
     while indices.get("logs-copy").is_err() || followers.stats(Some("logs-copy")).await.is_err() {
@@ -499,7 +483,12 @@ async fn a_follow_still_recovering_at_a_stop_is_started_again_on_the_next_start(
     followers.shutdown().await;
     drop(followers);
     drop(indices);
-    let (_, followers) = open_followers(&follower_dir, Arc::new(RemoteClusters::new())).await;
+    let (_, followers) = open_followers(
+        "follower-cluster",
+        &follower_dir,
+        Arc::new(RemoteClusters::new()),
+    )
+    .await;
     followers.resume_pending_follows().await;
     let pending =
         std::fs::read_to_string(follower_dir.join("state/ccr_pending_follows.json")).unwrap();
@@ -534,7 +523,8 @@ async fn a_leader_closed_during_a_follow_is_retried_until_it_is_reopened() {
     let (leader_indices, remotes) = leader_cluster(dir.path(), 2);
     let leader = leader_indices.get("logs").unwrap();
     write_docs(&leader, 0, 200, "before following");
-    let (indices, followers) = open_followers(&dir.path().join("follower"), remotes).await;
+    let (indices, followers) =
+        open_followers("follower-cluster", &dir.path().join("follower"), remotes).await;
     // A long poll far longer than the test: closing the leader must end it, not wait for it.
     let mut request = follow_logs(60_000);
     request.parameters.max_retry_delay = Some(tandem_engine::units::TimeValue::from_millis(50));
@@ -634,7 +624,8 @@ async fn a_paused_follower_stays_paused_across_a_restart_and_unfollows_without_i
     let leader = leader_indices.get("logs").unwrap();
     write_docs(&leader, 0, 200, "before following");
     let follower_dir = dir.path().join("follower");
-    let (indices, followers) = open_followers(&follower_dir, remotes.clone()).await;
+    let (indices, followers) =
+        open_followers("follower-cluster", &follower_dir, remotes.clone()).await;
     followers.follow(follow_logs(100)).await.unwrap();
     wait_caught_up(&leader, &indices, "logs-copy").await;
     followers.pause("logs-copy").await.unwrap();
@@ -647,7 +638,8 @@ async fn a_paused_follower_stays_paused_across_a_restart_and_unfollows_without_i
     followers.shutdown().await;
     drop(followers);
     drop(indices);
-    let (indices, followers) = open_followers(&follower_dir, remotes.clone()).await;
+    let (indices, followers) =
+        open_followers("follower-cluster", &follower_dir, remotes.clone()).await;
     write_docs(&leader, 200, 260, "while paused and restarted");
     let info = followers.info(Some("logs-copy")).await.unwrap();
     assert_eq!(info[0].to_es_json()["status"], "paused");
@@ -694,7 +686,7 @@ async fn a_paused_follower_stays_paused_across_a_restart_and_unfollows_without_i
     followers.shutdown().await;
     drop(followers);
     drop(indices);
-    let (indices, followers) = open_followers(&follower_dir, remotes).await;
+    let (indices, followers) = open_followers("follower-cluster", &follower_dir, remotes).await;
     assert!(followers.info(None).await.unwrap().is_empty());
     let copy = indices.get("logs-copy").unwrap();
     assert!(!copy.is_follower());

@@ -3,12 +3,13 @@
 //! and operations with a primary term or a version no leader can have stop the follow with a
 //! fatal exception in its stats, before anything of them is written.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::open_followers;
 use serde_json::json;
 use tandem_engine::index::IndexMetadata;
 use tandem_engine::indices::Indices;
@@ -20,33 +21,12 @@ use tandem_recovery::leader_api::{
     ShardChangesResponse,
 };
 use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
-use tandem_recovery::target::RecoverySettings;
 use tandem_replication::follower_indices::{FollowRequest, FollowerIndices};
 use tandem_replication::params::FollowParameters;
 use tandem_replication::remote::RemoteClusters;
+use tandem_testkit::allocations::CountingAllocator;
 
-/// The system allocator, counting the bytes allocated now and at most since the last reset.
-struct CountingAllocator;
-
-static ALLOCATED_BYTES: AtomicUsize = AtomicUsize::new(0);
-static PEAK_ALLOCATED_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let pointer = unsafe { System.alloc(layout) };
-        if !pointer.is_null() {
-            let now = ALLOCATED_BYTES.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK_ALLOCATED_BYTES.fetch_max(now, Ordering::Relaxed);
-        }
-        pointer
-    }
-
-    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(pointer, layout) };
-        ALLOCATED_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
+/// Every allocation of this binary is counted, so memory is measured.
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
@@ -136,26 +116,13 @@ async fn cluster(shard_count: Option<u32>) -> Cluster {
     });
     let remotes = Arc::new(RemoteClusters::new());
     remotes.set("leader", client.clone());
-    let follower_dir: &Path = &dir.path().join("follower");
-    let indices = Arc::new(Indices::open(&follower_dir.join("data")).unwrap());
-    let recovery = RecoverySettings {
-        max_bytes_per_sec: 0,
-        ..RecoverySettings::default()
-    };
-    let followers = FollowerIndices::open(
-        "follower-cluster",
-        indices.clone(),
-        remotes,
-        recovery,
-        &follower_dir.join("state"),
-    )
-    .await
-    .unwrap();
+    let (indices, followers) =
+        open_followers("follower-cluster", &dir.path().join("follower"), remotes).await;
     Cluster {
         _dir: dir,
         leader,
         indices,
-        followers: Arc::new(followers),
+        followers,
         client,
     }
 }
@@ -177,14 +144,13 @@ fn follow_request() -> FollowRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_claiming_4294967295_shards_fails_the_follow_with_memory_flat() {
     let cluster = cluster(Some(u32::MAX)).await;
-    let before = ALLOCATED_BYTES.load(Ordering::Relaxed);
-    PEAK_ALLOCATED_BYTES.store(before, Ordering::Relaxed);
+    let before = CountingAllocator::reset_peak();
     let error = cluster
         .followers
         .follow(follow_request())
         .await
         .unwrap_err();
-    let peak = PEAK_ALLOCATED_BYTES.load(Ordering::Relaxed) - before;
+    let peak = CountingAllocator::peak() - before;
     let message = error.to_string();
     assert!(
         message.contains("index.number_of_shards [4294967295]") && message.contains("[1, 1024]"),

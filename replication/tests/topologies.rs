@@ -2,10 +2,13 @@
 //! in this process: failover and failback (seed tutorial 000), bi-directional (each cluster
 //! leads one index and follows the other) and chained (A -> B -> C), plus forget-follower.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::open_followers;
 use serde_json::json;
 use tandem_engine::index::Index;
 use tandem_engine::indices::Indices;
@@ -13,7 +16,6 @@ use tandem_engine::shard::{IndexRequest, WriteRequest};
 use tandem_engine::units::TimeValue;
 use tandem_recovery::in_process::InProcessLeaderClient;
 use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
-use tandem_recovery::target::RecoverySettings;
 use tandem_replication::follower_indices::{FollowRequest, FollowerIndices};
 use tandem_replication::leader::{forget_follower, ForgetFollowerRequest};
 use tandem_replication::params::FollowParameters;
@@ -33,26 +35,13 @@ struct Cluster {
 impl Cluster {
     async fn start(root: &Path, name: &str) -> Cluster {
         let dir = root.join(name);
-        let indices = Arc::new(Indices::open(&dir.join("data")).unwrap());
         let remotes = Arc::new(RemoteClusters::new());
-        let recovery = RecoverySettings {
-            max_bytes_per_sec: 0,
-            ..RecoverySettings::default()
-        };
-        let followers = FollowerIndices::open(
-            name,
-            indices.clone(),
-            remotes.clone(),
-            recovery,
-            &dir.join("state"),
-        )
-        .await
-        .unwrap();
+        let (indices, followers) = open_followers(name, &dir, remotes.clone()).await;
         Cluster {
             name: name.to_string(),
             indices,
             remotes,
-            followers: Arc::new(followers),
+            followers,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Test support shared by the tests of Tandem's crates (a dev-dependency only, never shipped):
 //!
+//! - [`allocations`]: an allocator that counts what a test binary allocates, with peaks;
 //! - [`fault_proxy`]: a TCP proxy that fails the way networks do (black hole, half-open, drip,
 //!   reset, refused, cut), put between a follower and its leader;
 //! - [`memory`]: the resident memory of real processes, sampled on a thread, with peaks.
@@ -9,5 +10,6 @@
 
 #![warn(missing_docs)]
 
+pub mod allocations;
 pub mod fault_proxy;
 pub mod memory;
