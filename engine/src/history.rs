@@ -97,12 +97,15 @@ pub struct SegmentHistory {
     max_deleted: Mutex<Option<(u32, Option<u64>)>>,
     /// The ids of the segment, built on first lookup.
     ids: std::sync::OnceLock<IdFilter>,
-    /// The segment's document store, shared by every history read so consecutive batches
-    /// reuse its cache of decompressed blocks.
+    /// The segment's document store for single reads (gets), without a cache of decompressed
+    /// blocks: a cache per live segment would grow with the number of segments, which history
+    /// retention can keep from merging (see [`SegmentHistory::scan_store`]).
     store: std::sync::OnceLock<tantivy::store::StoreReader>,
 }
 
-/// Decompressed doc-store blocks kept per segment for history reads.
+/// Decompressed doc-store blocks a scan of the history ([`SegmentHistory::scan_store`]) keeps
+/// per segment it reads, for as long as the scan lasts (a merged segment's seq_no order visits
+/// one run per source segment, each in its own block).
 const STORE_CACHE_BLOCKS: usize = 32;
 
 impl SegmentHistory {
@@ -206,15 +209,24 @@ impl SegmentHistory {
         })
     }
 
-    /// The segment's document store (opened once).
+    /// The segment's document store for single reads (opened once, no block cache).
     pub fn store(&self, segment: &SegmentReader) -> Result<&tantivy::store::StoreReader> {
         if let Some(store) = self.store.get() {
             return Ok(store);
         }
         let opened = segment
-            .get_store_reader(STORE_CACHE_BLOCKS)
+            .get_store_reader(0)
             .map_err(|error| EngineError::io("document store", error))?;
         Ok(self.store.get_or_init(|| opened))
+    }
+
+    /// A document store of the segment for one scan of its history, with a cache of
+    /// [`STORE_CACHE_BLOCKS`] decompressed blocks that lives as long as the scan holds it: the
+    /// memory of block caches is bounded by the scans running, not by the segments alive.
+    pub fn scan_store(segment: &SegmentReader) -> Result<tantivy::store::StoreReader> {
+        segment
+            .get_store_reader(STORE_CACHE_BLOCKS)
+            .map_err(|error| EngineError::io("document store", error))
     }
 
     /// False when no document of the segment has id `id`.

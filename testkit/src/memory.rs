@@ -9,27 +9,54 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// The resident set size of process `pid` in bytes (`VmRSS` of `/proc/PID/status`).
-pub fn resident_bytes(pid: u32) -> io::Result<u64> {
+/// The resident memory of a process, in bytes, as `/proc/PID/status` splits it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resident {
+    /// All of it (`VmRSS`).
+    pub total: u64,
+    /// Anonymous pages (`RssAnon`): the heap, stacks and buffers the process holds.
+    pub anon: u64,
+    /// File-backed pages (`RssFile`): mapped files (segment files, the binary), page cache the
+    /// kernel can take back.
+    pub file: u64,
+}
+
+/// The resident memory of process `pid` (`VmRSS`, `RssAnon` and `RssFile` of
+/// `/proc/PID/status`).
+pub fn resident(pid: u32) -> io::Result<Resident> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path)?;
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no VmRSS in {path}")))?;
-    let kilobytes: u64 = line
-        .trim_start_matches("VmRSS:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .map_err(|error| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad VmRSS line {line:?} in {path}: {error}"),
-            )
-        })?;
-    Ok(kilobytes * 1024)
+    let field = |name: &str| -> io::Result<u64> {
+        let line = status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("no {name} in {path}"))
+            })?;
+        let kilobytes: u64 = line
+            .trim_start_matches(name)
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .map_err(|error| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad {name} line {line:?} in {path}: {error}"),
+                )
+            })?;
+        Ok(kilobytes * 1024)
+    };
+    Ok(Resident {
+        total: field("VmRSS:")?,
+        anon: field("RssAnon:")?,
+        file: field("RssFile:")?,
+    })
+}
+
+/// The resident set size of process `pid` in bytes (`VmRSS` of `/proc/PID/status`).
+pub fn resident_bytes(pid: u32) -> io::Result<u64> {
+    resident(pid).map(|resident| resident.total)
 }
 
 /// What the sampler saw of one named process.
@@ -39,6 +66,10 @@ pub struct RssPeak {
     pub peak_bytes: u64,
     /// The last RSS sampled, in bytes.
     pub last_bytes: u64,
+    /// The largest anonymous part sampled (`RssAnon`), in bytes.
+    pub peak_anon_bytes: u64,
+    /// The largest file-backed part sampled (`RssFile`), in bytes.
+    pub peak_file_bytes: u64,
     /// How many samples were taken (a process that is gone is not sampled).
     pub samples: u64,
 }
@@ -130,10 +161,13 @@ fn sample(table: &Table) {
     for watched in lock(table).values_mut() {
         let Some(pid) = watched.pid else { continue };
         // A process that just died has no status file: nothing to sample.
-        if let Ok(bytes) = resident_bytes(pid) {
-            watched.seen.peak_bytes = watched.seen.peak_bytes.max(bytes);
-            watched.seen.last_bytes = bytes;
-            watched.seen.samples += 1;
+        if let Ok(now) = resident(pid) {
+            let seen = &mut watched.seen;
+            seen.peak_bytes = seen.peak_bytes.max(now.total);
+            seen.peak_anon_bytes = seen.peak_anon_bytes.max(now.anon);
+            seen.peak_file_bytes = seen.peak_file_bytes.max(now.file);
+            seen.last_bytes = now.total;
+            seen.samples += 1;
         }
     }
 }

@@ -19,7 +19,7 @@ use tantivy::DocId;
 
 use super::ShardEngine;
 use crate::error::{EngineError, Result};
-use crate::history::read_operation;
+use crate::history::{read_operation, SegmentHistory};
 use crate::types::{SeqNo, SharedOperation};
 
 /// A follower's read of a leader shard's history.
@@ -229,6 +229,11 @@ impl ShardEngine {
         );
         found.sort_by_key(|(seq_no, _)| *seq_no);
 
+        // The stores this read opens, by segment ordinal: their block caches live as long as
+        // the read.
+        let mut stores: Vec<Option<tantivy::store::StoreReader>> = std::iter::repeat_with(|| None)
+            .take(histories.len())
+            .collect();
         let mut out = Vec::with_capacity(found.len().min(max_operations));
         let mut bytes = 0usize;
         let mut expected = from.0 as u64;
@@ -244,7 +249,12 @@ impl ShardEngine {
                 Source::Tail(op) => op,
                 Source::Segment { ordinal, doc } => {
                     let history = &histories[ordinal];
-                    let store = history.store(searcher.segment_reader(ordinal as u32))?;
+                    let store = match &mut stores[ordinal] {
+                        Some(store) => store,
+                        empty => empty.insert(SegmentHistory::scan_store(
+                            searcher.segment_reader(ordinal as u32),
+                        )?),
+                    };
                     Arc::new(read_operation(history, store, inner.mapper.schema(), doc)?)
                 }
             };

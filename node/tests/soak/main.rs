@@ -396,8 +396,10 @@ fn print_summary(
     );
     for (name, seen) in rss {
         println!(
-            "RSS {name}: peak {} MiB, last {} MiB ({} samples), bound {} MiB",
+            "RSS {name}: peak {} MiB (peaks of its parts: anonymous {} MiB, file-backed {} MiB), last {} MiB ({} samples), bound {} MiB",
             seen.peak_bytes >> 20,
+            seen.peak_anon_bytes >> 20,
+            seen.peak_file_bytes >> 20,
             seen.last_bytes >> 20,
             seen.samples,
             RSS_BOUND_BYTES >> 20
