@@ -10,6 +10,7 @@
 //! changes request): it only hands out operations at or below the global checkpoint, long-polls
 //! when the follower is caught up, and checks the follower still follows this history.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -229,11 +230,9 @@ impl ShardEngine {
         );
         found.sort_by_key(|(seq_no, _)| *seq_no);
 
-        // The stores this read opens, by segment ordinal: their block caches live as long as
-        // the read.
-        let mut stores: Vec<Option<tantivy::store::StoreReader>> = std::iter::repeat_with(|| None)
-            .take(histories.len())
-            .collect();
+        // The stores this read opens, by segment ordinal (a batch touches a few segments of
+        // possibly thousands): their block caches live as long as the read.
+        let mut stores: HashMap<usize, tantivy::store::StoreReader> = HashMap::new();
         let mut out = Vec::with_capacity(found.len().min(max_operations));
         let mut bytes = 0usize;
         let mut expected = from.0 as u64;
@@ -249,9 +248,9 @@ impl ShardEngine {
                 Source::Tail(op) => op,
                 Source::Segment { ordinal, doc } => {
                     let history = &histories[ordinal];
-                    let store = match &mut stores[ordinal] {
-                        Some(store) => store,
-                        empty => empty.insert(SegmentHistory::scan_store(
+                    let store = match stores.entry(ordinal) {
+                        Entry::Occupied(open) => open.into_mut(),
+                        Entry::Vacant(slot) => slot.insert(SegmentHistory::scan_store(
                             searcher.segment_reader(ordinal as u32),
                         )?),
                     };
