@@ -280,6 +280,11 @@ impl SegmentHistory {
         self.anchors.len()
     }
 
+    /// True when `doc` is one of the segment's anchors (not an operation).
+    pub fn is_anchor(&self, doc: DocId) -> bool {
+        self.seq_nos.first(doc) == Some(ANCHOR_SEQ_NO)
+    }
+
     /// The meta fields of `doc`.
     pub fn meta(&self, doc: DocId) -> Result<(SeqNo, PrimaryTerm, u64, OpType)> {
         let missing = |what: &str| EngineError::Corrupted {

@@ -7,7 +7,9 @@
 //! committed, refreshed reader: see `shard::refresh` for why that makes the check exact.
 //!
 //! Append-only data (no deleted documents) merges freely; update-heavy data merges as soon as
-//! leases and checkpoints move `min_retained_seq_no` past its deleted documents.
+//! leases and checkpoints move `min_retained_seq_no` past its deleted documents, or, while they
+//! do not, once the engine has copied the retained history forward
+//! ([`RetentionMergePolicy::select_carrying`], `shard::carry`).
 
 use std::collections::HashMap;
 
@@ -51,6 +53,49 @@ impl RetentionMergePolicy {
         cache: &HistoryCache,
         excluded: &[SegmentId],
     ) -> Result<Vec<SegmentMeta>> {
+        self.segments(index, searcher, cache, excluded, true)
+    }
+
+    /// Log-merge-policy candidates among the segments that hold retained deleted documents:
+    /// each may be merged once that history has been carried forward (re-added as deleted
+    /// documents, see `shard::carry`), as Elasticsearch's merges keep retained soft deletes.
+    pub fn select_carrying(
+        &self,
+        index: &Index,
+        searcher: &Searcher,
+        cache: &HistoryCache,
+        merging: &[SegmentId],
+    ) -> Result<Vec<Vec<SegmentId>>> {
+        // Sized by all their documents, deleted ones included: the log policy sizes segments by
+        // live documents, which would put a segment of carried copies (one live anchor) among
+        // the smallest, and every carry would copy all the history carried before again.
+        let retaining: Vec<SegmentMeta> = self
+            .segments(index, searcher, cache, merging, false)?
+            .into_iter()
+            .map(|meta| {
+                let opstamp = meta.delete_opstamp().unwrap_or(0);
+                meta.with_delete_meta(0, opstamp)
+            })
+            .collect();
+        Ok(self
+            .log
+            .compute_merge_candidates(&retaining)
+            .into_iter()
+            .map(|candidate| candidate.0)
+            .filter(|segments| segments.len() > 1)
+            .collect())
+    }
+
+    /// The committed segments of `searcher`, not in `excluded`, that may (`mergeable`) or may
+    /// not be merged as they are.
+    fn segments(
+        &self,
+        index: &Index,
+        searcher: &Searcher,
+        cache: &HistoryCache,
+        excluded: &[SegmentId],
+        mergeable: bool,
+    ) -> Result<Vec<SegmentMeta>> {
         let mut facts: HashMap<SegmentId, bool> = HashMap::new();
         for segment in searcher.segment_readers() {
             let history = cache.get(segment)?;
@@ -64,7 +109,7 @@ impl RetentionMergePolicy {
             .into_iter()
             .filter(|meta| {
                 // Only segments of this reader: their delete counts are the ones checked.
-                facts.get(&meta.id()) == Some(&true) && !excluded.contains(&meta.id())
+                facts.get(&meta.id()) == Some(&mergeable) && !excluded.contains(&meta.id())
             })
             .collect())
     }

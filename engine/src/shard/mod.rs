@@ -12,9 +12,10 @@
 //!   acknowledged only after its translog record is fsynced; on open the translog is replayed on
 //!   top of the last commit;
 //! - *the history is complete above `min_retained_seq_no`* (invariants 3 and 4): updated and
-//!   deleted documents stay in their segments, and only merges the engine schedules itself, over
-//!   committed segments whose deleted documents are all below `min_retained_seq_no`, may drop
-//!   them;
+//!   deleted documents stay in their segments, and only merges the engine schedules itself may
+//!   drop them: over committed segments whose deleted documents are all below
+//!   `min_retained_seq_no`, or whose retained deleted documents a commit already holds copies
+//!   of (`carry.rs`);
 //! - *replica application is idempotent and order-independent* (invariant 5).
 //!
 //! The state of a shard is split into parts that own it: [`write::WritePath`] (the batches
@@ -33,7 +34,8 @@
 //! lock) while they apply an operation; a refresh takes the `batches` write lock only to fix
 //! its payload and take the tantivy writer, so a commit always holds exactly the operations
 //! whose processing finished by then, and writes go on while tantivy finishes the commit (their
-//! batches are parked, see `writer_slot.rs`). Translog fsyncs happen after the locks are
+//! batches are parked, see `writer_slot.rs`); only a carry whose group keeps being hit by
+//! deletes holds it through two commits (`carry.rs`). Translog fsyncs happen after the locks are
 //! released, so concurrent writers share them (group commit).
 //!
 //! Lock order: a thread holding one of these locks takes only locks further down the list.
@@ -54,6 +56,7 @@
 //! 9. `Merging`: `Commits::merging`, also taken under the writer slot when a merge starts.
 //! 10. `Failure`: the latched failure; taken anywhere, nothing is taken under it.
 
+mod carry;
 mod changes;
 mod checkpoints;
 mod commit_point;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tantivy::index::SegmentId;
 use tantivy::{IndexReader, Searcher};
 
-use super::lock_order::{LockRank, RankedMutex, RankedRwLock};
+use super::lock_order::{LockRank, RankedMutex, RankedRwLock, RankedWriteGuard};
 use super::writer_slot::ShardWriter;
 use super::{prepare_commit, CommitPayload, ShardInner};
 use crate::error::{EngineError, Result};
@@ -108,7 +108,7 @@ impl ShardInner {
         // and leaves `dirty` set: one redundant commit, never a missed one.
         let dirty = self.commits.dirty.swap(false, Ordering::AcqRel);
         if dirty || force {
-            self.commit_and_reload()?;
+            self.commit_and_reload(None)?;
         }
         let min_retained = self.advance_min_retained_seq_no();
         if dirty || force || state.merges_selected_at != Some(min_retained) {
@@ -133,12 +133,21 @@ impl ShardInner {
 
     /// The commit of a refresh. Writers are held back only while the payload is fixed and the
     /// writer taken (the `batches` write lock); while tantivy finishes the segments, their
-    /// batches are parked in the [`super::writer_slot::WriterSlot`].
-    fn commit_and_reload(&self) -> Result<()> {
+    /// batches are parked in the [`super::writer_slot::WriterSlot`]. Unless the caller already
+    /// holds them back (`held`) for longer: then nothing is parked, and no write reaches the
+    /// index between this commit and the guard's release.
+    pub(super) fn commit_and_reload(&self, held: Option<&RankedWriteGuard<'_, ()>>) -> Result<()> {
         let waited = Instant::now();
         let (payload, mut writer) = {
-            let held = self.writes.hold_batches();
-            self.writes.begin_refresh(&held);
+            let own;
+            let held = match held {
+                Some(held) => held,
+                None => {
+                    own = self.writes.hold_batches();
+                    &own
+                }
+            };
+            self.writes.begin_refresh(held);
             let (local_checkpoint, max_seq_no) = {
                 let tracker = self.checkpoints.lock();
                 (tracker.processed_checkpoint(), tracker.max_seq_no())
@@ -324,11 +333,18 @@ impl ShardInner {
             .advance_min_retained_seq_no(by_operations, by_commit)
     }
 
-    fn policy(&self, min_retained: SeqNo) -> RetentionMergePolicy {
+    pub(super) fn policy(&self, min_retained: SeqNo) -> RetentionMergePolicy {
         RetentionMergePolicy::new(min_retained)
     }
 
     fn schedule_merges(&self, min_retained: SeqNo) -> Result<()> {
+        let scheduled = self.schedule_log_merges(min_retained)?;
+        self.carry_and_merge(min_retained, &scheduled)
+    }
+
+    /// Starts the merges of the log merge policy among the segments that may be merged as they
+    /// are; returns the segments merging now.
+    fn schedule_log_merges(&self, min_retained: SeqNo) -> Result<Vec<SegmentId>> {
         let searcher = self.commits.searcher();
         let merging = self.commits.merging.lock().clone();
         let candidates = self.policy(min_retained).select(
@@ -347,10 +363,10 @@ impl ShardInner {
                 })
                 .map_err(|e| self.fail(EngineError::index("opening the writer", e)))?;
         }
-        Ok(())
+        Ok(self.commits.merging.lock().clone())
     }
 
-    fn start_merge(&self, writer: &mut ShardWriter, segments: Vec<SegmentId>) {
+    pub(super) fn start_merge(&self, writer: &mut ShardWriter, segments: Vec<SegmentId>) {
         self.commits.merging.lock().extend(segments.iter().copied());
         let future = writer.merge(&segments);
         let merging = self.commits.merging.clone();

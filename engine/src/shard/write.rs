@@ -127,7 +127,7 @@ impl WritePath {
     }
 
     /// The number of the next anchor document.
-    fn next_anchor(&self) -> u64 {
+    pub(super) fn next_anchor(&self) -> u64 {
         self.anchor_counter.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -975,22 +975,12 @@ impl ShardInner {
     ) {
         let schema = self.mapper.schema();
         let seq_no = operation.seq_no;
-        let mut document = document.unwrap_or_default();
-        if let Some(id) = operation.id() {
-            document.add_text(schema.id, id);
-            if delete_previous {
-                batch
-                    .operations
-                    .push(UserOperation::Delete(Term::from_field_text(schema.id, id)));
-            }
+        if let (Some(id), true) = (operation.id(), delete_previous) {
+            batch
+                .operations
+                .push(UserOperation::Delete(Term::from_field_text(schema.id, id)));
         }
-        document.add_u64(schema.seq_no, seq_no.0 as u64);
-        document.add_u64(schema.primary_term, operation.primary_term.0);
-        document.add_u64(schema.version, operation.version);
-        document.add_u64(schema.op_type, operation.op_type() as u64);
-        let mut stored = Vec::with_capacity(operation.size_in_bytes());
-        record::encode_stored_record(&operation, &mut stored);
-        document.add_bytes(schema.record, &stored);
+        let document = history_document(schema, &operation, document.unwrap_or_default());
         batch.operations.push(UserOperation::Add(document.into()));
         if soft_delete_now {
             batch
@@ -1200,4 +1190,25 @@ fn check_conditions(
         }
         Some(_) => Ok(()),
     }
+}
+
+/// `document` (the indexed fields of `operation`, or nothing for history only) with what makes
+/// it `operation`'s history: its id, seq_no, primary term, version and op type, and its stored
+/// record.
+pub(super) fn history_document(
+    schema: &crate::mapping::IndexSchema,
+    operation: &Operation,
+    mut document: TantivyDocument,
+) -> TantivyDocument {
+    if let Some(id) = operation.id() {
+        document.add_text(schema.id, id);
+    }
+    document.add_u64(schema.seq_no, operation.seq_no.0 as u64);
+    document.add_u64(schema.primary_term, operation.primary_term.0);
+    document.add_u64(schema.version, operation.version);
+    document.add_u64(schema.op_type, operation.op_type() as u64);
+    let mut stored = Vec::with_capacity(operation.size_in_bytes());
+    record::encode_stored_record(operation, &mut stored);
+    document.add_bytes(schema.record, &stored);
+    document
 }
