@@ -41,6 +41,10 @@ use tandem_transport::HttpLeaderClient;
 const DEFAULT_SOAK_SECS: u64 = 120;
 /// Neither process's RSS may go past this.
 const RSS_BOUND_BYTES: u64 = 1 << 30;
+/// No shard of either process may end with more segments: with the whole history retained,
+/// segments merge only because the engine carries their history forward (`shard::carry`);
+/// without that the count grows with every refresh (2,366 on the leader after 10 minutes).
+const SEGMENTS_BOUND: usize = 100;
 /// After the last heal, the follower must hold every operation within this.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(120);
 /// The leader index.
@@ -63,7 +67,7 @@ const WRITES_BEFORE_FOLLOW: Duration = Duration::from_secs(3);
 pub struct Cluster {
     /// When the cluster started (the summary's clock).
     pub started: Instant,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     leader: TandemProcess,
     follower: Option<TandemProcess>,
     follower_data: PathBuf,
@@ -85,7 +89,7 @@ impl Cluster {
         let proxy = FaultProxy::start(leader.address().parse().expect("leader address")).await;
         Cluster {
             started: Instant::now(),
-            _dir: dir,
+            dir,
             follower_address: follower.address().to_string(),
             leader,
             follower: Some(follower),
@@ -254,7 +258,14 @@ async fn leader_and_follower_converge_through_faults_restarts_and_bad_documents(
 
     let outcome = check(&cluster, &chaos, &model, healed, &mut rng).await;
     let rss = cluster.sampler.peaks();
+    let segments = [
+        ("leader", segment_counts(&cluster.dir.path().join("leader"))),
+        ("follower", segment_counts(&cluster.follower_data)),
+    ];
     print_summary(&settings, &cluster, &tally.counts(), &chaos, &outcome, &rss);
+    for (name, counts) in &segments {
+        println!("segments {name}: {counts:?} (per shard, from each last commit)");
+    }
 
     let mut failures = outcome.problems;
     failures.extend(tally.counts().violations);
@@ -264,6 +275,13 @@ async fn leader_and_follower_converge_through_faults_restarts_and_bad_documents(
             .iter()
             .map(|copy| format!("a restarted follower copied {copy} from the leader again")),
     );
+    for (name, counts) in &segments {
+        if counts.iter().any(|count| *count > SEGMENTS_BOUND) {
+            failures.push(format!(
+                "{name}: a shard ended with more than {SEGMENTS_BOUND} segments: {counts:?}"
+            ));
+        }
+    }
     for (name, seen) in &rss {
         if seen.peak_bytes > RSS_BOUND_BYTES {
             failures.push(format!(
@@ -286,6 +304,32 @@ async fn leader_and_follower_converge_through_faults_restarts_and_bad_documents(
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// The segment count of every shard under `data` (a node's data directory), read from the
+/// `meta.json` of its last tantivy commit.
+fn segment_counts(data: &std::path::Path) -> Vec<usize> {
+    fn visit(dir: &std::path::Path, counts: &mut Vec<usize>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                visit(&path, counts);
+            } else if path.file_name().is_some_and(|name| name == "meta.json") {
+                let meta: serde_json::Value = std::fs::read(&path)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                    .unwrap_or_else(|| panic!("{} is not a tantivy meta.json", path.display()));
+                counts.push(meta["segments"].as_array().map_or(0, Vec::len));
+            }
+        }
+    }
+    let mut counts = Vec::new();
+    visit(data, &mut counts);
+    counts.sort_unstable();
+    counts
 }
 
 /// What the end checks found.
