@@ -77,13 +77,18 @@ impl RetentionMergePolicy {
                 meta.with_delete_meta(0, opstamp)
             })
             .collect();
-        Ok(self
-            .log
-            .compute_merge_candidates(&retaining)
+        // A carry is worth its copies only when it merges segments together.
+        Ok(self.candidates(&retaining, 2))
+    }
+
+    /// The log merge policy's groups among `segments`, of at least `min_len` segments each.
+    fn candidates(&self, segments: &[SegmentMeta], min_len: usize) -> Vec<Vec<SegmentId>> {
+        self.log
+            .compute_merge_candidates(segments)
             .into_iter()
             .map(|candidate| candidate.0)
-            .filter(|segments| segments.len() > 1)
-            .collect())
+            .filter(|group| group.len() >= min_len)
+            .collect()
     }
 
     /// The committed segments of `searcher`, not in `excluded`, that may (`mergeable`) or may
@@ -123,13 +128,7 @@ impl RetentionMergePolicy {
         merging: &[SegmentId],
     ) -> Result<Vec<Vec<SegmentId>>> {
         let eligible = self.eligible(index, searcher, cache, merging)?;
-        Ok(self
-            .log
-            .compute_merge_candidates(&eligible)
-            .into_iter()
-            .map(|candidate| candidate.0)
-            .filter(|segments| !segments.is_empty())
-            .collect())
+        Ok(self.candidates(&eligible, 1))
     }
 
     /// Groups for a force merge: the eligible segments merged into as few groups as

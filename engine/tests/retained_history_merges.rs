@@ -42,15 +42,7 @@ fn an_update_heavy_load_under_retained_history_keeps_merging_and_keeps_its_histo
         }
         shard.refresh().unwrap();
     }
-    let started = Instant::now();
-    while shard.merging_segment_count() > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "merges never ended"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    shard.refresh().unwrap();
+    refresh_after_merges(&shard);
     let segments = shard.stats().segment_count;
     println!("{segments} segments after {ROUNDS} refreshes");
     assert!(
@@ -117,15 +109,7 @@ fn history_deleted_while_a_group_is_carried_survives_its_merge() {
     for writer in writers {
         writer.join().unwrap();
     }
-    let started = Instant::now();
-    while shard.merging_segment_count() > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "merges never ended"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    shard.refresh().unwrap();
+    refresh_after_merges(&shard);
     let history = full_history(&shard);
     assert_eq!(history.len() as i64, shard.max_seq_no().0 + 1);
     for (expected, entry) in history.iter().enumerate() {
@@ -138,4 +122,17 @@ fn history_deleted_while_a_group_is_carried_survives_its_merge() {
     );
     assert!(segments <= MAX_SEGMENTS, "{segments} segments");
     assert_eq!(shard.doc_count(), UPDATED_IDS);
+}
+
+/// Waits (at most two minutes) for the merges running to end, then refreshes.
+fn refresh_after_merges(shard: &tandem_engine::shard::ShardEngine) {
+    let started = Instant::now();
+    while shard.merging_segment_count() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "merges never ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    shard.refresh().unwrap();
 }
