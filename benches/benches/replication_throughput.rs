@@ -108,6 +108,7 @@ fn pair_on(pinned: bool) -> Pair {
     let settings = IndexSettings::default();
     let leader = Arc::new(on_cpus(leader_cpus, || {
         Index::create_with(
+            &tandem_engine::storage::real(),
             &dir.path().join("leader"),
             "leader",
             "leader-uuid",
@@ -136,6 +137,7 @@ fn pair_on(pinned: bool) -> Pair {
 fn follower_index(dir: &std::path::Path, cpus: Option<&[usize]>) -> Arc<Index> {
     Arc::new(on_cpus(cpus, || {
         Index::create_with(
+            &tandem_engine::storage::real(),
             dir,
             "follower",
             "follower-uuid",
@@ -237,6 +239,7 @@ fn neighbour_of(pair: &Pair) -> Arc<Index> {
     let settings = IndexSettings::default();
     Arc::new(on_cpus(Some(&FOLLOWER_CPUS), || {
         Index::create_with(
+            &tandem_engine::storage::real(),
             &pair._dir.path().join("neighbour"),
             "neighbour",
             "neighbour-uuid",

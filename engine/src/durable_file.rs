@@ -27,13 +27,13 @@
 //! write the same file, one's temp could be removed under it, and its rename would fail with an
 //! error: the target still holds a complete version.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use crate::error::EngineError;
+use crate::storage::{EntryKind, FileRef, OpenMode, Storage, SyncSite};
 
 /// Separates a target's name from the suffix of its temp files.
 const TEMP_MARKER: &str = ".tmp";
@@ -92,31 +92,56 @@ pub type Result<T> = std::result::Result<T, DurableFileError>;
 ///   temp file; the last rename wins and every reader sees one complete version.
 /// - Temps of `path` left by another process (a crashed earlier run) are removed first; see
 ///   the module docs.
-pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn replace_atomically(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent_dir(path);
     let name = file_name(path)?;
-    remove_stale_temps(dir, name);
-    let (temp_path, mut file) = create_temp(dir, name)?;
+    remove_stale_temps(storage, dir, Some(name));
+    replace_with_sites(
+        storage,
+        path,
+        bytes,
+        SyncSite::StateFileContent,
+        SyncSite::StateFileRename,
+    )
+}
+
+/// [`replace_atomically`] with the sync sites of the caller, and without removing the temps
+/// other processes left: for a caller that removes them itself ([`remove_stale_temps`]) and
+/// replaces often (tantivy's `meta.json` and `.managed.json`, written concurrently from several
+/// threads, each through its own temp file).
+pub fn replace_with_sites(
+    storage: &dyn Storage,
+    path: &Path,
+    bytes: &[u8],
+    content_site: SyncSite,
+    rename_site: SyncSite,
+) -> Result<()> {
+    let dir = parent_dir(path);
+    let name = file_name(path)?;
+    let (temp_path, file) = create_temp(storage, dir, name)?;
     let written = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
+        .write_all_at(bytes, 0)
+        .and_then(|()| file.sync_all(content_site))
         .map_err(|source| DurableFileError::new(&temp_path, source));
     drop(file);
-    let renamed = written
-        .and_then(|()| fs::rename(&temp_path, path).map_err(|e| DurableFileError::new(path, e)));
+    let renamed = written.and_then(|()| {
+        storage
+            .rename(&temp_path, path)
+            .map_err(|e| DurableFileError::new(path, e))
+    });
     if let Err(error) = renamed {
-        let _ = fs::remove_file(&temp_path);
+        let _ = storage.remove_file(&temp_path);
         return Err(error);
     }
-    sync_dir(dir)
+    sync_dir(storage, dir, rename_site)
 }
 
 /// fsyncs the directory `dir`: on `Ok`, every entry created, renamed or removed in `dir` before
 /// the call (files and subdirectories alike) survives a power cut. Says nothing of the
 /// contents of those files, which need their own fsync.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
+pub fn sync_dir(storage: &dyn Storage, dir: &Path, site: SyncSite) -> Result<()> {
+    storage
+        .sync_dir(dir, site)
         .map_err(|source| DurableFileError::new(dir, source))
 }
 
@@ -125,14 +150,14 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// cut. An existing directory is not an error (nothing is fsynced for it), and neither is one
 /// created concurrently by another caller (its parent is fsynced all the same, so this call's
 /// guarantee does not depend on the other caller having finished).
-pub fn create_dir_all(path: &Path) -> Result<()> {
+pub fn create_dir_all(storage: &dyn Storage, path: &Path) -> Result<()> {
     let mut missing = Vec::new();
     for ancestor in path.ancestors() {
         if ancestor.as_os_str().is_empty() {
             break;
         }
-        match fs::metadata(ancestor) {
-            Ok(metadata) if metadata.is_dir() => break,
+        match storage.metadata(ancestor) {
+            Ok(metadata) if metadata.kind == EntryKind::Dir => break,
             Ok(_) => {
                 return Err(DurableFileError::new(
                     ancestor,
@@ -155,12 +180,13 @@ pub fn create_dir_all(path: &Path) -> Result<()> {
         }
     }
     for directory in missing.into_iter().rev() {
-        match fs::create_dir(directory) {
+        match storage.create_dir(directory) {
             Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists && directory.is_dir() => {}
+            Err(error)
+                if error.kind() == io::ErrorKind::AlreadyExists && storage.is_dir(directory) => {}
             Err(error) => return Err(DurableFileError::new(directory, error)),
         }
-        sync_dir(parent_dir(directory))?;
+        sync_dir(storage, parent_dir(directory), SyncSite::CreateDir)?;
     }
     Ok(())
 }
@@ -168,17 +194,26 @@ pub fn create_dir_all(path: &Path) -> Result<()> {
 /// Removes the file at `path` and fsyncs its directory: on `Ok` the file is gone and stays
 /// gone across a power cut. A file that does not exist is not an error (the directory is
 /// fsynced all the same, in case an earlier removal was not).
-pub fn remove_file(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
+pub fn remove_file(storage: &dyn Storage, path: &Path) -> Result<()> {
+    match storage.remove_file(path) {
         Ok(()) => {}
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
         Err(error) => return Err(DurableFileError::new(path, error)),
     }
-    sync_dir(parent_dir(path))
+    sync_dir(storage, parent_dir(path), SyncSite::RemoveFile)
+}
+
+/// Reads the whole file at `path`; `Ok(None)` when there is none.
+pub fn read_if_exists(storage: &dyn Storage, path: &Path) -> Result<Option<Vec<u8>>> {
+    match storage.read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(DurableFileError::new(path, error)),
+    }
 }
 
 /// The directory holding `path` (`.` for a bare file name).
-fn parent_dir(path: &Path) -> &Path {
+pub fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -212,7 +247,7 @@ fn temp_prefix(name: &str) -> String {
 }
 
 /// Creates a temp file for the target `name` in `dir` with a name no other call uses.
-fn create_temp(dir: &Path, name: &str) -> Result<(PathBuf, File)> {
+fn create_temp(storage: &dyn Storage, dir: &Path, name: &str) -> Result<(PathBuf, FileRef)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut attempt = 0;
     loop {
@@ -222,11 +257,7 @@ fn create_temp(dir: &Path, name: &str) -> Result<(PathBuf, File)> {
             temp_prefix(name),
             process_tag()
         ));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp_path)
-        {
+        match storage.open(&temp_path, OpenMode::CreateNew) {
             Ok(file) => return Ok((temp_path, file)),
             Err(error)
                 if error.kind() == io::ErrorKind::AlreadyExists
@@ -239,35 +270,39 @@ fn create_temp(dir: &Path, name: &str) -> Result<(PathBuf, File)> {
     }
 }
 
-/// Removes the temp files of the target `name` in `dir` that another process left: every
-/// `<name>.tmp` (the single fixed temp name of earlier versions of the file format) and every
-/// `<name>.tmp-<tag>-<counter>` whose tag is not this process's. Failures are logged, not
-/// returned: a stale temp costs disk space, never correctness.
-fn remove_stale_temps(dir: &Path, name: &str) {
-    let entries = match fs::read_dir(dir) {
+/// Removes the temp files in `dir` that another process left, of the target `name` or (with
+/// `None`) of every target: every `<name>.tmp` (the single fixed temp name of earlier versions
+/// of the file format) and every `<name>.tmp-<tag>-<counter>` whose tag is not this process's.
+/// Failures are logged, not returned: a stale temp costs disk space, never correctness.
+pub fn remove_stale_temps(storage: &dyn Storage, dir: &Path, name: Option<&str>) {
+    let entries = match storage.list(dir) {
         Ok(entries) => entries,
         Err(error) => {
             tracing::warn!(dir = %dir.display(), %error, "cannot list the directory to remove stale temp files");
             return;
         }
     };
-    let prefix = temp_prefix(name);
-    let fixed_temp = format!("{name}{TEMP_MARKER}");
     let own_tag = format!("{:016x}-", process_tag());
-    for entry in entries.flatten() {
-        let entry_name = entry.file_name();
-        let Some(entry_name) = entry_name.to_str() else {
-            continue;
+    let is_stale = |entry_name: &str| -> bool {
+        let Some(name) = name else {
+            // Any target: `<target>.tmp-<tag>-<counter>` with another tag.
+            return entry_name
+                .split_once(&format!("{TEMP_MARKER}-"))
+                .is_some_and(|(_, suffix)| !suffix.starts_with(&own_tag));
         };
-        let stale = entry_name == fixed_temp
+        entry_name == format!("{name}{TEMP_MARKER}")
             || entry_name
-                .strip_prefix(&prefix)
-                .is_some_and(|suffix| !suffix.starts_with(&own_tag));
+                .strip_prefix(&temp_prefix(name))
+                .is_some_and(|suffix| !suffix.starts_with(&own_tag))
+    };
+    for entry in entries {
+        let entry_name = entry.name.as_str();
+        let stale = is_stale(entry_name);
         if !stale {
             continue;
         }
-        let stale_path = entry.path();
-        match fs::remove_file(&stale_path) {
+        let stale_path = dir.join(entry_name);
+        match storage.remove_file(&stale_path) {
             Ok(()) => {
                 tracing::info!(path = %stale_path.display(), "removed a temp file left by an interrupted replace");
             }
@@ -282,6 +317,8 @@ fn remove_stale_temps(dir: &Path, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::RealStorage;
+    use std::fs;
 
     fn names_in(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
@@ -296,11 +333,11 @@ mod tests {
     fn replace_leaves_the_new_content_and_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        replace_atomically(&path, b"first").unwrap();
+        replace_atomically(&RealStorage, &path, b"first").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"first");
-        replace_atomically(&path, b"second, longer than the first").unwrap();
+        replace_atomically(&RealStorage, &path, b"second, longer than the first").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"second, longer than the first");
-        replace_atomically(&path, b"").unwrap();
+        replace_atomically(&RealStorage, &path, b"").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"");
         assert_eq!(names_in(dir.path()), ["state.json"]);
     }
@@ -314,11 +351,11 @@ mod tests {
         let versions: Vec<Vec<u8>> = (0..40u8)
             .map(|version| vec![b'a' + version % 26; 64 * 1024 + version as usize])
             .collect();
-        replace_atomically(&path, &versions[0]).unwrap();
+        replace_atomically(&RealStorage, &path, &versions[0]).unwrap();
         std::thread::scope(|scope| {
             let writer = scope.spawn(|| {
                 for version in &versions[1..] {
-                    replace_atomically(&path, version).unwrap();
+                    replace_atomically(&RealStorage, &path, version).unwrap();
                 }
             });
             while !writer.is_finished() {
@@ -349,7 +386,7 @@ mod tests {
                 let path = &path;
                 scope.spawn(move || {
                     for round in 0..rounds {
-                        replace_atomically(path, &content(writer, round)).unwrap();
+                        replace_atomically(&RealStorage, path, &content(writer, round)).unwrap();
                     }
                 });
             }
@@ -369,7 +406,7 @@ mod tests {
     fn stale_temps_are_ignored_by_readers_and_removed_by_the_next_replace() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        replace_atomically(&path, b"complete").unwrap();
+        replace_atomically(&RealStorage, &path, b"complete").unwrap();
         let crashed = format!("state.json.tmp-{:016x}-7", process_tag().wrapping_add(1));
         fs::write(dir.path().join(&crashed), b"partial").unwrap();
         fs::write(dir.path().join("state.json.tmp"), b"partial").unwrap();
@@ -379,7 +416,7 @@ mod tests {
         fs::write(dir.path().join(other_target), b"partial").unwrap();
 
         assert_eq!(fs::read(&path).unwrap(), b"complete");
-        replace_atomically(&path, b"next").unwrap();
+        replace_atomically(&RealStorage, &path, b"next").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"next");
         let mut expected = vec![
             in_flight,
@@ -394,12 +431,12 @@ mod tests {
     fn a_failed_replace_keeps_the_old_content_and_removes_its_temp() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        replace_atomically(&path, b"old").unwrap();
+        replace_atomically(&RealStorage, &path, b"old").unwrap();
         // A directory at the target's name makes the rename fail after the temp is written.
         let blocked = dir.path().join("blocked");
         fs::create_dir(&blocked).unwrap();
         fs::write(blocked.join("keep"), b"x").unwrap();
-        let error = replace_atomically(&blocked, b"new").unwrap_err();
+        let error = replace_atomically(&RealStorage, &blocked, b"new").unwrap_err();
         assert_eq!(error.path, blocked);
         assert_eq!(fs::read(&path).unwrap(), b"old");
         assert_eq!(names_in(dir.path()), ["blocked", "state.json"]);
@@ -409,7 +446,7 @@ mod tests {
     fn replace_needs_an_existing_directory_and_names_the_temp_in_its_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing").join("state.json");
-        let error = replace_atomically(&path, b"x").unwrap_err();
+        let error = replace_atomically(&RealStorage, &path, b"x").unwrap_err();
         assert_eq!(error.source.kind(), io::ErrorKind::NotFound);
         assert!(error.path.starts_with(dir.path().join("missing")));
         let engine_error = EngineError::from(error);
@@ -425,12 +462,12 @@ mod tests {
             .join("logs")
             .join("0")
             .join("index");
-        create_dir_all(&nested).unwrap();
+        create_dir_all(&RealStorage, &nested).unwrap();
         assert!(nested.is_dir());
-        create_dir_all(&nested).unwrap();
-        create_dir_all(dir.path()).unwrap();
+        create_dir_all(&RealStorage, &nested).unwrap();
+        create_dir_all(&RealStorage, dir.path()).unwrap();
         let sibling = dir.path().join("indices").join("logs").join("1");
-        create_dir_all(&sibling).unwrap();
+        create_dir_all(&RealStorage, &sibling).unwrap();
         assert!(sibling.is_dir());
     }
 
@@ -439,7 +476,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("file");
         fs::write(&file, b"x").unwrap();
-        let error = create_dir_all(&file.join("below")).unwrap_err();
+        let error = create_dir_all(&RealStorage, &file.join("below")).unwrap_err();
         assert_eq!(error.path, file);
     }
 
@@ -449,7 +486,7 @@ mod tests {
         let nested = dir.path().join("a").join("b").join("c");
         std::thread::scope(|scope| {
             for _ in 0..4 {
-                scope.spawn(|| create_dir_all(&nested).unwrap());
+                scope.spawn(|| create_dir_all(&RealStorage, &nested).unwrap());
             }
         });
         assert!(nested.is_dir());
@@ -459,17 +496,17 @@ mod tests {
     fn remove_file_removes_and_accepts_a_missing_file() {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("closed");
-        replace_atomically(&marker, b"1").unwrap();
-        remove_file(&marker).unwrap();
+        replace_atomically(&RealStorage, &marker, b"1").unwrap();
+        remove_file(&RealStorage, &marker).unwrap();
         assert!(!marker.exists());
-        remove_file(&marker).unwrap();
+        remove_file(&RealStorage, &marker).unwrap();
     }
 
     #[test]
     fn sync_dir_names_a_missing_directory() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing");
-        let error = sync_dir(&missing).unwrap_err();
+        let error = sync_dir(&RealStorage, &missing, SyncSite::StateFileRename).unwrap_err();
         assert_eq!(error.path, missing);
     }
 }

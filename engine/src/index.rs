@@ -25,6 +25,7 @@ use crate::shard::{
     DeleteRequest, Durability, GetResult, IndexRequest, ShardConfig, ShardEngine, WriteRequest,
     WriteResult, DEFAULT_TRANSLOG_FLUSH_THRESHOLD_BYTES,
 };
+use crate::storage::{Storage, StorageRef};
 use crate::types::PrimaryTerm;
 use crate::units::{parse_time_millis, ByteSize};
 
@@ -365,6 +366,8 @@ pub enum SearchQuery {
 
 /// An index: its metadata and shards.
 pub struct Index {
+    /// Where the index's files are.
+    storage: StorageRef,
     dir: PathBuf,
     metadata: Arc<RwLock<IndexMetadata>>,
     mapper: Arc<DocumentMapper>,
@@ -407,23 +410,32 @@ pub fn validate_index_name(name: &str) -> Result<()> {
 /// lock, so that no writer persists a copy that misses another's change. The mapper calls it
 /// under its own mappings lock: the lock order is mappings, then metadata, and no metadata
 /// writer takes the mappings lock.
-fn metadata_listener(dir: PathBuf, metadata: Arc<RwLock<IndexMetadata>>) -> MappingListener {
+fn metadata_listener(
+    storage: StorageRef,
+    dir: PathBuf,
+    metadata: Arc<RwLock<IndexMetadata>>,
+) -> MappingListener {
     Box::new(move |mappings, version| {
         let mut current = metadata.write();
         let mut updated = current.clone();
         updated.mappings = mappings.clone();
         updated.mapping_version = version;
-        persist_metadata(&dir, &updated)?;
+        persist_metadata(&*storage, &dir, &updated)?;
         *current = updated;
         Ok(())
     })
 }
 
-fn persist_metadata(dir: &Path, metadata: &IndexMetadata) -> Result<()> {
+fn persist_metadata(storage: &dyn Storage, dir: &Path, metadata: &IndexMetadata) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(metadata)
         .map_err(|e| EngineError::encode("index metadata", e))?;
-    durable_file::replace_atomically(&dir.join(INDEX_METADATA_FILE), &bytes)?;
+    durable_file::replace_atomically(storage, &dir.join(INDEX_METADATA_FILE), &bytes)?;
     Ok(())
+}
+
+/// True when something is at `path` (an I/O error other than "not found" is an error).
+fn exists(storage: &dyn Storage, path: &Path) -> Result<bool> {
+    storage.exists(path).map_err(|e| EngineError::io(path, e))
 }
 
 impl Index {
@@ -433,6 +445,7 @@ impl Index {
         let settings = IndexSettings::from_es_json(settings)?;
         let mappings = Mappings::from_es_json(mappings)?;
         Self::create_with(
+            &crate::storage::real(),
             dir,
             name,
             &uuid::Uuid::new_v4().to_string(),
@@ -446,6 +459,7 @@ impl Index {
     /// primary index's mappings must fit its `index.mapping.total_fields.limit`; a follower
     /// takes its leader's mappings as they are.
     pub fn create_with(
+        storage: &StorageRef,
         dir: &Path,
         name: &str,
         uuid: &str,
@@ -462,12 +476,12 @@ impl Index {
                 false,
             )?;
         }
-        if dir.join(INDEX_METADATA_FILE).exists() {
+        if exists(&**storage, &dir.join(INDEX_METADATA_FILE))? {
             return Err(EngineError::IndexAlreadyExists {
                 name: name.to_string(),
             });
         }
-        durable_file::create_dir_all(dir)?;
+        durable_file::create_dir_all(&**storage, dir)?;
         let metadata = IndexMetadata {
             name: name.to_string(),
             uuid: uuid.to_string(),
@@ -486,23 +500,38 @@ impl Index {
         let mapper = Arc::new(DocumentMapper::new(
             metadata.read().mappings.clone(),
             1,
-            Some(metadata_listener(dir.to_path_buf(), metadata.clone())),
+            Some(metadata_listener(
+                storage.clone(),
+                dir.to_path_buf(),
+                metadata.clone(),
+            )),
         ));
         mapper.set_total_fields_limit(settings.total_fields_limit);
         let mut config = settings.shard_config();
         config.follower = follower;
+        config.storage = storage.clone();
         let mut shards = Vec::new();
         for shard in 0..settings.number_of_shards {
+            let shard_dir = dir.join(shard.to_string());
             shards.push(ShardEngine::create(
-                &dir.join(shard.to_string()),
+                &shard_dir,
                 mapper.clone(),
                 config.clone(),
                 PrimaryTerm(1),
             )?);
+            if follower {
+                // As `set_follower` does: the shard reopens as a follower.
+                durable_file::replace_atomically(
+                    &**storage,
+                    &shard_dir.join(FOLLOWER_MARKER),
+                    b"1",
+                )?;
+            }
         }
         // The metadata file is written last: its presence marks a complete index.
-        persist_metadata(dir, &metadata.read())?;
+        persist_metadata(&**storage, dir, &metadata.read())?;
         Ok(Index {
+            storage: storage.clone(),
             dir: dir.to_path_buf(),
             metadata,
             mapper,
@@ -513,9 +542,9 @@ impl Index {
     }
 
     /// Reads the metadata of the index in `dir` without opening it.
-    pub fn read_metadata(dir: &Path) -> Result<IndexMetadata> {
+    pub fn read_metadata(storage: &dyn Storage, dir: &Path) -> Result<IndexMetadata> {
         let path = dir.join(INDEX_METADATA_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
+        let bytes = storage.read(&path).map_err(|e| EngineError::io(&path, e))?;
         serde_json::from_slice(&bytes).map_err(|e| EngineError::Corrupted {
             path: path.clone(),
             reason: format!("invalid index metadata: {e}"),
@@ -524,16 +553,20 @@ impl Index {
 
     /// Writes the metadata of a new index whose shards were built in `dir` by other means
     /// (remote recovery), making the index complete (see [`crate::indices`]), and opens it.
-    pub fn create_from_shards(dir: &Path, metadata: &IndexMetadata) -> Result<Index> {
+    pub fn create_from_shards(
+        storage: &StorageRef,
+        dir: &Path,
+        metadata: &IndexMetadata,
+    ) -> Result<Index> {
         validate_index_name(&metadata.name)?;
-        if dir.join(INDEX_METADATA_FILE).exists() {
+        if exists(&**storage, &dir.join(INDEX_METADATA_FILE))? {
             return Err(EngineError::IndexAlreadyExists {
                 name: metadata.name.clone(),
             });
         }
         for shard in 0..metadata.settings.number_of_shards {
             let shard_dir = dir.join(shard.to_string());
-            if !shard_dir.is_dir() {
+            if !storage.is_dir(&shard_dir) {
                 return Err(EngineError::InvalidArgument(format!(
                     "index [{}] has no shard directory {}",
                     metadata.name,
@@ -541,32 +574,42 @@ impl Index {
                 )));
             }
         }
-        persist_metadata(dir, metadata)?;
-        Index::open(dir)
+        persist_metadata(&**storage, dir, metadata)?;
+        Index::open_on(storage, dir)
     }
 
     /// Marks the shards of the (closed) index in `dir` as followers or not, as
     /// [`Index::set_follower`] does for an open one. A follower shard that stops following
     /// is promoted to a primary (new primary term) when the index is next opened.
-    pub fn set_follower_markers(dir: &Path, shards: u32, follower: bool) -> Result<()> {
+    pub fn set_follower_markers(
+        storage: &dyn Storage,
+        dir: &Path,
+        shards: u32,
+        follower: bool,
+    ) -> Result<()> {
         for shard in 0..shards {
             let shard_dir = dir.join(shard.to_string());
             let marker = shard_dir.join(FOLLOWER_MARKER);
             if follower {
-                durable_file::replace_atomically(&marker, b"1")?;
-            } else if marker.exists() {
+                durable_file::replace_atomically(storage, &marker, b"1")?;
+            } else if exists(storage, &marker)? {
                 // The promotion is recorded before the follower marker goes: a crash in
                 // between leaves a follower that is promoted on a later unfollow.
-                durable_file::replace_atomically(&shard_dir.join(PROMOTE_MARKER), b"1")?;
-                durable_file::remove_file(&marker)?;
+                durable_file::replace_atomically(storage, &shard_dir.join(PROMOTE_MARKER), b"1")?;
+                durable_file::remove_file(storage, &marker)?;
             }
         }
         Ok(())
     }
 
-    /// Opens the index in `dir`.
+    /// Opens the index in `dir` of the file system.
     pub fn open(dir: &Path) -> Result<Index> {
-        let metadata = Index::read_metadata(dir)?;
+        Index::open_on(&crate::storage::real(), dir)
+    }
+
+    /// Opens the index in `dir` of `storage`.
+    pub fn open_on(storage: &StorageRef, dir: &Path) -> Result<Index> {
+        let metadata = Index::read_metadata(&**storage, dir)?;
         let config = metadata.settings.shard_config();
         let shard_count = metadata.settings.number_of_shards;
         let version = metadata.mapping_version;
@@ -574,25 +617,31 @@ impl Index {
         let mapper = Arc::new(DocumentMapper::new(
             metadata.read().mappings.clone(),
             version,
-            Some(metadata_listener(dir.to_path_buf(), metadata.clone())),
+            Some(metadata_listener(
+                storage.clone(),
+                dir.to_path_buf(),
+                metadata.clone(),
+            )),
         ));
         mapper.set_total_fields_limit(metadata.read().settings.total_fields_limit);
         let mut shards = Vec::new();
         for shard in 0..shard_count {
             let shard_dir = dir.join(shard.to_string());
             let mut config = config.clone();
+            config.storage = storage.clone();
             // A shard remembers whether it follows through its own open; see `set_follower`.
-            config.follower = shard_dir.join(FOLLOWER_MARKER).exists();
+            config.follower = exists(&**storage, &shard_dir.join(FOLLOWER_MARKER))?;
             let engine = ShardEngine::open(&shard_dir, mapper.clone(), config)?;
             let promote = shard_dir.join(PROMOTE_MARKER);
-            if !engine.is_follower() && promote.exists() {
+            if !engine.is_follower() && exists(&**storage, &promote)? {
                 let term = engine.promote_to_primary()?;
                 tracing::info!(shard = %shard_dir.display(), term = term.0, "former follower shard promoted to primary");
-                durable_file::remove_file(&promote)?;
+                durable_file::remove_file(&**storage, &promote)?;
             }
             shards.push(engine);
         }
         Ok(Index {
+            storage: storage.clone(),
             dir: dir.to_path_buf(),
             metadata,
             mapper,
@@ -653,7 +702,12 @@ impl Index {
         self.closing.load(Ordering::Acquire)
     }
 
-    /// Index directory.
+    /// The storage the index's files are on.
+    pub fn storage(&self) -> &StorageRef {
+        &self.storage
+    }
+
+    /// The index directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -685,7 +739,12 @@ impl Index {
 
     /// Marks every shard as a follower (refusing direct writes) or not; persisted.
     pub fn set_follower(&self, follower: bool) -> Result<()> {
-        Index::set_follower_markers(&self.dir, self.shards.len() as u32, follower)?;
+        Index::set_follower_markers(
+            &*self.storage,
+            &self.dir,
+            self.shards.len() as u32,
+            follower,
+        )?;
         for shard in &self.shards {
             shard.set_follower(follower);
         }
@@ -813,7 +872,7 @@ impl Index {
             return Ok(false);
         }
         updated.aliases_version += 1;
-        persist_metadata(&self.dir, &updated)?;
+        persist_metadata(&*self.storage, &self.dir, &updated)?;
         *metadata = updated;
         Ok(true)
     }
@@ -836,7 +895,7 @@ impl Index {
             updated.aliases_version = leader.aliases_version;
         }
         if updated != *metadata {
-            persist_metadata(&self.dir, &updated)?;
+            persist_metadata(&*self.storage, &self.dir, &updated)?;
             *metadata = updated;
         }
         Ok(())
@@ -863,7 +922,7 @@ impl Index {
             return Ok(false);
         }
         updated.settings_version += 1;
-        persist_metadata(&self.dir, &updated)?;
+        persist_metadata(&*self.storage, &self.dir, &updated)?;
         let dynamic = updated.settings.shard_config().dynamic();
         self.mapper
             .set_total_fields_limit(updated.settings.total_fields_limit);
@@ -1107,7 +1166,7 @@ mod tests {
         let path = dir.path().join(INDEX_METADATA_FILE);
         std::fs::write(&path, br#"{"name": "logs", "settings": "#).unwrap();
         for result in [
-            Index::read_metadata(dir.path()).map(|_| ()),
+            Index::read_metadata(&crate::storage::RealStorage, dir.path()).map(|_| ()),
             Index::open(dir.path()).map(|_| ()),
         ] {
             let error = result.expect_err("the metadata is not JSON");

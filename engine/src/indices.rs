@@ -27,6 +27,7 @@ use crate::error::{EngineError, Result};
 use crate::index::{Index, IndexMetadata, IndexSettings, INDEX_METADATA_FILE};
 use crate::mapping::Mappings;
 use crate::shard_limit::ShardLimit;
+use crate::storage::{EntryKind, StorageRef};
 
 /// Marker file of a closed index.
 const CLOSED_MARKER: &str = "closed";
@@ -57,6 +58,8 @@ impl Slot {
 
 /// The indexes of a data directory.
 pub struct Indices {
+    /// Where the data directory is.
+    storage: StorageRef,
     dir: PathBuf,
     indices: RwLock<BTreeMap<String, Slot>>,
     /// Held by every close, open and delete from start to end, so that a close waiting for
@@ -93,22 +96,31 @@ impl Drop for ShardReservation {
 impl Indices {
     /// Opens (creating it if needed) the data directory and every index in it.
     pub fn open(data_dir: &Path) -> Result<Indices> {
+        Indices::open_on(crate::storage::real(), data_dir)
+    }
+
+    /// [`Indices::open`] on `storage`.
+    pub fn open_on(storage: StorageRef, data_dir: &Path) -> Result<Indices> {
         let dir = data_dir.join("indices");
-        durable_file::create_dir_all(&dir)?;
+        durable_file::create_dir_all(&*storage, &dir)?;
         let mut indices = BTreeMap::new();
-        let entries = std::fs::read_dir(&dir).map_err(|e| EngineError::io(&dir, e))?;
+        let mut entries = storage.list(&dir).map_err(|e| EngineError::io(&dir, e))?;
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let exists = |path: &Path| storage.exists(path).map_err(|e| EngineError::io(path, e));
         for entry in entries {
-            let path = entry.map_err(|e| EngineError::io(&dir, e))?.path();
-            if !path.is_dir() {
+            let path = dir.join(&entry.name);
+            if entry.kind != EntryKind::Dir {
                 continue;
             }
-            if !path.join(INDEX_METADATA_FILE).exists() {
+            if !exists(&path.join(INDEX_METADATA_FILE))? {
                 tracing::warn!(path = %path.display(), "removing an index whose creation was interrupted");
-                std::fs::remove_dir_all(&path).map_err(|e| EngineError::io(&path, e))?;
+                storage
+                    .remove_dir_all(&path)
+                    .map_err(|e| EngineError::io(&path, e))?;
                 continue;
             }
-            if path.join(CLOSED_MARKER).exists() {
-                let metadata = Index::read_metadata(&path)?;
+            if exists(&path.join(CLOSED_MARKER))? {
+                let metadata = Index::read_metadata(&*storage, &path)?;
                 indices.insert(
                     metadata.name.clone(),
                     Slot::Closed {
@@ -118,10 +130,11 @@ impl Indices {
                 );
                 continue;
             }
-            let index = Index::open(&path)?;
+            let index = Index::open_on(&storage, &path)?;
             indices.insert(index.name(), Slot::Open(Arc::new(index)));
         }
         Ok(Indices {
+            storage,
             dir,
             indices: RwLock::new(indices),
             transitions: Mutex::new(()),
@@ -215,7 +228,7 @@ impl Indices {
         let metadata = index.metadata();
         // Marked closed only once every shard committed: a crash in between leaves it open.
         let closed = index.close().and_then(|()| {
-            durable_file::replace_atomically(&dir.join(CLOSED_MARKER), b"1")
+            durable_file::replace_atomically(&*self.storage, &dir.join(CLOSED_MARKER), b"1")
                 .map_err(EngineError::from)
         });
         // Whatever happened, the engines are gone: register it closed, so that an open
@@ -356,10 +369,14 @@ impl Indices {
             }
             None => return Err(not_found(name)),
         };
-        let index = Arc::new(Index::open(&dir)?);
+        let index = Arc::new(Index::open_on(&self.storage, &dir)?);
         let marker = dir.join(CLOSED_MARKER);
-        if marker.exists() {
-            durable_file::remove_file(&marker)?;
+        if self
+            .storage
+            .exists(&marker)
+            .map_err(|e| EngineError::io(&marker, e))?
+        {
+            durable_file::remove_file(&*self.storage, &marker)?;
         }
         indices.insert(name.to_string(), Slot::Open(index.clone()));
         Ok(index)
@@ -410,7 +427,7 @@ impl Indices {
             // counted once.
             drop(reservation);
             self.check_shard_limit(&indices, shards)
-                .and_then(|()| Index::create_from_shards(dir, metadata))
+                .and_then(|()| Index::create_from_shards(&self.storage, dir, metadata))
         };
         match built {
             Ok(index) => {
@@ -419,12 +436,17 @@ impl Indices {
                 Ok(index)
             }
             Err(error) => {
-                if let Err(cleanup) = std::fs::remove_dir_all(dir) {
+                if let Err(cleanup) = self.storage.remove_dir_all(dir) {
                     tracing::warn!(dir = %dir.display(), %cleanup, "cannot remove a failed index build");
                 }
                 Err(error)
             }
         }
+    }
+
+    /// The storage the data directory is on.
+    pub fn storage(&self) -> &StorageRef {
+        &self.storage
     }
 
     /// Names of every index.
@@ -451,7 +473,15 @@ impl Indices {
     ) -> Result<Arc<Index>> {
         let shards = u64::from(settings.number_of_shards);
         self.insert_new(name, shards, |path| {
-            Index::create_with(path, name, uuid, settings, mappings, follower)
+            Index::create_with(
+                &self.storage,
+                path,
+                name,
+                uuid,
+                settings,
+                mappings,
+                follower,
+            )
         })
     }
 
@@ -493,12 +523,12 @@ impl Indices {
         // The metadata file goes first: from then on the directory is an interrupted creation
         // that a restart removes, whatever happens below.
         let metadata = path.join(INDEX_METADATA_FILE);
-        durable_file::remove_file(&metadata)?;
+        durable_file::remove_file(&*self.storage, &metadata)?;
         // The index is deleted now. Its files may still be written for a moment by work that
         // holds it (a merge finishing, a reader of a follower in flight), which makes removing
         // the directory fail: try a few times, then leave it to the next start.
         for attempt in 1..=DELETE_ATTEMPTS {
-            match std::fs::remove_dir_all(&path) {
+            match self.storage.remove_dir_all(&path) {
                 Ok(()) => return Ok(()),
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
                 Err(error) if attempt == DELETE_ATTEMPTS => {

@@ -26,11 +26,15 @@
 //!   leases' own size (themselves bounded in count and id length by [`crate::leases`]).
 //! - A failed append cuts the file back to its last good record, and if even that fails, the
 //!   next change compacts: a failed write never leaves garbage that later records follow.
+//! - Cutting a tail (at open, or after a failed append) is not synced by itself: the next
+//!   append writes at the cut and its sync makes the new length durable too. A power cut
+//!   before that brings back a tail that replay drops again: what follows the last good record
+//!   is either a record cut short, zeros, or the JSON of an older record's payload (when a
+//!   shorter record was written over it), whose first four bytes, read as a length, point far
+//!   past the end of the file, which replay treats as a torn tail, never as corruption.
 //!
 //! Only the shard's lease mutex calls these functions (one writer per file).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::durable_file;
 use crate::error::{EngineError, Result};
 use crate::leases::{RetentionLease, RetentionLeases};
+use crate::storage::{FileRef, OpenMode, StorageRef, SyncSite};
 
 /// The file holding a shard's lease log.
 pub const RETENTION_LEASES_LOG_FILE: &str = "retention_leases.log";
@@ -120,8 +125,9 @@ impl LeaseChange {
 
 /// The open lease log of one shard (see the module documentation).
 pub(crate) struct LeaseLog {
+    storage: StorageRef,
     path: PathBuf,
-    file: File,
+    file: FileRef,
     /// Bytes of the file up to the end of its last good record.
     length: u64,
     /// Bytes of the snapshot the file starts with.
@@ -134,30 +140,27 @@ pub(crate) struct LeaseLog {
 impl LeaseLog {
     /// Opens the log of the shard in `dir` and replays it; creates it (from the legacy JSON
     /// file if there is one, else empty) when there is none.
-    pub(crate) fn open(dir: &Path) -> Result<(LeaseLog, RetentionLeases)> {
+    pub(crate) fn open(storage: StorageRef, dir: &Path) -> Result<(LeaseLog, RetentionLeases)> {
         let path = dir.join(RETENTION_LEASES_LOG_FILE);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                let leases = load_legacy(dir)?;
-                let log = LeaseLog::create(dir, &leases)?;
-                durable_file::remove_file(&dir.join(LEGACY_LEASES_FILE))?;
-                return Ok((log, leases));
-            }
-            Err(error) => return Err(EngineError::io(path, error)),
+        let Some(bytes) = durable_file::read_if_exists(&*storage, &path)? else {
+            let leases = load_legacy(&storage, dir)?;
+            let log = LeaseLog::create(storage.clone(), dir, &leases)?;
+            durable_file::remove_file(&*storage, &dir.join(LEGACY_LEASES_FILE))?;
+            return Ok((log, leases));
         };
         let replayed = replay(&path, &bytes)?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
+        let file = storage
+            .open(&path, OpenMode::ReadWrite)
             .map_err(|error| EngineError::io(&path, error))?;
         if replayed.length < bytes.len() as u64 {
             tracing::warn!(path = %path.display(), kept = replayed.length, found = bytes.len(), "cutting the torn tail of a retention lease log");
+            // Not synced: the next append's sync makes the cut durable with it, and a tail that
+            // comes back after a power cut before that is cut again (see the module docs).
             file.set_len(replayed.length)
-                .and_then(|()| file.sync_all())
                 .map_err(|error| EngineError::io(&path, error))?;
         }
         let log = LeaseLog {
+            storage,
             path,
             file,
             length: replayed.length,
@@ -168,18 +171,22 @@ impl LeaseLog {
     }
 
     /// Writes a new log in `dir` holding `leases` (replacing any log there) and opens it.
-    pub(crate) fn create(dir: &Path, leases: &RetentionLeases) -> Result<LeaseLog> {
+    pub(crate) fn create(
+        storage: StorageRef,
+        dir: &Path,
+        leases: &RetentionLeases,
+    ) -> Result<LeaseLog> {
         let path = dir.join(RETENTION_LEASES_LOG_FILE);
         let record = encode_record(&LeaseChange::snapshot(leases))?;
         let mut bytes = Vec::with_capacity(MAGIC.len() + record.len());
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&record);
-        durable_file::replace_atomically(&path, &bytes)?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
+        durable_file::replace_atomically(&*storage, &path, &bytes)?;
+        let file = storage
+            .open(&path, OpenMode::ReadWrite)
             .map_err(|error| EngineError::io(&path, error))?;
         Ok(LeaseLog {
+            storage,
             path,
             file,
             length: bytes.len() as u64,
@@ -204,20 +211,18 @@ impl LeaseLog {
         let bound = LEASE_LOG_COMPACT_MIN_BYTES.max(self.snapshot_bytes * COMPACT_RATIO);
         if self.needs_rewrite || self.length > bound {
             let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-            *self = LeaseLog::create(&dir, after)?;
+            *self = LeaseLog::create(self.storage.clone(), &dir, after)?;
             return Ok(());
         }
         let record = encode_record(&LeaseChange::between(before, after))?;
         let written = self
             .file
-            .write_all(&record)
-            .and_then(|()| self.file.sync_data());
+            .write_all_at(&record, self.length)
+            .and_then(|()| self.file.sync_data(SyncSite::LeaseLogAppend));
         if let Err(error) = written {
             // Cut what may have reached the file; if that fails too, rewrite on the next change.
-            let cut = self
-                .file
-                .set_len(self.length)
-                .and_then(|()| self.file.sync_data());
+            // Not synced, as at open: the next append's sync covers it.
+            let cut = self.file.set_len(self.length);
             self.needs_rewrite = cut.is_err();
             return Err(EngineError::io(&self.path, error));
         }
@@ -227,17 +232,14 @@ impl LeaseLog {
 }
 
 /// The leases of the legacy whole-file format, or none.
-fn load_legacy(dir: &Path) -> Result<RetentionLeases> {
+fn load_legacy(storage: &StorageRef, dir: &Path) -> Result<RetentionLeases> {
     let path = dir.join(LEGACY_LEASES_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| EngineError::Corrupted {
+    match durable_file::read_if_exists(&**storage, &path)? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|error| EngineError::Corrupted {
             path,
             reason: format!("retention leases are not valid JSON: {error}"),
         }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            Ok(RetentionLeases::default())
-        }
-        Err(error) => Err(EngineError::io(path, error)),
+        None => Ok(RetentionLeases::default()),
     }
 }
 
@@ -341,6 +343,7 @@ fn record_extends_past(bytes: &[u8], offset: usize) -> bool {
 mod tests {
     use super::*;
     use crate::types::SeqNo;
+    use std::fs;
 
     fn add(leases: &mut RetentionLeases, id: &str, seq_no: i64) {
         leases.add(id, SeqNo(seq_no), "ccr", 1).unwrap();
@@ -349,7 +352,7 @@ mod tests {
     #[test]
     fn changes_replay_to_the_same_leases() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, mut leases) = LeaseLog::open(dir.path()).unwrap();
+        let (mut log, mut leases) = LeaseLog::open(crate::storage::real(), dir.path()).unwrap();
         assert_eq!(leases, RetentionLeases::default());
         for (id, seq_no) in [("a", 1), ("b", 2), ("c", 3)] {
             let before = leases.clone();
@@ -361,7 +364,7 @@ mod tests {
         leases.remove("a").unwrap();
         log.append(&before, &leases).unwrap();
         drop(log);
-        let (_, replayed) = LeaseLog::open(dir.path()).unwrap();
+        let (_, replayed) = LeaseLog::open(crate::storage::real(), dir.path()).unwrap();
         assert_eq!(replayed, leases);
     }
 
@@ -375,17 +378,17 @@ mod tests {
             serde_json::to_vec(&leases).unwrap(),
         )
         .unwrap();
-        let (_, opened) = LeaseLog::open(dir.path()).unwrap();
+        let (_, opened) = LeaseLog::open(crate::storage::real(), dir.path()).unwrap();
         assert_eq!(opened, leases);
         assert!(!dir.path().join(LEGACY_LEASES_FILE).exists());
-        let (_, reopened) = LeaseLog::open(dir.path()).unwrap();
+        let (_, reopened) = LeaseLog::open(crate::storage::real(), dir.path()).unwrap();
         assert_eq!(reopened, leases);
     }
 
     #[test]
     fn damage_before_the_tail_is_corruption_not_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, mut leases) = LeaseLog::open(dir.path()).unwrap();
+        let (mut log, mut leases) = LeaseLog::open(crate::storage::real(), dir.path()).unwrap();
         let first_record_end = log.size_in_bytes();
         for id in ["a", "b"] {
             let before = leases.clone();
@@ -399,12 +402,12 @@ mod tests {
         bytes[first_record_end as usize + RECORD_HEADER_BYTES + 2] ^= 0x20;
         fs::write(&path, &bytes).unwrap();
         assert!(matches!(
-            LeaseLog::open(dir.path()),
+            LeaseLog::open(crate::storage::real(), dir.path()),
             Err(EngineError::Corrupted { .. })
         ));
         fs::write(&path, b"TDLEASE0").unwrap();
         assert!(matches!(
-            LeaseLog::open(dir.path()),
+            LeaseLog::open(crate::storage::real(), dir.path()),
             Err(EngineError::Corrupted { .. })
         ));
     }

@@ -16,6 +16,8 @@
 //!   [`DocumentMapper`](mapping::DocumentMapper) an index's shards share.
 //! - [`shard_limit`]: the node-wide shard limit (`cluster.max_shards_per_node`).
 //! - [`durable_file`]: atomic replace of state files and durable directories, for every crate.
+//! - [`storage`]: the storage seam every write goes through: the file system, or a simulated
+//!   disk that can lose power at any call.
 //! - [`units`]: Elasticsearch time values and byte sizes.
 //! - At the root: the operation types ([`SeqNo`], [`PrimaryTerm`], [`Operation`], …) and the
 //!   error types [`EngineError`] and [`TranslogError`].
@@ -39,6 +41,7 @@ pub mod mapping;
 pub mod segment_directory;
 pub mod shard;
 pub mod shard_limit;
+pub mod storage;
 pub mod strict_json;
 pub mod units;
 

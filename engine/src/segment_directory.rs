@@ -1,14 +1,16 @@
-//! `SegmentDirectory`: the tantivy `Directory` of a shard's index. It is tantivy's
-//! `MmapDirectory` for everything but reads; a read maps the file itself and keeps a weak
-//! handle on the mapping, so that the engine can let go of the resident pages of files it has
-//! finished scanning ([`SegmentDirectory::release_resident_pages`]).
+//! `SegmentDirectory`: the tantivy `Directory` of a shard's index, over the engine's
+//! [`Storage`] seam, so that segment files, `meta.json` and `.managed.json` go through the same
+//! backend (and the same simulated power cuts) as everything else Tandem writes.
 //!
-//! Why: a mapped page a read touched stays in the process's resident set for as long as the
-//! file is mapped, whether or not anything reads it again. The engine scans whole files that
-//! nothing needs resident afterwards (the id filter built over a new segment's `_id` terms, the
-//! source segments a merge reads), and during a bulk load those pages grew the node's RSS with
-//! the index (hundreds of MiB per 10 M documents) although the kernel could have the same bytes
-//! back from its page cache at the cost of a minor fault.
+//! Reads map a whole file through [`Storage::map`] and keep a weak handle on the mapping, so
+//! that the engine can let go of the resident pages of files it has finished scanning
+//! ([`SegmentDirectory::release_resident_pages`]). Why: a mapped page a read touched stays in
+//! the process's resident set for as long as the file is mapped, whether or not anything reads
+//! it again. The engine scans whole files that nothing needs resident afterwards (the id filter
+//! built over a new segment's `_id` terms, the source segments a merge reads), and during a
+//! bulk load those pages grew the node's RSS with the index (hundreds of MiB per 10 M
+//! documents) although the kernel could have the same bytes back from its page cache at the
+//! cost of a minor fault.
 //!
 //! Guarantees:
 //! - Releasing never changes what a read sees: mappings are shared, read-only maps of segment
@@ -18,54 +20,75 @@
 //! - A release only advises mappings it holds alive for the call (the registry is weak, the
 //!   release upgrades), so it can never advise an address range that was unmapped and reused.
 //! - One mapping per file while any reader holds it, as `MmapDirectory` does.
+//! - A file tantivy finished writing is synced ([`SyncSite::SegmentFile`]); the directory is
+//!   synced when tantivy asks ([`SyncSite::SegmentDir`], before it writes a commit's
+//!   `meta.json`).
+//! - `atomic_write` (how tantivy writes `meta.json`, i.e. commits, and `.managed.json`, from
+//!   several threads at once) writes a temp file unique to the call, syncs it, renames it over
+//!   the target **and syncs the directory** ([`durable_file::replace_with_sites`]); temps a
+//!   crashed process left are removed when the directory is opened. tantivy's own `MmapDirectory` does
+//!   not sync the directory after that rename, so a power cut after a commit returned could
+//!   bring back the previous `meta.json`, while the engine had already trimmed the translog
+//!   generations that commit made unnecessary: acknowledged writes lost. The power-loss test
+//!   catches that when [`SyncSite::SegmentAtomicRename`] is switched off.
+//! - Locks are [`Storage::try_lock`]s: a crashed process holds none.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::File;
-use std::io;
-use std::ops::Deref;
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
-use memmap2::{Mmap, UncheckedAdvice};
 use parking_lot::Mutex;
 use tantivy::directory::error::{
     DeleteError, LockError, OpenDirectoryError, OpenReadError, OpenWriteError,
 };
 use tantivy::directory::{
-    DirectoryLock, FileHandle, Lock, MmapDirectory, OwnedBytes, WatchCallback, WatchHandle,
-    WritePtr,
+    AntiCallToken, DirectoryLock, FileHandle, Lock, OwnedBytes, TerminatingWrite, WatchCallback,
+    WatchCallbackList, WatchHandle, WritePtr,
 };
 use tantivy::Directory;
 
+use crate::durable_file;
+use crate::storage::{EntryKind, FileBytes, FileRef, OpenMode, StorageLock, StorageRef, SyncSite};
+
+/// How long a blocking lock (tantivy's meta lock, held for moments) is waited for.
+const BLOCKING_LOCK_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Between two attempts at a blocking lock.
+const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(5);
+
 /// A mapped file, shared by every reader of it.
 struct Mapping {
-    map: Mmap,
+    bytes: FileBytes,
 }
 
 /// The bytes of a [`Mapping`], as tantivy's `OwnedBytes` holds them.
 struct MappedBytes(Arc<Mapping>);
 
-impl Deref for MappedBytes {
+impl std::ops::Deref for MappedBytes {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.0.map
+        &self.0.bytes
     }
 }
 
-// SAFETY: the bytes are those of the mapping, which lives (at a fixed address) as long as the
-// `Arc` does; moving `MappedBytes` moves the pointer, not the bytes.
+// SAFETY: the bytes are those of the mapping (a map or a heap buffer), which lives at a fixed
+// address as long as the `Arc` does; moving `MappedBytes` moves the pointer, not the bytes.
 unsafe impl stable_deref_trait::StableDeref for MappedBytes {}
 
 /// A shard's tantivy directory (see the module documentation).
 #[derive(Clone)]
 pub struct SegmentDirectory {
-    inner: MmapDirectory,
+    storage: StorageRef,
     root: PathBuf,
     /// Mappings by path relative to `root`, held weakly: a file is unmapped when its last
     /// reader goes.
     mappings: Arc<Mutex<HashMap<PathBuf, Weak<Mapping>>>>,
+    /// Callbacks on a new `meta.json`.
+    watchers: Arc<WatchCallbackList>,
 }
 
 impl fmt::Debug for SegmentDirectory {
@@ -76,13 +99,65 @@ impl fmt::Debug for SegmentDirectory {
     }
 }
 
+/// A segment file being written: positional writes at a running offset; synced when tantivy
+/// terminates it.
+struct SegmentFileWriter {
+    file: FileRef,
+    offset: u64,
+}
+
+impl Write for SegmentFileWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write_all_at(buf, self.offset)?;
+        self.offset += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl TerminatingWrite for SegmentFileWriter {
+    fn terminate_ref(&mut self, _: AntiCallToken) -> io::Result<()> {
+        self.file.sync_data(SyncSite::SegmentFile)
+    }
+}
+
+/// A held [`StorageLock`], sized for tantivy's `DirectoryLock`.
+struct HeldLock(#[allow(dead_code)] StorageLock);
+
+fn open_read_error(error: io::Error, path: &Path) -> OpenReadError {
+    if error.kind() == io::ErrorKind::NotFound {
+        OpenReadError::FileDoesNotExist(path.to_path_buf())
+    } else {
+        OpenReadError::wrap_io_error(error, path.to_path_buf())
+    }
+}
+
 impl SegmentDirectory {
-    /// The directory at `root`, which must exist.
-    pub fn open(root: &Path) -> Result<SegmentDirectory, OpenDirectoryError> {
+    /// The directory at `root` of `storage`, which must exist.
+    pub fn open(storage: StorageRef, root: &Path) -> Result<SegmentDirectory, OpenDirectoryError> {
+        match storage.metadata(root) {
+            Ok(metadata) if metadata.kind == EntryKind::Dir => {}
+            Ok(_) => return Err(OpenDirectoryError::NotADirectory(root.to_path_buf())),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(OpenDirectoryError::DoesNotExist(root.to_path_buf()))
+            }
+            Err(error) => {
+                return Err(OpenDirectoryError::IoError {
+                    io_error: Arc::new(error),
+                    directory_path: root.to_path_buf(),
+                })
+            }
+        }
+        // Temps of atomic writes a crashed process left (this process's are in use).
+        durable_file::remove_stale_temps(&*storage, root, None);
         Ok(SegmentDirectory {
-            inner: MmapDirectory::open(root)?,
+            storage,
             root: root.to_path_buf(),
             mappings: Arc::new(Mutex::new(HashMap::new())),
+            watchers: Arc::new(WatchCallbackList::default()),
         })
     }
 
@@ -103,11 +178,8 @@ impl SegmentDirectory {
         };
         let mut advised = 0;
         for mapping in selected {
-            // SAFETY: a shared, read-only mapping of a file nobody modifies (see the module
-            // documentation), alive for the call through `mapping`: dropping its pages loses
-            // nothing and the next access reads the same bytes.
-            match unsafe { mapping.map.unchecked_advise(UncheckedAdvice::DontNeed) } {
-                Ok(()) => advised += mapping.map.len() as u64,
+            match mapping.bytes.release_resident_pages() {
+                Ok(bytes) => advised += bytes,
                 Err(error) => tracing::debug!(%error, "releasing mapped pages"),
             }
         }
@@ -115,76 +187,114 @@ impl SegmentDirectory {
     }
 
     /// The live mapping of `path`, or a new one.
-    fn map(&self, path: &Path) -> Result<Option<Arc<Mapping>>, OpenReadError> {
+    fn map(&self, path: &Path) -> Result<Arc<Mapping>, OpenReadError> {
         let mut mappings = self.mappings.lock();
         if let Some(mapping) = mappings.get(path).and_then(Weak::upgrade) {
-            return Ok(Some(mapping));
+            return Ok(mapping);
         }
-        let full_path = self.root.join(path);
-        let file = File::open(&full_path).map_err(|error| {
-            if error.kind() == io::ErrorKind::NotFound {
-                OpenReadError::FileDoesNotExist(path.to_path_buf())
-            } else {
-                OpenReadError::wrap_io_error(error, path.to_path_buf())
-            }
-        })?;
-        let length = file
-            .metadata()
-            .map_err(|error| OpenReadError::wrap_io_error(error, path.to_path_buf()))?
-            .len();
-        if length == 0 {
-            // Zero bytes cannot be mapped.
-            return Ok(None);
-        }
-        // SAFETY: segment files are written once and never modified or truncated while an
-        // index references them (tantivy's contract for every mmap directory).
-        let map = unsafe { Mmap::map(&file) }
-            .map_err(|error| OpenReadError::wrap_io_error(error, path.to_path_buf()))?;
-        let mapping = Arc::new(Mapping { map });
+        let bytes = self
+            .storage
+            .map(&self.root.join(path))
+            .map_err(|error| open_read_error(error, path))?;
+        let mapping = Arc::new(Mapping { bytes });
         mappings.insert(path.to_path_buf(), Arc::downgrade(&mapping));
-        Ok(Some(mapping))
+        Ok(mapping)
     }
 }
 
 impl Directory for SegmentDirectory {
     fn get_file_handle(&self, path: &Path) -> Result<Arc<dyn FileHandle>, OpenReadError> {
-        let bytes = match self.map(path)? {
-            Some(mapping) => OwnedBytes::new(MappedBytes(mapping)),
-            None => OwnedBytes::empty(),
+        let mapping = self.map(path)?;
+        let bytes = if mapping.bytes.is_empty() {
+            OwnedBytes::empty()
+        } else {
+            OwnedBytes::new(MappedBytes(mapping))
         };
         Ok(Arc::new(bytes))
     }
 
     fn delete(&self, path: &Path) -> Result<(), DeleteError> {
-        self.inner.delete(path)
+        self.storage
+            .remove_file(&self.root.join(path))
+            .map_err(|error| {
+                if error.kind() == io::ErrorKind::NotFound {
+                    DeleteError::FileDoesNotExist(path.to_path_buf())
+                } else {
+                    DeleteError::IoError {
+                        io_error: Arc::new(error),
+                        filepath: path.to_path_buf(),
+                    }
+                }
+            })
     }
 
     fn exists(&self, path: &Path) -> Result<bool, OpenReadError> {
-        self.inner.exists(path)
+        self.storage
+            .exists(&self.root.join(path))
+            .map_err(|error| OpenReadError::wrap_io_error(error, path.to_path_buf()))
     }
 
     fn open_write(&self, path: &Path) -> Result<WritePtr, OpenWriteError> {
-        self.inner.open_write(path)
+        let file = self
+            .storage
+            .open(&self.root.join(path), OpenMode::CreateNew)
+            .map_err(|error| {
+                if error.kind() == io::ErrorKind::AlreadyExists {
+                    OpenWriteError::FileAlreadyExists(path.to_path_buf())
+                } else {
+                    OpenWriteError::wrap_io_error(error, path.to_path_buf())
+                }
+            })?;
+        // As `MmapDirectory`: the new entry is durable once tantivy calls `sync_directory`.
+        Ok(BufWriter::new(Box::new(SegmentFileWriter {
+            file,
+            offset: 0,
+        })))
     }
 
     fn atomic_read(&self, path: &Path) -> Result<Vec<u8>, OpenReadError> {
-        self.inner.atomic_read(path)
+        self.storage
+            .read(&self.root.join(path))
+            .map_err(|error| open_read_error(error, path))
     }
 
     fn atomic_write(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        self.inner.atomic_write(path, data)
+        durable_file::replace_with_sites(
+            &*self.storage,
+            &self.root.join(path),
+            data,
+            SyncSite::SegmentAtomicContent,
+            SyncSite::SegmentAtomicRename,
+        )
+        .map_err(|error| error.source)?;
+        if path == Path::new("meta.json") {
+            // Nothing waits on the broadcast: the callbacks run on their own thread.
+            drop(self.watchers.broadcast());
+        }
+        Ok(())
     }
 
     fn sync_directory(&self) -> io::Result<()> {
-        self.inner.sync_directory()
+        self.storage.sync_dir(&self.root, SyncSite::SegmentDir)
     }
 
     fn acquire_lock(&self, lock: &Lock) -> Result<DirectoryLock, LockError> {
-        self.inner.acquire_lock(lock)
+        let path = self.root.join(&lock.filepath);
+        let deadline = Instant::now() + BLOCKING_LOCK_DEADLINE;
+        loop {
+            match self.storage.try_lock(&path) {
+                Ok(Some(held)) => return Ok(DirectoryLock::from(Box::new(HeldLock(held)))),
+                Ok(None) if lock.is_blocking && Instant::now() < deadline => {
+                    std::thread::sleep(LOCK_RETRY_INTERVAL)
+                }
+                Ok(None) => return Err(LockError::LockBusy),
+                Err(error) => return Err(LockError::wrap_io_error(error)),
+            }
+        }
     }
 
     fn watch(&self, watch_callback: WatchCallback) -> tantivy::Result<WatchHandle> {
-        self.inner.watch(watch_callback)
+        Ok(self.watchers.subscribe(watch_callback))
     }
 }
 
@@ -215,7 +325,7 @@ mod tests {
         let contents: Vec<u8> = (0..(4 << 20)).map(|n: u32| (n % 251) as u8).collect();
         std::fs::write(dir.path().join("a.term"), &contents).unwrap();
         std::fs::write(dir.path().join("a.store"), &contents).unwrap();
-        let directory = SegmentDirectory::open(dir.path()).unwrap();
+        let directory = SegmentDirectory::open(crate::storage::real(), dir.path()).unwrap();
         let term = directory.open_read(Path::new("a.term")).unwrap();
         let store = directory.open_read(Path::new("a.store")).unwrap();
         let (term, store) = (term.read_bytes().unwrap(), store.read_bytes().unwrap());
@@ -247,7 +357,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("b.idx"), b"0123456789").unwrap();
         std::fs::write(dir.path().join("empty.idx"), b"").unwrap();
-        let directory = SegmentDirectory::open(dir.path()).unwrap();
+        let directory = SegmentDirectory::open(crate::storage::real(), dir.path()).unwrap();
         {
             let first = directory.open_read(Path::new("b.idx")).unwrap();
             let second = directory.open_read(Path::new("b.idx")).unwrap();

@@ -486,7 +486,12 @@ fn valid_translog_generation(records: usize) -> Vec<u8> {
     use tandem_engine::{OperationKind, PrimaryTerm};
 
     let dir = tempfile::tempdir().unwrap();
-    let translog = Translog::create(dir.path(), "seed-corpus-uuid").expect("create translog");
+    let translog = Translog::create(
+        tandem_engine::storage::real(),
+        dir.path(),
+        "seed-corpus-uuid",
+    )
+    .expect("create translog");
     let mut end = None;
     for seq_no in 0..records as i64 {
         let kind = match seq_no % 3 {

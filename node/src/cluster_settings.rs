@@ -19,6 +19,7 @@ use tandem_engine::durable_file;
 use tandem_engine::shard_limit::{
     parse_max_shards_per_node, DEFAULT_MAX_SHARDS_PER_NODE, MAX_SHARDS_PER_NODE_SETTING,
 };
+use tandem_engine::storage::Storage;
 use tandem_engine::units::ByteSize;
 use tandem_recovery::disk::{DISK_THRESHOLD_ENABLED_SETTING, DISK_WATERMARK_HIGH_SETTING};
 use tandem_recovery::target::RecoverySettings;
@@ -109,9 +110,9 @@ pub struct ClusterSettings {
 
 impl ClusterSettings {
     /// Loads the persistent settings of `data` (none if the file is absent).
-    pub fn load(data: &Path) -> Result<ClusterSettings, NodeError> {
+    pub fn load(storage: &dyn Storage, data: &Path) -> Result<ClusterSettings, NodeError> {
         let path = data.join(CLUSTER_SETTINGS_FILE);
-        match std::fs::read(&path) {
+        match storage.read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|source| NodeError::Corrupted { path, source }),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -122,13 +123,13 @@ impl ClusterSettings {
     }
 
     /// Stores the persistent settings in `data`, atomically.
-    pub fn store(&self, data: &Path) -> Result<(), NodeError> {
+    pub fn store(&self, storage: &dyn Storage, data: &Path) -> Result<(), NodeError> {
         let path = data.join(CLUSTER_SETTINGS_FILE);
         let bytes = match serde_json::to_vec_pretty(self) {
             Ok(bytes) => bytes,
             Err(source) => return Err(NodeError::Encode { path, source }),
         };
-        durable_file::replace_atomically(&path, &bytes)?;
+        durable_file::replace_atomically(storage, &path, &bytes)?;
         Ok(())
     }
 
@@ -505,6 +506,7 @@ fn remote_config(
 mod tests {
     use super::*;
     use serde_json::json;
+    use tandem_engine::storage::RealStorage;
 
     #[test]
     fn nested_and_flat_updates_merge_and_null_deletes() {
@@ -716,8 +718,8 @@ mod tests {
             settings.remote_clusters().unwrap()[0].addresses(),
             vec!["127.0.0.1:2"]
         );
-        settings.store(dir.path()).unwrap();
-        let loaded = ClusterSettings::load(dir.path()).unwrap();
+        settings.store(&RealStorage, dir.path()).unwrap();
+        let loaded = ClusterSettings::load(&RealStorage, dir.path()).unwrap();
         assert!(loaded.transient.is_empty());
         assert_eq!(
             loaded.remote_clusters().unwrap()[0].addresses(),
@@ -730,16 +732,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CLUSTER_SETTINGS_FILE);
         std::fs::write(&path, b"{\"persistent\": ").unwrap();
-        let corrupted = ClusterSettings::load(dir.path()).unwrap_err();
+        let corrupted = ClusterSettings::load(&RealStorage, dir.path()).unwrap_err();
         assert!(
             matches!(&corrupted, NodeError::Corrupted { path: reported, .. } if *reported == path),
             "{corrupted:?}"
         );
         std::fs::remove_file(&path).unwrap();
         std::fs::create_dir(&path).unwrap();
-        let unreadable = ClusterSettings::load(dir.path()).unwrap_err();
+        let unreadable = ClusterSettings::load(&RealStorage, dir.path()).unwrap_err();
         assert!(matches!(unreadable, NodeError::Io { .. }), "{unreadable:?}");
-        let unwritable = ClusterSettings::default().store(dir.path()).unwrap_err();
+        let unwritable = ClusterSettings::default()
+            .store(&RealStorage, dir.path())
+            .unwrap_err();
         assert!(matches!(unwritable, NodeError::Io { .. }), "{unwritable:?}");
     }
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tandem_engine::durable_file;
 use tandem_engine::indices::Indices;
+use tandem_engine::storage::Storage;
 use tandem_recovery::in_process::InProcessLeaderClient;
 use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
 use tandem_replication::auto_follow::AutoFollowCoordinator;
@@ -144,10 +145,12 @@ impl Node {
         // disk: they run on the blocking pool, not on a runtime worker.
         let (opened, name) = (data.clone(), config.name.clone());
         let (identity, indices, settings) = tokio::task::spawn_blocking(move || {
-            durable_file::create_dir_all(&opened).map_err(NodeError::from)?;
-            let identity = load_identity(&opened, &name)?;
-            let indices = Indices::open(&opened)?;
-            let settings = ClusterSettings::load(&opened)?;
+            // The node runs on the file system; the storage seam is for tests and embedders.
+            let storage = tandem_engine::storage::real();
+            durable_file::create_dir_all(&*storage, &opened).map_err(NodeError::from)?;
+            let identity = load_identity(&*storage, &opened, &name)?;
+            let settings = ClusterSettings::load(&*storage, &opened)?;
+            let indices = Indices::open_on(storage, &opened)?;
             Ok::<_, NodeError>((identity, indices, settings))
         })
         .await
@@ -230,7 +233,8 @@ impl Node {
         if next.persistent != current.persistent {
             let data = self.config.data.clone();
             let stored = next.clone();
-            tokio::task::spawn_blocking(move || stored.store(&data))
+            let storage = self.indices.storage().clone();
+            tokio::task::spawn_blocking(move || stored.store(&*storage, &data))
                 .await
                 .map_err(|error| RestError::internal(format!("storing cluster settings: {error}")))?
                 .map_err(|error| {
@@ -309,9 +313,13 @@ fn connect_remotes(
     Ok(())
 }
 
-fn load_identity(data: &Path, name: &str) -> Result<NodeIdentity, NodeError> {
+fn load_identity(
+    storage: &dyn Storage,
+    data: &Path,
+    name: &str,
+) -> Result<NodeIdentity, NodeError> {
     let path = data.join(NODE_FILE);
-    match std::fs::read(&path) {
+    match storage.read(&path) {
         Ok(bytes) => {
             serde_json::from_slice(&bytes).map_err(|source| NodeError::Corrupted { path, source })
         }
@@ -325,7 +333,7 @@ fn load_identity(data: &Path, name: &str) -> Result<NodeIdentity, NodeError> {
                 Ok(bytes) => bytes,
                 Err(source) => return Err(NodeError::Encode { path, source }),
             };
-            durable_file::replace_atomically(&path, &bytes)?;
+            durable_file::replace_atomically(storage, &path, &bytes)?;
             Ok(identity)
         }
         Err(source) => Err(NodeError::Io { path, source }),

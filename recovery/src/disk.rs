@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::error::RecoveryError;
+use tandem_engine::storage::Storage;
 
 /// The setting's name, as Elasticsearch spells it (error messages name it).
 pub const DISK_WATERMARK_HIGH_SETTING: &str = "cluster.routing.allocation.disk.watermark.high";
@@ -102,29 +103,12 @@ impl DiskWatermark {
     }
 }
 
-/// Size and free space of the file system holding a path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DiskSpace {
-    /// Size of the file system.
-    pub total_bytes: u64,
-    /// Bytes an unprivileged user may still write.
-    pub available_bytes: u64,
-}
+pub use tandem_engine::storage::DiskSpace;
 
-impl DiskSpace {
-    /// Reads the space of the file system holding `path` (`statvfs(3)`).
-    pub fn of(path: &Path) -> Result<DiskSpace, RecoveryError> {
-        let stat = rustix::fs::statvfs(path)
-            .map_err(|errno| RecoveryError::io(path, std::io::Error::from(errno)))?;
-        Ok(DiskSpace {
-            total_bytes: stat.f_blocks.saturating_mul(stat.f_frsize),
-            available_bytes: stat.f_bavail.saturating_mul(stat.f_frsize),
-        })
-    }
-}
-
-/// Refuses to write `needed_bytes` into `dir` when that would pass `watermark`.
+/// Refuses to write `needed_bytes` into `dir` of `storage` when that would pass `watermark`
+/// (a storage without a size, the simulated disk, passes).
 pub fn check_watermark(
+    storage: &dyn Storage,
     dir: &Path,
     watermark: DiskWatermark,
     needed_bytes: u64,
@@ -132,7 +116,12 @@ pub fn check_watermark(
     if watermark == DiskWatermark::Disabled || needed_bytes == 0 {
         return Ok(());
     }
-    let space = DiskSpace::of(dir)?;
+    let Some(space) = storage
+        .disk_space(dir)
+        .map_err(|error| RecoveryError::io(dir, error))?
+    else {
+        return Ok(());
+    };
     let writable_bytes = watermark.writable_bytes(space.total_bytes, space.available_bytes);
     if needed_bytes > writable_bytes {
         return Err(RecoveryError::DiskWatermark {
@@ -150,6 +139,7 @@ pub fn check_watermark(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tandem_engine::storage::RealStorage;
 
     fn no_bytes(_: &str) -> Option<u64> {
         None
@@ -199,15 +189,15 @@ mod tests {
     #[test]
     fn a_need_past_the_watermark_is_refused_naming_the_setting_and_the_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let space = DiskSpace::of(dir.path()).unwrap();
+        let space = RealStorage.disk_space(dir.path()).unwrap().unwrap();
         assert!(space.total_bytes >= space.available_bytes);
         let needed = space.available_bytes + (1 << 40);
-        let error = check_watermark(dir.path(), DiskWatermark::default(), needed)
+        let error = check_watermark(&RealStorage, dir.path(), DiskWatermark::default(), needed)
             .unwrap_err()
             .to_string();
         assert!(error.contains(DISK_WATERMARK_HIGH_SETTING), "{error}");
         assert!(error.contains(&needed.to_string()), "{error}");
-        check_watermark(dir.path(), DiskWatermark::Disabled, needed).unwrap();
-        check_watermark(dir.path(), DiskWatermark::default(), 0).unwrap();
+        check_watermark(&RealStorage, dir.path(), DiskWatermark::Disabled, needed).unwrap();
+        check_watermark(&RealStorage, dir.path(), DiskWatermark::default(), 0).unwrap();
     }
 }

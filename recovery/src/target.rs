@@ -27,8 +27,6 @@
 //! checkpoint + 1 and left for replication to take over, on failure it is removed.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +35,7 @@ use tandem_engine::durable_file::{self, DurableFileError};
 use tandem_engine::mapping::DocumentMapper;
 use tandem_engine::shard::{checksum_file, checksum_file_from_ranges, META_FILE};
 use tandem_engine::shard::{CommitFileInfo, RangeChecksum};
+use tandem_engine::storage::{EntryKind, OpenMode, Storage, StorageFile, StorageRef, SyncSite};
 use tandem_engine::{SeqNo, ShardConfig, ShardEngine};
 use tokio::task::JoinSet;
 
@@ -274,6 +273,8 @@ pub struct RecoveredShard {
 /// Recovers follower shards from a leader; one recovery per target (it owns the progress).
 pub struct RecoveryTarget {
     client: Arc<dyn LeaderClient>,
+    /// Where the copied files and the bootstrapped shard go (see [`RecoveryTarget::on_storage`]).
+    storage: StorageRef,
     settings: RecoverySettings,
     limiter: Arc<RateLimiter>,
     progress: RecoveryProgress,
@@ -288,10 +289,18 @@ impl RecoveryTarget {
         settings.validate()?;
         Ok(RecoveryTarget {
             client,
+            storage: tandem_engine::storage::real(),
             limiter: Arc::new(RateLimiter::new(settings.max_bytes_per_sec)),
             settings,
             progress: RecoveryProgress::new(),
         })
+    }
+
+    /// This target writing on `storage` instead of the file system: the copied files, and the
+    /// shard it bootstraps (whatever storage the request's shard configuration names).
+    pub fn on_storage(mut self, storage: StorageRef) -> RecoveryTarget {
+        self.storage = storage;
+        self
     }
 
     /// The live progress of this target's recovery.
@@ -344,7 +353,8 @@ impl RecoveryTarget {
         self.progress.set_stage(RecoveryStage::Finalize);
         let dir = request.follower_shard_dir.clone();
         let mapper = request.mapper.clone();
-        let config = request.shard_config.clone();
+        let mut config = request.shard_config.clone();
+        config.storage = self.storage.clone();
         let engine = tokio::task::spawn_blocking(move || {
             ShardEngine::bootstrap_follower(&dir, mapper, config)
         })
@@ -377,24 +387,47 @@ impl RecoveryTarget {
                     ))
             })
             .await;
-        match added {
-            // A resumed recovery finds its own lease: renewing it is enough.
-            Err(RecoveryError::Leader {
-                source: LeaderError::RetentionLeaseAlreadyExists(_),
-                ..
-            }) => {
-                self.with_retries("renewing the retention lease", || {
-                    self.client
-                        .renew_retention_lease(RenewRetentionLeaseRequest::new(
-                            shard.clone(),
-                            lease_id.to_string(),
-                            RETAIN_ALL,
-                        ))
-                })
-                .await
-            }
-            other => other,
+        let Err(RecoveryError::Leader {
+            source: LeaderError::RetentionLeaseAlreadyExists(_),
+            ..
+        }) = added
+        else {
+            return added;
+        };
+        // A resumed recovery finds its own lease. Renewing it to retain all works while it
+        // does; once an earlier attempt completed and advanced it past 0 (a crash before the
+        // follow was recorded), a renew cannot lower it: the lease is added again.
+        let renewed = self
+            .with_retries("renewing the retention lease", || {
+                self.client
+                    .renew_retention_lease(RenewRetentionLeaseRequest::new(
+                        shard.clone(),
+                        lease_id.to_string(),
+                        RETAIN_ALL,
+                    ))
+            })
+            .await;
+        if renewed.is_ok() {
+            return renewed;
         }
+        self.with_retries("removing the advanced retention lease", || {
+            self.client
+                .remove_retention_lease(RemoveRetentionLeaseRequest::new(
+                    shard.clone(),
+                    lease_id.to_string(),
+                ))
+        })
+        .await?;
+        self.with_retries("adding the retention lease again", || {
+            self.client
+                .add_retention_lease(AddRetentionLeaseRequest::new(
+                    shard.clone(),
+                    lease_id.to_string(),
+                    RETAIN_ALL,
+                    "ccr".to_string(),
+                ))
+        })
+        .await
     }
 
     /// Copies the leader shard's latest commit into `index_dir` (created if absent; files that
@@ -404,7 +437,7 @@ impl RecoveryTarget {
         shard: &ShardId,
         index_dir: &Path,
     ) -> Result<CopiedCommit, RecoveryError> {
-        durable_file::create_dir_all(index_dir).map_err(from_durable_file)?;
+        durable_file::create_dir_all(&*self.storage, index_dir).map_err(from_durable_file)?;
         let mut session = self.open_session(shard).await?;
         let mut done: BTreeMap<String, CommitFileInfo> = BTreeMap::new();
         let mut losses = 0u32;
@@ -435,14 +468,14 @@ impl RecoveryTarget {
                         tracing::warn!(%shard, "the leader's commit changed under copied files; starting over");
                         self.progress.update(|p| p.restarts += 1);
                         done.clear();
-                        clear_dir(index_dir, &HashSet::new())?;
+                        clear_dir(&*self.storage, index_dir, &HashSet::new())?;
                     }
                 }
             }
         }
         self.close_session(shard, &session.session_id).await;
         self.progress.set_stage(RecoveryStage::VerifyIndex);
-        verify_copy(index_dir, &session)?;
+        verify_copy(&*self.storage, index_dir, &session)?;
         Ok(CopiedCommit {
             session,
             index_dir: index_dir.to_path_buf(),
@@ -517,7 +550,8 @@ impl RecoveryTarget {
         done: &mut BTreeMap<String, CommitFileInfo>,
     ) -> Result<(), CopyFailure> {
         let wanted: HashSet<String> = session.files.iter().map(|f| f.name.clone()).collect();
-        clear_dir(index_dir, &wanted).map_err(CopyFailure::Fatal)?;
+        let storage = &*self.storage;
+        clear_dir(storage, index_dir, &wanted).map_err(CopyFailure::Fatal)?;
         let mut to_copy = VecDeque::new();
         let mut needed_bytes = 0u64;
         for (index, info) in session.files.iter().enumerate() {
@@ -525,7 +559,7 @@ impl RecoveryTarget {
                 self.count_done(info, true);
                 continue;
             }
-            if is_verified(&index_dir.join(&info.name), info) {
+            if is_verified(storage, &index_dir.join(&info.name), info) {
                 tracing::debug!(file = %info.name, "reusing a verified file");
                 self.count_done(info, true);
                 done.insert(info.name.clone(), info.clone());
@@ -535,13 +569,18 @@ impl RecoveryTarget {
             needed_bytes += info.length;
             to_copy.push_back(index);
         }
-        check_watermark(index_dir, self.settings.disk_watermark_high, needed_bytes)
-            .map_err(CopyFailure::Fatal)?;
+        check_watermark(
+            storage,
+            index_dir,
+            self.settings.disk_watermark_high,
+            needed_bytes,
+        )
+        .map_err(CopyFailure::Fatal)?;
         let mut copy = FileCopy::new(self, shard, session, index_dir, to_copy);
         let result = copy.run(done).await;
         copy.abort().await;
         result?;
-        sync_dir(index_dir).map_err(CopyFailure::Fatal)
+        sync_dir(storage, index_dir).map_err(CopyFailure::Fatal)
     }
 
     fn count_done(&self, info: &CommitFileInfo, reused: bool) {
@@ -576,7 +615,7 @@ enum FinalizeOutcome {
 
 struct FileState {
     temp_path: PathBuf,
-    handle: Option<Arc<File>>,
+    handle: Option<Arc<dyn StorageFile>>,
     chunks_left: u64,
     /// CRC-32 of each chunk written so far, as computed from the bytes written.
     written: Vec<RangeChecksum>,
@@ -652,7 +691,11 @@ impl<'a> FileCopy<'a> {
         let temp_path = self
             .index_dir
             .join(format!("{}{TEMP_FILE_SUFFIX}", info.name));
-        let handle = File::create(&temp_path).map_err(|e| RecoveryError::io(&temp_path, e))?;
+        let handle = self
+            .target
+            .storage
+            .open(&temp_path, OpenMode::CreateTruncate)
+            .map_err(|e| RecoveryError::io(&temp_path, e))?;
         let chunk_size = self.target.settings.chunk_size_bytes as u64;
         let chunks = info.length.div_ceil(chunk_size);
         let attempts = self.files.get(&index).map_or(0, |state| state.attempts) + 1;
@@ -660,7 +703,7 @@ impl<'a> FileCopy<'a> {
             index,
             FileState {
                 temp_path,
-                handle: Some(Arc::new(handle)),
+                handle: Some(Arc::from(handle)),
                 chunks_left: chunks,
                 written: Vec::new(),
                 attempts,
@@ -801,7 +844,7 @@ impl<'a> FileCopy<'a> {
             };
             let path_name = fetch.name.clone();
             let written =
-                tokio::task::spawn_blocking(move || write_chunk(&handle, &data, offset)).await;
+                tokio::task::spawn_blocking(move || write_chunk(&*handle, &data, offset)).await;
             match written {
                 Ok(Ok(crc32)) => ChunkOutcome::Written {
                     file,
@@ -835,19 +878,20 @@ impl<'a> FileCopy<'a> {
         written.sort_unstable_by_key(|range| range.offset);
         let temp_path = state.temp_path.clone();
         let final_path = self.index_dir.join(&info.name);
+        let storage = self.target.storage.clone();
         self.finalizing.spawn_blocking(move || {
-            if let Err(error) = handle.sync_all() {
+            if let Err(error) = handle.sync_all(SyncSite::RecoveryFile) {
                 return FinalizeOutcome::Failed(RecoveryError::io(&temp_path, error));
             }
             drop(handle);
-            match verify_written_file(&temp_path, &info, &written) {
+            match verify_written_file(&*storage, &temp_path, &info, &written) {
                 Ok(()) => {}
                 Err(VerifyFailure::Mismatch(reason)) => {
                     return FinalizeOutcome::Mismatch { file, reason };
                 }
                 Err(VerifyFailure::Io(error)) => return FinalizeOutcome::Failed(error),
             }
-            match std::fs::rename(&temp_path, &final_path) {
+            match storage.rename(&temp_path, &final_path) {
                 Ok(()) => FinalizeOutcome::Verified { file },
                 Err(error) => FinalizeOutcome::Failed(RecoveryError::io(&final_path, error)),
             }
@@ -925,7 +969,7 @@ enum VerifyFailure {
 }
 
 /// Writes a chunk's pieces at `offset` on; returns the CRC-32 of the bytes written.
-fn write_chunk(file: &File, data: &ChunkBytes, offset: u64) -> std::io::Result<u32> {
+fn write_chunk(file: &dyn StorageFile, data: &ChunkBytes, offset: u64) -> std::io::Result<u32> {
     let mut hasher = crc32fast::Hasher::new();
     let mut at = offset;
     for piece in data.pieces() {
@@ -937,29 +981,39 @@ fn write_chunk(file: &File, data: &ChunkBytes, offset: u64) -> std::io::Result<u
 }
 
 /// Reads the file back and checks its length and checksum against the leader's.
-fn verify_file(path: &Path, info: &CommitFileInfo) -> Result<(), VerifyFailure> {
-    check_length(path, info)?;
-    check_checksums(info, checksum_file(path, info.checksum_kind))
+fn verify_file(
+    storage: &dyn Storage,
+    path: &Path,
+    info: &CommitFileInfo,
+) -> Result<(), VerifyFailure> {
+    check_length(storage, path, info)?;
+    check_checksums(info, checksum_file(storage, path, info.checksum_kind))
 }
 
 /// Checks a copied file's length, and its checksum computed from the CRC-32s of the chunks
 /// written into it (only the footer is read back).
 fn verify_written_file(
+    storage: &dyn Storage,
     path: &Path,
     info: &CommitFileInfo,
     written: &[RangeChecksum],
 ) -> Result<(), VerifyFailure> {
-    check_length(path, info)?;
+    check_length(storage, path, info)?;
     check_checksums(
         info,
-        checksum_file_from_ranges(path, info.checksum_kind, written),
+        checksum_file_from_ranges(storage, path, info.checksum_kind, written),
     )
 }
 
-fn check_length(path: &Path, info: &CommitFileInfo) -> Result<(), VerifyFailure> {
-    let length = std::fs::metadata(path)
+fn check_length(
+    storage: &dyn Storage,
+    path: &Path,
+    info: &CommitFileInfo,
+) -> Result<(), VerifyFailure> {
+    let length = storage
+        .metadata(path)
         .map_err(|e| VerifyFailure::Io(RecoveryError::io(path, e)))?
-        .len();
+        .len;
     if length != info.length {
         return Err(VerifyFailure::Mismatch(format!(
             "{length} bytes instead of {}",
@@ -987,39 +1041,36 @@ fn check_checksums(
 }
 
 /// True when `path` holds exactly the leader's file (a resumed recovery reuses it).
-fn is_verified(path: &Path, info: &CommitFileInfo) -> bool {
-    path.is_file() && verify_file(path, info).is_ok()
+fn is_verified(storage: &dyn Storage, path: &Path, info: &CommitFileInfo) -> bool {
+    storage.is_file(path) && verify_file(storage, path, info).is_ok()
 }
 
 /// Removes from `dir` every file not named in `keep` (stale files of another commit, temp files
 /// of an interrupted recovery). The recovery owns the directory.
-fn clear_dir(dir: &Path, keep: &HashSet<String>) -> Result<(), RecoveryError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| RecoveryError::io(dir, e))?;
+fn clear_dir(
+    storage: &dyn Storage,
+    dir: &Path,
+    keep: &HashSet<String>,
+) -> Result<(), RecoveryError> {
+    let entries = storage.list(dir).map_err(|e| RecoveryError::io(dir, e))?;
     for entry in entries {
-        let entry = entry.map_err(|e| RecoveryError::io(dir, e))?;
-        let name = entry.file_name();
-        let keep_it = name.to_str().is_some_and(|name| keep.contains(name));
-        if keep_it {
+        if keep.contains(&entry.name) {
             continue;
         }
-        let path = entry.path();
-        let removed = if entry
-            .file_type()
-            .map_err(|e| RecoveryError::io(&path, e))?
-            .is_dir()
-        {
-            std::fs::remove_dir_all(&path)
+        let path = dir.join(&entry.name);
+        let removed = if entry.kind == EntryKind::Dir {
+            storage.remove_dir_all(&path)
         } else {
-            std::fs::remove_file(&path)
+            storage.remove_file(&path)
         };
         removed.map_err(|e| RecoveryError::io(&path, e))?;
     }
-    sync_dir(dir)
+    sync_dir(storage, dir)
 }
 
 /// fsyncs `dir` so that the files renamed or removed in it survive a power cut.
-fn sync_dir(dir: &Path) -> Result<(), RecoveryError> {
-    durable_file::sync_dir(dir).map_err(from_durable_file)
+fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<(), RecoveryError> {
+    durable_file::sync_dir(storage, dir, SyncSite::RecoveryDir).map_err(from_durable_file)
 }
 
 fn from_durable_file(error: DurableFileError) -> RecoveryError {
@@ -1027,12 +1078,17 @@ fn from_durable_file(error: DurableFileError) -> RecoveryError {
 }
 
 /// The copy is complete: every file of the commit is in place with its length, nothing else.
-fn verify_copy(index_dir: &Path, session: &RecoverySessionInfo) -> Result<(), RecoveryError> {
+fn verify_copy(
+    storage: &dyn Storage,
+    index_dir: &Path,
+    session: &RecoverySessionInfo,
+) -> Result<(), RecoveryError> {
     for file in &session.files {
         let path = index_dir.join(&file.name);
-        let length = std::fs::metadata(&path)
+        let length = storage
+            .metadata(&path)
             .map_err(|e| RecoveryError::io(&path, e))?
-            .len();
+            .len;
         if length != file.length {
             return Err(RecoveryError::ChecksumMismatch {
                 name: file.name.clone(),
@@ -1041,9 +1097,10 @@ fn verify_copy(index_dir: &Path, session: &RecoverySessionInfo) -> Result<(), Re
             });
         }
     }
-    let count = std::fs::read_dir(index_dir)
+    let count = storage
+        .list(index_dir)
         .map_err(|e| RecoveryError::io(index_dir, e))?
-        .count();
+        .len();
     if count != session.files.len() {
         return Err(RecoveryError::InvalidFileList(format!(
             "{count} files in {} after the copy, {} expected",

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::*;
 use tandem_engine::shard::{ChecksumKind, CommitFileInfo};
-use tandem_recovery::disk::{DiskSpace, DISK_WATERMARK_HIGH_SETTING};
+use tandem_recovery::disk::DISK_WATERMARK_HIGH_SETTING;
 use tandem_recovery::{
     DiskWatermark, FileChunk, ForwardingLeaderClient, InProcessLeaderClient, LeaderClient,
     LeaderFuture, OpenRecoverySessionRequest, ReadFileChunkRequest, RecoveryError,
@@ -172,7 +172,13 @@ async fn a_hundred_files_of_16_tib_are_refused_at_the_disk_watermark_before_any_
 async fn one_file_larger_than_the_free_space_is_refused_before_any_file_is_created() {
     let _serial = SERIAL.lock().await;
     let probe = tempfile::tempdir().unwrap();
-    let free = DiskSpace::of(probe.path()).unwrap().available_bytes;
+    let free = tandem_engine::storage::Storage::disk_space(
+        &tandem_engine::storage::RealStorage,
+        probe.path(),
+    )
+    .unwrap()
+    .unwrap()
+    .available_bytes;
     // Past the free space whatever the watermark: even 100% used is refused.
     let settings = RecoverySettings {
         disk_watermark_high: DiskWatermark::UsedBasisPoints(10_000),

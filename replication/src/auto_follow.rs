@@ -208,7 +208,7 @@ impl AutoFollowCoordinator {
         remotes: Arc<RemoteClusters>,
         state_dir: &Path,
     ) -> Result<AutoFollowCoordinator, CcrError> {
-        let patterns = state_file::load(state_dir, STATE_FILE)?;
+        let patterns = state_file::load(&**followers.storage(), state_dir, STATE_FILE)?;
         Ok(AutoFollowCoordinator {
             followers,
             remotes,
@@ -458,7 +458,12 @@ impl AutoFollowCoordinator {
     /// so that the file follows the changes in their order (see
     /// [`state_file::store_off_thread`] for why that is safe).
     fn persist(&self, patterns: &BTreeMap<String, PatternState>) -> state_file::StoreOffThread {
-        state_file::store_off_thread(&self.state_dir, STATE_FILE, patterns)
+        state_file::store_off_thread(
+            self.followers.storage().clone(),
+            &self.state_dir,
+            STATE_FILE,
+            patterns,
+        )
     }
 }
 

@@ -30,6 +30,7 @@ use tandem_engine::index::{Index, IndexMetadata, IndexSettings};
 use tandem_engine::indices::{Indices, ShardReservation};
 use tandem_engine::mapping::DocumentMapper;
 use tandem_engine::shard::ChangesRequest;
+use tandem_engine::storage::StorageRef;
 use tandem_engine::SeqNo;
 use tandem_recovery::leader_api::{LeaderClient, ShardChangesRequest, ShardId};
 use tandem_recovery::progress::{RecoveryProgress, RecoveryProgressSnapshot};
@@ -314,9 +315,12 @@ impl FollowerIndices {
         recovery: RecoverySettings,
         state_dir: &Path,
     ) -> Result<FollowerIndices, CcrError> {
-        let state: BTreeMap<String, FollowerMetadata> = state_file::load(state_dir, STATE_FILE)?;
-        let pending: BTreeMap<String, PendingFollow> = state_file::load(state_dir, PENDING_FILE)?;
-        let lease_cleanup = Arc::new(LeaseCleanup::open(remotes.clone(), state_dir)?);
+        let storage = indices.storage().clone();
+        let state: BTreeMap<String, FollowerMetadata> =
+            state_file::load(&*storage, state_dir, STATE_FILE)?;
+        let pending: BTreeMap<String, PendingFollow> =
+            state_file::load(&*storage, state_dir, PENDING_FILE)?;
+        let lease_cleanup = Arc::new(LeaseCleanup::open(storage, remotes.clone(), state_dir)?);
         let lease_cleanup_task = tokio::spawn(lease_cleanup.clone().run());
         let this = FollowerIndices {
             cluster_name: cluster_name.into(),
@@ -490,7 +494,13 @@ impl FollowerIndices {
                 }
             }
         }
-        let stored = state_file::store_off_thread(&self.state_dir, PENDING_FILE, &*pending).await;
+        let stored = state_file::store_off_thread(
+            self.storage().clone(),
+            &self.state_dir,
+            PENDING_FILE,
+            &*pending,
+        )
+        .await;
         if stored.is_err() {
             *pending = before;
         }
@@ -551,7 +561,10 @@ impl FollowerIndices {
         );
         let recovery = self.recovery_settings();
         let targets = (0..leader.settings.number_of_shards)
-            .map(|_| RecoveryTarget::new(client.clone(), recovery.clone()))
+            .map(|_| {
+                RecoveryTarget::new(client.clone(), recovery.clone())
+                    .map(|target| target.on_storage(self.storage().clone()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let records = targets
             .iter()
@@ -628,7 +641,7 @@ impl FollowerIndices {
                 }
             };
             if let Some((metadata, shards)) = failed {
-                remove_dir_with_retries(&dir).await;
+                remove_dir_with_retries(self.storage(), &dir).await;
                 self.remove_leases(&metadata, shards).await;
             }
         }
@@ -727,7 +740,7 @@ impl FollowerIndices {
                 }
                 tracing::info!(follower = %follower_index, "remote recovery cancelled");
                 self.forget_pending(follower_index).await;
-                remove_dir_with_retries(&entry.dir).await;
+                remove_dir_with_retries(self.storage(), &entry.dir).await;
                 self.remove_leases(&entry.metadata, entry.shards).await;
             }
         }
@@ -924,7 +937,12 @@ impl FollowerIndices {
         let unfollowed = follower_index.to_string();
         on_blocking_pool("unmarking the follower shards", move || {
             indices.with_closed_index(&unfollowed, |dir, metadata| {
-                Index::set_follower_markers(dir, metadata.settings.number_of_shards, false)
+                Index::set_follower_markers(
+                    &**indices.storage(),
+                    dir,
+                    metadata.settings.number_of_shards,
+                    false,
+                )
             })
         })
         .await?;
@@ -1133,7 +1151,12 @@ impl FollowerIndices {
             .iter()
             .map(|(name, follower)| (name, &follower.metadata))
             .collect();
-        state_file::store_off_thread(&self.state_dir, STATE_FILE, &state)
+        state_file::store_off_thread(self.storage().clone(), &self.state_dir, STATE_FILE, &state)
+    }
+
+    /// The storage of the follower indices and of the follow state.
+    pub fn storage(&self) -> &StorageRef {
+        self.indices.storage()
     }
 }
 
@@ -1157,12 +1180,13 @@ async fn on_blocking_pool<T: Send + 'static>(
 /// the recovery may still be finishing on a blocking thread (they are not cancellable), which
 /// can make one removal fail: it is tried a few times, then left to the next start (a directory
 /// without index metadata is removed when the indices are opened).
-async fn remove_dir_with_retries(dir: &Path) {
+async fn remove_dir_with_retries(storage: &StorageRef, dir: &Path) {
     const ATTEMPTS: u32 = 10;
     for attempt in 1..=ATTEMPTS {
         // A recovery directory may hold many large files: removed on the blocking pool.
         let removing = dir.to_path_buf();
-        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(removing))
+        let storage = storage.clone();
+        let removed = tokio::task::spawn_blocking(move || storage.remove_dir_all(&removing))
             .await
             .unwrap_or_else(|error| Err(std::io::Error::other(error)));
         match removed {

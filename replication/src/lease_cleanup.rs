@@ -27,6 +27,7 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
+use tandem_engine::storage::StorageRef;
 use tandem_recovery::{LeaderError, RemoveRetentionLeaseRequest, ShardId};
 use tokio::sync::Notify;
 
@@ -69,6 +70,7 @@ pub struct PendingLeaseRemoval {
 
 /// The pending removals and the task that retries them (see the module documentation).
 pub struct LeaseCleanup {
+    storage: StorageRef,
     remotes: Arc<RemoteClusters>,
     state_dir: PathBuf,
     /// Pending removals, by (remote, index, shard, lease id).
@@ -79,13 +81,19 @@ pub struct LeaseCleanup {
 
 impl LeaseCleanup {
     /// Loads the removals left pending by an earlier run from `state_dir`.
-    pub fn open(remotes: Arc<RemoteClusters>, state_dir: &Path) -> Result<LeaseCleanup, CcrError> {
-        let loaded: Vec<PendingLeaseRemoval> = state_file::load(state_dir, PENDING_REMOVALS_FILE)?;
+    pub fn open(
+        storage: StorageRef,
+        remotes: Arc<RemoteClusters>,
+        state_dir: &Path,
+    ) -> Result<LeaseCleanup, CcrError> {
+        let loaded: Vec<PendingLeaseRemoval> =
+            state_file::load(&*storage, state_dir, PENDING_REMOVALS_FILE)?;
         let pending = loaded
             .into_iter()
             .map(|removal| (key(&removal), removal))
             .collect();
         Ok(LeaseCleanup {
+            storage,
             remotes,
             state_dir: state_dir.to_path_buf(),
             pending: Mutex::new(pending),
@@ -175,7 +183,12 @@ impl LeaseCleanup {
     /// recorded again by the next change).
     fn persist(&self) {
         let pending = self.pending();
-        if let Err(error) = state_file::store(&self.state_dir, PENDING_REMOVALS_FILE, &pending) {
+        if let Err(error) = state_file::store(
+            &*self.storage,
+            &self.state_dir,
+            PENDING_REMOVALS_FILE,
+            &pending,
+        ) {
             tracing::warn!(%error, "cannot persist the pending retention lease removals");
         }
     }

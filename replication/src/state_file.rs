@@ -13,14 +13,19 @@ use std::pin::Pin;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tandem_engine::durable_file::{self, DurableFileError};
+use tandem_engine::storage::{Storage, StorageRef};
 
 use crate::error::CcrError;
 
 /// Reads `dir/name`; a missing file is the default (empty) state. A file that does not parse
 /// is [`CcrError::Corrupted`], a failing read [`CcrError::Io`].
-pub fn load<T: DeserializeOwned + Default>(dir: &Path, name: &str) -> Result<T, CcrError> {
+pub fn load<T: DeserializeOwned + Default>(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+) -> Result<T, CcrError> {
     let path = dir.join(name);
-    match std::fs::read(&path) {
+    match storage.read(&path) {
         Ok(bytes) => {
             serde_json::from_slice(&bytes).map_err(|source| CcrError::Corrupted { path, source })
         }
@@ -31,10 +36,15 @@ pub fn load<T: DeserializeOwned + Default>(dir: &Path, name: &str) -> Result<T, 
 
 /// Replaces `dir/name` with `state`, creating `dir` if needed. Blocks on fsync: an async
 /// caller uses [`store_off_thread`].
-pub fn store<T: Serialize + ?Sized>(dir: &Path, name: &str, state: &T) -> Result<(), CcrError> {
+pub fn store<T: Serialize + ?Sized>(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    state: &T,
+) -> Result<(), CcrError> {
     let path = dir.join(name);
     let bytes = encode(&path, state)?;
-    write(dir, &path, &bytes)
+    write(storage, dir, &path, &bytes)
 }
 
 /// The write of a state file by [`store_off_thread`]: owns everything it needs (no borrow of
@@ -49,6 +59,7 @@ pub type StoreOffThread = Pin<Box<dyn Future<Output = Result<(), CcrError>> + Se
 /// order of its changes: this cannot deadlock, because the blocking write takes no lock, and
 /// it stalls only the tasks waiting for that lock, for one fsynced write of a small file.
 pub fn store_off_thread<T: Serialize + ?Sized>(
+    storage: StorageRef,
     dir: &Path,
     name: &str,
     state: &T,
@@ -59,7 +70,7 @@ pub fn store_off_thread<T: Serialize + ?Sized>(
     Box::pin(async move {
         let bytes = encoded?;
         let written_path = path.clone();
-        tokio::task::spawn_blocking(move || write(&dir, &written_path, &bytes))
+        tokio::task::spawn_blocking(move || write(&*storage, &dir, &written_path, &bytes))
             .await
             .map_err(|error| CcrError::Io {
                 path,
@@ -75,9 +86,9 @@ fn encode<T: Serialize + ?Sized>(path: &Path, state: &T) -> Result<Vec<u8>, CcrE
     })
 }
 
-fn write(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), CcrError> {
-    durable_file::create_dir_all(dir).map_err(io_error)?;
-    durable_file::replace_atomically(path, bytes).map_err(io_error)
+fn write(storage: &dyn Storage, dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), CcrError> {
+    durable_file::create_dir_all(storage, dir).map_err(io_error)?;
+    durable_file::replace_atomically(storage, path, bytes).map_err(io_error)
 }
 
 fn io_error(error: DurableFileError) -> CcrError {
@@ -100,10 +111,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state_dir = dir.path().join("state");
         let state = State::from([("follower".to_string(), 7)]);
-        store(&state_dir, "state.json", &state).unwrap();
-        assert_eq!(load::<State>(&state_dir, "state.json").unwrap(), state);
+        store(
+            &tandem_engine::storage::RealStorage,
+            &state_dir,
+            "state.json",
+            &state,
+        )
+        .unwrap();
         assert_eq!(
-            load::<State>(&state_dir, "absent.json").unwrap(),
+            load::<State>(
+                &tandem_engine::storage::RealStorage,
+                &state_dir,
+                "state.json"
+            )
+            .unwrap(),
+            state
+        );
+        assert_eq!(
+            load::<State>(
+                &tandem_engine::storage::RealStorage,
+                &state_dir,
+                "absent.json"
+            )
+            .unwrap(),
             State::new()
         );
     }
@@ -113,7 +143,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         std::fs::write(&path, b"{\"follower\": ").unwrap();
-        let error = load::<State>(dir.path(), "state.json").unwrap_err();
+        let error = load::<State>(
+            &tandem_engine::storage::RealStorage,
+            dir.path(),
+            "state.json",
+        )
+        .unwrap_err();
         assert!(
             matches!(&error, CcrError::Corrupted { path: reported, .. } if *reported == path),
             "{error:?}"
@@ -126,8 +161,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A directory where the file belongs: reading and replacing it both fail.
         std::fs::create_dir(dir.path().join("state.json")).unwrap();
-        let read = load::<State>(dir.path(), "state.json").unwrap_err();
-        let written = store(dir.path(), "state.json", &State::new()).unwrap_err();
+        let read = load::<State>(
+            &tandem_engine::storage::RealStorage,
+            dir.path(),
+            "state.json",
+        )
+        .unwrap_err();
+        let written = store(
+            &tandem_engine::storage::RealStorage,
+            dir.path(),
+            "state.json",
+            &State::new(),
+        )
+        .unwrap_err();
         for error in [read, written] {
             assert!(matches!(&error, CcrError::Io { .. }), "{error:?}");
             assert_eq!(error.status(), 500);

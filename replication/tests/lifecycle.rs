@@ -278,6 +278,7 @@ fn leader_like(
 ) -> Arc<Index> {
     Arc::new(
         Index::create_with(
+            &tandem_engine::storage::real(),
             dir,
             &leader.name,
             &leader.uuid,

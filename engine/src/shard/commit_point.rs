@@ -22,7 +22,6 @@
 //!   the CRC-32 of the whole file, computed when the commit is pinned.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,6 +39,7 @@ use crate::error::{EngineError, Result};
 use crate::lease_log::LeaseLog;
 use crate::leases::RetentionLeases;
 use crate::mapping::DocumentMapper;
+use crate::storage::{FileBytes, OpenMode, Storage, StorageFile};
 use crate::translog::Translog;
 use crate::types::SeqNo;
 
@@ -105,20 +105,6 @@ impl CommitFileInfo {
     }
 }
 
-enum FileBytes {
-    Mapped(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-impl FileBytes {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            FileBytes::Mapped(map) => map,
-            FileBytes::Owned(bytes) => bytes,
-        }
-    }
-}
-
 /// One file of a pinned commit, readable for as long as the [`PinnedCommit`] lives.
 pub struct PinnedFile {
     info: CommitFileInfo,
@@ -133,7 +119,7 @@ impl PinnedFile {
 
     /// The whole file.
     pub fn bytes(&self) -> &[u8] {
-        self.bytes.as_slice()
+        &self.bytes
     }
 
     /// `length` bytes from `offset` (fewer at the end of the file); an error if `offset` is past
@@ -206,7 +192,9 @@ impl ShardEngine {
         let index_dir = self.inner.dir.join(INDEX_DIR);
         let mut last_error = None;
         for attempt in 1..=PIN_ATTEMPTS {
-            match pin_once(&self.inner.index, &index_dir, || self.min_retained_seq_no()) {
+            match pin_once(&*self.inner.storage, &self.inner.index, &index_dir, || {
+                self.min_retained_seq_no()
+            }) {
                 Ok(pinned) => return Ok(Arc::new(pinned)),
                 Err(PinError::Vanished(path)) => {
                     tracing::debug!(
@@ -237,16 +225,21 @@ impl ShardEngine {
         mapper: Arc<DocumentMapper>,
         config: ShardConfig,
     ) -> Result<ShardEngine> {
-        let (index, _, copied) = open_last_commit(dir, "opening the copied commit")?;
+        let storage = config.storage.clone();
+        let (index, _, copied) = open_last_commit(&storage, dir, "opening the copied commit")?;
         let translog_dir = dir.join(TRANSLOG_DIR);
-        match std::fs::remove_dir_all(&translog_dir) {
+        match storage.remove_dir_all(&translog_dir) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(EngineError::io(&translog_dir, error)),
         }
-        durable_file::create_dir_all(&translog_dir)?;
+        durable_file::create_dir_all(&*storage, &translog_dir)?;
         let translog_uuid = uuid::Uuid::new_v4().to_string();
-        drop(Translog::create(&translog_dir, &translog_uuid)?);
+        drop(Translog::create(
+            storage.clone(),
+            &translog_dir,
+            &translog_uuid,
+        )?);
         let payload = CommitPayload {
             history_uuid: uuid::Uuid::new_v4().to_string(),
             translog_uuid,
@@ -262,8 +255,8 @@ impl ShardEngine {
         drop(index);
         // Leases of the leader (among them the follower's own recovery lease) must not come
         // back from a leases file either.
-        LeaseLog::create(dir, &RetentionLeases::default())?;
-        durable_file::replace_atomically(&dir.join(FOLLOWER_MARKER_FILE), b"1")?;
+        LeaseLog::create(storage.clone(), dir, &RetentionLeases::default())?;
+        durable_file::replace_atomically(&*storage, &dir.join(FOLLOWER_MARKER_FILE), b"1")?;
         tracing::info!(
             shard = ?dir,
             local_checkpoint = %payload.local_checkpoint,
@@ -293,6 +286,7 @@ impl From<EngineError> for PinError {
 }
 
 fn pin_once(
+    storage: &dyn Storage,
     index: &tantivy::Index,
     index_dir: &Path,
     min_retained_seq_no: impl Fn() -> SeqNo,
@@ -317,7 +311,7 @@ fn pin_once(
     let names = commit_segment_files(&meta);
     let mut files = Vec::with_capacity(names.len() + 2);
     for name in &names {
-        files.push(pin_segment_file(index_dir, name)?);
+        files.push(pin_segment_file(storage, index_dir, name)?);
     }
     let managed: BTreeSet<&String> = names.iter().collect();
     let managed_json =
@@ -359,32 +353,27 @@ fn owned_file(name: &str, bytes: Vec<u8>) -> PinnedFile {
             checksum_kind: ChecksumKind::WholeFile,
             footer_checksum: None,
         },
-        bytes: FileBytes::Owned(bytes),
+        bytes: FileBytes::Owned(bytes.into()),
     }
 }
 
-fn pin_segment_file(index_dir: &Path, name: &str) -> std::result::Result<PinnedFile, PinError> {
+fn pin_segment_file(
+    storage: &dyn Storage,
+    index_dir: &Path,
+    name: &str,
+) -> std::result::Result<PinnedFile, PinError> {
     let path = index_dir.join(name);
-    let file = match File::open(&path) {
-        Ok(file) => file,
+    // Segment files are immutable once written (tantivy never rewrites a file in place), and a
+    // mapping stays valid if the file is unlinked.
+    let bytes = match storage.map(&path) {
+        Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             return Err(PinError::Vanished(path));
         }
         Err(error) => return Err(EngineError::io(&path, error).into()),
     };
-    let length = file
-        .metadata()
-        .map_err(|e| EngineError::io(&path, e))?
-        .len();
-    let bytes = if length == 0 {
-        FileBytes::Owned(Vec::new())
-    } else {
-        // SAFETY: segment files are immutable once written (tantivy never rewrites a file in
-        // place); the mapping stays valid if the file is unlinked.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| EngineError::io(&path, e))?;
-        FileBytes::Mapped(map)
-    };
-    let footer = SegmentFooter::of_file(bytes.as_slice()).map_err(|reason| {
+    let length = bytes.len() as u64;
+    let footer = SegmentFooter::of_file(&bytes).map_err(|reason| {
         PinError::Other(EngineError::Corrupted {
             path: path.clone(),
             reason,
@@ -451,12 +440,18 @@ impl SegmentFooter {
 /// bounded buffer. For [`ChecksumKind::TantivyFooter`] the CRC-32 of the body must also match
 /// the one the footer stores (else [`EngineError::Corrupted`]), and the footer's own CRC-32 is
 /// computed too.
-pub fn checksum_file(path: &Path, kind: ChecksumKind) -> Result<FileChecksums> {
-    let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
-    let length = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
-    let footer = read_footer(&file, path, length, kind)?;
+pub fn checksum_file(
+    storage: &dyn Storage,
+    path: &Path,
+    kind: ChecksumKind,
+) -> Result<FileChecksums> {
+    let file = storage
+        .open(path, OpenMode::Read)
+        .map_err(|e| EngineError::io(path, e))?;
+    let length = file.len().map_err(|e| EngineError::io(path, e))?;
+    let footer = read_footer(&*file, path, length, kind)?;
     let mut hasher = crc32fast::Hasher::new();
-    hash_file_range(&file, path, 0, footer.body_length, &mut hasher)?;
+    hash_file_range(&*file, path, 0, footer.body_length, &mut hasher)?;
     footer.checked(path, hasher.finalize())
 }
 
@@ -480,12 +475,15 @@ pub struct RangeChecksum {
 /// bytes it writes): the checksums are of the exact bytes handed to the file, and reading them
 /// back would only read the page cache, not the disk.
 pub fn checksum_file_from_ranges(
+    storage: &dyn Storage,
     path: &Path,
     kind: ChecksumKind,
     ranges: &[RangeChecksum],
 ) -> Result<FileChecksums> {
-    let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
-    let length = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
+    let file = storage
+        .open(path, OpenMode::Read)
+        .map_err(|e| EngineError::io(path, e))?;
+    let length = file.len().map_err(|e| EngineError::io(path, e))?;
     let mut covered = 0u64;
     for range in ranges {
         if range.offset != covered {
@@ -505,7 +503,7 @@ pub fn checksum_file_from_ranges(
             reason: format!("written ranges cover {covered} bytes of a {length}-byte file"),
         });
     }
-    let footer = read_footer(&file, path, length, kind)?;
+    let footer = read_footer(&*file, path, length, kind)?;
     let mut hasher = crc32fast::Hasher::new();
     for range in ranges {
         let end = range.offset + range.length;
@@ -515,7 +513,7 @@ pub fn checksum_file_from_ranges(
                 range.length,
             ));
         } else {
-            hash_file_range(&file, path, range.offset, footer.body_length, &mut hasher)?;
+            hash_file_range(&*file, path, range.offset, footer.body_length, &mut hasher)?;
             break;
         }
     }
@@ -552,8 +550,12 @@ impl Footer {
 }
 
 /// Reads the footer of `file` (`length` bytes long) as `kind` defines it.
-fn read_footer(file: &File, path: &Path, length: u64, kind: ChecksumKind) -> Result<Footer> {
-    use std::os::unix::fs::FileExt;
+fn read_footer(
+    file: &dyn StorageFile,
+    path: &Path,
+    length: u64,
+    kind: ChecksumKind,
+) -> Result<Footer> {
     match kind {
         ChecksumKind::WholeFile => Ok(Footer {
             stored: None,
@@ -583,13 +585,12 @@ fn read_footer(file: &File, path: &Path, length: u64, kind: ChecksumKind) -> Res
 
 /// Adds the bytes `start..end` of `file` to `hasher`, reading with a bounded buffer.
 fn hash_file_range(
-    file: &File,
+    file: &dyn StorageFile,
     path: &Path,
     start: u64,
     end: u64,
     hasher: &mut crc32fast::Hasher,
 ) -> Result<()> {
-    use std::os::unix::fs::FileExt;
     let mut buffer = vec![0u8; CHECKSUM_BUFFER_BYTES.min((end - start) as usize)];
     let mut offset = start;
     while offset < end {
@@ -680,7 +681,7 @@ mod tests {
         let file = with_footer(&body);
         std::fs::write(&path, &file).unwrap();
         for kind in [ChecksumKind::TantivyFooter, ChecksumKind::WholeFile] {
-            let read_back = checksum_file(&path, kind).unwrap();
+            let read_back = checksum_file(&crate::storage::RealStorage, &path, kind).unwrap();
             // Steps that end the body inside a range, on a range boundary, and in one range.
             for step in [
                 1 << 20,
@@ -692,7 +693,8 @@ mod tests {
             ] {
                 let ranges = ranges_of(&file, step);
                 assert_eq!(
-                    checksum_file_from_ranges(&path, kind, &ranges).unwrap(),
+                    checksum_file_from_ranges(&crate::storage::RealStorage, &path, kind, &ranges)
+                        .unwrap(),
                     read_back,
                     "{kind:?}, ranges of {step}"
                 );
@@ -702,12 +704,24 @@ mod tests {
         let mut ranges = ranges_of(&file, 1 << 20);
         ranges[1].crc32 ^= 1;
         assert!(matches!(
-            checksum_file_from_ranges(&path, ChecksumKind::TantivyFooter, &ranges),
+            checksum_file_from_ranges(
+                &crate::storage::RealStorage,
+                &path,
+                ChecksumKind::TantivyFooter,
+                &ranges
+            ),
             Err(EngineError::Corrupted { .. })
         ));
-        let whole = checksum_file(&path, ChecksumKind::WholeFile).unwrap();
+        let whole =
+            checksum_file(&crate::storage::RealStorage, &path, ChecksumKind::WholeFile).unwrap();
         assert_ne!(
-            checksum_file_from_ranges(&path, ChecksumKind::WholeFile, &ranges).unwrap(),
+            checksum_file_from_ranges(
+                &crate::storage::RealStorage,
+                &path,
+                ChecksumKind::WholeFile,
+                &ranges
+            )
+            .unwrap(),
             whole
         );
         // Gaps, overlaps and short coverage are refused.
@@ -718,7 +732,12 @@ mod tests {
             [&ranges[..2], &ranges[1..]].concat(),
         ] {
             assert!(matches!(
-                checksum_file_from_ranges(&path, ChecksumKind::WholeFile, &broken),
+                checksum_file_from_ranges(
+                    &crate::storage::RealStorage,
+                    &path,
+                    ChecksumKind::WholeFile,
+                    &broken
+                ),
                 Err(EngineError::Corrupted { .. })
             ));
         }
@@ -733,14 +752,19 @@ mod tests {
         let expected = crc32fast::hash(&vec![7u8; 3 * CHECKSUM_BUFFER_BYTES + 5]);
         let body_length = 3 * CHECKSUM_BUFFER_BYTES + 5;
         assert_eq!(
-            checksum_file(&path, ChecksumKind::TantivyFooter).unwrap(),
+            checksum_file(
+                &crate::storage::RealStorage,
+                &path,
+                ChecksumKind::TantivyFooter
+            )
+            .unwrap(),
             FileChecksums {
                 checksum: expected,
                 footer_checksum: Some(crc32fast::hash(&file[body_length..])),
             }
         );
         assert_eq!(
-            checksum_file(&path, ChecksumKind::WholeFile).unwrap(),
+            checksum_file(&crate::storage::RealStorage, &path, ChecksumKind::WholeFile).unwrap(),
             FileChecksums {
                 checksum: crc32fast::hash(&file),
                 footer_checksum: None,
@@ -751,7 +775,12 @@ mod tests {
         let patch = footer_field_value(&file, body_length, "patch");
         footer_changed[patch] = if file[patch] == b'9' { b'8' } else { b'9' };
         std::fs::write(&path, &footer_changed).unwrap();
-        let computed = checksum_file(&path, ChecksumKind::TantivyFooter).unwrap();
+        let computed = checksum_file(
+            &crate::storage::RealStorage,
+            &path,
+            ChecksumKind::TantivyFooter,
+        )
+        .unwrap();
         assert_eq!(computed.checksum, expected);
         assert_ne!(
             computed.footer_checksum,
@@ -760,7 +789,11 @@ mod tests {
         file[CHECKSUM_BUFFER_BYTES + 1] ^= 0x40;
         std::fs::write(&path, &file).unwrap();
         assert!(matches!(
-            checksum_file(&path, ChecksumKind::TantivyFooter),
+            checksum_file(
+                &crate::storage::RealStorage,
+                &path,
+                ChecksumKind::TantivyFooter
+            ),
             Err(EngineError::Corrupted { .. })
         ));
     }

@@ -91,6 +91,7 @@ use crate::error::{EngineError, Result};
 use crate::lease_log::LeaseLog;
 use crate::mapping::DocumentMapper;
 use crate::segment_directory::SegmentDirectory;
+use crate::storage::StorageRef;
 use crate::translog::Translog;
 use crate::types::{PrimaryTerm, SeqNo};
 
@@ -155,6 +156,8 @@ pub struct ShardConfig {
     /// long, and opened again by the next write; a shard that was not written since it was
     /// opened holds no writer.
     pub writer_idle_release: Duration,
+    /// Where the shard's files are: the file system, or a simulated disk in tests.
+    pub storage: StorageRef,
 }
 
 /// Default of [`ShardConfig::writer_idle_release`].
@@ -177,6 +180,7 @@ impl Default for ShardConfig {
             follower: false,
             translog_flush_threshold_bytes: DEFAULT_TRANSLOG_FLUSH_THRESHOLD_BYTES,
             writer_idle_release: DEFAULT_WRITER_IDLE_RELEASE,
+            storage: crate::storage::real(),
         }
     }
 }
@@ -267,6 +271,8 @@ pub struct ShardStats {
 }
 
 pub(crate) struct ShardInner {
+    /// Where the shard's files are.
+    storage: StorageRef,
     dir: PathBuf,
     /// The settings that may change while open; the static ones were used by `open`.
     config: RankedRwLock<DynamicShardConfig>,
@@ -336,10 +342,11 @@ impl ShardEngine {
     ) -> Result<ShardEngine> {
         let index_dir = dir.join(INDEX_DIR);
         let translog_dir = dir.join(TRANSLOG_DIR);
+        let storage = config.storage.clone();
         for path in [dir, &index_dir, &translog_dir] {
-            crate::durable_file::create_dir_all(path)?;
+            crate::durable_file::create_dir_all(&*storage, path)?;
         }
-        let directory = SegmentDirectory::open(&index_dir)
+        let directory = SegmentDirectory::open(storage.clone(), &index_dir)
             .map_err(|e| EngineError::directory(&index_dir, e))?;
         let exists = tantivy::Index::exists(&directory)
             .map_err(|e| EngineError::directory(&index_dir, e))?;
@@ -355,7 +362,7 @@ impl ShardEngine {
             .open_or_create(directory)
             .map_err(|e| EngineError::index("creating the index", e))?;
         let translog_uuid = uuid::Uuid::new_v4().to_string();
-        Translog::create(&translog_dir, &translog_uuid)?;
+        Translog::create(storage, &translog_dir, &translog_uuid)?;
         let payload = CommitPayload {
             local_checkpoint: SeqNo::NO_OPS_PERFORMED,
             max_seq_no: SeqNo::NO_OPS_PERFORMED,
@@ -381,9 +388,13 @@ impl ShardEngine {
         mapper: Arc<DocumentMapper>,
         config: ShardConfig,
     ) -> Result<ShardEngine> {
-        let (index, directory, payload) = open_last_commit(dir, "opening the index")?;
-        let (translog, records) =
-            Translog::open(&dir.join(TRANSLOG_DIR), payload.translog_generation)?;
+        let storage = config.storage.clone();
+        let (index, directory, payload) = open_last_commit(&storage, dir, "opening the index")?;
+        let (translog, records) = Translog::open(
+            storage.clone(),
+            &dir.join(TRANSLOG_DIR),
+            payload.translog_generation,
+        )?;
         if translog.uuid() != payload.translog_uuid {
             return Err(EngineError::Corrupted {
                 path: dir.join(TRANSLOG_DIR),
@@ -419,17 +430,18 @@ impl ShardEngine {
             .try_into()
             .map_err(|e| EngineError::index("opening a reader", e))?;
         let searcher = reader.searcher();
-        let (lease_log, leases) = match LeaseLog::open(dir)? {
+        let (lease_log, leases) = match LeaseLog::open(storage.clone(), dir)? {
             (log, loaded) if loaded.version >= payload.retention_leases.version => (log, loaded),
             // The commit knows a later version than the log (a log lost with its directory
             // entry): the commit's leases are the state, and the log starts again from them.
             _ => (
-                LeaseLog::create(dir, &payload.retention_leases)?,
+                LeaseLog::create(storage.clone(), dir, &payload.retention_leases)?,
                 payload.retention_leases.clone(),
             ),
         };
         let follower = config.follower;
         let inner = Arc::new(ShardInner {
+            storage,
             dir: dir.to_path_buf(),
             config: RankedRwLock::new(LockRank::Config, config.dynamic()),
             mapper,
@@ -472,6 +484,11 @@ impl ShardEngine {
     /// The shard directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// The storage the shard's files are on.
+    pub fn storage(&self) -> &StorageRef {
+        &self.inner.storage
     }
 
     /// The index's document mapper.
@@ -920,12 +937,13 @@ fn writer_opener(index: &tantivy::Index, config: &ShardConfig) -> writer_slot::W
 /// Opens the tantivy index of the shard in `dir` (`context` says why, for errors) and reads
 /// the payload of its last commit.
 fn open_last_commit(
+    storage: &StorageRef,
     dir: &Path,
     context: &'static str,
 ) -> Result<(tantivy::Index, SegmentDirectory, CommitPayload)> {
     let index_dir = dir.join(INDEX_DIR);
-    let directory =
-        SegmentDirectory::open(&index_dir).map_err(|e| EngineError::directory(&index_dir, e))?;
+    let directory = SegmentDirectory::open(storage.clone(), &index_dir)
+        .map_err(|e| EngineError::directory(&index_dir, e))?;
     let index =
         tantivy::Index::open(directory.clone()).map_err(|e| EngineError::index(context, e))?;
     let meta = index

@@ -2,11 +2,11 @@
 //! frames, checkpoint slots, and the sequential frame scanner used by `open`,
 //! `read_from` and the fuzz body. See the parent module docs for the layout.
 
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::path::Path;
 
 use super::{Result, TranslogError, MAX_RECORD_BYTES};
+use crate::storage::{FileReader, StorageFile};
 
 /// Receives `(frame_start, frame_end, seq_no, payload)` for each valid frame.
 pub(super) type FrameSink<'a> = dyn FnMut(u64, u64, u64, &[u8]) + 'a;
@@ -266,16 +266,13 @@ pub(super) fn scan_frames<R: Read>(
 
 /// Scans the frames of a file between `start` and `end` (absolute offsets).
 pub(super) fn scan_file(
-    file: &File,
+    file: &dyn StorageFile,
     path: &Path,
     start: u64,
     end: u64,
     sink: &mut FrameSink<'_>,
 ) -> Result<ScanOutcome> {
-    let mut f = file;
-    f.seek(SeekFrom::Start(start))
-        .map_err(|e| io_err(path, e))?;
-    let mut reader = io::BufReader::with_capacity(256 * 1024, f);
+    let mut reader = io::BufReader::with_capacity(256 * 1024, FileReader::new(file, start));
     scan_frames(&mut reader, start, end, sink).map_err(|e| io_err(path, e))
 }
 
@@ -346,11 +343,10 @@ impl Checkpoint {
 
 /// Reads both checkpoint slots and returns the valid one with the highest
 /// counter; a slot with a bad checksum is ignored (and logged).
-pub(super) fn read_checkpoint(file: &File, path: &Path) -> Result<Checkpoint> {
+pub(super) fn read_checkpoint(file: &dyn StorageFile, path: &Path) -> Result<Checkpoint> {
     let mut buf = Vec::new();
-    let mut f = file;
-    f.seek(SeekFrom::Start(0)).map_err(|e| io_err(path, e))?;
-    f.take(CKP_FILE_BYTES)
+    FileReader::new(file, 0)
+        .take(CKP_FILE_BYTES)
         .read_to_end(&mut buf)
         .map_err(|e| io_err(path, e))?;
     let mut best: Option<Checkpoint> = None;
