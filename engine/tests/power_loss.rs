@@ -613,6 +613,13 @@ fn run_case(
     if let Some(site) = disabled {
         replayed.disable_sync(site);
     }
+    // Every failure names what reproduces it.
+    let failed = |what: String| {
+        format!(
+            "seed {seed}, {what} (reproduce: TANDEM_POWERLOSS_SEED={seed} \
+             TANDEM_POWERLOSS_CASES=1 TANDEM_POWERLOSS_CUTS=0)"
+        )
+    };
     let mut at = 0u64;
     for (k, &cut) in cuts.iter().enumerate() {
         replayed.replay(&journal, at as usize..cut as usize);
@@ -627,39 +634,34 @@ fn run_case(
             // cut at one of its own storage calls, and a restart on what survived.
             let crashed = replayed.snapshot_after_process_crash();
             crashed.record_journal();
-            match Indices::open_on(crashed.as_storage(), Path::new(DATA)) {
-                Ok(indices) => drop(indices),
-                Err(error) => {
-                    return Err(format!(
-                        "seed {seed}, process crash after {cut} of {total} storage changes: \
-                         the indices do not open: {error}"
+            let indices =
+                Indices::open_on(crashed.as_storage(), Path::new(DATA)).map_err(|error| {
+                    failed(format!(
+                        "process crash after {cut} of {total} storage changes: the indices do \
+                     not open: {error}"
                     ))
-                }
-            }
+                })?;
+            drop(indices);
             let recovery = crashed.take_journal();
             let nested = StdRng::seed_from_u64(seed ^ cut).random_range(0..=recovery.len());
             let again = replayed.snapshot_after_process_crash();
             again.replay(&recovery, 0..nested);
             let disk = again.restart(CutMode::Durable, seed ^ cut);
             check(&disk, &acks, cut, None).map_err(|failure| {
-                format!(
-                    "seed {seed}, process crash after {cut} of {total} storage changes, power \
-                     cut after {nested} of the {} changes of the restart: {failure} \
-                     (reproduce: TANDEM_POWERLOSS_SEED={seed} TANDEM_POWERLOSS_CASES=1 \
-                     TANDEM_POWERLOSS_CUTS=0)",
+                failed(format!(
+                    "process crash after {cut} of {total} storage changes, power cut after \
+                     {nested} of the {} changes of the restart: {failure}",
                     recovery.len()
-                )
+                ))
             })?;
         }
         for &mode in modes {
             let disk = replayed.snapshot_after_cut(mode, seed ^ cut);
             let second_cut = (k % (2 * torn_every) == torn_every).then_some(seed ^ cut ^ 0x5eed);
             check(&disk, &acks, cut, second_cut).map_err(|failure| {
-                format!(
-                    "seed {seed}, cut after {cut} of {total} storage changes, {mode:?}: \
-                     {failure} (reproduce: TANDEM_POWERLOSS_SEED={seed} \
-                     TANDEM_POWERLOSS_CASES=1 TANDEM_POWERLOSS_CUTS=0)"
-                )
+                failed(format!(
+                    "cut after {cut} of {total} storage changes, {mode:?}: {failure}"
+                ))
             })?;
         }
     }

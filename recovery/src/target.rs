@@ -376,8 +376,8 @@ impl RecoveryTarget {
     }
 
     async fn add_lease(&self, shard: &ShardId, lease_id: &str) -> Result<(), RecoveryError> {
-        let added = self
-            .with_retries("adding the retention lease", || {
+        let add = |context| {
+            self.with_retries(context, || {
                 self.client
                     .add_retention_lease(AddRetentionLeaseRequest::new(
                         shard.clone(),
@@ -386,7 +386,8 @@ impl RecoveryTarget {
                         "ccr".to_string(),
                     ))
             })
-            .await;
+        };
+        let added = add("adding the retention lease").await;
         let Err(RecoveryError::Leader {
             source: LeaderError::RetentionLeaseAlreadyExists(_),
             ..
@@ -418,16 +419,7 @@ impl RecoveryTarget {
                 ))
         })
         .await?;
-        self.with_retries("adding the retention lease again", || {
-            self.client
-                .add_retention_lease(AddRetentionLeaseRequest::new(
-                    shard.clone(),
-                    lease_id.to_string(),
-                    RETAIN_ALL,
-                    "ccr".to_string(),
-                ))
-        })
-        .await
+        add("adding the retention lease again").await
     }
 
     /// Copies the leader shard's latest commit into `index_dir` (created if absent; files that
