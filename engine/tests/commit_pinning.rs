@@ -100,6 +100,58 @@ fn pinned_commit_survives_later_commits_merges_and_garbage_collection() {
     );
 }
 
+/// The bootstrap commits the follower's payload with a tantivy writer of its own: it must not
+/// merge the copied segments, which would drop their deleted documents, the retained history
+/// (tantivy's default merge policy merges eight segments of a size).
+#[test]
+fn bootstrap_keeps_the_history_of_many_small_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = create_shard(&dir.path().join("leader"));
+    leader
+        .add_retention_lease("keep-all", SeqNo(0), "test")
+        .unwrap();
+    for batch in 0..16 {
+        // Half of each batch updates the previous batch's ids: their old versions are deleted.
+        for n in 0..10 {
+            leader
+                .index(doc(n + batch * 5, &format!("v{batch}")))
+                .unwrap();
+        }
+        leader.refresh().unwrap();
+    }
+    let pinned = leader.pin_latest_commit().unwrap();
+    let segments = pinned
+        .files()
+        .iter()
+        .filter(|file| file.info().name.ends_with(".idx"))
+        .count();
+    assert!(
+        segments >= 8,
+        "only {segments} segments: the case needs eight or more"
+    );
+    let pinned_history = full_history(&leader);
+    assert_eq!(pinned_history.len(), 160);
+    let follower_dir = dir.path().join("follower");
+    copy_pinned(&pinned, &follower_dir);
+    drop(pinned);
+
+    let follower =
+        ShardEngine::bootstrap_follower(&follower_dir, mapper(), manual_config()).unwrap();
+    assert_eq!(full_history(&follower), pinned_history);
+    drop(follower);
+    let reopened = ShardEngine::open(
+        &follower_dir,
+        mapper(),
+        tandem_engine::shard::ShardConfig {
+            follower: true,
+            ..manual_config()
+        },
+    )
+    .unwrap();
+    assert_eq!(full_history(&reopened), pinned_history);
+    assert_eq!(reopened.doc_count(), 85);
+}
+
 #[test]
 fn bootstrapped_follower_continues_from_the_commit_checkpoint() {
     let dir = tempfile::tempdir().unwrap();

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tantivy::directory::footer::Footer as TantivyFooter;
 use tantivy::directory::{FileSlice, OwnedBytes};
+use tantivy::indexer::NoMergePolicy;
 use tantivy::{HasLen, IndexWriter};
 
 use super::{
@@ -250,8 +251,16 @@ impl ShardEngine {
         let mut writer: IndexWriter = index
             .writer_with_num_threads(1, 15_000_000)
             .map_err(|e| EngineError::index("opening a writer on the copied commit", e))?;
+        // tantivy's default merge policy would merge the copied segments after this commit and
+        // drop their deleted documents, which are retained history (invariant 4): this writer
+        // only commits the follower's payload, it never merges.
+        writer.set_merge_policy(Box::new(NoMergePolicy));
         commit_with_payload(&mut writer, &payload)?;
-        drop(writer);
+        // Ended, not dropped: a dropped writer's merge threads may still end later, and the
+        // shard opened below must find this commit exactly as written.
+        writer
+            .wait_merging_threads()
+            .map_err(|e| EngineError::index("closing the writer on the copied commit", e))?;
         drop(index);
         // Leases of the leader (among them the follower's own recovery lease) must not come
         // back from a leases file either.
