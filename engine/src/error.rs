@@ -148,6 +148,12 @@ pub enum EngineError {
         /// The shard's current term.
         shard: PrimaryTerm,
     },
+    /// The disk under the shard's translog is full: the write was refused (or, for the write
+    /// that found the disk full, not made durable) and the shard stays open for reads. Writes
+    /// resume by themselves once space is freed. Elasticsearch answers a full disk with a 429
+    /// block, which its clients retry.
+    #[error("{0}")]
+    NoSpace(String),
     /// The engine was closed, or failed earlier and must be reopened.
     #[error("engine is closed: {0}")]
     Closed(String),
@@ -182,6 +188,15 @@ impl EngineError {
         EngineError::Encode { what, source }
     }
 
+    /// This error, shard-wide, as the error of each item of a batch it stopped: a full disk
+    /// stays a full disk (clients retry its 429); anything else closed the shard.
+    pub(crate) fn for_batch_item(&self) -> EngineError {
+        match self {
+            EngineError::NoSpace(reason) => EngineError::NoSpace(reason.clone()),
+            other => EngineError::Closed(other.to_string()),
+        }
+    }
+
     /// The HTTP status Elasticsearch would answer with.
     pub fn status(&self) -> u16 {
         match self {
@@ -197,6 +212,7 @@ impl EngineError {
             | EngineError::IndexClosed { .. }
             | EngineError::ShardLimitExceeded { .. } => 400,
             EngineError::ReadOnlyFollower(_) => 403,
+            EngineError::NoSpace(_) => 429,
             _ => 500,
         }
     }
@@ -218,7 +234,7 @@ impl EngineError {
             EngineError::Query(QueryError::Parsing(_)) => "parsing_exception",
             EngineError::Query(_) => "query_shard_exception",
             EngineError::MissingHistory { .. } => "resource_not_found_exception",
-            EngineError::ReadOnlyFollower(_) => "cluster_block_exception",
+            EngineError::ReadOnlyFollower(_) | EngineError::NoSpace(_) => "cluster_block_exception",
             EngineError::RetentionLease(_) => "retention_lease_exception",
             EngineError::InvalidArgument(_) => "illegal_argument_exception",
             EngineError::HistoryUuidMismatch { .. } => "illegal_state_exception",

@@ -268,6 +268,8 @@ pub struct ShardStats {
     pub translog_size_in_bytes: u64,
     /// Number of refreshes (commits) since the shard was opened.
     pub refresh_count: u64,
+    /// Why the shard failed (see [`ShardEngine::failure`]); `None` while it works.
+    pub failure: Option<String>,
 }
 
 pub(crate) struct ShardInner {
@@ -297,6 +299,9 @@ pub(crate) struct ShardInner {
     retention: Retention,
     /// The latched failure (see [`ShardInner::fail`]).
     failure: RankedMutex<Option<String>>,
+    /// Set when the translog's disk was full (see [`ShardInner::translog_failure`]): writes
+    /// are refused before they take a sequence number until a sync of the translog succeeds.
+    no_space: AtomicBool,
     /// The translog flush threshold of the dynamic settings, readable under any lock (the
     /// write path compares the translog with it while it holds the batches lock).
     translog_flush_threshold_bytes: AtomicU64,
@@ -459,6 +464,7 @@ impl ShardEngine {
             commits: Commits::new(reader, searcher, payload.local_checkpoint),
             retention: Retention::new(lease_log, leases, payload.min_retained_seq_no),
             failure: RankedMutex::new(LockRank::Failure, None),
+            no_space: AtomicBool::new(false),
             translog_flush_threshold_bytes: AtomicU64::new(config.translog_flush_threshold_bytes),
             writer_idle_release: config.writer_idle_release,
             writer_memory_bytes: config.writer_memory_bytes as u64,
@@ -558,6 +564,7 @@ impl ShardEngine {
             indexing_buffer_bytes: inner.indexing_buffer_bytes(),
             translog_size_in_bytes: inner.translog.size_in_bytes(),
             refresh_count: inner.commits.refresh_count(),
+            failure: inner.failure.lock().clone(),
         }
     }
 
@@ -717,7 +724,7 @@ impl ShardEngine {
         self.inner
             .translog
             .sync()
-            .map_err(|e| self.inner.fail(e.into()))
+            .map_err(|e| self.inner.translog_failure(e))
     }
 
     /// Number of segments being merged now (by merges the engine scheduled; 0 when idle).
@@ -874,6 +881,36 @@ impl ShardInner {
         // After the failure lock (the last in the lock order) is released.
         self.checkpoints.set_failed();
         error
+    }
+
+    /// The engine's answer to a failed translog sync: a full disk blocks writes (no
+    /// sequence number is taken until a sync succeeds, see [`ShardInner::check_space`]) and
+    /// keeps the shard open, reads and all; any other failure latches the shard.
+    fn translog_failure(&self, error: crate::translog::TranslogError) -> EngineError {
+        if let crate::translog::TranslogError::NoSpace { .. } = &error {
+            if !self.no_space.swap(true, Ordering::AcqRel) {
+                tracing::error!(shard = ?self.dir, %error, "translog disk full: writes refused until space is freed");
+            }
+            return EngineError::NoSpace(format!(
+                "shard [{}]: {error}; writes are refused until space is freed",
+                self.dir.display()
+            ));
+        }
+        self.fail(error.into())
+    }
+
+    /// Refuses a write while the translog's disk is full, before it takes a sequence number.
+    /// While blocked, each write first retries writing the buffered operations: once that
+    /// succeeds (space was freed), the block lifts and the write goes on.
+    fn check_space(&self) -> Result<()> {
+        if !self.no_space.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.translog.sync().map_err(|e| self.translog_failure(e))?;
+        if self.no_space.swap(false, Ordering::AcqRel) {
+            tracing::info!(shard = ?self.dir, "translog has space again: writes resume");
+        }
+        Ok(())
     }
 
     /// Marks the operations of the last commit above its local checkpoint (applied out of
@@ -1070,7 +1107,7 @@ impl ShardInner {
             if now >= pass.last_sync + interval {
                 if self.translog.needs_sync() {
                     if let Err(error) = self.translog.sync() {
-                        self.fail(error.into());
+                        self.translog_failure(error);
                         return now + LEASE_EXPIRY_CHECK;
                     }
                 }

@@ -108,7 +108,11 @@ impl ShardInner {
         // and leaves `dirty` set: one redundant commit, never a missed one.
         let dirty = self.commits.dirty.swap(false, Ordering::AcqRel);
         if dirty || force {
-            self.commit_and_reload(None)?;
+            if let Err(error) = self.commit_and_reload(None) {
+                // Not committed: the next refresh tries again (a failed shard refuses it).
+                self.commits.dirty.store(true, Ordering::Release);
+                return Err(error);
+            }
         }
         let min_retained = self.advance_min_retained_seq_no();
         if dirty || force || state.merges_selected_at != Some(min_retained) {
@@ -137,6 +141,12 @@ impl ShardInner {
     /// holds them back (`held`) for longer: then nothing is parked, and no write reaches the
     /// index between this commit and the guard's release.
     pub(super) fn commit_and_reload(&self, held: Option<&RankedWriteGuard<'_, ()>>) -> Result<()> {
+        // The translog first, before anything is held back: a full disk leaves the buffered
+        // operations buffered and the shard open (see `translog_failure`); the roll below then
+        // writes only what was appended meanwhile.
+        self.translog
+            .sync()
+            .map_err(|error| self.translog_failure(error))?;
         let waited = Instant::now();
         let (payload, mut writer) = {
             let own;

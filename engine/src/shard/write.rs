@@ -420,10 +420,9 @@ impl ShardEngine {
         let ticket = match inner.reserve_indexing(batch_documents(prepared.len()), bytes) {
             Ok(ticket) => ticket,
             Err(error) => {
-                let reason = error.to_string();
                 return prepared
                     .iter()
-                    .map(|_| Err(EngineError::Closed(reason.clone())))
+                    .map(|_| Err(error.for_batch_item()))
                     .collect();
             }
         };
@@ -455,7 +454,7 @@ impl ShardEngine {
         if let Err(error) = durable {
             return results
                 .into_iter()
-                .map(|result| result.and(Err(EngineError::Closed(error.to_string()))))
+                .map(|result| result.and_then(|_| Err(error.for_batch_item())))
                 .collect();
         }
         results
@@ -697,7 +696,7 @@ impl ShardInner {
         if self.config().durability == Durability::Request {
             self.translog
                 .sync_up_to(location)
-                .map_err(|error| self.fail(error.into()))?;
+                .map_err(|error| self.translog_failure(error))?;
         }
         Ok(())
     }
@@ -705,6 +704,7 @@ impl ShardInner {
     /// Reserves places for `documents` of `bytes` in the writer's indexing queue (see
     /// [`super::writer_slot`]); gives up with the shard's failure if it fails meanwhile.
     fn reserve_indexing(&self, documents: usize, bytes: u64) -> Result<IndexingTicket> {
+        self.check_space()?;
         self.writes
             .writer
             .reserve(documents, bytes, || self.failure.lock().clone())

@@ -26,6 +26,7 @@
 //! ([`SimStorage::disable_sync`]), so that a test shows the site is needed: with it off, the
 //! power-loss test must find a lost write.
 
+mod fault;
 mod real;
 mod sim;
 
@@ -35,6 +36,7 @@ use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use fault::IoOp;
 pub use real::RealStorage;
 pub use sim::{CutMode, SimJournal, SimStorage, SimStorageStats};
 

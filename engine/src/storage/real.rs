@@ -1,12 +1,16 @@
 //! [`RealStorage`]: the file system, through `std::fs` and positional I/O. Each call is one
 //! system call (or two: a directory sync opens the directory), so the seam costs a virtual call
-//! and nothing else on the hot path.
+//! and nothing else on the hot path. With the `failpoints` feature, every call that changes the
+//! disk first evaluates the `storage::io` failpoint ([`fault`](super::fault)).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+#[cfg(feature = "failpoints")]
+use std::path::PathBuf;
 
+use super::fault::{check, IoOp};
 use super::{
     DirEntry, DiskSpace, EntryKind, FileBytes, FileRef, Metadata, OpenMode, Storage, StorageFile,
     StorageLock, SyncSite,
@@ -17,35 +21,56 @@ use super::{
 pub struct RealStorage;
 
 #[derive(Debug)]
-struct RealFile(File);
+struct RealFile {
+    file: File,
+    /// What injected faults match on.
+    #[cfg(feature = "failpoints")]
+    path: PathBuf,
+}
+
+impl RealFile {
+    /// Evaluates the `storage::io` failpoint for `op` on this file.
+    #[inline]
+    fn check(&self, op: IoOp) -> io::Result<()> {
+        #[cfg(feature = "failpoints")]
+        let path: &Path = &self.path;
+        #[cfg(not(feature = "failpoints"))]
+        let path = Path::new("");
+        check(op, path)
+    }
+}
 
 impl StorageFile for RealFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.0.read_at(buf, offset)
+        self.file.read_at(buf, offset)
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.0.write_all_at(buf, offset)
+        self.check(IoOp::Write)?;
+        self.file.write_all_at(buf, offset)
     }
 
     fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.file.metadata()?.len())
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        self.check(IoOp::SetLen)?;
+        self.file.set_len(len)
     }
 
     fn sync_data(&self, _site: SyncSite) -> io::Result<()> {
-        self.0.sync_data()
+        self.check(IoOp::SyncData)?;
+        self.file.sync_data()
     }
 
     fn sync_all(&self, _site: SyncSite) -> io::Result<()> {
-        self.0.sync_all()
+        self.check(IoOp::SyncAll)?;
+        self.file.sync_all()
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.0.read_exact_at(buf, offset)
+        self.file.read_exact_at(buf, offset)
     }
 }
 
@@ -59,6 +84,9 @@ fn kind_of(file_type: fs::FileType) -> EntryKind {
 
 impl Storage for RealStorage {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FileRef> {
+        if mode != OpenMode::Read {
+            check(IoOp::Create, path)?;
+        }
         let mut options = OpenOptions::new();
         match mode {
             OpenMode::Read => options.read(true),
@@ -66,7 +94,11 @@ impl Storage for RealStorage {
             OpenMode::CreateTruncate => options.read(true).write(true).create(true).truncate(true),
             OpenMode::CreateNew => options.read(true).write(true).create_new(true),
         };
-        Ok(Box::new(RealFile(options.open(path)?)))
+        Ok(Box::new(RealFile {
+            file: options.open(path)?,
+            #[cfg(feature = "failpoints")]
+            path: path.to_path_buf(),
+        }))
     }
 
     fn map(&self, path: &Path) -> io::Result<FileBytes> {
@@ -82,18 +114,22 @@ impl Storage for RealStorage {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        check(IoOp::Rename, to)?;
         fs::rename(from, to)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        check(IoOp::Remove, path)?;
         fs::remove_file(path)
     }
 
     fn create_dir(&self, path: &Path) -> io::Result<()> {
+        check(IoOp::CreateDir, path)?;
         fs::create_dir(path)
     }
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        check(IoOp::Remove, path)?;
         fs::remove_dir_all(path)
     }
 
@@ -124,6 +160,7 @@ impl Storage for RealStorage {
     }
 
     fn sync_dir(&self, dir: &Path, _site: SyncSite) -> io::Result<()> {
+        check(IoOp::SyncDir, dir)?;
         File::open(dir)?.sync_all()
     }
 

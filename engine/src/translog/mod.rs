@@ -90,6 +90,14 @@
 //! * A failed write or fsync latches the translog: every later sync, roll or
 //!   trim returns [`TranslogError::Failed`] and appends are dropped (an fsync
 //!   is never retried, since the page-cache state is unknown after a failure).
+//! * Except a full disk: a write of buffered records that fails with `ENOSPC`
+//!   (before any fsync) returns [`TranslogError::NoSpace`] and puts the records
+//!   back in the buffer, in order, ahead of anything appended since. Nothing
+//!   is latched: the next sync writes them again at the same offset (a
+//!   positional write of the same bytes, so a partly written first attempt
+//!   does not matter), and they become durable once the disk has room. A
+//!   roll's own write of records appended while it runs is the exception: it
+//!   has already switched generations, so `ENOSPC` there latches.
 //! * `append` does no I/O: it encodes the frame into an in-memory buffer under
 //!   a `parking_lot` mutex. Concurrent `sync_up_to` callers share one
 //!   write + fsync (group commit).
@@ -159,6 +167,19 @@ pub enum TranslogError {
         offset: u64,
         /// What is wrong.
         reason: String,
+    },
+    /// The disk under the translog is full: the records were not written, stay buffered,
+    /// and are written by the next sync (see the module docs). Nothing is latched.
+    #[error(
+        "no space left on the device of the translog {path}: the operations are kept in memory \
+         and written once space is freed ({source})"
+    )]
+    NoSpace {
+        /// The generation file the write was for.
+        path: PathBuf,
+        /// The underlying error (`ENOSPC`).
+        #[source]
+        source: std::io::Error,
     },
     /// An earlier write or fsync failed; the translog accepts no more writes.
     #[error("translog is closed after an earlier I/O failure: {0}")]
@@ -849,9 +870,12 @@ impl Translog {
     /// appended after it in the new one (appends racing with the call land on
     /// one side or the other, never get lost).
     pub fn roll_generation(&self) -> Result<u64> {
-        let (new_generation, seq_nos) = {
+        let (new_generation, seq_nos, flushed) = {
             let mut sync_state = self.sync.lock();
             self.check_failed()?;
+            // What is buffered now is written first, where a full disk leaves it buffered and
+            // the translog as it was (see the module docs).
+            let flushed = self.flush_locked(&mut sync_state)?;
             let old_generation = sync_state.generation;
             let new_generation = old_generation + 1;
             let (data, seq_nos, start) = {
@@ -868,7 +892,15 @@ impl Translog {
             let old_end = if data.is_empty() {
                 sync_state.written_end
             } else {
-                self.write_and_sync(&mut sync_state, old_generation, start, &data, seq_nos.len())?
+                // The records appended since the sync above: their locations name the old
+                // generation, which is closed below, so they cannot go back to the buffer.
+                self.write_and_sync(&mut sync_state, old_generation, start, &data, seq_nos.len())
+                    .map_err(|error| match error {
+                        TranslogError::NoSpace { path, source } => {
+                            self.latch("write", &path, source)
+                        }
+                        other => other,
+                    })?
             };
             // Shrink the old file to its logical end and make that durable.
             let path = sync_state.path.clone();
@@ -902,8 +934,9 @@ impl Translog {
                 end_offset: header_length,
             };
             self.durable_changed.notify_all();
-            (new_generation, seq_nos)
+            (new_generation, seq_nos, flushed)
         };
+        self.notify(&flushed);
         self.notify(&seq_nos);
         Ok(new_generation)
     }
@@ -1070,7 +1103,29 @@ impl Translog {
             buffer.start += data.len() as u64;
             (data, seq_nos, buffer.generation, start)
         };
-        self.write_and_sync(sync_state, generation, start, &data, seq_nos.len())?;
+        let written = self.write_and_sync(sync_state, generation, start, &data, seq_nos.len());
+        if let Err(error) = written {
+            if matches!(error, TranslogError::NoSpace { .. }) {
+                // Back in the buffer, ahead of what was appended since: the same bytes at the
+                // same offset next time. The generation cannot have changed (a roll holds the
+                // sync lock, which this caller holds).
+                let mut buffer = self.buffer.lock();
+                assert_eq!(
+                    buffer.generation, generation,
+                    "a roll ran without the sync lock"
+                );
+                data.extend_from_slice(&buffer.bytes);
+                let mut appended = std::mem::replace(&mut buffer.bytes, data);
+                buffer.start = start;
+                let mut all_seq_nos = seq_nos;
+                all_seq_nos.append(&mut buffer.seq_nos);
+                buffer.seq_nos = all_seq_nos;
+                drop(buffer);
+                appended.clear();
+                sync_state.spare = appended;
+            }
+            return Err(error);
+        }
         // Keep the allocation for the next swap unless a huge batch grew it.
         if data.capacity() <= 16 << 20 {
             data.clear();
@@ -1100,10 +1155,16 @@ impl Translog {
         let end = start + data.len() as u64;
         sync_state.preallocate(end);
         let path = sync_state.path.clone();
-        sync_state
-            .file
-            .write_all_at(data, start)
-            .map_err(|error| self.latch("write", &path, error))?;
+        if let Err(error) = sync_state.file.write_all_at(data, start) {
+            if error.kind() == io::ErrorKind::StorageFull {
+                tracing::warn!(path = %path.display(), bytes = data.len(), "translog write refused: no space left on device");
+                return Err(TranslogError::NoSpace {
+                    path,
+                    source: error,
+                });
+            }
+            return Err(self.latch("write", &path, error));
+        }
         #[cfg(test)]
         if self.fail_next_sync.swap(false, Ordering::AcqRel) {
             return Err(self.latch("fdatasync", &path, io::Error::other("injected failure")));
