@@ -3,6 +3,10 @@
 //! shard): later writes are acknowledged again and replicate to a follower, which ends with
 //! the leader's documents and checkpoints. Two nodes in this process (the failpoint is
 //! process-global); the failure is injected with the `shard::primary_after_seq_no` failpoint.
+//!
+//! A full disk under the translog (`storage::io` failpoint, `ENOSPC`) does not fail the shard:
+//! writes get Elasticsearch's 429 block, which its clients retry, reads keep working, and writes
+//! are acknowledged again as soon as the disk has room.
 
 mod common;
 
@@ -113,5 +117,79 @@ async fn a_failed_leader_shard_is_reopened_and_later_writes_replicate() {
         ids.sort_unstable();
         assert_eq!(ids, ["0", "1", "2", "3", "4", "later", "more"], "{index}");
     }
+    scenario.teardown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_translog_disk_answers_429_serves_reads_and_writes_resume() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let common::InProcessPair {
+        leader: _leader,
+        follower: _follower,
+        leader_client,
+        ..
+    } = common::in_process_pair(dir.path()).await;
+    let created = leader_client
+        .put("/logs", json!({"settings": {"number_of_shards": 1}}))
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    for n in 0..5 {
+        let put = leader_client
+            .put(&format!("/logs/_doc/{n}"), json!({"n": n}))
+            .await;
+        assert_eq!(put.status, 201, "{}", put.text);
+    }
+    leader_client.post_empty("/logs/_refresh").await;
+
+    // The disk under every translog of this process is full.
+    fail::cfg("storage::io", "return(write@.tlog:ENOSPC)").unwrap();
+    let bulk = leader_client
+        .bulk(
+            "/_bulk",
+            [
+                r#"{"index":{"_index":"logs","_id":"b1"}}"#,
+                r#"{"n":10}"#,
+                r#"{"index":{"_index":"logs","_id":"b2"}}"#,
+                r#"{"n":11}"#,
+                "",
+            ]
+            .join("\n"),
+        )
+        .await;
+    assert_eq!(bulk.status, 200, "{}", bulk.text);
+    assert_eq!(bulk.body["errors"], true, "{}", bulk.text);
+    for item in bulk.body["items"].as_array().unwrap() {
+        assert_eq!(item["index"]["status"], 429, "{}", bulk.text);
+        assert_eq!(
+            item["index"]["error"]["type"], "cluster_block_exception",
+            "{}",
+            bulk.text
+        );
+        let reason = item["index"]["error"]["reason"].as_str().unwrap();
+        assert!(reason.contains("No space left on device"), "{reason}");
+    }
+    let refused = leader_client
+        .put("/logs/_doc/refused", json!({"n": -1}))
+        .await;
+    assert_eq!(refused.status, 429, "{}", refused.text);
+    // Reads keep working, and the index is not failed.
+    let got = leader_client.get("/logs/_doc/3").await;
+    assert_eq!(got.status, 200, "{}", got.text);
+    let count = leader_client.get("/logs/_count").await;
+    assert_eq!(count.body["count"], 5, "{}", count.text);
+    let health = leader_client.get("/_cluster/health/logs").await;
+    assert_eq!(health.body["status"], "green", "{}", health.text);
+
+    // Space returns: the next write is acknowledged at once.
+    fail::remove("storage::io");
+    let after = leader_client
+        .put("/logs/_doc/after", json!({"n": 12}))
+        .await;
+    assert_eq!(after.status, 201, "{}", after.text);
+    leader_client.post_empty("/logs/_refresh").await;
+    let count = leader_client.get("/logs/_count").await;
+    // The two bulk items that found the disk full were kept and written once it had room.
+    assert_eq!(count.body["count"], 8, "{}", count.text);
     scenario.teardown();
 }
