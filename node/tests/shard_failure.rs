@@ -193,3 +193,77 @@ async fn a_full_translog_disk_answers_429_serves_reads_and_writes_resume() {
     assert_eq!(count.body["count"], 8, "{}", count.text);
     scenario.teardown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_disk_is_full_waits_and_catches_up_once_space_returns() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let common::InProcessPair {
+        leader: _leader,
+        follower: _follower,
+        leader_client,
+        follower_client,
+    } = common::in_process_pair(dir.path()).await;
+    let created = leader_client
+        .put("/logs", json!({"settings": {"number_of_shards": 1}}))
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    leader_client.put("/logs/_doc/0", json!({"n": 0})).await;
+    let follow = follower_client
+        .put(
+            "/logs-copy/_ccr/follow?wait_for_active_shards=1",
+            json!({"remote_cluster": "leader", "leader_index": "logs"}),
+        )
+        .await;
+    assert_eq!(follow.status, 200, "{}", follow.text);
+    let started = Instant::now();
+    while follower_checkpoint(&follower_client, "logs-copy").await != Some(0) {
+        assert!(started.elapsed() < WITHIN, "the follower did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The follower's translog disk fills up while the leader takes writes.
+    fail::cfg("storage::io", "return(write@/follower/*.tlog:ENOSPC)").unwrap();
+    for n in 1..=20 {
+        let put = leader_client
+            .put(&format!("/logs/_doc/{n}"), json!({"n": n}))
+            .await;
+        assert_eq!(put.status, 201, "{}", put.text);
+    }
+    let started = Instant::now();
+    loop {
+        let stats = follower_client.get("/logs-copy/_ccr/stats").await;
+        let shard = &stats.body["indices"][0]["shards"][0];
+        assert!(
+            shard["fatal_exception"].is_null(),
+            "a full disk is not fatal: {}",
+            stats.text
+        );
+        if shard["failed_write_requests"].as_u64().unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < WITHIN,
+            "no refused write: {}",
+            stats.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(follower_checkpoint(&follower_client, "logs-copy").await < Some(20));
+
+    // Space returns: the follower catches up by itself.
+    fail::remove("storage::io");
+    let started = Instant::now();
+    while follower_checkpoint(&follower_client, "logs-copy").await != Some(20) {
+        assert!(
+            started.elapsed() < WITHIN,
+            "the follower did not catch up: {}",
+            follower_client.get("/logs-copy/_ccr/stats").await.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    follower_client.post_empty("/logs-copy/_refresh").await;
+    let count = follower_client.get("/logs-copy/_count").await;
+    assert_eq!(count.body["count"], 21, "{}", count.text);
+    scenario.teardown();
+}

@@ -16,6 +16,10 @@
 //!   where some were announced, a long poll answered before its timeout) is retried with the
 //!   same backoff and reported as a failed read, never re-sent at once
 //!   ([`FollowLoop::read_anomaly`]);
+//! - a write the follower's disk is too full to take (`EngineError::NoSpace`) goes back to the
+//!   buffer, ahead of what followed, and writes wait with the same backoff (reported as failed
+//!   writes) until the disk takes them again; reads stop once the buffer is full; any other
+//!   write failure is fatal;
 //! - stopping (pause, unfollow, drop) aborts the reads in flight, waits for the writes in flight
 //!   (they are short and must not be cut in half), and leaves no child task behind.
 
@@ -28,7 +32,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tandem_engine::index::Index;
 use tandem_engine::shard::ChangesRequest;
-use tandem_engine::{EngineError, SeqNo, ShardEngine};
+use tandem_engine::{EngineError, SeqNo, ShardEngine, SharedOperation};
 use tandem_recovery::in_process::MAX_POLL_TIMEOUT;
 use tandem_recovery::leader_api::{
     LeaderClient, ShardChangesRequest, ShardChangesResponse, ShardId,
@@ -109,6 +113,8 @@ impl ShardFollowTask {
             outstanding_writes: 0,
             buffer: WriteBuffer::new(),
             read_exceptions: BTreeMap::new(),
+            write_retries: 0,
+            writes_paused_until: None,
             follower_versions: MetadataVersions {
                 mapping: config.follower_mapping_version,
                 settings: config.follower_settings_version,
@@ -234,6 +240,8 @@ enum Event {
         operations: usize,
         started: Instant,
         result: Result<(), EngineError>,
+        /// The operations, back from a write the follower's full disk refused.
+        refused: Option<Vec<SharedOperation>>,
     },
     LeaseRenewed(Result<(), LeaderError>),
 }
@@ -278,10 +286,21 @@ struct FollowLoop {
     follower_versions: MetadataVersions,
     /// Reads being retried: first seq_no -> (retries, last error).
     read_exceptions: BTreeMap<i64, (u32, ErrorBody)>,
+    /// Writes refused by a full disk in a row, and when writes may be tried again.
+    write_retries: u32,
+    writes_paused_until: Option<tokio::time::Instant>,
     status: Arc<Mutex<TaskStatus>>,
     rng: StdRng,
     fatal: Option<ErrorBody>,
     counters: Counters,
+}
+
+/// Waits until `deadline` (never, for `None`: the caller's guard keeps that branch off).
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl FollowLoop {
@@ -313,13 +332,16 @@ impl FollowLoop {
                     Err(error) => self.on_child_failure(error),
                 },
                 Some(joined) = writes.join_next() => match joined {
-                    Ok(Event::Write { operations, started, result }) => {
-                        self.on_write(operations, started, result);
+                    Ok(Event::Write { operations, started, result, refused }) => {
+                        self.on_write(operations, started, result, refused);
                     }
                     Ok(_) => unreachable!("only writes run in the write set"),
                     Err(error) => self.on_child_failure(error),
                 },
                 _ = renew.tick(), if self.config.lease.is_some() => self.renew_lease(&mut reads),
+                _ = sleep_until_some(self.writes_paused_until), if self.writes_paused_until.is_some() => {
+                    self.writes_paused_until = None;
+                }
             }
         }
         reads.abort_all();
@@ -331,7 +353,8 @@ impl FollowLoop {
                     operations,
                     started,
                     result,
-                }) => self.on_write(operations, started, result),
+                    refused,
+                }) => self.on_write(operations, started, result, refused),
                 Ok(_) => {}
                 Err(error) => self.on_child_failure(error),
             }
@@ -614,6 +637,9 @@ impl FollowLoop {
 
     fn coordinate_writes(&mut self, children: &mut JoinSet<Event>) {
         let parameters = self.config.parameters;
+        if self.writes_paused_until.is_some() {
+            return;
+        }
         while self.outstanding_writes < parameters.max_outstanding_write_requests
             && !self.buffer.is_empty()
         {
@@ -628,6 +654,9 @@ impl FollowLoop {
             children.spawn(async move {
                 let started = Instant::now();
                 let count = operations.len();
+                // Kept for a retry: the engine consumes the batch, and a full disk refuses it
+                // (a vector of reference-counted operations, no copy of their bytes).
+                let kept = operations.clone();
                 let result = tokio::task::spawn_blocking(move || {
                     index.shards()[shard]
                         .apply_shared_operations(operations, max_seq_no_of_updates)
@@ -639,24 +668,47 @@ impl FollowLoop {
                         "the write task failed: {error}"
                     )))
                 });
+                let refused = matches!(result, Err(EngineError::NoSpace(_))).then_some(kept);
                 Event::Write {
                     operations: count,
                     started,
                     result,
+                    refused,
                 }
             });
         }
     }
 
-    fn on_write(&mut self, operations: usize, started: Instant, result: Result<(), EngineError>) {
+    fn on_write(
+        &mut self,
+        operations: usize,
+        started: Instant,
+        result: Result<(), EngineError>,
+        refused: Option<Vec<SharedOperation>>,
+    ) {
         self.outstanding_writes -= 1;
         self.counters.total_write_time += started.elapsed();
-        match result {
-            Ok(()) => {
+        match (result, refused) {
+            (Ok(()), _) => {
                 self.counters.successful_writes += 1;
                 self.counters.operations_written += operations as u64;
+                self.write_retries = 0;
             }
-            Err(error) => {
+            (Err(error), Some(refused)) => {
+                // The follower's disk is full: the batch waits in the buffer (the engine
+                // applies an operation it already has as a no-op, so a retry is safe).
+                self.counters.failed_writes += 1;
+                self.write_retries += 1;
+                let delay = retry_delay(
+                    self.write_retries,
+                    self.config.parameters.max_retry_delay.0,
+                    &mut self.rng,
+                );
+                tracing::warn!(shard = %self.config.leader_shard, %error, retry = self.write_retries, ?delay, "follower disk full; retrying the write");
+                self.buffer.extend(refused);
+                self.writes_paused_until = Some(tokio::time::Instant::now() + delay);
+            }
+            (Err(error), None) => {
                 // The follower engine refused operations the leader accepted: the follower is
                 // broken or closed, and retrying cannot help.
                 self.counters.failed_writes += 1;

@@ -10,6 +10,7 @@
 //!
 //! - `<ops>`: one or more [`IoOp`] names joined by `|` (`write|set_len`), or `any`;
 //! - `@<path part>`: only calls on a path containing this text (`@translog`, `@meta.json`);
+//!   `*` in it matches anything (`@/follower/*.tlog`: the translog files under `/follower/`);
 //! - `:<errno>`: `EIO` (the default) or `ENOSPC`.
 //!
 //! So `fail::cfg("storage::io", "return(sync_data|sync_all@translog)")` makes every fsync of
@@ -155,10 +156,18 @@ impl FaultRule {
 
     fn matches(&self, op: IoOp, path: &Path) -> bool {
         let op_matches = self.ops.as_ref().is_none_or(|ops| ops.contains(&op));
-        let path_matches = self
-            .path_part
-            .as_ref()
-            .is_none_or(|part| path.to_string_lossy().contains(part.as_str()));
+        let path_matches = self.path_part.as_ref().is_none_or(|part| {
+            // Each `*`-separated piece, in order.
+            let path = path.to_string_lossy();
+            let mut rest = &path[..];
+            part.split('*').all(|piece| match rest.find(piece) {
+                Some(at) => {
+                    rest = &rest[at + piece.len()..];
+                    true
+                }
+                None => false,
+            })
+        });
         op_matches && path_matches
     }
 }
@@ -191,6 +200,20 @@ mod tests {
         );
         injected(rule, IoOp::Rename, Path::new("/s/index/x.managed.json.tmp")).unwrap();
         injected(rule, IoOp::Write, Path::new("/s/index/meta.json")).unwrap();
+        let glob = "write@/follower/*.tlog";
+        injected(
+            glob,
+            IoOp::Write,
+            Path::new("/t/follower/i/0/translog/translog-2.tlog"),
+        )
+        .unwrap_err();
+        injected(
+            glob,
+            IoOp::Write,
+            Path::new("/t/leader/i/0/translog/translog-2.tlog"),
+        )
+        .unwrap();
+        injected(glob, IoOp::Write, Path::new("/t/follower/i/0/index/a.idx")).unwrap();
         let full = injected("write:ENOSPC", IoOp::Write, Path::new("/a")).unwrap_err();
         assert_eq!(full.kind(), io::ErrorKind::StorageFull);
         // A malformed argument fails every call.
