@@ -75,6 +75,7 @@ impl IoOp {
         }
     }
 
+    #[cfg(any(test, feature = "failpoints"))]
     fn from_name(name: &str) -> Option<IoOp> {
         IoOp::ALL.into_iter().find(|op| op.name() == name)
     }
@@ -93,7 +94,7 @@ pub(crate) fn check(op: IoOp, path: &Path) -> io::Result<()> {
 }
 
 /// The error the failpoint `argument` injects into `op` on `path`, if any.
-#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+#[cfg(any(test, feature = "failpoints"))]
 fn injected(argument: &str, op: IoOp, path: &Path) -> io::Result<()> {
     let rule = match FaultRule::parse(argument) {
         Ok(rule) => rule,
@@ -110,6 +111,7 @@ fn injected(argument: &str, op: IoOp, path: &Path) -> io::Result<()> {
 }
 
 /// A parsed failpoint argument.
+#[cfg(any(test, feature = "failpoints"))]
 #[derive(Debug, PartialEq)]
 struct FaultRule {
     /// `None`: every kind.
@@ -118,6 +120,7 @@ struct FaultRule {
     errno: rustix::io::Errno,
 }
 
+#[cfg(any(test, feature = "failpoints"))]
 impl FaultRule {
     fn parse(argument: &str) -> Result<FaultRule, String> {
         let (rest, errno) = match argument.rsplit_once(':') {
