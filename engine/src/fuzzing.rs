@@ -16,7 +16,7 @@
 //!   contiguous and without duplicates, and the whole history (from 0) while the retain-all
 //!   lease is held; below `min_retained_seq_no` it either returns the exact history or fails
 //!   with `MissingHistory` (invariants 3 and 4);
-//! - `min_retained_seq_no` never decreases, reopens included (invariant 4);
+//! - `min_retained_seq_no` never decreases, reopens and process crashes included (invariant 4);
 //! - a follower fed the full history in a shuffled order, in chunks, and then fed it all again,
 //!   ends with the same live documents and the same history as the leader (invariants 2, 5).
 
@@ -33,6 +33,7 @@ use crate::mapping::{DocumentMapper, Mappings};
 use crate::shard::{
     DeleteRequest, Durability, IndexRequest, ShardConfig, ShardEngine, WriteOutcome,
 };
+use crate::storage::SimStorage;
 use crate::types::{Operation, OperationKind, PrimaryTerm, SeqNo};
 
 /// The translog and its record encoding, for tests that build [`translog_replay`] inputs
@@ -182,25 +183,37 @@ pub fn decode_actions(data: &[u8]) -> (Vec<Action>, u64) {
     (actions, fnv1a(data))
 }
 
-/// Runs `actions` on a fresh shard (in a scratch directory) and on the model, checking the
-/// invariants listed in the module docs after every action, then checks a follower fed the
-/// resulting history in an order shuffled by `shuffle_seed`. Panics on any violation.
+/// Runs `actions` on a fresh shard (on an in-memory [`SimStorage`]: no file system, no fsync
+/// cost) and on the model, checking the invariants listed in the module docs after every
+/// action, then checks a follower fed the resulting history in an order shuffled by
+/// `shuffle_seed`. Reopens alternate between a clean close and a process crash (`kill -9`:
+/// nothing closed, every handle dead, what was written stays). Panics on any violation.
 pub fn run_actions(actions: &[Action], shuffle_seed: u64) {
-    let scratch = scratch_dir("engine-ops");
-    let leader_dir = scratch.path().join("leader");
-    let mut leader = ShardEngine::create(&leader_dir, mapper(), config(false), PrimaryTerm(1))
-        .expect("create the leader shard");
+    let mut disk = SimStorage::new();
+    let leader_dir = Path::new(LEADER_DIR);
+    let mut leader =
+        ShardEngine::create(leader_dir, mapper(), config(&disk, false), PrimaryTerm(1))
+            .expect("create the leader shard");
     leader
         .add_retention_lease(RETAIN_ALL_LEASE, SeqNo(0), "fuzz")
         .expect("add the retain-all lease");
     let mut model = Model::default();
     model.leases.insert(RETAIN_ALL_LEASE.to_string(), SeqNo(0));
     model.check(&leader, true);
+    let mut reopens = 0;
     for action in actions {
         let refreshed = if *action == Action::Reopen {
-            leader.close().expect("close the leader");
-            leader =
-                ShardEngine::open(&leader_dir, mapper(), config(false)).expect("reopen the leader");
+            reopens += 1;
+            if reopens % 2 == 0 {
+                // The dead process's shard goes with its handles; its drop must not touch
+                // the new one's files (every call through the old handles fails).
+                disk = disk.crash_process();
+                drop(leader);
+            } else {
+                leader.close().expect("close the leader");
+            }
+            leader = ShardEngine::open(leader_dir, mapper(), config(&disk, false))
+                .expect("reopen the leader");
             true
         } else {
             model.apply(&leader, action)
@@ -209,9 +222,13 @@ pub fn run_actions(actions: &[Action], shuffle_seed: u64) {
     }
     leader.refresh().expect("final refresh");
     model.check(&leader, true);
-    check_follower(&leader, &model, scratch.path(), shuffle_seed);
+    check_follower(&leader, &model, &disk, shuffle_seed);
     leader.close().expect("close the leader");
 }
+
+/// Where [`run_actions`] puts the leader and the follower on its simulated disk.
+const LEADER_DIR: &str = "/fuzz/leader";
+const FOLLOWER_DIR: &str = "/fuzz/follower";
 
 /// The in-memory model of one shard.
 #[derive(Default)]
@@ -540,11 +557,11 @@ fn assert_history(changes: &[Arc<Operation>], expected: &[Operation], who: &str)
 
 /// Feeds the model's history (checked equal to the leader's) to a follower in a shuffled
 /// order, in chunks, with refreshes between some chunks, then all of it again, and compares.
-fn check_follower(leader: &ShardEngine, model: &Model, base: &Path, seed: u64) {
+fn check_follower(leader: &ShardEngine, model: &Model, disk: &SimStorage, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let dir = base.join("follower");
-    let mut follower =
-        ShardEngine::create(&dir, mapper(), config(true), PrimaryTerm(1)).expect("create follower");
+    let dir = Path::new(FOLLOWER_DIR);
+    let mut follower = ShardEngine::create(dir, mapper(), config(disk, true), PrimaryTerm(1))
+        .expect("create follower");
     follower
         .add_retention_lease(RETAIN_ALL_LEASE, SeqNo(0), "fuzz")
         .expect("follower lease");
@@ -576,7 +593,7 @@ fn check_follower(leader: &ShardEngine, model: &Model, base: &Path, seed: u64) {
     assert_eq!(applied, ops.len(), "every operation applied once");
     if seed & 1 == 1 {
         follower.close().expect("close follower");
-        follower = ShardEngine::open(&dir, mapper(), config(true)).expect("reopen follower");
+        follower = ShardEngine::open(dir, mapper(), config(disk, true)).expect("reopen follower");
     }
     compare_follower(leader, &follower, model);
     let mut again = 0;
@@ -646,10 +663,11 @@ fn mapper() -> Arc<DocumentMapper> {
     Arc::new(DocumentMapper::new(Mappings::empty(), 1, None))
 }
 
-/// A small, fast shard: no background refresh, one indexing thread, tantivy's smallest writer
-/// budget.
-fn config(follower: bool) -> ShardConfig {
+/// A small, fast shard on `disk`: no background refresh, one indexing thread, tantivy's
+/// smallest writer budget.
+fn config(disk: &SimStorage, follower: bool) -> ShardConfig {
     ShardConfig {
+        storage: disk.as_storage(),
         durability: Durability::Request,
         refresh_interval: None,
         writer_memory_bytes: 15_000_000,
@@ -663,19 +681,4 @@ fn fnv1a(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
-}
-
-/// A scratch directory, removed when dropped. Prefers `/dev/shm` (fsyncs are free there, and
-/// durability across crashes is not what these runs check), else the system temp dir.
-fn scratch_dir(label: &str) -> tempfile::TempDir {
-    let prefix = format!("tandem-fuzz-{label}-");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix);
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(dir) = builder.tempdir_in(shm) {
-            return dir;
-        }
-    }
-    builder.tempdir().expect("create a scratch directory")
 }

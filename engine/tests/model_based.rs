@@ -9,16 +9,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use common::*;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use rand::{Rng, RngCore, SeedableRng};
 use tandem_engine::fuzzing::{self, Action};
 use tandem_engine::shard::{DeleteRequest, IndexRequest};
 use tandem_engine::{Operation, SeqNo, ShardEngine};
+use tandem_testkit::fuzz_corpus::{corpus, random_count, random_inputs, write_corpus};
 
 /// Cases per property: `TANDEM_PROPTEST_CASES`, else `default`.
 fn cases(default: u32) -> u32 {
@@ -321,65 +320,6 @@ proptest! {
 // (c) The fuzz target bodies over the seed corpus and pseudo-random inputs.
 // ---------------------------------------------------------------------------------------------
 
-fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {dir:?}: {e}"))
-        .map(|entry| entry.expect("corpus entry").path())
-        .filter(|path| path.is_file())
-        .map(|path| {
-            let bytes = std::fs::read(&path).expect("corpus file");
-            (path, bytes)
-        })
-        .collect();
-    files.sort();
-    assert!(files.len() >= 10, "seed corpus of {target} is too small");
-    files
-}
-
-/// Pseudo-random inputs: mostly short, some longer, some mutations of corpus files.
-fn random_inputs(seed: u64, count: usize, seeds: &[Vec<u8>], max_len: usize) -> Vec<Vec<u8>> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    (0..count)
-        .map(|_| {
-            if !seeds.is_empty() && rng.random_ratio(1, 2) {
-                let mut input = seeds[rng.random_range(0..seeds.len())].clone();
-                for _ in 0..rng.random_range(1..6) {
-                    match rng.random_range(0..3) {
-                        0 if !input.is_empty() => {
-                            let at = rng.random_range(0..input.len());
-                            input[at] = rng.random();
-                        }
-                        1 if !input.is_empty() => {
-                            let len = rng.random_range(0..=input.len());
-                            input.truncate(len);
-                        }
-                        _ => {
-                            let at = rng.random_range(0..=input.len());
-                            input.insert(at, rng.random());
-                        }
-                    }
-                }
-                input
-            } else {
-                let len = rng.random_range(0..max_len);
-                let mut input = vec![0u8; len];
-                rng.fill_bytes(&mut input);
-                input
-            }
-        })
-        .collect()
-}
-
-fn random_count(default: usize) -> usize {
-    std::env::var("TANDEM_PROPTEST_CASES")
-        .ok()
-        .and_then(|value| value.parse::<usize>().ok())
-        .map_or(default, |cases| cases * 10)
-}
-
 #[test]
 fn translog_replay_over_corpus_and_random_inputs() {
     let started = Instant::now();
@@ -566,17 +506,8 @@ fn translog_replay_seeds() -> Vec<(&'static str, Vec<u8>)> {
 #[test]
 #[ignore = "writes the seed corpus under fuzz/corpus/"]
 fn write_seed_corpus() {
-    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    for (target, seeds) in [
-        ("engine_ops", engine_ops_seeds()),
-        ("translog_replay", translog_replay_seeds()),
-    ] {
-        let dir = base.join(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in seeds {
-            std::fs::write(dir.join(name), bytes).unwrap();
-        }
-    }
+    write_corpus("engine_ops", &engine_ops_seeds());
+    write_corpus("translog_replay", &translog_replay_seeds());
 }
 
 /// `changes` with `max_operations = usize::MAX` must not wrap to a negative span and panic

@@ -9,6 +9,7 @@
 //!   into its REST router);
 //! - [`client`]: [`HttpLeaderClient`], the follower side, a [`LeaderClient`] over a pooled
 //!   HTTP client that fails over between the remote cluster's addresses;
+//! - `fuzzing` (with the `fuzzing` feature): the body of the `wire_frame` fuzz target;
 //! - [`wire`]: what travels: the leader API's own request types as JSON, JSON answers for
 //!   metadata and sessions, a checksummed compressed frame for shard changes, raw (optionally
 //!   zstd) bytes with checksum headers for file chunks, and errors as the serialized
@@ -31,6 +32,8 @@
 #![warn(missing_docs)]
 
 pub mod client;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod server;
 pub mod wire;
 

@@ -205,7 +205,7 @@ fn le_u32(bytes: &[u8], at: usize) -> u32 {
 }
 
 /// Checks a frame (magic, version, lengths, checksum) and returns its decoded body.
-fn decode_frame(magic: [u8; 4], frame: &[u8]) -> Result<Vec<u8>, LeaderError> {
+pub(crate) fn decode_frame(magic: [u8; 4], frame: &[u8]) -> Result<Vec<u8>, LeaderError> {
     if frame.len() < FRAME_HEADER_BYTES {
         return Err(corrupted(format!(
             "frame of {} bytes is shorter than its header",
@@ -345,6 +345,13 @@ impl<'a> Reader<'a> {
             }
             value |= bits << (7 * position);
             if byte & 0x80 == 0 {
+                // One value, one encoding: a trailing zero group is a longer spelling of a
+                // shorter varint, which the encoder never writes.
+                if position > 0 && byte == 0 {
+                    return Err(corrupted(format!(
+                        "{what} is a varint with a trailing zero byte"
+                    )));
+                }
                 return Ok(value);
             }
         }
@@ -382,7 +389,7 @@ fn duration_nanos(duration: Duration) -> u64 {
 }
 
 /// The body of a shard changes frame.
-fn encode_changes_body(response: &ShardChangesResponse) -> Vec<u8> {
+pub(crate) fn encode_changes_body(response: &ShardChangesResponse) -> Vec<u8> {
     let ShardChangesResponse {
         changes,
         mapping_version,
@@ -593,11 +600,17 @@ impl ChunkHeader {
 
     /// Parses the headers, looked up by name with `header`.
     pub fn parse<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Result<ChunkHeader, LeaderError> {
+        // Plain decimal, as `to_pairs` writes it: no sign, no leading zero, no blank.
         let number = |name: &str| -> Result<u64, LeaderError> {
-            header(name)
-                .ok_or_else(|| corrupted(format!("chunk answer without [{name}]")))?
+            let value =
+                header(name).ok_or_else(|| corrupted(format!("chunk answer without [{name}]")))?;
+            let canonical = value.bytes().all(|byte| byte.is_ascii_digit())
+                && (value == "0" || !value.starts_with('0'));
+            value
                 .parse::<u64>()
-                .map_err(|_| corrupted(format!("chunk header [{name}] is not a number")))
+                .ok()
+                .filter(|_| canonical)
+                .ok_or_else(|| corrupted(format!("chunk header [{name}] is not a number")))
         };
         let encoding = match header(CHUNK_ENCODING_HEADER) {
             Some("identity") => ChunkEncoding::Identity,

@@ -71,6 +71,7 @@ impl ShardInner {
         if self.background.get().is_none() {
             return Ok(());
         }
+        let retention_operations = self.config().retention_operations;
         let searcher = self.commits.searcher();
         let groups = self.policy(min_retained).select_carrying(
             &self.index,
@@ -113,7 +114,7 @@ impl ShardInner {
             if round >= UNHELD_ROUNDS && held.is_none() {
                 held = Some(self.writes.hold_batches());
             }
-            self.commit_and_reload(held.as_ref())?;
+            self.commit_and_reload(held.as_ref(), retention_operations)?;
             let searcher = self.commits.searcher();
             let now: Vec<SegmentReader> = ids
                 .iter()

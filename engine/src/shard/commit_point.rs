@@ -304,11 +304,11 @@ fn pin_once(
         .load_metas()
         .map_err(|e| EngineError::index("loading the commit to pin", e))?;
     let mut payload = commit_payload(&meta, index_dir, "the pinned commit")?;
-    // A merge that ends after a commit rewrites meta.json with the merged segments but the
-    // commit's payload, whose retention floor predates the floor the merge was selected with:
-    // the segments may lack history the payload claims. Every merge that ended before now was
-    // selected with a floor at most the current one (it never decreases), so the current
-    // floor, read after loading the commit, is one the pinned segments keep (invariant 4).
+    // A merge that ends after a commit rewrites meta.json with the merged segments and that
+    // commit's payload. Merges select only with a floor a commit already persisted, so that
+    // payload's floor is one the segments keep; the current floor, read after loading the
+    // commit, is one too (every merge that ended before now selected with at most it), and the
+    // higher of the two is what the copy claims (invariant 4).
     let floor = min_retained_seq_no();
     if floor > payload.min_retained_seq_no {
         payload.min_retained_seq_no = floor;

@@ -107,14 +107,19 @@ impl ShardInner {
         // A batch finishing between this swap and the commit's exclusive section is committed
         // and leaves `dirty` set: one redundant commit, never a missed one.
         let dirty = self.commits.dirty.swap(false, Ordering::AcqRel);
-        if dirty || force {
-            if let Err(error) = self.commit_and_reload(None) {
+        // A floor that can advance is persisted by a commit before any merge selects with it.
+        let retention_operations = self.config().retention_operations;
+        let advancing = self
+            .next_min_retained_seq_no(self.last_commit_local_checkpoint(), retention_operations)
+            > self.retention.min_retained_seq_no();
+        if dirty || force || advancing {
+            if let Err(error) = self.commit_and_reload(None, retention_operations) {
                 // Not committed: the next refresh tries again (a failed shard refuses it).
                 self.commits.dirty.store(true, Ordering::Release);
                 return Err(error);
             }
         }
-        let min_retained = self.advance_min_retained_seq_no();
+        let min_retained = self.retention.min_retained_seq_no();
         if dirty || force || state.merges_selected_at != Some(min_retained) {
             state.merges_selected_at = Some(min_retained);
             self.schedule_merges(min_retained)?;
@@ -140,7 +145,14 @@ impl ShardInner {
     /// batches are parked in the [`super::writer_slot::WriterSlot`]. Unless the caller already
     /// holds them back (`held`) for longer: then nothing is parked, and no write reaches the
     /// index between this commit and the guard's release.
-    pub(super) fn commit_and_reload(&self, held: Option<&RankedWriteGuard<'_, ()>>) -> Result<()> {
+    ///
+    /// `retention_operations` is the shard's setting, read by the caller before any writer was
+    /// held back (the configuration lock ranks before theirs).
+    pub(super) fn commit_and_reload(
+        &self,
+        held: Option<&RankedWriteGuard<'_, ()>>,
+        retention_operations: u64,
+    ) -> Result<()> {
         // The translog first, before anything is held back: a full disk leaves the buffered
         // operations buffered and the shard open (see `translog_failure`); the roll below then
         // writes only what was appended meanwhile.
@@ -178,7 +190,9 @@ impl ShardInner {
                 translog_uuid: self.translog_uuid.clone(),
                 translog_generation: generation,
                 retention_leases: self.retention.leases(),
-                min_retained_seq_no: self.retention.min_retained_seq_no(),
+                // Raised in memory only once this commit is durable (see `Retention`).
+                min_retained_seq_no: self
+                    .next_min_retained_seq_no(local_checkpoint, retention_operations),
             };
             // Everything processed so far was handed to this writer: nothing is parked while
             // it is in the slot.
@@ -216,6 +230,8 @@ impl ShardInner {
         self.commits
             .last_commit_local_checkpoint
             .store(payload.local_checkpoint.0, Ordering::Release);
+        self.retention
+            .raise_min_retained_seq_no(payload.min_retained_seq_no);
         self.translog
             .trim_below(payload.translog_generation)
             .map_err(|e| self.fail(e.into()))?;
@@ -329,18 +345,26 @@ impl ShardInner {
         Ok(())
     }
 
-    /// `min_retained_seq_no = max(previous, min(leases, 1 + gcp - retention_operations,
-    /// 1 + local checkpoint of the last commit))`; never decreases (invariant 4).
-    pub(super) fn advance_min_retained_seq_no(&self) -> SeqNo {
+    /// The floor a commit holding `local_checkpoint` may persist: `max(current, min(leases,
+    /// 1 + gcp - retention_operations, 1 + local_checkpoint))` (see
+    /// [`Retention::next_min_retained_seq_no`](super::retention::Retention)).
+    fn next_min_retained_seq_no(
+        &self,
+        local_checkpoint: SeqNo,
+        retention_operations: u64,
+    ) -> SeqNo {
         let global_checkpoint = self.checkpoints.persisted().0;
-        let by_operations = global_checkpoint + 1 - self.config().retention_operations as i64;
-        let by_commit = self
-            .commits
-            .last_commit_local_checkpoint
-            .load(Ordering::Acquire)
-            + 1;
+        let by_operations = global_checkpoint + 1 - retention_operations as i64;
         self.retention
-            .advance_min_retained_seq_no(by_operations, by_commit)
+            .next_min_retained_seq_no(by_operations, local_checkpoint.0 + 1)
+    }
+
+    fn last_commit_local_checkpoint(&self) -> SeqNo {
+        SeqNo(
+            self.commits
+                .last_commit_local_checkpoint
+                .load(Ordering::Acquire),
+        )
     }
 
     pub(super) fn policy(&self, min_retained: SeqNo) -> RetentionMergePolicy {
@@ -438,7 +462,8 @@ impl ShardInner {
         }
         let future = {
             let _state = self.commits.refresh_lock.lock();
-            let min_retained = self.advance_min_retained_seq_no();
+            // The floor the refresh above committed (merges never select with more).
+            let min_retained = self.retention.min_retained_seq_no();
             let searcher = self.commits.searcher();
             let groups = self.policy(min_retained).select_forced(
                 &self.index,

@@ -2,7 +2,9 @@
 //! retention leases and `min_retained_seq_no`, the floor below which merges may drop deleted
 //! documents.
 //!
-//! Guarantees: `min_retained_seq_no` never decreases (invariant 4); a lease change is persisted
+//! Guarantees: `min_retained_seq_no` never decreases (invariant 4), restarts and crashes
+//! included: it is raised only to a floor a durable commit's payload already holds, so the
+//! floor a shard reopens with is the last one it reported; a lease change is persisted
 //! (appended to the lease log and fsynced) before it is installed, so a failed change or
 //! persist leaves the leases as they were.
 
@@ -77,10 +79,11 @@ impl Retention {
         Ok((result, changed))
     }
 
-    /// Raises `min_retained_seq_no` to `min(leases, by_operations, by_commit)` if that is
-    /// higher, and returns it. `by_operations` is `1 + global checkpoint -
-    /// retention_operations`; `by_commit` is `1 + the local checkpoint of the last commit`.
-    pub(crate) fn advance_min_retained_seq_no(&self, by_operations: i64, by_commit: i64) -> SeqNo {
+    /// The floor a commit may persist now: `min(leases, by_operations, by_commit)`, or the
+    /// current floor if that is higher. `by_operations` is `1 + global checkpoint -
+    /// retention_operations`; `by_commit` is `1 + the local checkpoint the commit holds`.
+    /// Nothing changes until [`Retention::raise_min_retained_seq_no`].
+    pub(crate) fn next_min_retained_seq_no(&self, by_operations: i64, by_commit: i64) -> SeqNo {
         let by_leases = self
             .leases
             .lock()
@@ -88,9 +91,16 @@ impl Retention {
             .min_retaining_seq_no()
             .map_or(i64::MAX, |seq_no| seq_no.0);
         let candidate = by_leases.min(by_operations).min(by_commit);
+        SeqNo(candidate.max(self.min_retained_seq_no().0))
+    }
+
+    /// Raises the floor to `floor` (never lowers it). Called only once a commit whose payload
+    /// holds `floor` is durable: merges select with the floor this returns, so no segment on
+    /// disk lacks history a crash-recovered shard would claim (invariant 4, across crashes too).
+    pub(crate) fn raise_min_retained_seq_no(&self, floor: SeqNo) -> SeqNo {
         let previous = self
             .min_retained_seq_no
-            .fetch_max(candidate, Ordering::AcqRel);
-        SeqNo(previous.max(candidate))
+            .fetch_max(floor.0, Ordering::AcqRel);
+        SeqNo(previous.max(floor.0))
     }
 }
