@@ -295,3 +295,35 @@ fn a_source_over_the_operation_limit_is_refused_before_it_gets_a_seq_no() {
         "nothing of the batch was applied"
     );
 }
+
+/// Items of one bulk on the same id see each other in order: an index then a delete of it
+/// deletes it (version 2), and a create after that creates it again.
+#[test]
+fn bulk_items_on_one_id_apply_in_order() {
+    use tandem_engine::shard::WriteRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let shard = create_shard(dir.path());
+    let results = shard.bulk(vec![
+        WriteRequest::Index(doc(1, "a")),
+        WriteRequest::Index(doc(2, "b")),
+        WriteRequest::Delete(DeleteRequest::new("doc-1")),
+        WriteRequest::Index(doc(1, "c")),
+    ]);
+    let outcomes: Vec<(WriteOutcome, u64, i64)> = results
+        .into_iter()
+        .map(|result| {
+            let result = result.unwrap();
+            (result.outcome, result.version, result.seq_no.0)
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (WriteOutcome::Created, 1, 0),
+            (WriteOutcome::Created, 1, 1),
+            (WriteOutcome::Deleted, 2, 2),
+            (WriteOutcome::Created, 3, 3),
+        ]
+    );
+    assert_eq!(shard.get("doc-1").unwrap().unwrap().version, 3);
+}

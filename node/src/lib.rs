@@ -11,6 +11,7 @@
 //! - [`server`]: binding, serving, graceful shutdown.
 //! - [`shard_failures`]: reopens indices whose shards failed.
 //! - [`demo`]: `tandem demo`, the CCR tutorial end to end with two nodes.
+//! - `fuzzing` (with the `fuzzing` feature): the body of the `bulk_body` fuzz target.
 //!
 //! The HTTP transport between clusters is crate `tandem-transport`: the node serves its
 //! leader side under `/_tandem/` (merged into the REST router) and reaches remote clusters
@@ -22,6 +23,8 @@ pub mod cluster_settings;
 pub mod config;
 pub mod demo;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod http;
 pub mod indexing_buffer;
 pub mod node;

@@ -16,7 +16,8 @@
 //! - [`progress`]: [`RecoveryProgress`], the live progress handle;
 //! - [`rate_limiter`]: the token bucket both sides throttle with;
 //! - `conformance` (feature `conformance`): the suite every [`LeaderClient`] implementation
-//!   must pass.
+//!   must pass;
+//! - `fuzzing` (feature `fuzzing`): the body of the `recovery_session` fuzz target.
 //!
 //! Invariant 6 of `DESIGN.md` §7 (a recovered follower's files are byte-identical to the
 //! leader's pinned commit, verified by checksum) is enforced in [`target`].
@@ -28,6 +29,8 @@ pub mod chunk_bytes;
 pub mod conformance;
 pub mod disk;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod in_process;
 pub mod leader_api;
 pub mod progress;

@@ -360,6 +360,7 @@ impl RecoveryTarget {
         })
         .await
         .map_err(|e| RecoveryError::Task(e.to_string()))??;
+        check_commit_matches_session(&engine, &copied.session)?;
         let retain_from = copied.session.local_checkpoint.next();
         self.client
             .renew_retention_lease(RenewRetentionLeaseRequest::new(
@@ -1098,6 +1099,26 @@ fn verify_copy(
             "{count} files in {} after the copy, {} expected",
             index_dir.display(),
             session.files.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that the copied commit holds the checkpoints the session announced: replication
+/// resumes at the session's local checkpoint + 1, so a leader whose session metadata
+/// disagreed with the files it served would otherwise make the follower skip operations (a
+/// checkpoint above the commit's) or take a history it does not hold for complete.
+fn check_commit_matches_session(
+    engine: &ShardEngine,
+    session: &RecoverySessionInfo,
+) -> Result<(), RecoveryError> {
+    let held = (engine.local_checkpoint(), engine.max_seq_no());
+    let announced = (session.local_checkpoint, session.max_seq_no);
+    if held != announced {
+        return Err(RecoveryError::InvalidFileList(format!(
+            "the session announced local checkpoint {} and max_seq_no {}, but the copied \
+             commit holds {} and {}",
+            announced.0, announced.1, held.0, held.1
         )));
     }
     Ok(())

@@ -43,7 +43,7 @@ pub fn routes() -> Router<NodeState> {
 
 /// What one bulk item does.
 #[derive(Clone, Debug)]
-enum BulkAction {
+pub(crate) enum BulkAction {
     /// `index` or `create` (`create_only`).
     Index {
         source: Vec<u8>,
@@ -54,7 +54,8 @@ enum BulkAction {
 }
 
 impl BulkAction {
-    fn name(&self) -> &'static str {
+    /// The action's name, which its item's answer is under.
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             BulkAction::Index {
                 create_only: true, ..
@@ -68,13 +69,13 @@ impl BulkAction {
 
 /// One parsed item.
 #[derive(Clone, Debug)]
-struct BulkItem {
-    index: String,
-    id: String,
+pub(crate) struct BulkItem {
+    pub(crate) index: String,
+    pub(crate) id: String,
     /// `id` was generated here (an `index` action without `_id`).
     automatic_id: bool,
     condition: Option<(SeqNo, PrimaryTerm)>,
-    action: BulkAction,
+    pub(crate) action: BulkAction,
 }
 
 fn malformed(line: usize, reason: impl std::fmt::Display) -> RestError {
@@ -99,7 +100,10 @@ fn duplicate_key(line: usize, error: &serde_json::Error) -> Option<RestError> {
 }
 
 /// Parses the ndjson body into items (see the module documentation).
-fn parse_bulk(body: &[u8], default_index: Option<&str>) -> Result<Vec<BulkItem>, RestError> {
+pub(crate) fn parse_bulk(
+    body: &[u8],
+    default_index: Option<&str>,
+) -> Result<Vec<BulkItem>, RestError> {
     if !body.is_empty() && !body.ends_with(b"\n") {
         return Err(RestError::illegal_argument(
             "The bulk request must be terminated by a newline [\\n]",
@@ -297,7 +301,11 @@ fn written(index: &str, result: &WriteResult) -> (axum::http::StatusCode, Value)
 }
 
 /// Applies the items in order; returns each item's answer and whether any failed.
-fn execute(indices: &Indices, items: &[BulkItem], refresh: RefreshPolicy) -> (bool, Vec<Value>) {
+pub(crate) fn execute(
+    indices: &Indices,
+    items: &[BulkItem],
+    refresh: RefreshPolicy,
+) -> (bool, Vec<Value>) {
     let mut targets: HashMap<String, Result<Arc<Index>, RestError>> = HashMap::new();
     let mut answers: Vec<Value> = Vec::with_capacity(items.len());
     let mut errors = false;
