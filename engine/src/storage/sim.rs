@@ -90,6 +90,32 @@ struct FileNode {
     unsynced: Vec<FileChange>,
 }
 
+impl FileNode {
+    /// Makes the volatile bytes durable. Every change to `volatile` is logged in `unsynced`,
+    /// so replaying the log onto `durable` yields `volatile`: a sync costs the bytes written
+    /// since the last one, not the file's size (a translog generation is preallocated to
+    /// megabytes and synced after every write).
+    fn sync(&mut self) {
+        for change in self.unsynced.drain(..) {
+            match change {
+                FileChange::SetLen(len) => self.durable.resize(len as usize, 0),
+                FileChange::Write { offset, bytes } => {
+                    let start = offset as usize;
+                    let end = start + bytes.len();
+                    if self.durable.len() < end {
+                        self.durable.resize(end, 0);
+                    }
+                    self.durable[start..end].copy_from_slice(&bytes);
+                }
+            }
+        }
+        debug_assert!(
+            self.durable == self.volatile,
+            "a change to a file was not logged"
+        );
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 struct DirNode {
     volatile: BTreeMap<String, Inode>,
@@ -357,8 +383,7 @@ impl State {
                     self.stats.skipped_syncs += 1;
                 } else if let Some(Node::File(node)) = self.nodes.get_mut(file) {
                     self.stats.syncs += 1;
-                    node.durable.clone_from(&node.volatile);
-                    node.unsynced.clear();
+                    node.sync();
                 }
                 *file
             }
