@@ -127,6 +127,29 @@ fn build_genuine() -> Genuine {
             .expect("close the session");
         (session, files)
     });
+    // Segment file names hold random ids, and the session lists them by name: order them by
+    // what does not change between processes (length, then extension), so that an input
+    // means the same files in every run. The commit point stays last, as the leader lists it.
+    let mut session = session;
+    let commit_point = |name: &str| name == META_FILE || name == MANAGED_FILE;
+    let mut segment_files: Vec<_> = session
+        .files
+        .iter()
+        .filter(|file| !commit_point(&file.name))
+        .cloned()
+        .collect();
+    segment_files.sort_by(|a, b| {
+        let extension = |name: &str| name.rsplit_once('.').map(|(_, ext)| ext.to_string());
+        (a.length, extension(&a.name)).cmp(&(b.length, extension(&b.name)))
+    });
+    segment_files.extend(
+        session
+            .files
+            .iter()
+            .filter(|file| commit_point(&file.name))
+            .cloned(),
+    );
+    session.files = segment_files;
     Genuine {
         metadata: index.metadata(),
         session,
@@ -256,13 +279,19 @@ impl HostileLeader {
     }
 
     async fn answer_chunk(&self, request: ReadFileChunkRequest) -> Result<FileChunk, LeaderError> {
+        // Counted until answered or dropped (a request the target times out or aborts).
+        struct InFlight<'a>(&'a AtomicUsize);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
         let in_flight = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        let _counted = InFlight(&self.in_flight);
         self.max_in_flight.fetch_max(in_flight, Ordering::AcqRel);
         // Let the other requests of the target come in before answering.
         tokio::task::yield_now().await;
-        let answer = self.chunk(&request);
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        answer
+        self.chunk(&request)
     }
 
     fn chunk(&self, request: &ReadFileChunkRequest) -> Result<FileChunk, LeaderError> {

@@ -40,7 +40,7 @@ use crate::error::{EngineError, Result};
 use crate::lease_log::LeaseLog;
 use crate::leases::RetentionLeases;
 use crate::mapping::DocumentMapper;
-use crate::storage::{FileBytes, OpenMode, Storage, StorageFile};
+use crate::storage::{FileBytes, OpenMode, Storage, StorageFile, StorageRef};
 use crate::translog::Translog;
 use crate::types::SeqNo;
 
@@ -228,6 +228,7 @@ impl ShardEngine {
     ) -> Result<ShardEngine> {
         let storage = config.storage.clone();
         let (index, _, copied) = open_last_commit(&storage, dir, "opening the copied commit")?;
+        check_commit_files_present(&storage, &index, &dir.join(INDEX_DIR))?;
         let translog_dir = dir.join(TRANSLOG_DIR);
         match storage.remove_dir_all(&translog_dir) {
             Ok(()) => {}
@@ -335,6 +336,32 @@ fn pin_once(
         payload,
         files,
     })
+}
+
+/// Checks that every segment file the last commit of `index` names is in `index_dir`:
+/// tantivy opens some components lazily, so a copy that lacks one (a leader's file list that
+/// left it out) would open and fail only at the first query that reads it.
+fn check_commit_files_present(
+    storage: &StorageRef,
+    index: &tantivy::Index,
+    index_dir: &Path,
+) -> Result<()> {
+    let meta = index
+        .load_metas()
+        .map_err(|e| EngineError::index("loading the copied commit", e))?;
+    for name in commit_segment_files(&meta) {
+        let path = index_dir.join(&name);
+        if !storage
+            .exists(&path)
+            .map_err(|e| EngineError::io(&path, e))?
+        {
+            return Err(EngineError::Corrupted {
+                path,
+                reason: "a segment file the commit names is missing".to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The segment files of a commit that exist on disk: every component file of every segment,
