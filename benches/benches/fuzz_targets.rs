@@ -3,6 +3,15 @@
 //! seeded random inputs drawn from it (what `cargo test` runs). `cargo fuzz run` is slower by
 //! the instrumentation (every comparison and edge of every crate, tantivy's included).
 //!
+//! `tantivy_commit_floor` is the baseline beside them, in the same process: one raw tantivy
+//! commit as the engine makes it (a writer with one indexing thread and tantivy's smallest
+//! budget, one document, commit, reader reload) on tantivy's in-memory directory. tantivy 0.27
+//! pays at every commit a new 10,000-slot document channel and, per indexing thread, a new
+//! segment writer with a 512 Ki-entry term table (sized from the budget, whose floor is 15 MB);
+//! `engine_ops` commits several times per input (shard creation, refreshes, merges, reopens,
+//! the follower), so its rate is this floor divided by that count at best (measured: one
+//! `engine_ops` input costs about 3.3 of these commits).
+//!
 //! Run: `cargo bench -p tandem-benches --bench fuzz_targets`.
 
 use std::time::Duration;
@@ -32,7 +41,36 @@ fn bench_target(c: &mut Criterion, target: &str, max_len: usize, body: fn(&[u8])
     group.finish();
 }
 
+/// One tantivy commit as the engine makes it, on a fresh in-memory index per sample batch.
+fn tantivy_commit_floor(c: &mut Criterion) {
+    use tantivy::schema::{Schema, STORED, STRING};
+    let mut schema = Schema::builder();
+    let id = schema.add_text_field("_id", STRING | STORED);
+    let index = tantivy::Index::create_in_ram(schema.build());
+    let mut writer: tantivy::IndexWriter = index
+        .writer_with_num_threads(1, 15_000_000)
+        .expect("tantivy writer");
+    let reader = index.reader().expect("tantivy reader");
+    let mut n = 0u64;
+    let mut group = c.benchmark_group("fuzz_targets");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("tantivy_commit_floor", |b| {
+        b.iter(|| {
+            n += 1;
+            writer
+                .add_document(tantivy::doc!(id => format!("doc-{}", n % 8)))
+                .expect("add");
+            writer.commit().expect("commit");
+            reader.reload().expect("reload");
+        })
+    });
+    group.finish();
+}
+
 fn fuzz_targets(c: &mut Criterion) {
+    tantivy_commit_floor(c);
     bench_target(c, "engine_ops", 32, tandem_engine::fuzzing::engine_ops);
     bench_target(
         c,

@@ -18,9 +18,9 @@
 //! - the follower reopens as a follower (no full copy), holds every operation it acknowledged,
 //!   and its history has no gap up to its local checkpoint.
 //!
-//! `TANDEM_POWERLOSS_CASES` (default 12) sets the number of workloads, `TANDEM_POWERLOSS_SEED`
+//! `TANDEM_POWERLOSS_CASES` (default 16) sets the number of workloads, `TANDEM_POWERLOSS_SEED`
 //! the first seed (cases use consecutive seeds), `TANDEM_POWERLOSS_CUTS` the most cut points a
-//! case checks (default 450; 0 checks every one). `TANDEM_POWERLOSS_DISABLE=<SyncSite>` turns one
+//! case checks (default 650; 0 checks every one). `TANDEM_POWERLOSS_DISABLE=<SyncSite>` turns one
 //! sync site into a no-op: the test must then fail (see `sync_sites_are_each_needed`).
 
 use std::collections::{BTreeMap, BTreeSet};
