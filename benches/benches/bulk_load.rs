@@ -144,10 +144,12 @@ fn main() {
             name: "bulk".to_string(),
             indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
             http_limits: tandem_node::http::HttpLimits::default(),
+            tls: None,
         }))
         .expect("starting a node");
     let url = node.url();
     let client_runtime = tandem_benches::runtime_on_cpus(2, None);
+    tandem_transport::tls::install_default_provider();
     let http = reqwest::Client::new();
     client_runtime.block_on(async {
         let created = http

@@ -148,6 +148,7 @@ fn summary(what: &str, (took, failed): &(Vec<f64>, usize)) -> String {
 /// Keeps `count` long polls open on `url` until the runtime stops: each sends its poll again
 /// as soon as the answer ends. `open` counts the polls whose answer has started and not ended.
 fn open_polls(runtime: &tokio::runtime::Runtime, url: &str, count: usize, open: Arc<AtomicUsize>) {
+    tandem_transport::tls::install_default_provider();
     let body = long_poll_body();
     for _ in 0..count {
         let (url, body, open) = (url.to_string(), body.clone(), open.clone());
@@ -193,6 +194,7 @@ fn main() {
             name: "leader".to_string(),
             indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
             http_limits: tandem_node::http::HttpLimits::default(),
+            tls: None,
         })
         .await
         .expect("the node starts")
@@ -204,6 +206,7 @@ fn main() {
         .thread_name("bench-client")
         .build()
         .expect("the clients' runtime");
+    tandem_transport::tls::install_default_provider();
     let http = reqwest::Client::new();
     clients.block_on(async {
         for index in ["leader", "other"] {

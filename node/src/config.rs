@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use tandem_transport::tls::{ClientAuthentication, TlsFiles};
+
 use crate::http::HttpLimits;
 
 /// Default HTTP address, as Elasticsearch's.
@@ -31,6 +33,8 @@ pub struct NodeConfig {
     pub indexing_buffer_bytes: u64,
     /// What bounds the HTTP server's connections.
     pub http_limits: HttpLimits,
+    /// TLS on the HTTP port and to remote clusters, when configured.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Smallest indexing buffer a percentage resolves to (Elasticsearch's
@@ -117,6 +121,20 @@ pub struct ConfigFile {
     /// `http.idle_timeout`: longest an HTTP connection stays open unused (a time value).
     #[serde(rename = "http.idle_timeout")]
     pub http_idle_timeout: Option<String>,
+    /// `tls.certificate`: the node's certificate chain (PEM); with `tls.key`, the HTTP port
+    /// speaks TLS only.
+    #[serde(rename = "tls.certificate")]
+    pub tls_certificate: Option<PathBuf>,
+    /// `tls.key`: the node certificate's private key (PEM).
+    #[serde(rename = "tls.key")]
+    pub tls_key: Option<PathBuf>,
+    /// `tls.certificate_authorities`: CA certificates (PEM) trusted for remote clusters'
+    /// certificates and for client certificates.
+    #[serde(rename = "tls.certificate_authorities")]
+    pub tls_certificate_authorities: Option<Vec<PathBuf>>,
+    /// `tls.client_authentication`: `none` (default), `optional` or `required`.
+    #[serde(rename = "tls.client_authentication")]
+    pub tls_client_authentication: Option<String>,
 }
 
 /// A configuration the node cannot start with.
@@ -151,6 +169,9 @@ pub enum ConfigError {
     /// The name is empty or has characters that cannot be part of a lease id.
     #[error("invalid node name [{0}]: use letters, digits, '-' and '_'")]
     Name(String),
+    /// The `tls.*` settings are incomplete or invalid.
+    #[error("invalid TLS settings: {0}")]
+    Tls(String),
 }
 
 impl ConfigFile {
@@ -176,6 +197,7 @@ impl NodeConfig {
         file: ConfigFile,
     ) -> Result<NodeConfig, ConfigError> {
         let http_limits = http_limits(&file)?;
+        let tls = tls_files(&file)?;
         let data = data
             .or(file.data)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
@@ -205,7 +227,45 @@ impl NodeConfig {
             name,
             indexing_buffer_bytes,
             http_limits,
+            tls,
         })
+    }
+}
+
+/// The `tls.*` settings of `file`: none, or a certificate and its key (the rest optional).
+fn tls_files(file: &ConfigFile) -> Result<Option<TlsFiles>, ConfigError> {
+    let client_authentication = match file.tls_client_authentication.as_deref() {
+        None => ClientAuthentication::None,
+        Some(text) => ClientAuthentication::parse(text).ok_or_else(|| {
+            ConfigError::Tls(format!(
+                "tls.client_authentication [{text}]: expected none, optional or required"
+            ))
+        })?,
+    };
+    let certificate_authorities = file.tls_certificate_authorities.clone().unwrap_or_default();
+    match (&file.tls_certificate, &file.tls_key) {
+        (Some(certificate), Some(key)) => Ok(Some(TlsFiles {
+            certificate: certificate.clone(),
+            key: key.clone(),
+            certificate_authorities,
+            client_authentication,
+        })),
+        (None, None) => {
+            if !certificate_authorities.is_empty()
+                || client_authentication != ClientAuthentication::None
+            {
+                return Err(ConfigError::Tls(
+                    "tls.certificate_authorities and tls.client_authentication need tls.certificate and tls.key (--tls-cert, --tls-key)".to_string(),
+                ));
+            }
+            Ok(None)
+        }
+        (Some(_), None) => Err(ConfigError::Tls(
+            "tls.certificate is set but tls.key is not (--tls-key)".to_string(),
+        )),
+        (None, Some(_)) => Err(ConfigError::Tls(
+            "tls.key is set but tls.certificate is not (--tls-cert)".to_string(),
+        )),
     }
 }
 
@@ -299,6 +359,34 @@ mod tests {
             let file: ConfigFile = toml::from_str(bad).unwrap();
             let refused = NodeConfig::resolve(None, None, None, file);
             assert!(matches!(refused, Err(ConfigError::HttpLimit(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_its_key() {
+        let file: ConfigFile = toml::from_str(
+            "\"tls.certificate\" = \"n.crt\"\n\"tls.key\" = \"n.key\"\n\"tls.certificate_authorities\" = [\"ca.crt\"]\n\"tls.client_authentication\" = \"optional\"",
+        )
+        .unwrap();
+        let tls = NodeConfig::resolve(None, None, None, file)
+            .unwrap()
+            .tls
+            .unwrap();
+        assert_eq!(tls.certificate, PathBuf::from("n.crt"));
+        assert_eq!(tls.key, PathBuf::from("n.key"));
+        assert_eq!(tls.certificate_authorities, [PathBuf::from("ca.crt")]);
+        assert_eq!(tls.client_authentication, ClientAuthentication::Optional);
+        let none = NodeConfig::resolve(None, None, None, ConfigFile::default()).unwrap();
+        assert_eq!(none.tls, None);
+        for bad in [
+            "\"tls.certificate\" = \"n.crt\"",
+            "\"tls.key\" = \"n.key\"",
+            "\"tls.certificate_authorities\" = [\"ca.crt\"]",
+            "\"tls.certificate\" = \"n.crt\"\n\"tls.key\" = \"n.key\"\n\"tls.client_authentication\" = \"maybe\"",
+        ] {
+            let file: ConfigFile = toml::from_str(bad).unwrap();
+            let refused = NodeConfig::resolve(None, None, None, file);
+            assert!(matches!(refused, Err(ConfigError::Tls(_))), "{bad}");
         }
     }
 

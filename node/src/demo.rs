@@ -90,6 +90,7 @@ struct Cluster {
 
 impl Cluster {
     fn new(name: &'static str, node: &RunningNode) -> Result<Cluster, DemoError> {
+        tandem_transport::tls::install_default_provider();
         let http = reqwest::Client::builder()
             .timeout(STEP_TIMEOUT)
             .build()
@@ -435,6 +436,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
             name: name.to_string(),
             indexing_buffer_bytes: crate::config::default_indexing_buffer_bytes(),
             http_limits: crate::http::HttpLimits::default(),
+            tls: None,
         })
     };
     step("Two clusters on loopback");

@@ -10,6 +10,9 @@
 //! - a connection with no request in flight and no byte read or written for
 //!   [`HttpLimits::idle_timeout`] is closed; a request in flight (a follower's long poll, say)
 //!   is never cut by it;
+//! - with TLS configured, every connection speaks TLS: a client that does not complete the
+//!   handshake within [`HttpLimits::header_read_timeout`] is closed, as one that sends no
+//!   request head is, and a plain-text request is refused by the handshake (never served);
 //! - on shutdown, accepting stops, every connection finishes the request it is serving and
 //!   closes, and the server waits at most [`SHUTDOWN_DRAIN_TIMEOUT`] for them.
 
@@ -119,8 +122,10 @@ pub async fn serve(
     listener: TcpListener,
     app: NormalizedRouter,
     limits: HttpLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     assert!(limits.max_open_connections > 0, "checked when configured");
     let connections = Arc::new(Semaphore::new(limits.max_open_connections));
     let (shutdown, shutting_down) = watch::channel(false);
@@ -158,9 +163,9 @@ pub async fn serve(
                 continue;
             }
         };
-        let (app, shutting_down) = (app.clone(), shutting_down.clone());
+        let (app, shutting_down, tls) = (app.clone(), shutting_down.clone(), tls.clone());
         tokio::spawn(async move {
-            serve_connection(stream, app, limits, shutting_down).await;
+            accept_connection(stream, tls, app, limits, shutting_down).await;
             drop(permit);
         });
     }
@@ -284,21 +289,48 @@ impl AsyncWrite for Tracked {
     }
 }
 
-/// Serves one connection until it ends, times out, or the server shuts down.
-async fn serve_connection(
+/// Serves one accepted connection, after its TLS handshake when `tls` is given.
+async fn accept_connection(
     stream: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     app: NormalizedRouter,
     limits: HttpLimits,
-    mut shutting_down: watch::Receiver<bool>,
+    shutting_down: watch::Receiver<bool>,
 ) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "cannot set TCP_NODELAY");
     }
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked {
+    let tracked = Tracked {
         stream,
         activity: activity.clone(),
-    });
+    };
+    let Some(tls) = tls else {
+        return serve_connection(tracked, activity, app, limits, shutting_down).await;
+    };
+    let peer = tracked.stream.peer_addr().ok();
+    match tokio::time::timeout(limits.header_read_timeout, tls.accept(tracked)).await {
+        Ok(Ok(stream)) => serve_connection(stream, activity, app, limits, shutting_down).await,
+        Ok(Err(error)) => tracing::debug!(?peer, %error, "TLS handshake failed"),
+        Err(_) => tracing::debug!(
+            ?peer,
+            timeout = ?limits.header_read_timeout,
+            "TLS handshake timed out"
+        ),
+    }
+}
+
+/// Serves one connection until it ends, times out, or the server shuts down.
+async fn serve_connection<S>(
+    stream: S,
+    activity: Arc<Activity>,
+    app: NormalizedRouter,
+    limits: HttpLimits,
+    mut shutting_down: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(stream);
     let requests = activity.clone();
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {

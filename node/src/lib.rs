@@ -3,6 +3,7 @@
 //! The `tandem` binary's library: one process is one cluster of one node (DESIGN.md §5).
 //!
 //! - [`config`]: command line and TOML configuration.
+//! - [`certs`]: `tandem certs`, a CA and node certificates for the `tls.*` settings.
 //! - [`node`]: the node's parts (indices, leader side, followers, auto-follow) and their
 //!   persisted state.
 //! - [`rest`]: the Elasticsearch-compatible REST API (axum).
@@ -19,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod certs;
 pub mod cluster_settings;
 pub mod config;
 pub mod demo;

@@ -1,5 +1,6 @@
 //! The `tandem` binary: `tandem --data DIR --http 127.0.0.1:9200 --name NAME [--config FILE]`
-//! runs a node; `tandem demo` runs the CCR tutorial end to end with two nodes.
+//! runs a node; `tandem demo` runs the CCR tutorial end to end with two nodes; `tandem certs`
+//! makes a CA and node certificates for `--tls-cert`, `--tls-key` and `--tls-ca`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,9 +30,24 @@ struct Cli {
     /// Node and cluster name (default `tandem`).
     #[arg(long)]
     name: Option<String>,
-    /// TOML file with `data`, `http` and `name` (command-line flags win).
+    /// TOML file with `data`, `http`, `name` and the other settings (command-line flags win).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The node's TLS certificate chain (PEM): the HTTP port then speaks TLS only
+    /// (`tls.certificate`; make one with `tandem certs`).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM; `tls.key`).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// A CA certificate (PEM) trusted for remote clusters' certificates and for client
+    /// certificates; repeat for several (`tls.certificate_authorities`).
+    #[arg(long)]
+    tls_ca: Vec<PathBuf>,
+    /// Whether clients must present a certificate: none, optional or required
+    /// (`tls.client_authentication`).
+    #[arg(long)]
+    tls_client_auth: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +67,55 @@ enum Command {
         #[arg(long)]
         keep_data: Option<PathBuf>,
     },
+    /// Make a certificate authority (once per directory) and a certificate and key per node,
+    /// for `--tls-cert`, `--tls-key` and `--tls-ca`.
+    Certs {
+        /// Directory of the files (`ca.crt`, `ca.key`, `NODE.crt`, `NODE.key`).
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// A node to make a certificate for; repeat for several. The certificate also names
+        /// `localhost`, `127.0.0.1` and `::1`.
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+        /// A DNS name every node certificate holds besides; repeat for several.
+        #[arg(long)]
+        dns: Vec<String>,
+        /// An IP address every node certificate holds besides; repeat for several.
+        #[arg(long)]
+        ip: Vec<std::net::IpAddr>,
+        /// Days the certificates are valid.
+        #[arg(long, default_value_t = tandem_node::certs::DEFAULT_DAYS)]
+        days: u32,
+    },
+}
+
+fn certs(request: tandem_node::certs::CertsRequest) -> ExitCode {
+    match tandem_node::certs::make(&request) {
+        Ok(written) => {
+            let ca = written.ca_certificate.display();
+            if written.ca_created {
+                println!(
+                    "created the certificate authority {ca} (its key beside it: keep it private)"
+                );
+            } else {
+                println!("signed by the existing certificate authority {ca}");
+            }
+            for (certificate, key) in &written.nodes {
+                println!(
+                    "node certificate {}, key {}: start the node with --tls-cert {} --tls-key {} --tls-ca {ca}",
+                    certificate.display(),
+                    key.display(),
+                    certificate.display(),
+                    key.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("tandem certs: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -64,6 +129,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    tandem_transport::tls::install_default_provider();
     let cli = Cli::parse();
     // The demo prints its own story: only warnings from the nodes, unless RUST_LOG says more.
     let default_level = if cli.command.is_some() {
@@ -78,6 +144,22 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(Command::Certs {
+        out,
+        nodes,
+        dns,
+        ip,
+        days,
+    }) = cli.command
+    {
+        return certs(tandem_node::certs::CertsRequest {
+            out,
+            nodes,
+            dns,
+            ips: ip,
+            days,
+        });
+    }
     if let Some(Command::Demo {
         initial_docs,
         streamed_docs,
@@ -114,13 +196,20 @@ fn main() -> ExitCode {
         Some(limit) => tracing::debug!(limit, "open files limit"),
         None => tracing::warn!("the open files limit cannot be read"),
     }
-    let file = match cli.config.as_deref().map(ConfigFile::read).transpose() {
+    let mut file = match cli.config.as_deref().map(ConfigFile::read).transpose() {
         Ok(file) => file.unwrap_or_default(),
         Err(error) => {
             eprintln!("tandem: {error}");
             return ExitCode::from(2);
         }
     };
+    // TLS flags win over the file's `tls.*` keys.
+    file.tls_certificate = cli.tls_cert.or(file.tls_certificate);
+    file.tls_key = cli.tls_key.or(file.tls_key);
+    if !cli.tls_ca.is_empty() {
+        file.tls_certificate_authorities = Some(cli.tls_ca);
+    }
+    file.tls_client_authentication = cli.tls_client_auth.or(file.tls_client_authentication);
     let config = match NodeConfig::resolve(cli.data, cli.http, cli.name, file) {
         Ok(config) => config,
         Err(error) => {

@@ -27,7 +27,7 @@ use tandem_recovery::source::{RecoverySource, RecoverySourceSettings};
 use tandem_replication::auto_follow::AutoFollowCoordinator;
 use tandem_replication::follower_indices::FollowerIndices;
 use tandem_replication::remote::RemoteClusters;
-use tandem_transport::HttpLeaderClient;
+use tandem_transport::{HttpLeaderClient, HttpTransportSettings};
 use tokio::task::JoinHandle;
 
 use crate::cluster_settings::ClusterSettings;
@@ -75,6 +75,9 @@ pub enum NodeError {
     /// The persisted cluster settings cannot be applied.
     #[error("invalid cluster settings: {0}")]
     ClusterSettings(String),
+    /// The TLS files for connections to remote clusters cannot be used.
+    #[error("TLS for remote clusters: {0}")]
+    Tls(#[from] tandem_transport::tls::TlsError),
     /// A task opening the node panicked or was cancelled.
     #[error("{context} failed: {source}")]
     Task {
@@ -133,6 +136,8 @@ pub struct Node {
     /// The HTTP client of each registered remote cluster (the same object `remotes` hands
     /// out), kept to re-point it when the cluster's addresses change.
     remote_clients: parking_lot::Mutex<BTreeMap<String, Arc<HttpLeaderClient>>>,
+    /// How remote clusters are reached.
+    remote_tls: RemoteTls,
     background: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -162,9 +167,10 @@ impl Node {
         let source = RecoverySource::new(RecoverySourceSettings::default());
         let reaper = source.spawn_idle_reaper();
         let leader = InProcessLeaderClient::over_indices(indices.clone(), source);
+        let remote_tls = RemoteTls::of(&config)?;
         let remotes = Arc::new(RemoteClusters::new());
         let mut remote_clients = BTreeMap::new();
-        connect_remotes(&remotes, &settings, &mut remote_clients)
+        connect_remotes(&remotes, &settings, &remote_tls, &mut remote_clients)
             .map_err(|error| NodeError::ClusterSettings(error.to_string()))?;
         let recovery = settings
             .recovery_settings()
@@ -206,6 +212,7 @@ impl Node {
             auto_follow,
             cluster_settings: tokio::sync::Mutex::new(settings),
             remote_clients: parking_lot::Mutex::new(remote_clients),
+            remote_tls,
             background: parking_lot::Mutex::new(vec![reaper, poller, resumer, repairer, buffer]),
         }))
     }
@@ -243,7 +250,12 @@ impl Node {
         }
         let recovery = next.recovery_settings()?;
         let max_shards = next.max_shards_per_node()?;
-        connect_remotes(&self.remotes, &next, &mut self.remote_clients.lock())?;
+        connect_remotes(
+            &self.remotes,
+            &next,
+            &self.remote_tls,
+            &mut self.remote_clients.lock(),
+        )?;
         self.followers
             .set_recovery_settings(recovery)
             .map_err(|error| RestError::illegal_argument(error.to_string()))?;
@@ -283,10 +295,17 @@ impl Node {
 fn connect_remotes(
     remotes: &RemoteClusters,
     settings: &ClusterSettings,
+    tls: &RemoteTls,
     clients: &mut BTreeMap<String, Arc<HttpLeaderClient>>,
 ) -> Result<(), RestError> {
     let configured = settings.remote_clusters()?;
     for remote in &configured {
+        if let RemoteTls::Unverifiable = tls {
+            return Err(RestError::illegal_argument(format!(
+                "cannot connect to remote cluster [{}]: this node speaks TLS but has no tls.certificate_authorities to verify the remote cluster's certificate",
+                remote.alias
+            )));
+        }
         let addresses = remote.addresses();
         match clients.get(&remote.alias) {
             Some(client) if client.addresses() == addresses => {}
@@ -296,7 +315,11 @@ fn connect_remotes(
             }
             None => {
                 tracing::info!(alias = %remote.alias, ?addresses, "remote cluster configured");
-                let client = Arc::new(HttpLeaderClient::new(addresses));
+                let client = Arc::new(HttpLeaderClient::with_tls(
+                    addresses,
+                    HttpTransportSettings::default(),
+                    tls.client_config(),
+                ));
                 remotes.set(remote.alias.clone(), client.clone());
                 clients.insert(remote.alias.clone(), client);
             }
@@ -311,6 +334,38 @@ fn connect_remotes(
         kept
     });
     Ok(())
+}
+
+/// How a node reaches remote clusters: plain HTTP when it does not speak TLS itself, TLS
+/// verified against its certificate authorities (presenting its own certificate) when it does.
+enum RemoteTls {
+    Plain,
+    Verified(Box<rustls::ClientConfig>),
+    /// The node speaks TLS but trusts no certificate authority: no remote can be verified.
+    Unverifiable,
+}
+
+impl RemoteTls {
+    fn of(config: &NodeConfig) -> Result<RemoteTls, NodeError> {
+        let Some(files) = &config.tls else {
+            return Ok(RemoteTls::Plain);
+        };
+        if files.certificate_authorities.is_empty() {
+            return Ok(RemoteTls::Unverifiable);
+        }
+        let client = tandem_transport::tls::client_config(
+            &files.certificate_authorities,
+            Some((&files.certificate, &files.key)),
+        )?;
+        Ok(RemoteTls::Verified(Box::new(client)))
+    }
+
+    fn client_config(&self) -> Option<rustls::ClientConfig> {
+        match self {
+            RemoteTls::Verified(config) => Some(config.as_ref().clone()),
+            RemoteTls::Plain | RemoteTls::Unverifiable => None,
+        }
+    }
 }
 
 fn load_identity(

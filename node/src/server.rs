@@ -13,6 +13,8 @@ use crate::node::{Node, NodeError};
 /// The line a node prints once it listens, followed by its address (tests and the demo read
 /// it to learn a port picked by the OS).
 pub const LISTENING_PREFIX: &str = "tandem listening on http://";
+/// [`LISTENING_PREFIX`] of a node whose HTTP port speaks TLS.
+pub const LISTENING_TLS_PREFIX: &str = "tandem listening on https://";
 
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,9 @@ pub enum ServeError {
     /// The node could not open.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// The TLS files cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] tandem_transport::tls::TlsError),
     /// The HTTP address cannot be bound, or the server failed.
     #[error("http server on [{address}]: {source}")]
     Http {
@@ -37,6 +42,8 @@ pub struct RunningNode {
     pub node: Arc<Node>,
     /// The address it listens on.
     pub address: SocketAddr,
+    /// Whether the HTTP port speaks TLS.
+    pub tls: bool,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -44,6 +51,12 @@ pub struct RunningNode {
 impl RunningNode {
     /// Opens the node of `config` and serves it in the background.
     pub async fn start(config: NodeConfig) -> Result<RunningNode, ServeError> {
+        // Before anything binds or opens: a bad certificate is a refusal to start.
+        let tls = config
+            .tls
+            .as_ref()
+            .map(tandem_transport::tls::server_config)
+            .transpose()?;
         let listener = bind(config.http).await?;
         let address = listener.local_addr().map_err(|source| ServeError::Http {
             address: config.http,
@@ -53,20 +66,23 @@ impl RunningNode {
         let node = Node::open(config).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = crate::rest::normalized(node.clone());
-        let server = tokio::spawn(crate::http::serve(listener, app, limits, async {
+        let serves_tls = tls.is_some();
+        let server = tokio::spawn(crate::http::serve(listener, app, limits, tls, async {
             let _ = stopped.await;
         }));
         Ok(RunningNode {
             node,
             address,
+            tls: serves_tls,
             stop: Some(stop),
             server,
         })
     }
 
-    /// The base URL, `http://127.0.0.1:PORT`.
+    /// The base URL, `http://127.0.0.1:PORT` (`https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.address)
     }
 
     /// Stops serving (requests in flight finish), then shuts the node down.
@@ -90,11 +106,17 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Http { address, source })
 }
 
-/// Runs a node until `shutdown` completes: prints [`LISTENING_PREFIX`] and the address once
+/// Runs a node until `shutdown` completes: prints [`LISTENING_PREFIX`] (or
+/// [`LISTENING_TLS_PREFIX`]) and the address once
 /// bound, then serves; on shutdown, finishes requests in flight and shuts the node down.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let running = RunningNode::start(config).await?;
-    println!("{LISTENING_PREFIX}{}", running.address);
+    let prefix = if running.tls {
+        LISTENING_TLS_PREFIX
+    } else {
+        LISTENING_PREFIX
+    };
+    println!("{prefix}{}", running.address);
     tracing::info!(address = %running.address, name = %running.node.config.name, "node started");
     shutdown.await;
     tracing::info!("shutting down");

@@ -22,6 +22,7 @@ async fn start(dir: &std::path::Path, limits: HttpLimits) -> RunningNode {
         name: "connections".to_string(),
         indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
         http_limits: limits,
+        tls: None,
     })
     .await
     .expect("node starts")

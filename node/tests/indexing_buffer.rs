@@ -23,6 +23,7 @@ async fn a_bulk_load_with_refresh_disabled_stays_within_the_indexing_buffer() {
         name: "node".to_string(),
         indexing_buffer_bytes: BUDGET,
         http_limits: tandem_node::http::HttpLimits::default(),
+        tls: None,
     })
     .await
     .unwrap();

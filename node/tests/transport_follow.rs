@@ -177,6 +177,7 @@ async fn a_follower_recovers_and_replicates_over_http() {
         name: "follower".to_string(),
         indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
         http_limits: tandem_node::http::HttpLimits::default(),
+        tls: None,
     })
     .await
     .unwrap();

@@ -138,6 +138,9 @@ pub struct HttpLeaderClient {
     settings: HttpTransportSettings,
     /// Index into `addresses` of the address that last connected.
     preferred: AtomicUsize,
+    /// The scheme of an address given without one: `https` when the client was built with a
+    /// TLS configuration.
+    default_scheme: &'static str,
 }
 
 /// How an answer's body is read back.
@@ -170,6 +173,19 @@ impl HttpLeaderClient {
         addresses: Vec<String>,
         settings: HttpTransportSettings,
     ) -> HttpLeaderClient {
+        HttpLeaderClient::with_tls(addresses, settings, None)
+    }
+
+    /// A client that reaches the leader over TLS when `tls` is given (see [`crate::tls`]):
+    /// addresses without a scheme are dialled as `https://`, and the leader's certificate must
+    /// verify against the configuration's certificate authorities and name the address.
+    pub fn with_tls(
+        addresses: Vec<String>,
+        settings: HttpTransportSettings,
+        tls: Option<rustls::ClientConfig>,
+    ) -> HttpLeaderClient {
+        crate::tls::install_default_provider();
+        let default_scheme = if tls.is_some() { "https" } else { "http" };
         let builder = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .pool_max_idle_per_host(settings.max_idle_connections_per_address)
@@ -180,6 +196,10 @@ impl HttpLeaderClient {
             .no_proxy();
         #[cfg(target_os = "linux")]
         let builder = builder.tcp_user_timeout(TCP_USER_TIMEOUT);
+        let builder = match tls {
+            Some(config) => builder.use_preconfigured_tls(config),
+            None => builder,
+        };
         let http = builder
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", describe(&e)));
@@ -188,6 +208,7 @@ impl HttpLeaderClient {
             http,
             settings,
             preferred: AtomicUsize::new(0),
+            default_scheme,
         }
     }
 
@@ -204,12 +225,12 @@ impl HttpLeaderClient {
         self.preferred.store(0, Ordering::Relaxed);
     }
 
-    fn url(address: &str, path: &str) -> String {
+    fn url(address: &str, path: &str, default_scheme: &str) -> String {
         let address = address.trim_end_matches('/');
         if address.starts_with("http://") || address.starts_with("https://") {
             format!("{address}{path}")
         } else {
-            format!("http://{address}{path}")
+            format!("{default_scheme}://{address}{path}")
         }
     }
 
@@ -238,7 +259,7 @@ impl HttpLeaderClient {
             let at = (first + attempt) % addresses.len();
             let address = &addresses[at];
             let sending = http
-                .post(Self::url(address, path))
+                .post(Self::url(address, path, self.default_scheme))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .timeout(timeout)
                 .body(body.clone())
@@ -574,11 +595,15 @@ mod tests {
     #[test]
     fn addresses_become_urls() {
         assert_eq!(
-            HttpLeaderClient::url("127.0.0.1:9300", "/p"),
+            HttpLeaderClient::url("127.0.0.1:9300", "/p", "http"),
             "http://127.0.0.1:9300/p"
         );
         assert_eq!(
-            HttpLeaderClient::url("http://leader:9200/", "/p"),
+            HttpLeaderClient::url("127.0.0.1:9300", "/p", "https"),
+            "https://127.0.0.1:9300/p"
+        );
+        assert_eq!(
+            HttpLeaderClient::url("http://leader:9200/", "/p", "https"),
             "http://leader:9200/p"
         );
         let client = HttpLeaderClient::new(vec!["a:1".into(), "b:2".into()]);

@@ -9,6 +9,8 @@
 //!   into its REST router);
 //! - [`client`]: [`HttpLeaderClient`], the follower side, a [`LeaderClient`] over a pooled
 //!   HTTP client that fails over between the remote cluster's addresses;
+//! - [`tls`]: rustls configurations from PEM files, for the node's HTTP port (server) and
+//!   for [`HttpLeaderClient`]s of remote clusters (client);
 //! - `fuzzing` (with the `fuzzing` feature): the body of the `wire_frame` fuzz target;
 //! - [`wire`]: what travels: the leader API's own request types as JSON, JSON answers for
 //!   metadata and sessions, a checksummed compressed frame for shard changes, raw (optionally
@@ -35,6 +37,7 @@ pub mod client;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod server;
+pub mod tls;
 pub mod wire;
 
 pub use client::{HttpLeaderClient, HttpTransportSettings};

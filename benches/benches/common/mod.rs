@@ -19,6 +19,7 @@ pub fn start_node(runtime: &Runtime, data: PathBuf, name: &str) -> RunningNode {
             name: name.to_string(),
             indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
             http_limits: tandem_node::http::HttpLimits::default(),
+            tls: None,
         }))
         .unwrap_or_else(|error| panic!("starting node [{name}]: {error}"))
 }
@@ -32,6 +33,7 @@ pub struct Rest {
 
 impl Rest {
     pub fn new(url: String) -> Rest {
+        tandem_transport::tls::install_default_provider();
         Rest {
             http: reqwest::Client::new(),
             url,

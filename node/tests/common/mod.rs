@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tandem_node::server::LISTENING_PREFIX;
+use tandem_node::server::{LISTENING_PREFIX, LISTENING_TLS_PREFIX};
 
 /// How long a node may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,9 +31,15 @@ impl TandemProcess {
     /// Starts a node on a given address (a restart keeps its port, so followers' remote
     /// cluster settings stay valid).
     pub fn start_on(name: &str, data: &Path, http: &str) -> TandemProcess {
+        TandemProcess::start_with(name, data, http, &[])
+    }
+
+    /// Starts a node with extra command-line arguments (`--tls-cert`, ...).
+    pub fn start_with(name: &str, data: &Path, http: &str, args: &[&str]) -> TandemProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .args(["--name", name, "--http", http, "--data"])
             .arg(data)
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -44,12 +50,14 @@ impl TandemProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(address) = line.strip_prefix(LISTENING_PREFIX) {
-                    let _ = sender.send(address.to_string());
+                    let _ = sender.send(format!("http://{address}"));
+                } else if let Some(address) = line.strip_prefix(LISTENING_TLS_PREFIX) {
+                    let _ = sender.send(format!("https://{address}"));
                 }
             }
         });
-        let address = match receiver.recv_timeout(START_TIMEOUT) {
-            Ok(address) => address,
+        let url = match receiver.recv_timeout(START_TIMEOUT) {
+            Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
                 panic!("tandem [{name}] did not start listening within {START_TIMEOUT:?}");
@@ -58,7 +66,7 @@ impl TandemProcess {
         TandemProcess {
             name: name.to_string(),
             data: data.to_path_buf(),
-            url: format!("http://{address}"),
+            url,
             child,
         }
     }
@@ -70,7 +78,9 @@ impl TandemProcess {
 
     /// The `host:port` it listens on.
     pub fn address(&self) -> &str {
-        self.url.trim_start_matches("http://")
+        self.url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
     }
 
     /// SIGKILL, and wait for the process to be gone.
@@ -126,10 +136,23 @@ pub struct Answer {
 
 impl EsClient {
     pub fn new(base: &str) -> EsClient {
+        tandem_transport::tls::install_default_provider();
         EsClient {
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// A client over TLS with `config` (its trusted CAs, and its certificate if any).
+    pub fn with_tls(base: &str, config: rustls::ClientConfig) -> EsClient {
+        EsClient {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .use_preconfigured_tls(config)
                 .build()
                 .expect("client"),
         }
@@ -198,17 +221,23 @@ impl EsClient {
     }
 }
 
-/// A node in this process on a free loopback port, its data in `dir/<name>`.
-pub async fn start_in_process(name: &str, dir: &Path) -> tandem_node::server::RunningNode {
-    tandem_node::server::RunningNode::start(tandem_node::config::NodeConfig {
+/// The configuration of a node on a free loopback port, its data in `dir/<name>`.
+pub fn in_process_config(name: &str, dir: &Path) -> tandem_node::config::NodeConfig {
+    tandem_node::config::NodeConfig {
         data: dir.join(name),
         http: "127.0.0.1:0".parse().expect("a loopback address"),
         name: name.to_string(),
         indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
         http_limits: tandem_node::http::HttpLimits::default(),
-    })
-    .await
-    .expect("starting an in-process node")
+        tls: None,
+    }
+}
+
+/// A node in this process on a free loopback port, its data in `dir/<name>`.
+pub async fn start_in_process(name: &str, dir: &Path) -> tandem_node::server::RunningNode {
+    tandem_node::server::RunningNode::start(in_process_config(name, dir))
+        .await
+        .expect("starting an in-process node")
 }
 
 /// Two nodes in this process, `leader` and `follower`, with their clients; the follower
