@@ -195,6 +195,8 @@ fn main() {
             indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
             http_limits: tandem_node::http::HttpLimits::default(),
             tls: None,
+            security: false,
+            insecure: false,
         })
         .await
         .expect("the node starts")

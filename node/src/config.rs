@@ -35,6 +35,10 @@ pub struct NodeConfig {
     pub http_limits: HttpLimits,
     /// TLS on the HTTP port and to remote clusters, when configured.
     pub tls: Option<TlsFiles>,
+    /// `security.enabled`: every request must authenticate (see `crate::security`).
+    pub security: bool,
+    /// `--insecure`: the node may bind a non-loopback address without TLS and security.
+    pub insecure: bool,
 }
 
 /// Smallest indexing buffer a percentage resolves to (Elasticsearch's
@@ -135,6 +139,11 @@ pub struct ConfigFile {
     /// `tls.client_authentication`: `none` (default), `optional` or `required`.
     #[serde(rename = "tls.client_authentication")]
     pub tls_client_authentication: Option<String>,
+    /// `security.enabled`: authentication and authorization of every request (default false).
+    #[serde(rename = "security.enabled")]
+    pub security_enabled: Option<bool>,
+    /// `insecure`: allow a non-loopback HTTP address without TLS and security.
+    pub insecure: Option<bool>,
 }
 
 /// A configuration the node cannot start with.
@@ -172,6 +181,9 @@ pub enum ConfigError {
     /// The `tls.*` settings are incomplete or invalid.
     #[error("invalid TLS settings: {0}")]
     Tls(String),
+    /// A non-loopback address without TLS and security.
+    #[error("refusing to bind [{0}] without TLS and security: anyone who reaches it could read and delete every index. Configure TLS (--tls-cert, --tls-key; `tandem certs` makes them) and security (--security), bind a loopback address, or start with --insecure to accept the risk")]
+    Insecure(SocketAddr),
 }
 
 impl ConfigFile {
@@ -221,6 +233,12 @@ impl NodeConfig {
             Some(size) => parse_indexing_buffer(size)?,
             None => default_indexing_buffer_bytes(),
         };
+        let security = file.security_enabled.unwrap_or(false);
+        let insecure = file.insecure.unwrap_or(false);
+        let protected = tls.is_some() && security;
+        if !(http.ip().is_loopback() || protected || insecure) {
+            return Err(ConfigError::Insecure(http));
+        }
         Ok(NodeConfig {
             data,
             http,
@@ -228,6 +246,8 @@ impl NodeConfig {
             indexing_buffer_bytes,
             http_limits,
             tls,
+            security,
+            insecure,
         })
     }
 }
@@ -388,6 +408,23 @@ mod tests {
             let refused = NodeConfig::resolve(None, None, None, file);
             assert!(matches!(refused, Err(ConfigError::Tls(_))), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_non_loopback_address_needs_tls_and_security_or_insecure() {
+        let file = |text: &str| toml::from_str::<ConfigFile>(text).unwrap();
+        let tls = "\"tls.certificate\" = \"n.crt\"\n\"tls.key\" = \"n.key\"\n";
+        let open = Some("0.0.0.0:9200".to_string());
+        for refused in ["", tls, "\"security.enabled\" = true"] {
+            let result = NodeConfig::resolve(None, open.clone(), None, file(refused));
+            assert!(matches!(result, Err(ConfigError::Insecure(_))), "{refused}");
+        }
+        let secure = format!("{tls}\"security.enabled\" = true");
+        NodeConfig::resolve(None, open.clone(), None, file(&secure)).unwrap();
+        let insecure = NodeConfig::resolve(None, open, None, file("insecure = true")).unwrap();
+        assert!(insecure.insecure);
+        let loopback = NodeConfig::resolve(None, Some("[::1]:0".into()), None, file("")).unwrap();
+        assert!(!loopback.security);
     }
 
     #[test]

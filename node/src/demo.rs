@@ -437,6 +437,8 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
             indexing_buffer_bytes: crate::config::default_indexing_buffer_bytes(),
             http_limits: crate::http::HttpLimits::default(),
             tls: None,
+            security: false,
+            insecure: false,
         })
     };
     step("Two clusters on loopback");

@@ -8,6 +8,7 @@
 //!   persisted state.
 //! - [`rest`]: the Elasticsearch-compatible REST API (axum).
 //! - [`error`]: REST errors in Elasticsearch's shape.
+//! - [`security`]: authentication (users, Basic credentials) when `security.enabled`.
 //! - [`indexing_buffer`]: keeps the node's unrefreshed operations within a byte budget.
 //! - [`server`]: binding, serving, graceful shutdown.
 //! - [`shard_failures`]: reopens indices whose shards failed.
@@ -31,5 +32,6 @@ pub mod http;
 pub mod indexing_buffer;
 pub mod node;
 pub mod rest;
+pub mod security;
 pub mod server;
 pub mod shard_failures;

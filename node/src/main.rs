@@ -22,7 +22,7 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Data directory (default `data`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     data: Option<PathBuf>,
     /// HTTP address (default 127.0.0.1:9200; port 0 picks a free one).
     #[arg(long)]
@@ -31,7 +31,7 @@ struct Cli {
     #[arg(long)]
     name: Option<String>,
     /// TOML file with `data`, `http`, `name` and the other settings (command-line flags win).
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// The node's TLS certificate chain (PEM): the HTTP port then speaks TLS only
     /// (`tls.certificate`; make one with `tandem certs`).
@@ -48,6 +48,13 @@ struct Cli {
     /// (`tls.client_authentication`).
     #[arg(long)]
     tls_client_auth: Option<String>,
+    /// Every request must authenticate (`security.enabled`); the first start creates the
+    /// `elastic` superuser and prints its password once.
+    #[arg(long)]
+    security: bool,
+    /// Allow a non-loopback `--http` address without TLS and security (logged at every start).
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +73,12 @@ enum Command {
         /// Keep the two data directories here (default: a temporary directory).
         #[arg(long)]
         keep_data: Option<PathBuf>,
+    },
+    /// Manage the users of the data directory (`--data`), node running or not.
+    Users {
+        /// What to do.
+        #[command(subcommand)]
+        action: UsersAction,
     },
     /// Make a certificate authority (once per directory) and a certificate and key per node,
     /// for `--tls-cert`, `--tls-key` and `--tls-ca`.
@@ -87,6 +100,132 @@ enum Command {
         #[arg(long, default_value_t = tandem_node::certs::DEFAULT_DAYS)]
         days: u32,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersAction {
+    /// Add a user.
+    Add {
+        /// The user name.
+        name: String,
+        /// The password (read from standard input when not given).
+        #[arg(short, long)]
+        password: Option<String>,
+        /// Comma-separated roles (`superuser` holds every privilege).
+        #[arg(short, long, value_delimiter = ',')]
+        roles: Vec<String>,
+    },
+    /// Change a user's password.
+    Passwd {
+        /// The user name.
+        name: String,
+        /// The new password (read from standard input when not given).
+        #[arg(short, long)]
+        password: Option<String>,
+    },
+    /// Remove a user.
+    Remove {
+        /// The user name.
+        name: String,
+    },
+    /// List the users and their roles.
+    List,
+}
+
+/// The password of `--password`, or a line of standard input.
+fn password_argument(given: Option<String>) -> Result<String, String> {
+    if let Some(password) = given {
+        return Ok(password);
+    }
+    eprint!("password: ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|error| format!("cannot read the password: {error}"))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn users(data: PathBuf, action: UsersAction) -> ExitCode {
+    use tandem_node::security::{
+        secrets, superuser, users::check_username, SecurityError, UserStore,
+    };
+    let result = (|| -> Result<String, String> {
+        let store = UserStore::open(tandem_engine::storage::real(), &data)
+            .map_err(|error| error.to_string())?;
+        match action {
+            UsersAction::Add {
+                name,
+                password,
+                roles,
+            } => {
+                check_username(&name).map_err(|error| error.to_string())?;
+                let password = password_argument(password)?;
+                secrets::check_new_password(&password)?;
+                let mut user = superuser(&password);
+                user.roles = roles;
+                store
+                    .update(|users| {
+                        if users.contains_key(&name) {
+                            return Err(SecurityError::Refused(format!(
+                                "user [{name}] already exists; change its password with `tandem users passwd {name}`"
+                            )));
+                        }
+                        users.insert(name.clone(), user);
+                        Ok(())
+                    })
+                    .map_err(|error| error.to_string())?;
+                Ok(format!("added user [{name}]"))
+            }
+            UsersAction::Passwd { name, password } => {
+                let password = password_argument(password)?;
+                secrets::check_new_password(&password)?;
+                let hash = secrets::hash_password(&password);
+                store
+                    .update(|users| match users.get_mut(&name) {
+                        Some(user) => {
+                            user.password_hash = hash;
+                            Ok(())
+                        }
+                        None => Err(SecurityError::Refused(format!(
+                            "user [{name}] does not exist"
+                        ))),
+                    })
+                    .map_err(|error| error.to_string())?;
+                Ok(format!("changed the password of [{name}]"))
+            }
+            UsersAction::Remove { name } => {
+                store
+                    .update(|users| match users.remove(&name) {
+                        Some(_) => Ok(()),
+                        None => Err(SecurityError::Refused(format!(
+                            "user [{name}] does not exist"
+                        ))),
+                    })
+                    .map_err(|error| error.to_string())?;
+                Ok(format!("removed user [{name}]"))
+            }
+            UsersAction::List => {
+                let users = store.all().map_err(|error| error.to_string())?;
+                Ok(users
+                    .iter()
+                    .map(|(name, user)| format!("{name}: {}", user.roles.join(",")))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            }
+        }
+    })();
+    match result {
+        Ok(message) => {
+            if !message.is_empty() {
+                println!("{message}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("tandem users: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn certs(request: tandem_node::certs::CertsRequest) -> ExitCode {
@@ -144,6 +283,20 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(Command::Users { action }) = cli.command {
+        let file = match cli.config.as_deref().map(ConfigFile::read).transpose() {
+            Ok(file) => file.unwrap_or_default(),
+            Err(error) => {
+                eprintln!("tandem: {error}");
+                return ExitCode::from(2);
+            }
+        };
+        let data = cli
+            .data
+            .or(file.data)
+            .unwrap_or_else(|| PathBuf::from(tandem_node::config::DEFAULT_DATA));
+        return users(data, action);
+    }
     if let Some(Command::Certs {
         out,
         nodes,
@@ -210,6 +363,12 @@ fn main() -> ExitCode {
         file.tls_certificate_authorities = Some(cli.tls_ca);
     }
     file.tls_client_authentication = cli.tls_client_auth.or(file.tls_client_authentication);
+    if cli.security {
+        file.security_enabled = Some(true);
+    }
+    if cli.insecure {
+        file.insecure = Some(true);
+    }
     let config = match NodeConfig::resolve(cli.data, cli.http, cli.name, file) {
         Ok(config) => config,
         Err(error) => {

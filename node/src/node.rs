@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use crate::cluster_settings::ClusterSettings;
 use crate::config::NodeConfig;
 use crate::error::RestError;
+use crate::security::{Bootstrap, Security, SecurityError};
 
 /// File of the node's identity.
 const NODE_FILE: &str = "node.json";
@@ -78,6 +79,9 @@ pub enum NodeError {
     /// The TLS files for connections to remote clusters cannot be used.
     #[error("TLS for remote clusters: {0}")]
     Tls(#[from] tandem_transport::tls::TlsError),
+    /// The security files cannot be used.
+    #[error("security: {0}")]
+    Security(#[from] SecurityError),
     /// A task opening the node panicked or was cancelled.
     #[error("{context} failed: {source}")]
     Task {
@@ -138,6 +142,10 @@ pub struct Node {
     remote_clients: parking_lot::Mutex<BTreeMap<String, Arc<HttpLeaderClient>>>,
     /// How remote clusters are reached.
     remote_tls: RemoteTls,
+    /// Authentication: whether it is on, and the users.
+    pub security: Arc<Security>,
+    /// The `elastic` password a first start with security on generated, until printed.
+    bootstrap: parking_lot::Mutex<Option<Bootstrap>>,
     background: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -148,21 +156,24 @@ impl Node {
         let data = config.data.clone();
         // Creating the directory, writing a new identity and opening the indices block on the
         // disk: they run on the blocking pool, not on a runtime worker.
-        let (opened, name) = (data.clone(), config.name.clone());
-        let (identity, indices, settings) = tokio::task::spawn_blocking(move || {
-            // The node runs on the file system; the storage seam is for tests and embedders.
-            let storage = tandem_engine::storage::real();
-            durable_file::create_dir_all(&*storage, &opened).map_err(NodeError::from)?;
-            let identity = load_identity(&*storage, &opened, &name)?;
-            let settings = ClusterSettings::load(&*storage, &opened)?;
-            let indices = Indices::open_on(storage, &opened)?;
-            Ok::<_, NodeError>((identity, indices, settings))
-        })
-        .await
-        .map_err(|source| NodeError::Task {
-            context: "opening the data directory",
-            source,
-        })??;
+        let (opened, name, secure) = (data.clone(), config.name.clone(), config.security);
+        let (identity, indices, settings, (security, bootstrap)) =
+            tokio::task::spawn_blocking(move || {
+                // The node runs on the file system; the storage seam is for tests and embedders.
+                let storage = tandem_engine::storage::real();
+                durable_file::create_dir_all(&*storage, &opened).map_err(NodeError::from)?;
+                let identity = load_identity(&*storage, &opened, &name)?;
+                let settings = ClusterSettings::load(&*storage, &opened)?;
+                // Hashing the first password takes a moment: here, on the blocking pool.
+                let security = Security::open(storage.clone(), &opened, secure)?;
+                let indices = Indices::open_on(storage, &opened)?;
+                Ok::<_, NodeError>((identity, indices, settings, security))
+            })
+            .await
+            .map_err(|source| NodeError::Task {
+                context: "opening the data directory",
+                source,
+            })??;
         let indices = Arc::new(indices);
         let source = RecoverySource::new(RecoverySourceSettings::default());
         let reaper = source.spawn_idle_reaper();
@@ -213,8 +224,16 @@ impl Node {
             cluster_settings: tokio::sync::Mutex::new(settings),
             remote_clients: parking_lot::Mutex::new(remote_clients),
             remote_tls,
+            security: Arc::new(security),
+            bootstrap: parking_lot::Mutex::new(bootstrap),
             background: parking_lot::Mutex::new(vec![reaper, poller, resumer, repairer, buffer]),
         }))
+    }
+
+    /// The `elastic` user's first password, once: `Some` after the start that created it
+    /// (generated, or taken from `ELASTIC_PASSWORD`), `None` afterwards.
+    pub fn take_bootstrap_password(&self) -> Option<Bootstrap> {
+        self.bootstrap.lock().take()
     }
 
     /// The cluster settings as they are now.

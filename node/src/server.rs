@@ -62,6 +62,13 @@ impl RunningNode {
             address: config.http,
             source,
         })?;
+        let protected = tls.is_some() && config.security;
+        if config.insecure && !(config.http.ip().is_loopback() || protected) {
+            tracing::warn!(
+                address = %config.http,
+                "--insecure: serving a non-loopback address without TLS and security; anyone who reaches it can read and delete every index"
+            );
+        }
         let limits = config.http_limits;
         let node = Node::open(config).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -117,6 +124,16 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         LISTENING_PREFIX
     };
     println!("{prefix}{}", running.address);
+    match running.node.take_bootstrap_password() {
+        Some(crate::security::Bootstrap::Generated(password)) => println!(
+            "tandem security: created the [elastic] superuser. Its password, shown once (change it with `tandem users passwd elastic`):\n\n  {password}\n"
+        ),
+        Some(crate::security::Bootstrap::FromEnvironment) => println!(
+            "tandem security: created the [elastic] superuser with the password of {}",
+            crate::security::ELASTIC_PASSWORD_ENV
+        ),
+        None => {}
+    }
     tracing::info!(address = %running.address, name = %running.node.config.name, "node started");
     shutdown.await;
     tracing::info!("shutting down");

@@ -23,6 +23,8 @@ async fn start(dir: &std::path::Path, limits: HttpLimits) -> RunningNode {
         indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
         http_limits: limits,
         tls: None,
+        security: false,
+        insecure: false,
     })
     .await
     .expect("node starts")

@@ -24,6 +24,8 @@ async fn a_bulk_load_with_refresh_disabled_stays_within_the_indexing_buffer() {
         indexing_buffer_bytes: BUDGET,
         http_limits: tandem_node::http::HttpLimits::default(),
         tls: None,
+        security: false,
+        insecure: false,
     })
     .await
     .unwrap();

@@ -178,6 +178,8 @@ async fn a_follower_recovers_and_replicates_over_http() {
         indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
         http_limits: tandem_node::http::HttpLimits::default(),
         tls: None,
+        security: false,
+        insecure: false,
     })
     .await
     .unwrap();

@@ -20,6 +20,8 @@ pub fn start_node(runtime: &Runtime, data: PathBuf, name: &str) -> RunningNode {
             indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
             http_limits: tandem_node::http::HttpLimits::default(),
             tls: None,
+            security: false,
+            insecure: false,
         }))
         .unwrap_or_else(|error| panic!("starting node [{name}]: {error}"))
 }

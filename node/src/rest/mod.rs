@@ -26,10 +26,11 @@ pub mod params;
 pub mod recovery;
 pub mod root;
 pub mod search;
+pub mod security;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -60,11 +61,39 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(ccr::routes())
         .merge(cluster::routes())
         .merge(recovery::routes())
+        .merge(security::routes())
         .merge(tandem_transport::router(Arc::new(node.leader.clone())))
         .fallback(no_handler)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            authenticate,
+        ))
         .layer(axum::middleware::from_fn(elasticsearch_conventions))
         .with_state(node)
+}
+
+/// With security on, authenticates the request before any handler runs (a 401 otherwise) and
+/// hands its [`Principal`](crate::security::Principal) to the handlers as an extension.
+async fn authenticate(State(node): State<NodeState>, mut request: Request, next: Next) -> Response {
+    if !node.security.enabled() {
+        return next.run(request).await;
+    }
+    let security = node.security.clone();
+    let headers = request.headers().clone();
+    let path = request.uri().path().to_string();
+    // An argon2 verification takes tens of milliseconds: not on a runtime worker.
+    let checked = tokio::task::spawn_blocking(move || security.authenticate(&headers, &path)).await;
+    match checked {
+        Ok(Ok(principal)) => {
+            request.extensions_mut().insert(Arc::new(principal));
+            next.run(request).await
+        }
+        Ok(Err(error)) => crate::security::unauthorized_response(error),
+        Err(error) => {
+            RestError::internal(format!("authentication failed: {error}")).into_response()
+        }
+    }
 }
 
 /// [`router`] behind the request rewrite of [`service`].

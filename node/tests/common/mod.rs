@@ -20,6 +20,8 @@ pub struct TandemProcess {
     pub data: PathBuf,
     pub url: String,
     child: Child,
+    /// Every line the process printed on stdout so far.
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl TandemProcess {
@@ -47,8 +49,11 @@ impl TandemProcess {
             .expect("spawn tandem");
         let stdout = child.stdout.take().expect("stdout");
         let (sender, receiver) = mpsc::channel();
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = printed.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
                 if let Some(address) = line.strip_prefix(LISTENING_PREFIX) {
                     let _ = sender.send(format!("http://{address}"));
                 } else if let Some(address) = line.strip_prefix(LISTENING_TLS_PREFIX) {
@@ -68,7 +73,13 @@ impl TandemProcess {
             data: data.to_path_buf(),
             url,
             child,
+            stdout: printed,
         }
+    }
+
+    /// The lines printed on stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// The process id of the `tandem` child.
@@ -122,6 +133,8 @@ impl Drop for TandemProcess {
 pub struct EsClient {
     base: String,
     http: reqwest::Client,
+    /// The `Authorization` header every request carries, if any.
+    authorization: Option<String>,
 }
 
 /// An answer: status, headers, and the body as JSON (`Value::Null` if empty or not JSON; the
@@ -143,6 +156,7 @@ impl EsClient {
                 .timeout(Duration::from_secs(120))
                 .build()
                 .expect("client"),
+            authorization: None,
         }
     }
 
@@ -155,6 +169,25 @@ impl EsClient {
                 .use_preconfigured_tls(config)
                 .build()
                 .expect("client"),
+            authorization: None,
+        }
+    }
+
+    /// The same client, sending `user:password` as Basic credentials.
+    pub fn with_basic(&self, user: &str, password: &str) -> EsClient {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        EsClient {
+            authorization: Some(format!("Basic {token}")),
+            ..self.clone()
+        }
+    }
+
+    /// The same client, sending `value` as the `Authorization` header.
+    pub fn with_authorization(&self, value: &str) -> EsClient {
+        EsClient {
+            authorization: Some(value.to_string()),
+            ..self.clone()
         }
     }
 
@@ -165,6 +198,9 @@ impl EsClient {
         body: Option<(&str, Vec<u8>)>,
     ) -> Answer {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(authorization) = &self.authorization {
+            request = request.header("authorization", authorization);
+        }
         if let Some((content_type, bytes)) = body {
             request = request.header("content-type", content_type).body(bytes);
         }
@@ -230,6 +266,8 @@ pub fn in_process_config(name: &str, dir: &Path) -> tandem_node::config::NodeCon
         indexing_buffer_bytes: tandem_node::config::default_indexing_buffer_bytes(),
         http_limits: tandem_node::http::HttpLimits::default(),
         tls: None,
+        security: false,
+        insecure: false,
     }
 }
 

@@ -1,0 +1,456 @@
+//! The `/_security` API (users): `GET /_security/_authenticate`,
+//! `PUT|POST|GET|DELETE /_security/user/{name}`, `GET /_security/user`,
+//! `PUT|POST /_security/user[/{name}]/_password`, `PUT|POST /_security/user/{name}/_enable`
+//! and `_disable`, in Elasticsearch's shapes.
+//!
+//! Managing users needs the `superuser` role (which holds `manage_security`); a user may
+//! always change their own password. Passwords arrive in request bodies and leave only as
+//! argon2id hashes: no answer, error or log line carries one.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde_json::{json, Map, Value};
+
+use super::{ok, JsonBody, NodeState, Params};
+use crate::error::RestError;
+use crate::security::users::{check_username, User};
+use crate::security::{secrets, Principal, SecurityError, ELASTIC, SUPERUSER_ROLE};
+
+/// The routes of this module.
+pub fn routes() -> Router<NodeState> {
+    Router::new()
+        .route("/_security/_authenticate", get(authenticate))
+        .route("/_security/user", get(get_users))
+        .route(
+            "/_security/user/{name}",
+            get(get_user)
+                .put(put_user)
+                .post(put_user)
+                .delete(delete_user),
+        )
+        .route(
+            "/_security/user/_password",
+            post(change_own_password).put(change_own_password),
+        )
+        .route(
+            "/_security/user/{name}/_password",
+            post(change_password).put(change_password),
+        )
+        .route(
+            "/_security/user/{name}/_enable",
+            post(enable_user).put(enable_user),
+        )
+        .route(
+            "/_security/user/{name}/_disable",
+            post(disable_user).put(disable_user),
+        )
+}
+
+type Caller = Option<Extension<Arc<Principal>>>;
+
+/// The authenticated caller, or Elasticsearch's answer when security is off.
+fn caller(node: &NodeState, caller: Caller) -> Result<Arc<Principal>, RestError> {
+    match caller {
+        Some(Extension(principal)) if node.security.enabled() => Ok(principal),
+        _ => Err(RestError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "security_exception",
+            "Security is not enabled on this node: start it with --security (security.enabled: true) to use the security API",
+        )),
+    }
+}
+
+/// Refuses a caller without `manage_security`, in Elasticsearch's words.
+fn require_manage_security(principal: &Principal, action: &str) -> Result<(), RestError> {
+    if principal.roles.iter().any(|role| role == SUPERUSER_ROLE) {
+        return Ok(());
+    }
+    Err(RestError::new(
+        StatusCode::FORBIDDEN,
+        "security_exception",
+        format!(
+            "action [{action}] is unauthorized for user [{}] with effective roles [{}], this action is granted by the cluster privileges [manage_security,all]",
+            principal.username,
+            principal.roles.join(",")
+        ),
+    ))
+}
+
+fn security_error(error: SecurityError) -> RestError {
+    match error {
+        SecurityError::Refused(reason) => RestError::new(
+            StatusCode::BAD_REQUEST,
+            "action_request_validation_exception",
+            reason,
+        ),
+        other => RestError::internal(other.to_string()),
+    }
+}
+
+/// Runs a users-file change on the blocking pool (it hashes, locks and fsyncs).
+async fn change_users<R: Send + 'static>(
+    node: &NodeState,
+    change: impl FnOnce(&mut std::collections::BTreeMap<String, User>) -> Result<R, SecurityError>
+        + Send
+        + 'static,
+) -> Result<R, RestError> {
+    let security = node.security.clone();
+    tokio::task::spawn_blocking(move || security.users().update(change))
+        .await
+        .map_err(|error| RestError::internal(format!("changing users failed: {error}")))?
+        .map_err(security_error)
+}
+
+async fn authenticate(
+    State(node): State<NodeState>,
+    principal: Caller,
+    params: Params,
+) -> Result<Response, RestError> {
+    params.allow(&[])?;
+    let principal = caller(&node, principal)?;
+    let mut answer = principal.user.clone();
+    let realm = json!({"name": "native", "type": "native"});
+    answer["authentication_realm"] = realm.clone();
+    answer["lookup_realm"] = realm;
+    answer["authentication_type"] = json!(principal.authentication_type);
+    Ok(ok(answer))
+}
+
+async fn get_users(
+    State(node): State<NodeState>,
+    principal: Caller,
+    params: Params,
+) -> Result<Response, RestError> {
+    params.allow(&["with_profile_uid"])?;
+    require_manage_security(
+        &*caller(&node, principal)?,
+        "cluster:admin/xpack/security/user/get",
+    )?;
+    let users = node.security.users().all().map_err(security_error)?;
+    let answer: Map<String, Value> = users
+        .iter()
+        .map(|(name, user)| (name.clone(), user.to_json(name)))
+        .collect();
+    Ok(ok(Value::Object(answer)))
+}
+
+async fn get_user(
+    State(node): State<NodeState>,
+    principal: Caller,
+    Path(names): Path<String>,
+    params: Params,
+) -> Result<Response, RestError> {
+    params.allow(&["with_profile_uid"])?;
+    require_manage_security(
+        &*caller(&node, principal)?,
+        "cluster:admin/xpack/security/user/get",
+    )?;
+    let users = node.security.users().all().map_err(security_error)?;
+    let answer: Map<String, Value> = names
+        .split(',')
+        .filter_map(|name| {
+            users
+                .get(name)
+                .map(|user| (name.to_string(), user.to_json(name)))
+        })
+        .collect();
+    if answer.is_empty() {
+        // Elasticsearch answers an unknown user with 404 and an empty object.
+        return Ok((StatusCode::NOT_FOUND, axum::Json(json!({}))).into_response());
+    }
+    Ok(ok(Value::Object(answer)))
+}
+
+/// The fields of a `PUT /_security/user/{name}` body.
+struct UserBody {
+    password: Option<String>,
+    password_hash: Option<String>,
+    roles: Option<Vec<String>>,
+    full_name: Option<Option<String>>,
+    email: Option<Option<String>>,
+    metadata: Option<Map<String, Value>>,
+    enabled: Option<bool>,
+}
+
+fn parse_user_body(body: Value) -> Result<UserBody, RestError> {
+    let Value::Object(fields) = body else {
+        return Err(RestError::parse("the user body must be an object"));
+    };
+    let mut parsed = UserBody {
+        password: None,
+        password_hash: None,
+        roles: None,
+        full_name: None,
+        email: None,
+        metadata: None,
+        enabled: None,
+    };
+    let string = |key: &str, value: Value| match value {
+        Value::String(text) => Ok(text),
+        _ => Err(RestError::parse(format!("[{key}] must be a string"))),
+    };
+    let optional_string = |key: &str, value: Value| match value {
+        Value::Null => Ok(None),
+        other => string(key, other).map(Some),
+    };
+    for (key, value) in fields {
+        match key.as_str() {
+            "password" => parsed.password = Some(string(&key, value)?),
+            "password_hash" => parsed.password_hash = Some(string(&key, value)?),
+            "roles" => {
+                let Value::Array(roles) = value else {
+                    return Err(RestError::parse("[roles] must be an array of strings"));
+                };
+                parsed.roles = Some(
+                    roles
+                        .into_iter()
+                        .map(|role| string("roles", role))
+                        .collect::<Result<_, _>>()?,
+                );
+            }
+            "full_name" => parsed.full_name = Some(optional_string(&key, value)?),
+            "email" => parsed.email = Some(optional_string(&key, value)?),
+            "metadata" => match value {
+                Value::Object(metadata) => parsed.metadata = Some(metadata),
+                Value::Null => parsed.metadata = Some(Map::new()),
+                _ => return Err(RestError::parse("[metadata] must be an object")),
+            },
+            "enabled" => match value {
+                Value::Bool(enabled) => parsed.enabled = Some(enabled),
+                _ => return Err(RestError::parse("[enabled] must be a boolean")),
+            },
+            other => {
+                return Err(RestError::parse(format!(
+                    "failed to parse add user request. unexpected field [{other}]"
+                )))
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+/// The stored hash of a new password, or of a given argon2 hash.
+fn new_hash(password: Option<String>, hash: Option<String>) -> Result<Option<String>, RestError> {
+    let invalid = |reason: String| {
+        RestError::new(
+            StatusCode::BAD_REQUEST,
+            "action_request_validation_exception",
+            format!("Validation Failed: 1: {reason};"),
+        )
+    };
+    match (password, hash) {
+        (Some(_), Some(_)) => Err(invalid(
+            "only one of [password, passwordHash] can be provided".to_string(),
+        )),
+        (Some(password), None) => {
+            secrets::check_new_password(&password).map_err(invalid)?;
+            Ok(Some(secrets::hash_password(&password)))
+        }
+        (None, Some(hash)) if secrets::is_password_hash(&hash) => Ok(Some(hash)),
+        (None, Some(_)) => Err(invalid(
+            "the provided password hash is not an argon2 hash".to_string(),
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+async fn put_user(
+    State(node): State<NodeState>,
+    principal: Caller,
+    Path(name): Path<String>,
+    params: Params,
+    JsonBody(body): JsonBody,
+) -> Result<Response, RestError> {
+    params.allow(&["refresh"])?;
+    require_manage_security(
+        &*caller(&node, principal)?,
+        "cluster:admin/xpack/security/user/put",
+    )?;
+    check_username(&name).map_err(security_error)?;
+    let body = parse_user_body(body.ok_or_else(|| RestError::parse("request body is required"))?)?;
+    // Hashing takes a moment: on the blocking pool, with the rest of the change.
+    let created = change_users(&node, move |users| {
+        let hash = new_hash(body.password, body.password_hash)
+            .map_err(|error| SecurityError::Refused(error.reason))?;
+        let created = !users.contains_key(&name);
+        let user = match users.get(&name).cloned() {
+            Some(mut user) => {
+                if let Some(hash) = hash {
+                    user.password_hash = hash;
+                }
+                user
+            }
+            None => User {
+                password_hash: hash.ok_or_else(|| {
+                    SecurityError::Refused(
+                        "Validation Failed: 1: password must be specified unless you are updating an existing user;".to_string(),
+                    )
+                })?,
+                roles: Vec::new(),
+                full_name: None,
+                email: None,
+                metadata: Map::new(),
+                enabled: true,
+            },
+        };
+        let user = User {
+            roles: body.roles.unwrap_or(user.roles),
+            full_name: body.full_name.unwrap_or(user.full_name),
+            email: body.email.unwrap_or(user.email),
+            metadata: body.metadata.unwrap_or(user.metadata),
+            enabled: body.enabled.unwrap_or(user.enabled),
+            password_hash: user.password_hash,
+        };
+        users.insert(name, user);
+        Ok(created)
+    })
+    .await?;
+    Ok(ok(json!({"created": created})))
+}
+
+async fn delete_user(
+    State(node): State<NodeState>,
+    principal: Caller,
+    Path(name): Path<String>,
+    params: Params,
+) -> Result<Response, RestError> {
+    params.allow(&["refresh"])?;
+    let principal = caller(&node, principal)?;
+    require_manage_security(&principal, "cluster:admin/xpack/security/user/delete")?;
+    if name == ELASTIC {
+        return Err(RestError::illegal_argument(format!(
+            "user [{name}] is reserved and cannot be deleted"
+        )));
+    }
+    if name == principal.username {
+        return Err(RestError::illegal_argument(
+            "users may not delete themselves",
+        ));
+    }
+    let found = change_users(&node, move |users| Ok(users.remove(&name).is_some())).await?;
+    let status = if found {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    Ok((status, axum::Json(json!({"found": found}))).into_response())
+}
+
+async fn set_password(
+    node: NodeState,
+    principal: Arc<Principal>,
+    name: String,
+    body: Option<Value>,
+) -> Result<Response, RestError> {
+    if name != principal.username {
+        require_manage_security(
+            &principal,
+            "cluster:admin/xpack/security/user/change_password",
+        )?;
+    }
+    let body = parse_user_body(body.ok_or_else(|| RestError::parse("request body is required"))?)?;
+    if body.roles.is_some()
+        || body.full_name.is_some()
+        || body.email.is_some()
+        || body.metadata.is_some()
+        || body.enabled.is_some()
+    {
+        return Err(RestError::parse(
+            "a change password request takes [password] or [password_hash] only",
+        ));
+    }
+    if body.password.is_none() && body.password_hash.is_none() {
+        return Err(RestError::new(
+            StatusCode::BAD_REQUEST,
+            "action_request_validation_exception",
+            "Validation Failed: 1: password must be specified;",
+        ));
+    }
+    let missing = name.clone();
+    change_users(&node, move |users| {
+        let hash = new_hash(body.password, body.password_hash)
+            .map_err(|error| SecurityError::Refused(error.reason))?
+            .expect("a password or a hash was given");
+        let user = users
+            .get_mut(&name)
+            .ok_or_else(|| SecurityError::Refused(format!("user [{missing}] does not exist")))?;
+        user.password_hash = hash;
+        Ok(())
+    })
+    .await?;
+    Ok(ok(json!({})))
+}
+
+async fn change_password(
+    State(node): State<NodeState>,
+    principal: Caller,
+    Path(name): Path<String>,
+    params: Params,
+    JsonBody(body): JsonBody,
+) -> Result<Response, RestError> {
+    params.allow(&["refresh"])?;
+    let principal = caller(&node, principal)?;
+    set_password(node, principal, name, body).await
+}
+
+async fn change_own_password(
+    State(node): State<NodeState>,
+    principal: Caller,
+    params: Params,
+    JsonBody(body): JsonBody,
+) -> Result<Response, RestError> {
+    params.allow(&["refresh"])?;
+    let principal = caller(&node, principal)?;
+    let name = principal.username.clone();
+    set_password(node, principal, name, body).await
+}
+
+async fn set_enabled(
+    node: NodeState,
+    principal: Caller,
+    name: String,
+    enabled: bool,
+) -> Result<Response, RestError> {
+    let principal = caller(&node, principal)?;
+    require_manage_security(&principal, "cluster:admin/xpack/security/user/set_enabled")?;
+    if !enabled && name == principal.username {
+        return Err(RestError::illegal_argument(
+            "users may not update the enabled status of their own account",
+        ));
+    }
+    let missing = name.clone();
+    change_users(&node, move |users| {
+        let user = users
+            .get_mut(&name)
+            .ok_or_else(|| SecurityError::Refused(format!("user [{missing}] does not exist")))?;
+        user.enabled = enabled;
+        Ok(())
+    })
+    .await?;
+    Ok(ok(json!({})))
+}
+
+async fn enable_user(
+    State(node): State<NodeState>,
+    principal: Caller,
+    Path(name): Path<String>,
+    params: Params,
+) -> Result<Response, RestError> {
+    params.allow(&["refresh"])?;
+    set_enabled(node, principal, name, true).await
+}
+
+async fn disable_user(
+    State(node): State<NodeState>,
+    principal: Caller,
+    Path(name): Path<String>,
+    params: Params,
+) -> Result<Response, RestError> {
+    params.allow(&["refresh"])?;
+    set_enabled(node, principal, name, false).await
+}

@@ -1,0 +1,400 @@
+//! Security (DESIGN.md §9, Elasticsearch 8's model in its terms): who a request is.
+//!
+//! - [`secrets`]: password hashes, random tokens, constant-time comparison.
+//! - [`users`]: the native users file, shared with `tandem users`.
+//!
+//! With `security.enabled`, every REST request carries credentials (`Authorization: Basic`),
+//! and a request without valid ones is answered 401 with `WWW-Authenticate` and
+//! Elasticsearch's `security_exception` body before any handler runs. Guarantees:
+//! - a password is verified against its argon2id hash; a successful verification is cached
+//!   (keyed by a salted SHA-256 of the password, never the password) for
+//!   [`AUTH_CACHE_TTL`], in at most [`MAX_CACHED_AUTHENTICATIONS`] entries, and dropped when
+//!   the users change;
+//! - a secret is never logged or echoed: errors name the user, never the password;
+//! - the first start with security on and no users creates the `elastic` superuser with a
+//!   generated password (or `ELASTIC_PASSWORD`'s), which the node prints once.
+
+pub mod secrets;
+pub mod users;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use parking_lot::Mutex;
+use serde_json::{json, Map, Value};
+use tandem_engine::storage::StorageRef;
+
+use crate::error::RestError;
+pub use users::{SecurityError, User, UserStore, ELASTIC};
+
+/// How long a verified password stays cached (Elasticsearch's realm `cache.ttl`).
+pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(20 * 60);
+/// Most cached authentications; the cache is emptied when full (each entry is a user name
+/// and 32 bytes).
+pub const MAX_CACHED_AUTHENTICATIONS: usize = 10_000;
+/// Longest `Authorization` header read (a Basic header of the longest user name and password
+/// fits well within it).
+pub const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
+/// The environment variable that sets the `elastic` user's first password (as
+/// Elasticsearch's Docker image reads it).
+pub const ELASTIC_PASSWORD_ENV: &str = "ELASTIC_PASSWORD";
+/// The role every privilege belongs to.
+pub const SUPERUSER_ROLE: &str = "superuser";
+
+/// Who a request is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Principal {
+    /// The user name.
+    pub username: String,
+    /// The user's roles.
+    pub roles: Vec<String>,
+    /// The stored user (for `_authenticate`).
+    pub user: Value,
+    /// `realm` for a user's password.
+    pub authentication_type: &'static str,
+}
+
+/// Credentials as a request presents them.
+#[derive(PartialEq)]
+enum Credentials {
+    Basic { username: String, password: String },
+}
+
+impl std::fmt::Debug for Credentials {
+    /// Never the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Basic { username, .. } => write!(f, "Basic({username})"),
+        }
+    }
+}
+
+/// Why a request is not authenticated.
+#[derive(Debug, PartialEq)]
+enum AuthFailure {
+    /// No `Authorization` header, or a scheme this node does not read.
+    Missing,
+    /// A header that does not decode.
+    Malformed,
+    /// A user that does not exist, is disabled, or whose password is wrong.
+    User(String),
+}
+
+/// The node's security state: whether it is on, and its users.
+pub struct Security {
+    enabled: bool,
+    users: UserStore,
+    cache: Mutex<HashMap<String, CachedAuthentication>>,
+    /// Salt of the cache's password digests, new per process.
+    cache_salt: [u8; 32],
+}
+
+struct CachedAuthentication {
+    digest: [u8; 32],
+    generation: u64,
+    at: Instant,
+}
+
+/// The password of the `elastic` user a first start created, to print once.
+#[derive(PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Generated: print it.
+    Generated(String),
+    /// Taken from [`ELASTIC_PASSWORD_ENV`]: do not print it.
+    FromEnvironment,
+}
+
+impl std::fmt::Debug for Bootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bootstrap::Generated(_) => f.write_str("Generated(..)"),
+            Bootstrap::FromEnvironment => f.write_str("FromEnvironment"),
+        }
+    }
+}
+
+impl Security {
+    /// Opens the security state of `data`. With `enabled` and no user yet, creates the
+    /// `elastic` superuser and returns its password to print.
+    pub fn open(
+        storage: StorageRef,
+        data: &Path,
+        enabled: bool,
+    ) -> Result<(Security, Option<Bootstrap>), SecurityError> {
+        let users = UserStore::open(storage, data)?;
+        let mut bootstrap = None;
+        if enabled && users.all()?.is_empty() {
+            let (password, shown) = match std::env::var(ELASTIC_PASSWORD_ENV) {
+                Ok(password) if !password.is_empty() => {
+                    secrets::check_new_password(&password).map_err(|reason| {
+                        SecurityError::Refused(format!("{ELASTIC_PASSWORD_ENV}: {reason}"))
+                    })?;
+                    (password, Bootstrap::FromEnvironment)
+                }
+                _ => {
+                    let password = secrets::random_token::<15>();
+                    (password.clone(), Bootstrap::Generated(password))
+                }
+            };
+            let created = users.update(|all| {
+                if !all.is_empty() {
+                    return Ok(false);
+                }
+                all.insert(ELASTIC.to_string(), superuser(&password));
+                Ok(true)
+            })?;
+            if created {
+                bootstrap = Some(shown);
+            }
+        }
+        Ok((
+            Security {
+                enabled,
+                users,
+                cache: Mutex::new(HashMap::new()),
+                cache_salt: secrets::random_bytes::<32>(),
+            },
+            bootstrap,
+        ))
+    }
+
+    /// Whether requests must authenticate.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The users.
+    pub fn users(&self) -> &UserStore {
+        &self.users
+    }
+
+    /// Authenticates a request from its headers; `path` names it in the error. Blocking (an
+    /// argon2 verification takes tens of milliseconds): call from the blocking pool.
+    pub fn authenticate(&self, headers: &HeaderMap, path: &str) -> Result<Principal, RestError> {
+        let result = parse_authorization(headers).and_then(|credentials| match credentials {
+            Credentials::Basic { username, password } => {
+                self.authenticate_user(&username, &password)
+            }
+        });
+        result.map_err(|failure| unauthenticated(&failure, path))
+    }
+
+    fn authenticate_user(&self, username: &str, password: &str) -> Result<Principal, AuthFailure> {
+        let refused = || AuthFailure::User(username.to_string());
+        let user = self
+            .users
+            .get(username)
+            .map_err(|error| {
+                tracing::error!(%error, "the users file cannot be read");
+                refused()
+            })?
+            .ok_or_else(refused)?;
+        if !user.enabled {
+            return Err(refused());
+        }
+        let generation = self.users.generation();
+        let digest = self.cache_digest(password);
+        let cached = self.cache.lock().get(username).is_some_and(|cached| {
+            cached.generation == generation
+                && cached.at.elapsed() < AUTH_CACHE_TTL
+                && secrets::constant_time_eq(&cached.digest, &digest)
+        });
+        if !cached {
+            if !secrets::verify_password(password, &user.password_hash) {
+                return Err(refused());
+            }
+            let mut cache = self.cache.lock();
+            if cache.len() >= MAX_CACHED_AUTHENTICATIONS {
+                cache.clear();
+            }
+            cache.insert(
+                username.to_string(),
+                CachedAuthentication {
+                    digest,
+                    generation,
+                    at: Instant::now(),
+                },
+            );
+        }
+        Ok(Principal {
+            username: username.to_string(),
+            roles: user.roles.clone(),
+            user: user.to_json(username),
+            authentication_type: "realm",
+        })
+    }
+
+    fn cache_digest(&self, password: &str) -> [u8; 32] {
+        let mut salted = Vec::with_capacity(32 + password.len());
+        salted.extend_from_slice(&self.cache_salt);
+        salted.extend_from_slice(password.as_bytes());
+        secrets::sha256(&salted)
+    }
+}
+
+/// A new superuser with `password`.
+pub fn superuser(password: &str) -> User {
+    User {
+        password_hash: secrets::hash_password(password),
+        roles: vec![SUPERUSER_ROLE.to_string()],
+        full_name: None,
+        email: None,
+        metadata: Map::new(),
+        enabled: true,
+    }
+}
+
+fn parse_authorization(headers: &HeaderMap) -> Result<Credentials, AuthFailure> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Err(AuthFailure::Missing);
+    };
+    if value.len() > MAX_AUTHORIZATION_BYTES {
+        return Err(AuthFailure::Malformed);
+    }
+    let value = value.to_str().map_err(|_| AuthFailure::Malformed)?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .map_err(|_| AuthFailure::Malformed)?;
+        let decoded = String::from_utf8(decoded).map_err(|_| AuthFailure::Malformed)?;
+        let (username, password) = decoded.split_once(':').ok_or(AuthFailure::Malformed)?;
+        return Ok(Credentials::Basic {
+            username: username.to_string(),
+            password: password.to_string(),
+        });
+    }
+    Err(AuthFailure::Missing)
+}
+
+/// The `WWW-Authenticate` challenges a 401 carries.
+pub const CHALLENGES: [&str; 2] = ["Basic realm=\"security\", charset=\"UTF-8\"", "ApiKey"];
+
+fn unauthenticated(failure: &AuthFailure, path: &str) -> RestError {
+    let reason = match failure {
+        AuthFailure::Missing => {
+            format!("missing authentication credentials for REST request [{path}]")
+        }
+        AuthFailure::Malformed => {
+            format!("invalid authentication credentials for REST request [{path}]")
+        }
+        AuthFailure::User(username) => {
+            format!("unable to authenticate user [{username}] for REST request [{path}]")
+        }
+    };
+    RestError::new(StatusCode::UNAUTHORIZED, "security_exception", reason)
+        .with("header", json!({"WWW-Authenticate": CHALLENGES}))
+}
+
+/// A 401 answer: the error body and its `WWW-Authenticate` headers.
+pub fn unauthorized_response(error: RestError) -> Response {
+    let mut response = error.into_response();
+    for challenge in CHALLENGES {
+        response.headers_mut().append(
+            axum::http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(username: &str, password: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            format!("Basic {token}").parse().unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn the_first_start_creates_elastic_once_and_basic_credentials_authenticate() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = tandem_engine::storage::real();
+        let (security, bootstrap) = Security::open(storage.clone(), dir.path(), true).unwrap();
+        let Some(Bootstrap::Generated(password)) = bootstrap else {
+            panic!("no password generated: {bootstrap:?}");
+        };
+        let principal = security
+            .authenticate(&basic(ELASTIC, &password), "/")
+            .unwrap();
+        assert_eq!(principal.username, ELASTIC);
+        assert_eq!(principal.roles, [SUPERUSER_ROLE]);
+        // Cached, and still checked.
+        security
+            .authenticate(&basic(ELASTIC, &password), "/")
+            .unwrap();
+        let wrong = security
+            .authenticate(&basic(ELASTIC, "wrong-password"), "/_cluster/health")
+            .unwrap_err();
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(wrong.error_type, "security_exception");
+        assert_eq!(
+            wrong.reason,
+            "unable to authenticate user [elastic] for REST request [/_cluster/health]"
+        );
+        assert!(!wrong.reason.contains("wrong-password"));
+        let missing = security.authenticate(&HeaderMap::new(), "/").unwrap_err();
+        assert_eq!(
+            missing.reason,
+            "missing authentication credentials for REST request [/]"
+        );
+        // A second start does not create it again.
+        drop(security);
+        let (_, again) = Security::open(storage, dir.path(), true).unwrap();
+        assert_eq!(again, None);
+    }
+
+    #[test]
+    fn a_password_change_ends_cached_authentications() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = tandem_engine::storage::real();
+        let (security, _) = Security::open(storage.clone(), dir.path(), true).unwrap();
+        security
+            .users()
+            .update(|users| {
+                users.insert("ops".into(), superuser("first-password"));
+                Ok(())
+            })
+            .unwrap();
+        security
+            .authenticate(&basic("ops", "first-password"), "/")
+            .unwrap();
+        // `tandem users passwd`, from another store on the same files.
+        let cli = UserStore::open(storage, dir.path()).unwrap();
+        cli.update(|users| {
+            users.insert("ops".into(), superuser("second-password"));
+            Ok(())
+        })
+        .unwrap();
+        assert!(security
+            .authenticate(&basic("ops", "first-password"), "/")
+            .is_err());
+        security
+            .authenticate(&basic("ops", "second-password"), "/")
+            .unwrap();
+    }
+
+    #[test]
+    fn malformed_headers_are_refused_without_echoing_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (security, _) =
+            Security::open(tandem_engine::storage::real(), dir.path(), true).unwrap();
+        for value in ["Basic !!!", "Basic bm9jb2xvbg==", "Bearer abc", "Basic"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(axum::http::header::AUTHORIZATION, value.parse().unwrap());
+            let error = security.authenticate(&headers, "/").unwrap_err();
+            assert_eq!(error.status, StatusCode::UNAUTHORIZED, "{value}");
+        }
+    }
+}

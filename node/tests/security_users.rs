@@ -1,0 +1,261 @@
+//! Authentication with users, on a real `tandem` process started with `--security`: the first
+//! start creates `elastic` and prints its password once; every request without valid Basic
+//! credentials is a 401 in Elasticsearch's shape; users are managed through
+//! `/_security/user` and through `tandem users` while the node runs; passwords never reach
+//! the disk in clear.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{EsClient, TandemProcess};
+use serde_json::json;
+
+fn start(dir: &Path) -> TandemProcess {
+    TandemProcess::start_with("secure", &dir.join("data"), "127.0.0.1:0", &["--security"])
+}
+
+/// The password the first start printed, waiting briefly for the line.
+fn printed_password(node: &TandemProcess) -> String {
+    for _ in 0..200 {
+        let lines = node.stdout_lines();
+        if let Some(at) = lines
+            .iter()
+            .position(|line| line.starts_with("tandem security: created the [elastic] superuser"))
+        {
+            if let Some(password) = lines[at + 1..]
+                .iter()
+                .map(|line| line.trim())
+                .find(|line| !line.is_empty())
+            {
+                return password.to_string();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("no password printed: {:?}", node.stdout_lines());
+}
+
+fn users_cli(data: &Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .arg("users")
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .expect("run tandem users");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_authenticate_and_are_managed_over_rest_and_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = start(dir.path());
+    let password = printed_password(&node);
+    let anonymous = node.client();
+
+    // No credentials: 401, the challenge, Elasticsearch's body.
+    let refused = anonymous.get("/").await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    let challenges: Vec<&str> = refused
+        .headers
+        .get_all("www-authenticate")
+        .iter()
+        .map(|value| value.to_str().unwrap())
+        .collect();
+    assert!(
+        challenges
+            .iter()
+            .any(|c| c.starts_with("Basic realm=\"security\"")),
+        "{challenges:?}"
+    );
+    assert_eq!(refused.body["error"]["type"], "security_exception");
+    assert_eq!(
+        refused.body["error"]["reason"],
+        "missing authentication credentials for REST request [/]"
+    );
+    assert_eq!(refused.body["status"], 401);
+    // Nothing is served without credentials, the transport included.
+    for path in ["/_cat/indices", "/_cluster/health"] {
+        assert_eq!(anonymous.get(path).await.status, 401, "{path}");
+    }
+    let transport = anonymous
+        .post(tandem_transport::server::LIST_INDICES_PATH, json!({}))
+        .await;
+    assert_eq!(transport.status, 401, "{}", transport.text);
+
+    let elastic = anonymous.with_basic("elastic", &password);
+    let root = elastic.get("/").await;
+    assert_eq!(root.status, 200, "{}", root.text);
+    let me = elastic.get("/_security/_authenticate").await;
+    assert_eq!(me.status, 200, "{}", me.text);
+    assert_eq!(me.body["username"], "elastic");
+    assert_eq!(me.body["roles"], json!(["superuser"]));
+    assert_eq!(me.body["authentication_type"], "realm");
+
+    let wrong = anonymous
+        .with_basic("elastic", "not-the-password")
+        .get("/")
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(
+        wrong.body["error"]["reason"],
+        "unable to authenticate user [elastic] for REST request [/]"
+    );
+    assert!(!wrong.text.contains("not-the-password"));
+
+    // A user made over REST.
+    let created = elastic
+        .put(
+            "/_security/user/ops",
+            json!({"password": "ops-password-1", "roles": ["viewer"], "full_name": "Ops"}),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    assert_eq!(created.body["created"], true);
+    let ops = anonymous.with_basic("ops", "ops-password-1");
+    let me = ops.get("/_security/_authenticate").await;
+    assert_eq!(me.body["roles"], json!(["viewer"]), "{}", me.text);
+    assert_eq!(me.body["full_name"], "Ops");
+    // Without manage_security, in Elasticsearch's words.
+    let forbidden = ops
+        .put(
+            "/_security/user/other",
+            json!({"password": "other-password"}),
+        )
+        .await;
+    assert_eq!(forbidden.status, 403, "{}", forbidden.text);
+    assert_eq!(
+        forbidden.body["error"]["reason"],
+        "action [cluster:admin/xpack/security/user/put] is unauthorized for user [ops] with effective roles [viewer], this action is granted by the cluster privileges [manage_security,all]"
+    );
+    // Users change their own password.
+    let changed = ops
+        .post(
+            "/_security/user/_password",
+            json!({"password": "ops-password-2"}),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    assert_eq!(ops.get("/").await.status, 401);
+    let ops = anonymous.with_basic("ops", "ops-password-2");
+    assert_eq!(ops.get("/").await.status, 200);
+    let short = elastic
+        .put("/_security/user/tiny", json!({"password": "12345"}))
+        .await;
+    assert_eq!(short.status, 400, "{}", short.text);
+    let listed = elastic.get("/_security/user").await;
+    assert_eq!(
+        listed.body["ops"]["roles"],
+        json!(["viewer"]),
+        "{}",
+        listed.text
+    );
+    assert!(listed.body["ops"].get("password_hash").is_none());
+    let disabled = elastic.put("/_security/user/ops/_disable", json!({})).await;
+    assert_eq!(disabled.status, 200, "{}", disabled.text);
+    assert_eq!(ops.get("/").await.status, 401);
+    elastic.put("/_security/user/ops/_enable", json!({})).await;
+    assert_eq!(ops.get("/").await.status, 200);
+    let missing = elastic.get("/_security/user/nobody").await;
+    assert_eq!(missing.status, 404);
+    let reserved = elastic.delete("/_security/user/elastic").await;
+    assert_eq!(reserved.status, 400, "{}", reserved.text);
+
+    // `tandem users` on the running node's data directory: seen at the next request.
+    let data = dir.path().join("data");
+    let (added, text) = users_cli(
+        &data,
+        &["add", "batch", "-p", "batch-password", "-r", "superuser"],
+    );
+    assert!(added, "{text}");
+    let batch = anonymous.with_basic("batch", "batch-password");
+    assert_eq!(batch.get("/").await.status, 200);
+    let (changed, text) = users_cli(&data, &["passwd", "batch", "-p", "batch-password-2"]);
+    assert!(changed, "{text}");
+    assert_eq!(batch.get("/").await.status, 401);
+    assert_eq!(
+        anonymous
+            .with_basic("batch", "batch-password-2")
+            .get("/")
+            .await
+            .status,
+        200
+    );
+    let (duplicate, text) = users_cli(&data, &["add", "batch", "-p", "whatever-1"]);
+    assert!(!duplicate && text.contains("already exists"), "{text}");
+    let (removed, text) = users_cli(&data, &["remove", "batch"]);
+    assert!(removed, "{text}");
+    assert_eq!(
+        anonymous
+            .with_basic("batch", "batch-password-2")
+            .get("/")
+            .await
+            .status,
+        401
+    );
+    let deleted = elastic.delete("/_security/user/ops").await;
+    assert_eq!(deleted.body["found"], true, "{}", deleted.text);
+    assert_eq!(ops.get("/").await.status, 401);
+
+    // No password in clear anywhere in the data directory.
+    for entry in walk(&data) {
+        let bytes = std::fs::read(&entry).unwrap();
+        for secret in [password.as_str(), "ops-password-2", "batch-password-2"] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds a password",
+                entry.display()
+            );
+        }
+    }
+
+    // A restart does not make (or print) a new password.
+    assert!(node.terminate());
+    drop(node);
+    let node = start(dir.path());
+    let client = node.client().with_basic("elastic", &password);
+    assert_eq!(client.get("/").await.status, 200);
+    assert!(
+        !node
+            .stdout_lines()
+            .iter()
+            .any(|line| line.contains("created the [elastic] superuser")),
+        "{:?}",
+        node.stdout_lines()
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().map_while(Result::ok) {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_off_answers_the_security_api_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TandemProcess::start("plain", &dir.path().join("data"));
+    let client: EsClient = node.client();
+    assert_eq!(client.get("/").await.status, 200);
+    let answer = client.get("/_security/_authenticate").await;
+    assert_eq!(
+        answer.body["error"]["type"], "security_exception",
+        "{}",
+        answer.text
+    );
+    assert!(answer.text.contains("--security"), "{}", answer.text);
+}
