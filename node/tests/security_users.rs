@@ -259,3 +259,135 @@ async fn security_off_answers_the_security_api_with_a_clear_error() {
     );
     assert!(answer.text.contains("--security"), "{}", answer.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_authenticate_until_they_expire_or_are_invalidated() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let password = printed_password(&node);
+    let anonymous = node.client();
+    let elastic = anonymous.with_basic("elastic", &password);
+    let created = elastic
+        .put(
+            "/_security/user/ops",
+            json!({"password": "ops-password", "roles": ["viewer"]}),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let ops = anonymous.with_basic("ops", "ops-password");
+
+    let key = ops
+        .post(
+            "/_security/api_key",
+            json!({"name": "ingest", "metadata": {"team": "a"}}),
+        )
+        .await;
+    assert_eq!(key.status, 200, "{}", key.text);
+    let id = key.body["id"].as_str().unwrap().to_string();
+    let encoded = key.body["encoded"].as_str().unwrap().to_string();
+    let secret = key.body["api_key"].as_str().unwrap().to_string();
+    let by_key = anonymous.with_authorization(&format!("ApiKey {encoded}"));
+    let me = by_key.get("/_security/_authenticate").await;
+    assert_eq!(me.status, 200, "{}", me.text);
+    assert_eq!(me.body["username"], "ops");
+    assert_eq!(me.body["authentication_type"], "api_key");
+    assert_eq!(me.body["api_key"]["id"], id.as_str());
+    assert_eq!(me.body["roles"], json!(["viewer"]));
+    // An API key does not make API keys.
+    let derived = by_key
+        .post("/_security/api_key", json!({"name": "derived"}))
+        .await;
+    assert_eq!(derived.status, 400, "{}", derived.text);
+
+    // A key that expires.
+    let short = ops
+        .post(
+            "/_security/api_key",
+            json!({"name": "short", "expiration": "1s"}),
+        )
+        .await;
+    assert!(
+        short.body["expiration"].as_u64().is_some(),
+        "{}",
+        short.text
+    );
+    let short_client = anonymous.with_authorization(&format!(
+        "ApiKey {}",
+        short.body["encoded"].as_str().unwrap()
+    ));
+    assert_eq!(short_client.get("/").await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let expired = short_client.get("/").await;
+    assert_eq!(expired.status, 401, "{}", expired.text);
+
+    // Listing: a user sees its own keys, the superuser every key.
+    let other = elastic
+        .post("/_security/api_key", json!({"name": "elastic-key"}))
+        .await;
+    assert_eq!(other.status, 200, "{}", other.text);
+    let mine = ops.get("/_security/api_key").await;
+    let names: Vec<&str> = mine.body["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{}", mine.text);
+    assert!(!names.contains(&"elastic-key"), "{names:?}");
+    let all = elastic.get("/_security/api_key").await;
+    assert_eq!(
+        all.body["api_keys"].as_array().unwrap().len(),
+        3,
+        "{}",
+        all.text
+    );
+    let one = elastic.get(&format!("/_security/api_key?id={id}")).await;
+    assert_eq!(
+        one.body["api_keys"][0]["metadata"]["team"], "a",
+        "{}",
+        one.text
+    );
+    assert!(one.body["api_keys"][0].get("key_hash").is_none());
+
+    // Invalidation ends it at the next request.
+    let invalidated = ops
+        .delete_with_body("/_security/api_key", json!({"ids": [id.clone()]}))
+        .await;
+    assert_eq!(
+        invalidated.body["invalidated_api_keys"],
+        json!([id.clone()]),
+        "{}",
+        invalidated.text
+    );
+    let refused = by_key.get("/").await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    assert_eq!(refused.body["error"]["type"], "security_exception");
+    let again = ops
+        .delete_with_body("/_security/api_key", json!({"ids": [id.clone()]}))
+        .await;
+    assert_eq!(
+        again.body["previously_invalidated_api_keys"],
+        json!([id]),
+        "{}",
+        again.text
+    );
+    // ops cannot invalidate elastic's key.
+    let foreign = ops
+        .delete_with_body("/_security/api_key", json!({"name": "elastic-key"}))
+        .await;
+    assert_eq!(
+        foreign.body["invalidated_api_keys"],
+        json!([]),
+        "{}",
+        foreign.text
+    );
+
+    for entry in walk(&dir.path().join("data")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{} holds an API key secret",
+            entry.display()
+        );
+    }
+}

@@ -1,7 +1,10 @@
 //! The `/_security` API (users): `GET /_security/_authenticate`,
 //! `PUT|POST|GET|DELETE /_security/user/{name}`, `GET /_security/user`,
 //! `PUT|POST /_security/user[/{name}]/_password`, `PUT|POST /_security/user/{name}/_enable`
-//! and `_disable`, in Elasticsearch's shapes.
+//! and `_disable`, and `POST|GET|DELETE /_security/api_key`, in Elasticsearch's shapes.
+//!
+//! A user creates API keys for itself (holding its roles as they are then); a superuser sees
+//! and invalidates every key, another user only its own.
 //!
 //! Managing users needs the `superuser` role (which holds `manage_security`); a user may
 //! always change their own password. Passwords arrive in request bodies and leave only as
@@ -48,6 +51,13 @@ pub fn routes() -> Router<NodeState> {
         .route(
             "/_security/user/{name}/_disable",
             post(disable_user).put(disable_user),
+        )
+        .route(
+            "/_security/api_key",
+            post(create_api_key)
+                .put(create_api_key)
+                .get(get_api_keys)
+                .delete(invalidate_api_keys),
         )
 }
 
@@ -118,7 +128,212 @@ async fn authenticate(
     answer["authentication_realm"] = realm.clone();
     answer["lookup_realm"] = realm;
     answer["authentication_type"] = json!(principal.authentication_type);
+    if let Some((id, name)) = &principal.api_key {
+        answer["api_key"] = json!({"id": id, "name": name});
+        answer["authentication_realm"] = json!({"name": "_es_api_key", "type": "_es_api_key"});
+        answer["lookup_realm"] = answer["authentication_realm"].clone();
+    }
     Ok(ok(answer))
+}
+
+fn is_superuser(principal: &Principal) -> bool {
+    principal.roles.iter().any(|role| role == SUPERUSER_ROLE)
+}
+
+async fn create_api_key(
+    State(node): State<NodeState>,
+    principal: Caller,
+    params: Params,
+    JsonBody(body): JsonBody,
+) -> Result<Response, RestError> {
+    params.allow(&["refresh"])?;
+    let principal = caller(&node, principal)?;
+    if principal.api_key.is_some() {
+        return Err(RestError::illegal_argument(
+            "an API key cannot create API keys: authenticate as the user",
+        ));
+    }
+    let Some(Value::Object(fields)) = body else {
+        return Err(RestError::parse("the API key body must be an object"));
+    };
+    let mut name = None;
+    let mut expiration = None;
+    let mut role_descriptors = Map::new();
+    let mut metadata = Map::new();
+    for (key, value) in fields {
+        match (key.as_str(), value) {
+            ("name", Value::String(text)) => name = Some(text),
+            ("expiration", Value::String(text)) => {
+                expiration = Some(super::params::parse_time_value("expiration", &text)?)
+            }
+            ("expiration", Value::Null) => {}
+            ("role_descriptors", Value::Object(descriptors)) => role_descriptors = descriptors,
+            ("metadata", Value::Object(object)) => metadata = object,
+            (other, _)
+                if ["name", "expiration", "role_descriptors", "metadata"].contains(&other) =>
+            {
+                return Err(RestError::parse(format!("[{other}] has the wrong type")))
+            }
+            (other, _) => {
+                return Err(RestError::parse(format!(
+                    "failed to parse api key request. unexpected field [{other}]"
+                )))
+            }
+        }
+    }
+    let name = name.ok_or_else(|| {
+        RestError::new(
+            StatusCode::BAD_REQUEST,
+            "action_request_validation_exception",
+            "Validation Failed: 1: api key name is required;",
+        )
+    })?;
+    let now = crate::security::api_keys::now_millis();
+    let expiration = expiration
+        .map(|after| now.saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX)));
+    let key = crate::security::api_keys::ApiKey {
+        name: name.clone(),
+        key_hash: String::new(),
+        creation: now,
+        expiration,
+        invalidated: false,
+        invalidation: None,
+        username: principal.username.clone(),
+        key_type: crate::security::api_keys::REST_KEY.to_string(),
+        role_descriptors,
+        limited_by: principal.roles.clone(),
+        access: None,
+        metadata,
+    };
+    let security = node.security.clone();
+    let created = tokio::task::spawn_blocking(move || security.api_keys().create(key))
+        .await
+        .map_err(|error| RestError::internal(format!("creating the API key failed: {error}")))?
+        .map_err(security_error)?;
+    let mut answer = json!({
+        "id": created.id,
+        "name": name,
+        "api_key": created.key,
+        "encoded": created.encoded(),
+    });
+    if let Some(expiration) = expiration {
+        answer["expiration"] = json!(expiration);
+    }
+    Ok(ok(answer))
+}
+
+async fn get_api_keys(
+    State(node): State<NodeState>,
+    principal: Caller,
+    params: Params,
+) -> Result<Response, RestError> {
+    params.allow(&[
+        "id",
+        "name",
+        "username",
+        "realm_name",
+        "owner",
+        "active_only",
+        "with_limited_by",
+        "with_profile_uid",
+    ])?;
+    let principal = caller(&node, principal)?;
+    let owner_only = params.flag("owner", false)? || !is_superuser(&principal);
+    let active_only = params.flag("active_only", false)?;
+    let (id, name, username) = (params.get("id"), params.get("name"), params.get("username"));
+    let now = crate::security::api_keys::now_millis();
+    let keys = node.security.api_keys().all().map_err(security_error)?;
+    let shown: Vec<Value> = keys
+        .iter()
+        .filter(|(key_id, key)| {
+            id.is_none_or(|id| id == key_id.as_str())
+                && name.is_none_or(|name| name == key.name)
+                && username.is_none_or(|username| username == key.username)
+                && (!owner_only || key.username == principal.username)
+                && (!active_only || key.is_active(now))
+        })
+        .map(|(key_id, key)| key.to_json(key_id))
+        .collect();
+    if shown.is_empty() && (id.is_some() || name.is_some()) {
+        return Err(RestError::new(
+            StatusCode::NOT_FOUND,
+            "resource_not_found_exception",
+            "api key not found",
+        ));
+    }
+    Ok(ok(json!({"api_keys": shown})))
+}
+
+async fn invalidate_api_keys(
+    State(node): State<NodeState>,
+    principal: Caller,
+    params: Params,
+    JsonBody(body): JsonBody,
+) -> Result<Response, RestError> {
+    params.allow(&[])?;
+    let principal = caller(&node, principal)?;
+    let Some(Value::Object(fields)) = body else {
+        return Err(RestError::parse(
+            "the invalidate API key body must be an object",
+        ));
+    };
+    let mut ids: Option<Vec<String>> = None;
+    let mut name = None;
+    let mut username = None;
+    let mut owner = false;
+    for (key, value) in fields {
+        match (key.as_str(), value) {
+            ("id", Value::String(id)) => ids = Some(vec![id]),
+            ("ids", Value::Array(list)) => {
+                ids = Some(
+                    list.into_iter()
+                        .map(|id| match id {
+                            Value::String(id) => Ok(id),
+                            _ => Err(RestError::parse("[ids] must be strings")),
+                        })
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            ("name", Value::String(text)) => name = Some(text),
+            ("username", Value::String(text)) => username = Some(text),
+            ("owner", Value::Bool(flag)) => owner = flag,
+            ("realm_name", Value::String(_)) => {}
+            (other, _) => {
+                return Err(RestError::parse(format!(
+                    "failed to parse invalidate api key request. unexpected field [{other}]"
+                )))
+            }
+        }
+    }
+    if ids.is_none() && name.is_none() && username.is_none() && !owner {
+        return Err(RestError::new(
+            StatusCode::BAD_REQUEST,
+            "action_request_validation_exception",
+            "Validation Failed: 1: One of [api key id(s), api key name, username, realm name] must be specified if [owner] flag is false;",
+        ));
+    }
+    let owner_only = owner || !is_superuser(&principal);
+    let me = principal.username.clone();
+    let security = node.security.clone();
+    let (invalidated, before) = tokio::task::spawn_blocking(move || {
+        security.api_keys().invalidate(|id, key| {
+            ids.as_ref()
+                .is_none_or(|ids| ids.iter().any(|wanted| wanted == id))
+                && name.as_ref().is_none_or(|name| *name == key.name)
+                && username
+                    .as_ref()
+                    .is_none_or(|username| *username == key.username)
+                && (!owner_only || key.username == me)
+        })
+    })
+    .await
+    .map_err(|error| RestError::internal(format!("invalidating API keys failed: {error}")))?
+    .map_err(security_error)?;
+    Ok(ok(json!({
+        "invalidated_api_keys": invalidated,
+        "previously_invalidated_api_keys": before,
+        "error_count": 0,
+    })))
 }
 
 async fn get_users(

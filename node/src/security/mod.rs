@@ -1,9 +1,12 @@
 //! Security (DESIGN.md §9, Elasticsearch 8's model in its terms): who a request is.
 //!
+//! - [`api_keys`]: API keys (`Authorization: ApiKey`), created by users for themselves.
 //! - [`secrets`]: password hashes, random tokens, constant-time comparison.
+//! - [`shared_file`]: a JSON security file the node and the command line both change.
 //! - [`users`]: the native users file, shared with `tandem users`.
 //!
-//! With `security.enabled`, every REST request carries credentials (`Authorization: Basic`),
+//! With `security.enabled`, every REST request carries credentials (`Authorization: Basic` or
+//! `ApiKey`),
 //! and a request without valid ones is answered 401 with `WWW-Authenticate` and
 //! Elasticsearch's `security_exception` body before any handler runs. Guarantees:
 //! - a password is verified against its argon2id hash; a successful verification is cached
@@ -14,7 +17,9 @@
 //! - the first start with security on and no users creates the `elastic` superuser with a
 //!   generated password (or `ELASTIC_PASSWORD`'s), which the node prints once.
 
+pub mod api_keys;
 pub mod secrets;
+pub mod shared_file;
 pub mod users;
 
 use std::collections::HashMap;
@@ -29,6 +34,7 @@ use serde_json::{json, Map, Value};
 use tandem_engine::storage::StorageRef;
 
 use crate::error::RestError;
+pub use api_keys::ApiKeyStore;
 pub use users::{SecurityError, User, UserStore, ELASTIC};
 
 /// How long a verified password stays cached (Elasticsearch's realm `cache.ttl`).
@@ -54,14 +60,17 @@ pub struct Principal {
     pub roles: Vec<String>,
     /// The stored user (for `_authenticate`).
     pub user: Value,
-    /// `realm` for a user's password.
+    /// `realm` for a user's password, `api_key` for an API key.
     pub authentication_type: &'static str,
+    /// The API key authenticated with: its id and name.
+    pub api_key: Option<(String, String)>,
 }
 
 /// Credentials as a request presents them.
 #[derive(PartialEq)]
 enum Credentials {
     Basic { username: String, password: String },
+    ApiKey { id: String, key: String },
 }
 
 impl std::fmt::Debug for Credentials {
@@ -69,6 +78,7 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Credentials::Basic { username, .. } => write!(f, "Basic({username})"),
+            Credentials::ApiKey { id, .. } => write!(f, "ApiKey({id})"),
         }
     }
 }
@@ -82,12 +92,15 @@ enum AuthFailure {
     Malformed,
     /// A user that does not exist, is disabled, or whose password is wrong.
     User(String),
+    /// An API key that does not exist, expired, was invalidated, or whose secret is wrong.
+    ApiKey,
 }
 
 /// The node's security state: whether it is on, and its users.
 pub struct Security {
     enabled: bool,
     users: UserStore,
+    api_keys: ApiKeyStore,
     cache: Mutex<HashMap<String, CachedAuthentication>>,
     /// Salt of the cache's password digests, new per process.
     cache_salt: [u8; 32],
@@ -125,7 +138,8 @@ impl Security {
         data: &Path,
         enabled: bool,
     ) -> Result<(Security, Option<Bootstrap>), SecurityError> {
-        let users = UserStore::open(storage, data)?;
+        let users = UserStore::open(storage.clone(), data)?;
+        let api_keys = ApiKeyStore::open(storage, data)?;
         let mut bootstrap = None;
         if enabled && users.all()?.is_empty() {
             let (password, shown) = match std::env::var(ELASTIC_PASSWORD_ENV) {
@@ -155,6 +169,7 @@ impl Security {
             Security {
                 enabled,
                 users,
+                api_keys,
                 cache: Mutex::new(HashMap::new()),
                 cache_salt: secrets::random_bytes::<32>(),
             },
@@ -172,6 +187,11 @@ impl Security {
         &self.users
     }
 
+    /// The API keys.
+    pub fn api_keys(&self) -> &ApiKeyStore {
+        &self.api_keys
+    }
+
     /// Authenticates a request from its headers; `path` names it in the error. Blocking (an
     /// argon2 verification takes tens of milliseconds): call from the blocking pool.
     pub fn authenticate(&self, headers: &HeaderMap, path: &str) -> Result<Principal, RestError> {
@@ -179,6 +199,7 @@ impl Security {
             Credentials::Basic { username, password } => {
                 self.authenticate_user(&username, &password)
             }
+            Credentials::ApiKey { id, key } => self.authenticate_api_key(&id, &key),
         });
         result.map_err(|failure| unauthenticated(&failure, path))
     }
@@ -225,6 +246,33 @@ impl Security {
             roles: user.roles.clone(),
             user: user.to_json(username),
             authentication_type: "realm",
+            api_key: None,
+        })
+    }
+
+    fn authenticate_api_key(&self, id: &str, secret: &str) -> Result<Principal, AuthFailure> {
+        let key = self
+            .api_keys
+            .authenticate(id, secret)
+            .map_err(|error| {
+                tracing::error!(%error, "the API keys file cannot be read");
+                AuthFailure::ApiKey
+            })?
+            .ok_or(AuthFailure::ApiKey)?;
+        // The owner must still be there and enabled.
+        let owner = self
+            .users
+            .get(&key.username)
+            .ok()
+            .flatten()
+            .filter(|owner| owner.enabled)
+            .ok_or(AuthFailure::ApiKey)?;
+        Ok(Principal {
+            username: key.username.clone(),
+            roles: key.limited_by.clone(),
+            user: owner.to_json(&key.username),
+            authentication_type: "api_key",
+            api_key: Some((id.to_string(), key.name.clone())),
         })
     }
 
@@ -268,6 +316,17 @@ fn parse_authorization(headers: &HeaderMap) -> Result<Credentials, AuthFailure> 
             password: password.to_string(),
         });
     }
+    if scheme.eq_ignore_ascii_case("apikey") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .map_err(|_| AuthFailure::Malformed)?;
+        let decoded = String::from_utf8(decoded).map_err(|_| AuthFailure::Malformed)?;
+        let (id, key) = decoded.split_once(':').ok_or(AuthFailure::Malformed)?;
+        return Ok(Credentials::ApiKey {
+            id: id.to_string(),
+            key: key.to_string(),
+        });
+    }
     Err(AuthFailure::Missing)
 }
 
@@ -285,6 +344,7 @@ fn unauthenticated(failure: &AuthFailure, path: &str) -> RestError {
         AuthFailure::User(username) => {
             format!("unable to authenticate user [{username}] for REST request [{path}]")
         }
+        AuthFailure::ApiKey => "unable to authenticate with provided credentials and anonymous access is not allowed for this request".to_string(),
     };
     RestError::new(StatusCode::UNAUTHORIZED, "security_exception", reason)
         .with("header", json!({"WWW-Authenticate": CHALLENGES}))

@@ -1,14 +1,10 @@
 //! The native users of a node: `<data>/security/users.json`, shared by the running node (the
 //! `/_security/user` API) and `tandem users` (the command line, node running or not).
 //!
-//! Guarantees:
+//! Guarantees (with those of [`SharedFile`]: locked read-modify-write, atomic durable
+//! replacement, changes of another process seen at the next lookup):
 //! - the file holds argon2id hashes ([`super::secrets`]), never a password;
-//! - `<data>/security` is readable by the node's operating-system user only (mode 0700);
-//! - every change is a read-modify-write under an exclusive lock (`users.lock`), replaced
-//!   atomically and durably (`durable_file::replace_atomically`): a REST change and a
-//!   `tandem users` change made at the same time both land;
-//! - a change made by `tandem users` while the node runs is seen by the node's next lookup (the
-//!   file's stamp, one `stat`, is compared on every lookup) and bumps [`UserStore::generation`],
+//! - a change made by `tandem users` while the node runs bumps [`UserStore::generation`],
 //!   which drops every cached authentication;
 //! - a file that does not parse, or holds something other than argon2 hashes, is refused
 //!   (`SecurityError::Corrupted`), never read as "no users";
@@ -16,23 +12,20 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tandem_engine::durable_file;
 use tandem_engine::storage::StorageRef;
 
 use super::secrets;
+use super::shared_file::SharedFile;
 
 /// Directory of the security files, under the data directory.
 pub const SECURITY_DIR: &str = "security";
 /// The users file, in [`SECURITY_DIR`].
 pub const USERS_FILE: &str = "users.json";
-const LOCK_FILE: &str = "users.lock";
 /// Most users a node holds.
 pub const MAX_USERS: usize = 10_000;
 /// Longest user name (Elasticsearch's limit).
@@ -115,31 +108,15 @@ impl User {
     }
 }
 
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 struct UsersFile {
     users: BTreeMap<String, User>,
 }
 
-/// What identifies one version of the file on disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-struct Loaded {
-    users: Arc<BTreeMap<String, User>>,
-    stamp: Option<Stamp>,
-}
-
 /// The users of one data directory (see the module documentation).
 pub struct UserStore {
-    dir: PathBuf,
-    storage: StorageRef,
-    loaded: RwLock<Loaded>,
-    generation: AtomicU64,
+    file: SharedFile<UsersFile>,
 }
 
 /// Checks a user name against Elasticsearch's rules (and Basic authentication's: no `:`).
@@ -157,98 +134,41 @@ pub fn check_username(name: &str) -> Result<(), SecurityError> {
     }
 }
 
+fn validate(file: &UsersFile) -> Result<(), String> {
+    for (name, user) in &file.users {
+        check_username(name).map_err(|_| format!("invalid user name [{name}]"))?;
+        if !secrets::is_password_hash(&user.password_hash) {
+            return Err(format!("user [{name}] has no argon2 password hash"));
+        }
+    }
+    if file.users.len() > MAX_USERS {
+        return Err(format!("more than [{MAX_USERS}] users"));
+    }
+    Ok(())
+}
+
 impl UserStore {
     /// Opens the users of `data` (none when the file does not exist yet).
     pub fn open(storage: StorageRef, data: &Path) -> Result<UserStore, SecurityError> {
-        let store = UserStore {
-            dir: data.join(SECURITY_DIR),
-            storage,
-            loaded: RwLock::new(Loaded {
-                users: Arc::new(BTreeMap::new()),
-                stamp: None,
-            }),
-            generation: AtomicU64::new(0),
-        };
-        store.refresh()?;
-        Ok(store)
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.join(USERS_FILE)
-    }
-
-    fn stamp(&self) -> Result<Option<Stamp>, SecurityError> {
-        let path = self.path();
-        match std::fs::metadata(&path) {
-            Ok(metadata) => {
-                use std::os::unix::fs::MetadataExt;
-                Ok(Some(Stamp {
-                    modified: metadata.modified().ok(),
-                    len: metadata.len(),
-                    inode: metadata.ino(),
-                }))
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(SecurityError::Io { path, source }),
-        }
-    }
-
-    fn read_file(&self) -> Result<BTreeMap<String, User>, SecurityError> {
-        let path = self.path();
-        let Some(bytes) =
-            durable_file::read_if_exists(&*self.storage, &path).map_err(SecurityError::from)?
-        else {
-            return Ok(BTreeMap::new());
-        };
-        let corrupted = |reason: String| SecurityError::Corrupted {
-            path: path.clone(),
-            reason,
-        };
-        let file: UsersFile =
-            serde_json::from_slice(&bytes).map_err(|error| corrupted(error.to_string()))?;
-        for (name, user) in &file.users {
-            check_username(name).map_err(|_| corrupted(format!("invalid user name [{name}]")))?;
-            if !secrets::is_password_hash(&user.password_hash) {
-                return Err(corrupted(format!(
-                    "user [{name}] has no argon2 password hash"
-                )));
-            }
-        }
-        Ok(file.users)
-    }
-
-    /// Reloads the file when it changed on disk since it was last read.
-    pub fn refresh(&self) -> Result<(), SecurityError> {
-        let stamp = self.stamp()?;
-        if self.loaded.read().stamp == stamp && stamp.is_some() {
-            return Ok(());
-        }
-        let users = self.read_file()?;
-        let mut loaded = self.loaded.write();
-        let changed = *loaded.users != users;
-        loaded.users = Arc::new(users);
-        loaded.stamp = stamp;
-        if changed {
-            self.generation.fetch_add(1, Ordering::AcqRel);
-        }
-        Ok(())
+        Ok(UserStore {
+            file: SharedFile::open(storage, data.join(SECURITY_DIR), USERS_FILE, validate)?,
+        })
     }
 
     /// Bumped whenever the users change (here or on disk): cached authentications of an
     /// older generation are stale.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.file.generation()
     }
 
     /// Every user, as of the file's last change.
     pub fn all(&self) -> Result<Arc<BTreeMap<String, User>>, SecurityError> {
-        self.refresh()?;
-        Ok(self.loaded.read().users.clone())
+        Ok(Arc::new(self.file.current()?.users.clone()))
     }
 
     /// One user.
     pub fn get(&self, name: &str) -> Result<Option<User>, SecurityError> {
-        Ok(self.all()?.get(name).cloned())
+        Ok(self.file.current()?.users.get(name).cloned())
     }
 
     /// Applies `change` to the users under the lock, from the file as it is on disk, and
@@ -257,46 +177,8 @@ impl UserStore {
         &self,
         change: impl FnOnce(&mut BTreeMap<String, User>) -> Result<R, SecurityError>,
     ) -> Result<R, SecurityError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SecurityError::Io { path, source }
-        };
-        create_private_dir(&self.storage, &self.dir)?;
-        let lock_path = self.dir.join(LOCK_FILE);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        lock.lock().map_err(io(&lock_path))?;
-        let mut users = self.read_file()?;
-        let result = change(&mut users)?;
-        if users.len() > MAX_USERS {
-            return Err(SecurityError::Refused(format!(
-                "a node holds at most [{MAX_USERS}] users"
-            )));
-        }
-        let bytes = serde_json::to_vec_pretty(&UsersFile { users })
-            .map_err(|error| SecurityError::Refused(format!("cannot encode users: {error}")))?;
-        let path = self.path();
-        durable_file::replace_atomically(&*self.storage, &path, &bytes)?;
-        drop(lock);
-        self.refresh()?;
-        Ok(result)
+        self.file.update(|file| change(&mut file.users))
     }
-}
-
-/// Creates `dir` (and its parents) with the directory itself readable by its owner only.
-pub fn create_private_dir(storage: &StorageRef, dir: &Path) -> Result<(), SecurityError> {
-    durable_file::create_dir_all(&**storage, dir)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
-        SecurityError::Io {
-            path: dir.to_path_buf(),
-            source,
-        }
-    })
 }
 
 #[cfg(test)]

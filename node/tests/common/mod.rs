@@ -243,6 +243,15 @@ impl EsClient {
         .await
     }
 
+    pub async fn delete_with_body(&self, path: &str, body: Value) -> Answer {
+        self.send(
+            reqwest::Method::DELETE,
+            path,
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .await
+    }
+
     pub async fn post_empty(&self, path: &str) -> Answer {
         self.send(reqwest::Method::POST, path, None).await
     }
