@@ -53,7 +53,12 @@ pub fn bulk_body(data: &[u8]) {
     let disk = SimStorage::new();
     let indices =
         Indices::open_on(disk.as_storage(), Path::new("/data")).expect("open the indices");
-    let (errors, answers) = execute(&indices, &items, RefreshPolicy::Immediate);
+    let (errors, answers) = execute(
+        &indices,
+        &items,
+        RefreshPolicy::Immediate,
+        &crate::rest::bulk::allow_all,
+    );
     assert_eq!(answers.len(), items.len(), "one answer per item");
     if std::env::var_os("TANDEM_FUZZ_VERBOSE").is_some() {
         eprintln!(

@@ -267,10 +267,17 @@ async fn api_keys_authenticate_until_they_expire_or_are_invalidated() {
     let password = printed_password(&node);
     let anonymous = node.client();
     let elastic = anonymous.with_basic("elastic", &password);
+    let role = elastic
+        .put(
+            "/_security/role/key_maker",
+            json!({"cluster": ["manage_own_api_key"]}),
+        )
+        .await;
+    assert_eq!(role.status, 200, "{}", role.text);
     let created = elastic
         .put(
             "/_security/user/ops",
-            json!({"password": "ops-password", "roles": ["viewer"]}),
+            json!({"password": "ops-password", "roles": ["viewer", "key_maker"]}),
         )
         .await;
     assert_eq!(created.status, 200, "{}", created.text);
@@ -292,7 +299,7 @@ async fn api_keys_authenticate_until_they_expire_or_are_invalidated() {
     assert_eq!(me.body["username"], "ops");
     assert_eq!(me.body["authentication_type"], "api_key");
     assert_eq!(me.body["api_key"]["id"], id.as_str());
-    assert_eq!(me.body["roles"], json!(["viewer"]));
+    assert_eq!(me.body["roles"], json!(["viewer", "key_maker"]));
     // An API key does not make API keys.
     let derived = by_key
         .post("/_security/api_key", json!({"name": "derived"}))

@@ -16,7 +16,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::post;
-use axum::Router;
+use axum::{Extension, Router};
 use serde_json::{json, Map, Value};
 use tandem_engine::index::Index;
 use tandem_engine::indices::Indices;
@@ -33,6 +33,7 @@ use super::documents::{
 };
 use super::{ok, NodeState, Params};
 use crate::error::RestError;
+use crate::security::Principal;
 
 /// The routes of this module.
 pub fn routes() -> Router<NodeState> {
@@ -54,6 +55,15 @@ pub(crate) enum BulkAction {
 }
 
 impl BulkAction {
+    /// The action authorized on the item's index (Elasticsearch's name).
+    pub(crate) fn security_action(&self) -> &'static str {
+        match self {
+            BulkAction::Index { .. } => "indices:data/write/index",
+            BulkAction::Delete => "indices:data/write/delete",
+            BulkAction::Update(_) => "indices:data/write/update",
+        }
+    }
+
     /// The action's name, which its item's answer is under.
     pub(crate) fn name(&self) -> &'static str {
         match self {
@@ -300,11 +310,21 @@ fn written(index: &str, result: &WriteResult) -> (axum::http::StatusCode, Value)
     )
 }
 
-/// Applies the items in order; returns each item's answer and whether any failed.
+/// Whether the caller may run an item (security: its action on its index).
+pub(crate) type ItemCheck<'a> = &'a (dyn Fn(&BulkItem) -> Result<(), RestError> + Sync);
+
+/// Every item allowed (security off).
+pub(crate) fn allow_all(_: &BulkItem) -> Result<(), RestError> {
+    Ok(())
+}
+
+/// Applies the items in order; returns each item's answer and whether any failed. An item
+/// `authorize` refuses fails alone, with the refusal, as Elasticsearch fails it.
 pub(crate) fn execute(
     indices: &Indices,
     items: &[BulkItem],
     refresh: RefreshPolicy,
+    authorize: ItemCheck<'_>,
 ) -> (bool, Vec<Value>) {
     let mut targets: HashMap<String, Result<Arc<Index>, RestError>> = HashMap::new();
     let mut answers: Vec<Value> = Vec::with_capacity(items.len());
@@ -312,6 +332,13 @@ pub(crate) fn execute(
     let mut position = 0;
     while position < items.len() {
         let item = &items[position];
+        if let Err(refused) = authorize(item) {
+            let (_, answer) = item_json(item, Err(refused));
+            errors = true;
+            answers.push(answer);
+            position += 1;
+            continue;
+        }
         let target = targets
             .entry(item.index.clone())
             .or_insert_with(|| match item.action {
@@ -327,6 +354,7 @@ pub(crate) fn execute(
                 while end < items.len()
                     && items[end].index == item.index
                     && !matches!(items[end].action, BulkAction::Update(_))
+                    && authorize(&items[end]).is_ok()
                 {
                     end += 1;
                 }
@@ -415,6 +443,7 @@ fn apply_run(
 
 async fn run_bulk(
     node: NodeState,
+    principal: Option<Arc<Principal>>,
     default_index: Option<String>,
     params: Params,
     body: Bytes,
@@ -431,9 +460,23 @@ async fn run_bulk(
     let refresh = RefreshPolicy::from_params(&params)?;
     let started = Instant::now();
     let indices = node.indices.clone();
+    let security = node.security.clone();
     let (errors, items) = blocking(move || {
         let items = parse_bulk(&body, default_index.as_deref())?;
-        Ok(execute(&indices, &items, refresh))
+        let answers = match principal.filter(|_| security.enabled()) {
+            Some(principal) => {
+                let check = |item: &BulkItem| {
+                    security.check_indices(
+                        &principal,
+                        item.action.security_action(),
+                        std::slice::from_ref(&item.index),
+                    )
+                };
+                execute(&indices, &items, refresh, &check)
+            }
+            None => execute(&indices, &items, refresh, &allow_all),
+        };
+        Ok(answers)
     })
     .await?;
     Ok(ok(json!({
@@ -445,19 +488,23 @@ async fn run_bulk(
 
 async fn bulk_without_index(
     State(node): State<NodeState>,
+    principal: Option<Extension<Arc<Principal>>>,
     params: Params,
     RawBody(body): RawBody,
 ) -> Result<Response, RestError> {
-    run_bulk(node, None, params, body).await
+    let principal = principal.map(|Extension(principal)| principal);
+    run_bulk(node, principal, None, params, body).await
 }
 
 async fn bulk_into_index(
     State(node): State<NodeState>,
+    principal: Option<Extension<Arc<Principal>>>,
     Path(index): Path<String>,
     params: Params,
     RawBody(body): RawBody,
 ) -> Result<Response, RestError> {
-    run_bulk(node, Some(index), params, body).await
+    let principal = principal.map(|Extension(principal)| principal);
+    run_bulk(node, principal, Some(index), params, body).await
 }
 
 #[cfg(test)]
@@ -516,7 +563,7 @@ mod tests {
             "{\"delete\":{\"_index\":\"followed\",\"_id\":\"1\"}}\n",
         );
         let items = parse_bulk(body.as_bytes(), None).unwrap();
-        let (errors, answers) = execute(&indices, &items, RefreshPolicy::Immediate);
+        let (errors, answers) = execute(&indices, &items, RefreshPolicy::Immediate, &allow_all);
         assert!(errors);
         let refused = &answers[0]["index"];
         assert_eq!(refused["status"], 403, "{refused}");

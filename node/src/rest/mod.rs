@@ -12,6 +12,7 @@
 //!
 //! Endpoints live in one module per API family; each exposes `routes()`.
 
+pub mod actions;
 pub mod blocking;
 pub mod body;
 pub mod bulk;
@@ -63,6 +64,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(recovery::routes())
         .merge(security::routes())
         .merge(tandem_transport::router(Arc::new(node.leader.clone())))
+        .route_layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            actions::authorize,
+        ))
         .fallback(no_handler)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(

@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 use super::{ok, JsonBody, NodeState, Params};
 use crate::error::RestError;
 use crate::security::users::{check_username, User};
-use crate::security::{secrets, Principal, SecurityError, ELASTIC, SUPERUSER_ROLE};
+use crate::security::{secrets, Principal, SecurityError, ELASTIC};
 
 /// The routes of this module.
 pub fn routes() -> Router<NodeState> {
@@ -52,6 +52,14 @@ pub fn routes() -> Router<NodeState> {
             "/_security/user/{name}/_disable",
             post(disable_user).put(disable_user),
         )
+        .route("/_security/role", get(get_roles))
+        .route(
+            "/_security/role/{name}",
+            get(get_role)
+                .put(put_role)
+                .post(put_role)
+                .delete(delete_role),
+        )
         .route(
             "/_security/api_key",
             post(create_api_key)
@@ -75,20 +83,11 @@ fn caller(node: &NodeState, caller: Caller) -> Result<Arc<Principal>, RestError>
     }
 }
 
-/// Refuses a caller without `manage_security`, in Elasticsearch's words.
-fn require_manage_security(principal: &Principal, action: &str) -> Result<(), RestError> {
-    if principal.roles.iter().any(|role| role == SUPERUSER_ROLE) {
-        return Ok(());
-    }
-    Err(RestError::new(
-        StatusCode::FORBIDDEN,
-        "security_exception",
-        format!(
-            "action [{action}] is unauthorized for user [{}] with effective roles [{}], this action is granted by the cluster privileges [manage_security,all]",
-            principal.username,
-            principal.roles.join(",")
-        ),
-    ))
+/// Refuses a caller the cluster action `action` unless one of its roles grants it, in
+/// Elasticsearch's words (the router checked the route's own action already; handlers call
+/// this for what depends on the request, as someone else's password).
+fn require(node: &NodeState, principal: &Principal, action: &str) -> Result<(), RestError> {
+    node.security.check_cluster(principal, action)
 }
 
 fn security_error(error: SecurityError) -> RestError {
@@ -136,8 +135,23 @@ async fn authenticate(
     Ok(ok(answer))
 }
 
-fn is_superuser(principal: &Principal) -> bool {
-    principal.roles.iter().any(|role| role == SUPERUSER_ROLE)
+/// Whether the caller manages every user's API keys (`manage_api_key`, `manage_security`),
+/// not only its own (`manage_own_api_key`).
+fn manages_all_api_keys(node: &NodeState, principal: &Principal) -> bool {
+    let action = "cluster:admin/xpack/security/api_key/manage_all";
+    principal.roles.iter().any(|name| {
+        node.security
+            .roles()
+            .get(name)
+            .ok()
+            .flatten()
+            .is_some_and(|role| {
+                role.cluster.iter().any(|privilege| {
+                    privilege != "manage_own_api_key"
+                        && crate::security::privileges::cluster_grants(privilege, action)
+                })
+            })
+    })
 }
 
 async fn create_api_key(
@@ -167,7 +181,16 @@ async fn create_api_key(
                 expiration = Some(super::params::parse_time_value("expiration", &text)?)
             }
             ("expiration", Value::Null) => {}
-            ("role_descriptors", Value::Object(descriptors)) => role_descriptors = descriptors,
+            ("role_descriptors", Value::Object(descriptors)) => {
+                for (role, descriptor) in &descriptors {
+                    let parsed: crate::security::RoleDescriptor =
+                        serde_json::from_value(descriptor.clone()).map_err(|error| {
+                            RestError::parse(format!("failed to parse role [{role}]: {error}"))
+                        })?;
+                    parsed.validate().map_err(RestError::illegal_argument)?;
+                }
+                role_descriptors = descriptors
+            }
             ("metadata", Value::Object(object)) => metadata = object,
             (other, _)
                 if ["name", "expiration", "role_descriptors", "metadata"].contains(&other) =>
@@ -238,7 +261,7 @@ async fn get_api_keys(
         "with_profile_uid",
     ])?;
     let principal = caller(&node, principal)?;
-    let owner_only = params.flag("owner", false)? || !is_superuser(&principal);
+    let owner_only = params.flag("owner", false)? || !manages_all_api_keys(&node, &principal);
     let active_only = params.flag("active_only", false)?;
     let (id, name, username) = (params.get("id"), params.get("name"), params.get("username"));
     let now = crate::security::api_keys::now_millis();
@@ -312,7 +335,7 @@ async fn invalidate_api_keys(
             "Validation Failed: 1: One of [api key id(s), api key name, username, realm name] must be specified if [owner] flag is false;",
         ));
     }
-    let owner_only = owner || !is_superuser(&principal);
+    let owner_only = owner || !manages_all_api_keys(&node, &principal);
     let me = principal.username.clone();
     let security = node.security.clone();
     let (invalidated, before) = tokio::task::spawn_blocking(move || {
@@ -342,10 +365,7 @@ async fn get_users(
     params: Params,
 ) -> Result<Response, RestError> {
     params.allow(&["with_profile_uid"])?;
-    require_manage_security(
-        &*caller(&node, principal)?,
-        "cluster:admin/xpack/security/user/get",
-    )?;
+    caller(&node, principal)?;
     let users = node.security.users().all().map_err(security_error)?;
     let answer: Map<String, Value> = users
         .iter()
@@ -361,10 +381,7 @@ async fn get_user(
     params: Params,
 ) -> Result<Response, RestError> {
     params.allow(&["with_profile_uid"])?;
-    require_manage_security(
-        &*caller(&node, principal)?,
-        "cluster:admin/xpack/security/user/get",
-    )?;
+    caller(&node, principal)?;
     let users = node.security.users().all().map_err(security_error)?;
     let answer: Map<String, Value> = names
         .split(',')
@@ -482,10 +499,7 @@ async fn put_user(
     JsonBody(body): JsonBody,
 ) -> Result<Response, RestError> {
     params.allow(&["refresh"])?;
-    require_manage_security(
-        &*caller(&node, principal)?,
-        "cluster:admin/xpack/security/user/put",
-    )?;
+    caller(&node, principal)?;
     check_username(&name).map_err(security_error)?;
     let body = parse_user_body(body.ok_or_else(|| RestError::parse("request body is required"))?)?;
     // Hashing takes a moment: on the blocking pool, with the rest of the change.
@@ -536,7 +550,6 @@ async fn delete_user(
 ) -> Result<Response, RestError> {
     params.allow(&["refresh"])?;
     let principal = caller(&node, principal)?;
-    require_manage_security(&principal, "cluster:admin/xpack/security/user/delete")?;
     if name == ELASTIC {
         return Err(RestError::illegal_argument(format!(
             "user [{name}] is reserved and cannot be deleted"
@@ -563,7 +576,8 @@ async fn set_password(
     body: Option<Value>,
 ) -> Result<Response, RestError> {
     if name != principal.username {
-        require_manage_security(
+        require(
+            &node,
             &principal,
             "cluster:admin/xpack/security/user/change_password",
         )?;
@@ -632,7 +646,6 @@ async fn set_enabled(
     enabled: bool,
 ) -> Result<Response, RestError> {
     let principal = caller(&node, principal)?;
-    require_manage_security(&principal, "cluster:admin/xpack/security/user/set_enabled")?;
     if !enabled && name == principal.username {
         return Err(RestError::illegal_argument(
             "users may not update the enabled status of their own account",
@@ -668,4 +681,111 @@ async fn disable_user(
 ) -> Result<Response, RestError> {
     params.allow(&["refresh"])?;
     set_enabled(node, principal, name, false).await
+}
+
+/// Built-in roles first, then the custom ones, as the role API lists them.
+fn roles_json(node: &NodeState, names: Option<&str>) -> Result<Map<String, Value>, RestError> {
+    use crate::security::roles::{builtin, BUILTIN_ROLES};
+    let custom = node.security.roles().custom().map_err(security_error)?;
+    let mut all: Vec<(String, Value)> = BUILTIN_ROLES
+        .iter()
+        .filter_map(|name| builtin(name).map(|role| (name.to_string(), role.to_json(true))))
+        .collect();
+    all.extend(
+        custom
+            .iter()
+            .map(|(name, role)| (name.clone(), role.to_json(false))),
+    );
+    Ok(all
+        .into_iter()
+        .filter(|(name, _)| names.is_none_or(|names| names.split(',').any(|n| n == name)))
+        .collect())
+}
+
+async fn get_roles(
+    State(node): State<NodeState>,
+    principal: Caller,
+    params: Params,
+) -> Result<Response, RestError> {
+    params.allow(&[])?;
+    caller(&node, principal)?;
+    Ok(ok(Value::Object(roles_json(&node, None)?)))
+}
+
+async fn get_role(
+    State(node): State<NodeState>,
+    principal: Caller,
+    Path(names): Path<String>,
+    params: Params,
+) -> Result<Response, RestError> {
+    params.allow(&[])?;
+    caller(&node, principal)?;
+    let found = roles_json(&node, Some(&names))?;
+    if found.is_empty() {
+        return Ok((StatusCode::NOT_FOUND, axum::Json(json!({}))).into_response());
+    }
+    Ok(ok(Value::Object(found)))
+}
+
+async fn put_role(
+    State(node): State<NodeState>,
+    principal: Caller,
+    Path(name): Path<String>,
+    params: Params,
+    JsonBody(body): JsonBody,
+) -> Result<Response, RestError> {
+    params.allow(&["refresh"])?;
+    caller(&node, principal)?;
+    if name.is_empty() || name.len() > 507 {
+        return Err(RestError::illegal_argument(format!(
+            "invalid role name [{name}]"
+        )));
+    }
+    let body = body.ok_or_else(|| RestError::parse("request body is required"))?;
+    let mut body = match body {
+        Value::Object(fields) => fields,
+        _ => return Err(RestError::parse("the role body must be an object")),
+    };
+    // Accepted and empty in Tandem: applications, run_as, transient metadata.
+    for ignored in ["applications", "run_as", "transient_metadata"] {
+        match body.remove(ignored) {
+            None => {}
+            Some(Value::Array(list)) if list.is_empty() => {}
+            Some(Value::Object(map)) if ignored == "transient_metadata" && map.len() <= 1 => {}
+            Some(_) => {
+                return Err(RestError::illegal_argument(format!(
+                    "[{ignored}] is not supported by Tandem"
+                )))
+            }
+        }
+    }
+    let role: crate::security::RoleDescriptor = serde_json::from_value(Value::Object(body))
+        .map_err(|error| RestError::parse(format!("failed to parse role [{name}]: {error}")))?;
+    let security = node.security.clone();
+    let created = tokio::task::spawn_blocking(move || security.roles().put(&name, role))
+        .await
+        .map_err(|error| RestError::internal(format!("storing the role failed: {error}")))?
+        .map_err(security_error)?;
+    Ok(ok(json!({"role": {"created": created}})))
+}
+
+async fn delete_role(
+    State(node): State<NodeState>,
+    principal: Caller,
+    Path(name): Path<String>,
+    params: Params,
+) -> Result<Response, RestError> {
+    params.allow(&["refresh"])?;
+    caller(&node, principal)?;
+    let security = node.security.clone();
+    let found = tokio::task::spawn_blocking(move || security.roles().delete(&name))
+        .await
+        .map_err(|error| RestError::internal(format!("deleting the role failed: {error}")))?
+        .map_err(security_error)?;
+    let status = if found {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    Ok((status, axum::Json(json!({"found": found}))).into_response())
 }

@@ -1,6 +1,8 @@
 //! Security (DESIGN.md §9, Elasticsearch 8's model in its terms): who a request is.
 //!
 //! - [`api_keys`]: API keys (`Authorization: ApiKey`), created by users for themselves.
+//! - [`privileges`]: Elasticsearch's privilege names and the actions each grants.
+//! - [`roles`]: built-in and custom roles (`/_security/role`).
 //! - [`secrets`]: password hashes, random tokens, constant-time comparison.
 //! - [`shared_file`]: a JSON security file the node and the command line both change.
 //! - [`users`]: the native users file, shared with `tandem users`.
@@ -18,6 +20,8 @@
 //!   generated password (or `ELASTIC_PASSWORD`'s), which the node prints once.
 
 pub mod api_keys;
+pub mod privileges;
+pub mod roles;
 pub mod secrets;
 pub mod shared_file;
 pub mod users;
@@ -35,6 +39,7 @@ use tandem_engine::storage::StorageRef;
 
 use crate::error::RestError;
 pub use api_keys::ApiKeyStore;
+pub use roles::{RoleDescriptor, RoleStore};
 pub use users::{SecurityError, User, UserStore, ELASTIC};
 
 /// How long a verified password stays cached (Elasticsearch's realm `cache.ttl`).
@@ -64,6 +69,9 @@ pub struct Principal {
     pub authentication_type: &'static str,
     /// The API key authenticated with: its id and name.
     pub api_key: Option<(String, String)>,
+    /// An API key's own role descriptors: when there are some, an action must be granted by
+    /// one of them as well as by the owner's roles.
+    pub key_roles: Vec<RoleDescriptor>,
 }
 
 /// Credentials as a request presents them.
@@ -101,6 +109,7 @@ pub struct Security {
     enabled: bool,
     users: UserStore,
     api_keys: ApiKeyStore,
+    roles: RoleStore,
     cache: Mutex<HashMap<String, CachedAuthentication>>,
     /// Salt of the cache's password digests, new per process.
     cache_salt: [u8; 32],
@@ -139,7 +148,8 @@ impl Security {
         enabled: bool,
     ) -> Result<(Security, Option<Bootstrap>), SecurityError> {
         let users = UserStore::open(storage.clone(), data)?;
-        let api_keys = ApiKeyStore::open(storage, data)?;
+        let api_keys = ApiKeyStore::open(storage.clone(), data)?;
+        let roles = RoleStore::open(storage, data)?;
         let mut bootstrap = None;
         if enabled && users.all()?.is_empty() {
             let (password, shown) = match std::env::var(ELASTIC_PASSWORD_ENV) {
@@ -170,6 +180,7 @@ impl Security {
                 enabled,
                 users,
                 api_keys,
+                roles,
                 cache: Mutex::new(HashMap::new()),
                 cache_salt: secrets::random_bytes::<32>(),
             },
@@ -190,6 +201,98 @@ impl Security {
     /// The API keys.
     pub fn api_keys(&self) -> &ApiKeyStore {
         &self.api_keys
+    }
+
+    /// The roles.
+    pub fn roles(&self) -> &RoleStore {
+        &self.roles
+    }
+
+    /// Whether `principal` may run the action `granted` checks with its roles (and, for an API
+    /// key with role descriptors, with those too).
+    fn allows(&self, principal: &Principal, granted: impl Fn(&RoleDescriptor) -> bool) -> bool {
+        let by_roles = principal
+            .roles
+            .iter()
+            .any(|name| match self.roles.get(name) {
+                Ok(role) => role.is_some_and(|role| granted(&role)),
+                Err(error) => {
+                    tracing::error!(%error, "the roles file cannot be read");
+                    false
+                }
+            });
+        by_roles && (principal.key_roles.is_empty() || principal.key_roles.iter().any(&granted))
+    }
+
+    /// Refuses `principal` the cluster action `action` unless a role grants it.
+    pub fn check_cluster(&self, principal: &Principal, action: &str) -> Result<(), RestError> {
+        if self.allows(principal, |role| role.grants_cluster(action)) {
+            return Ok(());
+        }
+        Err(self.refusal(
+            principal,
+            action,
+            None,
+            &format!(
+                "cluster privileges [{}]",
+                privileges::cluster_privileges_granting(action).join(",")
+            ),
+        ))
+    }
+
+    /// Refuses `principal` the index action `action` unless a role grants it on every one of
+    /// `indices`.
+    pub fn check_indices(
+        &self,
+        principal: &Principal,
+        action: &str,
+        indices: &[String],
+    ) -> Result<(), RestError> {
+        let refused: Vec<&str> = indices
+            .iter()
+            .filter(|index| !self.allows(principal, |role| role.grants_index(action, index)))
+            .map(String::as_str)
+            .collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(self.refusal(
+            principal,
+            action,
+            Some(&refused),
+            &format!(
+                "index privileges [{}]",
+                privileges::index_privileges_granting(action).join(",")
+            ),
+        ))
+    }
+
+    /// Elasticsearch's 403 for a refused action.
+    fn refusal(
+        &self,
+        principal: &Principal,
+        action: &str,
+        indices: Option<&[&str]>,
+        granted_by: &str,
+    ) -> RestError {
+        let mut roles = principal.roles.clone();
+        roles.sort();
+        let who = match &principal.api_key {
+            Some((id, _)) => format!("API key id [{id}] of user [{}]", principal.username),
+            None => format!(
+                "user [{}] with effective roles [{}]",
+                principal.username,
+                roles.join(",")
+            ),
+        };
+        let on = indices
+            .map(|indices| format!(" on indices [{}]", indices.join(",")))
+            .unwrap_or_default();
+        RestError::new(
+            StatusCode::FORBIDDEN,
+            "security_exception",
+            format!("action [{action}] is unauthorized for {who}{on}, this action is granted by the {granted_by}"),
+        )
     }
 
     /// Authenticates a request from its headers; `path` names it in the error. Blocking (an
@@ -247,6 +350,7 @@ impl Security {
             user: user.to_json(username),
             authentication_type: "realm",
             api_key: None,
+            key_roles: Vec::new(),
         })
     }
 
@@ -267,12 +371,22 @@ impl Security {
             .flatten()
             .filter(|owner| owner.enabled)
             .ok_or(AuthFailure::ApiKey)?;
+        // Descriptors were checked when the key was made; one that no longer parses grants
+        // nothing (an empty role), it does not widen the key to its owner's roles.
+        let key_roles = key
+            .role_descriptors
+            .values()
+            .map(|descriptor| {
+                serde_json::from_value::<RoleDescriptor>(descriptor.clone()).unwrap_or_default()
+            })
+            .collect();
         Ok(Principal {
             username: key.username.clone(),
             roles: key.limited_by.clone(),
             user: owner.to_json(&key.username),
             authentication_type: "api_key",
             api_key: Some((id.to_string(), key.name.clone())),
+            key_roles,
         })
     }
 
