@@ -80,6 +80,13 @@ enum Command {
         #[command(subcommand)]
         action: UsersAction,
     },
+    /// Manage the secure settings of the data directory (`--data`): the remote clusters'
+    /// credentials, read by the node at start and by `POST /_nodes/reload_secure_settings`.
+    Keystore {
+        /// What to do.
+        #[command(subcommand)]
+        action: KeystoreAction,
+    },
     /// Make a certificate authority (once per directory) and a certificate and key per node,
     /// for `--tls-cert`, `--tls-key` and `--tls-ca`.
     Certs {
@@ -130,6 +137,75 @@ enum UsersAction {
     },
     /// List the users and their roles.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeystoreAction {
+    /// Set a secure setting (`cluster.remote.<alias>.credentials`: a cross-cluster API key's
+    /// `encoded` value), read from standard input.
+    Add {
+        /// The setting name.
+        name: String,
+        /// Read the value from standard input without a prompt (it is read from standard
+        /// input either way).
+        #[arg(long)]
+        stdin: bool,
+    },
+    /// List the setting names (never their values).
+    List,
+    /// Remove a setting.
+    Remove {
+        /// The setting name.
+        name: String,
+    },
+}
+
+fn keystore(data: PathBuf, action: KeystoreAction) -> ExitCode {
+    use tandem_node::security::keystore::Keystore;
+    let result = (|| -> Result<String, String> {
+        let keystore = Keystore::open(tandem_engine::storage::real(), &data)
+            .map_err(|error| error.to_string())?;
+        match action {
+            KeystoreAction::Add { name, stdin } => {
+                if !stdin {
+                    eprint!("value of [{name}]: ");
+                }
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .map_err(|error| format!("cannot read the value: {error}"))?;
+                keystore
+                    .add(&name, line.trim())
+                    .map_err(|error| error.to_string())?;
+                Ok(format!(
+                    "set [{name}]; a running node reads it at POST /_nodes/reload_secure_settings"
+                ))
+            }
+            KeystoreAction::List => Ok(keystore
+                .names()
+                .map_err(|error| error.to_string())?
+                .join("\n")),
+            KeystoreAction::Remove { name } => {
+                if keystore.remove(&name).map_err(|error| error.to_string())? {
+                    Ok(format!("removed [{name}]"))
+                } else {
+                    Err(format!("the keystore has no setting [{name}]"))
+                }
+            }
+        }
+    })();
+    match result {
+        Ok(message) => {
+            if !message.is_empty() {
+                println!("{message}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("tandem keystore: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The password of `--password`, or a line of standard input.
@@ -283,7 +359,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Some(Command::Users { action }) = cli.command {
+    if matches!(
+        cli.command,
+        Some(Command::Users { .. } | Command::Keystore { .. })
+    ) {
         let file = match cli.config.as_deref().map(ConfigFile::read).transpose() {
             Ok(file) => file.unwrap_or_default(),
             Err(error) => {
@@ -295,7 +374,11 @@ fn main() -> ExitCode {
             .data
             .or(file.data)
             .unwrap_or_else(|| PathBuf::from(tandem_node::config::DEFAULT_DATA));
-        return users(data, action);
+        return match cli.command {
+            Some(Command::Users { action }) => users(data, action),
+            Some(Command::Keystore { action }) => keystore(data, action),
+            _ => unreachable!("matched above"),
+        };
     }
     if let Some(Command::Certs {
         out,

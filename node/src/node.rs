@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use crate::cluster_settings::ClusterSettings;
 use crate::config::NodeConfig;
 use crate::error::RestError;
+use crate::security::keystore::Keystore;
 use crate::security::{Bootstrap, Security, SecurityError};
 
 /// File of the node's identity.
@@ -146,6 +147,10 @@ pub struct Node {
     pub security: Arc<Security>,
     /// The `elastic` password a first start with security on generated, until printed.
     bootstrap: parking_lot::Mutex<Option<Bootstrap>>,
+    /// Secure settings: the remote clusters' credentials.
+    keystore: Arc<Keystore>,
+    /// The credentials of each remote cluster alias, as last (re)loaded from the keystore.
+    remote_credentials: parking_lot::Mutex<BTreeMap<String, String>>,
     background: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -157,7 +162,7 @@ impl Node {
         // Creating the directory, writing a new identity and opening the indices block on the
         // disk: they run on the blocking pool, not on a runtime worker.
         let (opened, name, secure) = (data.clone(), config.name.clone(), config.security);
-        let (identity, indices, settings, (security, bootstrap)) =
+        let (identity, indices, settings, ((security, bootstrap), keystore, credentials)) =
             tokio::task::spawn_blocking(move || {
                 // The node runs on the file system; the storage seam is for tests and embedders.
                 let storage = tandem_engine::storage::real();
@@ -166,8 +171,15 @@ impl Node {
                 let settings = ClusterSettings::load(&*storage, &opened)?;
                 // Hashing the first password takes a moment: here, on the blocking pool.
                 let security = Security::open(storage.clone(), &opened, secure)?;
+                let keystore = Keystore::open(storage.clone(), &opened)?;
+                let credentials = keystore.remote_credentials()?;
                 let indices = Indices::open_on(storage, &opened)?;
-                Ok::<_, NodeError>((identity, indices, settings, security))
+                Ok::<_, NodeError>((
+                    identity,
+                    indices,
+                    settings,
+                    (security, keystore, credentials),
+                ))
             })
             .await
             .map_err(|source| NodeError::Task {
@@ -181,8 +193,14 @@ impl Node {
         let remote_tls = RemoteTls::of(&config)?;
         let remotes = Arc::new(RemoteClusters::new());
         let mut remote_clients = BTreeMap::new();
-        connect_remotes(&remotes, &settings, &remote_tls, &mut remote_clients)
-            .map_err(|error| NodeError::ClusterSettings(error.to_string()))?;
+        connect_remotes(
+            &remotes,
+            &settings,
+            &remote_tls,
+            &credentials,
+            &mut remote_clients,
+        )
+        .map_err(|error| NodeError::ClusterSettings(error.to_string()))?;
         let recovery = settings
             .recovery_settings()
             .map_err(|error| NodeError::ClusterSettings(error.to_string()))?;
@@ -226,6 +244,8 @@ impl Node {
             remote_tls,
             security: Arc::new(security),
             bootstrap: parking_lot::Mutex::new(bootstrap),
+            keystore: Arc::new(keystore),
+            remote_credentials: parking_lot::Mutex::new(credentials),
             background: parking_lot::Mutex::new(vec![reaper, poller, resumer, repairer, buffer]),
         }))
     }
@@ -234,6 +254,22 @@ impl Node {
     /// (generated, or taken from `ELASTIC_PASSWORD`), `None` afterwards.
     pub fn take_bootstrap_password(&self) -> Option<Bootstrap> {
         self.bootstrap.lock().take()
+    }
+
+    /// Reads the keystore again and hands each remote cluster's client its credentials as
+    /// they are now (`POST /_nodes/reload_secure_settings`): requests from then on carry them,
+    /// those of follow tasks already running included.
+    pub async fn reload_secure_settings(&self) -> Result<(), RestError> {
+        let keystore = self.keystore.clone();
+        let credentials = tokio::task::spawn_blocking(move || keystore.remote_credentials())
+            .await
+            .map_err(|error| RestError::internal(format!("reading the keystore failed: {error}")))?
+            .map_err(|error| RestError::internal(format!("cannot read the keystore: {error}")))?;
+        for (alias, client) in self.remote_clients.lock().iter() {
+            apply_credentials(alias, client, &credentials);
+        }
+        *self.remote_credentials.lock() = credentials;
+        Ok(())
     }
 
     /// The cluster settings as they are now.
@@ -269,10 +305,12 @@ impl Node {
         }
         let recovery = next.recovery_settings()?;
         let max_shards = next.max_shards_per_node()?;
+        let credentials = self.remote_credentials.lock().clone();
         connect_remotes(
             &self.remotes,
             &next,
             &self.remote_tls,
+            &credentials,
             &mut self.remote_clients.lock(),
         )?;
         self.followers
@@ -311,10 +349,22 @@ impl Node {
 /// Makes `remotes` match `settings`: a client for every new remote cluster, the existing
 /// client re-pointed for one whose addresses changed (so running follow tasks follow the
 /// change), and the aliases that are gone removed. `clients` holds the clients registered.
+/// Gives `client` the keystore's credentials for `alias` (or none).
+fn apply_credentials(
+    alias: &str,
+    client: &HttpLeaderClient,
+    credentials: &BTreeMap<String, String>,
+) {
+    if let Err(error) = client.set_credentials(credentials.get(alias).map(String::as_str)) {
+        tracing::warn!(%alias, %error, "the keystore's credentials for this remote cluster cannot be used");
+    }
+}
+
 fn connect_remotes(
     remotes: &RemoteClusters,
     settings: &ClusterSettings,
     tls: &RemoteTls,
+    credentials: &BTreeMap<String, String>,
     clients: &mut BTreeMap<String, Arc<HttpLeaderClient>>,
 ) -> Result<(), RestError> {
     let configured = settings.remote_clusters()?;
@@ -339,6 +389,7 @@ fn connect_remotes(
                     HttpTransportSettings::default(),
                     tls.client_config(),
                 ));
+                apply_credentials(&remote.alias, &client, credentials);
                 remotes.set(remote.alias.clone(), client.clone());
                 clients.insert(remote.alias.clone(), client);
             }

@@ -130,6 +130,7 @@ impl CcrError {
             CcrError::NoFollowTasks(_) => 400,
             CcrError::NoSuchRemoteCluster(_) | CcrError::NoSuchPattern(_) => 404,
             CcrError::Leader(LeaderError::IndexNotFound(_)) => 404,
+            CcrError::Leader(LeaderError::Unauthorized(_)) => 403,
             CcrError::Leader(LeaderError::IndexClosed(_) | LeaderError::InvalidRequest(_)) => 400,
             CcrError::Engine(error) => error.status(),
             CcrError::Io { .. } | CcrError::Corrupted { .. } | CcrError::Encode { .. } => 500,

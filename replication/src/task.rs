@@ -823,6 +823,7 @@ pub fn leader_error_type(error: &LeaderError) -> &'static str {
         LeaderError::Timeout(_) => "receive_timeout_transport_exception",
         LeaderError::InvalidRequest(_) => "illegal_argument_exception",
         LeaderError::InvalidResponse(_) => "illegal_state_exception",
+        LeaderError::Unauthorized(_) => "security_exception",
         _ => "exception",
     }
 }

@@ -141,6 +141,9 @@ pub struct HttpLeaderClient {
     /// The scheme of an address given without one: `https` when the client was built with a
     /// TLS configuration.
     default_scheme: &'static str,
+    /// The `Authorization` header every request carries (a cross-cluster API key), replaced
+    /// whole by [`HttpLeaderClient::set_credentials`].
+    credentials: parking_lot::RwLock<Option<reqwest::header::HeaderValue>>,
 }
 
 /// How an answer's body is read back.
@@ -209,6 +212,7 @@ impl HttpLeaderClient {
             settings,
             preferred: AtomicUsize::new(0),
             default_scheme,
+            credentials: parking_lot::RwLock::new(None),
         }
     }
 
@@ -223,6 +227,23 @@ impl HttpLeaderClient {
     pub fn set_addresses(&self, addresses: Vec<String>) {
         *self.addresses.write() = Arc::new(addresses);
         self.preferred.store(0, Ordering::Relaxed);
+    }
+
+    /// Sends `encoded` (a cross-cluster API key, `base64(id:key)`) as
+    /// `Authorization: ApiKey` on every request from now on, or nothing with `None`. A value
+    /// that cannot be a header is refused.
+    pub fn set_credentials(&self, encoded: Option<&str>) -> Result<(), String> {
+        let header = encoded
+            .map(|encoded| {
+                let mut value =
+                    reqwest::header::HeaderValue::from_str(&format!("ApiKey {encoded}"))
+                        .map_err(|_| "the credentials are not a valid header value".to_string())?;
+                value.set_sensitive(true);
+                Ok::<_, String>(value)
+            })
+            .transpose()?;
+        *self.credentials.write() = header;
+        Ok(())
     }
 
     fn url(address: &str, path: &str, default_scheme: &str) -> String {
@@ -258,8 +279,11 @@ impl HttpLeaderClient {
         for attempt in 0..addresses.len() {
             let at = (first + attempt) % addresses.len();
             let address = &addresses[at];
-            let sending = http
-                .post(Self::url(address, path, self.default_scheme))
+            let mut request = http.post(Self::url(address, path, self.default_scheme));
+            if let Some(credentials) = self.credentials.read().clone() {
+                request = request.header(reqwest::header::AUTHORIZATION, credentials);
+            }
+            let sending = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .timeout(timeout)
                 .body(body.clone())
@@ -466,6 +490,18 @@ async fn check_status(
     let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
     let message = format!("the leader answered HTTP {status}: {text}");
     Err(match status.as_u16() {
+        // The leader's security refused the credentials (or their absence): its reason, as
+        // Elasticsearch's security_exception carries it.
+        401 | 403 => {
+            let reason = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|error| error["error"]["reason"].as_str().map(str::to_string))
+                .unwrap_or(message);
+            LeaderError::Unauthorized(format!(
+                "the leader cluster refused the request (HTTP {}): {reason}",
+                status.as_u16()
+            ))
+        }
         408 => LeaderError::Timeout(timeout),
         429 | 500..=599 => LeaderError::Unavailable(message),
         _ => LeaderError::InvalidRequest(message),

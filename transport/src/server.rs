@@ -27,7 +27,11 @@ use axum::routing::post;
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tandem_recovery::leader_api::{LeaderClient, ShardChangesRequest, ShardChangesResponse};
+use tandem_recovery::leader_api::{
+    AddRetentionLeaseRequest, CloseRecoverySessionRequest, IndexMetadataRequest, LeaderClient,
+    OpenRecoverySessionRequest, ReadFileChunkRequest, RemoveRetentionLeaseRequest,
+    RenewRetentionLeaseRequest, ShardChangesRequest, ShardChangesResponse,
+};
 use tandem_recovery::LeaderError;
 
 use crate::wire::{
@@ -70,6 +74,26 @@ const INLINE_ENCODE_BYTES: usize = 256 * 1024;
 
 /// The leader's state every handler reads.
 type Leader = Arc<dyn LeaderClient>;
+
+/// Which leader indices a request's caller may read, set by the embedder's authorization as a
+/// request extension (the node puts one on every transport request when its security is on:
+/// a cross-cluster API key's `replication` names, or a user's privileges). Every endpoint that
+/// names an index checks it before doing anything; `list_indices` lists only the allowed
+/// ones. Without the extension, every index is allowed.
+#[derive(Clone)]
+pub struct IndexAccess(pub Arc<IndexCheck>);
+
+/// Whether the caller may reach one leader index: `Err` is the refusal it gets.
+pub type IndexCheck = dyn Fn(&str) -> Result<(), LeaderError> + Send + Sync;
+
+type Access = Option<axum::Extension<IndexAccess>>;
+
+fn check_access(access: &Access, index: &str) -> Result<(), LeaderError> {
+    match access {
+        Some(axum::Extension(IndexAccess(allowed))) => allowed(index),
+        None => Ok(()),
+    }
+}
 
 /// The transport endpoints over `leader`, to serve alone or to merge into a larger router
 /// (whatever its state type `S`).
@@ -119,6 +143,7 @@ pub fn status_of(error: &LeaderError) -> StatusCode {
             StatusCode::BAD_GATEWAY
         }
         LeaderError::Engine { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        LeaderError::Unauthorized(_) => StatusCode::FORBIDDEN,
     }
 }
 
@@ -164,16 +189,21 @@ fn acknowledged() -> Answer {
     json(&serde_json::json!({}))
 }
 
-async fn index_metadata(State(leader): State<Leader>, body: Bytes) -> Answer {
-    json(&leader.index_metadata(parse(&body)?).await?)
+async fn index_metadata(State(leader): State<Leader>, access: Access, body: Bytes) -> Answer {
+    let request: IndexMetadataRequest = parse(&body)?;
+    check_access(&access, &request.index)?;
+    json(&leader.index_metadata(request).await?)
 }
 
-async fn list_indices(State(leader): State<Leader>) -> Answer {
-    json(&leader.list_indices().await?)
+async fn list_indices(State(leader): State<Leader>, access: Access) -> Answer {
+    let mut indices = leader.list_indices().await?;
+    indices.retain(|summary| check_access(&access, &summary.name).is_ok());
+    json(&indices)
 }
 
-async fn shard_changes(State(leader): State<Leader>, body: Bytes) -> Answer {
+async fn shard_changes(State(leader): State<Leader>, access: Access, body: Bytes) -> Answer {
     let mut request: ShardChangesRequest = parse(&body)?;
+    check_access(&access, &request.shard.index)?;
     request.changes.max_batch_size = request.changes.max_batch_size.min(MAX_CHANGES_BATCH_BYTES);
     if !request.changes.poll_timeout.is_zero() {
         return Ok(long_poll_answer(leader, request));
@@ -267,27 +297,49 @@ async fn encode_changes(response: ShardChangesResponse) -> Result<Vec<u8>, Leade
         .map_err(|e| LeaderError::Unavailable(format!("encoding the changes failed: {e}")))
 }
 
-async fn add_retention_lease(State(leader): State<Leader>, body: Bytes) -> Answer {
-    leader.add_retention_lease(parse(&body)?).await?;
+async fn add_retention_lease(State(leader): State<Leader>, access: Access, body: Bytes) -> Answer {
+    let request: AddRetentionLeaseRequest = parse(&body)?;
+    check_access(&access, &request.shard.index)?;
+    leader.add_retention_lease(request).await?;
     acknowledged()
 }
 
-async fn renew_retention_lease(State(leader): State<Leader>, body: Bytes) -> Answer {
-    leader.renew_retention_lease(parse(&body)?).await?;
+async fn renew_retention_lease(
+    State(leader): State<Leader>,
+    access: Access,
+    body: Bytes,
+) -> Answer {
+    let request: RenewRetentionLeaseRequest = parse(&body)?;
+    check_access(&access, &request.shard.index)?;
+    leader.renew_retention_lease(request).await?;
     acknowledged()
 }
 
-async fn remove_retention_lease(State(leader): State<Leader>, body: Bytes) -> Answer {
-    leader.remove_retention_lease(parse(&body)?).await?;
+async fn remove_retention_lease(
+    State(leader): State<Leader>,
+    access: Access,
+    body: Bytes,
+) -> Answer {
+    let request: RemoveRetentionLeaseRequest = parse(&body)?;
+    check_access(&access, &request.shard.index)?;
+    leader.remove_retention_lease(request).await?;
     acknowledged()
 }
 
-async fn open_recovery_session(State(leader): State<Leader>, body: Bytes) -> Answer {
-    json(&leader.open_recovery_session(parse(&body)?).await?)
+async fn open_recovery_session(
+    State(leader): State<Leader>,
+    access: Access,
+    body: Bytes,
+) -> Answer {
+    let request: OpenRecoverySessionRequest = parse(&body)?;
+    check_access(&access, &request.shard.index)?;
+    json(&leader.open_recovery_session(request).await?)
 }
 
-async fn read_file_chunk(State(leader): State<Leader>, body: Bytes) -> Answer {
-    let chunk = leader.read_file_chunk(parse(&body)?).await?;
+async fn read_file_chunk(State(leader): State<Leader>, access: Access, body: Bytes) -> Answer {
+    let request: ReadFileChunkRequest = parse(&body)?;
+    check_access(&access, &request.shard.index)?;
+    let chunk = leader.read_file_chunk(request).await?;
     // Without compression, encoding is a checksum: cheap enough to run inline.
     let (chunk_header, body) = if !wire::COMPRESS_CHUNKS || chunk.data.len() <= INLINE_ENCODE_BYTES
     {
@@ -313,7 +365,13 @@ async fn read_file_chunk(State(leader): State<Leader>, body: Bytes) -> Answer {
     Ok(response)
 }
 
-async fn close_recovery_session(State(leader): State<Leader>, body: Bytes) -> Answer {
-    leader.close_recovery_session(parse(&body)?).await?;
+async fn close_recovery_session(
+    State(leader): State<Leader>,
+    access: Access,
+    body: Bytes,
+) -> Answer {
+    let request: CloseRecoverySessionRequest = parse(&body)?;
+    check_access(&access, &request.shard.index)?;
+    leader.close_recovery_session(request).await?;
     acknowledged()
 }

@@ -73,6 +73,16 @@ pub const ENDPOINTS: &[Endpoint] = {
             "/_remote/info",
             Cluster("cluster:monitor/remote/info"),
         ),
+        (
+            "POST",
+            "/_nodes/reload_secure_settings",
+            Cluster("cluster:admin/nodes/reload_secure_settings"),
+        ),
+        (
+            "POST",
+            "/_nodes/{node_id}/reload_secure_settings",
+            Cluster("cluster:admin/nodes/reload_secure_settings"),
+        ),
         // Indices.
         ("PUT", "/{index}", Index("indices:admin/create")),
         ("GET", "/{index}", Index("indices:admin/get")),
@@ -344,6 +354,11 @@ pub const ENDPOINTS: &[Endpoint] = {
         ),
         (
             "POST",
+            "/_security/cross_cluster/api_key",
+            Cluster("cluster:admin/xpack/security/cross_cluster/api_key/create"),
+        ),
+        (
+            "POST",
             "/_security/api_key",
             Cluster("cluster:admin/xpack/security/api_key/create"),
         ),
@@ -463,6 +478,35 @@ pub async fn authorize(
         Err(_) => None,
     };
     let security = &node.security;
+    let transport = path.starts_with(tandem_transport::server::PATH_PREFIX);
+    if principal.cross_cluster.is_some() && !transport {
+        let (id, _) = principal.api_key.clone().unwrap_or_default();
+        return RestError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "security_exception",
+            format!("authentication expected API key type of [rest], but API key [{id}] has type [cross_cluster]"),
+        )
+        .into_response();
+    }
+    if transport {
+        // A cross-cluster key reaches the transport by itself; anyone else needs read_ccr.
+        if principal.cross_cluster.is_none() {
+            if let Err(error) = security.check_cluster(&principal, TRANSPORT_ACTION) {
+                return error.into_response();
+            }
+        }
+        let (security, principal) = (node.security.clone(), principal.clone());
+        request
+            .extensions_mut()
+            .insert(tandem_transport::server::IndexAccess(std::sync::Arc::new(
+                move |index: &str| {
+                    security
+                        .check_transport_index(&principal, index)
+                        .map_err(tandem_recovery::LeaderError::Unauthorized)
+                },
+            )));
+        return next.run(request).await;
+    }
     let path_indices = || expression_indices(&node, index_param.as_deref().unwrap_or(""));
     let checked = match check {
         Check::Cluster(action) => security.check_cluster(&principal, action),

@@ -25,6 +25,30 @@ pub fn routes() -> Router<NodeState> {
     Router::new()
         .route("/_cluster/settings", get(get_settings).put(put_settings))
         .route("/_remote/info", get(remote_info))
+        .route(
+            "/_nodes/reload_secure_settings",
+            axum::routing::post(reload_secure_settings),
+        )
+        .route(
+            "/_nodes/{node_id}/reload_secure_settings",
+            axum::routing::post(reload_secure_settings),
+        )
+}
+
+/// `POST /_nodes[/{node_id}]/reload_secure_settings`: the keystore read again (the remote
+/// clusters' credentials), in Elasticsearch's answer shape.
+async fn reload_secure_settings(
+    State(node): State<NodeState>,
+    params: Params,
+) -> Result<Response, RestError> {
+    params.allow(&["timeout"])?;
+    params.time("timeout")?;
+    node.reload_secure_settings().await?;
+    Ok(ok(json!({
+        "_nodes": {"total": 1, "successful": 1, "failed": 0},
+        "cluster_name": node.identity.cluster_name,
+        "nodes": {node.identity.node_id.clone(): {"name": node.config.name}},
+    })))
 }
 
 async fn get_settings(

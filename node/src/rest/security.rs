@@ -61,6 +61,10 @@ pub fn routes() -> Router<NodeState> {
                 .delete(delete_role),
         )
         .route(
+            "/_security/cross_cluster/api_key",
+            post(create_cross_cluster_api_key),
+        )
+        .route(
             "/_security/api_key",
             post(create_api_key)
                 .put(create_api_key)
@@ -788,4 +792,107 @@ async fn delete_role(
         StatusCode::NOT_FOUND
     };
     Ok((status, axum::Json(json!({"found": found}))).into_response())
+}
+
+/// `POST /_security/cross_cluster/api_key`: a key a remote cluster's follower presents, good
+/// for the transport only and for the indices its `access.replication` names.
+async fn create_cross_cluster_api_key(
+    State(node): State<NodeState>,
+    principal: Caller,
+    params: Params,
+    JsonBody(body): JsonBody,
+) -> Result<Response, RestError> {
+    params.allow(&[])?;
+    let principal = caller(&node, principal)?;
+    let Some(Value::Object(fields)) = body else {
+        return Err(RestError::parse("the API key body must be an object"));
+    };
+    let mut name = None;
+    let mut expiration = None;
+    let mut access = None;
+    let mut metadata = Map::new();
+    for (key, value) in fields {
+        match (key.as_str(), value) {
+            ("name", Value::String(text)) => name = Some(text),
+            ("expiration", Value::String(text)) => {
+                expiration = Some(super::params::parse_time_value("expiration", &text)?)
+            }
+            ("expiration", Value::Null) => {}
+            ("access", Value::Object(object)) => access = Some(object),
+            ("metadata", Value::Object(object)) => metadata = object,
+            (other, _) => {
+                return Err(RestError::parse(format!(
+                "failed to parse cross-cluster api key request. unexpected field or type [{other}]"
+            )))
+            }
+        }
+    }
+    let invalid = |reason: &str| {
+        RestError::new(
+            StatusCode::BAD_REQUEST,
+            "action_request_validation_exception",
+            format!("Validation Failed: 1: {reason};"),
+        )
+    };
+    let name = name.ok_or_else(|| invalid("api key name is required"))?;
+    let access = access.ok_or_else(|| invalid("access is required"))?;
+    for (kind, entries) in &access {
+        if kind != "replication" && kind != "search" {
+            return Err(RestError::parse(format!(
+                "failed to parse cross-cluster api key access. unexpected field [{kind}]"
+            )));
+        }
+        let valid = entries.as_array().is_some_and(|entries| {
+            entries.iter().all(|entry| {
+                entry["names"]
+                    .as_array()
+                    .is_some_and(|names| !names.is_empty() && names.iter().all(Value::is_string))
+            })
+        });
+        if !valid {
+            return Err(invalid(&format!(
+                "[access.{kind}] must be a list of objects with a non-empty [names] list of index patterns"
+            )));
+        }
+    }
+    let access = Value::Object(access);
+    if crate::security::api_keys::replication_names(Some(&access)).is_empty()
+        && access.get("search").is_none()
+    {
+        return Err(invalid(
+            "must specify non-empty access for either [search] or [replication]",
+        ));
+    }
+    let now = crate::security::api_keys::now_millis();
+    let expiration = expiration
+        .map(|after| now.saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX)));
+    let key = crate::security::api_keys::ApiKey {
+        name: name.clone(),
+        key_hash: String::new(),
+        creation: now,
+        expiration,
+        invalidated: false,
+        invalidation: None,
+        username: principal.username.clone(),
+        key_type: crate::security::api_keys::CROSS_CLUSTER_KEY.to_string(),
+        role_descriptors: Map::new(),
+        limited_by: Vec::new(),
+        access: Some(access),
+        metadata,
+    };
+    let security = node.security.clone();
+    let created = tokio::task::spawn_blocking(move || security.api_keys().create(key))
+        .await
+        .map_err(|error| RestError::internal(format!("creating the API key failed: {error}")))?
+        .map_err(security_error)?;
+    let mut answer = json!({
+        "id": created.id,
+        "name": name,
+        "api_key": created.key,
+        "encoded": created.encoded(),
+    });
+    if let Some(expiration) = expiration {
+        answer["expiration"] = json!(expiration);
+    }
+    Ok(ok(answer))
 }

@@ -135,6 +135,21 @@ fn validate(file: &ApiKeysFile) -> Result<(), String> {
     Ok(())
 }
 
+/// The index name patterns of a cross-cluster key's `access.replication` entries.
+pub fn replication_names(access: Option<&Value>) -> Vec<String> {
+    access
+        .and_then(|access| access["replication"].as_array())
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|entry| entry["names"].as_array())
+                .flatten()
+                .filter_map(|name| name.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Milliseconds since the epoch.
 pub fn now_millis() -> u64 {
     std::time::SystemTime::now()

@@ -1,6 +1,7 @@
 //! Security (DESIGN.md §9, Elasticsearch 8's model in its terms): who a request is.
 //!
 //! - [`api_keys`]: API keys (`Authorization: ApiKey`), created by users for themselves.
+//! - [`keystore`]: secure settings (remote clusters' credentials), `tandem keystore`.
 //! - [`privileges`]: Elasticsearch's privilege names and the actions each grants.
 //! - [`roles`]: built-in and custom roles (`/_security/role`).
 //! - [`secrets`]: password hashes, random tokens, constant-time comparison.
@@ -20,6 +21,7 @@
 //!   generated password (or `ELASTIC_PASSWORD`'s), which the node prints once.
 
 pub mod api_keys;
+pub mod keystore;
 pub mod privileges;
 pub mod roles;
 pub mod secrets;
@@ -72,6 +74,9 @@ pub struct Principal {
     /// An API key's own role descriptors: when there are some, an action must be granted by
     /// one of them as well as by the owner's roles.
     pub key_roles: Vec<RoleDescriptor>,
+    /// A cross-cluster API key's `access.replication` index name patterns: such a key reaches
+    /// the transport only, and only for those indices.
+    pub cross_cluster: Option<Vec<String>>,
 }
 
 /// Credentials as a request presents them.
@@ -267,6 +272,32 @@ impl Security {
         ))
     }
 
+    /// Whether `principal` may read the leader index `index` through the transport (a
+    /// follower's reads, leases and recoveries): a cross-cluster key's `replication` names
+    /// must match it; a user (or REST key) needs `read` on it.
+    pub fn check_transport_index(&self, principal: &Principal, index: &str) -> Result<(), String> {
+        const ACTION: &str = "indices:data/read/xpack/ccr/shard_changes";
+        match &principal.cross_cluster {
+            Some(names) => {
+                if names
+                    .iter()
+                    .any(|pattern| privileges::glob_matches(pattern, index))
+                {
+                    return Ok(());
+                }
+                let (id, _) = principal.api_key.clone().unwrap_or_default();
+                Err(format!(
+                    "action [{ACTION}] towards remote cluster is unauthorized for API key id [{id}] of user [{}] on indices [{index}], this action is granted by the index privileges [cross_cluster_replication]: the key's access.replication names are [{}]",
+                    principal.username,
+                    names.join(",")
+                ))
+            }
+            None => self
+                .check_indices(principal, ACTION, &[index.to_string()])
+                .map_err(|error| error.reason),
+        }
+    }
+
     /// Elasticsearch's 403 for a refused action.
     fn refusal(
         &self,
@@ -351,6 +382,7 @@ impl Security {
             authentication_type: "realm",
             api_key: None,
             key_roles: Vec::new(),
+            cross_cluster: None,
         })
     }
 
@@ -380,6 +412,8 @@ impl Security {
                 serde_json::from_value::<RoleDescriptor>(descriptor.clone()).unwrap_or_default()
             })
             .collect();
+        let cross_cluster = (key.key_type == api_keys::CROSS_CLUSTER_KEY)
+            .then(|| api_keys::replication_names(key.access.as_ref()));
         Ok(Principal {
             username: key.username.clone(),
             roles: key.limited_by.clone(),
@@ -387,6 +421,7 @@ impl Security {
             authentication_type: "api_key",
             api_key: Some((id.to_string(), key.name.clone())),
             key_roles,
+            cross_cluster,
         })
     }
 

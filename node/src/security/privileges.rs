@@ -15,7 +15,7 @@ pub const CLUSTER_PRIVILEGES: &[(&str, &[&str])] = &[
             "cluster:monitor/*",
             "cluster:admin/settings/*",
             "cluster:admin/xpack/ccr/*",
-            "cluster:admin/reload_secure_settings",
+            "cluster:admin/nodes/reload_secure_settings",
         ],
     ),
     (

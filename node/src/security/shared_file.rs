@@ -2,7 +2,8 @@
 //! the command line (`tandem users`) both change.
 //!
 //! Guarantees:
-//! - `<data>/security` is readable by the node's operating-system user only (mode 0700);
+//! - `<data>/security` and its files are readable by the node's operating-system user only
+//!   (modes 0700 and 0600);
 //! - every change is a read-modify-write under an exclusive lock (`<name>.lock`, `flock`) from
 //!   the file as it is on disk, replaced atomically and durably
 //!   (`durable_file::replace_atomically`): two writers never lose each other's change;
@@ -158,6 +159,12 @@ where
         let bytes = serde_json::to_vec_pretty(&value)
             .map_err(|error| SecurityError::Refused(format!("cannot encode: {error}")))?;
         durable_file::replace_atomically(&*self.storage, &self.path(), &bytes)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = self.path();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|source| SecurityError::Io { path, source })?;
+        }
         drop(lock);
         self.current()?;
         Ok(result)

@@ -90,6 +90,12 @@ pub enum LeaderError {
     /// [`CheckedLeaderClient`](super::CheckedLeaderClient).
     #[error("invalid response from the leader: {0}")]
     InvalidResponse(String),
+    /// The leader refused the follower's credentials, or they do not cover the index (a
+    /// cross-cluster API key without the index in its `replication` names, an expired or
+    /// invalidated key): fatal until an operator fixes the credentials. The text is the
+    /// leader's `security_exception` reason.
+    #[error("{0}")]
+    Unauthorized(String),
     /// The leader's engine failed on a file or its data.
     #[error("leader engine error: {message}")]
     Engine {
@@ -119,7 +125,8 @@ impl LeaderError {
             | LeaderError::MissingHistory { .. }
             | LeaderError::HistoryUuidMismatch { .. }
             | LeaderError::InvalidRequest(_)
-            | LeaderError::InvalidResponse(_) => false,
+            | LeaderError::InvalidResponse(_)
+            | LeaderError::Unauthorized(_) => false,
         }
     }
 

@@ -1,0 +1,232 @@
+//! Cross-cluster replication with security on both clusters, in Elasticsearch 8's API-key
+//! model: the leader makes a cross-cluster API key for `logs-*`, the follower stores it in its
+//! keystore with `tandem keystore add` and reloads it without a restart; replication works for
+//! the indices the key covers, is refused (naming the index) for the others, and stops with a
+//! fatal exception in `_ccr/stats` once the key is invalidated.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{EsClient, TandemProcess};
+use serde_json::{json, Value};
+
+const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
+
+fn printed_password(node: &TandemProcess) -> String {
+    for _ in 0..200 {
+        let lines = node.stdout_lines();
+        if let Some(at) = lines
+            .iter()
+            .position(|line| line.starts_with("tandem security: created the [elastic] superuser"))
+        {
+            if let Some(password) = lines[at + 1..]
+                .iter()
+                .map(|line| line.trim())
+                .find(|line| !line.is_empty())
+            {
+                return password.to_string();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("no password printed: {:?}", node.stdout_lines());
+}
+
+fn keystore_add(data: &Path, name: &str, value: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["keystore", "add", name, "--stdin", "--data"])
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tandem keystore");
+    writeln!(child.stdin.take().unwrap(), "{value}").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+async fn wait_for_count(client: &EsClient, index: &str, expected: u64) {
+    let started = Instant::now();
+    loop {
+        client.post_empty(&format!("/{index}/_refresh")).await;
+        let count = client.get(&format!("/{index}/_count")).await;
+        if count.body["count"] == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < CONVERGE_WITHIN,
+            "[{index}]: {}, expected {expected}",
+            count.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn index_docs(client: &EsClient, index: &str, count: u32) {
+    let mut ndjson = String::new();
+    for n in 0..count {
+        ndjson.push_str(&format!(
+            "{{\"index\":{{\"_id\":\"{n}\"}}}}\n{{\"n\":{n}}}\n"
+        ));
+    }
+    let answer = client
+        .bulk(&format!("/{index}/_bulk?refresh=true"), ndjson)
+        .await;
+    assert_eq!(answer.body["errors"], false, "{}", answer.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_cluster_api_key_opens_its_indices_to_a_follower_until_invalidated() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = TandemProcess::start_with(
+        "leader",
+        &dir.path().join("leader"),
+        "127.0.0.1:0",
+        &["--security"],
+    );
+    let follower_data = dir.path().join("follower");
+    let follower =
+        TandemProcess::start_with("follower", &follower_data, "127.0.0.1:0", &["--security"]);
+    let leader_client = leader
+        .client()
+        .with_basic("elastic", &printed_password(&leader));
+    let follower_client = follower
+        .client()
+        .with_basic("elastic", &printed_password(&follower));
+
+    for index in ["logs-a", "other"] {
+        let created = leader_client
+            .put(
+                &format!("/{index}"),
+                json!({"settings": {"index": {"number_of_shards": 1}}}),
+            )
+            .await;
+        assert_eq!(created.status, 200, "{}", created.text);
+        index_docs(&leader_client, index, 20).await;
+    }
+    let remote = follower_client
+        .put(
+            "/_cluster/settings",
+            json!({"persistent": {"cluster": {"remote": {"leader": {"seeds": [leader.address()]}}}}}),
+        )
+        .await;
+    assert_eq!(remote.status, 200, "{}", remote.text);
+
+    // Without credentials the leader refuses, and the follow says so.
+    let follow = json!({"remote_cluster": "leader", "leader_index": "logs-a"});
+    let anonymous = follower_client
+        .put(
+            "/logs-copy/_ccr/follow?wait_for_active_shards=1",
+            follow.clone(),
+        )
+        .await;
+    assert_eq!(anonymous.status, 403, "{}", anonymous.text);
+    assert_eq!(
+        anonymous.body["error"]["type"], "security_exception",
+        "{}",
+        anonymous.text
+    );
+    assert!(
+        anonymous
+            .text
+            .contains("missing authentication credentials"),
+        "{}",
+        anonymous.text
+    );
+
+    // The leader's cross-cluster key, in the follower's keystore, reloaded.
+    let key = leader_client
+        .post(
+            "/_security/cross_cluster/api_key",
+            json!({"name": "follower-cluster", "access": {"replication": [{"names": ["logs-*"]}]}}),
+        )
+        .await;
+    assert_eq!(key.status, 200, "{}", key.text);
+    let key_id = key.body["id"].as_str().unwrap().to_string();
+    let encoded = key.body["encoded"].as_str().unwrap().to_string();
+    // Good for the transport only.
+    let rest = leader
+        .client()
+        .with_authorization(&format!("ApiKey {encoded}"))
+        .get("/_cat/indices")
+        .await;
+    assert_eq!(rest.status, 403, "{}", rest.text);
+    keystore_add(
+        &follower_data,
+        "cluster.remote.leader.credentials",
+        &encoded,
+    );
+    let reloaded = follower_client
+        .post_empty("/_nodes/reload_secure_settings")
+        .await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.text);
+    assert_eq!(reloaded.body["_nodes"]["successful"], 1);
+
+    let followed = follower_client
+        .put("/logs-copy/_ccr/follow?wait_for_active_shards=1", follow)
+        .await;
+    assert_eq!(followed.status, 200, "{}", followed.text);
+    wait_for_count(&follower_client, "logs-copy", 20).await;
+    let late = leader_client
+        .put("/logs-a/_doc/late?refresh=true", json!({"n": 99}))
+        .await;
+    assert_eq!(late.status, 201, "{}", late.text);
+    wait_for_count(&follower_client, "logs-copy", 21).await;
+
+    // An index the key does not cover is refused, by name.
+    let outside = follower_client
+        .put(
+            "/other-copy/_ccr/follow?wait_for_active_shards=1",
+            json!({"remote_cluster": "leader", "leader_index": "other"}),
+        )
+        .await;
+    assert_eq!(outside.status, 403, "{}", outside.text);
+    assert!(
+        outside.text.contains("on indices [other]"),
+        "{}",
+        outside.text
+    );
+
+    // Invalidated: the follower's next read is refused, and the task stops, fatally.
+    let revoked = leader_client
+        .delete_with_body("/_security/api_key", json!({"ids": [key_id]}))
+        .await;
+    assert_eq!(
+        revoked.body["invalidated_api_keys"][0],
+        key_id.as_str(),
+        "{}",
+        revoked.text
+    );
+    let wake = leader_client
+        .put("/logs-a/_doc/after?refresh=true", json!({"n": 100}))
+        .await;
+    assert_eq!(wake.status, 201, "{}", wake.text);
+    let started = Instant::now();
+    let fatal: Value = loop {
+        let stats = follower_client.get("/logs-copy/_ccr/stats").await;
+        let shard = &stats.body["indices"][0]["shards"][0];
+        if !shard["fatal_exception"].is_null() {
+            break shard["fatal_exception"].clone();
+        }
+        assert!(
+            started.elapsed() < CONVERGE_WITHIN,
+            "no fatal exception after the key was invalidated: {}",
+            stats.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(fatal["type"], "security_exception", "{fatal}");
+    assert!(
+        fatal["reason"].as_str().unwrap().contains("refused"),
+        "{fatal}"
+    );
+}
