@@ -1,14 +1,16 @@
-//! `tandem demo`: Elastic's CCR tutorial, end to end, on this machine. Two nodes start in this
-//! process on free loopback ports (cluster `cluster-a`, the leader, and `cluster-b`, the
-//! follower), each with its own data directory, and talk to each other over the HTTP transport
-//! exactly as two `tandem` processes would. Every step is a REST request, printed as it is
-//! sent:
+//! `tandem demo`: Elastic's CCR tutorial, end to end, on this machine, with security on as
+//! Elasticsearch 8 has it. Two nodes start in this process on free loopback ports (cluster
+//! `cluster-a`, the leader, and `cluster-b`, the follower), each with its own data directory,
+//! its own certificate from one CA (`tandem certs`), TLS on its HTTP port and security on, and
+//! talk to each other over the HTTP transport exactly as two `tandem` processes would. Every
+//! step is a REST request (as `elastic`, over TLS), printed as it is sent:
 //!
 //! 1. create `server-metrics` on A and index documents;
-//! 2. connect B to A (`_cluster/settings`), follow (`_ccr/follow`): remote recovery, then
+//! 2. A makes a cross-cluster API key for it, B stores it in its keystore and reloads; connect
+//!    B to A (`_cluster/settings`), follow (`_ccr/follow`): remote recovery, then
 //!    replication while A keeps indexing at a steady rate, with progress bars and lag;
 //! 3. fail over: pause, close, unfollow and open the follower; writes go to B;
-//! 4. fail back: A drops its stale index and follows B;
+//! 4. fail back: B makes a key for A, A drops its stale index and follows B;
 //! 5. check that both sides hold the same documents (the demo fails otherwise).
 
 use std::collections::BTreeMap;
@@ -86,13 +88,25 @@ struct Cluster {
     url: String,
     address: String,
     http: reqwest::Client,
+    /// The `elastic` user's password.
+    password: String,
+    /// The node's data directory (its keystore).
+    data: PathBuf,
 }
 
 impl Cluster {
-    fn new(name: &'static str, node: &RunningNode) -> Result<Cluster, DemoError> {
+    fn new(
+        name: &'static str,
+        node: &RunningNode,
+        ca: &std::path::Path,
+        password: String,
+    ) -> Result<Cluster, DemoError> {
         tandem_transport::tls::install_default_provider();
+        let tls = tandem_transport::tls::client_config(&[ca.to_path_buf()], None)
+            .map_err(|error| DemoError::Start(error.into()))?;
         let http = reqwest::Client::builder()
             .timeout(STEP_TIMEOUT)
+            .use_preconfigured_tls(tls)
             .build()
             .map_err(|error| DemoError::Start(error.into()))?;
         Ok(Cluster {
@@ -100,7 +114,45 @@ impl Cluster {
             url: node.url(),
             address: node.address.to_string(),
             http,
+            password,
+            data: node.node.config.data.clone(),
         })
+    }
+
+    /// Makes a cross-cluster API key on this cluster for `index` and stores it in
+    /// `follower`'s keystore as the credentials of `alias`, then reloads them there (what
+    /// `tandem keystore add cluster.remote.<alias>.credentials` and
+    /// `POST /_nodes/reload_secure_settings` do).
+    async fn grant_replication(
+        &self,
+        index: &str,
+        follower: &Cluster,
+        alias: &str,
+    ) -> Result<(), DemoError> {
+        let key = self
+            .send(
+                reqwest::Method::POST,
+                "/_security/cross_cluster/api_key",
+                Some(Body::Json(json!({
+                    "name": format!("{}-replication", follower.name),
+                    "access": {"replication": [{"names": [index]}]},
+                }))),
+                false,
+            )
+            .await?;
+        let encoded = key["encoded"].as_str().unwrap_or_default().to_string();
+        let setting = format!("cluster.remote.{alias}.credentials");
+        println!("  {} tandem keystore add {setting}", follower.name);
+        let data = follower.data.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::security::keystore::Keystore::open(tandem_engine::storage::real(), &data)?
+                .add(&setting, &encoded)
+        })
+        .await
+        .map_err(|error| DemoError::Start(error.into()))?
+        .map_err(|error| DemoError::Start(error.into()))?;
+        follower.post("/_nodes/reload_secure_settings").await?;
+        Ok(())
     }
 
     /// Sends a request; `quiet` ones (polls, bulk batches) are not printed.
@@ -115,7 +167,10 @@ impl Cluster {
         if !quiet {
             println!("  {line}");
         }
-        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .basic_auth(crate::security::ELASTIC, Some(&self.password));
         match body {
             Some(Body::Json(value)) => request = request.json(&value),
             Some(Body::Ndjson(text)) => {
@@ -429,6 +484,27 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
             temporary.path().to_path_buf()
         }
     };
+    step("Two clusters on loopback, with TLS and security");
+    let certs = data.join("certs");
+    let request = crate::certs::CertsRequest {
+        out: certs.clone(),
+        nodes: vec!["cluster-a".to_string(), "cluster-b".to_string()],
+        dns: Vec::new(),
+        ips: Vec::new(),
+        days: crate::certs::DEFAULT_DAYS,
+    };
+    // A kept data directory from an earlier run has its certificates already.
+    if !certs.join("cluster-a.crt").exists() {
+        tokio::task::spawn_blocking(move || crate::certs::make(&request))
+            .await
+            .map_err(|error| DemoError::Start(error.into()))?
+            .map_err(|error| DemoError::Start(error.into()))?;
+    }
+    println!(
+        "  tandem certs --out {} --node cluster-a --node cluster-b",
+        certs.display()
+    );
+    let ca = certs.join(crate::certs::CA_CERTIFICATE);
     let start = |name: &str| {
         RunningNode::start(NodeConfig {
             data: data.join(name),
@@ -436,26 +512,48 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
             name: name.to_string(),
             indexing_buffer_bytes: crate::config::default_indexing_buffer_bytes(),
             http_limits: crate::http::HttpLimits::default(),
-            tls: None,
-            security: false,
+            tls: Some(tandem_transport::tls::TlsFiles {
+                certificate: certs.join(format!("{name}.crt")),
+                key: certs.join(format!("{name}.key")),
+                certificate_authorities: vec![ca.clone()],
+                client_authentication: tandem_transport::tls::ClientAuthentication::None,
+            }),
+            security: true,
             insecure: false,
         })
     };
-    step("Two clusters on loopback");
     let node_a = start("cluster-a")
         .await
         .map_err(|error| DemoError::Start(error.into()))?;
     let node_b = start("cluster-b")
         .await
         .map_err(|error| DemoError::Start(error.into()))?;
-    let a = Cluster::new("cluster-a", &node_a)?;
-    let b = Cluster::new("cluster-b", &node_b)?;
-    println!("  cluster-a (leader)   {}", a.url);
-    println!("  cluster-b (follower) {}", b.url);
+    let a = Cluster::new("cluster-a", &node_a, &ca, elastic_password(&node_a)?)?;
+    let b = Cluster::new("cluster-b", &node_b, &ca, elastic_password(&node_b)?)?;
+    println!("  cluster-a (leader)   {} (user elastic)", a.url);
+    println!("  cluster-b (follower) {} (user elastic)", b.url);
     let outcome = scenario(&a, &b, &options).await;
     node_b.stop().await;
     node_a.stop().await;
     outcome
+}
+
+/// The `elastic` password of a node the demo started: generated at its first start, or
+/// `ELASTIC_PASSWORD`'s; a kept data directory from an earlier run needs `ELASTIC_PASSWORD`.
+fn elastic_password(node: &RunningNode) -> Result<String, DemoError> {
+    match node.node.take_bootstrap_password() {
+        Some(crate::security::Bootstrap::Generated(password)) => Ok(password),
+        _ => std::env::var(crate::security::ELASTIC_PASSWORD_ENV).map_err(|_| {
+            DemoError::Start(
+                format!(
+                    "the [elastic] password of [{}] is not known: set {}",
+                    node.node.config.name,
+                    crate::security::ELASTIC_PASSWORD_ENV
+                )
+                .into(),
+            )
+        }),
+    }
 }
 
 async fn scenario(a: &Cluster, b: &Cluster, options: &DemoOptions) -> Result<(), DemoError> {
@@ -473,7 +571,8 @@ async fn scenario(a: &Cluster, b: &Cluster, options: &DemoOptions) -> Result<(),
     a.post("/server-metrics/_flush").await?;
     println!("  {} documents on cluster-a", options.initial_docs);
 
-    step("Connect cluster-b to cluster-a and follow");
+    step("Connect cluster-b to cluster-a with a cross-cluster API key, and follow");
+    a.grant_replication("server-metrics", b, "leader").await?;
     b.put(
         "/_cluster/settings",
         json!({"persistent": {"cluster": {"remote": {"leader": {"seeds": [a.address]}}}}}),
@@ -548,6 +647,8 @@ async fn scenario(a: &Cluster, b: &Cluster, options: &DemoOptions) -> Result<(),
     );
 
     step("Fail back: cluster-a follows cluster-b");
+    b.grant_replication("server-metrics-follower", a, "cluster-b")
+        .await?;
     a.delete("/server-metrics").await?;
     a.put(
         "/_cluster/settings",
