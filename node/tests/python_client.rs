@@ -1,7 +1,9 @@
 //! The official Python client (`elasticsearch` 8.19 from PyPI) drives cross-cluster
 //! replication between two real `tandem` processes, used as shipped:
 //! `tests/python/ccr_with_official_client.py` creates, indexes, follows, reads the stats,
-//! pauses, unfollows and searches, and asserts on every answer.
+//! pauses, unfollows and searches, and asserts on every answer;
+//! `tests/python/secure_ccr_with_official_client.py` does it with TLS and security on (users,
+//! roles, API keys, a cross-cluster API key in the follower's keystore).
 //!
 //! The client is installed with pip into a virtual environment under the cargo target
 //! directory, created once and reused while it holds the right version. A marker file written
@@ -228,6 +230,84 @@ fn the_official_python_client_drives_cross_cluster_replication() {
     assert!(
         finished.success(),
         "the Python client script failed ({}):\n{}",
+        finished.describe(),
+        finished.output
+    );
+    println!("{}", finished.output);
+}
+
+/// The `elastic` password a `--security` node printed at its first start.
+fn printed_password(node: &TandemProcess) -> String {
+    for _ in 0..200 {
+        let lines = node.stdout_lines();
+        if let Some(at) = lines
+            .iter()
+            .position(|line| line.starts_with("tandem security: created the [elastic] superuser"))
+        {
+            if let Some(password) = lines[at + 1..]
+                .iter()
+                .map(|line| line.trim())
+                .find(|line| !line.is_empty())
+            {
+                return password.to_string();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("no password printed: {:?}", node.stdout_lines());
+}
+
+#[test]
+fn the_official_python_client_drives_secure_cross_cluster_replication() {
+    let venv = client_venv();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let made = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["certs", "--node", "leader", "--node", "follower", "--out"])
+        .arg(&certs)
+        .output()
+        .expect("run tandem certs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let start = |name: &str| {
+        let file = |suffix: &str| certs.join(format!("{name}.{suffix}")).display().to_string();
+        let ca = certs.join("ca.crt").display().to_string();
+        let args = [
+            "--security".to_string(),
+            "--tls-cert".to_string(),
+            file("crt"),
+            "--tls-key".to_string(),
+            file("key"),
+            "--tls-ca".to_string(),
+            ca,
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        TandemProcess::start_with(name, &dir.path().join(name), "127.0.0.1:0", &args)
+    };
+    let leader = start("leader");
+    let follower = start("follower");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("python")
+        .join("secure_ccr_with_official_client.py");
+    let mut run = Command::new(venv_python(&venv));
+    run.arg(&script)
+        .arg(&leader.url)
+        .arg(&follower.url)
+        .arg(certs.join("ca.crt"))
+        .arg(printed_password(&leader))
+        .arg(printed_password(&follower))
+        .arg(env!("CARGO_BIN_EXE_tandem"))
+        .arg(dir.path().join("follower"))
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let finished = run_until(run, Instant::now() + SCRIPT_TIMEOUT);
+    assert!(
+        finished.success(),
+        "the secure Python client script failed ({}):\n{}",
         finished.describe(),
         finished.output
     );
