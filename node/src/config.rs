@@ -119,6 +119,10 @@ pub struct ConfigFile {
     /// `http.max_open_connections`: most HTTP connections open at once.
     #[serde(rename = "http.max_open_connections")]
     pub http_max_open_connections: Option<usize>,
+    /// `http.max_connections_per_client`: most HTTP connections open at once from one client
+    /// IP address.
+    #[serde(rename = "http.max_connections_per_client")]
+    pub http_max_connections_per_client: Option<usize>,
     /// `http.header_read_timeout`: longest wait for a request head (a time value).
     #[serde(rename = "http.header_read_timeout")]
     pub http_header_read_timeout: Option<String>,
@@ -300,6 +304,15 @@ fn http_limits(file: &ConfigFile) -> Result<HttpLimits, ConfigError> {
             )));
         }
         limits.max_open_connections = max;
+    }
+    if let Some(max) = file.http_max_connections_per_client {
+        if !(1..=crate::http::MAX_OPEN_CONNECTIONS).contains(&max) {
+            return Err(ConfigError::HttpLimit(format!(
+                "http.max_connections_per_client [{max}]: must be between 1 and {}",
+                crate::http::MAX_OPEN_CONNECTIONS
+            )));
+        }
+        limits.max_connections_per_client = max;
     }
     let time =
         |key: &str, value: &Option<String>| -> Result<Option<std::time::Duration>, ConfigError> {

@@ -10,6 +10,11 @@
 //! - a connection with no request in flight and no byte read or written for
 //!   [`HttpLimits::idle_timeout`] is closed; a request in flight (a follower's long poll, say)
 //!   is never cut by it;
+//! - at most [`HttpLimits::max_connections_per_client`] connections are open at once from one
+//!   client IP address; a connection past it is closed at once (logged). As a connection serves
+//!   one request at a time (HTTP/1.1), this also bounds the client's requests in flight;
+//! - every request carries its client's address ([`ClientAddress`]) for security's
+//!   rate-limiting and audit lines;
 //! - with TLS configured, every connection speaks TLS: a client that does not complete the
 //!   handshake within [`HttpLimits::header_read_timeout`] is closed, as one that sends no
 //!   request head is, and a plain-text request is refused by the handshake (never served);
@@ -48,12 +53,22 @@ const IN_FLIGHT_RECHECK: Duration = Duration::from_secs(1);
 /// Pause after a failed `accept` (out of file descriptors, say) before the next one.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Default [`HttpLimits::max_connections_per_client`]: room for a follower cluster's long
+/// polls (one per followed shard) and pooled connections from one address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 4096;
+
+/// The address of the client a request came from (a request extension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddress(pub std::net::SocketAddr);
+
 /// What bounds the HTTP server's connections (node settings `http.max_open_connections`,
-/// `http.header_read_timeout`, `http.idle_timeout`).
+/// `http.max_connections_per_client`, `http.header_read_timeout`, `http.idle_timeout`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpLimits {
     /// Most connections open at once.
     pub max_open_connections: usize,
+    /// Most connections open at once from one client IP address.
+    pub max_connections_per_client: usize,
     /// Longest wait for a complete request head.
     pub header_read_timeout: Duration,
     /// Longest a connection stays open with no request in flight and no traffic.
@@ -64,6 +79,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             max_open_connections: default_max_open_connections(),
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
@@ -128,6 +144,7 @@ pub async fn serve(
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     assert!(limits.max_open_connections > 0, "checked when configured");
     let connections = Arc::new(Semaphore::new(limits.max_open_connections));
+    let per_client = Arc::new(PerClient::default());
     let (shutdown, shutting_down) = watch::channel(false);
     tokio::pin!(stop);
     loop {
@@ -155,17 +172,29 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut stop => break,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "accepting an http connection failed");
                 tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                 continue;
             }
         };
+        let Some(client) =
+            PerClient::admit(&per_client, peer.ip(), limits.max_connections_per_client)
+        else {
+            tracing::warn!(
+                client = %peer.ip(),
+                limit = limits.max_connections_per_client,
+                "http.max_connections_per_client reached: closing a new connection from this address"
+            );
+            drop(stream);
+            continue;
+        };
         let (app, shutting_down, tls) = (app.clone(), shutting_down.clone(), tls.clone());
         tokio::spawn(async move {
-            accept_connection(stream, tls, app, limits, shutting_down).await;
+            accept_connection(stream, peer, tls, app, limits, shutting_down).await;
+            drop(client);
             drop(permit);
         });
     }
@@ -180,6 +209,50 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// Connections open per client IP address.
+#[derive(Default)]
+struct PerClient {
+    open: parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One admitted connection of a client; uncounted when dropped.
+struct ClientConnection {
+    clients: Arc<PerClient>,
+    address: std::net::IpAddr,
+}
+
+impl PerClient {
+    /// Counts a new connection from `address`, or `None` when it has `limit` open already.
+    fn admit(
+        clients: &Arc<PerClient>,
+        address: std::net::IpAddr,
+        limit: usize,
+    ) -> Option<ClientConnection> {
+        let mut open = clients.open.lock();
+        let count = open.entry(address).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientConnection {
+            clients: clients.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for ClientConnection {
+    fn drop(&mut self) {
+        let mut open = self.clients.open.lock();
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
 }
 
 /// When a connection last moved a byte, and how many of its requests are in flight.
@@ -292,6 +365,7 @@ impl AsyncWrite for Tracked {
 /// Serves one accepted connection, after its TLS handshake when `tls` is given.
 async fn accept_connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: NormalizedRouter,
     limits: HttpLimits,
@@ -306,14 +380,15 @@ async fn accept_connection(
         activity: activity.clone(),
     };
     let Some(tls) = tls else {
-        return serve_connection(tracked, activity, app, limits, shutting_down).await;
+        return serve_connection(tracked, peer, activity, app, limits, shutting_down).await;
     };
-    let peer = tracked.stream.peer_addr().ok();
     match tokio::time::timeout(limits.header_read_timeout, tls.accept(tracked)).await {
-        Ok(Ok(stream)) => serve_connection(stream, activity, app, limits, shutting_down).await,
-        Ok(Err(error)) => tracing::debug!(?peer, %error, "TLS handshake failed"),
+        Ok(Ok(stream)) => {
+            serve_connection(stream, peer, activity, app, limits, shutting_down).await
+        }
+        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
         Err(_) => tracing::debug!(
-            ?peer,
+            %peer,
             timeout = ?limits.header_read_timeout,
             "TLS handshake timed out"
         ),
@@ -323,6 +398,7 @@ async fn accept_connection(
 /// Serves one connection until it ends, times out, or the server shuts down.
 async fn serve_connection<S>(
     stream: S,
+    peer: std::net::SocketAddr,
     activity: Arc<Activity>,
     app: NormalizedRouter,
     limits: HttpLimits,
@@ -333,7 +409,8 @@ async fn serve_connection<S>(
     let io = TokioIo::new(stream);
     let requests = activity.clone();
     let service =
-        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ClientAddress(peer));
             let in_flight = InFlight::new(&requests);
             let app = app.clone();
             async move {

@@ -123,15 +123,22 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     } else {
         LISTENING_PREFIX
     };
-    println!("{prefix}{}", running.address);
+    // A node whose stdout was closed (a daemon, a reader that went away) keeps running:
+    // these lines are best effort, never a panic on a broken pipe.
+    let say = |line: String| {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+    };
+    say(format!("{prefix}{}", running.address));
     match running.node.take_bootstrap_password() {
-        Some(crate::security::Bootstrap::Generated(password)) => println!(
+        Some(crate::security::Bootstrap::Generated(password)) => say(format!(
             "tandem security: created the [elastic] superuser. Its password, shown once (change it with `tandem users passwd elastic`):\n\n  {password}\n"
-        ),
-        Some(crate::security::Bootstrap::FromEnvironment) => println!(
+        )),
+        Some(crate::security::Bootstrap::FromEnvironment) => say(format!(
             "tandem security: created the [elastic] superuser with the password of {}",
             crate::security::ELASTIC_PASSWORD_ENV
-        ),
+        )),
         None => {}
     }
     tracing::info!(address = %running.address, name = %running.node.config.name, "node started");

@@ -93,6 +93,7 @@ async fn silent_partial_and_idle_connections_are_closed_after_their_timeouts() {
         dir.path(),
         HttpLimits {
             max_open_connections: 1_000,
+            max_connections_per_client: 1_000,
             header_read_timeout,
             idle_timeout,
         },
@@ -143,6 +144,7 @@ async fn at_the_connection_cap_open_connections_are_served_and_new_ones_wait() {
         dir.path(),
         HttpLimits {
             max_open_connections: cap,
+            max_connections_per_client: cap,
             header_read_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
         },
@@ -181,5 +183,59 @@ async fn at_the_connection_cap_open_connections_are_served_and_new_ones_wait() {
     let mut fresh = TcpStream::connect(node.address).await.unwrap();
     assert!(get_root(&mut fresh).await.starts_with("HTTP/1.1 200"));
     drop(idle);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_address_holds_at_most_its_share_of_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let per_client = 4;
+    let node = start(
+        dir.path(),
+        HttpLimits {
+            max_open_connections: 100,
+            max_connections_per_client: per_client,
+            header_read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+        },
+    )
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..per_client {
+        let mut stream = TcpStream::connect(node.address).await.unwrap();
+        assert!(get_root(&mut stream).await.starts_with("HTTP/1.1 200"));
+        open.push(stream);
+    }
+    // One more from the same address is closed at once, unanswered.
+    let mut over = TcpStream::connect(node.address).await.unwrap();
+    let _ = over
+        .write_all(b"GET / HTTP/1.1\r\nhost: tandem\r\n\r\n")
+        .await;
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), over.read(&mut buffer))
+        .await
+        .expect("the connection over the per-client limit is closed");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "served over the limit: {read:?}"
+    );
+    // The open ones are still served, and a closed one makes room.
+    assert!(get_root(&mut open[0]).await.starts_with("HTTP/1.1 200"));
+    drop(open.pop());
+    let mut fresh = None;
+    for _ in 0..100 {
+        let mut stream = TcpStream::connect(node.address).await.unwrap();
+        let _ = stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: tandem\r\n\r\n")
+            .await;
+        let answered = tokio::time::timeout(Duration::from_secs(5), read_answer(&mut stream)).await;
+        if answered.is_ok_and(|text| text.starts_with("HTTP/1.1 200")) {
+            fresh = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fresh.is_some(), "no room after a connection closed");
+    drop(open);
     node.stop().await;
 }

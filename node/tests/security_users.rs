@@ -398,3 +398,71 @@ async fn api_keys_authenticate_until_they_expire_or_are_invalidated() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentications_are_rate_limited_per_address_and_audited() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args([
+            "--name",
+            "audited",
+            "--http",
+            "127.0.0.1:0",
+            "--security",
+            "--data",
+        ])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .env("ELASTIC_PASSWORD", "elastic-password")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let url = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix(tandem_node::server::LISTENING_PREFIX)
+                .map(|address| format!("http://{address}"))
+        })
+        .expect("the node listens");
+    let stderr = child.stderr.take().unwrap();
+    let (lines_sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_sender.send(line);
+        }
+    });
+    let client = EsClient::new(&url);
+    let guesser = client.with_basic("elastic", "guess-password");
+    for attempt in 0..tandem_node::security::MAX_FAILED_AUTHENTICATIONS {
+        let answer = guesser.get("/").await;
+        assert_eq!(answer.status, 401, "attempt {attempt}: {}", answer.text);
+    }
+    let limited = guesser.get("/").await;
+    assert_eq!(limited.status, 429, "{}", limited.text);
+    assert!(limited.headers.get("retry-after").is_some());
+    // Blocked before the credentials are looked at: the right password waits too.
+    let right = client
+        .with_basic("elastic", "elastic-password")
+        .get("/")
+        .await;
+    assert_eq!(right.status, 429, "{}", right.text);
+    let _ = child.kill();
+    let _ = child.wait();
+    let printed: Vec<String> = lines.try_iter().collect();
+    let audit: Vec<&String> = printed
+        .iter()
+        .filter(|line| line.contains("authentication_failed"))
+        .collect();
+    assert!(!audit.is_empty(), "no audit line in {printed:?}");
+    assert!(audit[0].contains("127.0.0.1"), "{}", audit[0]);
+    assert!(audit[0].contains("elastic"), "{}", audit[0]);
+    assert!(audit[0].contains("GET /"), "{}", audit[0]);
+    assert!(
+        !printed.iter().any(|line| line.contains("guess-password")),
+        "a secret reached the log"
+    );
+}

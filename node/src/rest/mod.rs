@@ -84,17 +84,55 @@ async fn authenticate(State(node): State<NodeState>, mut request: Request, next:
     if !node.security.enabled() {
         return next.run(request).await;
     }
+    let client = request
+        .extensions()
+        .get::<crate::http::ClientAddress>()
+        .map(|address| address.0);
+    if let Some(wait) = client.and_then(|client| node.security.failures.blocked(client.ip())) {
+        let seconds = wait.as_secs().max(1);
+        let mut response = RestError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "security_exception",
+            format!("too many failed authentications from this address: retry in [{seconds}s]"),
+        )
+        .into_response();
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     let security = node.security.clone();
     let headers = request.headers().clone();
     let path = request.uri().path().to_string();
+    let method = request.method().clone();
     // An argon2 verification takes tens of milliseconds: not on a runtime worker.
-    let checked = tokio::task::spawn_blocking(move || security.authenticate(&headers, &path)).await;
+    let checked = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || security.authenticate(&headers, &path)).await
+    };
     match checked {
         Ok(Ok(principal)) => {
             request.extensions_mut().insert(Arc::new(principal));
             next.run(request).await
         }
-        Ok(Err(error)) => crate::security::unauthorized_response(error),
+        Ok(Err(error)) => {
+            // The audit line: who (the reason names the user, or says no credentials came),
+            // from where, what; never the secret.
+            let origin = client.map(|c| c.to_string()).unwrap_or_default();
+            tracing::warn!(
+                target: "tandem::audit",
+                event = "authentication_failed",
+                origin = %origin,
+                request = %format!("{method} {path}"),
+                reason = %error.reason,
+            );
+            if let Some(client) = client {
+                node.security.failures.record(client.ip());
+            }
+            crate::security::unauthorized_response(error)
+        }
         Err(error) => {
             RestError::internal(format!("authentication failed: {error}")).into_response()
         }

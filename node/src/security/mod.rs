@@ -58,6 +58,73 @@ pub const ELASTIC_PASSWORD_ENV: &str = "ELASTIC_PASSWORD";
 /// The role every privilege belongs to.
 pub const SUPERUSER_ROLE: &str = "superuser";
 
+/// Failed authentications one client address may make in a burst before it must wait.
+pub const MAX_FAILED_AUTHENTICATIONS: u32 = 20;
+/// One failed authentication of an address is forgiven every this long (20 a minute, after
+/// the burst).
+pub const FAILED_AUTHENTICATION_FORGIVEN_EVERY: Duration = Duration::from_secs(3);
+/// Client addresses whose failures are tracked at once (each entry is an address, a count and
+/// an instant); past it, forgiven ones go first, then any.
+pub const MAX_TRACKED_ADDRESSES: usize = 65_536;
+
+/// Failed authentications per client address, forgiven over time: an address that failed
+/// [`MAX_FAILED_AUTHENTICATIONS`] times recently is refused (429) before its credentials are
+/// even checked, so no one guesses passwords at the speed of argon2.
+#[derive(Default)]
+pub struct FailedAuthentications {
+    by_address: Mutex<HashMap<std::net::IpAddr, (u32, Instant)>>,
+}
+
+impl FailedAuthentications {
+    /// The failures of an entry still counted at `now`.
+    fn outstanding((failures, since): (u32, Instant), now: Instant) -> (u32, Instant) {
+        let every = FAILED_AUTHENTICATION_FORGIVEN_EVERY.as_millis().max(1);
+        let forgiven = now.saturating_duration_since(since).as_millis() / every;
+        let forgiven = u32::try_from(forgiven).unwrap_or(u32::MAX);
+        if forgiven == 0 {
+            return (failures, since);
+        }
+        let left = failures.saturating_sub(forgiven);
+        // The forgiving clock restarts where the last forgiven failure left it.
+        let advanced = since + FAILED_AUTHENTICATION_FORGIVEN_EVERY * forgiven.min(failures);
+        (left, if left == 0 { now } else { advanced })
+    }
+
+    /// How long `address` must wait before it may try again, if it must.
+    pub fn blocked(&self, address: std::net::IpAddr) -> Option<Duration> {
+        let now = Instant::now();
+        let mut map = self.by_address.lock();
+        let entry = map.get_mut(&address)?;
+        *entry = Self::outstanding(*entry, now);
+        let (failures, since) = *entry;
+        if failures < MAX_FAILED_AUTHENTICATIONS {
+            return None;
+        }
+        let next = since + FAILED_AUTHENTICATION_FORGIVEN_EVERY;
+        Some(
+            next.saturating_duration_since(now)
+                .max(Duration::from_secs(1)),
+        )
+    }
+
+    /// Counts a failed authentication of `address`.
+    pub fn record(&self, address: std::net::IpAddr) {
+        let now = Instant::now();
+        let mut map = self.by_address.lock();
+        if !map.contains_key(&address) && map.len() >= MAX_TRACKED_ADDRESSES {
+            map.retain(|_, entry| Self::outstanding(*entry, now).0 > 0);
+            if map.len() >= MAX_TRACKED_ADDRESSES {
+                if let Some(any) = map.keys().next().copied() {
+                    map.remove(&any);
+                }
+            }
+        }
+        let entry = map.entry(address).or_insert((0, now));
+        let (failures, since) = Self::outstanding(*entry, now);
+        *entry = (failures.saturating_add(1), since);
+    }
+}
+
 /// Who a request is.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Principal {
@@ -116,6 +183,8 @@ pub struct Security {
     api_keys: ApiKeyStore,
     roles: RoleStore,
     cache: Mutex<HashMap<String, CachedAuthentication>>,
+    /// Failed authentications per client address.
+    pub failures: FailedAuthentications,
     /// Salt of the cache's password digests, new per process.
     cache_salt: [u8; 32],
 }
@@ -187,6 +256,7 @@ impl Security {
                 api_keys,
                 roles,
                 cache: Mutex::new(HashMap::new()),
+                failures: FailedAuthentications::default(),
                 cache_salt: secrets::random_bytes::<32>(),
             },
             bootstrap,
@@ -514,6 +584,30 @@ pub fn unauthorized_response(error: RestError) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_authentications_are_limited_per_address_and_forgiven_over_time() {
+        let failures = FailedAuthentications::default();
+        let (guesser, other) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for _ in 0..MAX_FAILED_AUTHENTICATIONS - 1 {
+            failures.record(guesser);
+            assert_eq!(failures.blocked(guesser), None);
+        }
+        failures.record(guesser);
+        let wait = failures.blocked(guesser).expect("blocked after the burst");
+        assert!(wait <= FAILED_AUTHENTICATION_FORGIVEN_EVERY.max(Duration::from_secs(1)));
+        assert_eq!(failures.blocked(other), None, "another address is not");
+        // Forgiven as time passes.
+        let past = Instant::now() - FAILED_AUTHENTICATION_FORGIVEN_EVERY * 2;
+        let (left, _) =
+            FailedAuthentications::outstanding((MAX_FAILED_AUTHENTICATIONS, past), Instant::now());
+        assert_eq!(left, MAX_FAILED_AUTHENTICATIONS - 2);
+        let long_ago = Instant::now() - FAILED_AUTHENTICATION_FORGIVEN_EVERY * 1000;
+        assert_eq!(
+            FailedAuthentications::outstanding((5, long_ago), Instant::now()).0,
+            0
+        );
+    }
 
     fn basic(username: &str, password: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
