@@ -1,8 +1,9 @@
 //! Cross-cluster replication with security on both clusters, in Elasticsearch 8's API-key
 //! model: the leader makes a cross-cluster API key for `logs-*`, the follower stores it in its
 //! keystore with `tandem keystore add` and reloads it without a restart; replication works for
-//! the indices the key covers, is refused (naming the index) for the others, and stops with a
-//! fatal exception in `_ccr/stats` once the key is invalidated.
+//! the indices the key covers, is refused (naming the index) for the others; a follower index
+//! whose leader index the reloaded key no longer covers stops with a fatal exception naming it
+//! in `_ccr/stats` while another goes on, and every follow stops once its key is invalidated.
 
 mod common;
 
@@ -103,7 +104,7 @@ async fn a_cross_cluster_api_key_opens_its_indices_to_a_follower_until_invalidat
         .client()
         .with_basic("elastic", &printed_password(&follower));
 
-    for index in ["logs-a", "other"] {
+    for index in ["logs-a", "logs-b", "other"] {
         let created = leader_client
             .put(
                 &format!("/{index}"),
@@ -196,37 +197,97 @@ async fn a_cross_cluster_api_key_opens_its_indices_to_a_follower_until_invalidat
         outside.text
     );
 
+    // A second follower index under the same key.
+    let followed_b = follower_client
+        .put(
+            "/logs-b-copy/_ccr/follow?wait_for_active_shards=1",
+            json!({"remote_cluster": "leader", "leader_index": "logs-b"}),
+        )
+        .await;
+    assert_eq!(followed_b.status, 200, "{}", followed_b.text);
+    wait_for_count(&follower_client, "logs-b-copy", 20).await;
+
+    // The keystore now holds a key for logs-b only: logs-copy's next read is refused, naming
+    // its leader index, and its task stops with a fatal exception; logs-b-copy goes on.
+    let narrow = leader_client
+        .post(
+            "/_security/cross_cluster/api_key",
+            json!({"name": "logs-b-only", "access": {"replication": [{"names": ["logs-b"]}]}}),
+        )
+        .await;
+    assert_eq!(narrow.status, 200, "{}", narrow.text);
+    let narrow_id = narrow.body["id"].as_str().unwrap().to_string();
+    keystore_add(
+        &follower_data,
+        "cluster.remote.leader.credentials",
+        narrow.body["encoded"].as_str().unwrap(),
+    );
+    assert_eq!(
+        follower_client
+            .post_empty("/_nodes/reload_secure_settings")
+            .await
+            .status,
+        200
+    );
+    for index in ["logs-a", "logs-b"] {
+        let wake = leader_client
+            .put(
+                &format!("/{index}/_doc/after?refresh=true"),
+                json!({"n": 100}),
+            )
+            .await;
+        assert_eq!(wake.status, 201, "{}", wake.text);
+    }
+    let fatal = wait_for_fatal(&follower_client, "logs-copy").await;
+    assert_eq!(fatal["type"], "security_exception", "{fatal}");
+    assert!(
+        fatal["reason"]
+            .as_str()
+            .unwrap()
+            .contains("on indices [logs-a]"),
+        "{fatal}"
+    );
+    wait_for_count(&follower_client, "logs-b-copy", 21).await;
+
     // Invalidated: the follower's next read is refused, and the task stops, fatally.
     let revoked = leader_client
-        .delete_with_body("/_security/api_key", json!({"ids": [key_id]}))
+        .delete_with_body("/_security/api_key", json!({"ids": [narrow_id, key_id]}))
         .await;
     assert_eq!(
-        revoked.body["invalidated_api_keys"][0],
-        key_id.as_str(),
+        revoked.body["invalidated_api_keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
         "{}",
         revoked.text
     );
     let wake = leader_client
-        .put("/logs-a/_doc/after?refresh=true", json!({"n": 100}))
+        .put("/logs-b/_doc/revoked?refresh=true", json!({"n": 101}))
         .await;
     assert_eq!(wake.status, 201, "{}", wake.text);
-    let started = Instant::now();
-    let fatal: Value = loop {
-        let stats = follower_client.get("/logs-copy/_ccr/stats").await;
-        let shard = &stats.body["indices"][0]["shards"][0];
-        if !shard["fatal_exception"].is_null() {
-            break shard["fatal_exception"].clone();
-        }
-        assert!(
-            started.elapsed() < CONVERGE_WITHIN,
-            "no fatal exception after the key was invalidated: {}",
-            stats.text
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let fatal = wait_for_fatal(&follower_client, "logs-b-copy").await;
     assert_eq!(fatal["type"], "security_exception", "{fatal}");
     assert!(
         fatal["reason"].as_str().unwrap().contains("refused"),
         "{fatal}"
     );
+}
+
+/// The fatal exception of `index`'s first shard in `_ccr/stats`, once there is one.
+async fn wait_for_fatal(client: &EsClient, index: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let stats = client.get(&format!("/{index}/_ccr/stats")).await;
+        let shard = &stats.body["indices"][0]["shards"][0];
+        if !shard["fatal_exception"].is_null() {
+            return shard["fatal_exception"].clone();
+        }
+        assert!(
+            started.elapsed() < CONVERGE_WITHIN,
+            "no fatal exception on [{index}]: {}",
+            stats.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
