@@ -107,10 +107,15 @@ async fn authenticate(State(node): State<NodeState>, mut request: Request, next:
     let headers = request.headers().clone();
     let path = request.uri().path().to_string();
     let method = request.method().clone();
-    // An argon2 verification takes tens of milliseconds: not on a runtime worker.
-    let checked = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || security.authenticate(&headers, &path)).await
+    // A cached password or an API key is checked here; an argon2 verification takes tens of
+    // milliseconds: not on a runtime worker.
+    let checked = match security.authenticate_cached(&headers, &path) {
+        Ok(Some(principal)) => Ok(Ok(principal)),
+        Err(error) => Ok(Err(error)),
+        Ok(None) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || security.authenticate(&headers, &path)).await
+        }
     };
     match checked {
         Ok(Ok(principal)) => {
