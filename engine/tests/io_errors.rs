@@ -391,7 +391,9 @@ fn a_full_translog_disk_refuses_writes_keeps_reads_and_resumes_when_space_return
         assert!(index.get("found-full").unwrap().is_some());
         assert!(index.get("refused-0").unwrap().is_none());
     }
-    scenario.teardown();
+    // The reopen stays inside the scenario: the failpoint is process-global, and another
+    // test's scenario (a malformed fault, say) must not configure it while this one still
+    // does I/O (that race failed CI once).
     let indices = Indices::open(dir.path()).unwrap();
     let index = indices.get("logs").unwrap();
     for id in &acked {
@@ -399,4 +401,6 @@ fn a_full_translog_disk_refuses_writes_keeps_reads_and_resumes_when_space_return
     }
     let shard = &index.shards()[0];
     assert_eq!(shard.local_checkpoint(), shard.max_seq_no());
+    drop(indices);
+    scenario.teardown();
 }
