@@ -105,18 +105,41 @@ fn security_error(error: SecurityError) -> RestError {
     }
 }
 
-/// Runs a users-file change on the blocking pool (it hashes, locks and fsyncs).
+/// A delete's answer: `{"found": true}`, or 404 with `{"found": false}`.
+fn found_answer(found: bool) -> Response {
+    let status = if found {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    (status, axum::Json(json!({"found": found}))).into_response()
+}
+
+/// Runs `work` on the security files on the blocking pool (it hashes, locks and fsyncs);
+/// `what` names it in an internal error.
+async fn on_security_files<R: Send + 'static>(
+    node: &NodeState,
+    what: &'static str,
+    work: impl FnOnce(&crate::security::Security) -> Result<R, SecurityError> + Send + 'static,
+) -> Result<R, RestError> {
+    let security = node.security.clone();
+    tokio::task::spawn_blocking(move || work(&security))
+        .await
+        .map_err(|error| RestError::internal(format!("{what} failed: {error}")))?
+        .map_err(security_error)
+}
+
+/// Runs a users-file change on the blocking pool.
 async fn change_users<R: Send + 'static>(
     node: &NodeState,
     change: impl FnOnce(&mut std::collections::BTreeMap<String, User>) -> Result<R, SecurityError>
         + Send
         + 'static,
 ) -> Result<R, RestError> {
-    let security = node.security.clone();
-    tokio::task::spawn_blocking(move || security.users().update(change))
-        .await
-        .map_err(|error| RestError::internal(format!("changing users failed: {error}")))?
-        .map_err(security_error)
+    on_security_files(node, "changing users", move |security| {
+        security.users().update(change)
+    })
+    .await
 }
 
 async fn authenticate(
@@ -215,38 +238,20 @@ async fn create_api_key(
             "Validation Failed: 1: api key name is required;",
         )
     })?;
-    let now = crate::security::api_keys::now_millis();
-    let expiration = expiration
-        .map(|after| now.saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX)));
-    let key = crate::security::api_keys::ApiKey {
-        name: name.clone(),
-        key_hash: String::new(),
-        creation: now,
-        expiration,
-        invalidated: false,
-        invalidation: None,
-        username: principal.username.clone(),
-        key_type: crate::security::api_keys::REST_KEY.to_string(),
-        role_descriptors,
-        limited_by: principal.roles.clone(),
-        access: None,
-        metadata,
-    };
-    let security = node.security.clone();
-    let created = tokio::task::spawn_blocking(move || security.api_keys().create(key))
-        .await
-        .map_err(|error| RestError::internal(format!("creating the API key failed: {error}")))?
-        .map_err(security_error)?;
-    let mut answer = json!({
-        "id": created.id,
-        "name": name,
-        "api_key": created.key,
-        "encoded": created.encoded(),
-    });
-    if let Some(expiration) = expiration {
-        answer["expiration"] = json!(expiration);
-    }
-    Ok(ok(answer))
+    store_api_key(
+        &node,
+        ApiKeyFields {
+            name,
+            expiration,
+            username: principal.username.clone(),
+            key_type: crate::security::api_keys::REST_KEY,
+            role_descriptors,
+            limited_by: principal.roles.clone(),
+            access: None,
+            metadata,
+        },
+    )
+    .await
 }
 
 async fn get_api_keys(
@@ -341,21 +346,19 @@ async fn invalidate_api_keys(
     }
     let owner_only = owner || !manages_all_api_keys(&node, &principal);
     let me = principal.username.clone();
-    let security = node.security.clone();
-    let (invalidated, before) = tokio::task::spawn_blocking(move || {
-        security.api_keys().invalidate(|id, key| {
-            ids.as_ref()
-                .is_none_or(|ids| ids.iter().any(|wanted| wanted == id))
-                && name.as_ref().is_none_or(|name| *name == key.name)
-                && username
-                    .as_ref()
-                    .is_none_or(|username| *username == key.username)
-                && (!owner_only || key.username == me)
+    let (invalidated, before) =
+        on_security_files(&node, "invalidating API keys", move |security| {
+            security.api_keys().invalidate(|id, key| {
+                ids.as_ref()
+                    .is_none_or(|ids| ids.iter().any(|wanted| wanted == id))
+                    && name.as_ref().is_none_or(|name| *name == key.name)
+                    && username
+                        .as_ref()
+                        .is_none_or(|username| *username == key.username)
+                    && (!owner_only || key.username == me)
+            })
         })
-    })
-    .await
-    .map_err(|error| RestError::internal(format!("invalidating API keys failed: {error}")))?
-    .map_err(security_error)?;
+        .await?;
     Ok(ok(json!({
         "invalidated_api_keys": invalidated,
         "previously_invalidated_api_keys": before,
@@ -565,12 +568,7 @@ async fn delete_user(
         ));
     }
     let found = change_users(&node, move |users| Ok(users.remove(&name).is_some())).await?;
-    let status = if found {
-        StatusCode::OK
-    } else {
-        StatusCode::NOT_FOUND
-    };
-    Ok((status, axum::Json(json!({"found": found}))).into_response())
+    Ok(found_answer(found))
 }
 
 async fn set_password(
@@ -765,11 +763,10 @@ async fn put_role(
     }
     let role: crate::security::RoleDescriptor = serde_json::from_value(Value::Object(body))
         .map_err(|error| RestError::parse(format!("failed to parse role [{name}]: {error}")))?;
-    let security = node.security.clone();
-    let created = tokio::task::spawn_blocking(move || security.roles().put(&name, role))
-        .await
-        .map_err(|error| RestError::internal(format!("storing the role failed: {error}")))?
-        .map_err(security_error)?;
+    let created = on_security_files(&node, "storing the role", move |security| {
+        security.roles().put(&name, role)
+    })
+    .await?;
     Ok(ok(json!({"role": {"created": created}})))
 }
 
@@ -781,17 +778,11 @@ async fn delete_role(
 ) -> Result<Response, RestError> {
     params.allow(&["refresh"])?;
     caller(&node, principal)?;
-    let security = node.security.clone();
-    let found = tokio::task::spawn_blocking(move || security.roles().delete(&name))
-        .await
-        .map_err(|error| RestError::internal(format!("deleting the role failed: {error}")))?
-        .map_err(security_error)?;
-    let status = if found {
-        StatusCode::OK
-    } else {
-        StatusCode::NOT_FOUND
-    };
-    Ok((status, axum::Json(json!({"found": found}))).into_response())
+    let found = on_security_files(&node, "deleting the role", move |security| {
+        security.roles().delete(&name)
+    })
+    .await?;
+    Ok(found_answer(found))
 }
 
 /// `POST /_security/cross_cluster/api_key`: a key a remote cluster's follower presents, good
@@ -863,9 +854,43 @@ async fn create_cross_cluster_api_key(
             "must specify non-empty access for either [search] or [replication]",
         ));
     }
+    store_api_key(
+        &node,
+        ApiKeyFields {
+            name,
+            expiration,
+            username: principal.username.clone(),
+            key_type: crate::security::api_keys::CROSS_CLUSTER_KEY,
+            role_descriptors: Map::new(),
+            limited_by: Vec::new(),
+            access: Some(access),
+            metadata,
+        },
+    )
+    .await
+}
+
+/// What a creation request says of a new API key.
+struct ApiKeyFields {
+    name: String,
+    /// How long from now it is valid.
+    expiration: Option<std::time::Duration>,
+    username: String,
+    key_type: &'static str,
+    role_descriptors: Map<String, Value>,
+    limited_by: Vec<String>,
+    access: Option<Value>,
+    metadata: Map<String, Value>,
+}
+
+/// Stores a new API key (REST or cross-cluster) and answers its id and secret, once, as
+/// Elasticsearch's creation APIs do.
+async fn store_api_key(node: &NodeState, fields: ApiKeyFields) -> Result<Response, RestError> {
     let now = crate::security::api_keys::now_millis();
-    let expiration = expiration
+    let expiration = fields
+        .expiration
         .map(|after| now.saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX)));
+    let name = fields.name;
     let key = crate::security::api_keys::ApiKey {
         name: name.clone(),
         key_hash: String::new(),
@@ -873,18 +898,17 @@ async fn create_cross_cluster_api_key(
         expiration,
         invalidated: false,
         invalidation: None,
-        username: principal.username.clone(),
-        key_type: crate::security::api_keys::CROSS_CLUSTER_KEY.to_string(),
-        role_descriptors: Map::new(),
-        limited_by: Vec::new(),
-        access: Some(access),
-        metadata,
+        username: fields.username,
+        key_type: fields.key_type.to_string(),
+        role_descriptors: fields.role_descriptors,
+        limited_by: fields.limited_by,
+        access: fields.access,
+        metadata: fields.metadata,
     };
-    let security = node.security.clone();
-    let created = tokio::task::spawn_blocking(move || security.api_keys().create(key))
-        .await
-        .map_err(|error| RestError::internal(format!("creating the API key failed: {error}")))?
-        .map_err(security_error)?;
+    let created = on_security_files(node, "creating the API key", move |security| {
+        security.api_keys().create(key)
+    })
+    .await?;
     let mut answer = json!({
         "id": created.id,
         "name": name,
