@@ -7,28 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::EsClient;
+use common::{wait_for_count, EsClient};
 use serde_json::{json, Value};
-
-/// Longest wait for replication to show a result.
-const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
-
-async fn wait_for_count(client: &EsClient, index: &str, expected: u64) {
-    let started = Instant::now();
-    loop {
-        client.post_empty(&format!("/{index}/_refresh")).await;
-        let count = client.get(&format!("/{index}/_count")).await;
-        if count.body["count"] == expected {
-            return;
-        }
-        assert!(
-            started.elapsed() < CONVERGE_WITHIN,
-            "[{index}] has {} documents, expected {expected}",
-            count.text
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn index_documents(client: &EsClient, index: &str, from: u64, to: u64) {
     let mut ndjson = String::new();
@@ -198,7 +178,11 @@ async fn a_follower_index_recovers_closes_reopens_and_is_deleted() {
         if retried {
             break;
         }
-        assert!(started.elapsed() < CONVERGE_WITHIN, "{}", stats.text);
+        assert!(
+            started.elapsed() < common::CONVERGE_WITHIN,
+            "{}",
+            stats.text
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(leader_client.post_empty("/metrics/_open").await.status, 200);

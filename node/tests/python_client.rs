@@ -236,27 +236,6 @@ fn the_official_python_client_drives_cross_cluster_replication() {
     println!("{}", finished.output);
 }
 
-/// The `elastic` password a `--security` node printed at its first start.
-fn printed_password(node: &TandemProcess) -> String {
-    for _ in 0..200 {
-        let lines = node.stdout_lines();
-        if let Some(at) = lines
-            .iter()
-            .position(|line| line.starts_with("tandem security: created the [elastic] superuser"))
-        {
-            if let Some(password) = lines[at + 1..]
-                .iter()
-                .map(|line| line.trim())
-                .find(|line| !line.is_empty())
-            {
-                return password.to_string();
-            }
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("no password printed: {:?}", node.stdout_lines());
-}
-
 #[test]
 fn the_official_python_client_drives_secure_cross_cluster_replication() {
     let venv = client_venv();
@@ -298,8 +277,8 @@ fn the_official_python_client_drives_secure_cross_cluster_replication() {
         .arg(&leader.url)
         .arg(&follower.url)
         .arg(certs.join("ca.crt"))
-        .arg(printed_password(&leader))
-        .arg(printed_password(&follower))
+        .arg(leader.elastic_password())
+        .arg(follower.elastic_password())
         .arg(env!("CARGO_BIN_EXE_tandem"))
         .arg(dir.path().join("follower"))
         .env("PYTHONUNBUFFERED", "1")

@@ -12,30 +12,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{EsClient, TandemProcess};
+use common::{wait_for_count, EsClient, TandemProcess};
 use serde_json::{json, Value};
-
-const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
-
-fn printed_password(node: &TandemProcess) -> String {
-    for _ in 0..200 {
-        let lines = node.stdout_lines();
-        if let Some(at) = lines
-            .iter()
-            .position(|line| line.starts_with("tandem security: created the [elastic] superuser"))
-        {
-            if let Some(password) = lines[at + 1..]
-                .iter()
-                .map(|line| line.trim())
-                .find(|line| !line.is_empty())
-            {
-                return password.to_string();
-            }
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("no password printed: {:?}", node.stdout_lines());
-}
 
 fn keystore_add(data: &Path, name: &str, value: &str) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
@@ -53,23 +31,6 @@ fn keystore_add(data: &Path, name: &str, value: &str) {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-async fn wait_for_count(client: &EsClient, index: &str, expected: u64) {
-    let started = Instant::now();
-    loop {
-        client.post_empty(&format!("/{index}/_refresh")).await;
-        let count = client.get(&format!("/{index}/_count")).await;
-        if count.body["count"] == expected {
-            return;
-        }
-        assert!(
-            started.elapsed() < CONVERGE_WITHIN,
-            "[{index}]: {}, expected {expected}",
-            count.text
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn index_docs(client: &EsClient, index: &str, count: u32) {
@@ -99,10 +60,10 @@ async fn a_cross_cluster_api_key_opens_its_indices_to_a_follower_until_invalidat
         TandemProcess::start_with("follower", &follower_data, "127.0.0.1:0", &["--security"]);
     let leader_client = leader
         .client()
-        .with_basic("elastic", &printed_password(&leader));
+        .with_basic("elastic", &leader.elastic_password());
     let follower_client = follower
         .client()
-        .with_basic("elastic", &printed_password(&follower));
+        .with_basic("elastic", &follower.elastic_password());
 
     for index in ["logs-a", "logs-b", "other"] {
         let created = leader_client
@@ -284,7 +245,7 @@ async fn wait_for_fatal(client: &EsClient, index: &str) -> Value {
             return shard["fatal_exception"].clone();
         }
         assert!(
-            started.elapsed() < CONVERGE_WITHIN,
+            started.elapsed() < common::CONVERGE_WITHIN,
             "no fatal exception on [{index}]: {}",
             stats.text
         );

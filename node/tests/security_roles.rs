@@ -7,26 +7,6 @@ mod common;
 use common::{EsClient, TandemProcess};
 use serde_json::json;
 
-fn printed_password(node: &TandemProcess) -> String {
-    for _ in 0..200 {
-        let lines = node.stdout_lines();
-        if let Some(at) = lines
-            .iter()
-            .position(|line| line.starts_with("tandem security: created the [elastic] superuser"))
-        {
-            if let Some(password) = lines[at + 1..]
-                .iter()
-                .map(|line| line.trim())
-                .find(|line| !line.is_empty())
-            {
-                return password.to_string();
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    panic!("no password printed: {:?}", node.stdout_lines());
-}
-
 async fn user(elastic: &EsClient, name: &str, roles: &[&str]) -> EsClient {
     let created = elastic
         .put(
@@ -49,7 +29,7 @@ async fn roles_grant_elasticsearch_privileges_over_index_patterns() {
     );
     let elastic = node
         .client()
-        .with_basic("elastic", &printed_password(&node));
+        .with_basic("elastic", &node.elastic_password());
     for (role, body) in [
         (
             "logs_reader",

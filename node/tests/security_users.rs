@@ -16,27 +16,6 @@ fn start(dir: &Path) -> TandemProcess {
     TandemProcess::start_with("secure", &dir.join("data"), "127.0.0.1:0", &["--security"])
 }
 
-/// The password the first start printed, waiting briefly for the line.
-fn printed_password(node: &TandemProcess) -> String {
-    for _ in 0..200 {
-        let lines = node.stdout_lines();
-        if let Some(at) = lines
-            .iter()
-            .position(|line| line.starts_with("tandem security: created the [elastic] superuser"))
-        {
-            if let Some(password) = lines[at + 1..]
-                .iter()
-                .map(|line| line.trim())
-                .find(|line| !line.is_empty())
-            {
-                return password.to_string();
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    panic!("no password printed: {:?}", node.stdout_lines());
-}
-
 fn users_cli(data: &Path, args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .arg("users")
@@ -57,7 +36,7 @@ fn users_cli(data: &Path, args: &[&str]) -> (bool, String) {
 async fn users_authenticate_and_are_managed_over_rest_and_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = start(dir.path());
-    let password = printed_password(&node);
+    let password = node.elastic_password();
     let anonymous = node.client();
 
     // No credentials: 401, the challenge, Elasticsearch's body.
@@ -264,7 +243,7 @@ async fn security_off_answers_the_security_api_with_a_clear_error() {
 async fn api_keys_authenticate_until_they_expire_or_are_invalidated() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path());
-    let password = printed_password(&node);
+    let password = node.elastic_password();
     let anonymous = node.client();
     let elastic = anonymous.with_basic("elastic", &password);
     let role = elastic

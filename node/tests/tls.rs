@@ -9,13 +9,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{EsClient, TandemProcess};
+use common::{wait_for_count, EsClient, TandemProcess};
 use serde_json::json;
 use tandem_transport::tls::{client_config, ClientAuthentication, TlsFiles};
-
-const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
 
 /// Runs `tandem certs` for `nodes` into `dir/certs`, as an operator would.
 fn make_certs(dir: &Path, nodes: &[&str]) -> PathBuf {
@@ -80,23 +78,6 @@ async fn refused(client: reqwest::Client, url: &str) -> String {
         source = cause.source();
     }
     text
-}
-
-async fn wait_for_count(client: &EsClient, index: &str, expected: u64) {
-    let started = Instant::now();
-    loop {
-        client.post_empty(&format!("/{index}/_refresh")).await;
-        let count = client.get(&format!("/{index}/_count")).await;
-        if count.body["count"] == expected {
-            return;
-        }
-        assert!(
-            started.elapsed() < CONVERGE_WITHIN,
-            "[{index}] has {}, expected {expected}",
-            count.text
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,6 +82,27 @@ impl TandemProcess {
         self.stdout.lock().unwrap().clone()
     }
 
+    /// The `elastic` password a `--security` node printed at its first start (waits up to 5 s
+    /// for the line).
+    pub fn elastic_password(&self) -> String {
+        for _ in 0..200 {
+            let lines = self.stdout_lines();
+            if let Some(at) = lines.iter().position(|line| {
+                line.starts_with("tandem security: created the [elastic] superuser")
+            }) {
+                if let Some(password) = lines[at + 1..]
+                    .iter()
+                    .map(|line| line.trim())
+                    .find(|line| !line.is_empty())
+                {
+                    return password.to_string();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("no password printed: {:?}", self.stdout_lines());
+    }
+
     /// The process id of the `tandem` child.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -311,5 +332,27 @@ pub async fn in_process_pair(dir: &Path) -> InProcessPair {
         follower,
         leader_client,
         follower_client,
+    }
+}
+
+/// How long replication may take to show a result in [`wait_for_count`].
+pub const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
+
+/// Refreshes `index` and counts its documents until there are `expected`; panics after
+/// [`CONVERGE_WITHIN`].
+pub async fn wait_for_count(client: &EsClient, index: &str, expected: u64) {
+    let started = std::time::Instant::now();
+    loop {
+        client.post_empty(&format!("/{index}/_refresh")).await;
+        let count = client.get(&format!("/{index}/_count")).await;
+        if count.body["count"] == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < CONVERGE_WITHIN,
+            "[{index}] has {}, expected {expected}",
+            count.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
