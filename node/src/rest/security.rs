@@ -164,20 +164,13 @@ async fn authenticate(
 
 /// Whether the caller manages every user's API keys (`manage_api_key`, `manage_security`),
 /// not only its own (`manage_own_api_key`).
-fn manages_all_api_keys(node: &NodeState, principal: &Principal) -> bool {
+fn manages_all_api_keys(principal: &Principal) -> bool {
     let action = "cluster:admin/xpack/security/api_key/manage_all";
-    principal.roles.iter().any(|name| {
-        node.security
-            .roles()
-            .get(name)
-            .ok()
-            .flatten()
-            .is_some_and(|role| {
-                role.cluster.iter().any(|privilege| {
-                    privilege != "manage_own_api_key"
-                        && crate::security::privileges::cluster_grants(privilege, action)
-                })
-            })
+    principal.role_descriptors.iter().any(|role| {
+        role.cluster.iter().any(|privilege| {
+            privilege != "manage_own_api_key"
+                && crate::security::privileges::cluster_grants(privilege, action)
+        })
     })
 }
 
@@ -270,7 +263,7 @@ async fn get_api_keys(
         "with_profile_uid",
     ])?;
     let principal = caller(&node, principal)?;
-    let owner_only = params.flag("owner", false)? || !manages_all_api_keys(&node, &principal);
+    let owner_only = params.flag("owner", false)? || !manages_all_api_keys(&principal);
     let active_only = params.flag("active_only", false)?;
     let (id, name, username) = (params.get("id"), params.get("name"), params.get("username"));
     let now = crate::security::api_keys::now_millis();
@@ -344,7 +337,7 @@ async fn invalidate_api_keys(
             "Validation Failed: 1: One of [api key id(s), api key name, username, realm name] must be specified if [owner] flag is false;",
         ));
     }
-    let owner_only = owner || !manages_all_api_keys(&node, &principal);
+    let owner_only = owner || !manages_all_api_keys(&principal);
     let me = principal.username.clone();
     let (invalidated, before) =
         on_security_files(&node, "invalidating API keys", move |security| {

@@ -138,6 +138,9 @@ pub struct Principal {
     pub authentication_type: &'static str,
     /// The API key authenticated with: its id and name.
     pub api_key: Option<(String, String)>,
+    /// The descriptors of `roles` that exist, read once when the request authenticated (a
+    /// role change applies from the next request; no role file is read per check).
+    pub role_descriptors: Vec<RoleDescriptor>,
     /// An API key's own role descriptors: when there are some, an action must be granted by
     /// one of them as well as by the owner's roles.
     pub key_roles: Vec<RoleDescriptor>,
@@ -286,17 +289,23 @@ impl Security {
     /// Whether `principal` may run the action `granted` checks with its roles (and, for an API
     /// key with role descriptors, with those too).
     fn allows(&self, principal: &Principal, granted: impl Fn(&RoleDescriptor) -> bool) -> bool {
-        let by_roles = principal
-            .roles
+        principal.role_descriptors.iter().any(&granted)
+            && (principal.key_roles.is_empty() || principal.key_roles.iter().any(&granted))
+    }
+
+    /// The descriptors of the roles `names` that exist (an unreadable roles file grants
+    /// nothing, and says so in the log).
+    fn resolve_roles(&self, names: &[String]) -> Vec<RoleDescriptor> {
+        names
             .iter()
-            .any(|name| match self.roles.get(name) {
-                Ok(role) => role.is_some_and(|role| granted(&role)),
+            .filter_map(|name| match self.roles.get(name) {
+                Ok(role) => role,
                 Err(error) => {
                     tracing::error!(%error, "the roles file cannot be read");
-                    false
+                    None
                 }
-            });
-        by_roles && (principal.key_roles.is_empty() || principal.key_roles.iter().any(&granted))
+            })
+            .collect()
     }
 
     /// Refuses `principal` the cluster action `action` unless a role grants it.
@@ -430,7 +439,11 @@ impl Security {
             }
             Credentials::ApiKey { id, key } => self.authenticate_api_key(&id, &key).map(Some),
         });
-        result.map_err(|failure| unauthenticated(&failure, path))
+        let principal = result.map_err(|failure| unauthenticated(&failure, path))?;
+        Ok(principal.map(|mut principal| {
+            principal.role_descriptors = self.resolve_roles(&principal.roles);
+            principal
+        }))
     }
 
     /// `Ok(None)`: not cached, and `verify` is false.
@@ -485,6 +498,7 @@ impl Security {
             user: user.to_json(username),
             authentication_type: "realm",
             api_key: None,
+            role_descriptors: Vec::new(),
             key_roles: Vec::new(),
             cross_cluster: None,
         }))
@@ -524,6 +538,7 @@ impl Security {
             user: owner.to_json(&key.username),
             authentication_type: "api_key",
             api_key: Some((id.to_string(), key.name.clone())),
+            role_descriptors: Vec::new(),
             key_roles,
             cross_cluster,
         })
