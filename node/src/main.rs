@@ -194,6 +194,11 @@ fn keystore(data: PathBuf, action: KeystoreAction) -> ExitCode {
             }
         }
     })();
+    report("keystore", result)
+}
+
+/// Prints what a command line tool did (or why it failed, on stderr) and its exit code.
+fn report(tool: &str, result: Result<String, String>) -> ExitCode {
     match result {
         Ok(message) => {
             if !message.is_empty() {
@@ -202,7 +207,7 @@ fn keystore(data: PathBuf, action: KeystoreAction) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("tandem keystore: {error}");
+            eprintln!("tandem {tool}: {error}");
             ExitCode::FAILURE
         }
     }
@@ -290,18 +295,7 @@ fn users(data: PathBuf, action: UsersAction) -> ExitCode {
             }
         }
     })();
-    match result {
-        Ok(message) => {
-            if !message.is_empty() {
-                println!("{message}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("tandem users: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    report("users", result)
 }
 
 fn certs(request: tandem_node::certs::CertsRequest) -> ExitCode {

@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -162,8 +161,8 @@ impl UserStore {
     }
 
     /// Every user, as of the file's last change.
-    pub fn all(&self) -> Result<Arc<BTreeMap<String, User>>, SecurityError> {
-        Ok(Arc::new(self.file.current()?.users.clone()))
+    pub fn all(&self) -> Result<BTreeMap<String, User>, SecurityError> {
+        Ok(self.file.current()?.users.clone())
     }
 
     /// One user.
