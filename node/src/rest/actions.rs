@@ -18,9 +18,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::RequestExt;
 
+use super::index_expression::wildcard_matches;
 use super::NodeState;
 use crate::error::RestError;
-use crate::security::privileges::glob_matches;
 use crate::security::Principal;
 
 /// How a request is authorized.
@@ -430,7 +430,7 @@ fn expression_indices(node: &NodeState, expression: &str) -> Vec<String> {
                 node.indices
                     .names()
                     .into_iter()
-                    .filter(|index| glob_matches(pattern, index)),
+                    .filter(|index| wildcard_matches(pattern, index)),
             );
         } else {
             named.push(part.to_string());

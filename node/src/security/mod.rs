@@ -360,7 +360,7 @@ impl Security {
             Some(names) => {
                 if names
                     .iter()
-                    .any(|pattern| privileges::glob_matches(pattern, index))
+                    .any(|pattern| crate::rest::index_expression::wildcard_matches(pattern, index))
                 {
                     return Ok(());
                 }

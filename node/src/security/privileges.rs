@@ -3,7 +3,10 @@
 //! Every request is an *action* with Elasticsearch's name (`indices:data/read/search`,
 //! `cluster:admin/xpack/ccr/auto_follow_pattern/put`, ...); a privilege grants the actions
 //! its patterns match. Cluster privileges grant `cluster:*` actions, index privileges grant
-//! `indices:*` actions on the indices their name patterns match.
+//! `indices:*` actions on the indices their name patterns match. Action and index patterns
+//! match as index expressions do ([`wildcard_matches`]: `*` is any run of characters).
+
+use crate::rest::index_expression::wildcard_matches;
 
 /// The cluster privileges Tandem knows, with the action patterns each grants.
 pub const CLUSTER_PRIVILEGES: &[(&str, &[&str])] = &[
@@ -78,35 +81,11 @@ pub const INDEX_PRIVILEGES: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Whether `text` matches `pattern`, where `*` matches any run of characters.
-pub fn glob_matches(pattern: &str, text: &str) -> bool {
-    let (pattern, text) = (pattern.as_bytes(), text.as_bytes());
-    // Iterative glob with one backtrack point: linear in practice, never exponential.
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if p < pattern.len() && pattern[p] == text[t] {
-            p += 1;
-            t += 1;
-        } else if let Some((star_p, star_t)) = star {
-            p = star_p + 1;
-            t = star_t + 1;
-            star = Some((star_p, star_t + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&b| b == b'*')
-}
-
 fn grants(table: &[(&str, &[&str])], privilege: &str, action: &str) -> bool {
     table
         .iter()
         .find(|(name, _)| *name == privilege)
-        .is_some_and(|(_, patterns)| patterns.iter().any(|p| glob_matches(p, action)))
+        .is_some_and(|(_, patterns)| patterns.iter().any(|p| wildcard_matches(p, action)))
 }
 
 /// Whether the cluster privilege `privilege` grants `action`.
@@ -132,7 +111,7 @@ pub fn index_privileges_granting(action: &str) -> Vec<&'static str> {
 fn privileges_granting(table: &[(&'static str, &[&str])], action: &str) -> Vec<&'static str> {
     let mut names: Vec<&'static str> = table
         .iter()
-        .filter(|(_, patterns)| patterns.iter().any(|p| glob_matches(p, action)))
+        .filter(|(_, patterns)| patterns.iter().any(|p| wildcard_matches(p, action)))
         .map(|(name, _)| *name)
         .collect();
     // Elasticsearch lists the narrowest first and `all` last.
@@ -156,20 +135,20 @@ mod tests {
 
     #[test]
     fn globs_match_as_elasticsearch_patterns() {
-        assert!(glob_matches(
+        assert!(wildcard_matches(
             "indices:data/read/*",
             "indices:data/read/search"
         ));
-        assert!(!glob_matches(
+        assert!(!wildcard_matches(
             "indices:data/read/*",
             "indices:data/write/index"
         ));
-        assert!(glob_matches("logs-*", "logs-2026"));
-        assert!(glob_matches("*", ""));
-        assert!(glob_matches("a*b*c", "axxbyyc"));
-        assert!(!glob_matches("a*b*c", "axxbyy"));
-        assert!(glob_matches("exact", "exact"));
-        assert!(!glob_matches("exact", "exactly"));
+        assert!(wildcard_matches("logs-*", "logs-2026"));
+        assert!(wildcard_matches("*", ""));
+        assert!(wildcard_matches("a*b*c", "axxbyyc"));
+        assert!(!wildcard_matches("a*b*c", "axxbyy"));
+        assert!(wildcard_matches("exact", "exact"));
+        assert!(!wildcard_matches("exact", "exactly"));
     }
 
     #[test]

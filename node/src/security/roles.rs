@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tandem_engine::storage::StorageRef;
 
-use super::privileges::{
-    cluster_grants, glob_matches, index_grants, is_cluster_privilege, is_index_privilege,
-};
+use super::privileges::{cluster_grants, index_grants, is_cluster_privilege, is_index_privilege};
 use super::shared_file::SharedFile;
 use super::users::{SecurityError, SECURITY_DIR};
 use super::SUPERUSER_ROLE;
@@ -103,7 +101,7 @@ impl RoleDescriptor {
             entry
                 .names
                 .iter()
-                .any(|pattern| glob_matches(pattern, index))
+                .any(|pattern| crate::rest::index_expression::wildcard_matches(pattern, index))
                 && entry.privileges.iter().any(|p| index_grants(p, action))
         })
     }
