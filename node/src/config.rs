@@ -296,22 +296,22 @@ fn tls_files(file: &ConfigFile) -> Result<Option<TlsFiles>, ConfigError> {
 /// The `http.*` limits of `file`, defaults for those it does not set.
 fn http_limits(file: &ConfigFile) -> Result<HttpLimits, ConfigError> {
     let mut limits = HttpLimits::default();
-    if let Some(max) = file.http_max_open_connections {
-        if !(1..=crate::http::MAX_OPEN_CONNECTIONS).contains(&max) {
-            return Err(ConfigError::HttpLimit(format!(
-                "http.max_open_connections [{max}]: must be between 1 and {}",
-                crate::http::MAX_OPEN_CONNECTIONS
-            )));
+    let connections = |key: &str, value: Option<usize>| -> Result<Option<usize>, ConfigError> {
+        match value {
+            Some(max) if !(1..=crate::http::MAX_OPEN_CONNECTIONS).contains(&max) => {
+                Err(ConfigError::HttpLimit(format!(
+                    "{key} [{max}]: must be between 1 and {}",
+                    crate::http::MAX_OPEN_CONNECTIONS
+                )))
+            }
+            other => Ok(other),
         }
+    };
+    if let Some(max) = connections("http.max_open_connections", file.http_max_open_connections)? {
         limits.max_open_connections = max;
     }
-    if let Some(max) = file.http_max_connections_per_client {
-        if !(1..=crate::http::MAX_OPEN_CONNECTIONS).contains(&max) {
-            return Err(ConfigError::HttpLimit(format!(
-                "http.max_connections_per_client [{max}]: must be between 1 and {}",
-                crate::http::MAX_OPEN_CONNECTIONS
-            )));
-        }
+    let per_client = file.http_max_connections_per_client;
+    if let Some(max) = connections("http.max_connections_per_client", per_client)? {
         limits.max_connections_per_client = max;
     }
     let time =
@@ -370,13 +370,14 @@ mod tests {
     #[test]
     fn http_limits_come_from_the_file() {
         let file: ConfigFile = toml::from_str(
-            "\"http.max_open_connections\" = 50\n\"http.header_read_timeout\" = \"2s\"\n\"http.idle_timeout\" = \"1m\"",
+            "\"http.max_open_connections\" = 50\n\"http.max_connections_per_client\" = 7\n\"http.header_read_timeout\" = \"2s\"\n\"http.idle_timeout\" = \"1m\"",
         )
         .unwrap();
         let limits = NodeConfig::resolve(None, None, None, file)
             .unwrap()
             .http_limits;
         assert_eq!(limits.max_open_connections, 50);
+        assert_eq!(limits.max_connections_per_client, 7);
         assert_eq!(
             limits.header_read_timeout,
             std::time::Duration::from_secs(2)
@@ -386,6 +387,7 @@ mod tests {
         assert_eq!(defaults.http_limits, HttpLimits::default());
         for bad in [
             "\"http.max_open_connections\" = 0",
+            "\"http.max_connections_per_client\" = 0",
             "\"http.idle_timeout\" = \"soon\"",
             "\"http.header_read_timeout\" = \"0s\"",
         ] {
