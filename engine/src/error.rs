@@ -54,6 +54,18 @@ pub enum EngineError {
         #[source]
         source: tantivy::TantivyError,
     },
+    /// One of tantivy's indexing or merging threads died on an I/O error of the index
+    /// directory, which tantivy reports only as a dead thread; `cause` names the call.
+    #[error("index error ({context}): {source}; the index directory failed first: {cause}")]
+    IndexThreadFailed {
+        /// What the engine was doing.
+        context: &'static str,
+        /// tantivy's error.
+        #[source]
+        source: tantivy::TantivyError,
+        /// The first failed call that wrote to the index directory, and its error.
+        cause: String,
+    },
     /// Optimistic concurrency control rejected a write (HTTP 409).
     #[error("[{id}]: version conflict, {reason}")]
     VersionConflict {

@@ -32,6 +32,10 @@
 //!   generations that commit made unnecessary: acknowledged writes lost. The power-loss test
 //!   catches that when [`SyncSite::SegmentAtomicRename`] is switched off.
 //! - Locks are [`Storage::try_lock`]s: a crashed process holds none.
+//! - The first error of a call that writes (a segment file's write or sync, a new file, an
+//!   atomic write, a directory sync, a removal) is kept ([`SegmentDirectory::first_write_failure`]):
+//!   tantivy's indexing threads die on such an error and report only that "an index writer
+//!   was killed", and the engine names the cause with it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -89,6 +93,23 @@ pub struct SegmentDirectory {
     mappings: Arc<Mutex<HashMap<PathBuf, Weak<Mapping>>>>,
     /// Callbacks on a new `meta.json`.
     watchers: Arc<WatchCallbackList>,
+    /// The first error of a call that writes, shared by every clone.
+    write_failure: WriteFailure,
+}
+
+/// The first error of a call that writes, as "<what> <path>: <error>".
+#[derive(Clone, Default)]
+struct WriteFailure(Arc<Mutex<Option<String>>>);
+
+impl WriteFailure {
+    /// Keeps `error` of `what` on `path` if it is the first; returns it unchanged.
+    fn record(&self, what: &str, path: &Path, error: io::Error) -> io::Error {
+        let mut first = self.0.lock();
+        if first.is_none() {
+            *first = Some(format!("{what} {}: {error}", path.display()));
+        }
+        error
+    }
 }
 
 impl fmt::Debug for SegmentDirectory {
@@ -103,12 +124,16 @@ impl fmt::Debug for SegmentDirectory {
 /// terminates it.
 struct SegmentFileWriter {
     file: FileRef,
+    path: PathBuf,
     offset: u64,
+    write_failure: WriteFailure,
 }
 
 impl Write for SegmentFileWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.write_all_at(buf, self.offset)?;
+        self.file
+            .write_all_at(buf, self.offset)
+            .map_err(|error| self.write_failure.record("writing", &self.path, error))?;
         self.offset += buf.len() as u64;
         Ok(buf.len())
     }
@@ -120,7 +145,9 @@ impl Write for SegmentFileWriter {
 
 impl TerminatingWrite for SegmentFileWriter {
     fn terminate_ref(&mut self, _: AntiCallToken) -> io::Result<()> {
-        self.file.sync_data(SyncSite::SegmentFile)
+        self.file
+            .sync_data(SyncSite::SegmentFile)
+            .map_err(|error| self.write_failure.record("syncing", &self.path, error))
     }
 }
 
@@ -158,7 +185,14 @@ impl SegmentDirectory {
             root: root.to_path_buf(),
             mappings: Arc::new(Mutex::new(HashMap::new())),
             watchers: Arc::new(WatchCallbackList::default()),
+            write_failure: WriteFailure::default(),
         })
+    }
+
+    /// The first error of a call that wrote to this directory (through any clone), as
+    /// "<what> <path>: <error>", if one failed.
+    pub fn first_write_failure(&self) -> Option<String> {
+        self.write_failure.0.lock().clone()
     }
 
     /// Drops from this process's resident set the pages of the mapped files whose path
@@ -221,7 +255,11 @@ impl Directory for SegmentDirectory {
                     DeleteError::FileDoesNotExist(path.to_path_buf())
                 } else {
                     DeleteError::IoError {
-                        io_error: Arc::new(error),
+                        io_error: Arc::new(self.write_failure.record(
+                            "removing",
+                            &self.root.join(path),
+                            error,
+                        )),
                         filepath: path.to_path_buf(),
                     }
                 }
@@ -242,13 +280,18 @@ impl Directory for SegmentDirectory {
                 if error.kind() == io::ErrorKind::AlreadyExists {
                     OpenWriteError::FileAlreadyExists(path.to_path_buf())
                 } else {
+                    let error = self
+                        .write_failure
+                        .record("creating", &self.root.join(path), error);
                     OpenWriteError::wrap_io_error(error, path.to_path_buf())
                 }
             })?;
         // As `MmapDirectory`: the new entry is durable once tantivy calls `sync_directory`.
         Ok(BufWriter::new(Box::new(SegmentFileWriter {
             file,
+            path: self.root.join(path),
             offset: 0,
+            write_failure: self.write_failure.clone(),
         })))
     }
 
@@ -266,7 +309,10 @@ impl Directory for SegmentDirectory {
             SyncSite::SegmentAtomicContent,
             SyncSite::SegmentAtomicRename,
         )
-        .map_err(|error| error.source)?;
+        .map_err(|error| {
+            self.write_failure
+                .record("atomically writing", &self.root.join(path), error.source)
+        })?;
         if path == Path::new("meta.json") {
             // Nothing waits on the broadcast: the callbacks run on their own thread.
             drop(self.watchers.broadcast());
@@ -275,7 +321,9 @@ impl Directory for SegmentDirectory {
     }
 
     fn sync_directory(&self) -> io::Result<()> {
-        self.storage.sync_dir(&self.root, SyncSite::SegmentDir)
+        self.storage
+            .sync_dir(&self.root, SyncSite::SegmentDir)
+            .map_err(|error| self.write_failure.record("syncing", &self.root, error))
     }
 
     fn acquire_lock(&self, lock: &Lock) -> Result<DirectoryLock, LockError> {

@@ -80,6 +80,19 @@ const CASES: &[Case] = &[
         step: Step::Refresh,
         latches: true,
     },
+    // A new segment file, created by one of tantivy's indexing threads, which dies on the
+    // error: the engine names the failed call, not only the dead thread.
+    Case {
+        fault: "create@.idx",
+        step: Step::Refresh,
+        latches: true,
+    },
+    // The same while only writes run: the thread's death is seen by the next write.
+    Case {
+        fault: "create@.idx",
+        step: Step::Write,
+        latches: true,
+    },
     // A segment file's own write and fsync.
     Case {
         fault: "write@.idx",

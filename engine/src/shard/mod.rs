@@ -870,6 +870,7 @@ impl ShardInner {
     /// Latches a failure: an engine that could not apply or persist an operation stops
     /// accepting work until it is reopened (and recovers from its durable state).
     fn fail(&self, error: EngineError) -> EngineError {
+        let error = self.with_directory_cause(error);
         {
             let mut failure = self.failure.lock();
             if failure.is_some() {
@@ -881,6 +882,27 @@ impl ShardInner {
         // After the failure lock (the last in the lock order) is released.
         self.checkpoints.set_failed();
         error
+    }
+
+    /// tantivy reports an I/O error of one of its threads only as a dead thread ("an index
+    /// writer was killed"); this names the failed call the index directory recorded.
+    fn with_directory_cause(&self, error: EngineError) -> EngineError {
+        match error {
+            EngineError::Index {
+                context,
+                source:
+                    source @ (tantivy::TantivyError::ErrorInThread(_)
+                    | tantivy::TantivyError::SystemError(_)),
+            } => match self.directory.first_write_failure() {
+                Some(cause) => EngineError::IndexThreadFailed {
+                    context,
+                    source,
+                    cause,
+                },
+                None => EngineError::Index { context, source },
+            },
+            other => other,
+        }
     }
 
     /// The engine's answer to a failed translog sync: a full disk blocks writes (no
