@@ -4,6 +4,8 @@
 //! the indices the key covers, is refused (naming the index) for the others; a follower index
 //! whose leader index the reloaded key no longer covers stops with a fatal exception naming it
 //! in `_ccr/stats` while another goes on, and every follow stops once its key is invalidated.
+//! Every transport call (metadata, leases, listing) is refused without a credential, with a
+//! wrong one, and for an index the key does not cover.
 
 mod common;
 
@@ -14,6 +16,11 @@ use std::time::{Duration, Instant};
 
 use common::{wait_for_count, EsClient, TandemProcess};
 use serde_json::{json, Value};
+use tandem_engine::SeqNo;
+use tandem_recovery::{
+    AddRetentionLeaseRequest, IndexMetadataRequest, LeaderClient, LeaderError, ShardId,
+};
+use tandem_transport::HttpLeaderClient;
 
 fn keystore_add(data: &Path, name: &str, value: &str) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
@@ -251,4 +258,110 @@ async fn wait_for_fatal(client: &EsClient, index: &str) -> Value {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `Err(Unauthorized)`'s reason, or a panic naming what came instead.
+fn unauthorized<T: std::fmt::Debug>(outcome: Result<T, LeaderError>, call: &str) -> String {
+    match outcome {
+        Err(LeaderError::Unauthorized(reason)) => reason,
+        other => panic!("{call}: expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transport_call_needs_a_credential_that_covers_its_index() {
+    use base64::Engine as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let leader = TandemProcess::start_with(
+        "leader",
+        &dir.path().join("leader"),
+        "127.0.0.1:0",
+        &["--security"],
+    );
+    let elastic = leader
+        .client()
+        .with_basic("elastic", &leader.elastic_password());
+    for index in ["logs-a", "other"] {
+        let created = elastic
+            .put(
+                &format!("/{index}"),
+                json!({"settings": {"index": {"number_of_shards": 1}}}),
+            )
+            .await;
+        assert_eq!(created.status, 200, "{}", created.text);
+        index_docs(&elastic, index, 5).await;
+    }
+    let key = elastic
+        .post(
+            "/_security/cross_cluster/api_key",
+            json!({"name": "logs", "access": {"replication": [{"names": ["logs-*"]}]}}),
+        )
+        .await;
+    assert_eq!(key.status, 200, "{}", key.text);
+    let key_id = key.body["id"].as_str().unwrap().to_string();
+    let encoded = key.body["encoded"].as_str().unwrap().to_string();
+
+    let client = HttpLeaderClient::new(vec![leader.address().to_string()]);
+    let metadata = |index: &str| client.index_metadata(IndexMetadataRequest::new(index));
+    let lease = |index: &str| {
+        client.add_retention_lease(AddRetentionLeaseRequest::new(
+            ShardId::new(index, 0),
+            "intruder",
+            SeqNo(0),
+            "test",
+        ))
+    };
+
+    // No credential: every call is refused, a lease that would pin history included.
+    let reason = unauthorized(metadata("logs-a").await, "no credential");
+    assert!(reason.contains("HTTP 401"), "{reason}");
+    assert!(
+        reason.contains("missing authentication credentials"),
+        "{reason}"
+    );
+    unauthorized(lease("logs-a").await, "a lease without a credential");
+    unauthorized(client.list_indices().await, "listing without a credential");
+
+    // A key id that does not exist, and the right id with a wrong secret.
+    for wrong in [
+        "no-such-id:no-such-secret".to_string(),
+        format!("{key_id}:wrong-secret"),
+    ] {
+        let wrong = base64::engine::general_purpose::STANDARD.encode(wrong);
+        client.set_credentials(Some(&wrong)).unwrap();
+        let reason = unauthorized(metadata("logs-a").await, "a wrong credential");
+        assert!(reason.contains("HTTP 401"), "{reason}");
+        unauthorized(lease("logs-a").await, "a lease with a wrong credential");
+    }
+    // A user's password is not the key's secret either.
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{key_id}:{}", leader.elastic_password()));
+    client.set_credentials(Some(&basic)).unwrap();
+    unauthorized(metadata("logs-a").await, "a password as the key's secret");
+
+    // The key: its indices only.
+    client.set_credentials(Some(&encoded)).unwrap();
+    let held = metadata("logs-a").await.expect("the key covers logs-a");
+    assert_eq!(held.name, "logs-a");
+    lease("logs-a").await.expect("a lease on logs-a");
+    let reason = unauthorized(metadata("other").await, "an index the key does not cover");
+    assert!(reason.contains("is unauthorized"), "{reason}");
+    assert!(reason.contains("[other]"), "{reason}");
+    assert!(reason.contains(&key_id), "{reason}");
+    unauthorized(
+        lease("other").await,
+        "a lease on an index the key does not cover",
+    );
+    let listed = client.list_indices().await.expect("listing with the key");
+    let names: Vec<&str> = listed.iter().map(|summary| summary.name.as_str()).collect();
+    assert!(names.contains(&"logs-a"), "{names:?}");
+
+    // Invalidated: refused at the next call.
+    let invalidated = elastic
+        .delete_with_body("/_security/api_key", json!({"ids": [key_id]}))
+        .await;
+    assert_eq!(invalidated.status, 200, "{}", invalidated.text);
+    let reason = unauthorized(metadata("logs-a").await, "an invalidated key");
+    assert!(reason.contains("HTTP 401"), "{reason}");
 }

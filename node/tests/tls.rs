@@ -3,7 +3,8 @@
 //! replicate to each other over TLS (the follower verifies the leader's certificate and its
 //! name); clients that do not trust the CA, dial a name the certificate does not hold, or speak
 //! plain HTTP are refused, and the node goes on serving. Client certificates are asked for
-//! when `tls.client_authentication` says so.
+//! when `tls.client_authentication` says so. curl, as the README shows it, reaches a secure
+//! node with `--cacert` and a password.
 
 mod common;
 
@@ -239,4 +240,54 @@ fn a_node_refuses_to_start_with_unusable_tls_files() {
         "required",
     ]);
     assert!(stderr.contains("certificate authorit"), "{stderr}");
+}
+
+/// Runs `curl` with `args`; returns its exit code and what it printed.
+fn curl(args: &[&str]) -> (i32, String) {
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "20"])
+        .args(args)
+        .output()
+        .expect("curl is needed by this test (apt-get install curl)");
+    let mut text = String::from_utf8_lossy(&output.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_reaches_a_secure_node_with_the_ca_and_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path(), &["node"]);
+    let mut args = tls_args(&certs, "node");
+    args.push("--security".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = TandemProcess::start_with("node", &dir.path().join("node"), "127.0.0.1:0", &args);
+    let password = node.elastic_password();
+    let ca = certs.join("ca.crt").display().to_string();
+    let port = node.address().rsplit(':').next().unwrap().to_string();
+    let user = format!("elastic:{password}");
+    for host in ["localhost", "127.0.0.1"] {
+        let url = format!("https://{host}:{}/_security/_authenticate", port);
+        let (code, text) = curl(&["--fail", "--cacert", &ca, "-u", &user, &url]);
+        assert_eq!(code, 0, "{text}");
+        let answer: serde_json::Value = serde_json::from_str(&text).expect(&text);
+        assert_eq!(answer["username"], "elastic", "{text}");
+    }
+    let url = format!("https://localhost:{}/", port);
+    // A wrong password: 401, with the challenge and Elasticsearch's body.
+    let (code, text) = curl(&["--cacert", &ca, "-u", "elastic:wrong", "--include", &url]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("www-authenticate: basic"),
+        "{text}"
+    );
+    assert!(text.contains("security_exception"), "{text}");
+    // Without the CA, curl cannot verify the node's certificate (exit 60).
+    let (code, text) = curl(&["-u", &user, &url]);
+    assert_eq!(code, 60, "{text}");
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let (code, text) = curl(&["-u", &user, &format!("http://localhost:{}/", port)]);
+    assert_ne!(code, 0, "{text}");
 }
