@@ -9,11 +9,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::secure::keystore_add;
 use common::{wait_for_count, EsClient, TandemProcess};
 use serde_json::{json, Value};
 use tandem_engine::SeqNo;
@@ -21,24 +19,6 @@ use tandem_recovery::{
     AddRetentionLeaseRequest, IndexMetadataRequest, LeaderClient, LeaderError, ShardId,
 };
 use tandem_transport::HttpLeaderClient;
-
-fn keystore_add(data: &Path, name: &str, value: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["keystore", "add", name, "--stdin", "--data"])
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tandem keystore");
-    writeln!(child.stdin.take().unwrap(), "{value}").unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 async fn index_docs(client: &EsClient, index: &str, count: u32) {
     let mut ndjson = String::new();

@@ -8,60 +8,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::secure::{make_certs, tls_args, trusting};
 use common::{wait_for_count, EsClient, TandemProcess};
 use serde_json::json;
-use tandem_transport::tls::{client_config, ClientAuthentication, TlsFiles};
-
-/// Runs `tandem certs` for `nodes` into `dir/certs`, as an operator would.
-fn make_certs(dir: &Path, nodes: &[&str]) -> PathBuf {
-    let out = dir.join("certs");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
-    command.args(["certs", "--out"]).arg(&out);
-    for node in nodes {
-        command.args(["--node", node]);
-    }
-    let output = command.output().expect("run tandem certs");
-    assert!(
-        output.status.success(),
-        "tandem certs failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    out
-}
-
-fn tls_args(certs: &Path, node: &str) -> Vec<String> {
-    let file = |name: String| certs.join(name).display().to_string();
-    vec![
-        "--tls-cert".into(),
-        file(format!("{node}.crt")),
-        "--tls-key".into(),
-        file(format!("{node}.key")),
-        "--tls-ca".into(),
-        file("ca.crt".into()),
-    ]
-}
+use tandem_transport::tls::{ClientAuthentication, TlsFiles};
 
 fn start_tls(name: &str, dir: &Path, certs: &Path) -> TandemProcess {
     let args = tls_args(certs, name);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     TandemProcess::start_with(name, &dir.join(name), "127.0.0.1:0", &args)
-}
-
-fn trusting(certs: &Path, identity: Option<&str>) -> rustls::ClientConfig {
-    let (cert, key) = identity
-        .map(|node| {
-            (
-                certs.join(format!("{node}.crt")),
-                certs.join(format!("{node}.key")),
-            )
-        })
-        .unzip();
-    client_config(&[certs.join("ca.crt")], cert.as_deref().zip(key.as_deref()))
-        .expect("client TLS configuration")
 }
 
 /// A request that must not get an answer; returns the error's chain of causes.

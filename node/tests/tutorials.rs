@@ -9,13 +9,18 @@
 //!   cluster A the document written on cluster B;
 //! - crashes: kill -9 of the follower mid-replication, then of the leader; both restart on
 //!   their ports and the follower ends with the leader's documents and history.
+//!
+//! Every test runs twice: as the nodes start by default, and `_with_security`, as the secure
+//! demo runs them (TLS, security, `elastic` as the client, a cross-cluster API key in the
+//! follower's keystore for each remote cluster): the same requests, the same answers.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{EsClient, TandemProcess};
+use common::secure::{Clusters, Node, Security};
+use common::EsClient;
 use serde_json::{json, Value};
 
 /// Longest wait for replication to show a result.
@@ -63,8 +68,13 @@ fn expect_ok(answer: &common::Answer) {
     assert_eq!(answer.status, 200, "{}", answer.text);
 }
 
-async fn remote_cluster(client: &EsClient, alias: &str, address: &str) {
-    let answer = client
+/// Connects `follower` to `leader` as remote cluster `alias` in sniff mode (with its
+/// credentials when security is on).
+async fn remote_cluster(clusters: &Clusters, follower: &Node, alias: &str, leader: &Node) {
+    clusters.grant(follower, leader, alias).await;
+    let address = leader.address();
+    let answer = follower
+        .client()
         .put(
             "/_cluster/settings",
             json!({"persistent": {"cluster": {"remote": {alias: {"seeds": [address]}}}}}),
@@ -120,16 +130,26 @@ async fn converge(leader: (&EsClient, &str), follower: (&EsClient, &str)) -> usi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_002_set_up_cross_cluster_replication() {
+    set_up_cross_cluster_replication(Security::Off).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_set_up_cross_cluster_replication_with_security() {
+    set_up_cross_cluster_replication(Security::On).await
+}
+
+async fn set_up_cross_cluster_replication(security: Security) {
     let dir = tempfile::tempdir().unwrap();
-    let leader = TandemProcess::start("leader", &dir.path().join("leader"));
-    let follower = TandemProcess::start("follower", &dir.path().join("follower"));
+    let clusters = Clusters::new(dir.path(), security);
+    let leader = clusters.start("leader", &dir.path().join("leader"));
+    let follower = clusters.start("follower", &dir.path().join("follower"));
     let (on_leader, on_follower) = (leader.client(), follower.client());
 
     expect_ok(&on_leader.put("/server-metrics", server_metrics()).await);
     bulk_metrics(&on_leader, "server-metrics", 0, 500).await;
 
     // Connect the follower to the leader and check the connection.
-    remote_cluster(&on_follower, "leader", leader.address()).await;
+    remote_cluster(&clusters, &follower, "leader", &leader).await;
     let info = on_follower.get("/_remote/info").await;
     expect_ok(&info);
     assert_eq!(info.body["leader"]["connected"], true, "{}", info.text);
@@ -209,9 +229,19 @@ async fn seed_002_set_up_cross_cluster_replication() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_000_uni_directional_disaster_recovery() {
+    uni_directional_disaster_recovery(Security::Off).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_000_uni_directional_disaster_recovery_with_security() {
+    uni_directional_disaster_recovery(Security::On).await
+}
+
+async fn uni_directional_disaster_recovery(security: Security) {
     let dir = tempfile::tempdir().unwrap();
-    let cluster_a = TandemProcess::start("clusterA", &dir.path().join("a"));
-    let cluster_b = TandemProcess::start("clusterB", &dir.path().join("b"));
+    let clusters = Clusters::new(dir.path(), security);
+    let cluster_a = clusters.start("clusterA", &dir.path().join("a"));
+    let cluster_b = clusters.start("clusterB", &dir.path().join("b"));
     let (on_a, on_b) = (cluster_a.client(), cluster_b.client());
 
     expect_ok(
@@ -236,6 +266,7 @@ async fn seed_000_uni_directional_disaster_recovery() {
     );
 
     // Cluster B follows cluster A, configured in proxy mode as in the tutorial.
+    clusters.grant(&cluster_b, &cluster_a, "clusterA").await;
     let configured = on_b
         .put(
             "/_cluster/settings",
@@ -295,6 +326,7 @@ async fn seed_000_uni_directional_disaster_recovery() {
 
     // Failback: cluster A drops its stale index and follows cluster B.
     expect_ok(&on_a.delete("/kibana_sample_data_ecommerce").await);
+    clusters.grant(&cluster_a, &cluster_b, "clusterB").await;
     let configured = on_a
         .put(
             "/_cluster/settings",
@@ -358,10 +390,20 @@ fn assert_same_history(leader_data: &std::path::Path, follower_data: &std::path:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replication_resumes_after_kill_9_of_the_follower_and_of_the_leader() {
+    replication_resumes_after_kill_9(Security::Off).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_resumes_after_kill_9_of_the_follower_and_of_the_leader_with_security() {
+    replication_resumes_after_kill_9(Security::On).await
+}
+
+async fn replication_resumes_after_kill_9(security: Security) {
     let dir = tempfile::tempdir().unwrap();
+    let clusters = Clusters::new(dir.path(), security);
     let (leader_data, follower_data) = (dir.path().join("leader"), dir.path().join("follower"));
-    let mut leader = TandemProcess::start("leader", &leader_data);
-    let mut follower = TandemProcess::start("follower", &follower_data);
+    let mut leader = clusters.start("leader", &leader_data);
+    let mut follower = clusters.start("follower", &follower_data);
     let (leader_address, follower_address) =
         (leader.address().to_string(), follower.address().to_string());
     expect_ok(
@@ -375,7 +417,7 @@ async fn replication_resumes_after_kill_9_of_the_follower_and_of_the_leader() {
             .await,
     );
     bulk_metrics(&leader.client(), "logs", 0, 400).await;
-    remote_cluster(&follower.client(), "leader", &leader_address).await;
+    remote_cluster(&clusters, &follower, "leader", &leader).await;
     expect_ok(
         &follower
             .client()
@@ -399,7 +441,7 @@ async fn replication_resumes_after_kill_9_of_the_follower_and_of_the_leader() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     follower.kill9();
     writer.await.unwrap();
-    let mut follower = TandemProcess::start_on("follower", &follower_data, &follower_address);
+    let mut follower = clusters.start_on("follower", &follower_data, &follower_address);
     converge(
         (&leader.client(), "logs"),
         (&follower.client(), "logs-copy"),
@@ -412,7 +454,7 @@ async fn replication_resumes_after_kill_9_of_the_follower_and_of_the_leader() {
     leader.kill9();
     let stats = follower.client().get("/logs-copy/_ccr/stats").await;
     expect_ok(&stats);
-    let mut leader = TandemProcess::start_on("leader", &leader_data, &leader_address);
+    let mut leader = clusters.start_on("leader", &leader_data, &leader_address);
     bulk_metrics(&leader.client(), "logs", 1_600, 1_700).await;
     // Updates of existing documents and a delete, so the history is more than appends.
     bulk_metrics(&leader.client(), "logs", 0, 50).await;
@@ -450,10 +492,20 @@ async fn replication_resumes_after_kill_9_of_the_follower_and_of_the_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_followers_follow_a_change_of_the_remote_clusters_address() {
+    remote_cluster_address_change(Security::Off).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_followers_follow_a_change_of_the_remote_clusters_address_with_security() {
+    remote_cluster_address_change(Security::On).await
+}
+
+async fn remote_cluster_address_change(security: Security) {
     let dir = tempfile::tempdir().unwrap();
+    let clusters = Clusters::new(dir.path(), security);
     let leader_data = dir.path().join("leader");
-    let mut leader = TandemProcess::start("leader", &leader_data);
-    let follower = TandemProcess::start("follower", &dir.path().join("follower"));
+    let mut leader = clusters.start("leader", &leader_data);
+    let follower = clusters.start("follower", &dir.path().join("follower"));
     let on_follower = follower.client();
     expect_ok(
         &leader
@@ -462,7 +514,7 @@ async fn running_followers_follow_a_change_of_the_remote_clusters_address() {
             .await,
     );
     bulk_metrics(&leader.client(), "server-metrics", 0, 100).await;
-    remote_cluster(&on_follower, "leader", leader.address()).await;
+    remote_cluster(&clusters, &follower, "leader", &leader).await;
     expect_ok(
         &on_follower
             .put(
@@ -475,9 +527,9 @@ async fn running_followers_follow_a_change_of_the_remote_clusters_address() {
 
     // The leader moves to another port; only the remote cluster setting changes.
     assert!(leader.terminate());
-    let leader = TandemProcess::start("leader", &leader_data);
+    let leader = clusters.start("leader", &leader_data);
     bulk_metrics(&leader.client(), "server-metrics", 100, 250).await;
-    remote_cluster(&on_follower, "leader", leader.address()).await;
+    remote_cluster(&clusters, &follower, "leader", &leader).await;
     let count = converge((&leader.client(), "server-metrics"), (&on_follower, "copy")).await;
     assert_eq!(count, 250);
     let info = on_follower.get("/copy/_ccr/info").await;

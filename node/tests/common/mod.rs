@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod secure;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,11 +40,23 @@ impl TandemProcess {
 
     /// Starts a node with extra command-line arguments (`--tls-cert`, ...).
     pub fn start_with(name: &str, data: &Path, http: &str, args: &[&str]) -> TandemProcess {
+        TandemProcess::start_with_env(name, data, http, args, &[])
+    }
+
+    /// Starts a node with extra command-line arguments and environment variables.
+    pub fn start_with_env(
+        name: &str,
+        data: &Path,
+        http: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> TandemProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .args(["--name", name, "--http", http, "--data"])
             .arg(data)
             .args(args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
