@@ -250,3 +250,39 @@ async fn curl_reaches_a_secure_node_with_the_ca_and_a_password() {
     let (code, text) = curl(&["-u", &user, &format!("http://localhost:{}/", port)]);
     assert_ne!(code, 0, "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_refuses_a_leader_whose_certificate_does_not_name_its_address() {
+    let dir = tempfile::tempdir().unwrap();
+    // `tandem certs` names localhost, 127.0.0.1 and ::1; the leader listens on 127.0.0.2.
+    let certs = make_certs(dir.path(), &["leader", "follower"]);
+    let args = tls_args(&certs, "leader");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let leader =
+        TandemProcess::start_with("leader", &dir.path().join("leader"), "127.0.0.2:0", &args);
+    let follower = start_tls("follower", dir.path(), &certs);
+    let follower_client = EsClient::with_tls(&follower.url, trusting(&certs, None));
+
+    let remote = follower_client
+        .put(
+            "/_cluster/settings",
+            json!({"persistent": {"cluster": {"remote": {"leader": {"seeds": [leader.address()]}}}}}),
+        )
+        .await;
+    assert_eq!(remote.status, 200, "{}", remote.text);
+    let info = follower_client.get("/_remote/info").await;
+    assert_eq!(info.body["leader"]["connected"], false, "{}", info.text);
+    let followed = follower_client
+        .put(
+            "/logs-copy/_ccr/follow?wait_for_active_shards=1",
+            json!({"remote_cluster": "leader", "leader_index": "logs"}),
+        )
+        .await;
+    assert_ne!(followed.status, 200, "{}", followed.text);
+    assert!(
+        followed.text.contains("not valid for name"),
+        "{}",
+        followed.text
+    );
+    assert_eq!(follower_client.get("/logs-copy").await.status, 404);
+}

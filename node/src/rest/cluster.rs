@@ -1,5 +1,6 @@
 //! `GET|PUT /_cluster/settings` (the remote clusters, `cluster.remote.<alias>.*`) and
-//! `GET /_remote/info` (each remote cluster's configuration and whether it answers now).
+//! `GET /_remote/info` (each remote cluster's configuration and whether it answers a
+//! transport request now).
 
 use std::time::Duration;
 
@@ -12,9 +13,10 @@ use serde_json::{json, Map, Value};
 use super::{ok, JsonBody, NodeState, Params};
 use crate::cluster_settings::{RemoteClusterConfig, RemoteMode};
 use crate::error::RestError;
+use crate::node::Node;
 
-/// How long `_remote/info` waits for a remote cluster's address to accept a connection.
-const CONNECT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long `_remote/info` waits for a remote cluster to answer its probe.
+const CONNECT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Elasticsearch's defaults, shown by `_remote/info`.
 const INITIAL_CONNECT_TIMEOUT: &str = "30s";
 const MAX_CONNECTIONS_PER_CLUSTER: u32 = 3;
@@ -89,19 +91,27 @@ async fn put_settings(
     })))
 }
 
-/// True when one of `addresses` accepts a TCP connection within [`CONNECT_PROBE_TIMEOUT`].
-async fn reachable(addresses: &[String]) -> bool {
-    for address in addresses {
-        let connect = tokio::net::TcpStream::connect(address.as_str());
-        if let Ok(Ok(_)) = tokio::time::timeout(CONNECT_PROBE_TIMEOUT, connect).await {
-            return true;
+/// Whether the remote cluster `alias` answers a transport request within
+/// [`CONNECT_PROBE_TIMEOUT`], through the client its followers use: as Elasticsearch's
+/// `connected`, this is false when the address accepts TCP but the TLS handshake fails (a
+/// certificate that does not verify or does not name the address) or the credentials are
+/// refused, not only when nothing listens.
+async fn connected(node: &Node, alias: &str) -> bool {
+    let Ok(client) = node.remotes.get(alias) else {
+        return false;
+    };
+    match tokio::time::timeout(CONNECT_PROBE_TIMEOUT, client.list_indices()).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(error)) => {
+            tracing::debug!(%alias, %error, "remote cluster probe failed");
+            false
         }
+        Err(_) => false,
     }
-    false
 }
 
-async fn remote_entry(remote: &RemoteClusterConfig) -> Value {
-    let connected = reachable(&remote.addresses()).await;
+async fn remote_entry(node: &Node, remote: &RemoteClusterConfig) -> Value {
+    let connected = connected(node, &remote.alias).await;
     let mut entry = Map::new();
     entry.insert("connected".into(), json!(connected));
     match &remote.mode {
@@ -145,7 +155,7 @@ async fn remote_info(State(node): State<NodeState>, params: Params) -> Result<Re
     let remotes = node.cluster_settings().await.remote_clusters()?;
     let mut answer = Map::new();
     for remote in &remotes {
-        answer.insert(remote.alias.clone(), remote_entry(remote).await);
+        answer.insert(remote.alias.clone(), remote_entry(&node, remote).await);
     }
     Ok(ok(Value::Object(answer)))
 }
