@@ -56,6 +56,17 @@
 //!   `_cluster/settings` (`TANDEM_BENCH_HTTP_RECOVERY_MAX_BYTES_PER_SEC` to try another). The
 //!   leader's files are in the page cache for both, so the copy paths are compared, not reads.
 //!
+//! - `security_round` (criterion's fourth function, timing the secure pair's runs): what TLS
+//!   and security cost replication. Two fresh pairs of nodes side by side in this process: one
+//!   as nodes start by default, one as the secure demo runs them (TLS with certificates from
+//!   `tandem certs`, security on, the clients sending `elastic`'s password, the follower a
+//!   cross-cluster API key from its keystore, over TLS). Each round runs `leader_alone`,
+//!   `follower_apply` and a recovery (a follow of a one-shard index of
+//!   `TANDEM_BENCH_HTTP_SECURITY_RECOVERY_BYTES`, default 256 MiB, made on each pair) on both
+//!   pairs back to back, the pair going first alternating; the figures are the secure-to-plain
+//!   ratios of the medians (targets >= 0.90). Alone: `cargo bench -p tandem-benches --bench
+//!   node_http -- security_round`.
+//!
 //! Apart from `ingest_round_pinned`, both nodes, the clients and the follower's indexing share
 //! this machine's two cores.
 //!
@@ -163,20 +174,40 @@ fn runtime(cpus: Option<&'static [usize]>) -> Runtime {
     runtime_on_cpus(2, cpus)
 }
 
-/// Starts a node on `runtime`, from a thread placed like the runtime's.
+/// Starts a node on `runtime`, from a thread placed like the runtime's; with TLS and security
+/// when `certs` (from `common::make_certs`) is given.
 fn start_node(
     runtime: &Runtime,
     cpus: Option<&'static [usize]>,
     data: PathBuf,
     name: &str,
+    certs: Option<&std::path::Path>,
 ) -> RunningNode {
-    on_cpus(cpus, || common::start_node(runtime, data, name))
+    on_cpus(cpus, || {
+        common::start_node_secured(runtime, data, name, certs)
+    })
+}
+
+/// Whether a [`Cluster`] runs as nodes start by default or as the secure demo runs them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Security {
+    /// Plain HTTP, no authentication.
+    Off,
+    /// TLS on both nodes (certificates from `tandem certs`), security on: the clients send
+    /// `elastic`'s password, the follower a cross-cluster API key from its keystore.
+    On,
 }
 
 impl Cluster {
     /// Starts both nodes and connects the follower to the leader through `_cluster/settings`.
     fn start(placement: Placement) -> Cluster {
+        Cluster::start_with(placement, Security::Off)
+    }
+
+    /// [`Cluster::start`], in the given security set-up.
+    fn start_with(placement: Placement, security: Security) -> Cluster {
         let data = temp_dir();
+        let certs = (security == Security::On).then(|| common::make_certs(data.path()));
         let (leader_cpus, follower_cpus) = (placement.cpus("leader"), placement.cpus("follower"));
         let (leader_runtime, follower_runtime) = (runtime(leader_cpus), runtime(follower_cpus));
         let leader = start_node(
@@ -184,13 +215,20 @@ impl Cluster {
             leader_cpus,
             data.path().join("leader"),
             "leader",
+            certs.as_deref(),
         );
         let follower = start_node(
             &follower_runtime,
             follower_cpus,
             data.path().join("follower"),
             "follower",
+            certs.as_deref(),
         );
+        let rest = |node: &RunningNode| match &certs {
+            None => Rest::new(node.url()),
+            Some(certs) => Rest::secured(node.url(), certs, &common::elastic_password(node)),
+        };
+        let (on_leader, on_follower) = (rest(&leader), rest(&follower));
         let cluster = Cluster {
             _data: data,
             leader_runtime,
@@ -198,12 +236,34 @@ impl Cluster {
             // The clients go with the leader: the same core with a follower and without.
             client_runtime: runtime(leader_cpus),
             follower_cpus,
-            on_leader: Rest::new(leader.url()),
-            on_follower: Rest::new(follower.url()),
+            on_leader,
+            on_follower,
             leader,
             follower,
             last_busy: parking_lot::Mutex::new(Vec::new()),
         };
+        if security == Security::On {
+            // As the secure demo: a cross-cluster API key of the leader in the follower's
+            // keystore.
+            let key = cluster.rest(cluster.on_leader.post(
+                "/_security/cross_cluster/api_key",
+                json!({"name": "bench", "access": {"replication": [{"names": ["*"]}]}}),
+            ));
+            let encoded = key["encoded"].as_str().expect("an encoded key");
+            tandem_node::security::keystore::Keystore::open(
+                tandem_engine::storage::real(),
+                &cluster.follower.node.config.data,
+            )
+            .and_then(|keystore| {
+                keystore.add(&format!("cluster.remote.{REMOTE}.credentials"), encoded)
+            })
+            .expect("the follower's keystore");
+            cluster.rest(
+                cluster
+                    .on_follower
+                    .post("/_nodes/reload_secure_settings", json!({})),
+            );
+        }
         let seeds = json!([cluster.leader.address.to_string()]);
         cluster.rest(cluster.on_follower.put(
             "/_cluster/settings",
@@ -692,6 +752,8 @@ fn print_lags(load: &str, rate: f64, run: &PacedRun) {
 
 /// The recovery rounds' leader: its committed files, pinned so no merge removes them.
 struct RecoveryLeader {
+    /// The leader index's name.
+    name: String,
     files: Vec<String>,
     total_bytes: u64,
     /// The leader shard's tantivy directory.
@@ -700,9 +762,9 @@ struct RecoveryLeader {
 }
 
 /// Lifts the follower's recovery rate limit through `_cluster/settings`, creates the recovery
-/// leader through REST, fills it in-process until its commit holds `target_bytes`, and flushes
-/// it through REST.
-fn recovery_leader(cluster: &Cluster, target_bytes: u64) -> RecoveryLeader {
+/// leader `name` through REST, fills it in-process until its commit holds `target_bytes`, and
+/// flushes it through REST.
+fn recovery_leader(cluster: &Cluster, name: &str, target_bytes: u64) -> RecoveryLeader {
     cluster.rest(cluster.on_follower.put(
         "/_cluster/settings",
         json!({"persistent": {"ccr": {"indices": {"recovery": {
@@ -712,15 +774,15 @@ fn recovery_leader(cluster: &Cluster, target_bytes: u64) -> RecoveryLeader {
     ));
     let loaded = Instant::now();
     cluster.rest(cluster.on_leader.put(
-        &format!("/{RECOVERY_LEADER}"),
+        &format!("/{name}"),
         json!({"settings": blob_settings_json(), "mappings": blob_mappings_json()}),
     ));
-    let index = cluster.leader_index(RECOVERY_LEADER);
+    let index = cluster.leader_index(name);
     fill_shard_with_blobs(&index.shards()[0], target_bytes);
     cluster.rest(
         cluster
             .on_leader
-            .post(&format!("/{RECOVERY_LEADER}/_flush"), json!({})),
+            .post(&format!("/{name}/_flush"), json!({})),
     );
     let pinned = settled_commit(&index);
     let files: Vec<String> = pinned
@@ -729,13 +791,14 @@ fn recovery_leader(cluster: &Cluster, target_bytes: u64) -> RecoveryLeader {
         .map(|file| file.info().name.clone())
         .collect();
     let leader = RecoveryLeader {
+        name: name.to_string(),
         total_bytes: pinned.total_bytes(),
         dir: index.shards()[0].dir().join("index"),
         files,
         _pinned: pinned,
     };
     eprintln!(
-        "node_http: recovery leader of {:.0} MiB in {} files (loaded in {:.1?})",
+        "node_http: recovery leader [{name}] of {:.0} MiB in {} files (loaded in {:.1?})",
         leader.total_bytes as f64 / MIB,
         leader.files.len(),
         loaded.elapsed()
@@ -777,6 +840,25 @@ fn settled_commit(index: &Index) -> Arc<PinnedCommit> {
     pinned
 }
 
+/// Follows `leader` as `copy` with every dirty page written back first, then deletes the
+/// copy; returns how long the follow took and the `index` section of the copy's `_recovery`.
+fn follow_recovery(
+    cluster: &Cluster,
+    leader: &RecoveryLeader,
+    copy: &str,
+) -> (Duration, serde_json::Value) {
+    flush_dirty_pages();
+    let elapsed = cluster.follow(copy, &leader.name);
+    let recovery = cluster.rest(cluster.on_follower.get(&format!("/{copy}/_recovery")));
+    cluster.rest(cluster.on_follower.delete(&format!("/{copy}")));
+    let index = recovery[copy]["shards"][0]["index"].clone();
+    assert_eq!(
+        index["size"]["total_in_bytes"], index["size"]["recovered_in_bytes"],
+        "{index}"
+    );
+    (elapsed, index)
+}
+
 /// What one recovery round measured.
 #[derive(Default)]
 struct RecoveryRound {
@@ -804,16 +886,12 @@ fn recovery_round(cluster: &Cluster, leader: &RecoveryLeader, round: usize) -> R
                 figures.cp_mib_per_sec
             );
         } else {
-            let copy = format!("recovery-copy-{round}");
-            flush_dirty_pages();
-            figures.follow_time = cluster.follow(&copy, RECOVERY_LEADER);
-            let recovery = cluster.rest(cluster.on_follower.get(&format!("/{copy}/_recovery")));
-            cluster.rest(cluster.on_follower.delete(&format!("/{copy}")));
-            let index = &recovery[&copy]["shards"][0]["index"];
+            let (follow_time, index) =
+                follow_recovery(cluster, leader, &format!("recovery-copy-{round}"));
+            figures.follow_time = follow_time;
             let bytes = index["size"]["recovered_in_bytes"]
                 .as_u64()
                 .expect("the recovered bytes");
-            assert_eq!(index["size"]["total_in_bytes"].as_u64(), Some(bytes));
             figures.follow_mib_per_sec = bytes as f64 / MIB / figures.follow_time.as_secs_f64();
             line += &format!(
                 " follow {:.2?} ({:.0} MiB/s, throttled {} ms{});",
@@ -830,6 +908,81 @@ fn recovery_round(cluster: &Cluster, leader: &RecoveryLeader, round: usize) -> R
     }
     eprintln!("{line}");
     figures
+}
+
+/// The leader index of the security rounds' recoveries, on both pairs.
+const SECURITY_RECOVERY_LEADER: &str = "security-recovery-leader";
+
+/// The per-round figures of the security rounds, per set-up.
+#[derive(Default)]
+struct SecurityFigures {
+    /// `leader_alone` docs/s: plain, secure.
+    ingest: (Vec<f64>, Vec<f64>),
+    /// `follower_apply` docs/s: plain, secure.
+    apply: (Vec<f64>, Vec<f64>),
+    /// Recovery (a follow of the security recovery leader) MiB/s: plain, secure.
+    recovery: (Vec<f64>, Vec<f64>),
+}
+
+/// A pair of nodes of the security rounds, with its recovery leader.
+struct SecurityPair {
+    cluster: Cluster,
+    leader: RecoveryLeader,
+}
+
+/// One security round: `leader_alone`, `follower_apply` and a recovery, each on the plain pair
+/// and on the secure pair back to back, the pair going first alternating with `round`.
+/// Returns the secure pair's timed parts.
+fn security_round(
+    plain: &SecurityPair,
+    secure: &SecurityPair,
+    workload: &Workload,
+    round: usize,
+    figures: &mut SecurityFigures,
+) -> Duration {
+    let docs = workload.total;
+    let mut secure_time = Duration::ZERO;
+    let mut line = format!("node_http: security round {round}:");
+    let order = if round.is_multiple_of(2) {
+        [(false, plain), (true, secure)]
+    } else {
+        [(true, secure), (false, plain)]
+    };
+    for (is_secure, pair) in order {
+        let label = if is_secure { "secure" } else { "plain" };
+        let cluster = &pair.cluster;
+        let ingest = leader_alone(cluster, workload, &format!("{label}-alone-{round}"));
+        let apply = follower_apply(cluster, workload, &format!("{label}-apply-{round}"));
+        let (follow, index) =
+            follow_recovery(cluster, &pair.leader, &format!("{label}-recovery-{round}"));
+        let bytes = index["size"]["recovered_in_bytes"]
+            .as_u64()
+            .expect("the recovered bytes");
+        let rates = (
+            per_second(docs, ingest),
+            per_second(docs, apply),
+            bytes as f64 / MIB / follow.as_secs_f64(),
+        );
+        line += &format!(
+            " {label}: ingest {:.0} docs/s, apply {:.0} docs/s, recovery {:.0} MiB/s;",
+            rates.0, rates.1, rates.2
+        );
+        let side = |pair: &mut (Vec<f64>, Vec<f64>), rate: f64| {
+            if is_secure {
+                pair.1.push(rate)
+            } else {
+                pair.0.push(rate)
+            }
+        };
+        side(&mut figures.ingest, rates.0);
+        side(&mut figures.apply, rates.1);
+        side(&mut figures.recovery, rates.2);
+        if is_secure {
+            secure_time = ingest + apply + follow;
+        }
+    }
+    eprintln!("{line}");
+    secure_time
 }
 
 fn node_http(c: &mut Criterion) {
@@ -918,7 +1071,8 @@ fn node_http(c: &mut Criterion) {
     let (mut cp_rates, mut follow_rates) = (Vec::new(), Vec::new());
     group.bench_function("recovery", |b| {
         b.iter_custom(|iters| {
-            let leader = leader.get_or_insert_with(|| recovery_leader(&cluster, recovery_bytes));
+            let leader = leader
+                .get_or_insert_with(|| recovery_leader(&cluster, RECOVERY_LEADER, recovery_bytes));
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let round = recovery_round(&cluster, leader, cp_rates.len());
@@ -929,7 +1083,60 @@ fn node_http(c: &mut Criterion) {
             total
         })
     });
+    // TLS and security against none: a second pair of nodes as the secure demo runs them, and
+    // the shared pair, each with a recovery leader of the same size.
+    let mut security_pairs = None;
+    let mut security_figures = SecurityFigures::default();
+    group.bench_function("security_round", |b| {
+        b.iter_custom(|iters| {
+            let (plain, secure) = security_pairs.get_or_insert_with(|| {
+                let bytes = env_usize("TANDEM_BENCH_HTTP_SECURITY_RECOVERY_BYTES", 256 << 20);
+                let secure = Cluster::start_with(Placement::Shared, Security::On);
+                let leader = recovery_leader(&secure, SECURITY_RECOVERY_LEADER, bytes as u64);
+                let secure = SecurityPair {
+                    cluster: secure,
+                    leader,
+                };
+                let plain = Cluster::start(Placement::Shared);
+                let plain = SecurityPair {
+                    leader: recovery_leader(&plain, SECURITY_RECOVERY_LEADER, bytes as u64),
+                    cluster: plain,
+                };
+                (plain, secure)
+            });
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let round = security_figures.ingest.0.len();
+                total += security_round(plain, secure, &workload, round, &mut security_figures);
+            }
+            total
+        })
+    });
     group.finish();
+    if let Some((plain, secure)) = security_pairs.take() {
+        let ratio = |(plain, secure): &(Vec<f64>, Vec<f64>)| {
+            format!(
+                "{:.0} vs {:.0}, ratio {:.3} (per-round {:.3})",
+                median(secure),
+                median(plain),
+                median(secure) / median(plain),
+                median_paired_ratio(plain, secure)
+            )
+        };
+        eprintln!(
+            "node_http: TLS and security (Basic for the clients, a cross-cluster API key for \
+             the follower) against none, medians of {} rounds: ingest docs/s {}; follower apply \
+             docs/s {}; recovery of {:.0} MiB, MiB/s {} (targets >= 0.90)",
+            security_figures.ingest.0.len(),
+            ratio(&security_figures.ingest),
+            ratio(&security_figures.apply),
+            secure.leader.total_bytes as f64 / MIB,
+            ratio(&security_figures.recovery),
+        );
+        secure.cluster.stop();
+        drop(plain.leader);
+        plain.cluster.stop();
+    }
     if !pinned_figures.alone.is_empty() && !pinned_figures.followed.is_empty() {
         let (alone, followed) = (
             median(&pinned_figures.alone),
