@@ -57,8 +57,11 @@
 //!   leader's files are in the page cache for both, so the copy paths are compared, not reads.
 //!
 //! - `security_round` (criterion's fourth function, timing the secure pair's runs): what TLS
-//!   and security cost replication. Two fresh pairs of nodes side by side in this process: one
-//!   as nodes start by default, one as the secure demo runs them (TLS with certificates from
+//!   and security cost replication. Two fresh pairs of nodes side by side in this process,
+//!   each placed as on two machines (as `ingest_round_pinned`: the leader node and the clients
+//!   on core 0, the follower node on core 1, so that the leader's encryption and the
+//!   follower's decryption run on a core each, as they would): one as nodes start by default,
+//!   one as the secure demo runs them (TLS with certificates from
 //!   `tandem certs`, security on, the clients sending `elastic`'s password, the follower a
 //!   cross-cluster API key from its keystore, over TLS). Each round runs `leader_alone`,
 //!   `follower_apply` and a recovery (a follow of a one-shard index of
@@ -1083,21 +1086,21 @@ fn node_http(c: &mut Criterion) {
             total
         })
     });
-    // TLS and security against none: a second pair of nodes as the secure demo runs them, and
-    // the shared pair, each with a recovery leader of the same size.
+    // TLS and security against none: two fresh pairs of nodes placed as on two machines, one
+    // as the secure demo runs them, each with a recovery leader of the same size.
     let mut security_pairs = None;
     let mut security_figures = SecurityFigures::default();
     group.bench_function("security_round", |b| {
         b.iter_custom(|iters| {
             let (plain, secure) = security_pairs.get_or_insert_with(|| {
                 let bytes = env_usize("TANDEM_BENCH_HTTP_SECURITY_RECOVERY_BYTES", 256 << 20);
-                let secure = Cluster::start_with(Placement::Shared, Security::On);
+                let secure = Cluster::start_with(Placement::Pinned, Security::On);
                 let leader = recovery_leader(&secure, SECURITY_RECOVERY_LEADER, bytes as u64);
                 let secure = SecurityPair {
                     cluster: secure,
                     leader,
                 };
-                let plain = Cluster::start(Placement::Shared);
+                let plain = Cluster::start(Placement::Pinned);
                 let plain = SecurityPair {
                     leader: recovery_leader(&plain, SECURITY_RECOVERY_LEADER, bytes as u64),
                     cluster: plain,
