@@ -405,6 +405,96 @@ pub const ENDPOINTS: &[Endpoint] = {
     ]
 };
 
+/// The table of every REST endpoint with its action and the privileges that grant it, in
+/// Markdown, as `docs/rest-privileges.md` holds it (a test keeps that file current).
+pub fn endpoint_table_markdown() -> String {
+    use crate::security::privileges::{cluster_privileges_granting, index_privileges_granting};
+    let list = |names: Vec<&str>| names.join(", ");
+    let mut table =
+        String::from("| Method | Path | Action | Privileges that grant it |\n|---|---|---|---|\n");
+    let mut row = |method: &str, path: &str, action: &str, privileges: String| {
+        table.push_str(&format!(
+            "| {method} | `{path}` | `{action}` | {privileges} |\n"
+        ));
+    };
+    for (method, path, check) in ENDPOINTS {
+        match check {
+            Check::Cluster(action) => row(
+                method,
+                path,
+                action,
+                format!("cluster: {}", list(cluster_privileges_granting(action))),
+            ),
+            Check::Index(action) => row(
+                method,
+                path,
+                action,
+                format!(
+                    "index, on `{{index}}`: {}",
+                    list(index_privileges_granting(action))
+                ),
+            ),
+            Check::AllIndices(action) => row(
+                method,
+                path,
+                action,
+                format!(
+                    "index, on every index: {}",
+                    list(index_privileges_granting(action))
+                ),
+            ),
+            Check::ClusterAndIndex(cluster, index) => row(
+                method,
+                path,
+                &format!("{cluster}` and `{index}"),
+                format!(
+                    "cluster: {}; and index, on `{{index}}`: {}",
+                    list(cluster_privileges_granting(cluster)),
+                    list(index_privileges_granting(index))
+                ),
+            ),
+            Check::Handler(action) if path.ends_with("_bulk") => row(
+                method,
+                path,
+                action,
+                format!(
+                    "checked per item, on the item's index: its action \
+                     (`indices:data/write/index`, `delete` or `update`), granted by {} (which \
+                     also auto-create the index, as Elasticsearch's `auto_configure`); a \
+                     refused item gets its own 403",
+                    list(index_privileges_granting("indices:data/write/index"))
+                ),
+            ),
+            Check::Handler(action) => row(
+                method,
+                path,
+                action,
+                format!(
+                    "one's own password: any authenticated user; another user's: cluster {}",
+                    list(cluster_privileges_granting(
+                        "cluster:admin/xpack/security/user/change_password"
+                    ))
+                ),
+            ),
+            Check::Authenticated => row(
+                method,
+                path,
+                "cluster:monitor/xpack/security/authenticate",
+                "any authenticated user".to_string(),
+            ),
+        }
+    }
+    row(
+        "POST",
+        "/_tandem/v1/*",
+        TRANSPORT_ACTION,
+        "a cross-cluster API key whose `access.replication` names cover the leader index; \
+         otherwise index `read` on it"
+            .to_string(),
+    );
+    table
+}
+
 /// The check of `method` on the route `path` (the router's pattern).
 pub fn check_for(method: &Method, path: &str) -> Option<Check> {
     if path.starts_with(tandem_transport::server::PATH_PREFIX) {
@@ -621,6 +711,26 @@ mod tests {
         assert_eq!(
             check_for(&Method::POST, tandem_transport::server::LIST_INDICES_PATH),
             Some(Check::Cluster(TRANSPORT_ACTION))
+        );
+    }
+
+    #[test]
+    fn the_endpoint_table_in_the_docs_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/rest-privileges.md");
+        let table = endpoint_table_markdown();
+        let header = "# REST endpoints, their actions and the privileges that grant them\n\n\
+            With `--security`, every request is authorized before its handler runs (see \
+            `node/src/rest/actions.rs`). Generated from the code: \
+            `TANDEM_UPDATE_DOCS=1 cargo test -p tandem-node --lib endpoint_table` rewrites \
+            this file.\n\n";
+        let expected = format!("{header}{table}");
+        if std::env::var_os("TANDEM_UPDATE_DOCS").is_some() {
+            std::fs::write(path, &expected).unwrap();
+        }
+        let found = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            found == expected,
+            "{path} is stale: run `TANDEM_UPDATE_DOCS=1 cargo test -p tandem-node --lib endpoint_table`"
         );
     }
 
