@@ -55,6 +55,8 @@
 //!   `ccr.indices.recovery.max_bytes_per_sec` is set to `0` (no limit) through
 //!   `_cluster/settings` (`TANDEM_BENCH_HTTP_RECOVERY_MAX_BYTES_PER_SEC` to try another). The
 //!   leader's files are in the page cache for both, so the copy paths are compared, not reads.
+//!   `TANDEM_BENCH_HTTP_RECOVERY_CHUNKS` sets `ccr.indices.recovery.max_concurrent_file_chunks`
+//!   (default 5) for every recovery of the run.
 //!
 //! - `security_round` (criterion's fourth function, timing the secure pair's runs): what TLS
 //!   and security cost replication. Two fresh pairs of nodes side by side in this process,
@@ -768,12 +770,16 @@ struct RecoveryLeader {
 /// leader `name` through REST, fills it in-process until its commit holds `target_bytes`, and
 /// flushes it through REST.
 fn recovery_leader(cluster: &Cluster, name: &str, target_bytes: u64) -> RecoveryLeader {
+    let mut recovery_settings = json!({
+        "max_bytes_per_sec": std::env::var("TANDEM_BENCH_HTTP_RECOVERY_MAX_BYTES_PER_SEC")
+            .unwrap_or_else(|_| RECOVERY_MAX_BYTES_PER_SEC.to_string())
+    });
+    if let Ok(chunks) = std::env::var("TANDEM_BENCH_HTTP_RECOVERY_CHUNKS") {
+        recovery_settings["max_concurrent_file_chunks"] = json!(chunks);
+    }
     cluster.rest(cluster.on_follower.put(
         "/_cluster/settings",
-        json!({"persistent": {"ccr": {"indices": {"recovery": {
-            "max_bytes_per_sec": std::env::var("TANDEM_BENCH_HTTP_RECOVERY_MAX_BYTES_PER_SEC")
-                .unwrap_or_else(|_| RECOVERY_MAX_BYTES_PER_SEC.to_string())
-        }}}}}),
+        json!({"persistent": {"ccr": {"indices": {"recovery": recovery_settings}}}}),
     ));
     let loaded = Instant::now();
     cluster.rest(cluster.on_leader.put(
