@@ -394,6 +394,63 @@ async fn cat_indices(client: &EsClient) {
     );
 }
 
+async fn cat_health_and_count(client: &EsClient) {
+    let table = client.get("/_cat/health?v").await;
+    assert_eq!(table.status, 200, "{}", table.text);
+    let mut lines = table.text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        vec![
+            "epoch",
+            "timestamp",
+            "cluster",
+            "status",
+            "node.total",
+            "node.data",
+            "shards",
+            "pri",
+            "relo",
+            "init",
+            "unassign",
+            "unassign.pri",
+            "pending_tasks",
+            "max_task_wait_time",
+            "active_shards_percent"
+        ]
+    );
+    let cells: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert!(
+        cells[0].parse::<u64>().unwrap() > 1_700_000_000,
+        "{cells:?}"
+    );
+    assert_eq!(cells[1].len(), 8, "HH:MM:SS: {cells:?}");
+    assert_eq!(&cells[3..6], &["green", "1", "1"], "{cells:?}");
+    assert_eq!(cells[14], "100.0%");
+    let health = client.get("/_cat/health?format=json&ts=false").await;
+    assert_eq!(health.status, 200, "{}", health.text);
+    let row = &health.body[0];
+    assert!(row.get("epoch").is_none(), "{}", health.text);
+    assert_eq!(row["status"], "green");
+    assert_eq!(row["unassign"], "0");
+    let shards: u64 = row["shards"].as_str().unwrap().parse().unwrap();
+    assert!(shards >= 2, "{}", health.text);
+
+    let count = client.get("/_cat/count/lifecycle?h=count").await;
+    assert_eq!(count.status, 200, "{}", count.text);
+    assert_eq!(count.text.trim(), "5");
+    let all = client.get("/_cat/count?format=json").await;
+    assert_eq!(all.status, 200, "{}", all.text);
+    let total: u64 = all.body[0]["count"].as_str().unwrap().parse().unwrap();
+    assert!(total >= 5, "{}", all.text);
+    assert!(all.body[0]["epoch"].is_string(), "{}", all.text);
+    assert_error(
+        &client.get("/_cat/count/no-such-index").await,
+        404,
+        "index_not_found_exception",
+    );
+}
+
 async fn delete(client: &EsClient) {
     assert_error(
         &client.delete("/flat-*").await,
@@ -505,6 +562,7 @@ async fn index_apis_answer_like_elasticsearch() {
     mappings(&client).await;
     close_open_refresh_flush_merge(&client).await;
     cat_indices(&client).await;
+    cat_health_and_count(&client).await;
     delete(&client).await;
     aliases(&client).await;
 }

@@ -203,6 +203,13 @@ pub const ENDPOINTS: &[Endpoint] = {
         ("GET", "/{index}/_count", Index("indices:data/read/search")),
         ("POST", "/{index}/_count", Index("indices:data/read/search")),
         // Cat.
+        ("GET", "/_cat/health", Cluster("cluster:monitor/health")),
+        ("GET", "/_cat/count", AllIndices("indices:data/read/search")),
+        (
+            "GET",
+            "/_cat/count/{index}",
+            Index("indices:data/read/search"),
+        ),
         ("GET", "/_cat/indices", Cluster("cluster:monitor/state")),
         (
             "GET",

@@ -73,7 +73,7 @@ async fn index_health(
 /// A health status; the order is Elasticsearch's (green is better than yellow, which is better
 /// than red), so `wait_for_status=yellow` is met by green.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum HealthStatus {
+pub(crate) enum HealthStatus {
     Red,
     Yellow,
     Green,
@@ -91,7 +91,7 @@ impl HealthStatus {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             HealthStatus::Green => "green",
             HealthStatus::Yellow => "yellow",
@@ -163,20 +163,34 @@ impl HealthWait {
 
 /// The health of the indices a request names, at one moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct HealthSnapshot {
-    status: HealthStatus,
-    shards: usize,
-    active: usize,
-    unassigned: usize,
-    initializing: usize,
-    relocating: usize,
+pub(crate) struct HealthSnapshot {
+    pub(crate) status: HealthStatus,
+    pub(crate) shards: usize,
+    pub(crate) active: usize,
+    pub(crate) unassigned: usize,
+    pub(crate) initializing: usize,
+    pub(crate) relocating: usize,
+}
+
+impl HealthSnapshot {
+    /// The active shards, in percent of all (100 when there is none).
+    pub(crate) fn active_percent(&self) -> f64 {
+        if self.shards == 0 {
+            100.0
+        } else {
+            self.active as f64 * 100.0 / self.shards as f64
+        }
+    }
 }
 
 /// The health of `index` (an index expression; every index when `None`) now. A named index
 /// that does not exist makes it red, as in Elasticsearch; so does a failed shard, which is
 /// unassigned until the node reopens it (see `shard_failures`). On one node every shard of
 /// an open index is its primary, so none is initializing or relocating.
-fn health_now(node: &NodeState, index: Option<&str>) -> Result<HealthSnapshot, RestError> {
+pub(crate) fn health_now(
+    node: &NodeState,
+    index: Option<&str>,
+) -> Result<HealthSnapshot, RestError> {
     let resolved = match index {
         None => Some(resolve_indices(&node.indices, "_all")?),
         Some(expression) => match resolve_indices(&node.indices, expression) {
@@ -237,11 +251,7 @@ async fn cluster_health(
         )
         .await;
     };
-    let active_percent = if health.shards == 0 {
-        100.0
-    } else {
-        health.active as f64 * 100.0 / health.shards as f64
-    };
+    let active_percent = health.active_percent();
     let answer = json!({
         "cluster_name": node.identity.cluster_name,
         "status": health.status.name(),

@@ -7,10 +7,12 @@
 //! Each API builds its rows with every column, in its table's order; the request picks and
 //! renders the selected ones.
 
+pub mod count;
+pub mod health;
 pub mod indices;
 pub mod recovery;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,8 +25,29 @@ use crate::error::RestError;
 /// The routes of every `_cat` API.
 pub fn routes() -> Router<NodeState> {
     Router::new()
+        .merge(count::routes())
+        .merge(health::routes())
         .merge(indices::routes())
         .merge(recovery::routes())
+}
+
+/// The `epoch` (seconds) and `timestamp` (`HH:MM:SS`, UTC) cells of `time`, as the `_cat`
+/// APIs that report a moment show it.
+pub fn epoch_and_timestamp(time: SystemTime) -> [String; 2] {
+    let seconds = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    let of_day = seconds % 86_400;
+    [
+        seconds.to_string(),
+        format!(
+            "{:02}:{:02}:{:02}",
+            of_day / 3600,
+            of_day / 60 % 60,
+            of_day % 60
+        ),
+    ]
 }
 
 /// One column of a `_cat` table.
@@ -137,6 +160,12 @@ impl CatRequest {
             bytes_unit,
             time_unit,
         })
+    }
+
+    /// Leaves the columns `names` out of the selection (`_cat/health?ts=false`).
+    pub fn hide(&mut self, names: &[&str]) {
+        let table = self.table;
+        self.selected.retain(|&i| !names.contains(&table[i].name));
     }
 
     /// A size cell in the requested unit.
@@ -321,6 +350,12 @@ fn text_table(columns: &[Column], rows: &[Vec<String>], header_line: bool) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn moments_show_as_epoch_seconds_and_utc_time_of_day() {
+        let time = UNIX_EPOCH + Duration::from_millis(1_796_517_554_603);
+        assert_eq!(epoch_and_timestamp(time), ["1796517554", "00:39:14"]);
+    }
 
     #[test]
     fn sizes_read_like_elasticsearch() {
