@@ -30,6 +30,9 @@ use tandem_engine::{EngineError, SeqNo};
 enum Step {
     /// Index one document (acknowledged once its translog record is durable).
     Write,
+    /// Index one document, then give tantivy's indexing thread a moment: a fault on that
+    /// thread is seen by a later write, once the thread has died.
+    WriteThenPause,
     /// Index one document, then refresh (a tantivy commit).
     Refresh,
     /// Flush: sync the translog, commit, roll and trim the translog.
@@ -87,10 +90,10 @@ const CASES: &[Case] = &[
         step: Step::Refresh,
         latches: true,
     },
-    // The same while only writes run: the thread's death is seen by the next write.
+    // The same while only writes run: the thread's death is seen by a later write.
     Case {
         fault: "create@.idx",
-        step: Step::Write,
+        step: Step::WriteThenPause,
         latches: true,
     },
     // A segment file's own write and fsync.
@@ -143,6 +146,9 @@ const CASES: &[Case] = &[
 
 /// Steps tried before a case gives up on seeing its fault.
 const MAX_STEPS: usize = 20;
+/// [`Step::WriteThenPause`]'s pause: with [`MAX_STEPS`], a loaded machine's indexing thread
+/// gets seconds to meet the fault.
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 /// The text of an injected `EIO`.
 const EIO_TEXT: &str = "Input/output error";
 
@@ -190,6 +196,10 @@ fn run(case: &Case, data_dir: &Path) -> Result<(), String> {
             let id = format!("during-{k}");
             let outcome = match case.step {
                 Step::Write => index.index(doc(&id)).map(|_| Some(id.clone())),
+                Step::WriteThenPause => index.index(doc(&id)).map(|_| {
+                    std::thread::sleep(PAUSE);
+                    Some(id.clone())
+                }),
                 Step::Refresh => index
                     .index(doc(&id))
                     .and_then(|_| {
