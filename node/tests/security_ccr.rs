@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::secure::keystore_add;
+use common::secure::{keystore_add, start_secured};
 use common::{wait_for_count, EsClient, TandemProcess};
 use serde_json::{json, Value};
 use tandem_engine::SeqNo;
@@ -253,15 +253,7 @@ async fn every_transport_call_needs_a_credential_that_covers_its_index() {
     use base64::Engine as _;
 
     let dir = tempfile::tempdir().unwrap();
-    let leader = TandemProcess::start_with(
-        "leader",
-        &dir.path().join("leader"),
-        "127.0.0.1:0",
-        &["--security"],
-    );
-    let elastic = leader
-        .client()
-        .with_basic("elastic", &leader.elastic_password());
+    let (leader, elastic) = start_secured("leader", &dir.path().join("leader"));
     for index in ["logs-a", "other"] {
         let created = elastic
             .put(

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::TandemProcess;
+use common::secure::start_secured;
 use serde_json::json;
 use tandem_node::rest::actions::{Check, ENDPOINTS};
 
@@ -35,15 +35,7 @@ fn body_for(method: &str, path: &str) -> Option<(&'static str, Vec<u8>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_without_privileges_is_refused_every_action() {
     let dir = tempfile::tempdir().unwrap();
-    let node = TandemProcess::start_with(
-        "secure",
-        &dir.path().join("data"),
-        "127.0.0.1:0",
-        &["--security"],
-    );
-    let elastic = node
-        .client()
-        .with_basic("elastic", &node.elastic_password());
+    let (_node, elastic) = start_secured("secure", &dir.path().join("data"));
     let created = elastic
         .put("/logs-a", json!({"settings": {"number_of_shards": 1}}))
         .await;

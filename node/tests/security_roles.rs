@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{EsClient, TandemProcess};
+use common::secure::start_secured;
+use common::EsClient;
 use serde_json::json;
 
 async fn user(elastic: &EsClient, name: &str, roles: &[&str]) -> EsClient {
@@ -21,15 +22,7 @@ async fn user(elastic: &EsClient, name: &str, roles: &[&str]) -> EsClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_grant_elasticsearch_privileges_over_index_patterns() {
     let dir = tempfile::tempdir().unwrap();
-    let node = TandemProcess::start_with(
-        "secure",
-        &dir.path().join("data"),
-        "127.0.0.1:0",
-        &["--security"],
-    );
-    let elastic = node
-        .client()
-        .with_basic("elastic", &node.elastic_password());
+    let (_node, elastic) = start_secured("secure", &dir.path().join("data"));
     for (role, body) in [
         (
             "logs_reader",

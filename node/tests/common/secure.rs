@@ -196,3 +196,13 @@ impl Clusters {
         assert_eq!(reloaded.status, 200, "{}", reloaded.text);
     }
 }
+
+/// A node started with `--security` (plain HTTP, on loopback) on `data`, and a client of it
+/// as `elastic` with the password it printed.
+pub fn start_secured(name: &str, data: &Path) -> (TandemProcess, EsClient) {
+    let node = TandemProcess::start_with(name, data, "127.0.0.1:0", &["--security"]);
+    let elastic = node
+        .client()
+        .with_basic("elastic", &node.elastic_password());
+    (node, elastic)
+}

@@ -12,7 +12,7 @@ pub mod health;
 pub mod indices;
 pub mod recovery;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -34,10 +34,7 @@ pub fn routes() -> Router<NodeState> {
 /// The `epoch` (seconds) and `timestamp` (`HH:MM:SS`, UTC) cells of `time`, as the `_cat`
 /// APIs that report a moment show it.
 pub fn epoch_and_timestamp(time: SystemTime) -> [String; 2] {
-    let seconds = time
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
+    let seconds = crate::rest::recovery::epoch_millis(time) / 1000;
     let of_day = seconds % 86_400;
     [
         seconds.to_string(),
@@ -353,6 +350,7 @@ mod tests {
 
     #[test]
     fn moments_show_as_epoch_seconds_and_utc_time_of_day() {
+        use std::time::UNIX_EPOCH;
         let time = UNIX_EPOCH + Duration::from_millis(1_796_517_554_603);
         assert_eq!(epoch_and_timestamp(time), ["1796517554", "00:39:14"]);
     }
