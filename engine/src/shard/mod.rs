@@ -64,6 +64,7 @@ mod lock_order;
 mod refresh;
 mod retention;
 mod scheduler;
+pub mod verify;
 mod write;
 mod writer_slot;
 
