@@ -22,28 +22,41 @@ struct Outcome {
     follower_root: RangeDigest,
     difference: Option<Difference>,
     descents: usize,
+    /// Ids left out of the live entries.
+    excluded: Vec<String>,
 }
 
 /// Both sides of a verify, as the coordinator builds them: the follower's snapshot first, the
 /// union of changed ids, the history both retain.
 fn verify(leader: &ShardEngine, follower: &ShardEngine, up_to: SeqNo) -> Outcome {
-    let follower_snapshot = follower.verify_snapshot(up_to).unwrap();
-    let follower_changed = follower_snapshot.changed_ids().unwrap();
-    let leader_snapshot = leader.verify_snapshot(up_to).unwrap();
-    let leader_changed = leader_snapshot.changed_ids().unwrap();
-    let history_from = leader_snapshot
-        .retained_from()
-        .max(follower_snapshot.retained_from());
-    let leader_view = VerifyView::build(leader_snapshot, leader_changed.clone(), history_from)
-        .expect("leader view");
+    let mut excluded = Vec::new();
+    let follower_snapshot = follower.verify_snapshot(Some(up_to)).unwrap();
+    let follower_changes = follower_snapshot.changes_above().unwrap();
+    let follower_floor = follower_snapshot.retained_from();
+    let leader_snapshot = leader.verify_snapshot(Some(up_to)).unwrap();
+    let leader_changes = leader_snapshot.changes_above().unwrap();
+    let history_from = leader_snapshot.retained_from().max(follower_floor);
+    // The leader hears which ids the follower cannot tell; the follower hears the leader's.
+    let leader_undetermined = leader_changes.undetermined.clone();
+    let leader_view = VerifyView::build(
+        leader_snapshot,
+        leader_changes,
+        follower_changes.undetermined.clone(),
+        history_from,
+    )
+    .expect("leader view");
     let mut follower_view = VerifyView::build(
         follower_snapshot,
-        follower_changed,
-        follower_snapshot_floor(follower, up_to),
+        follower_changes,
+        Default::default(),
+        follower_floor,
     )
     .expect("follower view");
     follower_view.raise_history_from(history_from).unwrap();
-    follower_view.exclude_ids(leader_changed.iter()).unwrap();
+    follower_view
+        .exclude_ids(leader_undetermined.iter())
+        .unwrap();
+    excluded.extend(follower_view.excluded().iter().map(str::to_string));
     let (leader_root, follower_root) = (leader_view.root(), follower_view.root());
     let mut descents = 0;
     let difference = match SeqRange::root(up_to) {
@@ -70,12 +83,8 @@ fn verify(leader: &ShardEngine, follower: &ShardEngine, up_to: SeqNo) -> Outcome
         follower_root,
         difference,
         descents,
+        excluded,
     }
-}
-
-/// The follower builds its view from its own floor before it hears the leader's.
-fn follower_snapshot_floor(follower: &ShardEngine, _up_to: SeqNo) -> SeqNo {
-    follower.min_retained_seq_no()
 }
 
 /// Every operation of `leader` in `[from, to]`.
@@ -156,6 +165,7 @@ fn a_follower_built_from_its_leader_verifies_equal() {
 #[test]
 fn a_leader_that_keeps_writing_above_up_to_still_verifies_equal() {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dirs_2 = tempfile::tempdir().unwrap();
     let leader = busy_leader(dirs.0.path(), 400);
     let up_to = leader.max_seq_no();
     let follower = follower_of(dirs.1.path(), operations(&leader, 0, up_to.0), &leader);
@@ -183,10 +193,11 @@ fn a_leader_that_keeps_writing_above_up_to_still_verifies_equal() {
     let outcome = verify(&leader, &follower, up_to);
     assert_eq!(outcome.leader_root, outcome.follower_root);
     assert!(outcome.difference.is_none());
-    assert!(
-        outcome.leader_root.live_docs < leader.doc_count(),
-        "ids changed above up_to are left out"
-    );
+    // With the whole history kept, every changed id's state at up_to is rebuilt: none is
+    // left out, and the live documents are those the follower has at up_to.
+    assert!(outcome.excluded.is_empty(), "{:?}", outcome.excluded);
+    let follower_at_up_to = follower_of(dirs_2.path(), operations(&leader, 0, up_to.0), &leader);
+    assert_eq!(outcome.leader_root.live_docs, follower_at_up_to.doc_count());
 }
 
 /// `ops` with the operation at `seq_no` replaced by `replace`.
@@ -285,15 +296,59 @@ fn up_to_must_be_processed() {
     for n in 0..5 {
         shard.index(doc(n, "x")).unwrap();
     }
-    let error = shard.verify_snapshot(SeqNo(5)).err().expect("refused");
+    let error = shard
+        .verify_snapshot(Some(SeqNo(5)))
+        .err()
+        .expect("refused");
     assert!(
         error.to_string().contains("local checkpoint [4]"),
         "{error}"
     );
     let empty = tempfile::tempdir().unwrap();
     let empty = create_shard(empty.path());
-    let snapshot = empty.verify_snapshot(SeqNo(-1)).unwrap();
+    let snapshot = empty.verify_snapshot(None).unwrap();
     let floor = snapshot.retained_from();
-    let view = VerifyView::build(snapshot, Default::default(), floor).unwrap();
+    let changes = snapshot.changes_above().unwrap();
+    let view = VerifyView::build(snapshot, changes, Default::default(), floor).unwrap();
     assert_eq!(view.root(), RangeDigest::default());
+}
+
+#[test]
+fn ids_whose_state_at_up_to_was_merged_away_are_left_out_and_the_rest_still_verifies() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = create_shard(dirs.0.path());
+    leader
+        .add_retention_lease("copy", SeqNo(0), "test")
+        .unwrap();
+    for n in 0..400 {
+        leader.index(doc(n, "first")).unwrap();
+    }
+    let up_to = leader.max_seq_no();
+    let follower = follower_of(dirs.1.path(), operations(&leader, 0, up_to.0), &leader);
+    // The follower's lease moves to up_to + 1, as a follower's does: the leader may drop the
+    // history below it.
+    leader
+        .renew_retention_lease("copy", SeqNo(up_to.0 + 1))
+        .unwrap();
+    for n in (0..400).step_by(3) {
+        leader.index(doc(n, "second")).unwrap();
+    }
+    leader.refresh().unwrap();
+    leader.force_merge(1).unwrap();
+    assert!(leader.min_retained_seq_no() > SeqNo(0));
+
+    let outcome = verify(&leader, &follower, up_to);
+    assert_eq!(outcome.leader_root, outcome.follower_root);
+    assert_eq!(outcome.excluded.len(), 134, "the updated ids are left out");
+    assert_eq!(outcome.leader_root.live_docs, 400 - 134);
+
+    // Below the leader's floor, the changes above up_to can no longer be told: refused.
+    let snapshot = leader.verify_snapshot(Some(SeqNo(10))).unwrap();
+    let error = snapshot.changes_above().expect_err("refused");
+    assert!(
+        error
+            .to_string()
+            .contains("no longer holds every operation"),
+        "{error}"
+    );
 }

@@ -35,3 +35,4 @@ pub mod rest;
 pub mod security;
 pub mod server;
 pub mod shard_failures;
+pub mod verify_cli;

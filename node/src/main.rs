@@ -1,6 +1,7 @@
 //! The `tandem` binary: `tandem --data DIR --http 127.0.0.1:9200 --name NAME [--config FILE]`
 //! runs a node; `tandem demo` runs the CCR tutorial end to end with two nodes; `tandem certs`
-//! makes a CA and node certificates for `--tls-cert`, `--tls-key` and `--tls-ca`.
+//! makes a CA and node certificates for `--tls-cert`, `--tls-key` and `--tls-ca`; `tandem
+//! verify` proves a follower index holds what its leader holds.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,6 +87,29 @@ enum Command {
         /// What to do.
         #[command(subcommand)]
         action: KeystoreAction,
+    },
+    /// Verify a follower index against its leader, shard by shard (`POST
+    /// /{index}/_ccr/verify` on the follower's node); exit code 0 when equal, 1 when not, 2
+    /// when the verify could not run.
+    Verify {
+        /// The follower node's URL (for example `http://127.0.0.1:9201`).
+        #[arg(long = "node")]
+        node_url: String,
+        /// The follower index.
+        #[arg(long)]
+        index: String,
+        /// Verify at this sequence number (default: each shard's global checkpoint).
+        #[arg(long)]
+        up_to_seq_no: Option<u64>,
+        /// A CA certificate (PEM) to trust for the node's certificate; repeat for several.
+        #[arg(long)]
+        ca: Vec<PathBuf>,
+        /// `NAME:PASSWORD` of a user with `monitor` (or `read_ccr`) and index `monitor`.
+        #[arg(long)]
+        user: Option<String>,
+        /// An encoded API key instead of a user.
+        #[arg(long)]
+        api_key: Option<String>,
     },
     /// Make a certificate authority (once per directory) and a certificate and key per node,
     /// for `--tls-cert`, `--tls-key` and `--tls-ca`.
@@ -389,6 +413,46 @@ fn main() -> ExitCode {
             ips: ip,
             days,
         });
+    }
+    if let Some(Command::Verify {
+        node_url,
+        index,
+        up_to_seq_no,
+        ca,
+        user,
+        api_key,
+    }) = cli.command
+    {
+        let options = tandem_node::verify_cli::VerifyOptions {
+            node: node_url,
+            index,
+            up_to_seq_no,
+            ca,
+            user,
+            api_key,
+        };
+        let runtime = match runtime() {
+            Ok(runtime) => runtime,
+            Err(code) => return code,
+        };
+        return match runtime.block_on(tandem_node::verify_cli::run(&options)) {
+            Ok(outcome) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&outcome.answer)
+                        .unwrap_or_else(|_| outcome.answer.to_string())
+                );
+                if outcome.equal {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(error) => {
+                eprintln!("tandem verify: {error}");
+                ExitCode::from(2)
+            }
+        };
     }
     if let Some(Command::Demo {
         initial_docs,

@@ -190,6 +190,7 @@ impl Node {
         let source = RecoverySource::new(RecoverySourceSettings::default());
         let reaper = source.spawn_idle_reaper();
         let leader = InProcessLeaderClient::over_indices(indices.clone(), source);
+        let verify_reaper = leader.verify_source().spawn_idle_reaper();
         let remote_tls = RemoteTls::of(&config)?;
         let remotes = Arc::new(RemoteClusters::new());
         let mut remote_clients = BTreeMap::new();
@@ -246,7 +247,14 @@ impl Node {
             bootstrap: parking_lot::Mutex::new(bootstrap),
             keystore: Arc::new(keystore),
             remote_credentials: parking_lot::Mutex::new(credentials),
-            background: parking_lot::Mutex::new(vec![reaper, poller, resumer, repairer, buffer]),
+            background: parking_lot::Mutex::new(vec![
+                reaper,
+                verify_reaper,
+                poller,
+                resumer,
+                repairer,
+                buffer,
+            ]),
         }))
     }
 

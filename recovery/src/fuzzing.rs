@@ -411,6 +411,13 @@ impl LeaderClient for HostileLeader {
     ) -> LeaderFuture<'_, ()> {
         Box::pin(async { Ok(()) })
     }
+
+    fn verify_shard(
+        &self,
+        _request: crate::leader_api::VerifyShardRequest,
+    ) -> LeaderFuture<'_, crate::leader_api::VerifyShardResponse> {
+        Box::pin(async { Err(LeaderError::InvalidRequest("not in this target".into())) })
+    }
 }
 
 /// Every file and directory on `disk`, depth first from the root.

@@ -24,8 +24,10 @@ use crate::leader_api::{
     LeaderClient, LeaderError, LeaderFuture, LeaderIndexSummary, OpenRecoverySessionRequest,
     ReadFileChunkRequest, RecoverySessionInfo, RemoveRetentionLeaseRequest,
     RenewRetentionLeaseRequest, ShardChangesRequest, ShardChangesResponse, ShardId,
+    VerifyShardRequest, VerifyShardResponse, VerifyStep,
 };
 use crate::source::RecoverySource;
+use crate::verify_source::{VerifySource, VerifySourceSettings};
 
 /// Longest long poll a changes request may ask for.
 pub const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -48,6 +50,7 @@ enum LeaderIndices {
 pub struct InProcessLeaderClient {
     indices: LeaderIndices,
     source: Arc<RecoverySource>,
+    verify: Arc<VerifySource>,
     polls: Arc<LongPolls>,
 }
 
@@ -90,6 +93,7 @@ impl InProcessLeaderClient {
         InProcessLeaderClient {
             indices: LeaderIndices::Registered(Arc::new(RwLock::new(HashMap::new()))),
             source,
+            verify: VerifySource::new(VerifySourceSettings::default()),
             polls: Arc::default(),
         }
     }
@@ -103,6 +107,7 @@ impl InProcessLeaderClient {
         InProcessLeaderClient {
             indices: LeaderIndices::Cluster(indices),
             source,
+            verify: VerifySource::new(VerifySourceSettings::default()),
             polls: Arc::default(),
         }
     }
@@ -137,6 +142,11 @@ impl InProcessLeaderClient {
     /// The recovery source serving this client's sessions.
     pub fn recovery_source(&self) -> &Arc<RecoverySource> {
         &self.source
+    }
+
+    /// The verify sessions of this client's shards.
+    pub fn verify_source(&self) -> &Arc<VerifySource> {
+        &self.verify
     }
 
     /// Ends every long poll in progress (each answers with what it has) and makes later ones
@@ -339,6 +349,45 @@ impl LeaderClient for InProcessLeaderClient {
         Box::pin(async move {
             self.source.close_session(&request.session);
             Ok(())
+        })
+    }
+
+    fn verify_shard(&self, request: VerifyShardRequest) -> LeaderFuture<'_, VerifyShardResponse> {
+        Box::pin(async move {
+            let index = self.index(&request.shard.index)?;
+            let verify = self.verify.clone();
+            tokio::task::spawn_blocking(move || {
+                let VerifyShardRequest { shard, step } = request;
+                match step {
+                    VerifyStep::Open {
+                        expected_history_uuid,
+                        up_to_seq_no,
+                        history_from,
+                        undetermined_ids,
+                    } => verify
+                        .open(
+                            shard,
+                            &index,
+                            &expected_history_uuid,
+                            up_to_seq_no,
+                            history_from,
+                            &undetermined_ids,
+                        )
+                        .map(VerifyShardResponse::Opened),
+                    VerifyStep::Digests { session, ranges } => {
+                        verify.digests(&shard, &session, &ranges)
+                    }
+                    VerifyStep::Entries { session, range } => {
+                        verify.entries(&shard, &session, range)
+                    }
+                    VerifyStep::Close { session } => {
+                        verify.close(&session);
+                        Ok(VerifyShardResponse::Closed)
+                    }
+                }
+            })
+            .await
+            .map_err(|e| LeaderError::Unavailable(format!("leader task failed: {e}")))?
         })
     }
 }

@@ -37,6 +37,7 @@ pub mod progress;
 pub mod rate_limiter;
 pub mod source;
 pub mod target;
+pub mod verify_source;
 
 pub use chunk_bytes::ChunkBytes;
 pub use disk::DiskWatermark;
@@ -47,9 +48,11 @@ pub use leader_api::{
     ForwardingLeaderClient, IndexMetadataRequest, LeaderClient, LeaderError, LeaderFuture,
     LeaderIndexSummary, OpenRecoverySessionRequest, ReadFileChunkRequest, RecoverySessionInfo,
     RemoveRetentionLeaseRequest, RenewRetentionLeaseRequest, SessionId, ShardChangesRequest,
-    ShardChangesResponse, ShardId,
+    ShardChangesResponse, ShardId, VerifyOpened, VerifyShardRequest, VerifyShardResponse,
+    VerifyStep,
 };
 pub use progress::{RecoveryProgress, RecoveryProgressSnapshot, RecoveryStage};
 pub use rate_limiter::RateLimiter;
 pub use source::{RecoverySource, RecoverySourceSettings};
 pub use target::{RecoveredShard, RecoveryRequest, RecoverySettings, RecoveryTarget};
+pub use verify_source::{VerifySource, VerifySourceSettings};

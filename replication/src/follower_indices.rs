@@ -48,6 +48,7 @@ use crate::stats::{ErrorBody, IndexFollowStats, ShardFollowStats};
 use crate::task::{
     FollowerLease, ShardFollowTask, ShardFollowTaskConfig, DEFAULT_LEASE_RENEW_INTERVAL,
 };
+use crate::verify::{verify_shard, IndexVerification, VerifyTarget};
 
 /// File of the persisted follow state.
 const STATE_FILE: &str = "ccr_followers.json";
@@ -1066,6 +1067,63 @@ impl FollowerIndices {
             }
         }
         Ok(out)
+    }
+
+    /// Verifies a follower index against its leader index, shard by shard (see
+    /// [`crate::verify`]), at `up_to` (default: each shard's global checkpoint). Refused for
+    /// an index that is not a follower, that is still recovering, or that is paused.
+    pub async fn verify(
+        &self,
+        follower_index: &str,
+        up_to: Option<SeqNo>,
+    ) -> Result<IndexVerification, CcrError> {
+        self.check_not_recovering(follower_index)?;
+        let metadata = match self.followers.lock().await.get(follower_index) {
+            Some(follower) => follower.metadata.clone(),
+            None => return Err(CcrError::NotAFollower(follower_index.to_string())),
+        };
+        if metadata.paused {
+            return Err(CcrError::InvalidArgument(format!(
+                "cannot verify follower index [{follower_index}]: it is paused, so it does not \
+                 replicate its leader; resume it (POST /{follower_index}/_ccr/resume_follow) and \
+                 verify again"
+            )));
+        }
+        let leader = self.remotes.get(&metadata.remote_cluster)?;
+        let index = self.indices.get(follower_index)?;
+        let shards = index.shards().len();
+        if metadata.leader_history_uuids.len() != shards {
+            return Err(CcrError::InvalidArgument(format!(
+                "follower index [{follower_index}] has [{shards}] shards and follows [{}] leader shards",
+                metadata.leader_history_uuids.len()
+            )));
+        }
+        let mut verified = Vec::with_capacity(shards);
+        for (shard, history_uuid) in metadata.leader_history_uuids.iter().enumerate() {
+            let global_checkpoint = index.shards()[shard].global_checkpoint();
+            let at = match up_to {
+                Some(asked) if asked > global_checkpoint => {
+                    return Err(CcrError::InvalidArgument(format!(
+                        "up_to_seq_no [{asked}] is above the global checkpoint [{global_checkpoint}] \
+                         of shard [{shard}] of follower index [{follower_index}]: verify at a \
+                         sequence number the follower has processed"
+                    )))
+                }
+                asked => asked,
+            };
+            let target = VerifyTarget {
+                follower: index.clone(),
+                shard: shard as u32,
+                leader_shard: ShardId::new(metadata.leader_index.clone(), shard as u32),
+                leader_history_uuid: history_uuid.clone(),
+            };
+            verified.push(verify_shard(leader.clone(), target, at).await?);
+        }
+        let equal = verified.iter().all(|shard| shard.equal);
+        Ok(IndexVerification {
+            shards: verified,
+            equal,
+        })
     }
 
     /// Follow stats of every following (not paused) index, or of the given one.

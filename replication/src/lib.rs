@@ -12,6 +12,7 @@
 //! - [`task`]: the shard follow task (the pull loop itself).
 //! - [`follower_indices`]: the follow lifecycle (follow, pause, resume, unfollow, info, stats).
 //! - [`auto_follow`]: auto-follow patterns and their coordinator.
+//! - [`verify`]: proof that a follower holds what its leader holds, shard by shard.
 //! - [`leader`]: the leader side: follower lease ids and forget-follower.
 //! - [`lease_cleanup`]: removal of the leases of follows that ended, retried until done.
 //! - [`remote`]: the remote clusters, by alias; [`error`]: lifecycle errors;
@@ -31,3 +32,4 @@ pub mod remote;
 pub mod state_file;
 pub mod stats;
 pub mod task;
+pub mod verify;

@@ -55,14 +55,15 @@ use tandem_recovery::leader_api::{
     AddRetentionLeaseRequest, CloseRecoverySessionRequest, FileChunk, IndexMetadataRequest,
     LeaderClient, LeaderFuture, LeaderIndexSummary, OpenRecoverySessionRequest,
     ReadFileChunkRequest, RecoverySessionInfo, RemoveRetentionLeaseRequest,
-    RenewRetentionLeaseRequest, ShardChangesRequest, ShardChangesResponse,
+    RenewRetentionLeaseRequest, ShardChangesRequest, ShardChangesResponse, VerifyShardRequest,
+    VerifyShardResponse,
 };
 use tandem_recovery::source::MAX_CHUNK_BYTES;
 use tandem_recovery::LeaderError;
 
 use crate::server::{
     ADD_LEASE_PATH, CLOSE_SESSION_PATH, INDEX_METADATA_PATH, LIST_INDICES_PATH, OPEN_SESSION_PATH,
-    READ_CHUNK_PATH, REMOVE_LEASE_PATH, RENEW_LEASE_PATH, SHARD_CHANGES_PATH,
+    READ_CHUNK_PATH, REMOVE_LEASE_PATH, RENEW_LEASE_PATH, SHARD_CHANGES_PATH, VERIFY_PATH,
 };
 use crate::wire::{
     self, ChunkHeader, ERROR_HEADER, FRAME_HEADER_BYTES, HEARTBEAT_BYTE, HEARTBEAT_HEADER,
@@ -156,7 +157,8 @@ enum Expect {
 impl Expect {
     fn limit(&self) -> usize {
         match self {
-            Expect::Json => MAX_JSON_ANSWER_BYTES,
+            // One more for the outcome tag of a heartbeat stream's answer (a verify step).
+            Expect::Json => MAX_JSON_ANSWER_BYTES + 1,
             // One more for the outcome tag of a long poll's answer.
             Expect::Frame => 1 + FRAME_HEADER_BYTES + MAX_FRAME_BODY_BYTES,
             Expect::Chunk { requested_length } => *requested_length,
@@ -413,6 +415,27 @@ impl HttpLeaderClient {
         Ok(response)
     }
 
+    async fn fetch_verify(
+        &self,
+        request: VerifyShardRequest,
+    ) -> Result<VerifyShardResponse, LeaderError> {
+        // The answer is a heartbeat stream: silence longer than the idle timeout is a dead link.
+        let deadline = Deadline {
+            total: wire::VERIFY_STEP_DEADLINE,
+            headers: self.settings.idle_timeout,
+        };
+        let (headers, answer) = self
+            .call(VERIFY_PATH, &request, deadline, &Expect::Json)
+            .await?;
+        let json = if headers.contains_key(HEARTBEAT_HEADER) {
+            wire::split_long_poll_outcome(&answer)?
+        } else {
+            &answer[..]
+        };
+        serde_json::from_slice(json)
+            .map_err(|e| LeaderError::CorruptedResponse(format!("malformed verify answer: {e}")))
+    }
+
     async fn fetch_chunk(&self, request: ReadFileChunkRequest) -> Result<FileChunk, LeaderError> {
         let requested_length = request.length;
         // The leader refuses oversized chunks; the answer limit must not be what refuses them.
@@ -621,6 +644,10 @@ impl LeaderClient for HttpLeaderClient {
 
     fn close_recovery_session(&self, request: CloseRecoverySessionRequest) -> LeaderFuture<'_, ()> {
         Box::pin(async move { self.call_acknowledged(CLOSE_SESSION_PATH, &request).await })
+    }
+
+    fn verify_shard(&self, request: VerifyShardRequest) -> LeaderFuture<'_, VerifyShardResponse> {
+        Box::pin(self.fetch_verify(request))
     }
 }
 

@@ -30,7 +30,7 @@ use serde::Serialize;
 use tandem_recovery::leader_api::{
     AddRetentionLeaseRequest, CloseRecoverySessionRequest, IndexMetadataRequest, LeaderClient,
     OpenRecoverySessionRequest, ReadFileChunkRequest, RemoveRetentionLeaseRequest,
-    RenewRetentionLeaseRequest, ShardChangesRequest, ShardChangesResponse,
+    RenewRetentionLeaseRequest, ShardChangesRequest, ShardChangesResponse, VerifyShardRequest,
 };
 use tandem_recovery::LeaderError;
 
@@ -65,6 +65,8 @@ pub const OPEN_SESSION_PATH: &str = transport_path!("/recovery_session/open");
 pub const READ_CHUNK_PATH: &str = transport_path!("/recovery_session/chunk");
 /// `close_recovery_session` endpoint.
 pub const CLOSE_SESSION_PATH: &str = transport_path!("/recovery_session/close");
+/// `verify_shard` endpoint (heartbeat stream, then the JSON answer).
+pub const VERIFY_PATH: &str = transport_path!("/verify");
 /// Largest request body accepted: every request is a small JSON object (an index name, a
 /// shard, a lease or a chunk position), so anything larger is refused before it is parsed.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -111,6 +113,7 @@ where
         .route(OPEN_SESSION_PATH, post(open_recovery_session))
         .route(READ_CHUNK_PATH, post(read_file_chunk))
         .route(CLOSE_SESSION_PATH, post(close_recovery_session))
+        .route(VERIFY_PATH, post(verify_shard))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(leader)
 }
@@ -222,13 +225,35 @@ async fn shard_changes(State(leader): State<Leader>, access: Access, body: Bytes
 
 /// A long poll's answer: a heartbeat stream that ends with the outcome.
 fn long_poll_answer(leader: Leader, request: ShardChangesRequest) -> Response {
-    let outcome = async move {
+    heartbeat_answer(async move {
         let frame = match leader.shard_changes(request).await {
             Ok(response) => encode_changes(response).await,
             Err(error) => Err(error),
         };
         Bytes::from(wire::encode_long_poll_outcome(frame))
-    };
+    })
+}
+
+/// A verify step: its work may take as long as a read of the whole shard (opening a session
+/// digests every document), so it answers as a heartbeat stream that ends with the JSON
+/// answer or the error.
+async fn verify_shard(State(leader): State<Leader>, access: Access, body: Bytes) -> Answer {
+    let request: VerifyShardRequest = parse(&body)?;
+    check_access(&access, &request.shard.index)?;
+    Ok(heartbeat_answer(async move {
+        let answer = match leader.verify_shard(request).await {
+            Ok(response) => serde_json::to_vec(&response).map_err(|e| LeaderError::Engine {
+                message: format!("cannot encode the answer: {e}"),
+                retryable: false,
+            }),
+            Err(error) => Err(error),
+        };
+        Bytes::from(wire::encode_long_poll_outcome(answer))
+    }))
+}
+
+/// An answer that is a heartbeat stream until `outcome` is ready, then the outcome.
+fn heartbeat_answer(outcome: impl Future<Output = Bytes> + Send + 'static) -> Response {
     let body = HeartbeatBody {
         outcome: Some(Box::pin(outcome)),
         next_heartbeat: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),

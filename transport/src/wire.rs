@@ -92,6 +92,9 @@ pub const HEARTBEAT_HEADER: &str = "x-tandem-heartbeat-millis";
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// A heartbeat of a long-poll answer (a byte no answer tag equals).
 pub const HEARTBEAT_BYTE: u8 = b' ';
+/// Longest a verify step may take (opening a session digests a whole shard, about a second
+/// per million documents); the heartbeats show the leader is alive meanwhile.
+pub const VERIFY_STEP_DEADLINE: Duration = Duration::from_secs(600);
 /// Tag of a long-poll answer followed by a shard changes frame.
 pub const ANSWER_FRAME_TAG: u8 = b'F';
 /// Tag of a long-poll answer followed by a [`LeaderError`] as JSON.

@@ -103,6 +103,19 @@ impl ShardInner {
     /// reader, trims the translog and selects merges.
     pub(super) fn refresh(&self, force: bool) -> Result<()> {
         let mut state = self.commits.refresh_lock.lock();
+        self.refresh_locked(&mut state, force)
+    }
+
+    /// A forced refresh, then `then` with the refresh lock still held: no commit, reader
+    /// reload or floor change runs between the two, so `then` sees the searcher, the retention
+    /// floor and the last commit's local checkpoint (its argument) of one commit.
+    pub(super) fn refresh_then<T>(&self, then: impl FnOnce(SeqNo) -> T) -> Result<T> {
+        let mut state = self.commits.refresh_lock.lock();
+        self.refresh_locked(&mut state, true)?;
+        Ok(then(self.last_commit_local_checkpoint()))
+    }
+
+    fn refresh_locked(&self, state: &mut RefreshState, force: bool) -> Result<()> {
         self.check_failed()?;
         // A batch finishing between this swap and the commit's exclusive section is committed
         // and leaves `dirty` set: one redundant commit, never a missed one.

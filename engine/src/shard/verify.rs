@@ -37,13 +37,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tantivy::schema::{Field, IndexRecordOption};
+use tantivy::schema::IndexRecordOption;
 use tantivy::{DocId, DocSet, Searcher, SegmentReader, Term, TERMINATED};
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 use super::ShardEngine;
 use crate::error::{EngineError, Result};
-use crate::history::{with_record, SegmentHistory, ANCHOR_SEQ_NO, MAX_HISTORY_SEQ_NO};
+use crate::history::{with_record, SegmentHistory, ANCHOR_SEQ_NO};
 use crate::mapping::IndexSchema;
 use crate::record;
 use crate::types::{OpType, SeqNo};
@@ -318,27 +318,36 @@ pub struct VerifySnapshot {
 
 impl ShardEngine {
     /// Refreshes the shard and snapshots it for a verify at `up_to` (see the module
-    /// documentation). Fails when the shard has not processed `up_to` yet.
-    pub fn verify_snapshot(&self, up_to: SeqNo) -> Result<VerifySnapshot> {
+    /// documentation); `None` verifies at the local checkpoint of the refresh's commit (every
+    /// operation at or below it is durable and in the snapshot). Fails when the shard has not
+    /// processed `up_to` yet.
+    pub fn verify_snapshot(&self, up_to: Option<SeqNo>) -> Result<VerifySnapshot> {
         let inner = &self.inner;
         inner.check_failed()?;
-        let processed = inner.checkpoints.processed();
-        if up_to > processed {
-            return Err(EngineError::InvalidArgument(format!(
-                "up_to_seq_no [{up_to}] is above the shard's local checkpoint [{processed}]: \
-                 it has not processed every operation up to it"
-            )));
+        if let Some(up_to) = up_to {
+            let processed = inner.checkpoints.processed();
+            if up_to > processed {
+                return Err(EngineError::InvalidArgument(format!(
+                    "up_to_seq_no [{up_to}] is above the shard's local checkpoint [{processed}]: \
+                     it has not processed every operation up to it"
+                )));
+            }
+            if up_to.0 < -1 {
+                return Err(EngineError::InvalidArgument(format!(
+                    "up_to_seq_no [{up_to}] must be at least -1"
+                )));
+            }
         }
-        if up_to.0 < -1 {
-            return Err(EngineError::InvalidArgument(format!(
-                "up_to_seq_no [{up_to}] must be at least -1"
-            )));
-        }
-        // Every operation at or below `up_to` was processed before this refresh began.
-        self.refresh()?;
-        let searcher = inner.commits.searcher();
-        // Read after the searcher: no merge in it dropped a document at or above this floor.
-        let retained_from = inner.retention.min_retained_seq_no();
+        // Every operation at or below `up_to` was processed before this refresh began; under
+        // its lock, the searcher, the floor and the commit's checkpoint are of one commit (the
+        // floor never passes that checkpoint + 1).
+        let (searcher, retained_from, up_to) = inner.refresh_then(|committed| {
+            (
+                inner.commits.searcher(),
+                inner.retention.min_retained_seq_no(),
+                up_to.unwrap_or(committed),
+            )
+        })?;
         let histories = searcher
             .segment_readers()
             .iter()
@@ -363,6 +372,33 @@ struct DocAt<'a> {
     doc: DocId,
 }
 
+/// What a side can tell of one id's state at `up_to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateAt {
+    /// A live document: its live entry.
+    Live(VerifyEntry),
+    /// No live document (deleted, or not created yet).
+    Absent,
+    /// The operation that set it was merged away: this side cannot tell.
+    Unknown,
+}
+
+/// What a snapshot holds above `up_to`, and what it can tell of the ids changed there.
+#[derive(Clone, Debug)]
+pub struct ChangesAbove {
+    /// Ids with an operation above `up_to`: their live documents are not their state at it.
+    pub changed: ChangedIds,
+    /// Those whose state at `up_to` this side cannot tell (see [`StateAt::Unknown`]).
+    pub undetermined: ChangedIds,
+    /// Every seq_no of `[complete_from, up_to]` has its operation in the snapshot (merges
+    /// dropped none of them).
+    pub complete_from: SeqNo,
+}
+
+/// Most seq_nos below `up_to` whose presence [`VerifySnapshot::changes_above`] tracks to find
+/// how far back the history is complete (a bit each: 16 MiB).
+pub const COMPLETENESS_WINDOW_SEQ_NOS: u64 = 1 << 27;
+
 impl VerifySnapshot {
     /// The seq_no the snapshot verifies at.
     pub fn up_to(&self) -> SeqNo {
@@ -379,34 +415,6 @@ impl VerifySnapshot {
         self.max_seq_no
     }
 
-    /// The ids with an operation above `up_to` in the snapshot.
-    pub fn changed_ids(&self) -> Result<ChangedIds> {
-        let mut changed = ChangedIds::default();
-        if self.up_to.0 as u64 >= MAX_HISTORY_SEQ_NO {
-            return Ok(changed);
-        }
-        let from = (self.up_to.0 + 1) as u64;
-        let mut docs = Vec::new();
-        for (segment, history) in self.segments() {
-            docs.clear();
-            history.docs_in_range(from, MAX_HISTORY_SEQ_NO, &mut docs);
-            if docs.is_empty() {
-                continue;
-            }
-            let store = SegmentHistory::scan_store(segment)?;
-            for &(_, doc) in &docs {
-                with_record(&store, &self.schema, doc, |bytes| {
-                    let (id, _) = record::split_id(bytes).map_err(corrupted)?;
-                    if !id.is_empty() {
-                        changed.insert(id)?;
-                    }
-                    Ok(())
-                })?;
-            }
-        }
-        Ok(changed)
-    }
-
     fn segments(&self) -> impl Iterator<Item = (&SegmentReader, &SegmentHistory)> {
         self.searcher
             .segment_readers()
@@ -414,13 +422,185 @@ impl VerifySnapshot {
             .zip(self.histories.iter().map(|history| &**history))
     }
 
+    /// The ids with an operation above `up_to`, how far back the history is complete, and
+    /// which of those ids' states at `up_to` cannot be told. One pass over the seq_no columns,
+    /// then a read of the documents above `up_to` and a lookup of each changed id.
+    pub fn changes_above(&self) -> Result<ChangesAbove> {
+        let up_to = self.up_to.0;
+        // Merges may have dropped operations above `up_to` (a delete's tombstone with every
+        // version before it): the changed ids could not be told.
+        if self.retained_from.0 > up_to.saturating_add(1) {
+            return Err(EngineError::InvalidArgument(format!(
+                "the shard no longer holds every operation above up_to_seq_no [{up_to}]: it \
+                 retains its history from seq_no [{}]; verify at [{}] or above",
+                self.retained_from,
+                self.retained_from.0 - 1
+            )));
+        }
+        // With nothing at or below `up_to`, every id's state there is "absent".
+        let mut changes = ChangesAbove {
+            changed: ChangedIds::default(),
+            undetermined: ChangedIds::default(),
+            complete_from: SeqNo(0),
+        };
+        let window_start = (up_to + 1)
+            .saturating_sub(COMPLETENESS_WINDOW_SEQ_NOS as i64)
+            .max(0);
+        let window = (up_to + 1 - window_start).max(0) as usize;
+        let mut present = vec![0u64; window.div_ceil(64)];
+        let mut above: Vec<Vec<DocId>> = Vec::with_capacity(self.histories.len());
+        for (segment, history) in self.segments() {
+            let mut docs = Vec::new();
+            for doc in 0..segment.max_doc() {
+                let Some(seq_no) = history.seq_nos.first(doc) else {
+                    continue;
+                };
+                if seq_no == ANCHOR_SEQ_NO {
+                    continue;
+                }
+                let seq_no = seq_no as i64;
+                if seq_no > up_to {
+                    docs.push(doc);
+                } else if seq_no >= window_start {
+                    let bit = (seq_no - window_start) as usize;
+                    present[bit / 64] |= 1 << (bit % 64);
+                }
+            }
+            above.push(docs);
+        }
+        if up_to >= 0 {
+            let mut complete_from = window_start;
+            for seq_no in (window_start..=up_to).rev() {
+                let bit = (seq_no - window_start) as usize;
+                if present[bit / 64] & (1 << (bit % 64)) == 0 {
+                    complete_from = seq_no + 1;
+                    break;
+                }
+            }
+            changes.complete_from = SeqNo(complete_from);
+        }
+        drop(present);
+        for ((segment, _), docs) in self.segments().zip(&above) {
+            if docs.is_empty() {
+                continue;
+            }
+            let store = SegmentHistory::scan_store(segment)?;
+            for &doc in docs {
+                with_record(&store, &self.schema, doc, |bytes| {
+                    let (id, _) = record::split_id(bytes).map_err(corrupted)?;
+                    if !id.is_empty() {
+                        changes.changed.insert(id)?;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        for id in changes.changed.iter() {
+            if self.state_at(id, true, changes.complete_from)? == StateAt::Unknown {
+                changes.undetermined.insert(id)?;
+            }
+        }
+        Ok(changes)
+    }
+
+    /// What this snapshot tells of `id`'s state at `up_to`. Without an operation above
+    /// `up_to` (`changed` false), it is its live document: its latest operation is at or below
+    /// `up_to`. With one, it is the latest operation at or below `up_to` when that one is in
+    /// the complete part of the history (nothing on the id between it and `up_to` can have
+    /// been merged away), else [`StateAt::Unknown`].
+    pub fn state_at(&self, id: &str, changed: bool, complete_from: SeqNo) -> Result<StateAt> {
+        let id_field = self.schema.id;
+        let term = Term::from_field_text(id_field, id);
+        // (seq_no, segment ordinal, doc) of the best candidate.
+        let mut best: Option<(i64, usize, DocId)> = None;
+        for (ordinal, (segment, history)) in self.segments().enumerate() {
+            if !history.may_contain_id(segment, id_field, id)? {
+                continue;
+            }
+            let inverted = segment
+                .inverted_index(id_field)
+                .map_err(|error| EngineError::index("opening the _id index", error))?;
+            let Some(mut postings) = inverted
+                .read_postings(&term, IndexRecordOption::Basic)
+                .map_err(|error| EngineError::io("segment postings", error))?
+            else {
+                continue;
+            };
+            let mut doc = postings.doc();
+            while doc != TERMINATED {
+                let seq_no = history.seq_nos.first(doc).unwrap_or(ANCHOR_SEQ_NO);
+                let candidate = match changed {
+                    false => !segment.is_deleted(doc),
+                    true => seq_no <= self.up_to.0 as u64,
+                };
+                if candidate && seq_no != ANCHOR_SEQ_NO {
+                    let seq_no = seq_no as i64;
+                    if best.is_none_or(|(found, _, _)| seq_no > found) {
+                        best = Some((seq_no, ordinal, doc));
+                    }
+                }
+                doc = postings.advance();
+            }
+        }
+        let Some((seq_no, ordinal, doc)) = best else {
+            return Ok(match changed && complete_from.0 > 0 {
+                true => StateAt::Unknown,
+                false => StateAt::Absent,
+            });
+        };
+        if changed && seq_no < complete_from.0 {
+            return Ok(StateAt::Unknown);
+        }
+        let segment = self.searcher.segment_reader(ordinal as u32);
+        let history = &self.histories[ordinal];
+        let (_, _, _, op_type) = history.meta(doc)?;
+        if op_type != OpType::Index {
+            return Ok(StateAt::Absent);
+        }
+        let at = DocAt {
+            segment,
+            history,
+            store: history.store(segment)?,
+            doc,
+        };
+        let mut found = None;
+        self.entry_of(&at, EntryKind::Live, &mut |entry| found = Some(entry))?;
+        Ok(found.map_or(StateAt::Absent, StateAt::Live))
+    }
+
+    /// Calls `visit` with the entry of kind `kind` of one document.
+    fn entry_of(
+        &self,
+        at: &DocAt<'_>,
+        kind: EntryKind,
+        visit: &mut dyn FnMut(VerifyEntry),
+    ) -> Result<()> {
+        let (seq_no, primary_term, version, op_type) = at.history.meta(at.doc)?;
+        with_record(at.store, &self.schema, at.doc, |bytes| {
+            let (id, body) = record::split_id(bytes).map_err(corrupted)?;
+            visit(VerifyEntry {
+                seq_no: seq_no.0,
+                kind,
+                id: id.to_string(),
+                primary_term: primary_term.0,
+                version,
+                op_type: op_type.name().to_string(),
+                source_hash: match op_type {
+                    OpType::Index => xxh3_64(body),
+                    OpType::Delete | OpType::NoOp => 0,
+                },
+            });
+            Ok(())
+        })
+    }
+
     /// Calls `visit` with the entries of one document: its live entry (when alive, an index
-    /// operation at or below `up_to` and not changed) and its history entry (when its seq_no
-    /// is in `[history_from, up_to]`).
+    /// operation at or below `up_to` and `live` says so of its id) and its history entry
+    /// (when its seq_no is in `[history_from, up_to]`).
     fn entries_of(
         &self,
         at: &DocAt<'_>,
-        changed: &ChangedIds,
+        live: &dyn Fn(&str) -> bool,
         history_from: SeqNo,
         visit: &mut dyn FnMut(VerifyEntry),
     ) -> Result<()> {
@@ -428,10 +608,9 @@ impl VerifySnapshot {
         if seq_no > self.up_to {
             return Ok(());
         }
-        let alive = !at.segment.is_deleted(at.doc);
+        let alive = !at.segment.is_deleted(at.doc) && op_type == OpType::Index;
         let in_history = seq_no >= history_from;
-        let live = alive && op_type == OpType::Index;
-        if !(in_history || live) {
+        if !(in_history || alive) {
             return Ok(());
         }
         with_record(at.store, &self.schema, at.doc, |bytes| {
@@ -449,7 +628,7 @@ impl VerifySnapshot {
                 op_type: op_type.name().to_string(),
                 source_hash,
             };
-            if live && !changed.contains(id) {
+            if alive && live(id) {
                 visit(entry(EntryKind::Live));
             }
             if in_history {
@@ -459,12 +638,12 @@ impl VerifySnapshot {
         })
     }
 
-    /// Calls `visit` with every entry whose seq_no is in `range`, reading only the documents
-    /// of that range.
+    /// Calls `visit` with every entry of the documents whose seq_no is in `range`, reading
+    /// only the documents of that range.
     fn visit_range(
         &self,
         range: SeqRange,
-        changed: &ChangedIds,
+        live: &dyn Fn(&str) -> bool,
         history_from: SeqNo,
         visit: &mut dyn FnMut(VerifyEntry),
     ) -> Result<()> {
@@ -487,16 +666,17 @@ impl VerifySnapshot {
                     store: &store,
                     doc,
                 };
-                self.entries_of(&at, changed, history_from, visit)?;
+                self.entries_of(&at, live, history_from, visit)?;
             }
         }
         Ok(())
     }
 
-    /// Calls `visit` with every entry of the snapshot, in one pass over each segment.
+    /// Calls `visit` with every entry of the documents of the snapshot, in one pass over each
+    /// segment.
     fn visit_all(
         &self,
-        changed: &ChangedIds,
+        live: &dyn Fn(&str) -> bool,
         history_from: SeqNo,
         visit: &mut dyn FnMut(VerifyEntry),
     ) -> Result<()> {
@@ -519,69 +699,39 @@ impl VerifySnapshot {
                     store: &store,
                     doc,
                 };
-                self.entries_of(&at, changed, history_from, visit)?;
+                self.entries_of(&at, live, history_from, visit)?;
             }
         }
         Ok(())
     }
-
-    /// The live entry of `id` in the snapshot, if it has one (alive, at or below `up_to`).
-    fn live_entry_of(&self, id_field: Field, id: &str) -> Result<Option<VerifyEntry>> {
-        let term = Term::from_field_text(id_field, id);
-        let nothing_changed = ChangedIds::default();
-        let mut found = None;
-        for (segment, history) in self.segments() {
-            if !history.may_contain_id(segment, id_field, id)? {
-                continue;
-            }
-            let inverted = segment
-                .inverted_index(id_field)
-                .map_err(|error| EngineError::index("opening the _id index", error))?;
-            let Some(mut postings) = inverted
-                .read_postings(&term, IndexRecordOption::Basic)
-                .map_err(|error| EngineError::io("segment postings", error))?
-            else {
-                continue;
-            };
-            let mut doc = postings.doc();
-            while doc != TERMINATED {
-                if !segment.is_deleted(doc) {
-                    let store = history.store(segment)?;
-                    let at = DocAt {
-                        segment,
-                        history,
-                        store,
-                        doc,
-                    };
-                    // History entries are never visited: `history_from` above everything.
-                    self.entries_of(&at, &nothing_changed, SeqNo(i64::MAX), &mut |entry| {
-                        found = Some(entry)
-                    })?;
-                }
-                doc = postings.advance();
-            }
-        }
-        Ok(found)
-    }
 }
 
-/// A shard's side of a verify: a snapshot, the ids left out, the history range compared and
-/// the digest of every bucket.
+/// A shard's side of a verify: a snapshot, what changed above `up_to`, the ids left out, the
+/// history range compared and the digest of every bucket.
+///
+/// Live entries: the live documents of the ids without an operation above `up_to`, and, for
+/// the ids with one, the state at `up_to` rebuilt from the history ([`StateAt`]); an id is
+/// left out (`excluded`) when either side cannot tell its state there.
 pub struct VerifyView {
     snapshot: VerifySnapshot,
-    changed: ChangedIds,
+    changes: ChangesAbove,
+    excluded: ChangedIds,
+    /// The live entries rebuilt for changed ids, sorted by seq_no.
+    rebuilt: Vec<VerifyEntry>,
     history_from: SeqNo,
     bucket_bits: u32,
     buckets: Vec<RangeDigest>,
 }
 
 impl VerifyView {
-    /// Builds the view in one pass over the snapshot's segments: `changed` ids are left out of
-    /// the live entries, history entries are those in `[history_from, up_to]` (`history_from`
-    /// must not be below the snapshot's retention floor: below it the history is not whole).
+    /// Builds the view in one pass over the snapshot's segments: `excluded` ids (with this
+    /// side's undetermined ones added) are left out of the live entries, history entries are
+    /// those in `[history_from, up_to]` (`history_from` must not be below the snapshot's
+    /// retention floor: below it the history is not whole).
     pub fn build(
         snapshot: VerifySnapshot,
-        changed: ChangedIds,
+        changes: ChangesAbove,
+        mut excluded: ChangedIds,
         history_from: SeqNo,
     ) -> Result<VerifyView> {
         if history_from < snapshot.retained_from {
@@ -590,6 +740,23 @@ impl VerifyView {
                 snapshot.retained_from
             )));
         }
+        for id in changes.undetermined.iter() {
+            excluded.insert(id)?;
+        }
+        let mut rebuilt = Vec::new();
+        for id in changes.changed.iter() {
+            if excluded.contains(id) {
+                continue;
+            }
+            match snapshot.state_at(id, true, changes.complete_from)? {
+                StateAt::Live(entry) => rebuilt.push(entry),
+                StateAt::Absent => {}
+                StateAt::Unknown => {
+                    excluded.insert(id)?;
+                }
+            }
+        }
+        rebuilt.sort();
         let seq_nos = (snapshot.up_to.0 + 1).max(0) as u64;
         let mut bucket_bits = MIN_BUCKET_BITS;
         while seq_nos.div_ceil(1 << bucket_bits) > MAX_BUCKETS {
@@ -597,13 +764,22 @@ impl VerifyView {
         }
         let count = seq_nos.div_ceil(1 << bucket_bits) as usize;
         let mut buckets = vec![RangeDigest::default(); count];
-        snapshot.visit_all(&changed, history_from, &mut |entry| {
-            let bucket = (entry.seq_no as u64 >> bucket_bits) as usize;
-            buckets[bucket].add(entry.kind, entry.hash());
-        })?;
+        {
+            let live = |id: &str| !changes.changed.contains(id) && !excluded.contains(id);
+            let mut add = |entry: VerifyEntry| {
+                let bucket = (entry.seq_no as u64 >> bucket_bits) as usize;
+                buckets[bucket].add(entry.kind, entry.hash());
+            };
+            snapshot.visit_all(&live, history_from, &mut add)?;
+            for entry in &rebuilt {
+                add(entry.clone());
+            }
+        }
         Ok(VerifyView {
             snapshot,
-            changed,
+            changes,
+            excluded,
+            rebuilt,
             history_from,
             bucket_bits,
             buckets,
@@ -615,9 +791,14 @@ impl VerifyView {
         &self.snapshot
     }
 
+    /// What changed above `up_to` on this side.
+    pub fn changes(&self) -> &ChangesAbove {
+        &self.changes
+    }
+
     /// The ids left out of the live entries.
-    pub fn changed(&self) -> &ChangedIds {
-        &self.changed
+    pub fn excluded(&self) -> &ChangedIds {
+        &self.excluded
     }
 
     /// First seq_no of the history compared.
@@ -632,6 +813,27 @@ impl VerifyView {
             root.merge(bucket);
         }
         root
+    }
+
+    fn is_live(&self, id: &str) -> bool {
+        !self.changes.changed.contains(id) && !self.excluded.contains(id)
+    }
+
+    /// Calls `visit` with every entry in `range`, read from the segments.
+    fn visit_range(&self, range: SeqRange, visit: &mut dyn FnMut(VerifyEntry)) -> Result<()> {
+        let live = |id: &str| self.is_live(id);
+        self.snapshot
+            .visit_range(range, &live, self.history_from, visit)?;
+        let start = self
+            .rebuilt
+            .partition_point(|entry| entry.seq_no < range.from);
+        for entry in self.rebuilt[start..]
+            .iter()
+            .take_while(|entry| entry.seq_no <= range.to)
+        {
+            visit(entry.clone());
+        }
+        Ok(())
     }
 
     /// The digest of `range`: summed from the buckets when it is made of whole buckets, read
@@ -650,10 +852,7 @@ impl VerifyView {
                 digest.merge(bucket);
             }
         } else {
-            self.snapshot
-                .visit_range(range, &self.changed, self.history_from, &mut |entry| {
-                    digest.add(entry.kind, entry.hash())
-                })?;
+            self.visit_range(range, &mut |entry| digest.add(entry.kind, entry.hash()))?;
         }
         Ok(digest)
     }
@@ -662,11 +861,10 @@ impl VerifyView {
     pub fn entries(&self, range: SeqRange) -> Result<Vec<VerifyEntry>> {
         let mut entries = Vec::new();
         let mut bytes = 0usize;
-        self.snapshot
-            .visit_range(range, &self.changed, self.history_from, &mut |entry| {
-                bytes += entry.size_in_bytes();
-                entries.push(entry);
-            })?;
+        self.visit_range(range, &mut |entry| {
+            bytes += entry.size_in_bytes();
+            entries.push(entry);
+        })?;
         if bytes > MAX_ENTRIES_BYTES {
             return Err(EngineError::InvalidArgument(format!(
                 "the entries of seq_nos [{}, {}] exceed the verify limit of [{MAX_ENTRIES_BYTES}] bytes",
@@ -677,18 +875,30 @@ impl VerifyView {
         Ok(entries)
     }
 
-    /// Leaves `ids` out of the live entries too (the other side's changed ids), subtracting
-    /// the live entries they had.
+    /// Leaves `ids` out of the live entries too (those whose state the other side cannot
+    /// tell), subtracting the live entries they had here.
     pub fn exclude_ids<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) -> Result<()> {
-        let id_field = self.snapshot.schema.id;
         for id in ids {
-            if !self.changed.insert(id)? {
+            if self.excluded.contains(id) {
                 continue;
             }
-            if let Some(entry) = self.snapshot.live_entry_of(id_field, id)? {
+            let had = if self.changes.changed.contains(id) {
+                let found = self.rebuilt.iter().position(|entry| entry.id == id);
+                found.map(|at| self.rebuilt.remove(at))
+            } else {
+                match self
+                    .snapshot
+                    .state_at(id, false, self.changes.complete_from)?
+                {
+                    StateAt::Live(entry) => Some(entry),
+                    StateAt::Absent | StateAt::Unknown => None,
+                }
+            };
+            if let Some(entry) = had {
                 let bucket = (entry.seq_no as u64 >> self.bucket_bits) as usize;
                 self.buckets[bucket].subtract(entry.kind, entry.hash());
             }
+            self.excluded.insert(id)?;
         }
         Ok(())
     }
@@ -706,7 +916,7 @@ impl VerifyView {
         let bucket_bits = self.bucket_bits;
         let buckets = &mut self.buckets;
         self.snapshot
-            .visit_range(dropped, &self.changed, self.history_from, &mut |entry| {
+            .visit_range(dropped, &|_| false, self.history_from, &mut |entry| {
                 if entry.kind == EntryKind::History {
                     let bucket = (entry.seq_no as u64 >> bucket_bits) as usize;
                     buckets[bucket].subtract(entry.kind, entry.hash());

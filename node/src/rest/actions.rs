@@ -261,6 +261,11 @@ pub const ENDPOINTS: &[Endpoint] = {
             "/{index}/_ccr/info",
             Cluster("cluster:monitor/ccr/follow_info"),
         ),
+        (
+            "POST",
+            "/{index}/_ccr/verify",
+            ClusterAndIndex("cluster:monitor/ccr/verify", "indices:monitor/ccr/verify"),
+        ),
         ("GET", "/_ccr/stats", Cluster("cluster:monitor/ccr/stats")),
         (
             "GET",

@@ -9,6 +9,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
 use serde_json::{json, Map, Value};
+use tandem_engine::SeqNo;
 use tandem_replication::auto_follow::AutoFollowPattern;
 use tandem_replication::error::CcrError;
 use tandem_replication::follower_indices::FollowRequest;
@@ -57,6 +58,7 @@ pub fn routes() -> Router<NodeState> {
         .route("/{index}/_ccr/forget_follower", post(forget))
         .route("/{index}/_ccr/stats", get(index_stats))
         .route("/{index}/_ccr/info", get(info))
+        .route("/{index}/_ccr/verify", post(verify))
         .route("/_ccr/stats", get(stats))
         .route("/_ccr/auto_follow", get(get_all_patterns))
         .route(
@@ -291,6 +293,28 @@ async fn index_stats(
         ));
     }
     Ok(ok(json!({"indices": indices})))
+}
+
+/// `POST /{index}/_ccr/verify[?up_to_seq_no=N]` (a Tandem extension): proves the follower
+/// index holds what its leader holds, shard by shard, or names the first difference.
+async fn verify(
+    State(node): State<NodeState>,
+    Path(index): Path<String>,
+    params: Params,
+) -> Result<Response, RestError> {
+    params.allow(&["up_to_seq_no"])?;
+    let up_to = match params.number("up_to_seq_no")? {
+        Some(value) => Some(SeqNo(i64::try_from(value).map_err(|_| {
+            RestError::illegal_argument(format!("up_to_seq_no [{value}] is out of range"))
+        })?)),
+        None => None,
+    };
+    let verification = node
+        .followers
+        .verify(&index, up_to)
+        .await
+        .map_err(|error| missing_or(&node, error))?;
+    Ok(ok(json!(verification)))
 }
 
 async fn stats(State(node): State<NodeState>, params: Params) -> Result<Response, RestError> {

@@ -20,9 +20,11 @@ use std::sync::Arc;
 use tandem_engine::index::{IndexMetadata, MAX_SHARDS};
 use tandem_engine::{Operation, SeqNo};
 
+use tandem_engine::shard::verify::{MAX_CHANGED_IDS_BYTES, MAX_ENTRIES_BYTES};
+
 use super::types::{
     FileChunk, IndexMetadataRequest, ReadFileChunkRequest, RecoverySessionInfo,
-    ShardChangesRequest, ShardChangesResponse,
+    ShardChangesRequest, ShardChangesResponse, VerifyShardRequest, VerifyShardResponse, VerifyStep,
 };
 use super::{ForwardingLeaderClient, LeaderClient, LeaderError, LeaderFuture};
 
@@ -101,6 +103,86 @@ impl ForwardingLeaderClient for CheckedLeaderClient {
             }
             Ok(chunk)
         })
+    }
+
+    fn verify_shard(&self, request: VerifyShardRequest) -> LeaderFuture<'_, VerifyShardResponse> {
+        Box::pin(async move {
+            let step = request.step.clone();
+            let response = self.inner.verify_shard(request).await?;
+            check_verify_answer(&step, &response)?;
+            Ok(response)
+        })
+    }
+}
+
+/// Checks a verify step's answer: the kind the step asks for, a history floor and ids within
+/// bounds, one digest per range asked, entries inside the range asked and sorted.
+pub fn check_verify_answer(
+    step: &VerifyStep,
+    response: &VerifyShardResponse,
+) -> Result<(), LeaderError> {
+    let mismatched = || {
+        LeaderError::InvalidResponse(format!(
+            "the leader answered a verify step with the wrong kind of answer: {response:?}"
+        ))
+    };
+    match (step, response) {
+        (VerifyStep::Open { up_to_seq_no, .. }, VerifyShardResponse::Opened(opened)) => {
+            check_checkpoint("a history floor", opened.history_from)?;
+            check_checkpoint("a max_seq_no", opened.max_seq_no)?;
+            if opened.max_seq_no < *up_to_seq_no {
+                return Err(LeaderError::InvalidResponse(format!(
+                    "the leader verified at [{up_to_seq_no}] with a max_seq_no of [{}]",
+                    opened.max_seq_no
+                )));
+            }
+            let bytes: usize = opened.undetermined_ids.iter().map(|id| id.len() + 16).sum();
+            if bytes > MAX_CHANGED_IDS_BYTES {
+                return Err(out_of_range(
+                    "undetermined ids of",
+                    format!("{bytes} bytes"),
+                    &format!("[0, {MAX_CHANGED_IDS_BYTES}] bytes"),
+                ));
+            }
+            Ok(())
+        }
+        (VerifyStep::Digests { ranges, .. }, VerifyShardResponse::Digests { digests }) => {
+            if digests.len() != ranges.len() {
+                return Err(LeaderError::InvalidResponse(format!(
+                    "the leader answered [{}] digests for [{}] ranges",
+                    digests.len(),
+                    ranges.len()
+                )));
+            }
+            Ok(())
+        }
+        (VerifyStep::Entries { range, .. }, VerifyShardResponse::Entries { entries }) => {
+            let bytes: usize = entries.iter().map(|entry| entry.size_in_bytes()).sum();
+            if bytes > MAX_ENTRIES_BYTES || entries.len() as u64 > 2 * range.len() {
+                return Err(LeaderError::InvalidResponse(format!(
+                    "the leader answered [{}] entries ({bytes} bytes) for [{}] seq_nos",
+                    entries.len(),
+                    range.len()
+                )));
+            }
+            if let Some(outside) = entries
+                .iter()
+                .find(|entry| entry.seq_no < range.from || entry.seq_no > range.to)
+            {
+                return Err(LeaderError::InvalidResponse(format!(
+                    "the leader answered an entry at seq_no [{}] for the range [{}, {}]",
+                    outside.seq_no, range.from, range.to
+                )));
+            }
+            if entries.windows(2).any(|pair| pair[0] > pair[1]) {
+                return Err(LeaderError::InvalidResponse(
+                    "the leader answered verify entries out of order".to_string(),
+                ));
+            }
+            Ok(())
+        }
+        (VerifyStep::Close { .. }, VerifyShardResponse::Closed) => Ok(()),
+        _ => Err(mismatched()),
     }
 }
 

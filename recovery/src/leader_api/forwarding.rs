@@ -7,7 +7,7 @@ use super::types::{
     AddRetentionLeaseRequest, CloseRecoverySessionRequest, FileChunk, IndexMetadataRequest,
     LeaderIndexSummary, OpenRecoverySessionRequest, ReadFileChunkRequest, RecoverySessionInfo,
     RemoveRetentionLeaseRequest, RenewRetentionLeaseRequest, ShardChangesRequest,
-    ShardChangesResponse,
+    ShardChangesResponse, VerifyShardRequest, VerifyShardResponse,
 };
 use super::{LeaderClient, LeaderFuture};
 
@@ -70,6 +70,11 @@ pub trait ForwardingLeaderClient: Send + Sync {
     fn close_recovery_session(&self, request: CloseRecoverySessionRequest) -> LeaderFuture<'_, ()> {
         self.inner().close_recovery_session(request)
     }
+
+    /// See [`LeaderClient::verify_shard`].
+    fn verify_shard(&self, request: VerifyShardRequest) -> LeaderFuture<'_, VerifyShardResponse> {
+        self.inner().verify_shard(request)
+    }
 }
 
 impl<T: ForwardingLeaderClient> LeaderClient for T {
@@ -113,5 +118,9 @@ impl<T: ForwardingLeaderClient> LeaderClient for T {
 
     fn close_recovery_session(&self, request: CloseRecoverySessionRequest) -> LeaderFuture<'_, ()> {
         ForwardingLeaderClient::close_recovery_session(self, request)
+    }
+
+    fn verify_shard(&self, request: VerifyShardRequest) -> LeaderFuture<'_, VerifyShardResponse> {
+        ForwardingLeaderClient::verify_shard(self, request)
     }
 }

@@ -12,7 +12,7 @@
 //! Guarantees every implementation gives (the suite in `conformance`, feature `conformance`,
 //! checks them):
 //! - requests are independent and may run concurrently from several tasks;
-//! - `close_recovery_session` is idempotent;
+//! - `close_recovery_session` and a verify's `Close` step are idempotent;
 //! - a lost or expired session is reported as [`LeaderError::UnknownSession`], never as
 //!   another error, so a recovery knows to open a new one;
 //! - errors are classified with [`LeaderError::is_retryable`].
@@ -37,7 +37,8 @@ pub use types::{
     AddRetentionLeaseRequest, CloseRecoverySessionRequest, FileChunk, IndexMetadataRequest,
     LeaderIndexSummary, OpenRecoverySessionRequest, ReadFileChunkRequest, RecoverySessionInfo,
     RemoveRetentionLeaseRequest, RenewRetentionLeaseRequest, SessionId, ShardChangesRequest,
-    ShardChangesResponse, ShardId,
+    ShardChangesResponse, ShardId, VerifyOpened, VerifyShardRequest, VerifyShardResponse,
+    VerifyStep, MAX_FOLLOWER_UNDETERMINED_BYTES, MAX_VERIFY_RANGES,
 };
 
 /// The future every [`LeaderClient`] method returns.
@@ -81,4 +82,9 @@ pub trait LeaderClient: Send + Sync {
     /// Closes a session and releases its pin. Idempotent: closing an unknown or already closed
     /// session succeeds.
     fn close_recovery_session(&self, request: CloseRecoverySessionRequest) -> LeaderFuture<'_, ()>;
+
+    /// One step of a verify of a follower shard against this leader shard (see
+    /// [`VerifyStep`]). A lost or expired session is [`LeaderError::UnknownSession`]; closing
+    /// is idempotent.
+    fn verify_shard(&self, request: VerifyShardRequest) -> LeaderFuture<'_, VerifyShardResponse>;
 }

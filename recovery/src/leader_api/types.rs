@@ -7,6 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tandem_engine::shard::verify::{RangeDigest, SeqRange, VerifyEntry};
 use tandem_engine::shard::{ChangesRequest, ChangesResponse, CommitFileInfo};
 use tandem_engine::SeqNo;
 
@@ -266,4 +267,102 @@ impl CloseRecoverySessionRequest {
     pub fn new(shard: ShardId, session: SessionId) -> CloseRecoverySessionRequest {
         CloseRecoverySessionRequest { shard, session }
     }
+}
+
+/// One step of a verify of a follower shard against its leader shard (see
+/// [`tandem_engine::shard::verify`]): the follower opens a session on the leader shard, asks for
+/// digests of ranges and for the entries of a small range, and closes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyShardRequest {
+    /// The leader shard.
+    pub shard: ShardId,
+    /// What is asked.
+    pub step: VerifyStep,
+}
+
+/// What a [`VerifyShardRequest`] asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum VerifyStep {
+    /// Snapshots the shard at `up_to_seq_no`, holds its history with a lease and builds its
+    /// digests; answers [`VerifyShardResponse::Opened`].
+    Open {
+        /// The history the follower follows; another one fails the step.
+        expected_history_uuid: String,
+        /// The seq_no both sides verify at.
+        up_to_seq_no: SeqNo,
+        /// The follower's retention floor: the history compared starts at the larger floor.
+        history_from: SeqNo,
+        /// Ids changed above `up_to_seq_no` whose state at it the follower cannot tell: the
+        /// leader leaves them out too (at most [`MAX_FOLLOWER_UNDETERMINED_BYTES`]).
+        undetermined_ids: Vec<String>,
+    },
+    /// The digests of `ranges` (at most [`MAX_VERIFY_RANGES`]).
+    Digests {
+        /// The session.
+        session: SessionId,
+        /// The ranges.
+        ranges: Vec<SeqRange>,
+    },
+    /// The entries of `range` (at most
+    /// [`LEAF_SEQ_NOS`](tandem_engine::shard::verify::LEAF_SEQ_NOS) seq_nos).
+    Entries {
+        /// The session.
+        session: SessionId,
+        /// The range.
+        range: SeqRange,
+    },
+    /// Ends the session and releases its lease and snapshot (idempotent).
+    Close {
+        /// The session.
+        session: SessionId,
+    },
+}
+
+/// Most bytes of ids a follower sends in [`VerifyStep::Open`] (the request must stay within the
+/// transport's request limit).
+pub const MAX_FOLLOWER_UNDETERMINED_BYTES: usize = 512 * 1024;
+
+/// Most ranges one [`VerifyStep::Digests`] may ask for.
+pub const MAX_VERIFY_RANGES: usize = 64;
+
+/// What the leader answers to a [`VerifyShardRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum VerifyShardResponse {
+    /// The session is open.
+    Opened(VerifyOpened),
+    /// One digest per asked range, in order.
+    Digests {
+        /// The digests.
+        digests: Vec<RangeDigest>,
+    },
+    /// The entries of the range, sorted by (seq_no, kind).
+    Entries {
+        /// The entries.
+        entries: Vec<VerifyEntry>,
+    },
+    /// The session is closed.
+    Closed,
+}
+
+/// The leader's side of an opened verify.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyOpened {
+    /// The session, for the next steps.
+    pub session: SessionId,
+    /// First seq_no of the history compared (the larger of both floors).
+    pub history_from: SeqNo,
+    /// Ids changed above `up_to_seq_no` whose state at it the leader cannot tell: the
+    /// follower leaves them out of its live entries too.
+    pub undetermined_ids: Vec<String>,
+    /// Ids the leader left out of its live entries (its undetermined ones and the
+    /// follower's).
+    pub left_out: u64,
+    /// The digest of `[0, up_to_seq_no]`.
+    pub root: RangeDigest,
+    /// The leader shard's max_seq_no at the snapshot.
+    pub max_seq_no: SeqNo,
+    /// Milliseconds the leader took to build its side.
+    pub took_millis: u64,
 }
