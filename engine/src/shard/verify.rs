@@ -179,24 +179,92 @@ pub struct VerifyEntry {
 impl VerifyEntry {
     /// The 128-bit hash that digests sum.
     pub fn hash(&self) -> u128 {
-        let mut bytes = Vec::with_capacity(40 + self.id.len());
-        bytes.push(match self.kind {
-            EntryKind::Live => b'L',
-            EntryKind::History => b'H',
-        });
-        bytes.extend_from_slice(&self.seq_no.to_le_bytes());
-        bytes.extend_from_slice(&self.primary_term.to_le_bytes());
-        bytes.extend_from_slice(&self.version.to_le_bytes());
-        bytes.extend_from_slice(self.op_type.as_bytes());
-        bytes.push(0);
-        bytes.extend_from_slice(&self.source_hash.to_le_bytes());
-        bytes.extend_from_slice(self.id.as_bytes());
-        xxh3_128(&bytes)
+        self.borrowed().hash()
+    }
+
+    /// The entry as an [`EntryRef`].
+    pub fn borrowed(&self) -> EntryRef<'_> {
+        EntryRef {
+            seq_no: self.seq_no,
+            kind: self.kind,
+            id: &self.id,
+            primary_term: self.primary_term,
+            version: self.version,
+            op_type: &self.op_type,
+            source_hash: self.source_hash,
+        }
     }
 
     /// Approximate size (what [`MAX_ENTRIES_BYTES`] bounds).
     pub fn size_in_bytes(&self) -> usize {
         64 + self.id.len()
+    }
+}
+
+/// A [`VerifyEntry`] borrowed from the document it was read from: what the one-pass digest
+/// hashes without allocating.
+#[derive(Clone, Copy, Debug)]
+pub struct EntryRef<'a> {
+    /// Its sequence number.
+    pub seq_no: i64,
+    /// Live document or operation.
+    pub kind: EntryKind,
+    /// The document id (empty for a no-op).
+    pub id: &'a str,
+    /// Its primary term.
+    pub primary_term: u64,
+    /// Its version.
+    pub version: u64,
+    /// `index`, `delete` or `noop`.
+    pub op_type: &'a str,
+    /// xxh3-64 of its `_source` (0 for a delete or a no-op).
+    pub source_hash: u64,
+}
+
+/// Ids up to this long are hashed from a buffer on the stack (Elasticsearch's `_id` limit).
+const STACK_ID_BYTES: usize = 512;
+
+impl EntryRef<'_> {
+    /// The 128-bit hash that digests sum: xxh3-128 of the fields, in a fixed layout.
+    pub fn hash(&self) -> u128 {
+        const FIXED: usize = 1 + 8 + 8 + 8 + 8 + 1 + 8;
+        let mut fixed = [0u8; FIXED];
+        fixed[0] = match self.kind {
+            EntryKind::Live => b'L',
+            EntryKind::History => b'H',
+        };
+        fixed[1..9].copy_from_slice(&self.seq_no.to_le_bytes());
+        fixed[9..17].copy_from_slice(&self.primary_term.to_le_bytes());
+        fixed[17..25].copy_from_slice(&self.version.to_le_bytes());
+        // The operation type by its first byte (`i`, `d`, `n`) and length.
+        fixed[25..33].copy_from_slice(&(self.op_type.len() as u64).to_le_bytes());
+        fixed[33] = self.op_type.as_bytes().first().copied().unwrap_or(0);
+        fixed[34..42].copy_from_slice(&self.source_hash.to_le_bytes());
+        let id = self.id.as_bytes();
+        if id.len() <= STACK_ID_BYTES {
+            let mut bytes = [0u8; FIXED + STACK_ID_BYTES];
+            bytes[..FIXED].copy_from_slice(&fixed);
+            bytes[FIXED..FIXED + id.len()].copy_from_slice(id);
+            xxh3_128(&bytes[..FIXED + id.len()])
+        } else {
+            let mut bytes = Vec::with_capacity(FIXED + id.len());
+            bytes.extend_from_slice(&fixed);
+            bytes.extend_from_slice(id);
+            xxh3_128(&bytes)
+        }
+    }
+
+    /// The owned entry.
+    pub fn to_owned_entry(&self) -> VerifyEntry {
+        VerifyEntry {
+            seq_no: self.seq_no,
+            kind: self.kind,
+            id: self.id.to_string(),
+            primary_term: self.primary_term,
+            version: self.version,
+            op_type: self.op_type.to_string(),
+            source_hash: self.source_hash,
+        }
     }
 }
 
@@ -564,7 +632,9 @@ impl VerifySnapshot {
             doc,
         };
         let mut found = None;
-        self.entry_of(&at, EntryKind::Live, &mut |entry| found = Some(entry))?;
+        self.entry_of(&at, EntryKind::Live, &mut |entry| {
+            found = Some(entry.to_owned_entry())
+        })?;
         Ok(found.map_or(StateAt::Absent, StateAt::Live))
     }
 
@@ -573,18 +643,18 @@ impl VerifySnapshot {
         &self,
         at: &DocAt<'_>,
         kind: EntryKind,
-        visit: &mut dyn FnMut(VerifyEntry),
+        visit: &mut dyn FnMut(&EntryRef<'_>),
     ) -> Result<()> {
         let (seq_no, primary_term, version, op_type) = at.history.meta(at.doc)?;
         with_record(at.store, &self.schema, at.doc, |bytes| {
             let (id, body) = record::split_id(bytes).map_err(corrupted)?;
-            visit(VerifyEntry {
+            visit(&EntryRef {
                 seq_no: seq_no.0,
                 kind,
-                id: id.to_string(),
+                id,
                 primary_term: primary_term.0,
                 version,
-                op_type: op_type.name().to_string(),
+                op_type: op_type.name(),
                 source_hash: match op_type {
                     OpType::Index => xxh3_64(body),
                     OpType::Delete | OpType::NoOp => 0,
@@ -602,7 +672,7 @@ impl VerifySnapshot {
         at: &DocAt<'_>,
         live: &dyn Fn(&str) -> bool,
         history_from: SeqNo,
-        visit: &mut dyn FnMut(VerifyEntry),
+        visit: &mut dyn FnMut(&EntryRef<'_>),
     ) -> Result<()> {
         let (seq_no, primary_term, version, op_type) = at.history.meta(at.doc)?;
         if seq_no > self.up_to {
@@ -619,20 +689,20 @@ impl VerifySnapshot {
                 OpType::Index => xxh3_64(body),
                 OpType::Delete | OpType::NoOp => 0,
             };
-            let entry = |kind| VerifyEntry {
+            let entry = |kind| EntryRef {
                 seq_no: seq_no.0,
                 kind,
-                id: id.to_string(),
+                id,
                 primary_term: primary_term.0,
                 version,
-                op_type: op_type.name().to_string(),
+                op_type: op_type.name(),
                 source_hash,
             };
             if alive && live(id) {
-                visit(entry(EntryKind::Live));
+                visit(&entry(EntryKind::Live));
             }
             if in_history {
-                visit(entry(EntryKind::History));
+                visit(&entry(EntryKind::History));
             }
             Ok(())
         })
@@ -645,7 +715,7 @@ impl VerifySnapshot {
         range: SeqRange,
         live: &dyn Fn(&str) -> bool,
         history_from: SeqNo,
-        visit: &mut dyn FnMut(VerifyEntry),
+        visit: &mut dyn FnMut(&EntryRef<'_>),
     ) -> Result<()> {
         let to = range.to.min(self.up_to.0);
         if range.from < 0 || to < range.from {
@@ -678,7 +748,7 @@ impl VerifySnapshot {
         &self,
         live: &dyn Fn(&str) -> bool,
         history_from: SeqNo,
-        visit: &mut dyn FnMut(VerifyEntry),
+        visit: &mut dyn FnMut(&EntryRef<'_>),
     ) -> Result<()> {
         let up_to = self.up_to.0;
         for (segment, history) in self.segments() {
@@ -766,13 +836,13 @@ impl VerifyView {
         let mut buckets = vec![RangeDigest::default(); count];
         {
             let live = |id: &str| !changes.changed.contains(id) && !excluded.contains(id);
-            let mut add = |entry: VerifyEntry| {
+            let mut add = |entry: &EntryRef<'_>| {
                 let bucket = (entry.seq_no as u64 >> bucket_bits) as usize;
                 buckets[bucket].add(entry.kind, entry.hash());
             };
             snapshot.visit_all(&live, history_from, &mut add)?;
             for entry in &rebuilt {
-                add(entry.clone());
+                add(&entry.borrowed());
             }
         }
         Ok(VerifyView {
@@ -820,7 +890,7 @@ impl VerifyView {
     }
 
     /// Calls `visit` with every entry in `range`, read from the segments.
-    fn visit_range(&self, range: SeqRange, visit: &mut dyn FnMut(VerifyEntry)) -> Result<()> {
+    fn visit_range(&self, range: SeqRange, visit: &mut dyn FnMut(&EntryRef<'_>)) -> Result<()> {
         let live = |id: &str| self.is_live(id);
         self.snapshot
             .visit_range(range, &live, self.history_from, visit)?;
@@ -831,7 +901,7 @@ impl VerifyView {
             .iter()
             .take_while(|entry| entry.seq_no <= range.to)
         {
-            visit(entry.clone());
+            visit(&entry.borrowed());
         }
         Ok(())
     }
@@ -862,6 +932,7 @@ impl VerifyView {
         let mut entries = Vec::new();
         let mut bytes = 0usize;
         self.visit_range(range, &mut |entry| {
+            let entry = entry.to_owned_entry();
             bytes += entry.size_in_bytes();
             entries.push(entry);
         })?;
