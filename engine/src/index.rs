@@ -966,10 +966,12 @@ impl Index {
         let query = self.build_query(query)?;
         let mut total = 0u64;
         for shard in &self.shards {
+            let started = std::time::Instant::now();
             let count = shard
                 .searcher()
                 .search(&query, &Count)
                 .map_err(|e| EngineError::index("counting", e))?;
+            shard.record_search(Some(started.elapsed()), None);
             total += count as u64;
         }
         Ok(total)
@@ -1006,11 +1008,13 @@ impl Index {
         // make their addresses point at other documents.
         let mut searchers = Vec::with_capacity(self.shards.len());
         for (shard_number, shard) in self.shards.iter().enumerate() {
+            let started = std::time::Instant::now();
             let searcher = shard.searcher();
             let collector = (TopDocs::with_limit(wanted.max(1)).order_by_score(), Count);
             let (top, count) = searcher
                 .search(&query, &collector)
                 .map_err(|e| EngineError::index("searching", e))?;
+            shard.record_search(Some(started.elapsed()), None);
             total_hits += count as u64;
             candidates.extend(
                 top.into_iter()
@@ -1021,10 +1025,19 @@ impl Index {
         candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let max_score = candidates.first().map(|candidate| candidate.0);
         let mut hits = Vec::new();
+        let mut fetched = vec![None::<std::time::Duration>; self.shards.len()];
         for (score, shard_number, address) in candidates.into_iter().skip(from).take(size) {
+            let started = std::time::Instant::now();
             let (id, source) =
                 self.shards[shard_number].read_document(&searchers[shard_number], address)?;
+            let took = fetched[shard_number].get_or_insert(std::time::Duration::ZERO);
+            *took += started.elapsed();
             hits.push(SearchHit { id, score, source });
+        }
+        for (shard, took) in self.shards.iter().zip(fetched) {
+            if took.is_some() {
+                shard.record_search(None, took);
+            }
         }
         Ok(SearchResult {
             total_hits,

@@ -451,6 +451,113 @@ async fn cat_health_and_count(client: &EsClient) {
     );
 }
 
+async fn index_stats(client: &EsClient) {
+    let created = client
+        .put(
+            "/stats-test",
+            json!({"settings": {"index": {"number_of_shards": 2}}}),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let mut ndjson = String::new();
+    for n in 0..30 {
+        ndjson.push_str(
+            &json!({"index": {"_index": "stats-test", "_id": format!("d{n}")}}).to_string(),
+        );
+        ndjson.push_str("\n");
+        ndjson.push_str(&json!({"n": n}).to_string());
+        ndjson.push_str("\n");
+    }
+    ndjson.push_str(&json!({"delete": {"_index": "stats-test", "_id": "d0"}}).to_string());
+    ndjson.push_str("\n");
+    assert_eq!(client.bulk("/_bulk", ndjson).await.status, 200);
+    client.post_empty("/stats-test/_refresh").await;
+    let searched = client.get("/stats-test/_search?q=n:3").await;
+    assert_eq!(searched.status, 200, "{}", searched.text);
+
+    let stats = client.get("/stats-test/_stats").await;
+    assert_eq!(stats.status, 200, "{}", stats.text);
+    assert_eq!(stats.body["_shards"]["total"], 2, "{}", stats.text);
+    let primaries = &stats.body["indices"]["stats-test"]["primaries"];
+    assert_eq!(primaries["docs"]["count"], 29, "{}", stats.text);
+    assert_eq!(primaries["indexing"]["index_total"], 30, "{}", stats.text);
+    assert_eq!(primaries["indexing"]["delete_total"], 1, "{}", stats.text);
+    assert_eq!(primaries["search"]["query_total"], 2, "{}", stats.text);
+    assert!(
+        primaries["refresh"]["total"].as_u64().unwrap() >= 2,
+        "{}",
+        stats.text
+    );
+    assert!(
+        primaries["store"]["size_in_bytes"].as_u64().unwrap() > 0,
+        "{}",
+        stats.text
+    );
+    for section in ["flush", "merges", "translog", "segments"] {
+        assert!(primaries[section].is_object(), "{section}: {}", stats.text);
+    }
+    assert_eq!(
+        stats.body["indices"]["stats-test"]["total"], *primaries,
+        "one copy of each shard"
+    );
+
+    let shards = client.get("/stats-test/_stats?level=shards").await;
+    assert_eq!(shards.status, 200, "{}", shards.text);
+    let shard = &shards.body["indices"]["stats-test"]["shards"]["0"][0];
+    assert_eq!(shard["routing"]["primary"], true, "{}", shards.text);
+    let seq_no = &shard["seq_no"];
+    assert!(
+        seq_no["max_seq_no"].as_i64().unwrap() >= 0,
+        "{}",
+        shards.text
+    );
+    assert_eq!(
+        seq_no["local_checkpoint"], seq_no["max_seq_no"],
+        "{}",
+        shards.text
+    );
+    assert_eq!(
+        seq_no["global_checkpoint"], seq_no["max_seq_no"],
+        "{}",
+        shards.text
+    );
+    assert!(
+        shard["retention_leases"]["leases"].is_array(),
+        "{}",
+        shards.text
+    );
+
+    let docs_only = client.get("/_stats/docs,store?level=cluster").await;
+    assert_eq!(docs_only.status, 200, "{}", docs_only.text);
+    assert!(
+        docs_only.body.get("indices").is_none(),
+        "{}",
+        docs_only.text
+    );
+    let all = &docs_only.body["_all"]["primaries"];
+    assert!(
+        all["docs"]["count"].as_u64().unwrap() >= 29,
+        "{}",
+        docs_only.text
+    );
+    assert!(all.get("indexing").is_none(), "{}", docs_only.text);
+    assert_error(
+        &client.get("/_stats/nonsense").await,
+        400,
+        "illegal_argument_exception",
+    );
+    assert_error(
+        &client.get("/_stats?level=everything").await,
+        400,
+        "illegal_argument_exception",
+    );
+    assert_error(
+        &client.get("/no-such-index/_stats").await,
+        404,
+        "index_not_found_exception",
+    );
+}
+
 async fn delete(client: &EsClient) {
     assert_error(
         &client.delete("/flat-*").await,
@@ -563,6 +670,7 @@ async fn index_apis_answer_like_elasticsearch() {
     close_open_refresh_flush_merge(&client).await;
     cat_indices(&client).await;
     cat_health_and_count(&client).await;
+    index_stats(&client).await;
     delete(&client).await;
     aliases(&client).await;
 }

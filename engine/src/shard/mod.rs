@@ -60,6 +60,7 @@ mod carry;
 mod changes;
 mod checkpoints;
 mod commit_point;
+pub mod counters;
 mod lock_order;
 mod refresh;
 mod retention;
@@ -298,6 +299,8 @@ pub(crate) struct ShardInner {
     commits: Commits,
     /// The history cache, the retention leases and the floor they set.
     retention: Retention,
+    /// What the shard has done since it was opened (shared with merge waiters).
+    counters: Arc<counters::ShardCounters>,
     /// The latched failure (see [`ShardInner::fail`]).
     failure: RankedMutex<Option<String>>,
     /// Set when the translog's disk was full (see [`ShardInner::translog_failure`]): writes
@@ -464,6 +467,7 @@ impl ShardEngine {
             translog: Arc::new(translog),
             commits: Commits::new(reader, searcher, payload.local_checkpoint),
             retention: Retention::new(lease_log, leases, payload.min_retained_seq_no),
+            counters: Arc::default(),
             failure: RankedMutex::new(LockRank::Failure, None),
             no_space: AtomicBool::new(false),
             translog_flush_threshold_bytes: AtomicU64::new(config.translog_flush_threshold_bytes),
@@ -584,6 +588,45 @@ impl ShardEngine {
             })
             .sum();
         searcher.num_docs().saturating_sub(anchors)
+    }
+
+    /// Bytes of the shard's files on disk (segments, translog, state files), listed through
+    /// its storage: what `_stats` reports as the store size.
+    pub fn store_size_in_bytes(&self) -> u64 {
+        fn walk(storage: &StorageRef, dir: &Path, depth: usize) -> u64 {
+            let Ok(entries) = storage.list(dir) else {
+                return 0;
+            };
+            entries
+                .into_iter()
+                .map(|entry| {
+                    let path = dir.join(&entry.name);
+                    match entry.kind {
+                        crate::storage::EntryKind::Dir if depth < 4 => {
+                            walk(storage, &path, depth + 1)
+                        }
+                        crate::storage::EntryKind::Dir => 0,
+                        _ => storage.metadata(&path).map_or(0, |metadata| metadata.len),
+                    }
+                })
+                .sum()
+        }
+        walk(&self.inner.storage, &self.inner.dir, 0)
+    }
+
+    /// What the shard has done since it was opened (see [`counters::ShardCounters`]).
+    pub fn counters(&self) -> counters::CounterSnapshot {
+        self.inner.counters.snapshot()
+    }
+
+    /// Counts a query or a fetch run on this shard's searcher by its index.
+    pub fn record_search(&self, query: Option<Duration>, fetch: Option<Duration>) {
+        if let Some(took) = query {
+            self.inner.counters.record_query(took);
+        }
+        if let Some(took) = fetch {
+            self.inner.counters.record_fetch(took);
+        }
     }
 
     /// Every operation at or below it has been applied.

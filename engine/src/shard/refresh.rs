@@ -251,6 +251,7 @@ impl ShardInner {
         self.retention.history().retain(&searcher);
         self.compact_anchors(&searcher)?;
         self.commits.refresh_count.fetch_add(1, Ordering::Relaxed);
+        self.counters.record_refresh(waited.elapsed(), commit);
         tracing::debug!(
             shard = %self.dir.display(),
             writer_taken_us = writer_taken.as_micros() as u64,
@@ -415,6 +416,17 @@ impl ShardInner {
 
     pub(super) fn start_merge(&self, writer: &mut ShardWriter, segments: Vec<SegmentId>) {
         self.commits.merging.lock().extend(segments.iter().copied());
+        let docs: u64 = self
+            .commits
+            .searcher()
+            .segment_readers()
+            .iter()
+            .filter(|segment| segments.contains(&segment.segment_id()))
+            .map(|segment| u64::from(segment.max_doc()))
+            .sum();
+        let counters = self.counters.clone();
+        counters.merge_started(docs);
+        let started = Instant::now();
         let future = writer.merge(&segments);
         let merging = self.commits.merging.clone();
         let merged = self.commits.merged_since_reload.clone();
@@ -425,6 +437,7 @@ impl ShardInner {
                 if let Err(error) = future.wait() {
                     tracing::warn!(%error, "merge failed");
                 }
+                counters.merge_ended(docs, started.elapsed());
                 merging.lock().retain(|id| !segments.contains(id));
                 // The background pass installs a reader without the merged-away segments.
                 merged.store(true, Ordering::Release);

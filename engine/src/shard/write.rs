@@ -388,6 +388,25 @@ impl ShardEngine {
     /// document or a version conflict fails only its item); one translog fsync covers the
     /// whole bulk (and is shared with concurrent bulks).
     pub fn bulk(&self, requests: Vec<WriteRequest>) -> Vec<Result<WriteResult>> {
+        let started = std::time::Instant::now();
+        let results = self.bulk_uncounted(requests);
+        let (mut indexed, mut deleted, mut failed) = (0, 0, 0);
+        for result in &results {
+            match result {
+                Ok(result) => match result.outcome {
+                    WriteOutcome::Created | WriteOutcome::Updated => indexed += 1,
+                    WriteOutcome::Deleted | WriteOutcome::NotFound => deleted += 1,
+                },
+                Err(_) => failed += 1,
+            }
+        }
+        self.inner
+            .counters
+            .record_writes(indexed, deleted, 0, failed, started.elapsed());
+        results
+    }
+
+    fn bulk_uncounted(&self, requests: Vec<WriteRequest>) -> Vec<Result<WriteResult>> {
         let inner = &self.inner;
         if inner.writes.is_follower() {
             let reason =
@@ -488,6 +507,9 @@ impl ShardEngine {
         if let Some(location) = location {
             inner.wait_durable(location)?;
         }
+        inner
+            .counters
+            .record_writes(0, 0, 1, 0, std::time::Duration::ZERO);
         Ok(seq_no)
     }
 
@@ -519,6 +541,28 @@ impl ShardEngine {
     /// it stay applied, which is harmless, as applying an operation again is skipped. The call
     /// returns once everything it applied is durable (one translog sync, at the end).
     pub fn apply_shared_operations(
+        &self,
+        operations: Vec<SharedOperation>,
+        max_seq_no_of_updates: SeqNo,
+    ) -> Result<usize> {
+        let started = std::time::Instant::now();
+        let (mut indexed, mut deleted, mut noops) = (0, 0, 0);
+        for operation in &operations {
+            match operation.op_type() {
+                crate::types::OpType::Index => indexed += 1,
+                crate::types::OpType::Delete => deleted += 1,
+                crate::types::OpType::NoOp => noops += 1,
+            }
+        }
+        let applied = self.apply_uncounted(operations, max_seq_no_of_updates);
+        let failed = u64::from(applied.is_err());
+        self.inner
+            .counters
+            .record_writes(indexed, deleted, noops, failed, started.elapsed());
+        applied
+    }
+
+    fn apply_uncounted(
         &self,
         operations: Vec<SharedOperation>,
         max_seq_no_of_updates: SeqNo,

@@ -198,6 +198,19 @@ pub const ENDPOINTS: &[Endpoint] = {
             "/{index}/_search",
             Index("indices:data/read/search"),
         ),
+        // Index stats.
+        ("GET", "/_stats", AllIndices("indices:monitor/stats")),
+        (
+            "GET",
+            "/_stats/{metric}",
+            AllIndices("indices:monitor/stats"),
+        ),
+        ("GET", "/{index}/_stats", Index("indices:monitor/stats")),
+        (
+            "GET",
+            "/{index}/_stats/{metric}",
+            Index("indices:monitor/stats"),
+        ),
         ("GET", "/_count", AllIndices("indices:data/read/search")),
         ("POST", "/_count", AllIndices("indices:data/read/search")),
         ("GET", "/{index}/_count", Index("indices:data/read/search")),

@@ -28,6 +28,7 @@ pub mod recovery;
 pub mod root;
 pub mod search;
 pub mod security;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -58,6 +59,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(documents::routes())
         .merge(bulk::routes())
         .merge(search::routes())
+        .merge(stats::routes())
         .merge(cat::routes())
         .merge(ccr::routes())
         .merge(cluster::routes())
