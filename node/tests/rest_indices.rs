@@ -464,12 +464,12 @@ async fn index_stats(client: &EsClient) {
         ndjson.push_str(
             &json!({"index": {"_index": "stats-test", "_id": format!("d{n}")}}).to_string(),
         );
-        ndjson.push_str("\n");
+        ndjson.push('\n');
         ndjson.push_str(&json!({"n": n}).to_string());
-        ndjson.push_str("\n");
+        ndjson.push('\n');
     }
     ndjson.push_str(&json!({"delete": {"_index": "stats-test", "_id": "d0"}}).to_string());
-    ndjson.push_str("\n");
+    ndjson.push('\n');
     assert_eq!(client.bulk("/_bulk", ndjson).await.status, 200);
     client.post_empty("/stats-test/_refresh").await;
     let searched = client.get("/stats-test/_search?q=n:3").await;
