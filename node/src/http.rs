@@ -132,13 +132,33 @@ pub fn default_max_open_connections() -> usize {
     half_of_fds.clamp(1, MAX_DEFAULT_OPEN_CONNECTIONS)
 }
 
+/// The connections of the HTTP server (`_nodes/stats` `http`, and the metrics).
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    opened: std::sync::atomic::AtomicU64,
+    open: std::sync::atomic::AtomicU64,
+}
+
+impl HttpCounters {
+    /// Connections open now.
+    pub fn current_open(&self) -> u64 {
+        self.open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Connections accepted since the node started.
+    pub fn total_opened(&self) -> u64 {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Serves `app` on `listener` within `limits` until `stop` completes, then drains (see the
-/// module documentation).
+/// module documentation); counts the connections in `counters`.
 pub async fn serve(
     listener: TcpListener,
     app: NormalizedRouter,
     limits: HttpLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
+    counters: Arc<HttpCounters>,
     stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -192,8 +212,18 @@ pub async fn serve(
             continue;
         };
         let (app, shutting_down, tls) = (app.clone(), shutting_down.clone(), tls.clone());
+        counters
+            .opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let counters = counters.clone();
         tokio::spawn(async move {
             accept_connection(stream, peer, tls, app, limits, shutting_down).await;
+            counters
+                .open
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             drop(client);
             drop(permit);
         });

@@ -35,4 +35,5 @@ pub mod rest;
 pub mod security;
 pub mod server;
 pub mod shard_failures;
+pub mod system;
 pub mod verify_cli;

@@ -145,6 +145,14 @@ pub struct Node {
     remote_tls: RemoteTls,
     /// Authentication: whether it is on, and the users.
     pub security: Arc<Security>,
+    /// The HTTP server's connections.
+    pub http_counters: Arc<crate::http::HttpCounters>,
+    /// The transport requests served.
+    pub transport_counters: crate::rest::nodes::TransportCounters,
+    /// CPU percentages between two stats requests.
+    pub cpu: crate::system::CpuSampler,
+    /// When the node started.
+    pub started: std::time::Instant,
     /// The `elastic` password a first start with security on generated, until printed.
     bootstrap: parking_lot::Mutex<Option<Bootstrap>>,
     /// Secure settings: the remote clusters' credentials.
@@ -244,6 +252,10 @@ impl Node {
             remote_clients: parking_lot::Mutex::new(remote_clients),
             remote_tls,
             security: Arc::new(security),
+            http_counters: Arc::default(),
+            transport_counters: crate::rest::nodes::TransportCounters::default(),
+            cpu: crate::system::CpuSampler::default(),
+            started: std::time::Instant::now(),
             bootstrap: parking_lot::Mutex::new(bootstrap),
             keystore: Arc::new(keystore),
             remote_credentials: parking_lot::Mutex::new(credentials),

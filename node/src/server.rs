@@ -70,13 +70,24 @@ impl RunningNode {
             );
         }
         let limits = config.http_limits;
+        // The node knows the address it serves (the port chosen for `:0`).
+        let mut config = config;
+        config.http = address;
         let node = Node::open(config).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = crate::rest::normalized(node.clone());
         let serves_tls = tls.is_some();
-        let server = tokio::spawn(crate::http::serve(listener, app, limits, tls, async {
-            let _ = stopped.await;
-        }));
+        let counters = node.http_counters.clone();
+        let server = tokio::spawn(crate::http::serve(
+            listener,
+            app,
+            limits,
+            tls,
+            counters,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Ok(RunningNode {
             node,
             address,

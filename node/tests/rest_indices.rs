@@ -556,6 +556,93 @@ async fn index_stats(client: &EsClient) {
         404,
         "index_not_found_exception",
     );
+
+    // The shards, segments and node tables.
+    let shards = client.get("/_cat/shards/stats-test?v").await;
+    assert_eq!(shards.status, 200, "{}", shards.text);
+    let lines: Vec<Vec<&str>> = shards
+        .text
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["index", "shard", "prirep", "state", "docs", "store", "dataset", "ip", "node"]
+    );
+    assert_eq!(lines.len(), 3, "{}", shards.text);
+    assert_eq!(&lines[1][..4], ["stats-test", "0", "p", "STARTED"]);
+    let docs: u64 = lines[1..]
+        .iter()
+        .map(|row| row[4].parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(docs, 29);
+    let seq = client
+        .get("/_cat/shards/stats-test?format=json&h=shard,seq_no.max,seq_no.global_checkpoint")
+        .await;
+    assert_eq!(seq.status, 200, "{}", seq.text);
+    assert_eq!(
+        seq.body[0]["seq_no.max"], seq.body[0]["seq_no.global_checkpoint"],
+        "{}",
+        seq.text
+    );
+    let segments = client.get("/_cat/segments/stats-test?format=json").await;
+    assert_eq!(segments.status, 200, "{}", segments.text);
+    let live: u64 = segments
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["docs.count"].as_str().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(live, 29, "{}", segments.text);
+    let nodes = client
+        .get("/_cat/nodes?format=json&h=name,master,ram.percent,port")
+        .await;
+    assert_eq!(nodes.status, 200, "{}", nodes.text);
+    assert_eq!(nodes.body[0]["master"], "*", "{}", nodes.text);
+    assert_ne!(nodes.body[0]["port"], "0", "the bound port: {}", nodes.text);
+
+    let node_stats = client.get("/_nodes/stats").await;
+    assert_eq!(node_stats.status, 200, "{}", node_stats.text);
+    let (_, node) = node_stats.body["nodes"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    for section in ["indices", "os", "process", "fs", "http", "transport"] {
+        assert!(node[section].is_object(), "{section}: {}", node_stats.text);
+    }
+    assert!(node["indices"]["indexing"]["index_total"].as_u64().unwrap() >= 30);
+    let local = client.get("/_nodes/_local/stats/process,fs").await;
+    assert_eq!(local.status, 200, "{}", local.text);
+    let (_, node) = local.body["nodes"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    assert!(node.get("indices").is_none(), "{}", local.text);
+    let nobody = client.get("/_nodes/someone-else/stats").await;
+    assert_eq!(nobody.body["_nodes"]["total"], 0, "{}", nobody.text);
+    assert_error(
+        &client.get("/_nodes/stats/nonsense").await,
+        400,
+        "illegal_argument_exception",
+    );
+    let cluster = client.get("/_cluster/stats").await;
+    assert_eq!(cluster.status, 200, "{}", cluster.text);
+    assert!(
+        cluster.body["indices"]["count"].as_u64().unwrap() >= 1,
+        "{}",
+        cluster.text
+    );
+    assert!(cluster.body["indices"]["docs"]["count"].as_u64().unwrap() >= 29);
+    assert_eq!(
+        cluster.body["nodes"]["count"]["total"], 1,
+        "{}",
+        cluster.text
+    );
 }
 
 async fn delete(client: &EsClient) {

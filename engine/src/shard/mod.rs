@@ -240,6 +240,19 @@ pub struct CommitPayload {
     pub min_retained_seq_no: SeqNo,
 }
 
+/// One segment of a shard's reader (see [`ShardEngine::segments`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// The segment's id (tantivy's uuid, as its files are named).
+    pub name: String,
+    /// Live documents.
+    pub live_docs: u64,
+    /// Soft-deleted documents still in the segment (history, and updated documents).
+    pub deleted_docs: u64,
+    /// Bytes of the segment's files.
+    pub size_in_bytes: u64,
+}
+
 /// Checkpoints and counters of a shard, at one moment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ShardStats {
@@ -612,6 +625,49 @@ impl ShardEngine {
                 .sum()
         }
         walk(&self.inner.storage, &self.inner.dir, 0)
+    }
+
+    /// The segments of the last refreshed reader, as `_cat/segments` shows them: documents
+    /// without the engine's anchors, and the bytes of the segment's files.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let inner = &self.inner;
+        let searcher = inner.commits.searcher();
+        let index_dir = inner.dir.join(INDEX_DIR);
+        let files: Vec<(String, u64)> = inner
+            .storage
+            .list(&index_dir)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|entry| {
+                let len = inner
+                    .storage
+                    .metadata(&index_dir.join(&entry.name))
+                    .map_or(0, |metadata| metadata.len);
+                (entry.name, len)
+            })
+            .collect();
+        searcher
+            .segment_readers()
+            .iter()
+            .map(|segment| {
+                let uuid = segment.segment_id().uuid_string();
+                let anchors = inner
+                    .retention
+                    .history()
+                    .get(segment)
+                    .map_or(0, |history| history.live_anchors(segment).len() as u64);
+                SegmentInfo {
+                    live_docs: u64::from(segment.num_docs()).saturating_sub(anchors),
+                    deleted_docs: u64::from(segment.num_deleted_docs()),
+                    size_in_bytes: files
+                        .iter()
+                        .filter(|(name, _)| name.starts_with(&uuid))
+                        .map(|(_, len)| len)
+                        .sum(),
+                    name: uuid,
+                }
+            })
+            .collect()
     }
 
     /// What the shard has done since it was opened (see [`counters::ShardCounters`]).

@@ -198,6 +198,33 @@ pub const ENDPOINTS: &[Endpoint] = {
             "/{index}/_search",
             Index("indices:data/read/search"),
         ),
+        // Node and cluster stats.
+        (
+            "GET",
+            "/_nodes/stats",
+            Cluster("cluster:monitor/nodes/stats"),
+        ),
+        (
+            "GET",
+            "/_nodes/stats/{metric}",
+            Cluster("cluster:monitor/nodes/stats"),
+        ),
+        (
+            "GET",
+            "/_nodes/{node_id}/stats",
+            Cluster("cluster:monitor/nodes/stats"),
+        ),
+        (
+            "GET",
+            "/_nodes/{node_id}/stats/{metric}",
+            Cluster("cluster:monitor/nodes/stats"),
+        ),
+        ("GET", "/_cluster/stats", Cluster("cluster:monitor/stats")),
+        (
+            "GET",
+            "/_cluster/stats/nodes/{node_id}",
+            Cluster("cluster:monitor/stats"),
+        ),
         // Index stats.
         ("GET", "/_stats", AllIndices("indices:monitor/stats")),
         (
@@ -229,6 +256,19 @@ pub const ENDPOINTS: &[Endpoint] = {
             "/_cat/indices/{index}",
             Cluster("cluster:monitor/state"),
         ),
+        ("GET", "/_cat/shards", Cluster("cluster:monitor/state")),
+        (
+            "GET",
+            "/_cat/shards/{index}",
+            Cluster("cluster:monitor/state"),
+        ),
+        ("GET", "/_cat/segments", Cluster("cluster:monitor/state")),
+        (
+            "GET",
+            "/_cat/segments/{index}",
+            Cluster("cluster:monitor/state"),
+        ),
+        ("GET", "/_cat/nodes", Cluster("cluster:monitor/nodes/info")),
         ("GET", "/_cat/recovery", Cluster("cluster:monitor/state")),
         (
             "GET",

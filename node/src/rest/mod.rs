@@ -23,6 +23,7 @@ pub mod documents;
 pub mod filter_path;
 pub mod index_expression;
 pub mod indices;
+pub mod nodes;
 pub mod params;
 pub mod recovery;
 pub mod root;
@@ -60,12 +61,17 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(bulk::routes())
         .merge(search::routes())
         .merge(stats::routes())
+        .merge(nodes::routes())
         .merge(cat::routes())
         .merge(ccr::routes())
         .merge(cluster::routes())
         .merge(recovery::routes())
         .merge(security::routes())
-        .merge(tandem_transport::router(Arc::new(node.leader.clone())))
+        .merge(
+            tandem_transport::router(Arc::new(node.leader.clone())).layer(
+                axum::middleware::from_fn_with_state(node.clone(), nodes::count_transport),
+            ),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
             actions::authorize,

@@ -253,6 +253,57 @@ def main(leader_url, follower_url):
     assert entry["status"] == "active", entry
     assert entry["parameters"]["max_read_request_operation_count"] > 0, entry
 
+    step("monitoring endpoints")
+    leader.indices.refresh(index=LEADER_INDEX)
+    follower.indices.refresh(index=FOLLOWER_INDEX)
+    leader_stats = leader.indices.stats(index=LEADER_INDEX, level="shards")
+    assert leader_stats["_shards"]["failed"] == 0, leader_stats
+    primaries = leader_stats["indices"][LEADER_INDEX]["primaries"]
+    assert primaries["docs"]["count"] == 300, primaries["docs"]
+    assert primaries["indexing"]["index_total"] >= 302, primaries["indexing"]
+    assert primaries["indexing"]["delete_total"] == 1, primaries["indexing"]
+    assert primaries["store"]["size_in_bytes"] > 0, primaries["store"]
+    for section in ("search", "refresh", "flush", "merges", "translog", "segments"):
+        assert section in primaries, (section, primaries)
+    leader_shard = leader_stats["indices"][LEADER_INDEX]["shards"]["0"][0]
+    assert leader_shard["seq_no"]["max_seq_no"] >= 302, leader_shard["seq_no"]
+    assert leader_shard["seq_no"]["global_checkpoint"] == leader_shard["seq_no"]["max_seq_no"]
+    lease_sources = [lease["source"] for lease in leader_shard["retention_leases"]["leases"]]
+    assert "ccr" in lease_sources, leader_shard["retention_leases"]
+    follower_docs = follower.indices.stats(index=FOLLOWER_INDEX, metric="docs")
+    assert follower_docs["_all"]["primaries"]["docs"]["count"] == 300, follower_docs
+    assert "indexing" not in follower_docs["_all"]["primaries"], follower_docs
+
+    nodes = follower.nodes.stats()
+    assert nodes["_nodes"]["total"] == 1, nodes
+    (node_stats,) = nodes["nodes"].values()
+    for section in ("indices", "os", "process", "fs", "http", "transport"):
+        assert section in node_stats, (section, node_stats.keys())
+    assert node_stats["process"]["mem"]["resident_in_bytes"] > 0, node_stats["process"]
+    assert node_stats["fs"]["total"]["total_in_bytes"] > 0, node_stats["fs"]
+    assert node_stats["http"]["current_open"] >= 1, node_stats["http"]
+    assert node_stats["indices"]["docs"]["count"] >= 300, node_stats["indices"]["docs"]
+    leader_transport = next(iter(leader.nodes.stats(metric="transport")["nodes"].values()))
+    assert leader_transport["transport"]["rx_count"] > 0, leader_transport
+
+    cluster = follower.cluster.stats()
+    assert cluster["status"] == "green", cluster
+    assert cluster["indices"]["count"] >= 1, cluster["indices"]
+    assert cluster["indices"]["docs"]["count"] >= 300, cluster["indices"]
+    assert cluster["nodes"]["count"]["total"] == 1, cluster["nodes"]
+
+    shards = follower.cat.shards(index=FOLLOWER_INDEX, format="json")
+    assert [(row["index"], row["shard"], row["prirep"], row["state"]) for row in shards] == [
+        (FOLLOWER_INDEX, "0", "p", "STARTED")
+    ], shards
+    assert shards[0]["docs"] == "300", shards
+    segments = follower.cat.segments(index=FOLLOWER_INDEX, format="json")
+    assert sum(int(row["docs.count"]) for row in segments) == 300, segments
+    cat_nodes = follower.cat.nodes(format="json")
+    assert len(cat_nodes) == 1 and cat_nodes[0]["master"] == "*", cat_nodes
+    assert follower.cat.health(format="json")[0]["status"] == "green"
+    assert follower.cat.count(index=FOLLOWER_INDEX, format="json")[0]["count"] == "300"
+
     step("pause and resume")
     paused = follower.ccr.pause_follow(index=FOLLOWER_INDEX)
     assert paused["acknowledged"] is True, paused

@@ -10,7 +10,9 @@
 pub mod count;
 pub mod health;
 pub mod indices;
+pub mod nodes;
 pub mod recovery;
+pub mod shards;
 
 use std::time::{Duration, SystemTime};
 
@@ -28,7 +30,9 @@ pub fn routes() -> Router<NodeState> {
         .merge(count::routes())
         .merge(health::routes())
         .merge(indices::routes())
+        .merge(nodes::routes())
         .merge(recovery::routes())
+        .merge(shards::routes())
 }
 
 /// The `epoch` (seconds) and `timestamp` (`HH:MM:SS`, UTC) cells of `time`, as the `_cat`
