@@ -161,6 +161,7 @@ fn follow(pair: &Pair) -> ShardFollowTask {
             lease: None,
             follower_mapping_version: pair.leader.metadata().mapping_version,
             follower_settings_version: pair.leader.metadata().settings_version,
+            lag_clock: Default::default(),
         },
     )
 }

@@ -39,6 +39,7 @@ use tandem_recovery::{IndexMetadataRequest, LeaderError};
 use tokio::sync::Mutex;
 
 use crate::error::CcrError;
+use crate::lag::{Lag, LagClock};
 use crate::leader::follower_lease_id;
 use crate::lease_cleanup::{LeaseCleanup, PendingLeaseRemoval};
 use crate::params::{FollowParameters, ResolvedFollowParameters};
@@ -118,6 +119,24 @@ pub struct FollowerMetadata {
     pub paused: bool,
     /// Id of the retention lease the follower holds on every leader shard.
     pub lease_id: String,
+}
+
+/// Longest the metrics wait for a paused follower's leader to say its max_seq_no.
+pub const LAG_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the metrics show of one follower shard ([`FollowerIndices::follow_metrics`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FollowShardMetrics {
+    /// The follower index.
+    pub follower_index: String,
+    /// The shard.
+    pub shard: u32,
+    /// True while the follower is paused (its stats are then those of no task).
+    pub paused: bool,
+    /// Its follow stats.
+    pub stats: ShardFollowStats,
+    /// How far it trails.
+    pub lag: Lag,
 }
 
 /// Follow info of one follower index (`GET /{index}/_ccr/info`).
@@ -296,6 +315,9 @@ pub struct FollowerIndices {
     lease_cleanup: Arc<LeaseCleanup>,
     /// The task retrying the lease removals ([`LeaseCleanup::run`]).
     lease_cleanup_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Per follower shard, what was seen of its leader's progress (kept across pauses;
+    /// pruned to the follower indices by [`FollowerIndices::follow_metrics`]).
+    lag_clocks: parking_lot::Mutex<BTreeMap<(String, u32), Arc<LagClock>>>,
 }
 
 impl Drop for FollowerIndices {
@@ -336,6 +358,7 @@ impl FollowerIndices {
             pending: Mutex::new(pending),
             lease_cleanup,
             lease_cleanup_task: parking_lot::Mutex::new(Some(lease_cleanup_task)),
+            lag_clocks: parking_lot::Mutex::new(BTreeMap::new()),
         };
         {
             let mut followers = this.followers.lock().await;
@@ -834,6 +857,7 @@ impl FollowerIndices {
                             id: metadata.lease_id.clone(),
                             renew_interval: DEFAULT_LEASE_RENEW_INTERVAL,
                         }),
+                        lag_clock: self.lag_clock(follower_index, shard),
                         follower_mapping_version: versions.mapping_version,
                         follower_settings_version: versions.settings_version,
                     },
@@ -1124,6 +1148,93 @@ impl FollowerIndices {
             shards: verified,
             equal,
         })
+    }
+
+    /// The lag clock of shard `shard` of `follower_index` (made on first use).
+    fn lag_clock(&self, follower_index: &str, shard: u32) -> Arc<LagClock> {
+        self.lag_clocks
+            .lock()
+            .entry((follower_index.to_string(), shard))
+            .or_default()
+            .clone()
+    }
+
+    /// What the metrics show of every follower shard, paused ones included: its follow stats,
+    /// and its lag. A paused follower's leader is asked for its max_seq_no (within
+    /// [`LAG_PROBE_TIMEOUT`] per shard; an unreachable leader leaves the last known lag).
+    pub async fn follow_metrics(&self) -> Vec<FollowShardMetrics> {
+        let followers: Vec<(String, FollowerMetadata, Vec<ShardFollowStats>)> = {
+            let followers = self.followers.lock().await;
+            followers
+                .iter()
+                .map(|(name, follower)| {
+                    (
+                        name.clone(),
+                        follower.metadata.clone(),
+                        follower.tasks.iter().map(ShardFollowTask::stats).collect(),
+                    )
+                })
+                .collect()
+        };
+        self.lag_clocks
+            .lock()
+            .retain(|(name, _), _| followers.iter().any(|(known, _, _)| known == name));
+        let mut out = Vec::new();
+        for (name, metadata, stats) in followers {
+            let Ok(index) = self.indices.get(&name) else {
+                continue;
+            };
+            for (shard, engine) in index.shards().iter().enumerate() {
+                let shard = shard as u32;
+                let clock = self.lag_clock(&name, shard);
+                let stats = match stats.get(shard as usize) {
+                    Some(stats) => stats.clone(),
+                    None => {
+                        self.probe_leader(&metadata, shard, &clock).await;
+                        ShardFollowStats::before_following(
+                            &metadata.remote_cluster,
+                            &metadata.leader_index,
+                            &name,
+                            shard,
+                            None,
+                        )
+                    }
+                };
+                let lag = clock.lag(engine.local_checkpoint().0, std::time::Instant::now());
+                out.push(FollowShardMetrics {
+                    paused: metadata.paused,
+                    stats,
+                    lag,
+                    follower_index: name.clone(),
+                    shard,
+                });
+            }
+        }
+        out
+    }
+
+    /// Asks the leader shard of a paused follower shard for its max_seq_no and notes it.
+    async fn probe_leader(&self, metadata: &FollowerMetadata, shard: u32, clock: &LagClock) {
+        let Ok(client) = self.remotes.get(&metadata.remote_cluster) else {
+            return;
+        };
+        let request = ShardChangesRequest {
+            shard: ShardId::new(metadata.leader_index.clone(), shard),
+            changes: ChangesRequest {
+                from_seq_no: SeqNo(i64::MAX / 2),
+                max_operation_count: 1,
+                max_batch_size: 1,
+                poll_timeout: Duration::ZERO,
+                expected_history_uuid: metadata.leader_history_uuids.get(shard as usize).cloned(),
+            },
+        };
+        match tokio::time::timeout(LAG_PROBE_TIMEOUT, client.shard_changes(request)).await {
+            Ok(Ok(response)) => {
+                clock.observe(response.changes.max_seq_no.0, std::time::Instant::now())
+            }
+            Ok(Err(error)) => tracing::debug!(%error, "probing a paused follower's leader failed"),
+            Err(_) => tracing::debug!("probing a paused follower's leader timed out"),
+        }
     }
 
     /// Follow stats of every following (not paused) index, or of the given one.

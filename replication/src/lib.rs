@@ -12,6 +12,7 @@
 //! - [`task`]: the shard follow task (the pull loop itself).
 //! - [`follower_indices`]: the follow lifecycle (follow, pause, resume, unfollow, info, stats).
 //! - [`auto_follow`]: auto-follow patterns and their coordinator.
+//! - [`lag`]: how far a follower shard trails, in operations and seconds.
 //! - [`verify`]: proof that a follower holds what its leader holds, shard by shard.
 //! - [`leader`]: the leader side: follower lease ids and forget-follower.
 //! - [`lease_cleanup`]: removal of the leases of follows that ended, retried until done.
@@ -25,6 +26,7 @@ pub mod backoff;
 pub mod buffer;
 pub mod error;
 pub mod follower_indices;
+pub mod lag;
 pub mod leader;
 pub mod lease_cleanup;
 pub mod params;

@@ -27,6 +27,77 @@ pub struct ReadException {
     pub exception: ErrorBody,
 }
 
+/// Upper bounds (seconds) of the buckets of the follow latency histograms.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A latency histogram with the buckets of [`LATENCY_BUCKETS_SECONDS`] (and one above them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Per bucket (not cumulative); the last counts what exceeded every bound.
+    pub counts: [u64; LATENCY_BUCKETS_SECONDS.len() + 1],
+    /// Sum of the latencies, in nanoseconds.
+    pub sum_nanos: u64,
+}
+
+impl LatencyHistogram {
+    /// Counts one latency.
+    pub fn record(&mut self, latency: std::time::Duration) {
+        let seconds = latency.as_secs_f64();
+        let bucket = LATENCY_BUCKETS_SECONDS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BUCKETS_SECONDS.len());
+        self.counts[bucket] += 1;
+        self.sum_nanos = self
+            .sum_nanos
+            .saturating_add(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// Latencies counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// (upper bound, count of that bucket alone) per bucket, `+Inf` last.
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        LATENCY_BUCKETS_SECONDS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.counts)
+            .collect()
+    }
+
+    /// (upper bound, cumulative count) per bucket, `+Inf` last: Prometheus' buckets.
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut total = 0;
+        LATENCY_BUCKETS_SECONDS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.counts)
+            .map(|(bound, count)| {
+                total += count;
+                (bound, total)
+            })
+            .collect()
+    }
+}
+
+/// What a follower shard's task measures beyond Elasticsearch's follow stats (for the
+/// Prometheus metrics; not part of `_ccr/stats`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FollowMetrics {
+    /// End-to-end latency of reads from the leader.
+    pub read_latency: LatencyHistogram,
+    /// Latency of writes to the follower shard.
+    pub write_latency: LatencyHistogram,
+    /// Bytes of the operations written to the follower shard.
+    pub bytes_written: u64,
+}
+
 /// The stats of one follower shard.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardFollowStats {
@@ -89,6 +160,9 @@ pub struct ShardFollowStats {
     /// The error that stopped the task, if one did.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fatal_exception: Option<ErrorBody>,
+    /// Latencies and bytes written (for the metrics).
+    #[serde(skip)]
+    pub metrics: FollowMetrics,
 }
 
 impl ShardFollowStats {
@@ -132,6 +206,7 @@ impl ShardFollowStats {
             read_exceptions: Vec::new(),
             time_since_last_read_millis: -1,
             fatal_exception,
+            metrics: FollowMetrics::default(),
         }
     }
 

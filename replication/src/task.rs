@@ -80,6 +80,9 @@ pub struct ShardFollowTaskConfig {
     pub follower_mapping_version: u64,
     /// The leader's settings version the follower index already has.
     pub follower_settings_version: u64,
+    /// Where the task notes what it sees of the leader's progress (the lag metrics read it,
+    /// also while the follower is paused).
+    pub lag_clock: Arc<crate::lag::LagClock>,
 }
 
 /// A running (or stopped) pull loop. Dropping it stops the loop.
@@ -210,6 +213,9 @@ struct TaskStatus {
 /// Counters that only grow.
 #[derive(Default)]
 struct Counters {
+    read_latency: crate::stats::LatencyHistogram,
+    write_latency: crate::stats::LatencyHistogram,
+    bytes_written: u64,
     total_read_time: Duration,
     total_read_remote_exec_time: Duration,
     successful_reads: u64,
@@ -238,6 +244,8 @@ enum Event {
     },
     Write {
         operations: usize,
+        /// Bytes of those operations.
+        bytes: u64,
         started: Instant,
         result: Result<(), EngineError>,
         /// The operations, back from a write the follower's full disk refused.
@@ -332,8 +340,8 @@ impl FollowLoop {
                     Err(error) => self.on_child_failure(error),
                 },
                 Some(joined) = writes.join_next() => match joined {
-                    Ok(Event::Write { operations, started, result, refused }) => {
-                        self.on_write(operations, started, result, refused);
+                    Ok(Event::Write { operations, bytes, started, result, refused }) => {
+                        self.on_write((operations, bytes), started, result, refused);
                     }
                     Ok(_) => unreachable!("only writes run in the write set"),
                     Err(error) => self.on_child_failure(error),
@@ -351,10 +359,11 @@ impl FollowLoop {
             match joined {
                 Ok(Event::Write {
                     operations,
+                    bytes,
                     started,
                     result,
                     refused,
-                }) => self.on_write(operations, started, result, refused),
+                }) => self.on_write((operations, bytes), started, result, refused),
                 Ok(_) => {}
                 Err(error) => self.on_child_failure(error),
             }
@@ -468,6 +477,7 @@ impl FollowLoop {
     ) {
         let elapsed = started.elapsed();
         self.counters.total_read_time += elapsed;
+        self.counters.read_latency.record(elapsed);
         let response = match result {
             Ok(response) => response,
             Err(error) => {
@@ -491,6 +501,9 @@ impl FollowLoop {
             .leader_global_checkpoint
             .max(response.changes.global_checkpoint);
         self.leader_max_seq_no = self.leader_max_seq_no.max(response.changes.max_seq_no);
+        self.config
+            .lag_clock
+            .observe(response.changes.max_seq_no.0, Instant::now());
         self.leader_max_seq_no_of_updates = self
             .leader_max_seq_no_of_updates
             .max(response.changes.max_seq_no_of_updates);
@@ -651,6 +664,10 @@ impl FollowLoop {
             let index = self.config.follower_index.clone();
             let shard = self.config.leader_shard.shard as usize;
             let max_seq_no_of_updates = self.leader_max_seq_no_of_updates;
+            let bytes: u64 = operations
+                .iter()
+                .map(|operation| operation.size_in_bytes() as u64)
+                .sum();
             children.spawn(async move {
                 let started = Instant::now();
                 let count = operations.len();
@@ -671,6 +688,7 @@ impl FollowLoop {
                 let refused = matches!(result, Err(EngineError::NoSpace(_))).then_some(kept);
                 Event::Write {
                     operations: count,
+                    bytes,
                     started,
                     result,
                     refused,
@@ -681,17 +699,19 @@ impl FollowLoop {
 
     fn on_write(
         &mut self,
-        operations: usize,
+        (operations, bytes): (usize, u64),
         started: Instant,
         result: Result<(), EngineError>,
         refused: Option<Vec<SharedOperation>>,
     ) {
         self.outstanding_writes -= 1;
         self.counters.total_write_time += started.elapsed();
+        self.counters.write_latency.record(started.elapsed());
         match (result, refused) {
             (Ok(()), _) => {
                 self.counters.successful_writes += 1;
                 self.counters.operations_written += operations as u64;
+                self.counters.bytes_written += bytes;
                 self.write_retries = 0;
             }
             (Err(error), Some(refused)) => {
@@ -798,6 +818,11 @@ impl FollowLoop {
             })
             .collect();
         status.fatal_exception = self.fatal.clone();
+        status.metrics = crate::stats::FollowMetrics {
+            read_latency: counters.read_latency.clone(),
+            write_latency: counters.write_latency.clone(),
+            bytes_written: counters.bytes_written,
+        };
     }
 }
 

@@ -259,6 +259,7 @@ fn task_config(
         lease: None,
         follower_mapping_version: leader.metadata().mapping_version,
         follower_settings_version: leader.metadata().settings_version,
+        lag_clock: Default::default(),
     }
 }
 

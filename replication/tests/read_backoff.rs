@@ -142,6 +142,7 @@ fn start(fixture: &Fixture) -> ShardFollowTask {
         lease: None,
         follower_mapping_version: fixture.leader.metadata().mapping_version,
         follower_settings_version: fixture.leader.metadata().settings_version,
+        lag_clock: Default::default(),
     };
     // Checked as every remote cluster's client is.
     ShardFollowTask::start(CheckedLeaderClient::wrap(fixture.client.clone()), config)

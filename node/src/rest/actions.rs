@@ -201,6 +201,11 @@ pub const ENDPOINTS: &[Endpoint] = {
         // Node and cluster stats.
         (
             "GET",
+            "/_prometheus/metrics",
+            Cluster("cluster:monitor/prometheus/metrics"),
+        ),
+        (
+            "GET",
             "/_nodes/stats",
             Cluster("cluster:monitor/nodes/stats"),
         ),

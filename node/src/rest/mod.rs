@@ -23,6 +23,7 @@ pub mod documents;
 pub mod filter_path;
 pub mod index_expression;
 pub mod indices;
+pub mod metrics;
 pub mod nodes;
 pub mod params;
 pub mod recovery;
@@ -62,6 +63,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(search::routes())
         .merge(stats::routes())
         .merge(nodes::routes())
+        .merge(metrics::routes())
         .merge(cat::routes())
         .merge(ccr::routes())
         .merge(cluster::routes())
