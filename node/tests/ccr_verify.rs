@@ -196,6 +196,7 @@ async fn a_changed_or_lost_operation_is_named_by_seq_no_and_id() {
     wait_for_count(&pair.follower_client, "lost-copy", 299).await;
 
     let answer = verify(&pair.follower_client, "changed-copy").await;
+    eprintln!("verify of a changed document: {}", answer.text);
     assert_eq!(answer.status, 200, "{}", answer.text);
     assert_eq!(answer.body["equal"], false, "{}", answer.text);
     let shard = differing_shard(&answer.body);
