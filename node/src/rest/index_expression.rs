@@ -6,12 +6,34 @@
 //! - the result has no duplicates and keeps the order of the expression (wildcard matches in
 //!   name order).
 
+use std::sync::Arc;
+
+use tandem_engine::index::Index;
 use tandem_engine::indices::Indices;
 
 use crate::error::RestError;
 
 /// Most comma-separated parts an expression may have.
 pub const MAX_EXPRESSION_PARTS: usize = 1024;
+
+/// The open indices `expression` designates (every open index without one), sorted by name:
+/// what the stats, `_cat/shards` and the metrics read. A named index that does not exist is an
+/// error; closed ones, and those closed or deleted while this runs, are skipped.
+pub fn open_indices(
+    indices: &Indices,
+    expression: Option<&str>,
+) -> Result<Vec<(String, Arc<Index>)>, RestError> {
+    let mut names = match expression {
+        Some(expression) => resolve_indices(indices, expression)?,
+        None => indices.names(),
+    };
+    names.sort();
+    Ok(names
+        .into_iter()
+        .filter(|name| !indices.is_closed(name).unwrap_or(true))
+        .filter_map(|name| indices.get(&name).ok().map(|index| (name, index)))
+        .collect())
+}
 
 /// The index names `expression` designates (see the module documentation).
 pub fn resolve_indices(indices: &Indices, expression: &str) -> Result<Vec<String>, RestError> {

@@ -42,6 +42,7 @@ use tandem_replication::follower_indices::{FollowShardMetrics, FollowerShardReco
 use tandem_replication::stats::LatencyHistogram;
 
 use super::blocking::blocking;
+use super::index_expression::open_indices;
 use super::{NodeState, Params};
 use crate::error::RestError;
 use crate::system;
@@ -306,13 +307,7 @@ async fn gather(node: &NodeState) -> Result<Scrape, RestError> {
     let reading = node.clone();
     let (shards, process) = blocking(move || {
         let mut shards = Vec::new();
-        for name in reading.indices.names() {
-            if reading.indices.is_closed(&name).unwrap_or(true) {
-                continue;
-            }
-            let Ok(index) = reading.indices.get(&name) else {
-                continue;
-            };
+        for (name, index) in open_indices(&reading.indices, None)? {
             for (number, shard) in index.shards().iter().enumerate() {
                 let stats = shard.stats();
                 let counters = shard.counters();

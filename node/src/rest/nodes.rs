@@ -18,6 +18,7 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use super::blocking::blocking;
+use super::index_expression::open_indices;
 use super::stats::{add_numbers, shard_sections, METRICS};
 use super::{ok, NodeState, Params};
 use crate::error::RestError;
@@ -138,13 +139,7 @@ fn epoch_millis() -> u64 {
 fn indices_section(node: &NodeState) -> (Map<String, Value>, IndexCounts) {
     let mut sum = Map::new();
     let mut counts = IndexCounts::default();
-    for name in node.indices.names() {
-        if node.indices.is_closed(&name).unwrap_or(true) {
-            continue;
-        }
-        let Ok(index) = node.indices.get(&name) else {
-            continue;
-        };
+    for (_, index) in open_indices(&node.indices, None).unwrap_or_default() {
         counts.indices += 1;
         for shard in index.shards() {
             counts.shards += 1;
@@ -164,7 +159,7 @@ fn os_section(node: &NodeState) -> Value {
     let os = system::os();
     let (_, machine_percent) = node.cpu.percents();
     let used = os.mem_total_bytes.saturating_sub(os.mem_free_bytes);
-    let percent = |part: u64, whole: u64| (part * 100).checked_div(whole).unwrap_or(0);
+    let percent = system::percent;
     json!({
         "timestamp": epoch_millis(),
         "cpu": {
@@ -337,6 +332,10 @@ async fn cluster_answer(node: NodeState, params: Params) -> Result<Response, Res
         let os = system::os();
         let process = system::process();
         let (process_percent, _) = node.cpu.percents();
+        let shards_per_index = match counts.indices {
+            0 => 0.0,
+            indices => counts.shards as f64 / indices as f64,
+        };
         Ok(json!({
             "_nodes": {"total": 1, "successful": 1, "failed": 0},
             "cluster_name": node.identity.cluster_name,
@@ -350,8 +349,8 @@ async fn cluster_answer(node: NodeState, params: Params) -> Result<Response, Res
                     "primaries": counts.shards,
                     "replication": 0.0,
                     "index": {
-                        "shards": {"min": 1, "max": counts.shards.max(1), "avg": if counts.indices == 0 { 0.0 } else { counts.shards as f64 / counts.indices as f64 }},
-                        "primaries": {"min": 1, "max": counts.shards.max(1), "avg": if counts.indices == 0 { 0.0 } else { counts.shards as f64 / counts.indices as f64 }},
+                        "shards": {"min": 1, "max": counts.shards.max(1), "avg": shards_per_index},
+                        "primaries": {"min": 1, "max": counts.shards.max(1), "avg": shards_per_index},
                         "replication": {"min": 0.0, "max": 0.0, "avg": 0.0},
                     },
                 },

@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 use tandem_engine::ShardEngine;
 
 use super::blocking::blocking;
-use super::index_expression::resolve_indices;
+use super::index_expression::open_indices;
 use super::{ok, NodeState, Params};
 use crate::error::RestError;
 
@@ -268,22 +268,10 @@ fn stats(
     metrics: &[&str],
     level: Level,
 ) -> Result<Value, RestError> {
-    let indices = &node.indices;
-    let mut names = match expression {
-        Some(expression) => resolve_indices(indices, expression)?,
-        None => indices.names(),
-    };
-    names.sort();
     let mut all = Map::new();
     let mut by_index = Map::new();
     let mut shards_total = 0;
-    for name in names {
-        if indices.is_closed(&name).unwrap_or(true) {
-            continue;
-        }
-        let Ok(index) = indices.get(&name) else {
-            continue;
-        };
+    for (name, index) in open_indices(&node.indices, expression)? {
         let mut index_sum = Map::new();
         let mut shard_entries = Map::new();
         for (number, shard) in index.shards().iter().enumerate() {

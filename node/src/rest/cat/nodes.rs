@@ -46,7 +46,7 @@ async fn cat_nodes(State(node): State<NodeState>, params: Params) -> Result<Resp
     let sampled = node.clone();
     let (os, process, (_, cpu)) =
         blocking(move || Ok((system::os(), system::process(), sampled.cpu.percents()))).await?;
-    let percent = |part: u64, whole: u64| (part * 100).checked_div(whole).unwrap_or(0);
+    let percent = system::percent;
     let used = os.mem_total_bytes.saturating_sub(os.mem_free_bytes);
     let uptime = node.started.elapsed();
     let row = vec![

@@ -12,12 +12,11 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use tandem_engine::index::Index;
 
 use super::{CatRequest, Column};
 use crate::error::RestError;
 use crate::rest::blocking::blocking;
-use crate::rest::index_expression::resolve_indices;
+use crate::rest::index_expression::open_indices;
 use crate::rest::{NodeState, Params};
 
 /// Every `_cat/shards` column, in display order.
@@ -68,27 +67,6 @@ pub fn routes() -> Router<NodeState> {
         .route("/_cat/segments/{index}", get(segments_some))
 }
 
-/// The open indices `expression` names (every open index without one), sorted.
-fn open_indices(
-    node: &NodeState,
-    expression: Option<&str>,
-) -> Result<Vec<(String, std::sync::Arc<Index>)>, RestError> {
-    let mut names = match expression {
-        Some(expression) => resolve_indices(&node.indices, expression)?,
-        None => node.indices.names(),
-    };
-    names.sort();
-    let mut open = Vec::new();
-    for name in names {
-        if node.indices.is_closed(&name)? {
-            continue;
-        }
-        let index = node.indices.get(&name)?;
-        open.push((name, index));
-    }
-    Ok(open)
-}
-
 async fn shards(
     node: NodeState,
     expression: Option<String>,
@@ -100,7 +78,7 @@ async fn shards(
     let rows = blocking(move || {
         let ip = node.config.http.ip().to_string();
         let mut rows = Vec::new();
-        for (name, index) in open_indices(&node, expression.as_deref())? {
+        for (name, index) in open_indices(&node.indices, expression.as_deref())? {
             let failed = index.shard_failures();
             for (number, shard) in index.shards().iter().enumerate() {
                 let stats = shard.stats();
@@ -154,7 +132,7 @@ async fn segments(
     let rows = blocking(move || {
         let ip = node.config.http.ip().to_string();
         let mut rows = Vec::new();
-        for (name, index) in open_indices(&node, expression.as_deref())? {
+        for (name, index) in open_indices(&node.indices, expression.as_deref())? {
             for (number, shard) in index.shards().iter().enumerate() {
                 for (generation, segment) in shard.segments().into_iter().enumerate() {
                     rows.push(vec![
