@@ -22,8 +22,8 @@ use crate::mapping::{
     check_total_fields, DocumentMapper, MappingListener, Mappings, DEFAULT_TOTAL_FIELDS_LIMIT,
 };
 use crate::shard::{
-    DeleteRequest, Durability, GetResult, IndexRequest, ShardConfig, ShardEngine, WriteRequest,
-    WriteResult, DEFAULT_TRANSLOG_FLUSH_THRESHOLD_BYTES,
+    DeleteRequest, Durability, GetResult, IndexRequest, PromotionRequest, ShardConfig, ShardEngine,
+    WriteRequest, WriteResult, DEFAULT_TRANSLOG_FLUSH_THRESHOLD_BYTES,
 };
 use crate::storage::{Storage, StorageRef};
 use crate::types::PrimaryTerm;
@@ -39,6 +39,23 @@ const FOLLOWER_MARKER: &str = crate::shard::FOLLOWER_MARKER_FILE;
 const PROMOTE_MARKER: &str = "promote_to_primary";
 /// Most shards an index may have.
 pub const MAX_SHARDS: u32 = 1024;
+
+/// The promotion the marker `path` asks for, if there is one: written by
+/// [`Index::mark_for_promotion`]; a marker of older versions (`1`) asks for a bare promotion.
+fn read_promotion_marker(storage: &dyn Storage, path: &Path) -> Result<Option<PromotionRequest>> {
+    let Some(content) = durable_file::read_if_exists(storage, path)? else {
+        return Ok(None);
+    };
+    if content == b"1" {
+        return Ok(Some(PromotionRequest::default()));
+    }
+    serde_json::from_slice(&content)
+        .map(Some)
+        .map_err(|e| EngineError::Corrupted {
+            path: path.to_path_buf(),
+            reason: format!("invalid promotion marker: {e}"),
+        })
+}
 
 /// Index settings, with Elasticsearch's names and defaults.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -587,15 +604,38 @@ impl Index {
         shards: u32,
         follower: bool,
     ) -> Result<()> {
-        for shard in 0..shards {
+        if follower {
+            for shard in 0..shards {
+                let marker = dir.join(shard.to_string()).join(FOLLOWER_MARKER);
+                durable_file::replace_atomically(storage, &marker, b"1")?;
+            }
+            return Ok(());
+        }
+        let requests = vec![PromotionRequest::default(); shards as usize];
+        Index::mark_for_promotion(storage, dir, &requests)
+    }
+
+    /// Turns the follower shards of the (closed) index in `dir` into shards that are promoted
+    /// to primaries when the index is next opened, shard `n` with `requests[n]` (see
+    /// [`ShardEngine::promote_to_primary`]). Shards that do not follow are left as they are.
+    pub fn mark_for_promotion(
+        storage: &dyn Storage,
+        dir: &Path,
+        requests: &[PromotionRequest],
+    ) -> Result<()> {
+        for (shard, request) in requests.iter().enumerate() {
             let shard_dir = dir.join(shard.to_string());
             let marker = shard_dir.join(FOLLOWER_MARKER);
-            if follower {
-                durable_file::replace_atomically(storage, &marker, b"1")?;
-            } else if exists(storage, &marker)? {
+            if exists(storage, &marker)? {
+                let content = serde_json::to_vec(request)
+                    .map_err(|e| EngineError::encode("a promotion marker", e))?;
                 // The promotion is recorded before the follower marker goes: a crash in
                 // between leaves a follower that is promoted on a later unfollow.
-                durable_file::replace_atomically(storage, &shard_dir.join(PROMOTE_MARKER), b"1")?;
+                durable_file::replace_atomically(
+                    storage,
+                    &shard_dir.join(PROMOTE_MARKER),
+                    &content,
+                )?;
                 durable_file::remove_file(storage, &marker)?;
             }
         }
@@ -630,12 +670,15 @@ impl Index {
             let mut config = config.clone();
             config.storage = storage.clone();
             // A shard remembers whether it follows through its own open; see `set_follower`.
-            config.follower = exists(&**storage, &shard_dir.join(FOLLOWER_MARKER))?;
-            let engine = ShardEngine::open(&shard_dir, mapper.clone(), config)?;
+            let follower = exists(&**storage, &shard_dir.join(FOLLOWER_MARKER))?;
             let promote = shard_dir.join(PROMOTE_MARKER);
-            if !engine.is_follower() && exists(&**storage, &promote)? {
-                let term = engine.promote_to_primary()?;
-                tracing::info!(shard = %shard_dir.display(), term = term.0, "former follower shard promoted to primary");
+            let promotion = read_promotion_marker(&**storage, &promote)?;
+            // A shard to promote opens as the follower it still is: the gaps above its
+            // checkpoint are filled by the promotion, in the new term, not by the open.
+            config.follower = follower || promotion.is_some();
+            let engine = ShardEngine::open(&shard_dir, mapper.clone(), config)?;
+            if let (false, Some(request)) = (follower, promotion) {
+                engine.promote_to_primary(&request)?;
                 durable_file::remove_file(&**storage, &promote)?;
             }
             shards.push(engine);

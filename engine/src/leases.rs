@@ -43,6 +43,12 @@ pub struct RetentionLease {
     pub timestamp_millis: u64,
     /// What kind of holder ("ccr", "peer recovery", ...).
     pub source: String,
+    /// When set, the lease expires at this time (milliseconds since the Unix epoch) instead
+    /// of one lease period after its last renewal: the lease a promotion adds keeps the
+    /// promoted shard's history for a period the promotion chose (see
+    /// [`crate::shard::ShardEngine::promote_to_primary`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_millis: Option<u64>,
 }
 
 /// The leases of one shard, with a version that grows on every change.
@@ -88,6 +94,7 @@ impl RetentionLeases {
             retaining_seq_no,
             timestamp_millis: now_millis,
             source: source.to_string(),
+            expires_at_millis: None,
         };
         self.leases.insert(id.to_string(), lease.clone());
         self.version += 1;
@@ -123,6 +130,32 @@ impl RetentionLeases {
         Ok(renewed)
     }
 
+    /// Adds the lease `id`, or replaces the one of that id, expiring at `expires_at_millis`
+    /// whatever the lease period (see [`RetentionLease::expires_at_millis`]).
+    pub(crate) fn put_expiring(
+        &mut self,
+        id: &str,
+        retaining_seq_no: SeqNo,
+        source: &str,
+        now_millis: u64,
+        expires_at_millis: u64,
+    ) -> Result<RetentionLease> {
+        let replaced = self.leases.remove(id);
+        match self.add(id, retaining_seq_no, source, now_millis) {
+            Ok(mut lease) => {
+                lease.expires_at_millis = Some(expires_at_millis);
+                self.leases.insert(id.to_string(), lease.clone());
+                Ok(lease)
+            }
+            Err(error) => {
+                if let Some(replaced) = replaced {
+                    self.leases.insert(id.to_string(), replaced);
+                }
+                Err(error)
+            }
+        }
+    }
+
     /// Removes a lease. Fails if it does not exist.
     pub(crate) fn remove(&mut self, id: &str) -> Result<RetentionLease> {
         let Some(lease) = self.leases.remove(id) else {
@@ -134,13 +167,16 @@ impl RetentionLeases {
         Ok(lease)
     }
 
-    /// Removes every lease last renewed more than `period_millis` before `now_millis`;
-    /// returns the removed ones.
+    /// Removes every lease last renewed more than `period_millis` before `now_millis`, and
+    /// every lease whose own expiry time passed; returns the removed ones.
     pub(crate) fn expire(&mut self, now_millis: u64, period_millis: u64) -> Vec<RetentionLease> {
         let expired: Vec<String> = self
             .leases
             .values()
-            .filter(|lease| now_millis.saturating_sub(lease.timestamp_millis) > period_millis)
+            .filter(|lease| match lease.expires_at_millis {
+                Some(expires_at) => now_millis > expires_at,
+                None => now_millis.saturating_sub(lease.timestamp_millis) > period_millis,
+            })
             .map(|lease| lease.id.clone())
             .collect();
         let removed: Vec<RetentionLease> = expired
@@ -213,6 +249,28 @@ mod tests {
         assert_eq!(removed.len(), 1);
         assert_eq!(removed[0].id, "old");
         assert_eq!(leases.min_retaining_seq_no(), Some(SeqNo(5)));
+    }
+
+    #[test]
+    fn an_expiring_lease_lives_until_its_own_time() {
+        let mut leases = RetentionLeases::default();
+        leases.add("ccr", SeqNo(3), "ccr", 1_000).unwrap();
+        leases
+            .put_expiring("promoted", SeqNo(7), "promotion", 1_000, 500_000)
+            .unwrap();
+        // Past the period of the ordinary lease, before the promotion lease's own time.
+        let removed = leases.expire(100_000, 30_000);
+        assert_eq!(removed.len(), 1);
+        assert_eq!(removed[0].id, "ccr");
+        assert_eq!(leases.min_retaining_seq_no(), Some(SeqNo(7)));
+        // A second promotion replaces it, with its new floor and time.
+        leases
+            .put_expiring("promoted", SeqNo(9), "promotion", 2_000, 900_000)
+            .unwrap();
+        assert_eq!(leases.leases["promoted"].retaining_seq_no, SeqNo(9));
+        assert!(leases.expire(800_000, 30_000).is_empty());
+        assert_eq!(leases.expire(900_001, 30_000).len(), 1);
+        assert!(leases.leases.is_empty());
     }
 
     #[test]

@@ -197,8 +197,10 @@ fn follower_refuses_direct_writes_until_promoted() {
     let error = shard.index(doc(1, "a")).unwrap_err();
     assert_eq!(error.status(), 403);
     assert!(error.to_string().contains("follower index"), "{error}");
-    let term = shard.promote_to_primary().unwrap();
-    assert_eq!(term, PrimaryTerm(2));
+    let promotion = shard
+        .promote_to_primary(&tandem_engine::shard::PromotionRequest::default())
+        .unwrap();
+    assert_eq!(promotion.primary_term, PrimaryTerm(2));
     let written = shard.index(doc(1, "a")).unwrap();
     assert_eq!(written.primary_term, PrimaryTerm(2));
 }

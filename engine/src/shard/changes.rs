@@ -184,6 +184,34 @@ impl ShardEngine {
         max_operations: usize,
         max_bytes: usize,
     ) -> Result<Vec<SharedOperation>> {
+        self.read_operations(from, to, max_operations, max_bytes, true)
+    }
+
+    /// The operations the shard holds with sequence numbers in `[from, to]`, in order, each
+    /// once, with the same limits as [`ShardEngine::changes`] but stepping over missing ones
+    /// (merged away, or gaps above the checkpoint) instead of failing or stopping at them.
+    /// Only the first `max_operations` sequence numbers of the range are looked at (the
+    /// read is bounded by the range, not by what it finds): a caller paging through a range
+    /// goes on from `from + max_operations` when the answer holds fewer.
+    pub fn operations_present(
+        &self,
+        from: SeqNo,
+        to: SeqNo,
+        max_operations: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<SharedOperation>> {
+        self.read_operations(from, to, max_operations, max_bytes, false)
+    }
+
+    /// [`ShardEngine::changes`] when `contiguous`, else [`ShardEngine::operations_present`].
+    fn read_operations(
+        &self,
+        from: SeqNo,
+        to: SeqNo,
+        max_operations: usize,
+        max_bytes: usize,
+        contiguous: bool,
+    ) -> Result<Vec<SharedOperation>> {
         if from.0 < 0 || to < from {
             return Err(EngineError::InvalidArgument(format!(
                 "invalid changes range [{from}, {to}]"
@@ -242,7 +270,10 @@ impl ShardEngine {
                 continue;
             }
             if seq_no > expected {
-                break;
+                if contiguous {
+                    break;
+                }
+                expected = seq_no;
             }
             let operation = match source {
                 Source::Tail(op) => op,
@@ -265,7 +296,7 @@ impl ShardEngine {
             }
         }
         let missing = SeqNo(expected as i64);
-        if missing <= processed && missing <= last {
+        if contiguous && missing <= processed && missing <= last {
             return Err(EngineError::MissingHistory { from, to, missing });
         }
         Ok(out)

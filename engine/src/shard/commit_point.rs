@@ -247,6 +247,9 @@ impl ShardEngine {
             translog_uuid,
             translog_generation: 1,
             retention_leases: RetentionLeases::default(),
+            // The leader's own promotion (if it was promoted once) is its history, not the
+            // follower's: a failback to this copy must not find it.
+            promotion: None,
             ..copied
         };
         let mut writer: IndexWriter = index

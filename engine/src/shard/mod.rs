@@ -238,6 +238,85 @@ pub struct CommitPayload {
     pub retention_leases: RetentionLeases,
     /// Merges may drop deleted documents below this sequence number.
     pub min_retained_seq_no: SeqNo,
+    /// Set once the shard was promoted from follower to primary: the recovery point of the
+    /// promotion (see [`ShardPromotion`]). Carried by every later commit; a newer promotion
+    /// replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<ShardPromotion>,
+}
+
+/// The most operations a promotion records at its recovery point
+/// ([`ShardPromotion::boundary`]).
+pub const PROMOTION_BOUNDARY_OPERATIONS: usize = 8;
+
+/// How far below its checkpoint a promotion looks for the operations of its boundary.
+const PROMOTION_BOUNDARY_SCAN: i64 = 256;
+
+/// What a follower shard recorded when it was promoted to a primary
+/// ([`ShardEngine::promote_to_primary`]): the point up to which its history is the old
+/// leader's, which a failback of the old leader starts from (DESIGN.md §10).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShardPromotion {
+    /// The local checkpoint at the promotion: every operation at or below it came from the
+    /// old leader, so the two histories share everything up to it.
+    pub local_checkpoint: SeqNo,
+    /// The highest sequence number the shard held at the promotion. Operations between the
+    /// checkpoint and it had arrived out of order; the gaps among them were filled with
+    /// no-ops in the new term.
+    pub max_seq_no: SeqNo,
+    /// The primary term the promoted shard writes in (above every term of its history).
+    pub primary_term: PrimaryTerm,
+    /// When it was promoted, in milliseconds since the Unix epoch.
+    pub promoted_at_millis: u64,
+    /// The highest operations at or below the checkpoint the shard held, highest first (at
+    /// most [`PROMOTION_BOUNDARY_OPERATIONS`]), as a verify compares them: a failback checks
+    /// that the old leader holds the same operations at these sequence numbers, so that
+    /// both histories provably agree up to the checkpoint.
+    pub boundary: Vec<verify::VerifyEntry>,
+    /// The leader shard the shard followed until the promotion, when the promotion said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<FollowedLeader>,
+    /// The id of the lease the promotion added (see [`PromotionLease`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<String>,
+}
+
+/// What a promotion records and adds beside the new term: the content of a shard's promotion
+/// marker (see [`crate::index::Index::set_follower_markers`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionRequest {
+    /// The lease to add, if any.
+    #[serde(default)]
+    pub lease: Option<PromotionLease>,
+    /// The leader shard followed until now, if known.
+    #[serde(default)]
+    pub leader: Option<FollowedLeader>,
+}
+
+/// The retention lease a promotion adds on the promoted shard, keeping its history from the
+/// promotion's checkpoint + 1 so that the old leader can fail back by operations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionLease {
+    /// The lease id.
+    pub id: String,
+    /// How long the lease lasts, in milliseconds from the promotion.
+    pub period_millis: u64,
+}
+
+/// The leader shard a promoted shard followed: whom a failback must come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowedLeader {
+    /// The alias of the leader's cluster on the promoted shard's cluster.
+    pub remote_cluster: String,
+    /// The leader index.
+    pub leader_index: String,
+    /// Its uuid.
+    pub leader_index_uuid: String,
+    /// The leader shard's history uuid.
+    pub leader_history_uuid: String,
+    /// The leader shard's max_seq_no as the follower last heard it (-1 when never heard):
+    /// how many operations the promotion may have lost is this minus the checkpoint.
+    pub leader_max_seq_no: SeqNo,
 }
 
 /// One segment of a shard's reader (see [`ShardEngine::segments`]).
@@ -316,6 +395,8 @@ pub(crate) struct ShardInner {
     counters: Arc<counters::ShardCounters>,
     /// The latched failure (see [`ShardInner::fail`]).
     failure: RankedMutex<Option<String>>,
+    /// The shard's last promotion, carried by every commit (see [`ShardPromotion`]).
+    promotion: Mutex<Option<ShardPromotion>>,
     /// Set when the translog's disk was full (see [`ShardInner::translog_failure`]): writes
     /// are refused before they take a sequence number until a sync of the translog succeeds.
     no_space: AtomicBool,
@@ -395,6 +476,7 @@ impl ShardEngine {
             translog_generation: 1,
             retention_leases: RetentionLeases::default(),
             min_retained_seq_no: SeqNo(0),
+            promotion: None,
         };
         let mut writer: IndexWriter =
             small_writer(&index).map_err(|e| EngineError::index("opening a writer", e))?;
@@ -482,6 +564,7 @@ impl ShardEngine {
             retention: Retention::new(lease_log, leases, payload.min_retained_seq_no),
             counters: Arc::default(),
             failure: RankedMutex::new(LockRank::Failure, None),
+            promotion: Mutex::new(payload.promotion.clone()),
             no_space: AtomicBool::new(false),
             translog_flush_threshold_bytes: AtomicU64::new(config.translog_flush_threshold_bytes),
             writer_idle_release: config.writer_idle_release,
@@ -725,17 +808,115 @@ impl ShardEngine {
         self.inner.writes.is_follower()
     }
 
-    /// Turns a follower shard into a primary that accepts writes: bumps the primary term and
-    /// commits, so the new term is durable before any write uses it.
-    pub fn promote_to_primary(&self) -> Result<PrimaryTerm> {
+    /// Turns a follower shard into a primary that accepts writes, as Elasticsearch promotes a
+    /// replica: bumps the primary term, records the promotion ([`ShardPromotion`]: the local
+    /// checkpoint it stands at, its max_seq_no and the operations at its checkpoint) and, if
+    /// asked, adds the request's lease, which keeps the history from the checkpoint + 1;
+    /// commits, so the new term is durable before any write uses it; then fills the gaps
+    /// above the checkpoint with no-ops in the new term and commits again. A crash between
+    /// the two commits leaves a primary whose next open fills the gaps (in the new term).
+    pub fn promote_to_primary(&self, request: &PromotionRequest) -> Result<ShardPromotion> {
         let inner = &self.inner;
+        inner.check_failed()?;
+        // A follower is written only by its follow tasks, stopped before a promotion: the
+        // checkpoint read here is the one the promotion records (checked again below, with
+        // the writers held back).
+        let checkpoint_read = inner.checkpoints.processed();
+        let boundary = self.promotion_boundary(checkpoint_read)?;
+        let now = now_millis();
+        // The lease first: when it cannot be added, nothing changed. A crash after it leaves
+        // a follower holding it, whose promotion (run again at its next open) replaces it.
+        if let Some(lease) = &request.lease {
+            inner.update_leases(|leases| {
+                leases.put_expiring(
+                    &lease.id,
+                    SeqNo(checkpoint_read.0 + 1),
+                    "promotion",
+                    now,
+                    now.saturating_add(lease.period_millis),
+                )
+            })?;
+        }
         let batches = inner.writes.hold_batches();
-        let term = inner.primary_term.fetch_add(1, Ordering::AcqRel) + 1;
+        let (local_checkpoint, max_seq_no) = {
+            let tracker = inner.checkpoints.lock();
+            (tracker.processed_checkpoint(), tracker.max_seq_no())
+        };
+        if local_checkpoint != checkpoint_read {
+            return Err(EngineError::InvalidArgument(format!(
+                "shard [{}] was written while it was being promoted (its checkpoint moved from \
+                 [{checkpoint_read}] to [{local_checkpoint}]): stop its follow tasks first",
+                inner.dir.display()
+            )));
+        }
+        let highest_term = boundary
+            .iter()
+            .map(|entry| entry.primary_term)
+            .max()
+            .unwrap_or(0);
+        let term = inner.primary_term.load(Ordering::Acquire).max(highest_term) + 1;
+        inner.primary_term.store(term, Ordering::Release);
+        let promotion = ShardPromotion {
+            local_checkpoint,
+            max_seq_no,
+            primary_term: PrimaryTerm(term),
+            promoted_at_millis: now,
+            boundary,
+            leader: request.leader.clone(),
+            lease_id: request.lease.as_ref().map(|lease| lease.id.clone()),
+        };
+        *inner.promotion.lock() = Some(promotion.clone());
         inner.writes.set_follower(false);
         inner.commits.mark_dirty();
         drop(batches);
         inner.refresh(true)?;
-        Ok(PrimaryTerm(term))
+        let filled = inner.fill_seq_no_gaps()?;
+        if filled > 0 {
+            inner.refresh(true)?;
+        }
+        tracing::info!(
+            shard = %inner.dir.display(),
+            term,
+            local_checkpoint = %local_checkpoint,
+            max_seq_no = %max_seq_no,
+            gaps_filled = filled,
+            "follower shard promoted to primary"
+        );
+        Ok(promotion)
+    }
+
+    /// The highest operations at or below `checkpoint` the shard holds, highest first (see
+    /// [`ShardPromotion::boundary`]).
+    fn promotion_boundary(&self, checkpoint: SeqNo) -> Result<Vec<verify::VerifyEntry>> {
+        if checkpoint.0 < 0 {
+            return Ok(Vec::new());
+        }
+        let mut to = checkpoint;
+        let mut boundary = Vec::new();
+        // Windows of the range below the checkpoint, highest first, until enough are found or
+        // the scan bound is reached (a shard whose recent history was merged away records
+        // fewer).
+        while boundary.len() < PROMOTION_BOUNDARY_OPERATIONS
+            && to.0 >= 0
+            && checkpoint.0 - to.0 < PROMOTION_BOUNDARY_SCAN
+        {
+            let from = SeqNo((to.0 - 63).max(0));
+            let found = self.operations_present(from, to, 64, usize::MAX)?;
+            boundary.extend(
+                found
+                    .iter()
+                    .rev()
+                    .take(PROMOTION_BOUNDARY_OPERATIONS - boundary.len())
+                    .map(|operation| verify::VerifyEntry::of_operation(operation)),
+            );
+            to = SeqNo(from.0 - 1);
+        }
+        Ok(boundary)
+    }
+
+    /// The shard's last promotion, if it was ever promoted from a follower.
+    pub fn promotion(&self) -> Option<ShardPromotion> {
+        self.inner.promotion.lock().clone()
     }
 
     /// Makes the shard refuse direct writes (it becomes a follower).

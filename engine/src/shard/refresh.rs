@@ -206,6 +206,7 @@ impl ShardInner {
                 // Raised in memory only once this commit is durable (see `Retention`).
                 min_retained_seq_no: self
                     .next_min_retained_seq_no(local_checkpoint, retention_operations),
+                promotion: self.promotion.lock().clone(),
             };
             // Everything processed so far was handed to this writer: nothing is parked while
             // it is in the slot.

@@ -46,7 +46,7 @@ use crate::error::{EngineError, Result};
 use crate::history::{with_record, SegmentHistory, ANCHOR_SEQ_NO};
 use crate::mapping::IndexSchema;
 use crate::record;
-use crate::types::{OpType, SeqNo};
+use crate::types::{OpType, Operation, OperationKind, SeqNo};
 
 /// Children of a range ([`SeqRange::children`]).
 pub const VERIFY_FANOUT: u64 = 16;
@@ -177,6 +177,24 @@ pub struct VerifyEntry {
 }
 
 impl VerifyEntry {
+    /// The history entry of `operation`.
+    pub fn of_operation(operation: &Operation) -> VerifyEntry {
+        let (id, source_hash) = match &operation.kind {
+            OperationKind::Index { id, source } => (id.as_str(), xxh3_64(source)),
+            OperationKind::Delete { id } => (id.as_str(), 0),
+            OperationKind::NoOp { .. } => ("", 0),
+        };
+        VerifyEntry {
+            seq_no: operation.seq_no.0,
+            kind: EntryKind::History,
+            id: id.to_string(),
+            primary_term: operation.primary_term.0,
+            version: operation.version,
+            op_type: operation.op_type().name().to_string(),
+            source_hash,
+        }
+    }
+
     /// The 128-bit hash that digests sum.
     pub fn hash(&self) -> u128 {
         self.borrowed().hash()
