@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 use tandem_engine::index::{Index, IndexMetadata, IndexSettings};
 use tandem_engine::indices::{Indices, ShardReservation};
 use tandem_engine::mapping::DocumentMapper;
-use tandem_engine::shard::ChangesRequest;
+use tandem_engine::shard::{ChangesRequest, FollowedLeader, PromotionLease, PromotionRequest};
 use tandem_engine::storage::StorageRef;
 use tandem_engine::SeqNo;
 use tandem_recovery::leader_api::{LeaderClient, ShardChangesRequest, ShardId};
@@ -119,6 +119,65 @@ pub struct FollowerMetadata {
     pub paused: bool,
     /// Id of the retention lease the follower holds on every leader shard.
     pub lease_id: String,
+    /// Set while the follower is being promoted ([`FollowerIndices::promote`]): a restart
+    /// finishes the promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoting: Option<Promoting>,
+}
+
+/// A promotion under way, as persisted with the follow state until it has completed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promoting {
+    /// Per shard, the leader's max_seq_no as the follower last heard it (-1: never heard).
+    pub leader_max_seq_nos: Vec<i64>,
+    /// How long the promoted index keeps its history from the recovery point
+    /// ([`PromoteRequest::retention_period`]), in milliseconds.
+    pub retention_period_millis: u64,
+}
+
+/// Default of [`PromoteRequest::retention_period`]: as long as Elasticsearch keeps a
+/// follower's lease without renewal.
+pub const DEFAULT_PROMOTION_RETENTION_PERIOD: Duration = Duration::from_secs(12 * 3600);
+
+/// A promotion of a follower index to a writable index (`POST /{index}/_ccr/promote`).
+#[derive(Clone, Debug)]
+pub struct PromoteRequest {
+    /// The follower index.
+    pub follower_index: String,
+    /// How long the promoted index keeps the history above its recovery point, so that its
+    /// old leader can fail back by operations (default
+    /// [`DEFAULT_PROMOTION_RETENTION_PERIOD`]).
+    pub retention_period: Duration,
+}
+
+/// What a promotion did, per shard ([`FollowerIndices::promote`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PromoteResponse {
+    /// The promoted index.
+    pub index: String,
+    /// Its shards, by number.
+    pub shards: Vec<PromotedShard>,
+}
+
+/// One promoted shard: where it stands against its old leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PromotedShard {
+    /// The shard number.
+    pub shard: u32,
+    /// The recovery point: every operation at or below it was received from the leader.
+    pub local_checkpoint: i64,
+    /// The highest sequence number the shard held (operations received out of order above
+    /// the checkpoint; the gaps among them were filled with no-ops).
+    pub max_seq_no: i64,
+    /// The leader's max_seq_no as last heard (-1 when never heard since the node started).
+    pub leader_max_seq_no: i64,
+    /// Operations the leader had (as last heard) above the recovery point: at most this
+    /// many acknowledged writes may be missing from the promoted index.
+    pub operations_behind_leader: u64,
+    /// The primary term the shard writes in from now on.
+    pub primary_term: u64,
+    /// The lease keeping the history from `local_checkpoint + 1` for a failback.
+    pub retention_lease: Option<String>,
 }
 
 /// Longest the metrics wait for a paused follower's leader to say its max_seq_no.
@@ -376,6 +435,22 @@ impl FollowerIndices {
                 };
                 followers.insert(name, Follower { metadata, tasks });
             }
+            // Promotions a crash interrupted: finished now (each step is idempotent).
+            let promoting: Vec<String> = followers
+                .iter()
+                .filter(|(_, follower)| follower.metadata.promoting.is_some())
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in promoting {
+                match this.finish_promotion(&name, &mut followers).await {
+                    Ok(promoted) => {
+                        tracing::info!(index = %name, ?promoted, "finished a promotion interrupted by a restart")
+                    }
+                    Err(error) => {
+                        tracing::error!(index = %name, %error, "cannot finish a promotion interrupted by a restart; it is retried at the next start or by a new promote request")
+                    }
+                }
+            }
         }
         Ok(this)
     }
@@ -616,6 +691,7 @@ impl FollowerIndices {
                     parameters: request.parameters.to_es_json(),
                     paused: false,
                     lease_id: lease_id.clone(),
+                    promoting: None,
                 },
                 shards: leader.settings.number_of_shards,
                 dir: dir.clone(),
@@ -725,6 +801,7 @@ impl FollowerIndices {
             parameters: request.parameters.to_es_json(),
             paused: false,
             lease_id,
+            promoting: None,
         };
         let tasks = self.start_tasks_with(&request.follower_index, &follow, client, parameters)?;
         followers.insert(
@@ -982,6 +1059,148 @@ impl FollowerIndices {
             .number_of_shards;
         let not_removed = self.remove_leases(&metadata, shards).await;
         Ok(not_removed)
+    }
+
+    /// Promotes a follower index to a writable index in one call (a Tandem extension; the
+    /// four calls pause, close, unfollow and open still work): stops its tasks, converts its
+    /// shards to primaries of a new term, each recording its recovery point (see
+    /// [`tandem_engine::shard::ShardEngine::promote_to_primary`]) and keeping its history
+    /// above it for `retention_period` under a lease, opens it, and removes the follower's
+    /// leases on the leader (in the background if the leader cannot be reached, as is
+    /// likely). A follower that has not caught up can be promoted: the answer says how far
+    /// behind it was.
+    ///
+    /// Durable at each step: the promotion is recorded in the follow state before anything
+    /// changes, and a restart that finds it recorded finishes it
+    /// ([`FollowerIndices::open`]); every step is idempotent.
+    pub async fn promote(&self, request: PromoteRequest) -> Result<PromoteResponse, CcrError> {
+        let name = request.follower_index.as_str();
+        self.check_not_recovering(name)?;
+        let period_millis = u64::try_from(request.retention_period.as_millis()).unwrap_or(u64::MAX);
+        if period_millis == 0 {
+            return Err(CcrError::InvalidArgument(
+                "[retention_period] must be positive".to_string(),
+            ));
+        }
+        let mut followers = self.followers.lock().await;
+        let follower = followers
+            .get_mut(name)
+            .ok_or_else(|| CcrError::NotAFollower(name.to_string()))?;
+        if follower.metadata.promoting.is_none() {
+            for task in std::mem::take(&mut follower.tasks) {
+                task.stop().await;
+            }
+            let shards = follower.metadata.leader_history_uuids.len() as u32;
+            follower.metadata.paused = true;
+            follower.metadata.promoting = Some(Promoting {
+                leader_max_seq_nos: (0..shards)
+                    .map(|shard| self.lag_clock(name, shard).latest())
+                    .collect(),
+                retention_period_millis: period_millis,
+            });
+            self.persist(&followers).await?;
+        }
+        self.finish_promotion(name, &mut followers).await
+    }
+
+    /// Finishes the recorded promotion of `name` (see [`FollowerIndices::promote`]): each
+    /// step checks whether it already happened.
+    async fn finish_promotion(
+        &self,
+        name: &str,
+        followers: &mut BTreeMap<String, Follower>,
+    ) -> Result<PromoteResponse, CcrError> {
+        let metadata = followers
+            .get(name)
+            .map(|follower| follower.metadata.clone())
+            .ok_or_else(|| CcrError::NotAFollower(name.to_string()))?;
+        let Some(promoting) = metadata.promoting.clone() else {
+            return Err(CcrError::InvalidArgument(format!(
+                "index [{name}] is not being promoted"
+            )));
+        };
+        if !self.indices.is_closed(name)? {
+            let indices = self.indices.clone();
+            let closing = name.to_string();
+            on_blocking_pool("closing the promoted index", move || {
+                indices.close_index(&closing)
+            })
+            .await?;
+        }
+        let index_uuid = self.indices.metadata(name)?.uuid;
+        let lease_id = crate::leader::promotion_lease_id(&self.cluster_name, name, &index_uuid);
+        let requests: Vec<PromotionRequest> = metadata
+            .leader_history_uuids
+            .iter()
+            .enumerate()
+            .map(|(shard, history_uuid)| PromotionRequest {
+                lease: Some(PromotionLease {
+                    id: lease_id.clone(),
+                    period_millis: promoting.retention_period_millis,
+                }),
+                leader: Some(FollowedLeader {
+                    remote_cluster: metadata.remote_cluster.clone(),
+                    leader_index: metadata.leader_index.clone(),
+                    leader_index_uuid: metadata.leader_index_uuid.clone(),
+                    leader_history_uuid: history_uuid.clone(),
+                    leader_max_seq_no: SeqNo(
+                        promoting
+                            .leader_max_seq_nos
+                            .get(shard)
+                            .copied()
+                            .unwrap_or(-1),
+                    ),
+                }),
+            })
+            .collect();
+        let indices = self.indices.clone();
+        let marking = name.to_string();
+        let index = on_blocking_pool("promoting the follower shards", move || {
+            indices.with_closed_index(&marking, |dir, _| {
+                Index::mark_for_promotion(&**indices.storage(), dir, &requests)
+            })?;
+            indices.open_index(&marking)
+        })
+        .await?;
+        followers.remove(name);
+        self.persist(followers).await?;
+        let not_removed = self
+            .remove_leases(&metadata, metadata.leader_history_uuids.len() as u32)
+            .await;
+        if !not_removed.is_empty() {
+            tracing::info!(index = %name, leases = ?not_removed, "the promoted index's leases on its old leader are removed once it can be reached, or expire");
+        }
+        let shards = index
+            .shards()
+            .iter()
+            .enumerate()
+            .map(|(shard, engine)| {
+                let promotion = engine.promotion().ok_or_else(|| {
+                    CcrError::InvalidArgument(format!(
+                        "shard [{shard}] of [{name}] opened without its promotion"
+                    ))
+                })?;
+                let leader_max_seq_no = promotion
+                    .leader
+                    .as_ref()
+                    .map_or(-1, |leader| leader.leader_max_seq_no.0);
+                Ok(PromotedShard {
+                    shard: shard as u32,
+                    local_checkpoint: promotion.local_checkpoint.0,
+                    max_seq_no: promotion.max_seq_no.0,
+                    leader_max_seq_no,
+                    operations_behind_leader: (leader_max_seq_no - promotion.local_checkpoint.0)
+                        .max(0) as u64,
+                    primary_term: promotion.primary_term.0,
+                    retention_lease: promotion.lease_id,
+                })
+            })
+            .collect::<Result<Vec<_>, CcrError>>()?;
+        tracing::info!(index = %name, ?shards, "follower index promoted");
+        Ok(PromoteResponse {
+            index: name.to_string(),
+            shards,
+        })
     }
 
     /// The follower index `name` is about to be closed: stops its follow tasks. Its follow

@@ -64,6 +64,11 @@ impl LagClock {
         }
     }
 
+    /// The highest leader max_seq_no seen (-1 when none was).
+    pub fn latest(&self) -> i64 {
+        self.state.lock().latest
+    }
+
     /// The lag of a follower whose local checkpoint is `follower_checkpoint`, at `now`.
     pub fn lag(&self, follower_checkpoint: i64, now: Instant) -> Lag {
         let mut state = self.state.lock();

@@ -21,6 +21,13 @@ pub fn follower_lease_id(
     )
 }
 
+/// The id of the lease a promoted index holds on its own shards, keeping their history above
+/// the promotion's recovery point for a failback of the old leader (see
+/// [`crate::follower_indices::FollowerIndices::promote`]).
+pub fn promotion_lease_id(cluster: &str, index: &str, index_uuid: &str) -> String {
+    format!("{cluster}/{index}/{index_uuid}-promoted")
+}
+
 /// A forget-follower request, as sent to the leader cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForgetFollowerRequest {
