@@ -275,7 +275,7 @@ async fn lifecycle_requests_on_missing_plain_and_paused_indices_fail_as_in_elast
     // does not follow is a 400.
     let not_found = (404, "index_not_found_exception".to_string());
     let not_a_follower = (400, "illegal_argument_exception".to_string());
-    for action in ["pause_follow", "resume_follow", "unfollow"] {
+    for action in ["pause_follow", "resume_follow", "unfollow", "promote"] {
         let missing = follower_client
             .post_empty(&format!("/missing/_ccr/{action}"))
             .await;
@@ -311,6 +311,130 @@ async fn lifecycle_requests_on_missing_plain_and_paused_indices_fail_as_in_elast
     let all = follower_client.get("/_all/_ccr/stats").await;
     assert_eq!(all.status, 200, "{}", all.text);
     assert_eq!(all.body["indices"], json!([]));
+
+    follower.stop().await;
+    leader.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_makes_a_following_index_writable_in_one_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let common::InProcessPair {
+        leader,
+        follower,
+        leader_client,
+        follower_client,
+    } = common::in_process_pair(dir.path()).await;
+    let created = leader_client
+        .put(
+            "/metrics",
+            json!({"settings": {"index": {"number_of_shards": 2}}}),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    index_documents(&leader_client, "metrics", 0, 120).await;
+    let followed = follower_client
+        .put(
+            "/metrics-copy/_ccr/follow?wait_for_active_shards=1",
+            json!({"remote_cluster": "leader", "leader_index": "metrics"}),
+        )
+        .await;
+    assert_eq!(followed.status, 200, "{}", followed.text);
+    wait_for_count(&follower_client, "metrics-copy", 120).await;
+
+    for (body, reason) in [
+        (
+            json!({"retention_period": "soon"}),
+            "failed to parse [retention_period]",
+        ),
+        (
+            json!({"retention_period": "0s"}),
+            "failed to parse [retention_period]",
+        ),
+        (json!({"wait": true}), "unknown field [wait]"),
+    ] {
+        let refused = follower_client
+            .post("/metrics-copy/_ccr/promote", body)
+            .await;
+        assert_eq!(refused.status, 400, "{}", refused.text);
+        assert!(refused.text.contains(reason), "{}", refused.text);
+    }
+    // Still following after the refusals.
+    let info = follower_client.get("/metrics-copy/_ccr/info").await;
+    assert_eq!(
+        info.body["follower_indices"][0]["status"], "active",
+        "{}",
+        info.text
+    );
+
+    let promoted = follower_client
+        .post(
+            "/metrics-copy/_ccr/promote",
+            json!({"retention_period": "1d"}),
+        )
+        .await;
+    assert_eq!(promoted.status, 200, "{}", promoted.text);
+    assert_eq!(promoted.body["acknowledged"], true);
+    assert_eq!(promoted.body["index"], "metrics-copy");
+    let shards = promoted.body["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 2);
+    let mut operations = 0;
+    for (number, shard) in shards.iter().enumerate() {
+        assert_eq!(shard["shard"], number);
+        // Caught up: nothing behind, the recovery point is the leader's max_seq_no.
+        assert_eq!(shard["operations_behind_leader"], 0, "{shard}");
+        assert_eq!(
+            shard["local_checkpoint"], shard["leader_max_seq_no"],
+            "{shard}"
+        );
+        assert_eq!(shard["local_checkpoint"], shard["max_seq_no"], "{shard}");
+        assert!(shard["retention_lease"]
+            .as_str()
+            .unwrap()
+            .ends_with("-promoted"));
+        operations += shard["local_checkpoint"].as_i64().unwrap() + 1;
+    }
+    assert_eq!(operations, 120);
+
+    // Writable, not a follower any more; its old leader no longer holds a lease for it.
+    let info = follower_client.get("/metrics-copy/_ccr/info").await;
+    assert_eq!(info.body["follower_indices"], json!([]), "{}", info.text);
+    let written = follower_client
+        .put("/metrics-copy/_doc/new?refresh=true", json!({"total": 1}))
+        .await;
+    assert_eq!(written.status, 201, "{}", written.text);
+    wait_for_count(&follower_client, "metrics-copy", 121).await;
+    let lease_ids = |stats: &Value| -> Vec<String> {
+        stats["indices"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|index| index["shards"].as_object().unwrap().values())
+            .flat_map(|copies| copies.as_array().unwrap())
+            .flat_map(|copy| copy["retention_leases"]["leases"].as_array().unwrap())
+            .map(|lease| lease["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let leader_stats = leader_client.get("/metrics/_stats?level=shards").await;
+    assert_eq!(leader_stats.status, 200, "{}", leader_stats.text);
+    assert!(
+        lease_ids(&leader_stats.body).is_empty(),
+        "{}",
+        leader_stats.text
+    );
+    let promoted_stats = follower_client
+        .get("/metrics-copy/_stats?level=shards")
+        .await;
+    let promoted_leases = lease_ids(&promoted_stats.body);
+    assert_eq!(promoted_leases.len(), 2, "{}", promoted_stats.text);
+    assert!(promoted_leases.iter().all(|id| id.ends_with("-promoted")));
+    let again = follower_client
+        .post_empty("/metrics-copy/_ccr/promote")
+        .await;
+    assert_eq!(
+        error_of(&again),
+        (400, "illegal_argument_exception".to_string())
+    );
 
     follower.stop().await;
     leader.stop().await;

@@ -1035,16 +1035,14 @@ impl FollowerIndices {
         }
         // Rewrites the shards' follower markers: on the blocking pool (the lock is held across
         // it as across the state write below; nothing on the blocking pool takes it).
+        // The promotion the next open makes records the leader followed (without a lease:
+        // that is `promote`'s), so that a failback of the old leader can name it.
+        let requests = self.promotion_requests(follower_index, &follower.metadata, None);
         let indices = self.indices.clone();
         let unfollowed = follower_index.to_string();
         on_blocking_pool("unmarking the follower shards", move || {
-            indices.with_closed_index(&unfollowed, |dir, metadata| {
-                Index::set_follower_markers(
-                    &**indices.storage(),
-                    dir,
-                    metadata.settings.number_of_shards,
-                    false,
-                )
+            indices.with_closed_index(&unfollowed, |dir, _| {
+                Index::mark_for_promotion(&**indices.storage(), dir, &requests)
             })
         })
         .await?;
@@ -1094,7 +1092,7 @@ impl FollowerIndices {
             follower.metadata.paused = true;
             follower.metadata.promoting = Some(Promoting {
                 leader_max_seq_nos: (0..shards)
-                    .map(|shard| self.lag_clock(name, shard).latest())
+                    .map(|shard| self.last_known_leader_max_seq_no(name, shard))
                     .collect(),
                 retention_period_millis: period_millis,
             });
@@ -1128,31 +1126,11 @@ impl FollowerIndices {
             .await?;
         }
         let index_uuid = self.indices.metadata(name)?.uuid;
-        let lease_id = crate::leader::promotion_lease_id(&self.cluster_name, name, &index_uuid);
-        let requests: Vec<PromotionRequest> = metadata
-            .leader_history_uuids
-            .iter()
-            .enumerate()
-            .map(|(shard, history_uuid)| PromotionRequest {
-                lease: Some(PromotionLease {
-                    id: lease_id.clone(),
-                    period_millis: promoting.retention_period_millis,
-                }),
-                leader: Some(FollowedLeader {
-                    remote_cluster: metadata.remote_cluster.clone(),
-                    leader_index: metadata.leader_index.clone(),
-                    leader_index_uuid: metadata.leader_index_uuid.clone(),
-                    leader_history_uuid: history_uuid.clone(),
-                    leader_max_seq_no: SeqNo(
-                        promoting
-                            .leader_max_seq_nos
-                            .get(shard)
-                            .copied()
-                            .unwrap_or(-1),
-                    ),
-                }),
-            })
-            .collect();
+        let lease = PromotionLease {
+            id: crate::leader::promotion_lease_id(&self.cluster_name, name, &index_uuid),
+            period_millis: promoting.retention_period_millis,
+        };
+        let requests = self.promotion_requests(name, &metadata, Some(lease));
         let indices = self.indices.clone();
         let marking = name.to_string();
         let index = on_blocking_pool("promoting the follower shards", move || {
@@ -1201,6 +1179,53 @@ impl FollowerIndices {
             index: name.to_string(),
             shards,
         })
+    }
+
+    /// The highest max_seq_no of the leader of follower shard `name`/`shard` this node
+    /// knows: the last its reads saw, and at least what the follower shard holds (a follower
+    /// caught up by its recovery may not have finished a read yet).
+    fn last_known_leader_max_seq_no(&self, name: &str, shard: u32) -> i64 {
+        let held = self
+            .indices
+            .get(name)
+            .ok()
+            .and_then(|index| index.shards().get(shard as usize).map(|s| s.max_seq_no().0))
+            .unwrap_or(-1);
+        self.lag_clock(name, shard).latest().max(held)
+    }
+
+    /// Per shard, the promotion of the follower `name` (whose follow state is `metadata`)
+    /// with `lease`: the leader shard it followed, and the leader's max_seq_no last heard
+    /// (as recorded by a promotion in progress, else as its lag clock knows it).
+    fn promotion_requests(
+        &self,
+        name: &str,
+        metadata: &FollowerMetadata,
+        lease: Option<PromotionLease>,
+    ) -> Vec<PromotionRequest> {
+        metadata
+            .leader_history_uuids
+            .iter()
+            .enumerate()
+            .map(|(shard, history_uuid)| {
+                let recorded = metadata
+                    .promoting
+                    .as_ref()
+                    .and_then(|promoting| promoting.leader_max_seq_nos.get(shard).copied());
+                let leader_max_seq_no = recorded
+                    .unwrap_or_else(|| self.last_known_leader_max_seq_no(name, shard as u32));
+                PromotionRequest {
+                    lease: lease.clone(),
+                    leader: Some(FollowedLeader {
+                        remote_cluster: metadata.remote_cluster.clone(),
+                        leader_index: metadata.leader_index.clone(),
+                        leader_index_uuid: metadata.leader_index_uuid.clone(),
+                        leader_history_uuid: history_uuid.clone(),
+                        leader_max_seq_no: SeqNo(leader_max_seq_no),
+                    }),
+                }
+            })
+            .collect()
     }
 
     /// The follower index `name` is about to be closed: stops its follow tasks. Its follow

@@ -306,6 +306,14 @@ pub const ENDPOINTS: &[Endpoint] = {
         ),
         (
             "POST",
+            "/{index}/_ccr/promote",
+            ClusterAndIndex(
+                "cluster:admin/xpack/ccr/promote",
+                "indices:admin/xpack/ccr/promote",
+            ),
+        ),
+        (
+            "POST",
             "/{index}/_ccr/forget_follower",
             Index("indices:admin/xpack/ccr/forget_follower"),
         ),

@@ -12,7 +12,9 @@ use serde_json::{json, Map, Value};
 use tandem_engine::SeqNo;
 use tandem_replication::auto_follow::AutoFollowPattern;
 use tandem_replication::error::CcrError;
-use tandem_replication::follower_indices::FollowRequest;
+use tandem_replication::follower_indices::{
+    FollowRequest, PromoteRequest, DEFAULT_PROMOTION_RETENTION_PERIOD,
+};
 use tandem_replication::leader::{forget_follower, ForgetFollowerRequest};
 use tandem_replication::params::FollowParameters;
 
@@ -55,6 +57,7 @@ pub fn routes() -> Router<NodeState> {
         .route("/{index}/_ccr/pause_follow", post(pause_follow))
         .route("/{index}/_ccr/resume_follow", post(resume_follow))
         .route("/{index}/_ccr/unfollow", post(unfollow))
+        .route("/{index}/_ccr/promote", post(promote))
         .route("/{index}/_ccr/forget_follower", post(forget))
         .route("/{index}/_ccr/stats", get(index_stats))
         .route("/{index}/_ccr/info", get(info))
@@ -222,6 +225,53 @@ async fn unfollow(
         answer["retention_leases_not_removed"] = json!(not_removed);
     }
     Ok(ok(answer))
+}
+
+/// `POST /{index}/_ccr/promote` (a Tandem extension): pause, stop, convert and open in one
+/// durable call; the answer gives each shard's recovery point (see
+/// [`FollowerIndices::promote`](tandem_replication::follower_indices::FollowerIndices::promote)).
+/// Body (optional): `retention_period`, how long the promoted index keeps its history above
+/// the recovery point for a failback (default 12h).
+async fn promote(
+    State(node): State<NodeState>,
+    Path(index): Path<String>,
+    params: Params,
+    body: JsonBody,
+) -> Result<Response, RestError> {
+    params.allow(&["master_timeout"])?;
+    let body = object(body, "promote_request")?;
+    check_keys(&body, &["retention_period"], "promote_request")?;
+    let retention_period = match body.get("retention_period") {
+        None | Some(Value::Null) => DEFAULT_PROMOTION_RETENTION_PERIOD,
+        Some(value) => {
+            let text = match value {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            match tandem_engine::units::parse_time_millis(&text) {
+                Some(millis) if millis > 0 => std::time::Duration::from_millis(millis),
+                _ => {
+                    return Err(RestError::illegal_argument(format!(
+                        "failed to parse [retention_period] with value [{text}]: a positive \
+                         time value such as [12h] is expected"
+                    )))
+                }
+            }
+        }
+    };
+    let promoted = node
+        .followers
+        .promote(PromoteRequest {
+            follower_index: index,
+            retention_period,
+        })
+        .await
+        .map_err(|error| missing_or(&node, error))?;
+    Ok(ok(json!({
+        "acknowledged": true,
+        "index": promoted.index,
+        "shards": promoted.shards,
+    })))
 }
 
 async fn forget(
