@@ -427,14 +427,20 @@ pub fn lookup_latest(
         let mut doc = postings.doc();
         while doc != TERMINATED {
             let (seq_no, primary_term, version, op_type) = history.meta(doc)?;
-            if best.is_none_or(|found| seq_no > found.seq_no) {
+            let alive = !segment.is_deleted(doc);
+            // Among equal seq_nos (a carried copy, or a document a rollback restored beside
+            // its deleted original) the live one is the document's state.
+            let better = best.is_none_or(|found| {
+                seq_no > found.seq_no || (seq_no == found.seq_no && alive && !found.alive)
+            });
+            if better {
                 best = Some(IndexedVersion {
                     seq_no,
                     primary_term,
                     version,
                     op_type,
                     address: tantivy::DocAddress::new(ordinal as u32, doc),
-                    alive: !segment.is_deleted(doc),
+                    alive,
                 });
             }
             doc = postings.advance();

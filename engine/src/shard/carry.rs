@@ -168,7 +168,7 @@ impl ShardInner {
     /// The retained operations (`seq_no >= min_retained`) deleted in `segment` and not in
     /// `before` (the same segment read earlier), anchors aside; `None` if they exceed
     /// `budget` bytes.
-    fn retained_deletes(
+    pub(super) fn retained_deletes(
         &self,
         segment: &SegmentReader,
         before: Option<&SegmentReader>,

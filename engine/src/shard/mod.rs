@@ -64,6 +64,7 @@ pub mod counters;
 mod lock_order;
 mod refresh;
 mod retention;
+mod rollback;
 mod scheduler;
 pub mod verify;
 mod write;
@@ -109,6 +110,7 @@ pub use commit_point::{
     FileChecksums, PinnedCommit, PinnedFile, RangeChecksum, FOLLOWER_MARKER_FILE, MANAGED_FILE,
     META_FILE,
 };
+pub use rollback::{RollbackOutcome, ROLLBACK_MAX_CARRY_BYTES};
 pub use write::{
     DeleteRequest, GetResult, IndexRequest, WriteOutcome, WriteRequest, WriteResult, APPLY_CHUNK,
     MAX_ID_BYTES, MAX_SOURCE_BYTES,

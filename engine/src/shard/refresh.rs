@@ -34,7 +34,7 @@ const FORCE_MERGE_WAIT: Duration = Duration::from_secs(600);
 /// changed since the last one, and the merges refreshes schedule.
 pub(crate) struct Commits {
     /// Held by a refresh from start to end and by merge selection: one at a time.
-    refresh_lock: RankedMutex<RefreshState>,
+    pub(super) refresh_lock: RankedMutex<RefreshState>,
     reader: IndexReader,
     /// The reader of the last commit. A refresh swaps it while the tail is locked, before the
     /// version map's refreshing generation is dropped; the end of a merge swaps it for one
@@ -52,7 +52,7 @@ pub(crate) struct Commits {
 }
 
 #[derive(Default)]
-struct RefreshState {
+pub(super) struct RefreshState {
     /// `min_retained_seq_no` when merges were last selected.
     merges_selected_at: Option<SeqNo>,
 }
@@ -95,6 +95,11 @@ impl Commits {
     /// Segments being merged now.
     pub(crate) fn merging_segment_count(&self) -> usize {
         self.merging.lock().len()
+    }
+
+    /// True while one of `segments` is being merged.
+    pub(crate) fn is_merging(&self, segments: &[SegmentId]) -> bool {
+        self.merging.lock().iter().any(|id| segments.contains(id))
     }
 }
 
