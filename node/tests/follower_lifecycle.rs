@@ -396,7 +396,7 @@ async fn promote_makes_a_following_index_writable_in_one_call() {
     }
     assert_eq!(operations, 120);
 
-    // Writable, not a follower any more; its old leader no longer holds a lease for it.
+    // Writable, not a follower any more.
     let info = follower_client.get("/metrics-copy/_ccr/info").await;
     assert_eq!(info.body["follower_indices"], json!([]), "{}", info.text);
     let written = follower_client
@@ -417,11 +417,10 @@ async fn promote_makes_a_following_index_writable_in_one_call() {
     };
     let leader_stats = leader_client.get("/metrics/_stats?level=shards").await;
     assert_eq!(leader_stats.status, 200, "{}", leader_stats.text);
-    assert!(
-        lease_ids(&leader_stats.body).is_empty(),
-        "{}",
-        leader_stats.text
-    );
+    // The follower's leases stay on the old leader: they keep its history for a failback.
+    let kept = lease_ids(&leader_stats.body);
+    assert_eq!(kept.len(), 2, "{}", leader_stats.text);
+    assert!(kept.iter().all(|id| id.contains("-following-")));
     let promoted_stats = follower_client
         .get("/metrics-copy/_stats?level=shards")
         .await;

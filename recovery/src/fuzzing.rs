@@ -418,6 +418,13 @@ impl LeaderClient for HostileLeader {
     ) -> LeaderFuture<'_, crate::leader_api::VerifyShardResponse> {
         Box::pin(async { Err(LeaderError::InvalidRequest("not in this target".into())) })
     }
+
+    fn failback_source(
+        &self,
+        _request: crate::leader_api::FailbackSourceRequest,
+    ) -> LeaderFuture<'_, crate::leader_api::FailbackSourceResponse> {
+        Box::pin(async { Err(LeaderError::InvalidRequest("not in this target".into())) })
+    }
 }
 
 /// Every file and directory on `disk`, depth first from the root.

@@ -20,11 +20,13 @@ use tandem_engine::indices::Indices;
 use tandem_engine::shard::GlobalCheckpointWait;
 
 use crate::leader_api::{
-    AddRetentionLeaseRequest, CloseRecoverySessionRequest, FileChunk, IndexMetadataRequest,
-    LeaderClient, LeaderError, LeaderFuture, LeaderIndexSummary, OpenRecoverySessionRequest,
-    ReadFileChunkRequest, RecoverySessionInfo, RemoveRetentionLeaseRequest,
+    AddRetentionLeaseRequest, CloseRecoverySessionRequest, FailbackDocument, FailbackSourceRequest,
+    FailbackSourceResponse, FileChunk, IndexMetadataRequest, LeaderClient, LeaderError,
+    LeaderFuture, LeaderIndexSummary, OpenRecoverySessionRequest, PromotedIndexInfo,
+    PromotedShardInfo, ReadFileChunkRequest, RecoverySessionInfo, RemoveRetentionLeaseRequest,
     RenewRetentionLeaseRequest, ShardChangesRequest, ShardChangesResponse, ShardId,
-    VerifyShardRequest, VerifyShardResponse, VerifyStep,
+    VerifyShardRequest, VerifyShardResponse, VerifyStep, MAX_FAILBACK_DOCUMENTS_BYTES,
+    MAX_FAILBACK_IDS, MAX_FAILBACK_IDS_BYTES,
 };
 use crate::source::RecoverySource;
 use crate::verify_source::{VerifySource, VerifySourceSettings};
@@ -389,5 +391,86 @@ impl LeaderClient for InProcessLeaderClient {
             .await
             .map_err(|e| LeaderError::Unavailable(format!("leader task failed: {e}")))?
         })
+    }
+
+    fn failback_source(
+        &self,
+        request: FailbackSourceRequest,
+    ) -> LeaderFuture<'_, FailbackSourceResponse> {
+        match request {
+            FailbackSourceRequest::Promotion { index } => Box::pin(async move {
+                let index = self.index(&index)?;
+                let metadata = index.metadata();
+                let shards = index
+                    .shards()
+                    .iter()
+                    .map(|engine| PromotedShardInfo {
+                        history_uuid: engine.history_uuid(),
+                        max_seq_no: engine.max_seq_no(),
+                        global_checkpoint: engine.global_checkpoint(),
+                        promotion: engine.promotion(),
+                    })
+                    .collect();
+                Ok(FailbackSourceResponse::Promotion(PromotedIndexInfo {
+                    index: metadata.name,
+                    index_uuid: metadata.uuid,
+                    mapping_version: metadata.mapping_version,
+                    shards,
+                }))
+            }),
+            FailbackSourceRequest::Documents {
+                shard,
+                expected_history_uuid,
+                at_or_below,
+                ids,
+            } => self.on_shard(shard, move |_, engine| {
+                if engine.history_uuid() != expected_history_uuid {
+                    return Err(LeaderError::HistoryUuidMismatch {
+                        expected: expected_history_uuid,
+                        actual: engine.history_uuid(),
+                    });
+                }
+                if ids.len() > MAX_FAILBACK_IDS
+                    || ids.iter().map(String::len).sum::<usize>() > MAX_FAILBACK_IDS_BYTES
+                {
+                    return Err(LeaderError::InvalidRequest(format!(
+                        "a failback asks for at most [{MAX_FAILBACK_IDS}] ids of \
+                         [{MAX_FAILBACK_IDS_BYTES}] bytes at once"
+                    )));
+                }
+                let mut documents = Vec::new();
+                let mut bytes = 0usize;
+                let mut answered = 0;
+                for id in &ids {
+                    if answered > 0 && bytes >= MAX_FAILBACK_DOCUMENTS_BYTES {
+                        break;
+                    }
+                    answered += 1;
+                    let Some(found) = engine.get(id).map_err(engine_error)? else {
+                        continue;
+                    };
+                    if found.seq_no > at_or_below {
+                        continue;
+                    }
+                    let source =
+                        String::from_utf8(found.source).map_err(|_| LeaderError::Engine {
+                            message: format!("the source of [{id}] is not UTF-8"),
+                            retryable: false,
+                        })?;
+                    bytes += source.len() + id.len();
+                    documents.push(FailbackDocument {
+                        id: id.clone(),
+                        seq_no: found.seq_no,
+                        primary_term: found.primary_term.0,
+                        version: found.version,
+                        source,
+                    });
+                }
+                Ok(FailbackSourceResponse::Documents {
+                    answered,
+                    documents,
+                })
+            }),
+        }
     }
 }

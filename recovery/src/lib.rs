@@ -44,12 +44,13 @@ pub use disk::DiskWatermark;
 pub use error::RecoveryError;
 pub use in_process::InProcessLeaderClient;
 pub use leader_api::{
-    AddRetentionLeaseRequest, CheckedLeaderClient, CloseRecoverySessionRequest, FileChunk,
-    ForwardingLeaderClient, IndexMetadataRequest, LeaderClient, LeaderError, LeaderFuture,
-    LeaderIndexSummary, OpenRecoverySessionRequest, ReadFileChunkRequest, RecoverySessionInfo,
-    RemoveRetentionLeaseRequest, RenewRetentionLeaseRequest, SessionId, ShardChangesRequest,
-    ShardChangesResponse, ShardId, VerifyOpened, VerifyShardRequest, VerifyShardResponse,
-    VerifyStep,
+    AddRetentionLeaseRequest, CheckedLeaderClient, CloseRecoverySessionRequest, FailbackDocument,
+    FailbackSourceRequest, FailbackSourceResponse, FileChunk, ForwardingLeaderClient,
+    IndexMetadataRequest, LeaderClient, LeaderError, LeaderFuture, LeaderIndexSummary,
+    OpenRecoverySessionRequest, PromotedIndexInfo, PromotedShardInfo, ReadFileChunkRequest,
+    RecoverySessionInfo, RemoveRetentionLeaseRequest, RenewRetentionLeaseRequest, SessionId,
+    ShardChangesRequest, ShardChangesResponse, ShardId, VerifyOpened, VerifyShardRequest,
+    VerifyShardResponse, VerifyStep,
 };
 pub use progress::{RecoveryProgress, RecoveryProgressSnapshot, RecoveryStage};
 pub use rate_limiter::RateLimiter;

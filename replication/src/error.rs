@@ -73,6 +73,30 @@ pub enum CcrError {
     /// A request argument is invalid.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A failback that cannot be done by operations: the old leader's index never led the
+    /// promoted one, or their histories cannot be reconciled (and a full recovery was not
+    /// allowed).
+    #[error("cannot fail back index [{index}]: {reason}")]
+    FailbackRefused {
+        /// The old leader's index.
+        index: String,
+        /// Why.
+        reason: String,
+    },
+    /// A request on an index whose failback has not completed: it stays closed until the
+    /// failback is asked again and completes.
+    #[error(
+        "index [{index}] is being failed back from [{remote_cluster}:{leader_index}] and stays \
+         closed until that completes: POST /{index}/_ccr/failback again to resume it"
+    )]
+    FailbackInProgress {
+        /// The index.
+        index: String,
+        /// The promoted index's cluster.
+        remote_cluster: String,
+        /// The promoted index.
+        leader_index: String,
+    },
     /// The leader cluster refused or failed a request.
     #[error(transparent)]
     Leader(#[from] LeaderError),
@@ -124,7 +148,9 @@ impl CcrError {
             | CcrError::LeaderChanged(_)
             | CcrError::StillRecovering(_)
             | CcrError::RecoveryFailed { .. }
+            | CcrError::FailbackRefused { .. }
             | CcrError::InvalidArgument(_) => 400,
+            CcrError::FailbackInProgress { .. } => 409,
             CcrError::RecoveryCancelled(_) => 404,
             // Elasticsearch's pause of a paused follower is an IllegalArgumentException.
             CcrError::NoFollowTasks(_) => 400,
@@ -158,7 +184,9 @@ impl CcrError {
             | CcrError::LeaderChanged(_)
             | CcrError::StillRecovering(_)
             | CcrError::RecoveryFailed { .. }
+            | CcrError::FailbackRefused { .. }
             | CcrError::InvalidArgument(_) => "illegal_argument_exception",
+            CcrError::FailbackInProgress { .. } => "status_exception",
             CcrError::RecoveryCancelled(_) => "index_not_found_exception",
             CcrError::Leader(error) => crate::task::leader_error_type(error),
             CcrError::Engine(error) => error.type_name(),

@@ -51,6 +51,12 @@ use crate::task::{
 };
 use crate::verify::{verify_shard, IndexVerification, VerifyTarget};
 
+mod failback;
+
+pub use failback::{
+    FailbackRequest, FailbackResponse, FailedBackShard, DIVERGENT_DIR, MAX_DIVERGENT_BYTES,
+};
+
 /// File of the persisted follow state.
 const STATE_FILE: &str = "ccr_followers.json";
 /// File of the follows whose remote recovery has not completed: a restart starts them again
@@ -377,6 +383,9 @@ pub struct FollowerIndices {
     /// Per follower shard, what was seen of its leader's progress (kept across pauses;
     /// pruned to the follower indices by [`FollowerIndices::follow_metrics`]).
     lag_clocks: parking_lot::Mutex<BTreeMap<(String, u32), Arc<LagClock>>>,
+    /// The failbacks in progress, by index (persisted; see `failback.rs`). An async lock,
+    /// held through a failback: one runs at a time.
+    failbacks: Mutex<BTreeMap<String, failback::FailbackState>>,
 }
 
 impl Drop for FollowerIndices {
@@ -402,6 +411,8 @@ impl FollowerIndices {
             state_file::load(&*storage, state_dir, STATE_FILE)?;
         let pending: BTreeMap<String, PendingFollow> =
             state_file::load(&*storage, state_dir, PENDING_FILE)?;
+        let failbacks: BTreeMap<String, failback::FailbackState> =
+            state_file::load(&*storage, state_dir, failback::FAILBACK_FILE)?;
         let lease_cleanup = Arc::new(LeaseCleanup::open(storage, remotes.clone(), state_dir)?);
         let lease_cleanup_task = tokio::spawn(lease_cleanup.clone().run());
         let this = FollowerIndices {
@@ -418,6 +429,7 @@ impl FollowerIndices {
             lease_cleanup,
             lease_cleanup_task: parking_lot::Mutex::new(Some(lease_cleanup_task)),
             lag_clocks: parking_lot::Mutex::new(BTreeMap::new()),
+            failbacks: Mutex::new(failbacks),
         };
         {
             let mut followers = this.followers.lock().await;
@@ -1063,10 +1075,11 @@ impl FollowerIndices {
     /// four calls pause, close, unfollow and open still work): stops its tasks, converts its
     /// shards to primaries of a new term, each recording its recovery point (see
     /// [`tandem_engine::shard::ShardEngine::promote_to_primary`]) and keeping its history
-    /// above it for `retention_period` under a lease, opens it, and removes the follower's
-    /// leases on the leader (in the background if the leader cannot be reached, as is
-    /// likely). A follower that has not caught up can be promoted: the answer says how far
-    /// behind it was.
+    /// above it for `retention_period` under a lease, and opens it. Its leases on the old
+    /// leader are left: they keep the old leader's history above the recovery point for a
+    /// failback ([`FollowerIndices::failback`] removes them; unrenewed, they expire). A
+    /// follower that has not caught up can be promoted: the answer says how far behind it
+    /// was.
     ///
     /// Durable at each step: the promotion is recorded in the follow state before anything
     /// changes, and a restart that finds it recorded finishes it
@@ -1141,13 +1154,10 @@ impl FollowerIndices {
         })
         .await?;
         followers.remove(name);
+        // The follower's leases on the old leader stay: they keep the old leader's history
+        // above the recovery point, which a failback reads (it removes them); otherwise
+        // they expire after their period.
         self.persist(followers).await?;
-        let not_removed = self
-            .remove_leases(&metadata, metadata.leader_history_uuids.len() as u32)
-            .await;
-        if !not_removed.is_empty() {
-            tracing::info!(index = %name, leases = ?not_removed, "the promoted index's leases on its old leader are removed once it can be reached, or expire");
-        }
         let shards = index
             .shards()
             .iter()

@@ -163,8 +163,7 @@ async fn promote_turns_a_lagging_follower_into_a_writable_index_in_one_call() {
     let shard = copy.shard_for("doc-new");
     assert_eq!(written.primary_term.0, promoted.shards[shard].primary_term);
     assert_eq!(written.seq_no.0, checkpoints[shard] + 1);
-    // Its history above the recovery point is kept under the promotion's lease; the
-    // follower's lease on the leader is gone.
+    // Its history above the recovery point is kept under the promotion's lease.
     for (shard, engine) in copy.shards().iter().enumerate() {
         let leases = engine.retention_leases();
         let lease = &leases.leases[promoted.shards[shard].retention_lease.as_ref().unwrap()];
@@ -178,8 +177,9 @@ async fn promote_turns_a_lagging_follower_into_a_writable_index_in_one_call() {
             leader.shards()[shard].history_uuid()
         );
     }
+    // The follower's lease on the leader stays, keeping the history a failback reads.
     for shard in leader.shards() {
-        assert!(!shard.retention_leases().leases.contains_key(&lease_id));
+        assert!(shard.retention_leases().leases.contains_key(&lease_id));
     }
     // Promoted once: a second promote is refused as for any index that does not follow.
     let again = followers.promote(promote_copy()).await.unwrap_err();

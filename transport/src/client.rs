@@ -52,18 +52,19 @@ use tandem_engine::index::IndexMetadata;
 use tandem_recovery::chunk_bytes::ChunkBytes;
 use tandem_recovery::in_process::MAX_POLL_TIMEOUT;
 use tandem_recovery::leader_api::{
-    AddRetentionLeaseRequest, CloseRecoverySessionRequest, FileChunk, IndexMetadataRequest,
-    LeaderClient, LeaderFuture, LeaderIndexSummary, OpenRecoverySessionRequest,
-    ReadFileChunkRequest, RecoverySessionInfo, RemoveRetentionLeaseRequest,
-    RenewRetentionLeaseRequest, ShardChangesRequest, ShardChangesResponse, VerifyShardRequest,
-    VerifyShardResponse,
+    AddRetentionLeaseRequest, CloseRecoverySessionRequest, FailbackSourceRequest,
+    FailbackSourceResponse, FileChunk, IndexMetadataRequest, LeaderClient, LeaderFuture,
+    LeaderIndexSummary, OpenRecoverySessionRequest, ReadFileChunkRequest, RecoverySessionInfo,
+    RemoveRetentionLeaseRequest, RenewRetentionLeaseRequest, ShardChangesRequest,
+    ShardChangesResponse, VerifyShardRequest, VerifyShardResponse,
 };
 use tandem_recovery::source::MAX_CHUNK_BYTES;
 use tandem_recovery::LeaderError;
 
 use crate::server::{
-    ADD_LEASE_PATH, CLOSE_SESSION_PATH, INDEX_METADATA_PATH, LIST_INDICES_PATH, OPEN_SESSION_PATH,
-    READ_CHUNK_PATH, REMOVE_LEASE_PATH, RENEW_LEASE_PATH, SHARD_CHANGES_PATH, VERIFY_PATH,
+    ADD_LEASE_PATH, CLOSE_SESSION_PATH, FAILBACK_PATH, INDEX_METADATA_PATH, LIST_INDICES_PATH,
+    OPEN_SESSION_PATH, READ_CHUNK_PATH, REMOVE_LEASE_PATH, RENEW_LEASE_PATH, SHARD_CHANGES_PATH,
+    VERIFY_PATH,
 };
 use crate::wire::{
     self, ChunkHeader, ERROR_HEADER, FRAME_HEADER_BYTES, HEARTBEAT_BYTE, HEARTBEAT_HEADER,
@@ -648,6 +649,13 @@ impl LeaderClient for HttpLeaderClient {
 
     fn verify_shard(&self, request: VerifyShardRequest) -> LeaderFuture<'_, VerifyShardResponse> {
         Box::pin(self.fetch_verify(request))
+    }
+
+    fn failback_source(
+        &self,
+        request: FailbackSourceRequest,
+    ) -> LeaderFuture<'_, FailbackSourceResponse> {
+        Box::pin(async move { self.call_json(FAILBACK_PATH, &request).await })
     }
 }
 

@@ -28,9 +28,10 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tandem_recovery::leader_api::{
-    AddRetentionLeaseRequest, CloseRecoverySessionRequest, IndexMetadataRequest, LeaderClient,
-    OpenRecoverySessionRequest, ReadFileChunkRequest, RemoveRetentionLeaseRequest,
-    RenewRetentionLeaseRequest, ShardChangesRequest, ShardChangesResponse, VerifyShardRequest,
+    AddRetentionLeaseRequest, CloseRecoverySessionRequest, FailbackSourceRequest,
+    IndexMetadataRequest, LeaderClient, OpenRecoverySessionRequest, ReadFileChunkRequest,
+    RemoveRetentionLeaseRequest, RenewRetentionLeaseRequest, ShardChangesRequest,
+    ShardChangesResponse, VerifyShardRequest,
 };
 use tandem_recovery::LeaderError;
 
@@ -67,6 +68,8 @@ pub const READ_CHUNK_PATH: &str = transport_path!("/recovery_session/chunk");
 pub const CLOSE_SESSION_PATH: &str = transport_path!("/recovery_session/close");
 /// `verify_shard` endpoint (heartbeat stream, then the JSON answer).
 pub const VERIFY_PATH: &str = transport_path!("/verify");
+/// `failback_source` endpoint (JSON in, JSON out).
+pub const FAILBACK_PATH: &str = transport_path!("/failback");
 /// Largest request body accepted: every request is a small JSON object (an index name, a
 /// shard, a lease or a chunk position), so anything larger is refused before it is parsed.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -114,6 +117,7 @@ where
         .route(READ_CHUNK_PATH, post(read_file_chunk))
         .route(CLOSE_SESSION_PATH, post(close_recovery_session))
         .route(VERIFY_PATH, post(verify_shard))
+        .route(FAILBACK_PATH, post(failback_source))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(leader)
 }
@@ -250,6 +254,17 @@ async fn verify_shard(State(leader): State<Leader>, access: Access, body: Bytes)
         };
         Bytes::from(wire::encode_long_poll_outcome(answer))
     }))
+}
+
+/// A request of a failback of the old leader of the promoted index it names.
+async fn failback_source(State(leader): State<Leader>, access: Access, body: Bytes) -> Answer {
+    let request: FailbackSourceRequest = parse(&body)?;
+    let index = match &request {
+        FailbackSourceRequest::Promotion { index } => index,
+        FailbackSourceRequest::Documents { shard, .. } => &shard.index,
+    };
+    check_access(&access, index)?;
+    json(&leader.failback_source(request).await?)
 }
 
 /// An answer that is a heartbeat stream until `outcome` is ready, then the outcome.

@@ -23,8 +23,9 @@ use tandem_engine::{Operation, SeqNo};
 use tandem_engine::shard::verify::{MAX_CHANGED_IDS_BYTES, MAX_ENTRIES_BYTES};
 
 use super::types::{
-    FileChunk, IndexMetadataRequest, ReadFileChunkRequest, RecoverySessionInfo,
-    ShardChangesRequest, ShardChangesResponse, VerifyShardRequest, VerifyShardResponse, VerifyStep,
+    FailbackSourceRequest, FailbackSourceResponse, FileChunk, IndexMetadataRequest,
+    ReadFileChunkRequest, RecoverySessionInfo, ShardChangesRequest, ShardChangesResponse,
+    VerifyShardRequest, VerifyShardResponse, VerifyStep,
 };
 use super::{ForwardingLeaderClient, LeaderClient, LeaderError, LeaderFuture};
 
@@ -112,6 +113,97 @@ impl ForwardingLeaderClient for CheckedLeaderClient {
             check_verify_answer(&step, &response)?;
             Ok(response)
         })
+    }
+
+    fn failback_source(
+        &self,
+        request: FailbackSourceRequest,
+    ) -> LeaderFuture<'_, FailbackSourceResponse> {
+        Box::pin(async move {
+            let asked = request.clone();
+            let response = self.inner.failback_source(request).await?;
+            check_failback_answer(&asked, &response)?;
+            Ok(response)
+        })
+    }
+}
+
+/// Checks a failback answer: the kind asked for; a promotion whose numbers are in range and
+/// whose recovery point is within what the shard holds; documents that are among the ids
+/// asked, at or below the point, and an `answered` that makes progress.
+pub fn check_failback_answer(
+    request: &FailbackSourceRequest,
+    response: &FailbackSourceResponse,
+) -> Result<(), LeaderError> {
+    let invalid = |what: String| LeaderError::InvalidResponse(format!("failback answer: {what}"));
+    match (request, response) {
+        (FailbackSourceRequest::Promotion { .. }, FailbackSourceResponse::Promotion(info)) => {
+            if info.shards.is_empty()
+                || info.shards.len() > tandem_engine::index::MAX_SHARDS as usize
+            {
+                return Err(invalid(format!("{} shards", info.shards.len())));
+            }
+            for (number, shard) in info.shards.iter().enumerate() {
+                if shard.max_seq_no.0 < -1 || shard.global_checkpoint > shard.max_seq_no {
+                    return Err(invalid(format!(
+                        "shard [{number}]: global checkpoint [{}] and max_seq_no [{}]",
+                        shard.global_checkpoint, shard.max_seq_no
+                    )));
+                }
+                if let Some(promotion) = &shard.promotion {
+                    let point = promotion.local_checkpoint;
+                    let in_range = point.0 >= -1
+                        && point <= promotion.max_seq_no
+                        && promotion.max_seq_no <= shard.max_seq_no
+                        && promotion.boundary.len()
+                            <= tandem_engine::shard::PROMOTION_BOUNDARY_OPERATIONS
+                        && promotion
+                            .boundary
+                            .iter()
+                            .all(|entry| entry.seq_no <= point.0);
+                    if !in_range {
+                        return Err(invalid(format!(
+                            "shard [{number}]: a promotion at [{point}] that does not fit its \
+                             history"
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        }
+        (
+            FailbackSourceRequest::Documents {
+                at_or_below, ids, ..
+            },
+            FailbackSourceResponse::Documents {
+                answered,
+                documents,
+            },
+        ) => {
+            if *answered == 0 && !ids.is_empty() || *answered > ids.len() {
+                return Err(invalid(format!(
+                    "[{answered}] of [{}] ids answered",
+                    ids.len()
+                )));
+            }
+            let covered: std::collections::HashSet<&str> =
+                ids[..*answered].iter().map(String::as_str).collect();
+            for document in documents {
+                if !covered.contains(document.id.as_str())
+                    || document.seq_no > *at_or_below
+                    || document.seq_no.0 < 0
+                {
+                    return Err(invalid(format!(
+                        "a document [{}] at [{}] that was not asked for at or below [{at_or_below}]",
+                        document.id, document.seq_no
+                    )));
+                }
+            }
+            Ok(())
+        }
+        _ => Err(invalid(
+            "not the kind of answer the request asks for".to_string(),
+        )),
     }
 }
 

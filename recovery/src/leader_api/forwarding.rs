@@ -4,8 +4,9 @@
 use tandem_engine::index::IndexMetadata;
 
 use super::types::{
-    AddRetentionLeaseRequest, CloseRecoverySessionRequest, FileChunk, IndexMetadataRequest,
-    LeaderIndexSummary, OpenRecoverySessionRequest, ReadFileChunkRequest, RecoverySessionInfo,
+    AddRetentionLeaseRequest, CloseRecoverySessionRequest, FailbackSourceRequest,
+    FailbackSourceResponse, FileChunk, IndexMetadataRequest, LeaderIndexSummary,
+    OpenRecoverySessionRequest, ReadFileChunkRequest, RecoverySessionInfo,
     RemoveRetentionLeaseRequest, RenewRetentionLeaseRequest, ShardChangesRequest,
     ShardChangesResponse, VerifyShardRequest, VerifyShardResponse,
 };
@@ -75,6 +76,14 @@ pub trait ForwardingLeaderClient: Send + Sync {
     fn verify_shard(&self, request: VerifyShardRequest) -> LeaderFuture<'_, VerifyShardResponse> {
         self.inner().verify_shard(request)
     }
+
+    /// See [`LeaderClient::failback_source`].
+    fn failback_source(
+        &self,
+        request: FailbackSourceRequest,
+    ) -> LeaderFuture<'_, FailbackSourceResponse> {
+        self.inner().failback_source(request)
+    }
 }
 
 impl<T: ForwardingLeaderClient> LeaderClient for T {
@@ -122,5 +131,12 @@ impl<T: ForwardingLeaderClient> LeaderClient for T {
 
     fn verify_shard(&self, request: VerifyShardRequest) -> LeaderFuture<'_, VerifyShardResponse> {
         ForwardingLeaderClient::verify_shard(self, request)
+    }
+
+    fn failback_source(
+        &self,
+        request: FailbackSourceRequest,
+    ) -> LeaderFuture<'_, FailbackSourceResponse> {
+        ForwardingLeaderClient::failback_source(self, request)
     }
 }

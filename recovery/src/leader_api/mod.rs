@@ -34,11 +34,13 @@ pub use checked::CheckedLeaderClient;
 pub use error::LeaderError;
 pub use forwarding::ForwardingLeaderClient;
 pub use types::{
-    AddRetentionLeaseRequest, CloseRecoverySessionRequest, FileChunk, IndexMetadataRequest,
-    LeaderIndexSummary, OpenRecoverySessionRequest, ReadFileChunkRequest, RecoverySessionInfo,
-    RemoveRetentionLeaseRequest, RenewRetentionLeaseRequest, SessionId, ShardChangesRequest,
-    ShardChangesResponse, ShardId, VerifyOpened, VerifyShardRequest, VerifyShardResponse,
-    VerifyStep, MAX_FOLLOWER_UNDETERMINED_BYTES, MAX_VERIFY_RANGES,
+    AddRetentionLeaseRequest, CloseRecoverySessionRequest, FailbackDocument, FailbackSourceRequest,
+    FailbackSourceResponse, FileChunk, IndexMetadataRequest, LeaderIndexSummary,
+    OpenRecoverySessionRequest, PromotedIndexInfo, PromotedShardInfo, ReadFileChunkRequest,
+    RecoverySessionInfo, RemoveRetentionLeaseRequest, RenewRetentionLeaseRequest, SessionId,
+    ShardChangesRequest, ShardChangesResponse, ShardId, VerifyOpened, VerifyShardRequest,
+    VerifyShardResponse, VerifyStep, MAX_FAILBACK_DOCUMENTS_BYTES, MAX_FAILBACK_IDS,
+    MAX_FAILBACK_IDS_BYTES, MAX_FOLLOWER_UNDETERMINED_BYTES, MAX_VERIFY_RANGES,
 };
 
 /// The future every [`LeaderClient`] method returns.
@@ -87,4 +89,11 @@ pub trait LeaderClient: Send + Sync {
     /// [`VerifyStep`]). A lost or expired session is [`LeaderError::UnknownSession`]; closing
     /// is idempotent.
     fn verify_shard(&self, request: VerifyShardRequest) -> LeaderFuture<'_, VerifyShardResponse>;
+
+    /// One request of a failback of the old leader of a promoted index (see
+    /// [`FailbackSourceRequest`]).
+    fn failback_source(
+        &self,
+        request: FailbackSourceRequest,
+    ) -> LeaderFuture<'_, FailbackSourceResponse>;
 }

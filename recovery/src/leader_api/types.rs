@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tandem_engine::shard::verify::{RangeDigest, SeqRange, VerifyEntry};
-use tandem_engine::shard::{ChangesRequest, ChangesResponse, CommitFileInfo};
+use tandem_engine::shard::{ChangesRequest, ChangesResponse, CommitFileInfo, ShardPromotion};
 use tandem_engine::SeqNo;
 
 use crate::chunk_bytes::ChunkBytes;
@@ -365,4 +365,101 @@ pub struct VerifyOpened {
     pub max_seq_no: SeqNo,
     /// Milliseconds the leader took to build its side.
     pub took_millis: u64,
+}
+
+/// What an old leader failing back asks of the index promoted in its place (see
+/// `tandem_replication`'s failback): who it is and where each shard was promoted, and the
+/// live versions of ids at the shared point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum FailbackSourceRequest {
+    /// The promoted index's uuid and, per shard, its history uuid and promotion record;
+    /// answers [`FailbackSourceResponse::Promotion`].
+    Promotion {
+        /// The promoted index.
+        index: String,
+    },
+    /// The live documents of `ids` whose latest operation is at or below `at_or_below`:
+    /// the state of those ids at the shared point that the promoted shard still holds (an id
+    /// it changed above the point, or does not hold, has none). At most
+    /// [`MAX_FAILBACK_IDS`] ids of at most [`MAX_FAILBACK_IDS_BYTES`] in all; answers
+    /// [`FailbackSourceResponse::Documents`].
+    Documents {
+        /// The promoted shard.
+        shard: ShardId,
+        /// Its history, as the promotion record named it; another one fails the request.
+        expected_history_uuid: String,
+        /// The shared point.
+        at_or_below: SeqNo,
+        /// The ids.
+        ids: Vec<String>,
+    },
+}
+
+/// Most ids one [`FailbackSourceRequest::Documents`] asks for.
+pub const MAX_FAILBACK_IDS: usize = 1024;
+
+/// Most bytes of ids one [`FailbackSourceRequest::Documents`] carries.
+pub const MAX_FAILBACK_IDS_BYTES: usize = 512 * 1024;
+
+/// Most bytes of sources one [`FailbackSourceResponse::Documents`] carries; the ids past it
+/// are asked again (`answered` says how many were).
+pub const MAX_FAILBACK_DOCUMENTS_BYTES: usize = 16 * 1024 * 1024;
+
+/// What the promoted index answers to a [`FailbackSourceRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum FailbackSourceResponse {
+    /// See [`FailbackSourceRequest::Promotion`].
+    Promotion(PromotedIndexInfo),
+    /// See [`FailbackSourceRequest::Documents`].
+    Documents {
+        /// How many of the asked ids (from the first) this answer covers: fewer than asked
+        /// when [`MAX_FAILBACK_DOCUMENTS_BYTES`] was reached; at least one.
+        answered: usize,
+        /// The live documents found among them.
+        documents: Vec<FailbackDocument>,
+    },
+}
+
+/// A promoted index, as a failback sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotedIndexInfo {
+    /// The index.
+    pub index: String,
+    /// Its uuid.
+    pub index_uuid: String,
+    /// Its mapping version (a failing-back follower takes its mappings from it).
+    pub mapping_version: u64,
+    /// Per shard, by number.
+    pub shards: Vec<PromotedShardInfo>,
+}
+
+/// One shard of a [`PromotedIndexInfo`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotedShardInfo {
+    /// The shard's history uuid (the failed-back follower follows this history).
+    pub history_uuid: String,
+    /// Its max_seq_no now.
+    pub max_seq_no: SeqNo,
+    /// Its global checkpoint now.
+    pub global_checkpoint: SeqNo,
+    /// Its last promotion; `None` for a shard never promoted from a follower.
+    pub promotion: Option<ShardPromotion>,
+}
+
+/// A live document of a [`FailbackSourceResponse::Documents`] answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailbackDocument {
+    /// Its id.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// The sequence number of the operation that wrote it.
+    pub seq_no: SeqNo,
+    /// Its primary term.
+    pub primary_term: u64,
+    /// Its version.
+    pub version: u64,
+    /// Its `_source` (JSON text).
+    pub source: String,
 }
