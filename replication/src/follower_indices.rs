@@ -129,6 +129,10 @@ pub struct FollowerMetadata {
     /// finishes the promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoting: Option<Promoting>,
+    /// Set when the follower became one by a failback ([`FollowerIndices::failback`]): the
+    /// shared points and the divergent operations files, shown by follow info.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_back: Option<Vec<FailedBackShard>>,
 }
 
 /// A promotion under way, as persisted with the follow state until it has completed.
@@ -240,6 +244,13 @@ impl FollowInfo {
         });
         if !self.metadata.paused {
             entry["parameters"] = self.parameters.to_es_json();
+        }
+        if let Some(shards) = &self.metadata.failed_back {
+            // A Tandem extension: what the failback that made this follower left behind.
+            entry["failback"] = serde_json::json!({
+                "divergent_operations": shards.iter().map(|s| s.divergent_operations).sum::<u64>(),
+                "shards": shards,
+            });
         }
         match &self.recovery {
             None => {}
@@ -704,6 +715,7 @@ impl FollowerIndices {
                     paused: false,
                     lease_id: lease_id.clone(),
                     promoting: None,
+                    failed_back: None,
                 },
                 shards: leader.settings.number_of_shards,
                 dir: dir.clone(),
@@ -814,6 +826,7 @@ impl FollowerIndices {
             paused: false,
             lease_id,
             promoting: None,
+            failed_back: None,
         };
         let tasks = self.start_tasks_with(&request.follower_index, &follow, client, parameters)?;
         followers.insert(

@@ -314,6 +314,14 @@ pub const ENDPOINTS: &[Endpoint] = {
         ),
         (
             "POST",
+            "/{index}/_ccr/failback",
+            ClusterAndIndex(
+                "cluster:admin/xpack/ccr/failback",
+                "indices:admin/xpack/ccr/failback",
+            ),
+        ),
+        (
+            "POST",
             "/{index}/_ccr/forget_follower",
             Index("indices:admin/xpack/ccr/forget_follower"),
         ),

@@ -13,7 +13,7 @@ use tandem_engine::SeqNo;
 use tandem_replication::auto_follow::AutoFollowPattern;
 use tandem_replication::error::CcrError;
 use tandem_replication::follower_indices::{
-    FollowRequest, PromoteRequest, DEFAULT_PROMOTION_RETENTION_PERIOD,
+    FailbackRequest, FollowRequest, PromoteRequest, DEFAULT_PROMOTION_RETENTION_PERIOD,
 };
 use tandem_replication::leader::{forget_follower, ForgetFollowerRequest};
 use tandem_replication::params::FollowParameters;
@@ -58,6 +58,7 @@ pub fn routes() -> Router<NodeState> {
         .route("/{index}/_ccr/resume_follow", post(resume_follow))
         .route("/{index}/_ccr/unfollow", post(unfollow))
         .route("/{index}/_ccr/promote", post(promote))
+        .route("/{index}/_ccr/failback", post(failback))
         .route("/{index}/_ccr/forget_follower", post(forget))
         .route("/{index}/_ccr/stats", get(index_stats))
         .route("/{index}/_ccr/info", get(info))
@@ -271,6 +272,48 @@ async fn promote(
         "acknowledged": true,
         "index": promoted.index,
         "shards": promoted.shards,
+    })))
+}
+
+/// `POST /{index}/_ccr/failback` (a Tandem extension) on the old leader of a promoted index:
+/// `remote_cluster` and `leader_index` name the promoted index, and the follow parameters
+/// may be given as for a follow. The index becomes its follower without a copy of what both
+/// hold; the answer names, per shard, the shared point and the file of the writes the
+/// promoted index never received (see
+/// [`FollowerIndices::failback`](tandem_replication::follower_indices::FollowerIndices::failback)).
+async fn failback(
+    State(node): State<NodeState>,
+    Path(index): Path<String>,
+    params: Params,
+    body: JsonBody,
+) -> Result<Response, RestError> {
+    params.allow(&["master_timeout"])?;
+    let body = object(body, "failback_request")?;
+    let known: Vec<&str> = ["remote_cluster", "leader_index"]
+        .iter()
+        .chain(PARAMETER_KEYS)
+        .copied()
+        .collect();
+    check_keys(&body, &known, "failback_request")?;
+    let request = FailbackRequest {
+        index,
+        remote_cluster: required_string(&body, "remote_cluster")?,
+        leader_index: required_string(&body, "leader_index")?,
+        parameters: parameters(&body)?,
+    };
+    let response = node.followers.failback(request).await?;
+    let divergent: u64 = response
+        .shards
+        .iter()
+        .map(|shard| shard.divergent_operations)
+        .sum();
+    Ok(ok(json!({
+        "acknowledged": true,
+        "index": response.index,
+        "remote_cluster": response.remote_cluster,
+        "leader_index": response.leader_index,
+        "divergent_operations": divergent,
+        "shards": response.shards,
     })))
 }
 

@@ -433,6 +433,8 @@ async fn open(
     let indices = node.indices.clone();
     let names = blocking(move || concrete_names(&indices, &expression)).await?;
     for name in names {
+        // An index whose failback has not completed stays closed until it does.
+        node.followers.check_not_failing_back(&name).await?;
         let indices = node.indices.clone();
         let opening = name.clone();
         blocking(move || Ok(indices.open_index(&opening)?)).await?;

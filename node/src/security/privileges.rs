@@ -72,6 +72,7 @@ pub const INDEX_PRIVILEGES: &[(&str, &[&str])] = &[
             "indices:admin/xpack/ccr/put_follow",
             "indices:admin/xpack/ccr/unfollow",
             "indices:admin/xpack/ccr/promote",
+            "indices:admin/xpack/ccr/failback",
             "indices:admin/close",
             "indices:admin/open",
         ],

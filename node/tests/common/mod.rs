@@ -232,6 +232,17 @@ impl EsClient {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> Answer {
+        self.try_send(method, path, body).await.expect("request")
+    }
+
+    /// [`EsClient::send`] that returns a failed request (the node went away) instead of
+    /// panicking.
+    pub async fn try_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Answer, reqwest::Error> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(authorization) = &self.authorization {
             request = request.header("authorization", authorization);
@@ -239,17 +250,17 @@ impl EsClient {
         if let Some((content_type, bytes)) = body {
             request = request.header("content-type", content_type).body(bytes);
         }
-        let response = request.send().await.expect("request");
+        let response = request.send().await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let text = response.text().await.expect("body");
+        let text = response.text().await?;
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer {
+        Ok(Answer {
             status,
             headers,
             body,
             text,
-        }
+        })
     }
 
     pub async fn get(&self, path: &str) -> Answer {

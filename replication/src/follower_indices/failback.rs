@@ -420,6 +420,7 @@ impl FollowerIndices {
             paused: false,
             lease_id,
             promoting: None,
+            failed_back: Some(shards.clone()),
         };
         let mut followers = self.followers.lock().await;
         followers.insert(
