@@ -458,6 +458,7 @@ impl FollowerIndices {
                 };
                 followers.insert(name, Follower { metadata, tasks });
             }
+            this.settle_failbacks(&followers).await?;
             // Promotions a crash interrupted: finished now (each step is idempotent).
             let promoting: Vec<String> = followers
                 .iter()

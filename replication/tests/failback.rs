@@ -421,3 +421,192 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Opens cluster A's indices and follower indices on the simulated disk `storage`, as a
+/// restarted node does, reaching cluster B through `remotes`.
+async fn open_a_on(
+    storage: &tandem_engine::storage::StorageRef,
+    remotes: &Arc<RemoteClusters>,
+) -> (Arc<Indices>, Arc<FollowerIndices>) {
+    let root = Path::new("/cluster-a");
+    let indices = Arc::new(Indices::open_on(storage.clone(), &root.join("data")).unwrap());
+    let followers = FollowerIndices::open(
+        "cluster-a",
+        indices.clone(),
+        remotes.clone(),
+        tandem_recovery::target::RecoverySettings {
+            max_bytes_per_sec: 0,
+            ..Default::default()
+        },
+        &root.join("data"),
+    )
+    .await
+    .unwrap();
+    (indices, Arc::new(followers))
+}
+
+/// The (seq_no, id) of every line of the divergent files a failback answered, read from
+/// `storage`.
+fn divergent_lines(
+    storage: &tandem_engine::storage::StorageRef,
+    response: &tandem_replication::follower_indices::FailbackResponse,
+) -> Vec<(u32, i64, String)> {
+    let mut out = Vec::new();
+    for shard in &response.shards {
+        let Some(file) = &shard.divergent_file else {
+            continue;
+        };
+        let bytes = storage.read(Path::new(file)).unwrap();
+        for line in String::from_utf8(bytes).unwrap().lines() {
+            let op: Value = serde_json::from_str(line).unwrap();
+            out.push((
+                shard.shard,
+                op["seq_no"].as_i64().unwrap(),
+                op["_id"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn fail_a_back(
+    followers: &FollowerIndices,
+) -> Result<tandem_replication::follower_indices::FailbackResponse, CcrError> {
+    followers
+        .failback(FailbackRequest {
+            index: "logs".to_string(),
+            remote_cluster: "cluster-b".to_string(),
+            leader_index: "logs-copy".to_string(),
+            parameters: parameters(),
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_during_a_failback_leaves_it_resumable_and_never_open_half_done() {
+    use tandem_engine::storage::{CutMode, SimStorage};
+    let root = tempfile::tempdir().unwrap();
+    let b = Cluster::start(root.path(), "cluster-b").await;
+    let a_remotes = Arc::new(RemoteClusters::new());
+    a_remotes.set(
+        "cluster-b",
+        Arc::new(InProcessLeaderClient::over_indices(
+            b.indices.clone(),
+            RecoverySource::new(RecoverySourceSettings::default()),
+        )),
+    );
+    let disk = SimStorage::new();
+    let base = {
+        let (a_indices, a_followers) = open_a_on(&disk.as_storage(), &a_remotes).await;
+        b.remotes.set(
+            "cluster-a",
+            Arc::new(InProcessLeaderClient::over_indices(
+                a_indices.clone(),
+                RecoverySource::new(RecoverySourceSettings::default()),
+            )),
+        );
+        let logs = a_indices
+            .create(
+                "logs",
+                &json!({"number_of_shards": 2}),
+                &json!({"properties": {"body": {"type": "text"}}}),
+            )
+            .unwrap();
+        write_ids(&logs, &ids("doc", 0..120), "written on a");
+        b.followers
+            .follow(FollowRequest {
+                remote_cluster: "cluster-a".to_string(),
+                leader_index: "logs".to_string(),
+                follower_index: "logs-copy".to_string(),
+                parameters: parameters(),
+                wait_for_active_shards: true,
+                settings: Value::Null,
+            })
+            .await
+            .unwrap();
+        wait_caught_up(&logs, &b.index("logs-copy")).await;
+        b.followers.pause("logs-copy").await.unwrap();
+        write_ids(&logs, &ids("lost", 0..12), "never shipped");
+        write_ids(&logs, &ids("doc", 0..6), "updated, never shipped");
+        b.promote("logs-copy").await;
+        write_ids(&b.index("logs-copy"), &ids("doc", 3..9), "written on b");
+        drop(logs);
+        a_followers.shutdown().await;
+        b.remotes.remove("cluster-a");
+        drop((a_indices, a_followers));
+        disk.snapshot_after_cut(CutMode::Durable, 0)
+    };
+
+    // The run whose every storage call is a cut point: a restart of A, then its failback.
+    let recorded = base.snapshot_after_process_crash();
+    recorded.record_journal();
+    let expected = {
+        let storage = recorded.as_storage();
+        let (a_indices, a_followers) = open_a_on(&storage, &a_remotes).await;
+        let response = fail_a_back(&a_followers).await.unwrap();
+        a_followers.shutdown().await;
+        drop(a_indices);
+        divergent_lines(&storage, &response)
+    };
+    assert_eq!(expected.len(), 18, "{expected:?}");
+    let journal = recorded.take_journal();
+    let calls = journal.len();
+    let stride = (calls / 200).max(1);
+    let offset = (std::process::id() as usize) % stride;
+    eprintln!("{calls} storage calls, cut every {stride} from {offset}");
+    let replayed = base.snapshot_after_process_crash();
+    let mut done = 0;
+    let mut seen = BTreeMap::new();
+    for cut in (offset..=calls).step_by(stride) {
+        replayed.replay(&journal, done..cut);
+        done = cut;
+        let survivor = replayed.snapshot_after_cut(CutMode::Durable, cut as u64);
+        let storage = survivor.as_storage();
+        let (a_indices, a_followers) = open_a_on(&storage, &a_remotes).await;
+        let failing = a_followers.check_not_failing_back("logs").await.is_err();
+        let following = !a_followers
+            .info(Some("logs"))
+            .await
+            .unwrap_or_default()
+            .is_empty();
+        let closed = a_indices.is_closed("logs").unwrap();
+        let state = match (failing, following, closed) {
+            // Not started, or its record not durable: the leader as it was.
+            (false, false, false) => {
+                let logs = a_indices.get("logs").unwrap();
+                assert!(!logs.is_follower(), "cut {cut}");
+                assert!(logs.get("lost-3").unwrap().is_some(), "cut {cut}");
+                "not started"
+            }
+            // Under way: closed, whatever was rolled back.
+            (true, _, true) => "closed, resumable",
+            (false, true, false) => "done",
+            other => panic!("cut {cut}: failing back, following, closed = {other:?}"),
+        };
+        *seen.entry(state).or_insert(0) += 1;
+        if state != "done" {
+            let response = fail_a_back(&a_followers).await.unwrap_or_else(|error| {
+                panic!("cut {cut} ({state}): the failback did not resume: {error}")
+            });
+            // Every shard's divergent file holds the same operations as the recorded run's.
+            assert_eq!(
+                divergent_lines(&storage, &response),
+                expected,
+                "cut {cut} ({state})"
+            );
+        }
+        let logs = a_indices.get("logs").unwrap();
+        assert!(logs.is_follower(), "cut {cut}");
+        wait_caught_up(&b.index("logs-copy"), &logs).await;
+        assert_eq!(
+            documents(&logs),
+            documents(&b.index("logs-copy")),
+            "cut {cut}"
+        );
+        drop(logs);
+        a_followers.shutdown().await;
+    }
+    eprintln!("states after the cuts: {seen:?}");
+    assert!(seen.len() >= 3, "{seen:?}");
+}

@@ -166,6 +166,33 @@ impl FollowerIndices {
         Ok(response)
     }
 
+    /// At a start: a failback whose index follows already completed (only its record's
+    /// removal was lost) and is forgotten; the index of any other stays closed until the
+    /// failback is asked again (a crash may have come before the close was durable).
+    pub(super) async fn settle_failbacks(
+        &self,
+        followers: &BTreeMap<String, Follower>,
+    ) -> Result<(), CcrError> {
+        let mut failbacks = self.failbacks.lock().await;
+        let before = failbacks.len();
+        failbacks.retain(|name, _| !followers.contains_key(name));
+        if failbacks.len() != before {
+            self.persist_failbacks(&failbacks).await?;
+        }
+        for name in failbacks.keys() {
+            if !self.indices.is_closed(name).unwrap_or(true) {
+                let indices = self.indices.clone();
+                let closing = name.clone();
+                on_blocking_pool("closing an index whose failback is incomplete", move || {
+                    indices.close_index(&closing)
+                })
+                .await?;
+                tracing::info!(index = %name, "closed: its failback is incomplete; ask for it again to resume");
+            }
+        }
+        Ok(())
+    }
+
     /// The failback in progress of `index`, if one is: its index stays closed until it
     /// completes (the node refuses to open it).
     pub async fn check_not_failing_back(&self, index: &str) -> Result<(), CcrError> {
@@ -294,6 +321,8 @@ impl FollowerIndices {
         client: Arc<dyn LeaderClient>,
         failbacks: &mut BTreeMap<String, FailbackState>,
     ) -> Result<FailbackResponse, CcrError> {
+        // An earlier run that got as far as following: its tasks stop before the close.
+        self.index_closing(name).await;
         // Closed, and its shards followers: the private open below opens them so (no gap is
         // filled, no write taken), and so does the open at the end.
         if !self.indices.is_closed(name)? {
@@ -389,13 +418,20 @@ impl FollowerIndices {
             match added {
                 Ok(()) => {}
                 Err(LeaderError::RetentionLeaseAlreadyExists(_)) => {
-                    client
+                    // Added by an earlier run of this failback. It may already retain from
+                    // further on (the follow that run started renewed it from the
+                    // follower's persisted checkpoint, which this shard holds): then it is
+                    // left as it is.
+                    let renewed = client
                         .renew_retention_lease(RenewRetentionLeaseRequest::new(
                             leader_shard.clone(),
                             lease_id.clone(),
                             retaining,
                         ))
-                        .await?
+                        .await;
+                    if let Err(error) = renewed {
+                        tracing::info!(lease = %lease_id, %error, "kept the follower lease of an earlier failback run");
+                    }
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -422,7 +458,16 @@ impl FollowerIndices {
             promoting: None,
             failed_back: Some(shards.clone()),
         };
+        // Opened (a follower, every shard rolled back) before the follow state records it: a
+        // crash in between leaves an open index with an incomplete failback, which the next
+        // start closes again (see `settle_failbacks`).
         let mut followers = self.followers.lock().await;
+        let indices = self.indices.clone();
+        let opening = name.to_string();
+        on_blocking_pool("opening the failed-back index", move || {
+            indices.open_index(&opening)
+        })
+        .await?;
         followers.insert(
             name.to_string(),
             Follower {
@@ -431,12 +476,6 @@ impl FollowerIndices {
             },
         );
         self.persist(&followers).await?;
-        let indices = self.indices.clone();
-        let opening = name.to_string();
-        on_blocking_pool("opening the failed-back index", move || {
-            indices.open_index(&opening)
-        })
-        .await?;
         let tasks = self.start_tasks(name, &metadata)?;
         if let Some(follower) = followers.get_mut(name) {
             follower.tasks = tasks;
