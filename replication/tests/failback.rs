@@ -82,12 +82,23 @@ impl Cluster {
         from: &Cluster,
         leader_index: &str,
     ) -> Result<tandem_replication::follower_indices::FailbackResponse, CcrError> {
+        self.failback_with(index, from, leader_index, false).await
+    }
+
+    async fn failback_with(
+        &self,
+        index: &str,
+        from: &Cluster,
+        leader_index: &str,
+        allow_full_recovery: bool,
+    ) -> Result<tandem_replication::follower_indices::FailbackResponse, CcrError> {
         self.followers
             .failback(FailbackRequest {
                 index: index.to_string(),
                 remote_cluster: from.name.clone(),
                 leader_index: leader_index.to_string(),
                 parameters: parameters(),
+                allow_full_recovery,
             })
             .await
     }
@@ -402,9 +413,37 @@ async fn failback_is_refused_when_the_history_diverged_below_the_shared_point() 
             .contains("diverged below the shared point"),
         "{refused}"
     );
+    assert!(
+        refused.to_string().contains("allow_full_recovery"),
+        "{refused}"
+    );
     // Nothing changed: the index is open and writable.
     assert!(!logs.is_follower());
     assert!(!a.indices.is_closed("logs").unwrap());
+
+    // Allowed to: what it holds above the last point both provably share is exported, and
+    // the promoted index is copied whole.
+    drop(logs);
+    let response = a
+        .failback_with("logs", &b, "logs-copy", true)
+        .await
+        .unwrap();
+    assert!(response.full_recovery);
+    let exported = divergent_ids(&response);
+    for id in ids("other", 0..150) {
+        assert!(exported.binary_search(&id).is_ok(), "{id} was not exported");
+    }
+    let logs = a.index("logs");
+    assert!(logs.is_follower());
+    let copy = b.index("logs-copy");
+    write_ids(
+        &copy,
+        &ids("doc", 0..5),
+        "written on b after the full recovery",
+    );
+    wait_caught_up(&copy, &logs).await;
+    assert_eq!(documents(&logs), documents(&copy));
+    drop((logs, copy));
     a.followers.shutdown().await;
     b.followers.shutdown().await;
 }
@@ -471,7 +510,7 @@ fn divergent_lines(
 }
 
 async fn fail_a_back(
-    followers: &FollowerIndices,
+    followers: &Arc<FollowerIndices>,
 ) -> Result<tandem_replication::follower_indices::FailbackResponse, CcrError> {
     followers
         .failback(FailbackRequest {
@@ -479,6 +518,7 @@ async fn fail_a_back(
             remote_cluster: "cluster-b".to_string(),
             leader_index: "logs-copy".to_string(),
             parameters: parameters(),
+            allow_full_recovery: false,
         })
         .await
 }

@@ -289,7 +289,7 @@ async fn failback(
 ) -> Result<Response, RestError> {
     params.allow(&["master_timeout"])?;
     let body = object(body, "failback_request")?;
-    let known: Vec<&str> = ["remote_cluster", "leader_index"]
+    let known: Vec<&str> = ["remote_cluster", "leader_index", "allow_full_recovery"]
         .iter()
         .chain(PARAMETER_KEYS)
         .copied()
@@ -300,6 +300,16 @@ async fn failback(
         remote_cluster: required_string(&body, "remote_cluster")?,
         leader_index: required_string(&body, "leader_index")?,
         parameters: parameters(&body)?,
+        allow_full_recovery: match body.get("allow_full_recovery") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(allowed)) => *allowed,
+            Some(Value::String(text)) if text == "true" || text == "false" => text == "true",
+            Some(other) => {
+                return Err(RestError::illegal_argument(format!(
+                    "[allow_full_recovery] must be a boolean, got [{other}]"
+                )))
+            }
+        },
     };
     let response = node.followers.failback(request).await?;
     let divergent: u64 = response
@@ -312,6 +322,7 @@ async fn failback(
         "index": response.index,
         "remote_cluster": response.remote_cluster,
         "leader_index": response.leader_index,
+        "full_recovery": response.full_recovery,
         "divergent_operations": divergent,
         "shards": response.shards,
     })))

@@ -72,6 +72,11 @@ pub struct FailbackRequest {
     pub leader_index: String,
     /// Follow parameters of the follow that ends the failback.
     pub parameters: FollowParameters,
+    /// When the histories cannot be reconciled, export what this index holds above the
+    /// last point they provably share, delete it and copy the promoted index whole (a
+    /// remote recovery), instead of refusing. An index the promoted one never followed is
+    /// refused whatever this says.
+    pub allow_full_recovery: bool,
 }
 
 /// What a failback did.
@@ -83,6 +88,10 @@ pub struct FailbackResponse {
     pub remote_cluster: String,
     /// The promoted index, now its leader.
     pub leader_index: String,
+    /// True when the histories could not be reconciled and the index was copied whole: the
+    /// divergent files then hold everything it held above the last point both provably
+    /// shared, which may include writes the promoted index has too.
+    pub full_recovery: bool,
     /// Per shard, by number.
     pub shards: Vec<FailedBackShard>,
 }
@@ -125,6 +134,10 @@ pub(super) struct FailbackState {
     parameters: Map<String, Value>,
     /// Per shard, its outcome once its rollback is committed.
     shards: Vec<Option<FailedBackShard>>,
+    /// The histories could not be reconciled: the index is exported above the shared
+    /// points, deleted and recovered whole.
+    #[serde(default)]
+    full_recovery: bool,
 }
 
 impl FollowerIndices {
@@ -133,7 +146,10 @@ impl FollowerIndices {
     /// holding the same documents and history from the shared point on, and the writes the
     /// promoted index never received are in the divergent files the answer names. Asked
     /// again after a failure, it resumes.
-    pub async fn failback(&self, request: FailbackRequest) -> Result<FailbackResponse, CcrError> {
+    pub async fn failback(
+        self: &Arc<Self>,
+        request: FailbackRequest,
+    ) -> Result<FailbackResponse, CcrError> {
         let name = request.index.clone();
         let client = self.remotes.get(&request.remote_cluster)?;
         let mut failbacks = self.failbacks.lock().await;
@@ -157,9 +173,13 @@ impl FollowerIndices {
                 state
             }
         };
-        let response = self
-            .run_failback(&name, state, client, &mut failbacks)
-            .await?;
+        let response = if state.full_recovery {
+            self.run_full_recovery(&name, state, client, &mut failbacks)
+                .await?
+        } else {
+            self.run_failback(&name, state, client, &mut failbacks)
+                .await?
+        };
         failbacks.remove(&name);
         self.persist_failbacks(&failbacks).await?;
         tracing::info!(index = %name, ?response, "failed back");
@@ -266,6 +286,7 @@ impl FollowerIndices {
             )));
         }
         let mut shared_seq_nos = Vec::new();
+        let mut diverged = Vec::new();
         let mut promotion_lease_id = None;
         for (number, (shard, info)) in index.shards().iter().zip(&promoted.shards).enumerate() {
             let followed = info
@@ -285,12 +306,25 @@ impl FollowerIndices {
                     leader.leader_index, leader.leader_index_uuid
                 )));
             }
-            check_shared_history(shard, number, promotion, &leader.leader_history_uuid)
-                .map_err(&refused)?;
-            shared_seq_nos.push(promotion.local_checkpoint.0);
+            match check_shared_history(shard, number, promotion, &leader.leader_history_uuid) {
+                Ok(()) => shared_seq_nos.push(promotion.local_checkpoint.0),
+                Err(reason) => {
+                    diverged.push(reason);
+                    shared_seq_nos.push(provably_shared(shard, promotion));
+                }
+            }
             promotion_lease_id = promotion_lease_id.or(promotion.lease_id.clone());
         }
+        if !diverged.is_empty() && !request.allow_full_recovery {
+            return Err(refused(format!(
+                "{}; to copy [{remote}] whole instead (what this index holds above the last \
+                 point both provably share is exported first), ask again with \
+                 [allow_full_recovery]",
+                diverged.join("; ")
+            )));
+        }
         Ok(FailbackState {
+            full_recovery: !diverged.is_empty(),
             id: uuid::Uuid::new_v4().simple().to_string(),
             remote_cluster: request.remote_cluster.clone(),
             leader_index: request.leader_index.clone(),
@@ -484,8 +518,103 @@ impl FollowerIndices {
             index: name.to_string(),
             remote_cluster: state.remote_cluster.clone(),
             leader_index: state.leader_index.clone(),
+            full_recovery: false,
             shards,
         })
+    }
+
+    /// The failback of histories that cannot be reconciled (`allow_full_recovery`): every
+    /// operation each shard holds above its provably shared point is exported, the index
+    /// is deleted, and the promoted index is followed from a copy of its files.
+    async fn run_full_recovery(
+        self: &Arc<Self>,
+        name: &str,
+        mut state: FailbackState,
+        client: Arc<dyn LeaderClient>,
+        failbacks: &mut BTreeMap<String, FailbackState>,
+    ) -> Result<FailbackResponse, CcrError> {
+        if self.indices.metadata(name).is_ok() && !self.followers.lock().await.contains_key(name) {
+            let index = self.indices.get(name)?;
+            for number in 0..state.shards.len() {
+                if state.shards[number].is_some() {
+                    continue;
+                }
+                let point = SeqNo(state.shared_seq_nos[number]);
+                let shard_index = number;
+                let held = {
+                    let index = index.clone();
+                    on_blocking_pool("reading the operations to export", move || {
+                        let shard = &index.shards()[shard_index];
+                        shard.operations_present(
+                            SeqNo(point.0 + 1),
+                            shard.max_seq_no(),
+                            usize::MAX,
+                            MAX_DIVERGENT_BYTES,
+                        )
+                    })
+                    .await?
+                };
+                let file = self.divergent_file(name, number as u32, &state.id);
+                let exported: Vec<&Operation> = held
+                    .iter()
+                    .map(|op| &**op)
+                    .filter(|op| !matches!(op.kind, OperationKind::NoOp { .. }))
+                    .collect();
+                if !exported.is_empty() {
+                    write_divergent(self, &file, &exported).await?;
+                }
+                state.shards[number] = Some(FailedBackShard {
+                    shard: number as u32,
+                    shared_seq_no: point.0,
+                    rolled_back_operations: held.len() as u64,
+                    divergent_operations: exported.len() as u64,
+                    divergent_file: (!exported.is_empty()).then(|| file.display().to_string()),
+                    restored_documents: 0,
+                });
+                failbacks.insert(name.to_string(), state.clone());
+                self.persist_failbacks(failbacks).await?;
+            }
+            drop(index);
+            let indices = self.indices.clone();
+            let deleting = name.to_string();
+            on_blocking_pool("deleting the diverged index", move || {
+                indices.delete(&deleting)
+            })
+            .await?;
+        }
+        let following = self.followers.lock().await.contains_key(name);
+        if !following {
+            drop(client);
+            self.follow(crate::follower_indices::FollowRequest {
+                remote_cluster: state.remote_cluster.clone(),
+                leader_index: state.leader_index.clone(),
+                follower_index: name.to_string(),
+                parameters: FollowParameters::from_es_json(&state.parameters)?,
+                wait_for_active_shards: true,
+                settings: Value::Null,
+            })
+            .await?;
+        }
+        let shards: Vec<FailedBackShard> = state.shards.iter().flatten().cloned().collect();
+        if let Some(follower) = self.followers.lock().await.get_mut(name) {
+            follower.metadata.failed_back = Some(shards.clone());
+        }
+        self.persist(&*self.followers.lock().await).await?;
+        Ok(FailbackResponse {
+            index: name.to_string(),
+            remote_cluster: state.remote_cluster.clone(),
+            leader_index: state.leader_index.clone(),
+            full_recovery: true,
+            shards,
+        })
+    }
+
+    /// Where the divergent operations of shard `number` of `name` go, for failback `id`.
+    fn divergent_file(&self, name: &str, number: u32, id: &str) -> PathBuf {
+        self.state_dir
+            .join(DIVERGENT_DIR)
+            .join(name)
+            .join(format!("{number}-{id}.ndjson"))
     }
 
     /// Exports and rolls back every shard not done yet, persisting each outcome.
@@ -531,11 +660,7 @@ impl FollowerIndices {
             })
             .await?
         };
-        let file = self
-            .state_dir
-            .join(DIVERGENT_DIR)
-            .join(name)
-            .join(format!("{number}-{}.ndjson", state.id));
+        let file = self.divergent_file(name, number, &state.id);
         let exists = self
             .storage()
             .exists(&file)
@@ -587,6 +712,36 @@ impl FollowerIndices {
             divergent_file: (divergent_operations > 0).then(|| file.display().to_string()),
             restored_documents: restored_count,
         })
+    }
+}
+
+/// The highest sequence number up to which `shard` provably shares the promoted shard's
+/// history when the check of the whole point failed: the highest operation of the
+/// promotion's boundary it holds as it is, else just below what it retains (everything it
+/// holds is then exported).
+fn provably_shared(shard: &ShardEngine, promotion: &ShardPromotion) -> i64 {
+    let matching = promotion.boundary.iter().find(|entry| {
+        shard
+            .operations_present(SeqNo(entry.seq_no), SeqNo(entry.seq_no), 1, usize::MAX)
+            .ok()
+            .and_then(|found| {
+                found
+                    .first()
+                    .map(|op| VerifyEntry::of_operation(op) == **entry)
+            })
+            .unwrap_or(false)
+    });
+    match matching {
+        Some(entry)
+            if shard.history_uuid()
+                == promotion
+                    .leader
+                    .as_ref()
+                    .map_or("", |leader| leader.leader_history_uuid.as_str()) =>
+        {
+            entry.seq_no
+        }
+        _ => shard.min_retained_seq_no().0 - 1,
     }
 }
 
