@@ -9,9 +9,15 @@
 //! 2. A makes a cross-cluster API key for it, B stores it in its keystore and reloads; connect
 //!    B to A (`_cluster/settings`), follow (`_ccr/follow`): remote recovery, then
 //!    replication while A keeps indexing at a steady rate, with progress bars and lag;
-//! 3. fail over: pause, close, unfollow and open the follower; writes go to B;
-//! 4. fail back: B makes a key for A, A drops its stale index and follows B;
-//! 5. check that both sides hold the same documents (the demo fails otherwise).
+//! 3. the link to A goes dark (the follower is paused) while A acknowledges writes B never
+//!    receives: the asynchronous window of every disaster;
+//! 4. fail over in one call (`_ccr/promote`): B's copy becomes writable, and the answer says
+//!    where each shard stands (its recovery point); writes go to B;
+//! 5. fail back without a copy (`_ccr/failback`): B makes a key for A, A's index rolls back
+//!    to the point it shares with B, writes the operations B never received to its
+//!    divergent files and follows B; the demo replays those writes on B with `_bulk`;
+//! 6. check that both sides hold the same documents, every write included (the demo fails
+//!    otherwise).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,6 +47,9 @@ pub struct DemoOptions {
     pub docs_per_second: u64,
     /// Documents written to cluster B after failover.
     pub failover_docs: u64,
+    /// Documents cluster A acknowledges while its link to cluster B is down (never
+    /// replicated; recovered from the divergent files at failback).
+    pub unshipped_docs: u64,
     /// Where the two data directories go (a temporary directory, removed at the end, when
     /// `None`).
     pub data: Option<PathBuf>,
@@ -53,6 +62,7 @@ impl Default for DemoOptions {
             streamed_docs: 3_000,
             docs_per_second: 1_000,
             failover_docs: 500,
+            unshipped_docs: 200,
             data: None,
         }
     }
@@ -211,8 +221,9 @@ impl Cluster {
         self.send(reqwest::Method::POST, path, None, false).await
     }
 
-    async fn delete(&self, path: &str) -> Result<Value, DemoError> {
-        self.send(reqwest::Method::DELETE, path, None, false).await
+    async fn post_json(&self, path: &str, body: Value) -> Result<Value, DemoError> {
+        self.send(reqwest::Method::POST, path, Some(Body::Json(body)), false)
+            .await
     }
 
     /// Indexes documents `from..to` of the demo's series into `index`, in one `_bulk`.
@@ -277,6 +288,28 @@ enum Body {
 }
 
 /// Document `n` of the demo's series (the tutorial's `server-metrics` fields).
+/// A `_bulk` body that replays, on `index`, the operations of a divergent file (one JSON
+/// operation a line: `op_type`, `_id`, `_source`).
+fn bulk_of_divergent(text: &str, index: &str) -> Result<String, DemoError> {
+    let mut ndjson = String::new();
+    for line in text.lines() {
+        let op: Value = serde_json::from_str(line).map_err(|error| DemoError::Request {
+            request: "reading a divergent operation".to_string(),
+            reason: error.to_string(),
+        })?;
+        let id = &op["_id"];
+        if op["op_type"] == "delete" {
+            ndjson.push_str(&json!({"delete": {"_index": index, "_id": id}}).to_string());
+        } else {
+            ndjson.push_str(&json!({"index": {"_index": index, "_id": id}}).to_string());
+            ndjson.push('\n');
+            ndjson.push_str(&op["_source"].to_string());
+        }
+        ndjson.push('\n');
+    }
+    Ok(ndjson)
+}
+
 fn metric(n: u64) -> Value {
     const SERVICES: [&str; 3] = ["checkout", "search", "cart"];
     json!({
@@ -629,12 +662,32 @@ async fn scenario(a: &Cluster, b: &Cluster, options: &DemoOptions) -> Result<(),
     let count = same_documents((a, "server-metrics"), (b, "server-metrics-follower")).await?;
     println!("  cluster-b holds the leader's {count} documents");
 
-    step("Fail over: cluster-a is lost, cluster-b takes the writes");
+    step("The link to cluster-a goes dark; cluster-a acknowledges writes cluster-b never gets");
     b.post("/server-metrics-follower/_ccr/pause_follow").await?;
-    b.post("/server-metrics-follower/_close").await?;
-    b.post("/server-metrics-follower/_ccr/unfollow").await?;
-    b.post("/server-metrics-follower/_open").await?;
     let first = options.initial_docs + options.streamed_docs;
+    let unshipped = first + options.failover_docs;
+    a.bulk(
+        "server-metrics",
+        unshipped,
+        unshipped + options.unshipped_docs,
+    )
+    .await?;
+    println!(
+        "  {} documents acknowledged by cluster-a only, then cluster-a is lost",
+        options.unshipped_docs
+    );
+
+    step("Fail over in one call: cluster-b's copy is promoted and takes the writes");
+    let promoted = b.post("/server-metrics-follower/_ccr/promote").await?;
+    for shard in promoted["shards"].as_array().into_iter().flatten() {
+        println!(
+            "  shard {}: recovery point seq_no {} (max_seq_no {}; the leader was last seen at {})",
+            shard["shard"],
+            shard["local_checkpoint"],
+            shard["max_seq_no"],
+            shard["leader_max_seq_no"]
+        );
+    }
     b.bulk(
         "server-metrics-follower",
         first,
@@ -646,24 +699,60 @@ async fn scenario(a: &Cluster, b: &Cluster, options: &DemoOptions) -> Result<(),
         options.failover_docs
     );
 
-    step("Fail back: cluster-a follows cluster-b");
+    step("Fail back without a copy: cluster-a's index follows cluster-b from the shared point");
     b.grant_replication("server-metrics-follower", a, "cluster-b")
         .await?;
-    a.delete("/server-metrics").await?;
     a.put(
         "/_cluster/settings",
         json!({"persistent": {"cluster": {"remote": {"cluster-b": {"seeds": [b.address]}}}}}),
     )
     .await?;
-    a.put(
-        "/server-metrics/_ccr/follow?wait_for_active_shards=1",
-        json!({"remote_cluster": "cluster-b", "leader_index": "server-metrics-follower"}),
-    )
-    .await?;
+    let failed_back = a
+        .post_json(
+            "/server-metrics/_ccr/failback",
+            json!({"remote_cluster": "cluster-b", "leader_index": "server-metrics-follower"}),
+        )
+        .await?;
+    let mut replay = String::new();
+    for shard in failed_back["shards"].as_array().into_iter().flatten() {
+        println!(
+            "  shard {}: shared up to seq_no {}, {} operations rolled back, {} never reached cluster-b",
+            shard["shard"],
+            shard["shared_seq_no"],
+            shard["rolled_back_operations"],
+            shard["divergent_operations"]
+        );
+        let Some(file) = shard["divergent_file"].as_str() else {
+            continue;
+        };
+        println!("    written to {file}");
+        let text = std::fs::read_to_string(file).map_err(|error| DemoError::Request {
+            request: format!("reading {file}"),
+            reason: error.to_string(),
+        })?;
+        replay.push_str(&bulk_of_divergent(&text, "server-metrics-follower")?);
+    }
+
+    step("Replay the writes cluster-b never received, with _bulk on cluster-b");
+    println!("  cluster-b POST /_bulk (the divergent operations)");
+    let answer = b
+        .send(
+            reqwest::Method::POST,
+            "/_bulk",
+            Some(Body::Ndjson(replay)),
+            true,
+        )
+        .await?;
+    if answer["errors"] != false {
+        return Err(DemoError::Request {
+            request: "cluster-b POST /_bulk".to_string(),
+            reason: answer.to_string(),
+        });
+    }
 
     step("Check");
     let count = same_documents((b, "server-metrics-follower"), (a, "server-metrics")).await?;
-    let expected = first + options.failover_docs;
+    let expected = first + options.failover_docs + options.unshipped_docs;
     if count as u64 != expected {
         return Err(DemoError::Diverged(format!(
             "{count} documents on each side, {expected} written"

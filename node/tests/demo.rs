@@ -26,9 +26,11 @@ fn the_demo_fails_over_and_back_and_both_sides_agree() {
     for expected in [
         "cluster-b PUT /server-metrics-follower/_ccr/follow",
         "cluster-b holds the leader's 700 documents",
-        "cluster-b POST /server-metrics-follower/_ccr/unfollow",
-        "cluster-a PUT /server-metrics/_ccr/follow?wait_for_active_shards=1",
-        "both clusters hold the same 1200 documents",
+        "cluster-b POST /server-metrics-follower/_ccr/promote",
+        "cluster-a POST /server-metrics/_ccr/failback",
+        "never reached cluster-b",
+        "cluster-b POST /_bulk (the divergent operations)",
+        "both clusters hold the same 1400 documents",
     ] {
         assert!(
             stdout.contains(expected),
