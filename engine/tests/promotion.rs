@@ -184,7 +184,7 @@ fn a_shard_promoted_by_its_marker_opens_as_a_primary_of_the_new_term() {
     index.shards()[0].apply_operations(&ops, SeqNo(-1)).unwrap();
     let metadata: IndexMetadata = index.metadata();
     drop(index);
-    let requests = vec![request(60_000)];
+    let requests = [request(60_000)];
     Index::mark_for_promotion(
         &*tandem_engine::storage::real(),
         dir.path(),

@@ -177,8 +177,11 @@ fn documents(index: &Index) -> BTreeMap<String, (i64, u64, Vec<u8>)> {
     out
 }
 
-/// Each shard's operations from `from[shard]`, as (seq_no, term, op type, id, source).
-fn history_from(index: &Index, from: &[i64]) -> Vec<Vec<(i64, u64, String, Option<String>)>> {
+/// One operation as compared: (seq_no, term, op type, id).
+type Entry = (i64, u64, String, Option<String>);
+
+/// Each shard's operations from `from[shard]`.
+fn history_from(index: &Index, from: &[i64]) -> Vec<Vec<Entry>> {
     index
         .shards()
         .iter()

@@ -962,12 +962,12 @@ async fn write_divergent(
 }
 
 /// Lines of the divergent file `file` (0 when it does not exist).
-fn count_lines(followers: &FollowerIndices, file: &PathBuf) -> Result<u64, CcrError> {
+fn count_lines(followers: &FollowerIndices, file: &Path) -> Result<u64, CcrError> {
     match followers.storage().read(file) {
         Ok(bytes) => Ok(bytes.iter().filter(|byte| **byte == b'\n').count() as u64),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(source) => Err(CcrError::Io {
-            path: file.clone(),
+            path: file.to_path_buf(),
             source,
         }),
     }
