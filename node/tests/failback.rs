@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::secure::{Clusters, Node, Security};
-use common::EsClient;
+use common::{converge, documents, EsClient};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tandem_testkit::fault_proxy::{Fault, FaultProxy};
@@ -28,49 +28,6 @@ const FOLLOWER: &str = "kibana_sample_data_ecommerce2";
 
 fn expect_ok(answer: &common::Answer) {
     assert_eq!(answer.status, 200, "{}", answer.text);
-}
-
-/// Every document of `index` (refreshed first), id -> source.
-async fn documents(client: &EsClient, index: &str) -> BTreeMap<String, Value> {
-    expect_ok(&client.post_empty(&format!("/{index}/_refresh")).await);
-    let answer = client
-        .post(
-            &format!("/{index}/_search"),
-            json!({"size": 10_000, "query": {"match_all": {}}}),
-        )
-        .await;
-    expect_ok(&answer);
-    answer.body["hits"]["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|hit| {
-            (
-                hit["_id"].as_str().unwrap().to_string(),
-                hit["_source"].clone(),
-            )
-        })
-        .collect()
-}
-
-async fn converge(leader: (&EsClient, &str), follower: (&EsClient, &str)) -> usize {
-    let started = Instant::now();
-    loop {
-        let expected = documents(leader.0, leader.1).await;
-        let got = documents(follower.0, follower.1).await;
-        if expected == got {
-            return got.len();
-        }
-        assert!(
-            started.elapsed() < CONVERGE_WITHIN,
-            "[{}] has {} documents, [{}] has {}",
-            follower.1,
-            got.len(),
-            leader.1,
-            expected.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Configures `on` to reach `address` as remote cluster `alias` (proxy mode).
@@ -190,7 +147,7 @@ async fn failover_and_failback(security: Security) {
         )
         .await;
     expect_ok(&followed);
-    converge((&on_a, LEADER), (&on_b, FOLLOWER)).await;
+    converge((&on_a, LEADER), (&on_b, FOLLOWER), CONVERGE_WITHIN).await;
 
     // The bad day: the link goes dark, cluster A acknowledges writes cluster B never gets,
     // and is killed with writes in flight.
@@ -299,7 +256,7 @@ async fn failover_and_failback(security: Security) {
     );
 
     // Both indices hold the same documents, and verify equal.
-    let count = converge((&on_b, FOLLOWER), (&on_a, LEADER)).await;
+    let count = converge((&on_b, FOLLOWER), (&on_a, LEADER), CONVERGE_WITHIN).await;
     assert_eq!(count, 301, "300 orders and kimchy");
     let found = on_a.get(&format!("/{LEADER}/_search?q=kimchy")).await;
     assert_eq!(found.body["hits"]["total"]["value"], 1, "{}", found.text);
@@ -335,7 +292,7 @@ async fn failover_and_failback(security: Security) {
     let replayed = on_b.bulk("/_bulk", replay).await;
     expect_ok(&replayed);
     assert_eq!(replayed.body["errors"], false, "{}", replayed.text);
-    converge((&on_b, FOLLOWER), (&on_a, LEADER)).await;
+    converge((&on_b, FOLLOWER), (&on_a, LEADER), CONVERGE_WITHIN).await;
     let on_b_docs = documents(&on_b, FOLLOWER).await;
     for id in &acknowledged {
         assert!(on_b_docs.contains_key(id), "{id} was not replayed");

@@ -16,11 +16,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::secure::{Clusters, Node, Security};
-use common::EsClient;
+use common::{converge, EsClient};
 use serde_json::{json, Value};
 
 /// Longest wait for replication to show a result.
@@ -84,50 +83,6 @@ async fn remote_cluster(clusters: &Clusters, follower: &Node, alias: &str, leade
     assert_eq!(answer.body["acknowledged"], true);
 }
 
-/// Every document of `index` (refreshed first), id -> source.
-async fn documents(client: &EsClient, index: &str) -> BTreeMap<String, Value> {
-    expect_ok(&client.post_empty(&format!("/{index}/_refresh")).await);
-    let answer = client
-        .post(
-            &format!("/{index}/_search"),
-            json!({"size": 10_000, "query": {"match_all": {}}}),
-        )
-        .await;
-    expect_ok(&answer);
-    answer.body["hits"]["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|hit| {
-            (
-                hit["_id"].as_str().unwrap().to_string(),
-                hit["_source"].clone(),
-            )
-        })
-        .collect()
-}
-
-/// Waits until `follower` holds the same documents as `leader`.
-async fn converge(leader: (&EsClient, &str), follower: (&EsClient, &str)) -> usize {
-    let started = Instant::now();
-    loop {
-        let expected = documents(leader.0, leader.1).await;
-        let got = documents(follower.0, follower.1).await;
-        if expected == got {
-            return got.len();
-        }
-        assert!(
-            started.elapsed() < CONVERGE_WITHIN,
-            "[{}] has {} documents, [{}] has {}",
-            follower.1,
-            got.len(),
-            leader.1,
-            expected.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_002_set_up_cross_cluster_replication() {
     set_up_cross_cluster_replication(Security::Off).await
@@ -179,6 +134,7 @@ async fn set_up_cross_cluster_replication(security: Security) {
     let count = converge(
         (&on_leader, "server-metrics"),
         (&on_follower, "server-metrics-follower"),
+        CONVERGE_WITHIN,
     )
     .await;
     assert_eq!(count, 1_000);
@@ -291,6 +247,7 @@ async fn uni_directional_disaster_recovery(security: Security) {
     converge(
         (&on_a, "kibana_sample_data_ecommerce"),
         (&on_b, "kibana_sample_data_ecommerce2"),
+        CONVERGE_WITHIN,
     )
     .await;
 
@@ -347,6 +304,7 @@ async fn uni_directional_disaster_recovery(security: Security) {
     let count = converge(
         (&on_b, "kibana_sample_data_ecommerce2"),
         (&on_a, "kibana_sample_data_ecommerce"),
+        CONVERGE_WITHIN,
     )
     .await;
     assert_eq!(count, 301);
@@ -445,6 +403,7 @@ async fn replication_resumes_after_kill_9(security: Security) {
     converge(
         (&leader.client(), "logs"),
         (&follower.client(), "logs-copy"),
+        CONVERGE_WITHIN,
     )
     .await;
 
@@ -462,6 +421,7 @@ async fn replication_resumes_after_kill_9(security: Security) {
     let count = converge(
         (&leader.client(), "logs"),
         (&follower.client(), "logs-copy"),
+        CONVERGE_WITHIN,
     )
     .await;
     assert_eq!(count, 1_699);
@@ -523,14 +483,24 @@ async fn remote_cluster_address_change(security: Security) {
             )
             .await,
     );
-    converge((&leader.client(), "server-metrics"), (&on_follower, "copy")).await;
+    converge(
+        (&leader.client(), "server-metrics"),
+        (&on_follower, "copy"),
+        CONVERGE_WITHIN,
+    )
+    .await;
 
     // The leader moves to another port; only the remote cluster setting changes.
     assert!(leader.terminate());
     let leader = clusters.start("leader", &leader_data);
     bulk_metrics(&leader.client(), "server-metrics", 100, 250).await;
     remote_cluster(&clusters, &follower, "leader", &leader).await;
-    let count = converge((&leader.client(), "server-metrics"), (&on_follower, "copy")).await;
+    let count = converge(
+        (&leader.client(), "server-metrics"),
+        (&on_follower, "copy"),
+        CONVERGE_WITHIN,
+    )
+    .await;
     assert_eq!(count, 250);
     let info = on_follower.get("/copy/_ccr/info").await;
     assert_eq!(

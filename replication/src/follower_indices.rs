@@ -1144,14 +1144,8 @@ impl FollowerIndices {
                 "index [{name}] is not being promoted"
             )));
         };
-        if !self.indices.is_closed(name)? {
-            let indices = self.indices.clone();
-            let closing = name.to_string();
-            on_blocking_pool("closing the promoted index", move || {
-                indices.close_index(&closing)
-            })
+        self.ensure_closed(name, "closing the promoted index")
             .await?;
-        }
         let index_uuid = self.indices.metadata(name)?.uuid;
         let lease = PromotionLease {
             id: crate::leader::promotion_lease_id(&self.cluster_name, name, &index_uuid),
@@ -1216,6 +1210,17 @@ impl FollowerIndices {
             .and_then(|index| index.shards().get(shard as usize).map(|s| s.max_seq_no().0))
             .unwrap_or(-1);
         self.lag_clock(name, shard).latest().max(held)
+    }
+
+    /// Closes index `name` (on the blocking pool) unless it is closed already; `context`
+    /// names the close in errors.
+    async fn ensure_closed(&self, name: &str, context: &'static str) -> Result<(), CcrError> {
+        if self.indices.is_closed(name)? {
+            return Ok(());
+        }
+        let indices = self.indices.clone();
+        let closing = name.to_string();
+        on_blocking_pool(context, move || indices.close_index(&closing)).await
     }
 
     /// Per shard, the promotion of the follower `name` (whose follow state is `metadata`)

@@ -111,6 +111,21 @@ fn parameters() -> FollowParameters {
     }
 }
 
+/// `followers` (cluster B's) follow cluster A's `logs` as `logs-copy`, recovered at once.
+async fn follow_logs(followers: &Arc<FollowerIndices>) {
+    followers
+        .follow(FollowRequest {
+            remote_cluster: "cluster-a".to_string(),
+            leader_index: "logs".to_string(),
+            follower_index: "logs-copy".to_string(),
+            parameters: parameters(),
+            wait_for_active_shards: true,
+            settings: Value::Null,
+        })
+        .await
+        .unwrap();
+}
+
 fn create(cluster: &Cluster, name: &str) -> Arc<Index> {
     cluster
         .indices
@@ -248,17 +263,7 @@ async fn failback_by_operations_exports_what_was_never_shipped_and_converges() {
     b.connect(&a);
     let logs = create(&a, "logs");
     write_ids(&logs, &ids("doc", 0..200), "written on a");
-    b.followers
-        .follow(FollowRequest {
-            remote_cluster: "cluster-a".to_string(),
-            leader_index: "logs".to_string(),
-            follower_index: "logs-copy".to_string(),
-            parameters: parameters(),
-            wait_for_active_shards: true,
-            settings: Value::Null,
-        })
-        .await
-        .unwrap();
+    follow_logs(&b.followers).await;
     write_ids(&logs, &ids("doc", 150..250), "written on a while followed");
     wait_caught_up(&logs, &b.index("logs-copy")).await;
 
@@ -379,17 +384,7 @@ async fn failback_is_refused_when_the_history_diverged_below_the_shared_point() 
     copy_dir(&dir, &backup);
     let logs = a.indices.open_index("logs").unwrap();
     write_ids(&logs, &ids("doc", 100..200), "after the backup");
-    b.followers
-        .follow(FollowRequest {
-            remote_cluster: "cluster-a".to_string(),
-            leader_index: "logs".to_string(),
-            follower_index: "logs-copy".to_string(),
-            parameters: parameters(),
-            wait_for_active_shards: true,
-            settings: Value::Null,
-        })
-        .await
-        .unwrap();
+    follow_logs(&b.followers).await;
     wait_caught_up(&logs, &b.index("logs-copy")).await;
     b.promote("logs-copy").await;
 
@@ -557,17 +552,7 @@ async fn a_power_cut_during_a_failback_leaves_it_resumable_and_never_open_half_d
             )
             .unwrap();
         write_ids(&logs, &ids("doc", 0..120), "written on a");
-        b.followers
-            .follow(FollowRequest {
-                remote_cluster: "cluster-a".to_string(),
-                leader_index: "logs".to_string(),
-                follower_index: "logs-copy".to_string(),
-                parameters: parameters(),
-                wait_for_active_shards: true,
-                settings: Value::Null,
-            })
-            .await
-            .unwrap();
+        follow_logs(&b.followers).await;
         wait_caught_up(&logs, &b.index("logs-copy")).await;
         b.followers.pause("logs-copy").await.unwrap();
         write_ids(&logs, &ids("lost", 0..12), "never shipped");

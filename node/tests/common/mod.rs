@@ -381,3 +381,56 @@ pub async fn wait_for_count(client: &EsClient, index: &str, expected: u64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Every document of `index` (refreshed first), id -> source.
+pub async fn documents(
+    client: &EsClient,
+    index: &str,
+) -> std::collections::BTreeMap<String, Value> {
+    let refreshed = client.post_empty(&format!("/{index}/_refresh")).await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text);
+    let answer = client
+        .post(
+            &format!("/{index}/_search"),
+            serde_json::json!({"size": 10_000, "query": {"match_all": {}}}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    answer.body["hits"]["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .map(|hit| {
+            (
+                hit["_id"].as_str().expect("an _id").to_string(),
+                hit["_source"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Waits (up to `within`) until `follower` holds the same documents as `leader`, each an
+/// (client, index) pair; returns how many.
+pub async fn converge(
+    leader: (&EsClient, &str),
+    follower: (&EsClient, &str),
+    within: Duration,
+) -> usize {
+    let started = std::time::Instant::now();
+    loop {
+        let expected = documents(leader.0, leader.1).await;
+        let got = documents(follower.0, follower.1).await;
+        if expected == got {
+            return got.len();
+        }
+        assert!(
+            started.elapsed() < within,
+            "[{}] has {} documents, [{}] has {}",
+            follower.1,
+            got.len(),
+            leader.1,
+            expected.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

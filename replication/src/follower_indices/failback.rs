@@ -200,14 +200,10 @@ impl FollowerIndices {
             self.persist_failbacks(&failbacks).await?;
         }
         for name in failbacks.keys() {
-            if !self.indices.is_closed(name).unwrap_or(true) {
-                let indices = self.indices.clone();
-                let closing = name.clone();
-                on_blocking_pool("closing an index whose failback is incomplete", move || {
-                    indices.close_index(&closing)
-                })
-                .await?;
-                tracing::info!(index = %name, "closed: its failback is incomplete; ask for it again to resume");
+            if self.indices.metadata(name).is_ok() {
+                self.ensure_closed(name, "closing an index whose failback is incomplete")
+                    .await?;
+                tracing::info!(index = %name, "closed until its failback is asked for again and completes");
             }
         }
         Ok(())
@@ -359,14 +355,8 @@ impl FollowerIndices {
         self.index_closing(name).await;
         // Closed, and its shards followers: the private open below opens them so (no gap is
         // filled, no write taken), and so does the open at the end.
-        if !self.indices.is_closed(name)? {
-            let indices = self.indices.clone();
-            let closing = name.to_string();
-            on_blocking_pool("closing the failing-back index", move || {
-                indices.close_index(&closing)
-            })
+        self.ensure_closed(name, "closing the failing-back index")
             .await?;
-        }
         let indices = self.indices.clone();
         let opening = name.to_string();
         let index = on_blocking_pool("opening the failing-back index", move || {
