@@ -1291,6 +1291,13 @@ impl FollowerIndices {
     /// leader cannot be reached). Nothing happens for an index that is not a follower.
     pub async fn index_deleted(&self, name: &str) -> Result<(), CcrError> {
         self.forget_recoveries(name);
+        {
+            // A failback left incomplete has nothing left to resume.
+            let mut failbacks = self.failbacks.lock().await;
+            if failbacks.remove(name).is_some() {
+                self.persist_failbacks(&failbacks).await?;
+            }
+        }
         let mut followers = self.followers.lock().await;
         let Some(mut follower) = followers.remove(name) else {
             return Ok(());

@@ -222,7 +222,7 @@ impl FollowerIndices {
         }
     }
 
-    fn persist_failbacks(
+    pub(super) fn persist_failbacks(
         &self,
         failbacks: &BTreeMap<String, FailbackState>,
     ) -> state_file::StoreOffThread {
@@ -392,6 +392,10 @@ impl FollowerIndices {
             "/{}/{}-following-",
             state.leader_index, state.leader_index_uuid
         );
+        if let Some(Err(error)) = &leader_metadata {
+            // The follow tasks fetch it when the leader's next changes say it is newer.
+            tracing::warn!(index = %name, %error, "the promoted index's mappings could not be read; they are fetched when followed");
+        }
         let rolled_back = outcome.is_ok();
         let applied = {
             // The last reference: the close below ends the engines (and their writers)
