@@ -146,6 +146,7 @@ async fn caught_up(leader: &Index, side: &Side, follower: &str) {
 }
 
 fn bench_failback(c: &mut Criterion) {
+    tandem_benches::init_tracing_from_env();
     let target = env_usize("TANDEM_BENCH_FAILBACK_MB", 1024) as u64 * MIB;
     let data = temp_dir();
     let clients = runtime_on_cpus(1, None);

@@ -91,121 +91,22 @@ impl ShardEngine {
                 )));
             }
         }
-        // Everything applied is in a commit, and no merge runs: the segments read below are
-        // all there is, and the merge below is the only one.
+        // Everything applied is in a commit: the segments read below are all there is. A merge
+        // running on segments that hold operations above the point would bring them back
+        // in its result: the rollback waits for those (merges of other segments go on).
         inner.refresh(true)?;
         let started = Instant::now();
-        while inner.commits.merging_segment_count() > 0 {
+        let (merging, outcome) = loop {
+            inner.reload_after_merges()?;
+            if let Some(done) = self.roll_back_unless_merging(point, restored)? {
+                break done;
+            }
             if started.elapsed() > MERGE_WAIT {
                 return Err(EngineError::Closed(
                     "timed out waiting for running merges before a rollback".to_string(),
                 ));
             }
             std::thread::sleep(Duration::from_millis(5));
-        }
-        inner.reload_after_merges()?;
-        let (merging, outcome) = {
-            let _refresh = inner.commits.refresh_lock.lock();
-            let retention_operations = inner.config().retention_operations;
-            let held = inner.writes.hold_batches();
-            let searcher = inner.commits.searcher();
-            let min_retained = inner.retention.min_retained_seq_no();
-            let schema = inner.mapper.schema();
-            let mut removed: BTreeSet<u64> = BTreeSet::new();
-            let mut affected: Vec<SegmentId> = Vec::new();
-            let mut copies = Vec::new();
-            let mut carried_bytes = 0usize;
-            let mut docs = Vec::new();
-            for segment in searcher.segment_readers() {
-                let history = inner.retention.history().get(segment)?;
-                docs.clear();
-                history.docs_in_range((point.0 + 1) as u64, MAX_HISTORY_SEQ_NO, &mut docs);
-                if docs.is_empty() {
-                    continue;
-                }
-                removed.extend(docs.iter().map(|(seq_no, _)| *seq_no));
-                affected.push(segment.segment_id());
-                let budget = ROLLBACK_MAX_CARRY_BYTES - carried_bytes;
-                let Some(found) = inner.retained_deletes(segment, None, min_retained, budget)?
-                else {
-                    return Err(EngineError::InvalidArgument(format!(
-                        "cannot roll back shard [{}] to [{point}]: the retained history the \
-                         rollback must copy exceeds [{ROLLBACK_MAX_CARRY_BYTES}] bytes",
-                        inner.dir.display()
-                    )));
-                };
-                for operation in found {
-                    if operation.seq_no <= point {
-                        carried_bytes += operation.size_in_bytes();
-                        copies.push(operation);
-                    }
-                }
-            }
-            let restored_ids: HashSet<&str> = restored.iter().filter_map(Operation::id).collect();
-            if restored_ids.len() != restored.len() {
-                return Err(EngineError::InvalidArgument(
-                    "a rollback restores each id once".to_string(),
-                ));
-            }
-            let mut batch: Vec<ShardOperation> =
-                Vec::with_capacity(1 + 2 * copies.len() + removed.len() + 2 * restored.len());
-            // A live anchor keeps the copies' segment (see `carry.rs`).
-            batch.push(UserOperation::Add(
-                anchor_document(schema, inner.writes.next_anchor()).into(),
-            ));
-            for operation in &copies {
-                batch.push(UserOperation::Add(
-                    history_document(schema, operation, Default::default()).into(),
-                ));
-                batch.push(UserOperation::Delete(Term::from_field_u64(
-                    schema.seq_no,
-                    operation.seq_no.0 as u64,
-                )));
-            }
-            for seq_no in &removed {
-                batch.push(UserOperation::Delete(Term::from_field_u64(
-                    schema.seq_no,
-                    *seq_no,
-                )));
-            }
-            for operation in restored {
-                let OperationKind::Index { id, source } = &operation.kind else {
-                    continue;
-                };
-                // Whatever is live for the id (an earlier run's restored copy) goes first.
-                batch.push(UserOperation::Delete(Term::from_field_text(schema.id, id)));
-                let document = inner.mapper.parse_recorded(source)?;
-                batch.push(UserOperation::Add(
-                    history_document(schema, operation, document).into(),
-                ));
-            }
-            inner
-                .writes
-                .writer()
-                .with_changes(|writer| writer.run(batch))
-                .and_then(|added| added)
-                .map_err(|e| inner.fail(EngineError::index("rolling back", e)))?;
-            *inner.checkpoints.lock() = LocalCheckpointTracker::new(point, point);
-            inner.commits.mark_dirty();
-            // The commit holding the deletes and the restored documents, with the point as
-            // its checkpoint and max_seq_no; it starts a new translog generation and drops
-            // the ones holding the removed operations.
-            inner.commit_and_reload(Some(&held), retention_operations)?;
-            if !affected.is_empty() {
-                inner
-                    .writes
-                    .writer()
-                    .with(|writer| inner.start_merge(writer, affected.clone()))
-                    .map_err(|e| inner.fail(EngineError::index("opening the writer", e)))?;
-            }
-            let outcome = RollbackOutcome {
-                removed_operations: removed.len(),
-                restored_documents: restored.len(),
-                carried_operations: copies.len(),
-                merged_segments: affected.len(),
-            };
-            drop(held);
-            (affected, outcome)
         };
         let waited = Instant::now();
         while inner.commits.is_merging(&merging) {
@@ -245,5 +146,123 @@ impl ShardEngine {
             "rolled the shard back"
         );
         Ok(outcome)
+    }
+
+    /// The locked part of [`ShardEngine::roll_back_to`]: `None` (nothing done) while a merge
+    /// runs on a segment holding operations above `point`; else the segments whose merge it
+    /// started, and what it did.
+    fn roll_back_unless_merging(
+        &self,
+        point: SeqNo,
+        restored: &[Operation],
+    ) -> Result<Option<(Vec<SegmentId>, RollbackOutcome)>> {
+        let inner = &self.inner;
+        let _refresh = inner.commits.refresh_lock.lock();
+        let retention_operations = inner.config().retention_operations;
+        let held = inner.writes.hold_batches();
+        let searcher = inner.commits.searcher();
+        let min_retained = inner.retention.min_retained_seq_no();
+        let schema = inner.mapper.schema();
+        let mut removed: BTreeSet<u64> = BTreeSet::new();
+        let mut affected: Vec<SegmentId> = Vec::new();
+        let mut copies = Vec::new();
+        let mut carried_bytes = 0usize;
+        let mut docs = Vec::new();
+        let mut holding = Vec::new();
+        for segment in searcher.segment_readers() {
+            let history = inner.retention.history().get(segment)?;
+            docs.clear();
+            history.docs_in_range((point.0 + 1) as u64, MAX_HISTORY_SEQ_NO, &mut docs);
+            if docs.is_empty() {
+                continue;
+            }
+            removed.extend(docs.iter().map(|(seq_no, _)| *seq_no));
+            affected.push(segment.segment_id());
+            holding.push(segment);
+        }
+        if inner.commits.is_merging(&affected) {
+            return Ok(None);
+        }
+        for segment in holding {
+            let budget = ROLLBACK_MAX_CARRY_BYTES - carried_bytes;
+            let Some(found) = inner.retained_deletes(segment, None, min_retained, budget)? else {
+                return Err(EngineError::InvalidArgument(format!(
+                    "cannot roll back shard [{}] to [{point}]: the retained history the \
+                     rollback must copy exceeds [{ROLLBACK_MAX_CARRY_BYTES}] bytes",
+                    inner.dir.display()
+                )));
+            };
+            for operation in found {
+                if operation.seq_no <= point {
+                    carried_bytes += operation.size_in_bytes();
+                    copies.push(operation);
+                }
+            }
+        }
+        let restored_ids: HashSet<&str> = restored.iter().filter_map(Operation::id).collect();
+        if restored_ids.len() != restored.len() {
+            return Err(EngineError::InvalidArgument(
+                "a rollback restores each id once".to_string(),
+            ));
+        }
+        let mut batch: Vec<ShardOperation> =
+            Vec::with_capacity(1 + 2 * copies.len() + removed.len() + 2 * restored.len());
+        // A live anchor keeps the copies' segment (see `carry.rs`).
+        batch.push(UserOperation::Add(
+            anchor_document(schema, inner.writes.next_anchor()).into(),
+        ));
+        for operation in &copies {
+            batch.push(UserOperation::Add(
+                history_document(schema, operation, Default::default()).into(),
+            ));
+            batch.push(UserOperation::Delete(Term::from_field_u64(
+                schema.seq_no,
+                operation.seq_no.0 as u64,
+            )));
+        }
+        for seq_no in &removed {
+            batch.push(UserOperation::Delete(Term::from_field_u64(
+                schema.seq_no,
+                *seq_no,
+            )));
+        }
+        for operation in restored {
+            let OperationKind::Index { id, source } = &operation.kind else {
+                continue;
+            };
+            // Whatever is live for the id (an earlier run's restored copy) goes first.
+            batch.push(UserOperation::Delete(Term::from_field_text(schema.id, id)));
+            let document = inner.mapper.parse_recorded(source)?;
+            batch.push(UserOperation::Add(
+                history_document(schema, operation, document).into(),
+            ));
+        }
+        inner
+            .writes
+            .writer()
+            .with_changes(|writer| writer.run(batch))
+            .and_then(|added| added)
+            .map_err(|e| inner.fail(EngineError::index("rolling back", e)))?;
+        *inner.checkpoints.lock() = LocalCheckpointTracker::new(point, point);
+        inner.commits.mark_dirty();
+        // The commit holding the deletes and the restored documents, with the point as
+        // its checkpoint and max_seq_no; it starts a new translog generation and drops
+        // the ones holding the removed operations.
+        inner.commit_and_reload(Some(&held), retention_operations)?;
+        if !affected.is_empty() {
+            inner
+                .writes
+                .writer()
+                .with(|writer| inner.start_merge(writer, affected.clone()))
+                .map_err(|e| inner.fail(EngineError::index("opening the writer", e)))?;
+        }
+        let outcome = RollbackOutcome {
+            removed_operations: removed.len(),
+            restored_documents: restored.len(),
+            carried_operations: copies.len(),
+            merged_segments: affected.len(),
+        };
+        drop(held);
+        Ok(Some((affected, outcome)))
     }
 }

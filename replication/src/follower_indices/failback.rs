@@ -351,6 +351,10 @@ impl FollowerIndices {
         client: Arc<dyn LeaderClient>,
         failbacks: &mut BTreeMap<String, FailbackState>,
     ) -> Result<FailbackResponse, CcrError> {
+        let started = std::time::Instant::now();
+        let took = |step: &str| {
+            tracing::info!(index = %name, step, elapsed_ms = started.elapsed().as_millis() as u64, "failback");
+        };
         // An earlier run that got as far as following: its tasks stop before the close.
         self.index_closing(name).await;
         // Closed, and its shards followers: the private open below opens them so (no gap is
@@ -373,6 +377,7 @@ impl FollowerIndices {
         })
         .await?;
         let index = Arc::new(index);
+        took("closed and opened privately");
         let uuid = index.metadata().uuid;
         let outcome = self
             .roll_back_shards(name, &index, &mut state, client.as_ref(), failbacks)
@@ -421,6 +426,7 @@ impl FollowerIndices {
             })
             .await
         };
+        took("rolled back");
         outcome?;
         applied?;
         let shards: Vec<FailedBackShard> = state.shards.iter().flatten().cloned().collect();
@@ -486,6 +492,7 @@ impl FollowerIndices {
             promoting: None,
             failed_back: Some(shards.clone()),
         };
+        took("leases");
         // Opened (a follower, every shard rolled back) before the follow state records it: a
         // crash in between leaves an open index with an incomplete failback, which the next
         // start closes again (see `settle_failbacks`).
@@ -508,6 +515,7 @@ impl FollowerIndices {
         if let Some(follower) = followers.get_mut(name) {
             follower.tasks = tasks;
         }
+        took("following");
         Ok(FailbackResponse {
             index: name.to_string(),
             remote_cluster: state.remote_cluster.clone(),
