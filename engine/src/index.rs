@@ -649,8 +649,22 @@ impl Index {
 
     /// Opens the index in `dir` of `storage`.
     pub fn open_on(storage: &StorageRef, dir: &Path) -> Result<Index> {
+        Index::open_with(storage, dir, true)
+    }
+
+    /// Opens the index in `dir` of `storage` for maintenance: its shards start no merge of
+    /// their own (see [`ShardConfig::scheduled_merges`]), so that a big merge the open
+    /// would select does not hold the maintenance up (a failback's rollback).
+    pub fn open_for_maintenance(storage: &StorageRef, dir: &Path) -> Result<Index> {
+        Index::open_with(storage, dir, false)
+    }
+
+    fn open_with(storage: &StorageRef, dir: &Path, scheduled_merges: bool) -> Result<Index> {
         let metadata = Index::read_metadata(&**storage, dir)?;
-        let config = metadata.settings.shard_config();
+        let config = ShardConfig {
+            scheduled_merges,
+            ..metadata.settings.shard_config()
+        };
         let shard_count = metadata.settings.number_of_shards;
         let version = metadata.mapping_version;
         let metadata = Arc::new(RwLock::new(metadata));

@@ -162,6 +162,10 @@ pub struct ShardConfig {
     pub writer_idle_release: Duration,
     /// Where the shard's files are: the file system, or a simulated disk in tests.
     pub storage: StorageRef,
+    /// When false, the shard starts no merge of its own (refreshes select none): a shard
+    /// opened for maintenance, such as a rollback, whose merges of big segments would hold
+    /// the maintenance up. Merges asked for (a force merge, a rollback's) still run.
+    pub scheduled_merges: bool,
 }
 
 /// Default of [`ShardConfig::writer_idle_release`].
@@ -185,6 +189,7 @@ impl Default for ShardConfig {
             translog_flush_threshold_bytes: DEFAULT_TRANSLOG_FLUSH_THRESHOLD_BYTES,
             writer_idle_release: DEFAULT_WRITER_IDLE_RELEASE,
             storage: crate::storage::real(),
+            scheduled_merges: true,
         }
     }
 }
@@ -412,6 +417,8 @@ pub(crate) struct ShardInner {
     writer_memory_bytes: u64,
     /// The shard's background pass in the node-wide scheduler, once registered.
     background: OnceLock<Scheduled>,
+    /// See [`ShardConfig::scheduled_merges`].
+    scheduled_merges: bool,
 }
 
 /// One shard. Cheap to share through `Arc`; all methods take `&self`.
@@ -572,6 +579,7 @@ impl ShardEngine {
             writer_idle_release: config.writer_idle_release,
             writer_memory_bytes: config.writer_memory_bytes as u64,
             background: OnceLock::new(),
+            scheduled_merges: config.scheduled_merges,
         });
         inner.restore_committed_seq_nos(payload.local_checkpoint)?;
         let weak = Arc::downgrade(&inner);

@@ -392,6 +392,9 @@ impl ShardInner {
     }
 
     fn schedule_merges(&self, min_retained: SeqNo) -> Result<()> {
+        if !self.scheduled_merges {
+            return Ok(());
+        }
         let scheduled = self.schedule_log_merges(min_retained)?;
         self.carry_and_merge(min_retained, &scheduled)
     }

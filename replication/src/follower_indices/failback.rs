@@ -361,6 +361,7 @@ impl FollowerIndices {
         // filled, no write taken), and so does the open at the end.
         self.ensure_closed(name, "closing the failing-back index")
             .await?;
+        took("closed");
         let indices = self.indices.clone();
         let opening = name.to_string();
         let index = on_blocking_pool("opening the failing-back index", move || {
@@ -373,11 +374,11 @@ impl FollowerIndices {
                 )?;
                 Ok(dir.to_path_buf())
             })?;
-            Index::open_on(indices.storage(), &dir)
+            Index::open_for_maintenance(indices.storage(), &dir)
         })
         .await?;
         let index = Arc::new(index);
-        took("closed and opened privately");
+        took("opened privately");
         let uuid = index.metadata().uuid;
         let outcome = self
             .roll_back_shards(name, &index, &mut state, client.as_ref(), failbacks)
