@@ -104,6 +104,15 @@ impl Cluster {
     }
 }
 
+/// Clusters A and B in `root`, each reaching the other.
+async fn connected_pair(root: &Path) -> (Cluster, Cluster) {
+    let a = Cluster::start(root, "cluster-a").await;
+    let b = Cluster::start(root, "cluster-b").await;
+    a.connect(&b);
+    b.connect(&a);
+    (a, b)
+}
+
 fn parameters() -> FollowParameters {
     FollowParameters {
         read_poll_timeout: Some(TimeValue::from_millis(100)),
@@ -257,10 +266,7 @@ fn divergent_ids(response: &tandem_replication::follower_indices::FailbackRespon
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failback_by_operations_exports_what_was_never_shipped_and_converges() {
     let root = tempfile::tempdir().unwrap();
-    let a = Cluster::start(root.path(), "cluster-a").await;
-    let b = Cluster::start(root.path(), "cluster-b").await;
-    a.connect(&b);
-    b.connect(&a);
+    let (a, b) = connected_pair(root.path()).await;
     let logs = create(&a, "logs");
     write_ids(&logs, &ids("doc", 0..200), "written on a");
     follow_logs(&b.followers).await;
@@ -367,10 +373,7 @@ async fn failback_by_operations_exports_what_was_never_shipped_and_converges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failback_is_refused_when_the_history_diverged_below_the_shared_point() {
     let root = tempfile::tempdir().unwrap();
-    let a = Cluster::start(root.path(), "cluster-a").await;
-    let b = Cluster::start(root.path(), "cluster-b").await;
-    a.connect(&b);
-    b.connect(&a);
+    let (a, b) = connected_pair(root.path()).await;
     let logs = create(&a, "logs");
     write_ids(&logs, &ids("doc", 0..100), "before the backup");
     // A backup of a's index directory, taken while it is closed.
