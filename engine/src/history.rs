@@ -10,7 +10,15 @@
 //!   segment gets a permutation of its doc ids sorted by seq_no (4 bytes a doc), built on the
 //!   first range read of its history, so the segments of an index nobody reads the history of
 //!   (a bulk load without followers) hold none.
-//! - [`HistoryCache`]: those views by segment id, pruned to the live segments on each refresh.
+//! - [`HistoryCache`]: those views by segment id, pruned to the live segments on each refresh,
+//!   and the segments' *history ceilings*.
+//! - **History ceilings.** A rollback ([`crate::shard::ShardEngine::roll_back_to`]) removes the
+//!   operations above a point from the history without rewriting the segments that hold them:
+//!   it deletes them in tantivy and gives each of those segments a ceiling, the point. An
+//!   operation of a segment above its ceiling is *voided*: it reads as an anchor does, outside
+//!   every history range, in no lookup, never carried forward, so the next merge of its segment
+//!   drops it (it is deleted). A ceiling is persisted in the commit that deletes its
+//!   operations (`CommitPayload::history_ceilings`) and is forgotten with its segment.
 //! - [`lookup_latest`]: the latest operation on a document id, *including deleted documents*, so
 //!   the follower path can tell a stale operation from a new one.
 //!
@@ -77,10 +85,22 @@ pub fn without_anchors(
     ])
 }
 
+/// A segment's history ceiling (see the module documentation), as a commit records it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryCeiling {
+    /// The segment's id (tantivy's uuid string).
+    pub segment: String,
+    /// The segment's operations above this seq_no are voided (all of them at -1).
+    pub ceiling: SeqNo,
+}
+
 /// The history view of one segment.
 pub struct SegmentHistory {
     /// `_seq_no` column.
-    pub seq_nos: Column<u64>,
+    seq_nos: Column<u64>,
+    /// Operations above it are voided (see the module documentation); `MAX_HISTORY_SEQ_NO`
+    /// when the segment has no ceiling, -1 when all of them are.
+    ceiling: i64,
     primary_terms: Column<u64>,
     versions: Column<u64>,
     op_types: Column<u64>,
@@ -109,7 +129,7 @@ pub struct SegmentHistory {
 const STORE_CACHE_BLOCKS: usize = 32;
 
 impl SegmentHistory {
-    fn open(segment: &SegmentReader) -> Result<SegmentHistory> {
+    fn open(segment: &SegmentReader, ceiling: Option<SeqNo>) -> Result<SegmentHistory> {
         let fast_fields = segment.fast_fields();
         let column = |name: &str| {
             fast_fields
@@ -144,6 +164,7 @@ impl SegmentHistory {
             op_types: column(OP_TYPE_FIELD)?,
             versions,
             seq_nos,
+            ceiling: ceiling.map_or(MAX_HISTORY_SEQ_NO as i64, |ceiling| ceiling.0),
             sorted,
             permutation: std::sync::OnceLock::new(),
             anchors,
@@ -154,9 +175,34 @@ impl SegmentHistory {
         })
     }
 
+    /// The `_seq_no` of `doc` as the history reads it: [`ANCHOR_SEQ_NO`] (outside every
+    /// history range) for an anchor and for an operation above the segment's ceiling.
+    pub fn seq_no(&self, doc: DocId) -> Option<u64> {
+        let seq_no = self.seq_nos.first(doc)?;
+        // Anchors (u64::MAX) read as themselves; no real seq_no exceeds i64::MAX.
+        Some(match seq_no as i64 > self.ceiling {
+            true => ANCHOR_SEQ_NO,
+            false => seq_no,
+        })
+    }
+
+    /// True when `doc` is no operation of the history: an anchor, or an operation above the
+    /// segment's ceiling.
+    pub fn is_outside_history(&self, doc: DocId) -> bool {
+        self.seq_no(doc) == Some(ANCHOR_SEQ_NO)
+    }
+
     /// Appends `(seq_no, doc)` for every document with a seq_no in `[from, to]`, in seq_no order.
     pub fn docs_in_range(&self, from: u64, to: u64, out: &mut Vec<(u64, DocId)>) {
-        if self.max_doc == 0 || self.seq_nos.max_value() < from || self.seq_nos.min_value() > to {
+        if self.ceiling < 0 {
+            return;
+        }
+        let to = to.min(self.ceiling as u64);
+        if from > to
+            || self.max_doc == 0
+            || self.seq_nos.max_value() < from
+            || self.seq_nos.min_value() > to
+        {
             return;
         }
         let seq_no_of = |doc: DocId| self.seq_nos.first(doc).unwrap_or(u64::MAX);
@@ -280,11 +326,6 @@ impl SegmentHistory {
         self.anchors.len()
     }
 
-    /// True when `doc` is one of the segment's anchors (not an operation).
-    pub fn is_anchor(&self, doc: DocId) -> bool {
-        self.seq_nos.first(doc) == Some(ANCHOR_SEQ_NO)
-    }
-
     /// The meta fields of `doc`.
     pub fn meta(&self, doc: DocId) -> Result<(SeqNo, PrimaryTerm, u64, OpType)> {
         let missing = |what: &str| EngineError::Corrupted {
@@ -323,7 +364,7 @@ impl SegmentHistory {
         } else {
             (0..self.max_doc)
                 .filter(|doc| segment.is_deleted(*doc))
-                .filter_map(|doc| self.seq_nos.first(doc))
+                .filter_map(|doc| self.seq_no(doc))
                 .filter(|seq_no| *seq_no != ANCHOR_SEQ_NO)
                 .max()
         };
@@ -332,22 +373,68 @@ impl SegmentHistory {
     }
 }
 
-/// [`SegmentHistory`] views by segment id.
+/// [`SegmentHistory`] views by segment id, and the segments' history ceilings.
 #[derive(Default)]
 pub struct HistoryCache {
     segments: Mutex<HashMap<SegmentId, Arc<SegmentHistory>>>,
+    ceilings: Mutex<HashMap<SegmentId, SeqNo>>,
 }
 
 impl HistoryCache {
+    /// A cache whose segments have the ceilings of `ceilings` (a commit's).
+    pub fn with_ceilings(ceilings: &[HistoryCeiling]) -> Result<HistoryCache> {
+        let mut by_segment = HashMap::with_capacity(ceilings.len());
+        for entry in ceilings {
+            let segment = SegmentId::from_uuid_string(&entry.segment).map_err(|error| {
+                EngineError::Corrupted {
+                    path: "commit payload".into(),
+                    reason: format!("history ceiling of segment [{}]: {error}", entry.segment),
+                }
+            })?;
+            by_segment.insert(segment, entry.ceiling);
+        }
+        Ok(HistoryCache {
+            segments: Mutex::default(),
+            ceilings: Mutex::new(by_segment),
+        })
+    }
+
     /// The view of `segment`, built on first use.
     pub fn get(&self, segment: &SegmentReader) -> Result<Arc<SegmentHistory>> {
         let id = segment.segment_id();
         if let Some(found) = self.segments.lock().get(&id) {
             return Ok(found.clone());
         }
+        let ceiling = self.ceilings.lock().get(&id).copied();
         // Built outside the lock: building may scan the whole segment.
-        let built = Arc::new(SegmentHistory::open(segment)?);
+        let built = Arc::new(SegmentHistory::open(segment, ceiling)?);
         Ok(self.segments.lock().entry(id).or_insert(built).clone())
+    }
+
+    /// Voids the operations of `segment` above `ceiling` (a lower ceiling it already has
+    /// stays). Views built before keep reading the segment as it was: the caller (a
+    /// rollback) holds off every reader of the history meanwhile.
+    pub fn lower_ceiling(&self, segment: SegmentId, ceiling: SeqNo) {
+        let mut ceilings = self.ceilings.lock();
+        let entry = ceilings.entry(segment).or_insert(ceiling);
+        *entry = (*entry).min(ceiling);
+        self.segments.lock().remove(&segment);
+    }
+
+    /// The ceilings of the segments that have one, as a commit records them (in segment
+    /// order).
+    pub fn ceilings(&self) -> Vec<HistoryCeiling> {
+        let mut ceilings: Vec<HistoryCeiling> = self
+            .ceilings
+            .lock()
+            .iter()
+            .map(|(segment, ceiling)| HistoryCeiling {
+                segment: segment.uuid_string(),
+                ceiling: *ceiling,
+            })
+            .collect();
+        ceilings.sort_by(|a, b| a.segment.cmp(&b.segment));
+        ceilings
     }
 
     /// Builds, for every segment of `searcher` not seen yet, its view and its id filter, which
@@ -373,7 +460,8 @@ impl HistoryCache {
         Ok(built)
     }
 
-    /// Forgets segments that `searcher` no longer holds.
+    /// Forgets segments that `searcher` no longer holds, with their ceilings: a segment
+    /// merged away never comes back, and its merge dropped its voided operations.
     pub fn retain(&self, searcher: &Searcher) {
         let live: Vec<SegmentId> = searcher
             .segment_readers()
@@ -381,6 +469,7 @@ impl HistoryCache {
             .map(SegmentReader::segment_id)
             .collect();
         self.segments.lock().retain(|id, _| live.contains(id));
+        self.ceilings.lock().retain(|id, _| live.contains(id));
     }
 }
 
@@ -426,6 +515,10 @@ pub fn lookup_latest(
         };
         let mut doc = postings.doc();
         while doc != TERMINATED {
+            if history.is_outside_history(doc) {
+                doc = postings.advance();
+                continue;
+            }
             let (seq_no, primary_term, version, op_type) = history.meta(doc)?;
             let alive = !segment.is_deleted(doc);
             // Among equal seq_nos (a carried copy, or a document a rollback restored beside

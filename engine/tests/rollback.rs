@@ -39,6 +39,8 @@ fn divergent_writes(shard: &ShardEngine) {
 
 fn copy_of(leader: &ShardEngine, dir: &std::path::Path, to: SeqNo) -> ShardEngine {
     let copy = create_follower(dir);
+    // The tests compare whole histories: no merge may drop any of it.
+    copy.add_retention_lease("keep", SeqNo(0), "test").unwrap();
     let ops: Vec<Operation> = leader
         .changes(SeqNo(0), to, usize::MAX, usize::MAX)
         .unwrap()
@@ -131,6 +133,9 @@ fn new_leader_operations(point: SeqNo) -> Vec<Operation> {
 fn a_rolled_back_shard_holds_the_copy_state_at_the_point_and_follows_it() {
     let dir = tempfile::tempdir().unwrap();
     let old_leader = create_shard(&dir.path().join("old"));
+    old_leader
+        .add_retention_lease("keep", SeqNo(0), "test")
+        .unwrap();
     shared_history(&old_leader);
     let point = SeqNo(59);
     let copy = copy_of(&old_leader, &dir.path().join("copy"), point);
@@ -153,7 +158,7 @@ fn a_rolled_back_shard_holds_the_copy_state_at_the_point_and_follows_it() {
     let outcome = old_leader.roll_back_to(point, &restored).unwrap();
     assert_eq!(outcome.removed_operations, 8);
     assert_eq!(outcome.restored_documents, 4);
-    assert!(outcome.merged_segments >= 1, "{outcome:?}");
+    assert!(outcome.voided_segments >= 1, "{outcome:?}");
 
     let check = |shard: &ShardEngine, when: &str| {
         assert_eq!(shard.max_seq_no(), point, "{when}");
@@ -219,11 +224,11 @@ fn a_rolled_back_shard_holds_the_copy_state_at_the_point_and_follows_it() {
 }
 
 #[test]
-fn retained_history_below_the_point_survives_the_rollback_merge() {
+fn retained_history_below_the_point_survives_the_rollback_and_the_merges_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let old_leader = create_shard(&dir.path().join("old"));
-    // A lease keeps everything: the segments the rollback merges hold retained deletes below
-    // the point, which must be copied forward, not merged away.
+    // A lease keeps everything: the segments holding the removed operations also hold
+    // retained deletes below the point, which the rollback and every later merge must keep.
     old_leader
         .add_retention_lease("keep", SeqNo(0), "test")
         .unwrap();
@@ -231,8 +236,7 @@ fn retained_history_below_the_point_survives_the_rollback_merge() {
         old_leader.index(doc(n, "shared 0")).unwrap();
     }
     old_leader.refresh().unwrap();
-    // The second half of the shared history and the divergent writes end up in one segment:
-    // its deleted documents at or below the point are retained history to carry forward.
+    // The second half of the shared history and the divergent writes end up in one segment.
     for n in 0..29 {
         old_leader.index(doc(n, "shared 1")).unwrap();
     }
@@ -251,8 +255,70 @@ fn retained_history_below_the_point_survives_the_rollback_merge() {
     old_leader.set_follower(true);
     let outcome = old_leader.roll_back_to(point, &restored).unwrap();
     assert_eq!(outcome.removed_operations, 5);
-    assert!(outcome.carried_operations > 0, "{outcome:?}");
+    assert_eq!(outcome.voided_segments, 1, "{outcome:?}");
     // The whole history up to the point is still there, and is the copy's.
     assert_eq!(full_history(&old_leader), full_history(&copy));
     assert_eq!(live_documents(&old_leader), live_documents(&copy));
+
+    // A copy of the rolled-back commit's files (a remote recovery from it) reads the same
+    // history: the ceilings travel with the segments.
+    let pinned = old_leader.pin_latest_commit().unwrap();
+    assert_eq!(pinned.payload().history_ceilings.len(), 1);
+    let recovered = tempfile::tempdir().unwrap();
+    let index_dir = recovered.path().join("index");
+    std::fs::create_dir_all(&index_dir).unwrap();
+    for file in pinned.files() {
+        std::fs::write(index_dir.join(&file.info().name), file.bytes()).unwrap();
+    }
+    drop(pinned);
+    let recovered =
+        ShardEngine::bootstrap_follower(recovered.path(), mapper(), manual_config()).unwrap();
+    assert_eq!(full_history(&recovered), full_history(&copy));
+    assert_eq!(live_documents(&recovered), live_documents(&copy));
+
+    // Once no lease holds the history below the point, a merge of everything drops it and the
+    // voided operations alike: those are not carried forward (carried, they would be history
+    // again, in a segment without a ceiling).
+    old_leader.remove_retention_lease("keep").unwrap();
+    old_leader.refresh().unwrap();
+    old_leader.force_merge(1).unwrap();
+    old_leader.refresh().unwrap();
+    assert_eq!(
+        old_leader.segments().len(),
+        1,
+        "{:?}",
+        old_leader.segments()
+    );
+    let above = old_leader
+        .operations_present(SeqNo(point.0 + 1), SeqNo(1_000), 1_000, usize::MAX)
+        .unwrap();
+    assert!(above.is_empty(), "{above:?}");
+    assert_eq!(live_documents(&old_leader), live_documents(&copy));
+
+    // It follows on: the copy's next operations, at the seq_nos the voided ones had.
+    let next = new_leader_operations(point);
+    copy.apply_operations(&next, SeqNo(point.0 + 4)).unwrap();
+    old_leader
+        .apply_operations(&next, SeqNo(point.0 + 4))
+        .unwrap();
+    old_leader.refresh().unwrap();
+    copy.refresh().unwrap();
+    let from_point = |shard: &ShardEngine| {
+        shard
+            .changes(SeqNo(point.0 + 1), SeqNo(point.0 + 4), 1_000, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|op| (**op).clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(from_point(&old_leader), from_point(&copy));
+    assert_eq!(live_documents(&old_leader), live_documents(&copy));
+    // The commits after the merge no longer name the merged-away segment.
+    let pinned = old_leader.pin_latest_commit().unwrap();
+    assert!(
+        pinned.payload().history_ceilings.is_empty(),
+        "{:?} {:?}",
+        pinned.payload().history_ceilings,
+        old_leader.segments()
+    );
 }

@@ -186,7 +186,7 @@ impl ShardInner {
         let mut found = Vec::new();
         let mut bytes = 0;
         for doc in 0..segment.max_doc() {
-            if !newly_deleted(doc) || history.is_anchor(doc) {
+            if !newly_deleted(doc) || history.is_outside_history(doc) {
                 continue;
             }
             let (seq_no, ..) = history.meta(doc)?;

@@ -91,6 +91,7 @@ use writer_slot::ShardWriter;
 
 use crate::checkpoint::LocalCheckpointTracker;
 use crate::error::{EngineError, Result};
+use crate::history::HistoryCache;
 use crate::lease_log::LeaseLog;
 use crate::mapping::DocumentMapper;
 use crate::segment_directory::SegmentDirectory;
@@ -98,6 +99,7 @@ use crate::storage::StorageRef;
 use crate::translog::Translog;
 use crate::types::{PrimaryTerm, SeqNo};
 
+pub use crate::history::HistoryCeiling;
 pub use crate::lease_log::{LEASE_LOG_COMPACT_MIN_BYTES, RETENTION_LEASES_LOG_FILE};
 pub use crate::leases::{
     RetentionLease, RetentionLeases, MAX_RETENTION_LEASES_PER_SHARD, MAX_RETENTION_LEASE_ID_BYTES,
@@ -110,7 +112,7 @@ pub use commit_point::{
     FileChecksums, PinnedCommit, PinnedFile, RangeChecksum, FOLLOWER_MARKER_FILE, MANAGED_FILE,
     META_FILE,
 };
-pub use rollback::{RollbackOutcome, ROLLBACK_MAX_CARRY_BYTES};
+pub use rollback::RollbackOutcome;
 pub use write::{
     DeleteRequest, GetResult, IndexRequest, WriteOutcome, WriteRequest, WriteResult, APPLY_CHUNK,
     MAX_ID_BYTES, MAX_SOURCE_BYTES,
@@ -250,6 +252,11 @@ pub struct CommitPayload {
     /// replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion: Option<ShardPromotion>,
+    /// The history ceilings of the commit's segments that have one: the operations a rollback
+    /// voided (see `crate::history`). Held by the segments, so a copy of the commit's files
+    /// keeps them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history_ceilings: Vec<HistoryCeiling>,
 }
 
 /// The most operations a promotion records at its recovery point
@@ -486,6 +493,7 @@ impl ShardEngine {
             retention_leases: RetentionLeases::default(),
             min_retained_seq_no: SeqNo(0),
             promotion: None,
+            history_ceilings: Vec::new(),
         };
         let mut writer: IndexWriter =
             small_writer(&index).map_err(|e| EngineError::index("opening a writer", e))?;
@@ -570,7 +578,12 @@ impl ShardEngine {
             )),
             translog: Arc::new(translog),
             commits: Commits::new(reader, searcher, payload.local_checkpoint),
-            retention: Retention::new(lease_log, leases, payload.min_retained_seq_no),
+            retention: Retention::new(
+                HistoryCache::with_ceilings(&payload.history_ceilings)?,
+                lease_log,
+                leases,
+                payload.min_retained_seq_no,
+            ),
             counters: Arc::default(),
             failure: RankedMutex::new(LockRank::Failure, None),
             promotion: Mutex::new(payload.promotion.clone()),
@@ -1107,11 +1120,13 @@ impl ShardEngine {
     }
 
     /// Stops background work, fsyncs the translog and commits, so a reopen has nothing to replay.
+    /// Selects no merge: the writer goes with the engine, and a merge it started now would
+    /// only slow down what follows the close (a failback's rollback, a reopen).
     pub fn close(self) -> Result<()> {
         self.stop_background();
         if self.inner.check_failed().is_ok() {
             self.inner.translog.sync()?;
-            self.inner.refresh(true)?;
+            self.inner.commit_for_close()?;
         }
         Ok(())
     }

@@ -120,6 +120,14 @@ impl ShardInner {
         Ok(then(self.last_commit_local_checkpoint()))
     }
 
+    /// The commit of [`super::ShardEngine::close`]: a forced refresh that selects no merge.
+    pub(super) fn commit_for_close(&self) -> Result<()> {
+        let _state = self.commits.refresh_lock.lock();
+        self.check_failed()?;
+        let retention_operations = self.config().retention_operations;
+        self.commit_and_reload(None, retention_operations)
+    }
+
     fn refresh_locked(&self, state: &mut RefreshState, force: bool) -> Result<()> {
         self.check_failed()?;
         // A batch finishing between this swap and the commit's exclusive section is committed
@@ -212,6 +220,7 @@ impl ShardInner {
                 min_retained_seq_no: self
                     .next_min_retained_seq_no(local_checkpoint, retention_operations),
                 promotion: self.promotion.lock().clone(),
+                history_ceilings: self.retention.history().ceilings(),
             };
             // Everything processed so far was handed to this writer: nothing is parked while
             // it is in the slot.

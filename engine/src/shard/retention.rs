@@ -31,11 +31,17 @@ pub(crate) struct Retention {
 }
 
 impl Retention {
-    /// Retention starting from `leases` (persisted in `log`) and the floor
-    /// `min_retained_seq_no` (from the shard's last commit).
-    pub(crate) fn new(log: LeaseLog, leases: RetentionLeases, min_retained_seq_no: SeqNo) -> Self {
+    /// Retention starting from `history` (with the last commit's history ceilings),
+    /// `leases` (persisted in `log`) and the floor `min_retained_seq_no` (from the shard's
+    /// last commit).
+    pub(crate) fn new(
+        history: HistoryCache,
+        log: LeaseLog,
+        leases: RetentionLeases,
+        min_retained_seq_no: SeqNo,
+    ) -> Self {
         Retention {
-            history: HistoryCache::default(),
+            history,
             leases: RankedMutex::new(LockRank::Leases, LeaseState { leases, log }),
             min_retained_seq_no: AtomicI64::new(min_retained_seq_no.0),
         }

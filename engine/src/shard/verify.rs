@@ -538,7 +538,7 @@ impl VerifySnapshot {
         for (segment, history) in self.segments() {
             let mut docs = Vec::new();
             for doc in 0..segment.max_doc() {
-                let Some(seq_no) = history.seq_nos.first(doc) else {
+                let Some(seq_no) = history.seq_no(doc) else {
                     continue;
                 };
                 if seq_no == ANCHOR_SEQ_NO {
@@ -614,7 +614,7 @@ impl VerifySnapshot {
             };
             let mut doc = postings.doc();
             while doc != TERMINATED {
-                let seq_no = history.seq_nos.first(doc).unwrap_or(ANCHOR_SEQ_NO);
+                let seq_no = history.seq_no(doc).unwrap_or(ANCHOR_SEQ_NO);
                 let candidate = match changed {
                     false => !segment.is_deleted(doc),
                     true => seq_no <= self.up_to.0 as u64,
@@ -772,7 +772,7 @@ impl VerifySnapshot {
         for (segment, history) in self.segments() {
             let store = SegmentHistory::scan_store(segment)?;
             for doc in 0..segment.max_doc() {
-                let Some(seq_no) = history.seq_nos.first(doc) else {
+                let Some(seq_no) = history.seq_no(doc) else {
                     continue;
                 };
                 if seq_no == ANCHOR_SEQ_NO || seq_no > up_to as u64 {
