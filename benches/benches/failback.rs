@@ -6,7 +6,12 @@
 //! counting proxy (`FaultProxy`, healthy), so every byte of the transport between them is
 //! counted. A's index `failback` (2 shards) is loaded until its files hold at least
 //! `TANDEM_BENCH_FAILBACK_MB` MiB (default 1024; documents with a 4 KiB random keyword); B
-//! follows it (that first recovery is not measured).
+//! follows it (that first recovery is not measured). Before B follows, A's index is
+//! force-merged to one segment per shard: an index in steady state, whose merges are done. A
+//! freshly loaded one holds 8 equal segments per shard, and the log merge policy selects their
+//! merge (the whole shard, tens of seconds with these keywords) at every open; the samples
+//! close and open each index every half minute, so that merge would start again in every
+//! sample and never end, competing for the node's core with everything measured.
 //!
 //! Each sample, with L the current leader and F its follower (they swap every sample: A -> B
 //! -> A -> B, the scenario of a failover and a failback done again and again):
@@ -202,6 +207,14 @@ fn bench_failback(c: &mut Criterion) {
     });
     let docs = load(&sides[0].index(INDEX), target);
     clients.block_on(async {
+        // A steady-state index: its merges done (see the module documentation).
+        sides[0]
+            .rest
+            .post(
+                &format!("/{INDEX}/_forcemerge?max_num_segments=1"),
+                json!({}),
+            )
+            .await;
         sides[1]
             .rest
             .put(

@@ -32,6 +32,11 @@
 //!   generations that commit made unnecessary: acknowledged writes lost. The power-loss test
 //!   catches that when [`SyncSite::SegmentAtomicRename`] is switched off.
 //! - Locks are [`Storage::try_lock`]s: a crashed process holds none.
+//! - Once [`SegmentDirectory::retire`]d (its engine closed), every call that writes fails
+//!   with [`RETIRED`]: a merge its writer had started (tantivy neither waits for nor cancels
+//!   merges when a writer is dropped, and a dropped writer never registers their result) stops
+//!   at its next write instead of running on for minutes beside whatever opens the shard next,
+//!   and nothing the old engine still holds can write into a directory that a new engine owns.
 //! - The first error of a call that writes (a segment file's write or sync, a new file, an
 //!   atomic write, a directory sync, a removal) is kept ([`SegmentDirectory::first_write_failure`]):
 //!   tantivy's indexing threads die on such an error and report only that "an index writer
@@ -41,6 +46,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -62,6 +68,9 @@ const BLOCKING_LOCK_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Between two attempts at a blocking lock.
 const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(5);
+
+/// The error of a call that writes into a retired directory (see the module documentation).
+pub const RETIRED: &str = "the shard's engine was closed: its directory takes no more writes";
 
 /// A mapped file, shared by every reader of it.
 struct Mapping {
@@ -95,6 +104,23 @@ pub struct SegmentDirectory {
     watchers: Arc<WatchCallbackList>,
     /// The first error of a call that writes, shared by every clone.
     write_failure: WriteFailure,
+    /// Set by [`SegmentDirectory::retire`], shared by every clone and every file being
+    /// written.
+    retired: Retired,
+}
+
+/// Whether a directory was retired (see [`SegmentDirectory::retire`]).
+#[derive(Clone, Default)]
+struct Retired(Arc<AtomicBool>);
+
+impl Retired {
+    /// `Err` once the directory was retired.
+    fn check(&self) -> io::Result<()> {
+        match self.0.load(Ordering::Acquire) {
+            true => Err(io::Error::other(RETIRED)),
+            false => Ok(()),
+        }
+    }
 }
 
 /// The first error of a call that writes, as "<what> <path>: <error>".
@@ -127,10 +153,12 @@ struct SegmentFileWriter {
     path: PathBuf,
     offset: u64,
     write_failure: WriteFailure,
+    retired: Retired,
 }
 
 impl Write for SegmentFileWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.retired.check()?;
         self.file
             .write_all_at(buf, self.offset)
             .map_err(|error| self.write_failure.record("writing", &self.path, error))?;
@@ -145,6 +173,7 @@ impl Write for SegmentFileWriter {
 
 impl TerminatingWrite for SegmentFileWriter {
     fn terminate_ref(&mut self, _: AntiCallToken) -> io::Result<()> {
+        self.retired.check()?;
         self.file
             .sync_data(SyncSite::SegmentFile)
             .map_err(|error| self.write_failure.record("syncing", &self.path, error))
@@ -186,7 +215,15 @@ impl SegmentDirectory {
             mappings: Arc::new(Mutex::new(HashMap::new())),
             watchers: Arc::new(WatchCallbackList::default()),
             write_failure: WriteFailure::default(),
+            retired: Retired::default(),
         })
+    }
+
+    /// Makes every later call that writes through this directory (any clone, any file being
+    /// written) fail with [`RETIRED`]: called when its engine closes (see the module
+    /// documentation). Reads go on.
+    pub fn retire(&self) {
+        self.retired.0.store(true, Ordering::Release);
     }
 
     /// The first error of a call that wrote to this directory (through any clone), as
@@ -248,6 +285,12 @@ impl Directory for SegmentDirectory {
     }
 
     fn delete(&self, path: &Path) -> Result<(), DeleteError> {
+        if let Err(error) = self.retired.check() {
+            return Err(DeleteError::IoError {
+                io_error: Arc::new(error),
+                filepath: path.to_path_buf(),
+            });
+        }
         self.storage
             .remove_file(&self.root.join(path))
             .map_err(|error| {
@@ -273,6 +316,9 @@ impl Directory for SegmentDirectory {
     }
 
     fn open_write(&self, path: &Path) -> Result<WritePtr, OpenWriteError> {
+        self.retired
+            .check()
+            .map_err(|error| OpenWriteError::wrap_io_error(error, path.to_path_buf()))?;
         let file = self
             .storage
             .open(&self.root.join(path), OpenMode::CreateNew)
@@ -292,6 +338,7 @@ impl Directory for SegmentDirectory {
             path: self.root.join(path),
             offset: 0,
             write_failure: self.write_failure.clone(),
+            retired: self.retired.clone(),
         })))
     }
 
@@ -302,6 +349,7 @@ impl Directory for SegmentDirectory {
     }
 
     fn atomic_write(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        self.retired.check()?;
         durable_file::replace_with_sites(
             &*self.storage,
             &self.root.join(path),
@@ -321,6 +369,7 @@ impl Directory for SegmentDirectory {
     }
 
     fn sync_directory(&self) -> io::Result<()> {
+        self.retired.check()?;
         self.storage
             .sync_dir(&self.root, SyncSite::SegmentDir)
             .map_err(|error| self.write_failure.record("syncing", &self.root, error))
@@ -398,6 +447,37 @@ mod tests {
         );
         // Reading again faults the same bytes back in.
         assert_eq!(term.as_slice(), contents.as_slice());
+    }
+
+    #[test]
+    fn a_retired_directory_takes_no_writes_and_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kept.idx"), b"kept").unwrap();
+        let directory = SegmentDirectory::open(crate::storage::real(), dir.path()).unwrap();
+        // A file being written when the directory is retired (a merge's output).
+        let mut writing = directory.open_write(Path::new("merging.idx")).unwrap();
+        writing.write_all(&[1u8; 64 * 1024]).unwrap();
+        let clone = directory.clone();
+        clone.retire();
+        let retired = |error: &io::Error| error.to_string().contains(RETIRED);
+        let error = writing.write_all(&[2u8; 64 * 1024]).unwrap_err();
+        assert!(retired(&error), "{error}");
+        assert!(directory.open_write(Path::new("new.idx")).is_err());
+        assert!(!dir.path().join("new.idx").exists());
+        let error = directory
+            .atomic_write(Path::new("meta.json"), b"{}")
+            .unwrap_err();
+        assert!(retired(&error), "{error}");
+        assert!(!dir.path().join("meta.json").exists());
+        assert!(directory.delete(Path::new("kept.idx")).is_err());
+        assert!(directory.sync_directory().is_err());
+        // Reads go on.
+        let kept = directory.open_read(Path::new("kept.idx")).unwrap();
+        assert_eq!(kept.read_bytes().unwrap().as_slice(), b"kept");
+        assert_eq!(
+            directory.atomic_read(Path::new("kept.idx")).unwrap(),
+            b"kept"
+        );
     }
 
     #[test]

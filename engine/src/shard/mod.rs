@@ -1141,6 +1141,10 @@ impl ShardEngine {
 impl Drop for ShardEngine {
     fn drop(&mut self) {
         self.stop_background();
+        // What the writer's threads still do (a merge, which tantivy lets run on after the
+        // writer is dropped and whose result no one registers) is discarded with the engine:
+        // it stops at its next write, rather than competing with what opens the shard next.
+        self.inner.directory.retire();
     }
 }
 

@@ -21,6 +21,7 @@ use super::writer_slot::ShardWriter;
 use super::{prepare_commit, CommitPayload, ShardInner};
 use crate::error::{EngineError, Result};
 use crate::merge::RetentionMergePolicy;
+use crate::segment_directory::RETIRED;
 use crate::types::{PrimaryTerm, SeqNo};
 
 /// While a merge runs, the background pass releases the pages its sources' reads made
@@ -444,17 +445,35 @@ impl ShardInner {
             .sum();
         let counters = self.counters.clone();
         counters.merge_started(docs);
+        tracing::debug!(
+            shard = %self.dir.display(),
+            segments = segments.len(),
+            docs,
+            "merge started"
+        );
         let started = Instant::now();
         let future = writer.merge(&segments);
+        let shard = self.dir.clone();
         let merging = self.commits.merging.clone();
         let merged = self.commits.merged_since_reload.clone();
         let background = self.background.get().cloned();
         let spawned = std::thread::Builder::new()
             .name("tandem-merge-wait".to_string())
             .spawn(move || {
-                if let Err(error) = future.wait() {
-                    tracing::warn!(%error, "merge failed");
+                match future.wait() {
+                    Ok(_) => {}
+                    // The engine closed while the merge ran: it was stopped on purpose.
+                    Err(error) if error.to_string().contains(RETIRED) => {
+                        tracing::debug!(shard = %shard.display(), "merge stopped by the close");
+                    }
+                    Err(error) => tracing::warn!(%error, "merge failed"),
                 }
+                tracing::debug!(
+                    shard = %shard.display(),
+                    docs,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "merge ended"
+                );
                 counters.merge_ended(docs, started.elapsed());
                 merging.lock().retain(|id| !segments.contains(id));
                 // The background pass installs a reader without the merged-away segments.
@@ -504,7 +523,7 @@ impl ShardInner {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let future = {
+        let (merging, future) = {
             let _state = self.commits.refresh_lock.lock();
             // The floor the refresh above committed (merges never select with more).
             let min_retained = self.retention.min_retained_seq_no();
@@ -515,23 +534,83 @@ impl ShardInner {
                 self.retention.history(),
                 max_num_segments,
             )?;
-            self.writes
+            let merging: Vec<SegmentId> = groups.iter().flatten().copied().collect();
+            let future = self
+                .writes
                 .writer()
                 .with(|writer| {
+                    // Registered as merging while they run, as the engine's own merges are:
+                    // the writer is then never released as idle under them (which would
+                    // kill them), and nothing else selects their segments.
+                    self.commits.merging.lock().extend(merging.iter().copied());
                     groups
                         .into_iter()
                         .map(|group| writer.merge(group.as_slice()))
                         .collect::<Vec<_>>()
                 })
-                .map_err(|e| self.fail(EngineError::index("opening the writer", e)))?
+                .map_err(|e| self.fail(EngineError::index("opening the writer", e)))?;
+            (merging, future)
         };
-        for merge in future {
-            merge
-                .wait()
-                .map_err(|e| EngineError::index("force merge", e))?;
+        let ended: Vec<_> = future.into_iter().map(|merge| merge.wait()).collect();
+        self.commits
+            .merging
+            .lock()
+            .retain(|id| !merging.contains(id));
+        for merge in ended {
+            merge.map_err(|e| EngineError::index("force merge", e))?;
         }
         // Install a reader that shows the merged segments.
         self.commits.mark_dirty();
         self.refresh(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::mapping::{DocumentMapper, Mappings};
+    use crate::shard::{IndexRequest, ShardConfig, ShardEngine};
+    use crate::types::PrimaryTerm;
+
+    #[test]
+    fn a_force_merge_keeps_its_writer_while_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ShardConfig {
+            refresh_interval: None,
+            indexing_threads: 1,
+            ..ShardConfig::default()
+        };
+        let mapper = Arc::new(DocumentMapper::new(Mappings::empty(), 1, None));
+        let shard = ShardEngine::create(dir.path(), mapper, config, PrimaryTerm(1)).unwrap();
+        for segment in 0..12u64 {
+            for n in 0..300u64 {
+                let id = segment * 300 + n;
+                let source = format!(r#"{{"n":{id},"body":"document {id} of segment {segment}"}}"#);
+                shard
+                    .index(IndexRequest::new(format!("doc-{id}"), source.into_bytes()))
+                    .unwrap();
+            }
+            shard.refresh().unwrap();
+        }
+        assert!(shard.segments().len() > 1);
+        // The background pass releases a writer idle longer than its setting: here at every
+        // moment of the merge.
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Acquire) {
+                    shard.inner.release_idle_writer(Duration::ZERO);
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            });
+            let merged = shard.force_merge(1);
+            stop.store(true, Ordering::Release);
+            merged.unwrap();
+        });
+        assert_eq!(shard.segments().len(), 1);
+        assert_eq!(shard.doc_count(), 3_600);
     }
 }

@@ -91,7 +91,9 @@ impl ShardEngine {
         // running on segments that hold operations above the point would bring them back
         // in its result, without their ceiling: the rollback waits for those (merges of other
         // segments go on).
+        let began = Instant::now();
         inner.refresh(true)?;
+        let refreshed = began.elapsed();
         let started = Instant::now();
         let outcome = loop {
             inner.reload_after_merges()?;
@@ -122,6 +124,8 @@ impl ShardEngine {
             removed = outcome.removed_operations,
             restored = outcome.restored_documents,
             voided_segments = outcome.voided_segments,
+            refresh_ms = refreshed.as_millis() as u64,
+            took_ms = began.elapsed().as_millis() as u64,
             "rolled the shard back"
         );
         Ok(outcome)

@@ -653,6 +653,10 @@ impl FollowerIndices {
         client: &dyn LeaderClient,
     ) -> Result<FailedBackShard, CcrError> {
         let shard_index = number as usize;
+        let started = std::time::Instant::now();
+        let took = |step: &str| {
+            tracing::debug!(index = %name, shard = number, step, elapsed_ms = started.elapsed().as_millis() as u64, "failback of a shard");
+        };
         let point = SeqNo(state.shared_seq_nos[shard_index]);
         let leader_shard = ShardId::new(state.leader_index.clone(), number);
         let history_uuid = state.leader_history_uuids[shard_index].clone();
@@ -663,6 +667,7 @@ impl FollowerIndices {
             })
             .await?
         };
+        took("read the operations above the point");
         let file = self.divergent_file(name, number, &state.id);
         let exists = self
             .storage()
@@ -689,6 +694,7 @@ impl FollowerIndices {
             }
             divergent.len() as u64
         };
+        took("wrote the divergent operations");
         let mut ids: Vec<String> = above
             .iter()
             .filter_map(|op| op.id().map(str::to_string))
@@ -698,6 +704,7 @@ impl FollowerIndices {
         ids.sort();
         let restored =
             restored_documents(client, &leader_shard, &history_uuid, point, &ids).await?;
+        took("fetched the restored documents");
         let restored_count = restored.len() as u64;
         let rolled_back = above.len() as u64;
         {
@@ -707,6 +714,7 @@ impl FollowerIndices {
             })
             .await?;
         }
+        took("rolled back");
         Ok(FailedBackShard {
             shard: number,
             shared_seq_no: point.0,
