@@ -405,10 +405,17 @@ impl HistoryCache {
         if let Some(found) = self.segments.lock().get(&id) {
             return Ok(found.clone());
         }
-        let ceiling = self.ceilings.lock().get(&id).copied();
-        // Built outside the lock: building may scan the whole segment.
-        let built = Arc::new(SegmentHistory::open(segment, ceiling)?);
-        Ok(self.segments.lock().entry(id).or_insert(built).clone())
+        loop {
+            let ceiling = self.ceilings.lock().get(&id).copied();
+            // Built outside the locks: building may scan the whole segment.
+            let built = Arc::new(SegmentHistory::open(segment, ceiling)?);
+            // Kept only if the segment's ceiling did not change meanwhile (the locks are
+            // taken in `lower_ceiling`'s order).
+            let ceilings = self.ceilings.lock();
+            if ceilings.get(&id).copied() == ceiling {
+                return Ok(self.segments.lock().entry(id).or_insert(built).clone());
+            }
+        }
     }
 
     /// Voids the operations of `segment` above `ceiling` (a lower ceiling it already has

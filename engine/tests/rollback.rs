@@ -88,6 +88,16 @@ fn touched_above(shard: &ShardEngine, point: SeqNo) -> Vec<String> {
     ids
 }
 
+/// Applies [`new_leader_operations`] to the new leader's copy and to the rolled-back shard
+/// that follows it, and refreshes both.
+fn follow_new_leader(rolled_back: &ShardEngine, copy: &ShardEngine, point: SeqNo) {
+    let next = new_leader_operations(point);
+    for shard in [copy, rolled_back] {
+        shard.apply_operations(&next, SeqNo(point.0 + 4)).unwrap();
+        shard.refresh().unwrap();
+    }
+}
+
 fn live_documents(shard: &ShardEngine) -> Vec<(String, i64, u64, Vec<u8>)> {
     (0..50)
         .filter_map(|n| {
@@ -210,13 +220,7 @@ fn a_rolled_back_shard_holds_the_copy_state_at_the_point_and_follows_it() {
     check(&old_leader, "after a reopen");
 
     // It follows the copy from the point + 1: the copy's operations, and only them.
-    let next = new_leader_operations(point);
-    copy.apply_operations(&next, SeqNo(point.0 + 4)).unwrap();
-    old_leader
-        .apply_operations(&next, SeqNo(point.0 + 4))
-        .unwrap();
-    old_leader.refresh().unwrap();
-    copy.refresh().unwrap();
+    follow_new_leader(&old_leader, &copy, point);
     assert_eq!(full_history(&old_leader)[60..], full_history(&copy)[60..]);
     assert_ne!(full_history(&old_leader)[60..], divergent_history[..4]);
     assert_eq!(live_documents(&old_leader), live_documents(&copy));
@@ -296,13 +300,7 @@ fn retained_history_below_the_point_survives_the_rollback_and_the_merges_after_i
     assert_eq!(live_documents(&old_leader), live_documents(&copy));
 
     // It follows on: the copy's next operations, at the seq_nos the voided ones had.
-    let next = new_leader_operations(point);
-    copy.apply_operations(&next, SeqNo(point.0 + 4)).unwrap();
-    old_leader
-        .apply_operations(&next, SeqNo(point.0 + 4))
-        .unwrap();
-    old_leader.refresh().unwrap();
-    copy.refresh().unwrap();
+    follow_new_leader(&old_leader, &copy, point);
     let from_point = |shard: &ShardEngine| {
         shard
             .changes(SeqNo(point.0 + 1), SeqNo(point.0 + 4), 1_000, usize::MAX)
