@@ -186,6 +186,11 @@ impl SegmentHistory {
         })
     }
 
+    /// True when an operation of the segment with `seq_no` is above its ceiling.
+    pub fn is_voided(&self, seq_no: SeqNo) -> bool {
+        seq_no.0 > self.ceiling
+    }
+
     /// True when `doc` is no operation of the history: an anchor, or an operation above the
     /// segment's ceiling.
     pub fn is_outside_history(&self, doc: DocId) -> bool {
@@ -522,11 +527,11 @@ pub fn lookup_latest(
         };
         let mut doc = postings.doc();
         while doc != TERMINATED {
-            if history.is_outside_history(doc) {
+            let (seq_no, primary_term, version, op_type) = history.meta(doc)?;
+            if history.is_voided(seq_no) {
                 doc = postings.advance();
                 continue;
             }
-            let (seq_no, primary_term, version, op_type) = history.meta(doc)?;
             let alive = !segment.is_deleted(doc);
             // Among equal seq_nos (a carried copy, or a document a rollback restored beside
             // its deleted original) the live one is the document's state.

@@ -226,6 +226,11 @@ impl SegmentDirectory {
         self.retired.0.store(true, Ordering::Release);
     }
 
+    /// True once [`SegmentDirectory::retire`] was called (on any clone).
+    pub fn is_retired(&self) -> bool {
+        self.retired.0.load(Ordering::Acquire)
+    }
+
     /// The first error of a call that wrote to this directory (through any clone), as
     /// "<what> <path>: <error>", if one failed.
     pub fn first_write_failure(&self) -> Option<String> {

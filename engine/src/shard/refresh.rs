@@ -21,7 +21,6 @@ use super::writer_slot::ShardWriter;
 use super::{prepare_commit, CommitPayload, ShardInner};
 use crate::error::{EngineError, Result};
 use crate::merge::RetentionMergePolicy;
-use crate::segment_directory::RETIRED;
 use crate::types::{PrimaryTerm, SeqNo};
 
 /// While a merge runs, the background pass releases the pages its sources' reads made
@@ -454,6 +453,7 @@ impl ShardInner {
         let started = Instant::now();
         let future = writer.merge(&segments);
         let shard = self.dir.clone();
+        let directory = self.directory.clone();
         let merging = self.commits.merging.clone();
         let merged = self.commits.merged_since_reload.clone();
         let background = self.background.get().cloned();
@@ -463,7 +463,7 @@ impl ShardInner {
                 match future.wait() {
                     Ok(_) => {}
                     // The engine closed while the merge ran: it was stopped on purpose.
-                    Err(error) if error.to_string().contains(RETIRED) => {
+                    Err(_) if directory.is_retired() => {
                         tracing::debug!(shard = %shard.display(), "merge stopped by the close");
                     }
                     Err(error) => tracing::warn!(%error, "merge failed"),
@@ -574,6 +574,52 @@ mod tests {
     use crate::mapping::{DocumentMapper, Mappings};
     use crate::shard::{IndexRequest, ShardConfig, ShardEngine};
     use crate::types::PrimaryTerm;
+
+    #[test]
+    fn a_close_commits_and_selects_no_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ShardConfig {
+            refresh_interval: None,
+            indexing_threads: 1,
+            ..ShardConfig::default()
+        };
+        let mapper = Arc::new(DocumentMapper::new(Mappings::empty(), 1, None));
+        let shard = ShardEngine::create(dir.path(), mapper.clone(), config.clone(), PrimaryTerm(1))
+            .unwrap();
+        let write_segment = |segment: u64| {
+            for n in 0..20u64 {
+                let id = segment * 20 + n;
+                shard
+                    .index(IndexRequest::new(
+                        format!("doc-{id}"),
+                        format!(r#"{{"n":{id}}}"#).into_bytes(),
+                    ))
+                    .unwrap();
+            }
+        };
+        // Seven small segments: one short of the log merge policy's 8 to a level.
+        for segment in 0..7 {
+            write_segment(segment);
+            shard.refresh().unwrap();
+        }
+        assert_eq!(shard.segments().len(), 7);
+        // The eighth is committed by the close, which would make a merge of 8 due.
+        write_segment(7);
+        let counters = shard.inner.counters.clone();
+        shard.close().unwrap();
+        let merges = counters.snapshot();
+        assert_eq!((merges.merge_total, merges.merge_current), (0, 0));
+        let reopened = ShardEngine::open(
+            dir.path(),
+            mapper,
+            ShardConfig {
+                scheduled_merges: false,
+                ..config
+            },
+        )
+        .unwrap();
+        assert_eq!(reopened.doc_count(), 160);
+    }
 
     #[test]
     fn a_force_merge_keeps_its_writer_while_it_runs() {

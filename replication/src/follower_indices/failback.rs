@@ -352,9 +352,7 @@ impl FollowerIndices {
         failbacks: &mut BTreeMap<String, FailbackState>,
     ) -> Result<FailbackResponse, CcrError> {
         let started = std::time::Instant::now();
-        let took = |step: &str| {
-            tracing::info!(index = %name, step, elapsed_ms = started.elapsed().as_millis() as u64, "failback");
-        };
+        let took = |step: &str| log_step(name, None, started, step);
         // An earlier run that got as far as following: its tasks stop before the close.
         self.index_closing(name).await;
         // Closed, and its shards followers: the private open below opens them so (no gap is
@@ -654,9 +652,7 @@ impl FollowerIndices {
     ) -> Result<FailedBackShard, CcrError> {
         let shard_index = number as usize;
         let started = std::time::Instant::now();
-        let took = |step: &str| {
-            tracing::debug!(index = %name, shard = number, step, elapsed_ms = started.elapsed().as_millis() as u64, "failback of a shard");
-        };
+        let took = |step: &str| log_step(name, Some(number), started, step);
         let point = SeqNo(state.shared_seq_nos[shard_index]);
         let leader_shard = ShardId::new(state.leader_index.clone(), number);
         let history_uuid = state.leader_history_uuids[shard_index].clone();
@@ -723,6 +719,16 @@ impl FollowerIndices {
             divergent_file: (divergent_operations > 0).then(|| file.display().to_string()),
             restored_documents: restored_count,
         })
+    }
+}
+
+/// Logs that the failback of `index` (info), or of its shard `shard` (debug), finished `step`
+/// after the time since `started`.
+fn log_step(index: &str, shard: Option<u32>, started: std::time::Instant, step: &str) {
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match shard {
+        None => tracing::info!(index, step, elapsed_ms, "failback"),
+        Some(shard) => tracing::debug!(index, shard, step, elapsed_ms, "failback of a shard"),
     }
 }
 
