@@ -70,7 +70,8 @@
 //!   `TANDEM_BENCH_HTTP_SECURITY_RECOVERY_BYTES`, default 256 MiB, made on each pair) on both
 //!   pairs back to back, the pair going first alternating; the figures are the secure-to-plain
 //!   ratios of the medians (targets >= 0.90). Alone: `cargo bench -p tandem-benches --bench
-//!   node_http -- security_round`.
+//!   node_http -- security_round`; `TANDEM_BENCH_HTTP_SECURITY_RECOVERY_ONLY=1` runs only the
+//!   recoveries of each round (a profiling aid).
 //!
 //! Apart from `ingest_round_pinned`, both nodes, the clients and the follower's indexing share
 //! this machine's two cores.
@@ -950,6 +951,7 @@ fn security_round(
     figures: &mut SecurityFigures,
 ) -> Duration {
     let docs = workload.total;
+    let recovery_only = std::env::var_os("TANDEM_BENCH_HTTP_SECURITY_RECOVERY_ONLY").is_some();
     let mut secure_time = Duration::ZERO;
     let mut line = format!("node_http: security round {round}:");
     let order = if round.is_multiple_of(2) {
@@ -960,10 +962,18 @@ fn security_round(
     for (is_secure, pair) in order {
         let label = if is_secure { "secure" } else { "plain" };
         let cluster = &pair.cluster;
-        let ingest = leader_alone(cluster, workload, &format!("{label}-alone-{round}"));
-        let apply = follower_apply(cluster, workload, &format!("{label}-apply-{round}"));
+        let (ingest, apply) = if recovery_only {
+            (Duration::ZERO, Duration::ZERO)
+        } else {
+            (
+                leader_alone(cluster, workload, &format!("{label}-alone-{round}")),
+                follower_apply(cluster, workload, &format!("{label}-apply-{round}")),
+            )
+        };
+        let cores = CoreTimes::now();
         let (follow, index) =
             follow_recovery(cluster, &pair.leader, &format!("{label}-recovery-{round}"));
+        let recovery_busy = CoreTimes::busy_since(&cores);
         let bytes = index["size"]["recovered_in_bytes"]
             .as_u64()
             .expect("the recovered bytes");
@@ -972,9 +982,18 @@ fn security_round(
             per_second(docs, apply),
             bytes as f64 / MIB / follow.as_secs_f64(),
         );
+        if !recovery_only {
+            line += &format!(
+                " {label}: ingest {:.0} docs/s, apply {:.0} docs/s,",
+                rates.0, rates.1
+            );
+        } else {
+            line += &format!(" {label}:");
+        }
         line += &format!(
-            " {label}: ingest {:.0} docs/s, apply {:.0} docs/s, recovery {:.0} MiB/s;",
-            rates.0, rates.1, rates.2
+            " recovery {:.0} MiB/s [{}];",
+            rates.2,
+            format_busy(&recovery_busy)
         );
         let side = |pair: &mut (Vec<f64>, Vec<f64>), rate: f64| {
             if is_secure {
@@ -983,8 +1002,10 @@ fn security_round(
                 pair.0.push(rate)
             }
         };
-        side(&mut figures.ingest, rates.0);
-        side(&mut figures.apply, rates.1);
+        if !recovery_only {
+            side(&mut figures.ingest, rates.0);
+            side(&mut figures.apply, rates.1);
+        }
         side(&mut figures.recovery, rates.2);
         if is_secure {
             secure_time = ingest + apply + follow;
@@ -1115,7 +1136,7 @@ fn node_http(c: &mut Criterion) {
             });
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let round = security_figures.ingest.0.len();
+                let round = security_figures.recovery.0.len();
                 total += security_round(plain, secure, &workload, round, &mut security_figures);
             }
             total
@@ -1136,7 +1157,7 @@ fn node_http(c: &mut Criterion) {
             "node_http: TLS and security (Basic for the clients, a cross-cluster API key for \
              the follower) against none, medians of {} rounds: ingest docs/s {}; follower apply \
              docs/s {}; recovery of {:.0} MiB, MiB/s {} (targets >= 0.90)",
-            security_figures.ingest.0.len(),
+            security_figures.recovery.0.len(),
             ratio(&security_figures.ingest),
             ratio(&security_figures.apply),
             secure.leader.total_bytes as f64 / MIB,

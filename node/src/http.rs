@@ -30,6 +30,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tandem_transport::tls_io;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore, TryAcquireError};
@@ -412,8 +413,16 @@ async fn accept_connection(
     let Some(tls) = tls else {
         return serve_connection(tracked, peer, activity, app, limits, shutting_down).await;
     };
-    match tokio::time::timeout(limits.header_read_timeout, tls.accept(tracked)).await {
-        Ok(Ok(stream)) => {
+    // Read and send buffers that make large bodies over TLS cost about what they cost in
+    // clear text (`tandem_transport::tls_io`).
+    let buffered = tls_io::socket_reader(tracked, tls_io::TLS_SERVER_READ_BUFFER_BYTES);
+    match tokio::time::timeout(limits.header_read_timeout, tls.accept(buffered)).await {
+        Ok(Ok(mut stream)) => {
+            stream
+                .get_mut()
+                .1
+                .set_buffer_limit(Some(tls_io::TLS_SEND_BUFFER_BYTES));
+            let stream = tls_io::CoalescingReads::new(stream);
             serve_connection(stream, peer, activity, app, limits, shutting_down).await
         }
         Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),

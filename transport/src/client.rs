@@ -1,8 +1,9 @@
 //! [`HttpLeaderClient`]: the [`LeaderClient`] a follower cluster uses to reach a leader
 //! cluster's transport endpoints over HTTP.
 //!
-//! - One pooled `reqwest::Client` serves every request, so chunk reads, long polls and lease
-//!   renewals run side by side on pooled keep-alive connections.
+//! - One pooled HTTP/1.1 client (hyper's, over [`crate::connector`]) serves every request, so
+//!   chunk reads, long polls and lease renewals run side by side on pooled keep-alive
+//!   connections.
 //! - The leader is reached through a list of `host:port` addresses (the remote cluster's
 //!   `seeds` or `proxy_address`): a request starts at the address that last worked and moves
 //!   to the next one when it cannot connect (the request never left, so trying elsewhere is
@@ -46,6 +47,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tandem_engine::index::IndexMetadata;
@@ -61,6 +69,7 @@ use tandem_recovery::leader_api::{
 use tandem_recovery::source::MAX_CHUNK_BYTES;
 use tandem_recovery::LeaderError;
 
+use crate::connector::LeaderConnector;
 use crate::server::{
     ADD_LEASE_PATH, CLOSE_SESSION_PATH, FAILBACK_PATH, INDEX_METADATA_PATH, LIST_INDICES_PATH,
     OPEN_SESSION_PATH, READ_CHUNK_PATH, REMOVE_LEASE_PATH, RENEW_LEASE_PATH, SHARD_CHANGES_PATH,
@@ -87,6 +96,11 @@ pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
 /// Longest time sent bytes (or keep-alive probes) may stay unacknowledged before the kernel
 /// closes the connection (Linux `TCP_USER_TIMEOUT`).
 pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an idle pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The pooled HTTP client.
+type HttpClient = Client<LeaderConnector, Full<Bytes>>;
 
 /// Deadlines and pool size of an [`HttpLeaderClient`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,8 +149,8 @@ struct Deadline {
 pub struct HttpLeaderClient {
     /// Replaced whole by [`HttpLeaderClient::set_addresses`]; each request reads it once.
     addresses: parking_lot::RwLock<Arc<Vec<String>>>,
-    /// The pooled client, or why it could not be built (then every request fails with it).
-    http: Result<reqwest::Client, String>,
+    /// The pooled client.
+    http: HttpClient,
     settings: HttpTransportSettings,
     /// Index into `addresses` of the address that last connected.
     preferred: AtomicUsize,
@@ -145,7 +159,7 @@ pub struct HttpLeaderClient {
     default_scheme: &'static str,
     /// The `Authorization` header every request carries (a cross-cluster API key), replaced
     /// whole by [`HttpLeaderClient::set_credentials`].
-    credentials: parking_lot::RwLock<Option<reqwest::header::HeaderValue>>,
+    credentials: parking_lot::RwLock<Option<HeaderValue>>,
 }
 
 /// How an answer's body is read back.
@@ -190,25 +204,19 @@ impl HttpLeaderClient {
         settings: HttpTransportSettings,
         tls: Option<rustls::ClientConfig>,
     ) -> HttpLeaderClient {
-        crate::tls::install_default_provider();
         let default_scheme = if tls.is_some() { "https" } else { "http" };
-        let builder = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .pool_max_idle_per_host(settings.max_idle_connections_per_address)
-            .tcp_nodelay(true)
-            .tcp_keepalive(TCP_KEEPALIVE_IDLE)
-            .tcp_keepalive_interval(TCP_KEEPALIVE_INTERVAL)
-            .tcp_keepalive_retries(TCP_KEEPALIVE_RETRIES)
-            .no_proxy();
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(settings.connect_timeout));
+        tcp.set_nodelay(true);
+        tcp.set_keepalive(Some(TCP_KEEPALIVE_IDLE));
+        tcp.set_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL));
+        tcp.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
         #[cfg(target_os = "linux")]
-        let builder = builder.tcp_user_timeout(TCP_USER_TIMEOUT);
-        let builder = match tls {
-            Some(config) => builder.use_preconfigured_tls(config),
-            None => builder,
-        };
-        let http = builder
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {}", describe(&e)));
+        tcp.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+        let http = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(settings.max_idle_connections_per_address)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(LeaderConnector::new(tcp, tls));
         HttpLeaderClient {
             addresses: parking_lot::RwLock::new(Arc::new(addresses)),
             http,
@@ -238,9 +246,8 @@ impl HttpLeaderClient {
     pub fn set_credentials(&self, encoded: Option<&str>) -> Result<(), String> {
         let header = encoded
             .map(|encoded| {
-                let mut value =
-                    reqwest::header::HeaderValue::from_str(&format!("ApiKey {encoded}"))
-                        .map_err(|_| "the credentials are not a valid header value".to_string())?;
+                let mut value = HeaderValue::from_str(&format!("ApiKey {encoded}"))
+                    .map_err(|_| "the credentials are not a valid header value".to_string())?;
                 value.set_sensitive(true);
                 Ok::<_, String>(value)
             })
@@ -265,12 +272,9 @@ impl HttpLeaderClient {
         path: &str,
         body: Vec<u8>,
         deadline: Deadline,
-    ) -> Result<reqwest::Response, LeaderError> {
+    ) -> Result<hyper::Response<Incoming>, LeaderError> {
         let timeout = deadline.total;
-        let http = self
-            .http
-            .as_ref()
-            .map_err(|e| LeaderError::Unavailable(e.clone()))?;
+        let body = Bytes::from(body);
         let addresses = self.addresses.read().clone();
         if addresses.is_empty() {
             return Err(LeaderError::Unavailable(
@@ -282,19 +286,21 @@ impl HttpLeaderClient {
         for attempt in 0..addresses.len() {
             let at = (first + attempt) % addresses.len();
             let address = &addresses[at];
-            let mut request = http.post(Self::url(address, path, self.default_scheme));
+            let mut request = hyper::Request::post(Self::url(address, path, self.default_scheme))
+                .header(CONTENT_TYPE, "application/json");
             if let Some(credentials) = self.credentials.read().clone() {
-                request = request.header(reqwest::header::AUTHORIZATION, credentials);
+                request = request.header(AUTHORIZATION, credentials);
             }
-            let sending = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .timeout(timeout)
-                .body(body.clone())
-                .send();
-            // Past the header deadline the request may have reached the leader: it is not
-            // sent elsewhere, and dropping it closes its connection.
-            let Ok(sent) = tokio::time::timeout(deadline.headers, sending).await else {
-                return Err(LeaderError::Timeout(deadline.headers));
+            let request = request.body(Full::new(body.clone())).map_err(|e| {
+                LeaderError::InvalidRequest(format!("[{address}] is not a valid address: {e}"))
+            })?;
+            let sending = self.http.request(request);
+            // Past the header deadline (or the whole request's, if sooner) the request may
+            // have reached the leader: it is not sent elsewhere, and dropping it closes its
+            // connection.
+            let headers_within = deadline.headers.min(timeout);
+            let Ok(sent) = tokio::time::timeout(headers_within, sending).await else {
+                return Err(LeaderError::Timeout(headers_within));
             };
             match sent {
                 Ok(response) => {
@@ -304,7 +310,7 @@ impl HttpLeaderClient {
                 Err(error) if error.is_connect() => {
                     failures.push(format!("[{address}]: {}", describe(&error)));
                 }
-                Err(error) => return Err(transport_error(&error, address, timeout)),
+                Err(error) => return Err(transport_error(&error, address)),
             }
         }
         Err(LeaderError::Unavailable(format!(
@@ -320,7 +326,7 @@ impl HttpLeaderClient {
         request: &Request,
         deadline: Deadline,
         expect: &Expect,
-    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), LeaderError> {
+    ) -> Result<(HeaderMap, Vec<u8>), LeaderError> {
         let (headers, pieces) = self
             .call_for_pieces(path, request, deadline, expect)
             .await?;
@@ -334,15 +340,17 @@ impl HttpLeaderClient {
         request: &Request,
         deadline: Deadline,
         expect: &Expect,
-    ) -> Result<(reqwest::header::HeaderMap, ChunkBytes), LeaderError> {
+    ) -> Result<(HeaderMap, ChunkBytes), LeaderError> {
         let body = serde_json::to_vec(request)
             .map_err(|e| LeaderError::InvalidRequest(format!("cannot encode the request: {e}")))?;
+        let started = tokio::time::Instant::now();
         let response = self.send(path, body, deadline).await?;
         let headers = response.headers().clone();
         let heartbeats = headers.contains_key(HEARTBEAT_HEADER);
         let reading = BodyReading {
             limit: expect.limit(),
             timeout: deadline.total,
+            ends_at: started + deadline.total,
             idle_timeout: self.settings.idle_timeout,
             skip_heartbeats: heartbeats,
         };
@@ -462,7 +470,7 @@ impl HttpLeaderClient {
     }
 }
 
-/// The chain of an error's causes, in one line (reqwest's own message is terse).
+/// The chain of an error's causes, in one line (hyper's own message is terse).
 fn describe(error: &dyn StdError) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -474,23 +482,19 @@ fn describe(error: &dyn StdError) -> String {
     text
 }
 
-fn transport_error(error: &reqwest::Error, address: &str, timeout: Duration) -> LeaderError {
-    if error.is_timeout() {
-        LeaderError::Timeout(timeout)
-    } else {
-        LeaderError::Unavailable(format!(
-            "request to [{address}] failed: {}",
-            describe(error)
-        ))
-    }
+fn transport_error(error: &hyper_util::client::legacy::Error, address: &str) -> LeaderError {
+    LeaderError::Unavailable(format!(
+        "request to [{address}] failed: {}",
+        describe(error)
+    ))
 }
 
 /// Passes a 2xx answer through; decodes an error answer into the leader's error.
 async fn check_status(
-    response: reqwest::Response,
+    response: hyper::Response<Incoming>,
     timeout: Duration,
     idle_timeout: Duration,
-) -> Result<reqwest::Response, LeaderError> {
+) -> Result<hyper::Response<Incoming>, LeaderError> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -499,6 +503,7 @@ async fn check_status(
     let reading = BodyReading {
         limit: MAX_ERROR_ANSWER_BYTES,
         timeout,
+        ends_at: tokio::time::Instant::now() + timeout,
         idle_timeout,
         skip_heartbeats: false,
     };
@@ -537,20 +542,23 @@ async fn check_status(
 struct BodyReading {
     /// Most bytes accepted (heartbeats not counted).
     limit: usize,
-    /// The request's whole deadline (reported when it passes; reqwest enforces it).
+    /// The request's whole deadline (reported when it passes)...
     timeout: Duration,
+    /// ...which passes at this instant.
+    ends_at: tokio::time::Instant,
     /// Longest gap between two pieces of the body.
     idle_timeout: Duration,
     /// The body is a long-poll heartbeat stream: leading heartbeat bytes are dropped.
     skip_heartbeats: bool,
 }
 
-/// Reads a whole body, refusing one over the limit before reading it, and one that stops
-/// arriving for the idle timeout (a dead connection). The body is kept in the pieces the
+/// Reads a whole body, refusing one over the limit before reading it, one that stops
+/// arriving for the idle timeout (a dead connection), and one not whole by the request's
+/// deadline. The body is kept in the pieces the
 /// connection delivered: a 1 MB chunk arrives in many, and joining them would copy it
 /// (callers that need one buffer join once).
 async fn read_body(
-    mut response: reqwest::Response,
+    response: hyper::Response<Incoming>,
     reading: BodyReading,
 ) -> Result<ChunkBytes, LeaderError> {
     let limit = reading.limit;
@@ -560,21 +568,36 @@ async fn read_body(
         ))
     };
     if !reading.skip_heartbeats {
-        if let Some(length) = response.content_length() {
+        let announced = response
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if let Some(length) = announced {
             if length > limit as u64 {
                 return Err(too_large(length));
             }
         }
     }
+    let mut body = response.into_body();
     let mut pieces = Vec::new();
     let mut length = 0;
     let mut in_heartbeats = reading.skip_heartbeats;
     loop {
-        let Ok(next) = tokio::time::timeout(reading.idle_timeout, response.chunk()).await else {
-            return Err(LeaderError::Timeout(reading.idle_timeout));
+        let idle_ends_at = tokio::time::Instant::now() + reading.idle_timeout;
+        let Ok(next) =
+            tokio::time::timeout_at(idle_ends_at.min(reading.ends_at), body.frame()).await
+        else {
+            return Err(LeaderError::Timeout(if idle_ends_at < reading.ends_at {
+                reading.idle_timeout
+            } else {
+                reading.timeout
+            }));
         };
+        // Trailers (never sent by the leader) carry no data.
+        let next = next.map(|frame| frame.map(|frame| frame.into_data().unwrap_or_default()));
         match next {
-            Ok(Some(mut piece)) => {
+            Some(Ok(mut piece)) => {
                 if in_heartbeats {
                     let beats = piece.iter().take_while(|&&b| b == HEARTBEAT_BYTE).count();
                     let _ = piece.split_to(beats);
@@ -589,9 +612,8 @@ async fn read_body(
                 length += piece.len();
                 pieces.push(piece);
             }
-            Ok(None) => return Ok(ChunkBytes::from_pieces(pieces)),
-            Err(error) if error.is_timeout() => return Err(LeaderError::Timeout(reading.timeout)),
-            Err(error) => {
+            None => return Ok(ChunkBytes::from_pieces(pieces)),
+            Some(Err(error)) => {
                 return Err(LeaderError::Unavailable(format!(
                     "the leader's answer was cut: {}",
                     describe(&error)

@@ -10,7 +10,8 @@
 //! - [`client`]: [`HttpLeaderClient`], the follower side, a [`LeaderClient`] over a pooled
 //!   HTTP client that fails over between the remote cluster's addresses;
 //! - [`tls`]: rustls configurations from PEM files, for the node's HTTP port (server) and
-//!   for [`HttpLeaderClient`]s of remote clusters (client);
+//!   for [`HttpLeaderClient`]s of remote clusters (client); [`tls_io`]: the read and write
+//!   buffering that makes bulk transfers over TLS cost about what they cost in clear text;
 //! - `fuzzing` (with the `fuzzing` feature): the body of the `wire_frame` fuzz target;
 //! - [`wire`]: what travels: the leader API's own request types as JSON, JSON answers for
 //!   metadata and sessions, a checksummed compressed frame for shard changes, raw (optionally
@@ -34,10 +35,12 @@
 #![warn(missing_docs)]
 
 pub mod client;
+mod connector;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod server;
 pub mod tls;
+pub mod tls_io;
 pub mod wire;
 
 pub use client::{HttpLeaderClient, HttpTransportSettings};

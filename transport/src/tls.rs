@@ -12,10 +12,11 @@
 //! - the server asks for client certificates only when [`ClientAuthentication`] says so, and
 //!   then verifies them against the same certificate authorities.
 //!
-//! reqwest is built with rustls but without a crypto provider of its own (one provider, not
-//! two, is compiled in): a `reqwest::Client` built without a preconfigured TLS configuration
-//! takes the process's default provider and panics when there is none. Whoever builds one
-//! calls [`install_default_provider`] first; [`crate::HttpLeaderClient`] does.
+//! The configurations here name their provider; [`crate::HttpLeaderClient`] needs no other.
+//! reqwest (the node's command-line tools and tests use it) is built with rustls but without a
+//! crypto provider of its own (one provider, not two, is compiled in): a `reqwest::Client`
+//! built without a preconfigured TLS configuration takes the process's default provider and
+//! panics when there is none. Whoever builds one calls [`install_default_provider`] first.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
