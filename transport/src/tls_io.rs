@@ -283,6 +283,14 @@ mod tests {
             .connect(name, socket_reader(tcp, TLS_CLIENT_READ_BUFFER_BYTES))
             .await
             .unwrap();
+        // Both ends prefer AES-128-GCM (`crate::tls`).
+        assert_eq!(
+            tls.get_ref()
+                .1
+                .negotiated_cipher_suite()
+                .map(|suite| suite.suite()),
+            Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+        );
         let mut stream = CoalescingReads::new(tls);
         stream.write_all(&payload).await.unwrap();
         let mut echoed = Vec::new();
