@@ -1145,6 +1145,9 @@ fn node_http(c: &mut Criterion) {
     group.finish();
     if let Some((plain, secure)) = security_pairs.take() {
         let ratio = |(plain, secure): &(Vec<f64>, Vec<f64>)| {
+            if plain.is_empty() {
+                return "not run".to_string();
+            }
             format!(
                 "{:.0} vs {:.0}, ratio {:.3} (per-round {:.3})",
                 median(secure),
