@@ -70,8 +70,9 @@
 //!   `TANDEM_BENCH_HTTP_SECURITY_RECOVERY_BYTES`, default 256 MiB, made on each pair) on both
 //!   pairs back to back, the pair going first alternating; the figures are the secure-to-plain
 //!   ratios of the medians (targets >= 0.90). Alone: `cargo bench -p tandem-benches --bench
-//!   node_http -- security_round`; `TANDEM_BENCH_HTTP_SECURITY_RECOVERY_ONLY=1` runs only the
-//!   recoveries of each round (a profiling aid).
+//!   node_http -- security_round`. Profiling aids: `TANDEM_BENCH_HTTP_SECURITY_RECOVERY_ONLY=1`
+//!   runs only the recoveries of each round, `TANDEM_BENCH_HTTP_SECURITY_PAIR=secure` (or
+//!   `plain`) runs only that pair's parts (no ratio then).
 //!
 //! Apart from `ingest_round_pinned`, both nodes, the clients and the follower's indexing share
 //! this machine's two cores.
@@ -959,8 +960,12 @@ fn security_round(
     } else {
         [(true, secure), (false, plain)]
     };
+    let only = std::env::var("TANDEM_BENCH_HTTP_SECURITY_PAIR").ok();
     for (is_secure, pair) in order {
         let label = if is_secure { "secure" } else { "plain" };
+        if only.as_deref().is_some_and(|only| only != label) {
+            continue;
+        }
         let cluster = &pair.cluster;
         let (ingest, apply) = if recovery_only {
             (Duration::ZERO, Duration::ZERO)
@@ -1136,7 +1141,11 @@ fn node_http(c: &mut Criterion) {
             });
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let round = security_figures.recovery.0.len();
+                let round = security_figures
+                    .recovery
+                    .0
+                    .len()
+                    .max(security_figures.recovery.1.len());
                 total += security_round(plain, secure, &workload, round, &mut security_figures);
             }
             total
@@ -1145,8 +1154,12 @@ fn node_http(c: &mut Criterion) {
     group.finish();
     if let Some((plain, secure)) = security_pairs.take() {
         let ratio = |(plain, secure): &(Vec<f64>, Vec<f64>)| {
-            if plain.is_empty() {
-                return "not run".to_string();
+            if plain.is_empty() || secure.is_empty() {
+                return format!(
+                    "plain {:.0}, secure {:.0} (a pair not run)",
+                    median(plain),
+                    median(secure)
+                );
             }
             format!(
                 "{:.0} vs {:.0}, ratio {:.3} (per-round {:.3})",
@@ -1160,7 +1173,11 @@ fn node_http(c: &mut Criterion) {
             "node_http: TLS and security (Basic for the clients, a cross-cluster API key for \
              the follower) against none, medians of {} rounds: ingest docs/s {}; follower apply \
              docs/s {}; recovery of {:.0} MiB, MiB/s {} (targets >= 0.90)",
-            security_figures.recovery.0.len(),
+            security_figures
+                .recovery
+                .0
+                .len()
+                .max(security_figures.recovery.1.len()),
             ratio(&security_figures.ingest),
             ratio(&security_figures.apply),
             secure.leader.total_bytes as f64 / MIB,
