@@ -291,9 +291,14 @@ impl HttpLeaderClient {
             if let Some(credentials) = self.credentials.read().clone() {
                 request = request.header(AUTHORIZATION, credentials);
             }
-            let request = request.body(Full::new(body.clone())).map_err(|e| {
-                LeaderError::InvalidRequest(format!("[{address}] is not a valid address: {e}"))
-            })?;
+            let request = match request.body(Full::new(body.clone())) {
+                Ok(request) => request,
+                // Nothing was sent: the next address may be a good one.
+                Err(error) => {
+                    failures.push(format!("[{address}] is not a valid address: {error}"));
+                    continue;
+                }
+            };
             let sending = self.http.request(request);
             // Past the header deadline (or the whole request's, if sooner) the request may
             // have reached the leader: it is not sent elsewhere, and dropping it closes its

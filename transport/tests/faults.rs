@@ -71,6 +71,22 @@ async fn a_refused_address_fails_over_to_the_next() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_address_is_skipped_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = running_leader(dir.path()).await;
+    let malformed = "leader host:9300".to_string();
+    let client = HttpLeaderClient::new(vec![malformed.clone(), leader.address.to_string()]);
+    assert_eq!(client.list_indices().await, Ok(Vec::new()));
+    let alone = HttpLeaderClient::new(vec![malformed]);
+    let error = alone.list_indices().await.unwrap_err();
+    assert!(
+        matches!(&error, LeaderError::Unavailable(message) if message.contains("[leader host:9300] is not a valid address")),
+        "{error}"
+    );
+    leader.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_reachable_address_is_unavailable() {
     let client = HttpLeaderClient::new(vec![refused_address().await, refused_address().await]);
     let error = client.list_indices().await.unwrap_err();
