@@ -852,14 +852,17 @@ fn settled_commit(index: &Index) -> Arc<PinnedCommit> {
 }
 
 /// Follows `leader` as `copy` with every dirty page written back first, then deletes the
-/// copy; returns how long the follow took and the `index` section of the copy's `_recovery`.
+/// copy; returns how long the follow took, the `index` section of the copy's `_recovery`, and
+/// how busy each core was during the follow.
 fn follow_recovery(
     cluster: &Cluster,
     leader: &RecoveryLeader,
     copy: &str,
-) -> (Duration, serde_json::Value) {
+) -> (Duration, serde_json::Value, Vec<f64>) {
     flush_dirty_pages();
+    let cores = CoreTimes::now();
     let elapsed = cluster.follow(copy, &leader.name);
+    let busy = CoreTimes::busy_since(&cores);
     let recovery = cluster.rest(cluster.on_follower.get(&format!("/{copy}/_recovery")));
     cluster.rest(cluster.on_follower.delete(&format!("/{copy}")));
     let index = recovery[copy]["shards"][0]["index"].clone();
@@ -867,7 +870,7 @@ fn follow_recovery(
         index["size"]["total_in_bytes"], index["size"]["recovered_in_bytes"],
         "{index}"
     );
-    (elapsed, index)
+    (elapsed, index, busy)
 }
 
 /// What one recovery round measured.
@@ -897,7 +900,7 @@ fn recovery_round(cluster: &Cluster, leader: &RecoveryLeader, round: usize) -> R
                 figures.cp_mib_per_sec
             );
         } else {
-            let (follow_time, index) =
+            let (follow_time, index, _) =
                 follow_recovery(cluster, leader, &format!("recovery-copy-{round}"));
             figures.follow_time = follow_time;
             let bytes = index["size"]["recovered_in_bytes"]
@@ -975,10 +978,8 @@ fn security_round(
                 follower_apply(cluster, workload, &format!("{label}-apply-{round}")),
             )
         };
-        let cores = CoreTimes::now();
-        let (follow, index) =
+        let (follow, index, recovery_busy) =
             follow_recovery(cluster, &pair.leader, &format!("{label}-recovery-{round}"));
-        let recovery_busy = CoreTimes::busy_since(&cores);
         let bytes = index["size"]["recovered_in_bytes"]
             .as_u64()
             .expect("the recovered bytes");
