@@ -11,6 +11,11 @@
 //! Also `argon2id_verify`: one uncached password verification (what a first request, or a
 //! wrong password, costs the node; why failures are rate-limited per address).
 //!
+//! And `aes_gcm_open_128` / `aes_gcm_open_256` (and `_seal_`): AES-GCM alone over 1 MiB in TLS
+//! records of 16 KiB, as a follower decrypts (a copy of each record, then an in-place open) and
+//! a leader encrypts a recovery's chunks: the floor of what TLS costs a transfer per MiB,
+//! whatever the TLS library around it does.
+//!
 //! Run: `cargo bench -p tandem-benches --bench security_overhead`.
 
 use std::time::{Duration, Instant};
@@ -179,12 +184,68 @@ fn security_overhead(c: &mut Criterion) {
     group.bench_function("argon2id_verify", |b| {
         b.iter(|| tandem_node::security::secrets::verify_password("bench-password", &hash))
     });
+    aes_gcm(&mut group);
     group.finish();
     drop(api_key);
     for (_, setup) in setups {
         if let Some(node) = setup.node {
             runtime.block_on(node.stop());
         }
+    }
+}
+
+/// Plaintext bytes of a full TLS record.
+const TLS_RECORD_BYTES: usize = 16 * 1024;
+/// Bytes per measured AES-GCM iteration: a recovery chunk.
+const AES_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// AES-128-GCM and AES-256-GCM over one chunk in TLS records: seal in place (the leader),
+/// copy and open in place (the follower).
+fn aes_gcm(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
+    group.throughput(Throughput::Bytes(AES_CHUNK_BYTES as u64));
+    for (name, algorithm) in [("128", &AES_128_GCM), ("256", &AES_256_GCM)] {
+        let key_bytes = vec![7u8; algorithm.key_len()];
+        let key = LessSafeKey::new(UnboundKey::new(algorithm, &key_bytes).expect("a key"));
+        let nonce = |record: usize| {
+            let mut bytes = [0u8; 12];
+            bytes[4..].copy_from_slice(&(record as u64).to_be_bytes());
+            Nonce::assume_unique_for_key(bytes)
+        };
+        let records = AES_CHUNK_BYTES / TLS_RECORD_BYTES;
+        let plaintext: Vec<u8> = (0..TLS_RECORD_BYTES).map(|i| (i % 251) as u8).collect();
+        let mut buffer = plaintext.clone();
+        group.bench_function(format!("aes_gcm_seal_{name}"), |b| {
+            b.iter(|| {
+                for record in 0..records {
+                    buffer.copy_from_slice(&plaintext);
+                    let tag = key
+                        .seal_in_place_separate_tag(nonce(record), Aad::empty(), &mut buffer)
+                        .expect("sealed");
+                    let _ = std::hint::black_box(tag);
+                }
+            })
+        });
+        let sealed: Vec<Vec<u8>> = (0..records)
+            .map(|record| {
+                let mut record_bytes = plaintext.clone();
+                key.seal_in_place_append_tag(nonce(record), Aad::empty(), &mut record_bytes)
+                    .expect("sealed");
+                record_bytes
+            })
+            .collect();
+        let mut work = vec![0u8; TLS_RECORD_BYTES + algorithm.tag_len()];
+        group.bench_function(format!("aes_gcm_open_{name}"), |b| {
+            b.iter(|| {
+                for (record, sealed) in sealed.iter().enumerate() {
+                    work.copy_from_slice(sealed);
+                    let opened = key
+                        .open_in_place(nonce(record), Aad::empty(), &mut work)
+                        .expect("opened");
+                    std::hint::black_box(opened.len());
+                }
+            })
+        });
     }
 }
 
