@@ -96,8 +96,9 @@ pub struct TlsFiles {
 /// The only crypto provider Tandem uses: aws-lc-rs's defaults, AES-128-GCM preferred.
 ///
 /// AES-128-GCM is as much a TLS 1.3 default as AES-256-GCM (it is the one suite every TLS 1.3
-/// peer must support) and takes 10 AES rounds to its 14: a recovery over TLS spends a sixth of
-/// the follower's time decrypting, so the shorter cipher is the faster copy. The connection
+/// peer must support) and takes 10 AES rounds to its 14 (0.089 against 0.110 ms per MiB opened,
+/// `security_overhead`'s `aes_gcm_open_*`); a recovery over TLS spends close to a tenth of the
+/// follower's time decrypting, so the shorter cipher is the faster copy. The connection
 /// uses the first suite of the client's list the server also has, so Tandem's connections to
 /// remote clusters pick it; other clients keep their own preference.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
