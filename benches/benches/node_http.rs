@@ -938,6 +938,13 @@ struct SecurityFigures {
     recovery: (Vec<f64>, Vec<f64>),
 }
 
+impl SecurityFigures {
+    /// Rounds run so far (every round recovers; a round may run one pair only).
+    fn rounds(&self) -> usize {
+        self.recovery.0.len().max(self.recovery.1.len())
+    }
+}
+
 /// A pair of nodes of the security rounds, with its recovery leader.
 struct SecurityPair {
     cluster: Cluster,
@@ -1142,11 +1149,7 @@ fn node_http(c: &mut Criterion) {
             });
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let round = security_figures
-                    .recovery
-                    .0
-                    .len()
-                    .max(security_figures.recovery.1.len());
+                let round = security_figures.rounds();
                 total += security_round(plain, secure, &workload, round, &mut security_figures);
             }
             total
@@ -1174,11 +1177,7 @@ fn node_http(c: &mut Criterion) {
             "node_http: TLS and security (Basic for the clients, a cross-cluster API key for \
              the follower) against none, medians of {} rounds: ingest docs/s {}; follower apply \
              docs/s {}; recovery of {:.0} MiB, MiB/s {} (targets >= 0.90)",
-            security_figures
-                .recovery
-                .0
-                .len()
-                .max(security_figures.recovery.1.len()),
+            security_figures.rounds(),
             ratio(&security_figures.ingest),
             ratio(&security_figures.apply),
             secure.leader.total_bytes as f64 / MIB,

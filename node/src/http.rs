@@ -413,16 +413,11 @@ async fn accept_connection(
     let Some(tls) = tls else {
         return serve_connection(tracked, peer, activity, app, limits, shutting_down).await;
     };
-    // Read and send buffers that make large bodies over TLS cost about what they cost in
-    // clear text (`tandem_transport::tls_io`).
-    let buffered = tls_io::socket_reader(tracked, tls_io::TLS_SERVER_READ_BUFFER_BYTES);
-    match tokio::time::timeout(limits.header_read_timeout, tls.accept(buffered)).await {
-        Ok(Ok(mut stream)) => {
-            stream
-                .get_mut()
-                .1
-                .set_buffer_limit(Some(tls_io::TLS_SEND_BUFFER_BYTES));
-            let stream = tls_io::CoalescingReads::new(stream);
+    // With the read and send buffers that make large bodies over TLS cost about what they
+    // cost in clear text.
+    let handshake = tls_io::accept(&tls, tracked);
+    match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+        Ok(Ok(stream)) => {
             serve_connection(stream, peer, activity, app, limits, shutting_down).await
         }
         Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),

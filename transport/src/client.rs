@@ -559,9 +559,8 @@ struct BodyReading {
 
 /// Reads a whole body, refusing one over the limit before reading it, one that stops
 /// arriving for the idle timeout (a dead connection), and one not whole by the request's
-/// deadline. The body is kept in the pieces the
-/// connection delivered: a 1 MB chunk arrives in many, and joining them would copy it
-/// (callers that need one buffer join once).
+/// deadline. The body is kept in the pieces the connection delivered: a 1 MB chunk arrives in
+/// many, and joining them would copy it (callers that need one buffer join once).
 async fn read_body(
     response: hyper::Response<Incoming>,
     reading: BodyReading,

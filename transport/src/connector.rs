@@ -19,9 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower_service::Service;
 
-use crate::tls_io::{
-    socket_reader, CoalescingReads, TLS_CLIENT_READ_BUFFER_BYTES, TLS_SEND_BUFFER_BYTES,
-};
+use crate::tls_io;
 
 /// Why a connection could not be opened.
 pub(crate) type ConnectError = Box<dyn StdError + Send + Sync>;
@@ -73,14 +71,8 @@ impl Service<Uri> for LeaderConnector {
             let host = host.ok_or("the address has no host")?;
             let name = rustls::pki_types::ServerName::try_from(host.clone())
                 .map_err(|e| format!("[{host}] is not a host name: {e}"))?;
-            let mut stream = tls
-                .connect(name, socket_reader(stream, TLS_CLIENT_READ_BUFFER_BYTES))
-                .await?;
-            stream
-                .get_mut()
-                .1
-                .set_buffer_limit(Some(TLS_SEND_BUFFER_BYTES));
-            Ok(LeaderConnection::new(CoalescingReads::new(stream)))
+            let stream = tls_io::connect(&tls, name, stream).await?;
+            Ok(LeaderConnection::new(stream))
         })
     }
 }

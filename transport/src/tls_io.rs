@@ -7,7 +7,7 @@
 //! MiB, where plain TCP needs a handful of each: measured on the recovery of a 283 MiB shard
 //! over loopback, the follower made 14 times the receive calls of the same recovery in clear
 //! text. Two adapters put that right, one on each side of the TLS layer:
-//! - below it, [`socket_reader`] gives the socket a userspace read buffer
+//! - below it, a `tokio::io::BufReader` gives the socket a userspace read buffer
 //!   ([`TLS_CLIENT_READ_BUFFER_BYTES`] for a transport client's few connections, which receive
 //!   the large answers; [`TLS_SERVER_READ_BUFFER_BYTES`] for the HTTP port's many, which
 //!   mostly receive small requests), so rustls's small reads are served from memory and the
@@ -19,13 +19,16 @@
 //! records before they are written, so one write system call carries up to that much (rustls's
 //! default, 64 KiB, is four records a call).
 //!
-//! Both adapters only move bytes: what is read, in what order, and every error are the inner
-//! stream's. Their memory is bounded per connection by the two constants.
+//! [`accept`] (the HTTP port) and [`connect`] (a transport client) are the one place a TLS
+//! connection is set up this way. Both adapters only move bytes: what is read, in what order,
+//! and every error are the inner stream's. Their memory is bounded per connection by the
+//! constants.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 
 /// Userspace read buffer under a transport client's TLS layer: the most bytes one receive
@@ -38,10 +41,38 @@ pub const TLS_SERVER_READ_BUFFER_BYTES: usize = 32 * 1024;
 /// Most encrypted bytes a TLS connection holds before writing them (rustls's buffer limit).
 pub const TLS_SEND_BUFFER_BYTES: usize = 256 * 1024;
 
-/// `stream` with a read buffer of `capacity` bytes for a TLS layer over it (see the module
-/// documentation); writes pass through unbuffered.
-pub fn socket_reader<S: AsyncRead + AsyncWrite>(stream: S, capacity: usize) -> BufReader<S> {
-    BufReader::with_capacity(capacity, stream)
+/// A TLS connection accepted by the HTTP port, buffered as the module documentation says.
+pub type ServerTlsStream<S> = CoalescingReads<tokio_rustls::server::TlsStream<BufReader<S>>>;
+
+/// A TLS connection of a transport client, buffered as the module documentation says.
+pub type ClientTlsStream<S> = CoalescingReads<tokio_rustls::client::TlsStream<BufReader<S>>>;
+
+/// Runs the server side of a TLS handshake on `stream`, with the HTTP port's buffers.
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: S,
+) -> io::Result<ServerTlsStream<S>> {
+    let buffered = BufReader::with_capacity(TLS_SERVER_READ_BUFFER_BYTES, stream);
+    let mut tls = acceptor.accept(buffered).await?;
+    tls.get_mut()
+        .1
+        .set_buffer_limit(Some(TLS_SEND_BUFFER_BYTES));
+    Ok(CoalescingReads::new(tls))
+}
+
+/// Runs the client side of a TLS handshake with `name` on `stream`, with a transport client's
+/// buffers.
+pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+    connector: &tokio_rustls::TlsConnector,
+    name: ServerName<'static>,
+    stream: S,
+) -> io::Result<ClientTlsStream<S>> {
+    let buffered = BufReader::with_capacity(TLS_CLIENT_READ_BUFFER_BYTES, stream);
+    let mut tls = connector.connect(name, buffered).await?;
+    tls.get_mut()
+        .1
+        .set_buffer_limit(Some(TLS_SEND_BUFFER_BYTES));
+    Ok(CoalescingReads::new(tls))
 }
 
 /// A stream whose reads return every byte the inner stream has ready, up to the caller's
@@ -262,14 +293,7 @@ mod tests {
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
             let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
-            let mut tls = acceptor
-                .accept(socket_reader(tcp, TLS_SERVER_READ_BUFFER_BYTES))
-                .await
-                .unwrap();
-            tls.get_mut()
-                .1
-                .set_buffer_limit(Some(TLS_SEND_BUFFER_BYTES));
-            let mut stream = CoalescingReads::new(tls);
+            let mut stream = accept(&acceptor, tcp).await.unwrap();
             let mut received = vec![0u8; expected.len()];
             stream.read_exact(&mut received).await.unwrap();
             assert!(received == expected, "the server received other bytes");
@@ -278,21 +302,22 @@ mod tests {
         });
         let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
         let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config));
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        let tls = connector
-            .connect(name, socket_reader(tcp, TLS_CLIENT_READ_BUFFER_BYTES))
-            .await
-            .unwrap();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let mut stream = connect(&connector, name, tcp).await.unwrap();
         // Both ends prefer AES-128-GCM (`crate::tls`).
         assert_eq!(
-            tls.get_ref()
+            stream
+                .get_ref()
+                .get_ref()
                 .1
                 .negotiated_cipher_suite()
                 .map(|suite| suite.suite()),
             Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
         );
-        let mut stream = CoalescingReads::new(tls);
         stream.write_all(&payload).await.unwrap();
+        // A TLS stream may keep up to `TLS_SEND_BUFFER_BYTES` of written records until it is
+        // flushed (as hyper does after every message).
+        stream.flush().await.unwrap();
         let mut echoed = Vec::new();
         stream.read_to_end(&mut echoed).await.unwrap();
         assert!(echoed == payload, "the client received other bytes");
