@@ -16,6 +16,15 @@
 //! a leader encrypts a recovery's chunks: the floor of what TLS costs a transfer per MiB,
 //! whatever the TLS library around it does.
 //!
+//! And `tls_receive_rustls`: a follower's TLS receive path alone, in memory: 1 MiB that a
+//! rustls server connection (Tandem's configuration, AES-128-GCM) encrypted, taken by a rustls
+//! client connection as `tandem_transport::tls_io` feeds it (`read_tls` from a buffer,
+//! `process_new_packets`, `reader().read` into a 64 KiB buffer, as hyper reads). What it costs
+//! above `aes_gcm_open_128` is what rustls adds to the cipher (its deframer copy, a fresh
+//! plaintext `Vec` per record, the copy out); with the follower's core saturated during a
+//! recovery, plain costing P ms per MiB there, a TLS recovery's ratio cannot pass
+//! P / (P + this), whatever else is done.
+//!
 //! Run: `cargo bench -p tandem-benches --bench security_overhead`.
 
 use std::time::{Duration, Instant};
@@ -185,6 +194,7 @@ fn security_overhead(c: &mut Criterion) {
         b.iter(|| tandem_node::security::secrets::verify_password("bench-password", &hash))
     });
     aes_gcm(&mut group);
+    tls_receive(&mut group, &dir.path().join("certs"));
     group.finish();
     drop(api_key);
     for (_, setup) in setups {
@@ -247,6 +257,95 @@ fn aes_gcm(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
             })
         });
     }
+}
+
+/// `tls_receive_rustls`: what rustls's receive path costs a follower per MiB (see the module
+/// documentation); only the client's side is timed, the server's encryption is not.
+fn tls_receive(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    certs: &std::path::Path,
+) {
+    use std::io::{Read, Write};
+    let files = tandem_transport::tls::TlsFiles {
+        certificate: certs.join("bench.crt"),
+        key: certs.join("bench.key"),
+        certificate_authorities: vec![certs.join("ca.crt")],
+        client_authentication: tandem_transport::tls::ClientAuthentication::None,
+    };
+    let server_config = tandem_transport::tls::server_config(&files).expect("server config");
+    let client_config =
+        tandem_transport::tls::client_config(&[certs.join("ca.crt")], None).expect("client config");
+    let mut server = rustls::ServerConnection::new(server_config).expect("server");
+    let name = rustls::pki_types::ServerName::try_from("bench").expect("a name");
+    let mut client =
+        rustls::ClientConnection::new(std::sync::Arc::new(client_config), name).expect("client");
+    // The handshake, in memory.
+    let mut wire = Vec::new();
+    while client.is_handshaking() || server.is_handshaking() {
+        wire.clear();
+        while client.wants_write() {
+            client.write_tls(&mut wire).expect("client hello");
+        }
+        let mut input = &wire[..];
+        while !input.is_empty() {
+            server.read_tls(&mut input).expect("to the server");
+            server
+                .process_new_packets()
+                .expect("the server's handshake");
+        }
+        wire.clear();
+        while server.wants_write() {
+            server.write_tls(&mut wire).expect("server hello");
+        }
+        let mut input = &wire[..];
+        while !input.is_empty() {
+            client.read_tls(&mut input).expect("to the client");
+            client
+                .process_new_packets()
+                .expect("the client's handshake");
+        }
+    }
+    assert_eq!(
+        client.negotiated_cipher_suite().map(|suite| suite.suite()),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
+    server.set_buffer_limit(None);
+    let payload: Vec<u8> = (0..AES_CHUNK_BYTES).map(|i| (i % 251) as u8).collect();
+    let mut out = vec![0u8; 64 * 1024];
+    group.throughput(Throughput::Bytes(AES_CHUNK_BYTES as u64));
+    group.bench_function("tls_receive_rustls", |b| {
+        b.iter_custom(|iterations| {
+            let mut timed = Duration::ZERO;
+            for _ in 0..iterations {
+                server.writer().write_all(&payload).expect("buffered");
+                wire.clear();
+                while server.wants_write() {
+                    server.write_tls(&mut wire).expect("encrypted");
+                }
+                let started = Instant::now();
+                let mut input = &wire[..];
+                let mut received = 0;
+                while !input.is_empty() {
+                    client.read_tls(&mut input).expect("read");
+                    client.process_new_packets().expect("records");
+                    loop {
+                        match client.reader().read(&mut out) {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                received += n;
+                                std::hint::black_box(&out[..n]);
+                            }
+                            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(error) => panic!("plaintext: {error}"),
+                        }
+                    }
+                }
+                timed += started.elapsed();
+                assert_eq!(received, AES_CHUNK_BYTES, "every byte received");
+            }
+            timed
+        })
+    });
 }
 
 criterion_group!(benches, security_overhead);
