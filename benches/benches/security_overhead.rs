@@ -29,6 +29,10 @@
 
 use std::time::{Duration, Instant};
 
+/// The allocator of the `tandem` binary, so the node and rustls here allocate as they do there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tandem_node::config::NodeConfig;
 use tandem_node::server::RunningNode;
