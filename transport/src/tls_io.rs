@@ -17,7 +17,9 @@
 //!
 //! And on the sending side, [`TLS_SEND_BUFFER_BYTES`] lets a connection hold more encrypted
 //! records before they are written, so one write system call carries up to that much (rustls's
-//! default, 64 KiB, is four records a call).
+//! default, 64 KiB, is four records a call). A writer must therefore flush: when the socket
+//! is full, a write returns with up to that much still held in the TLS layer, and only a
+//! flush (or more writes) sends it. hyper, the only writer here, flushes after every message.
 //!
 //! [`accept`] (the HTTP port) and [`connect`] (a transport client) are the one place a TLS
 //! connection is set up this way. Both adapters only move bytes: what is read, in what order,
