@@ -279,35 +279,17 @@ fn tls_receive(
     let server_config = tandem_transport::tls::server_config(&files).expect("server config");
     let client_config =
         tandem_transport::tls::client_config(&[certs.join("ca.crt")], None).expect("client config");
-    let mut server = rustls::ServerConnection::new(server_config).expect("server");
+    let mut server =
+        rustls::Connection::Server(rustls::ServerConnection::new(server_config).expect("server"));
     let name = rustls::pki_types::ServerName::try_from("bench").expect("a name");
-    let mut client =
-        rustls::ClientConnection::new(std::sync::Arc::new(client_config), name).expect("client");
+    let mut client = rustls::Connection::Client(
+        rustls::ClientConnection::new(std::sync::Arc::new(client_config), name).expect("client"),
+    );
     // The handshake, in memory.
     let mut wire = Vec::new();
     while client.is_handshaking() || server.is_handshaking() {
-        wire.clear();
-        while client.wants_write() {
-            client.write_tls(&mut wire).expect("client hello");
-        }
-        let mut input = &wire[..];
-        while !input.is_empty() {
-            server.read_tls(&mut input).expect("to the server");
-            server
-                .process_new_packets()
-                .expect("the server's handshake");
-        }
-        wire.clear();
-        while server.wants_write() {
-            server.write_tls(&mut wire).expect("server hello");
-        }
-        let mut input = &wire[..];
-        while !input.is_empty() {
-            client.read_tls(&mut input).expect("to the client");
-            client
-                .process_new_packets()
-                .expect("the client's handshake");
-        }
+        deliver(&mut client, &mut server, &mut wire);
+        deliver(&mut server, &mut client, &mut wire);
     }
     assert_eq!(
         client.negotiated_cipher_suite().map(|suite| suite.suite()),
@@ -350,6 +332,19 @@ fn tls_receive(
             timed
         })
     });
+}
+
+/// Hands every TLS record `from` has to send to `to`, in memory (a handshake's flight).
+fn deliver(from: &mut rustls::Connection, to: &mut rustls::Connection, wire: &mut Vec<u8>) {
+    wire.clear();
+    while from.wants_write() {
+        from.write_tls(wire).expect("records out");
+    }
+    let mut input = &wire[..];
+    while !input.is_empty() {
+        to.read_tls(&mut input).expect("records in");
+        to.process_new_packets().expect("the handshake");
+    }
 }
 
 criterion_group!(benches, security_overhead);
