@@ -160,10 +160,11 @@ pub enum EngineError {
         /// The shard's current term.
         shard: PrimaryTerm,
     },
-    /// The disk under the shard's translog is full: the write was refused (or, for the write
-    /// that found the disk full, not made durable) and the shard stays open for reads. Writes
-    /// resume by themselves once space is freed. Elasticsearch answers a full disk with a 429
-    /// block, which its clients retry.
+    /// The disk under the shard's translog is full, or the index is blocked because the
+    /// node's disk passed its flood-stage watermark (`index.blocks.read_only_allow_delete`):
+    /// the write was refused (or, for the write that found the disk full, not made durable)
+    /// and the shard stays open for reads. Writes resume by themselves once space is freed.
+    /// Elasticsearch answers both with a 429 block, which its clients and follow tasks retry.
     #[error("{0}")]
     NoSpace(String),
     /// The engine was closed, or failed earlier and must be reopened.

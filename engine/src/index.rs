@@ -57,6 +57,14 @@ fn read_promotion_marker(storage: &dyn Storage, path: &Path) -> Result<Option<Pr
         })
 }
 
+/// Elasticsearch's error for a write to index `name` while it has
+/// `index.blocks.read_only_allow_delete` (a 429, which clients and follow tasks retry).
+fn read_only_allow_delete_error(name: &str) -> EngineError {
+    EngineError::NoSpace(format!(
+        "index [{name}] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has read-only-allow-delete block];"
+    ))
+}
+
 /// Index settings, with Elasticsearch's names and defaults.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexSettings {
@@ -89,6 +97,13 @@ pub struct IndexSettings {
     /// effect on a one-node cluster.
     #[serde(default)]
     pub placement: BTreeMap<String, String>,
+    /// `index.blocks.read_only_allow_delete` (default false): writes and settings changes are
+    /// refused with a 429 `cluster_block_exception` (reads and deletes of the index go on).
+    /// The node sets it on every index when its disk passes the flood-stage watermark and
+    /// clears it when the disk is back under the high watermark; an operator may set or clear
+    /// it by hand. A follower does not take it from its leader.
+    #[serde(default)]
+    pub read_only_allow_delete: bool,
 }
 
 fn default_total_fields_limit() -> u64 {
@@ -122,6 +137,7 @@ impl Default for IndexSettings {
             translog_flush_threshold_bytes: DEFAULT_TRANSLOG_FLUSH_THRESHOLD_BYTES,
             total_fields_limit: DEFAULT_TOTAL_FIELDS_LIMIT,
             placement: BTreeMap::new(),
+            read_only_allow_delete: false,
         }
     }
 }
@@ -203,6 +219,13 @@ impl IndexSettings {
                 "mapping.total_fields.limit" => {
                     self.total_fields_limit = text.parse().map_err(|_| invalid("not an integer"))?
                 }
+                "blocks.read_only_allow_delete" => {
+                    self.read_only_allow_delete = match text.as_str() {
+                        "true" => true,
+                        "false" | "null" => false,
+                        _ => return Err(invalid("expected [true] or [false]")),
+                    }
+                }
                 "soft_deletes.enabled" if text == "true" => {}
                 placement if is_placement_setting(placement) => {
                     if value.is_object() {
@@ -244,6 +267,9 @@ impl IndexSettings {
         if self.total_fields_limit != DEFAULT_TOTAL_FIELDS_LIMIT {
             settings["index"]["mapping"] =
                 serde_json::json!({"total_fields": {"limit": self.total_fields_limit.to_string()}});
+        }
+        if self.read_only_allow_delete {
+            settings["index"]["blocks"] = serde_json::json!({"read_only_allow_delete": "true"});
         }
         for (key, value) in &self.placement {
             let mut node = &mut settings["index"];
@@ -547,7 +573,7 @@ impl Index {
         }
         // The metadata file is written last: its presence marks a complete index.
         persist_metadata(&**storage, dir, &metadata.read())?;
-        Ok(Index {
+        let index = Index {
             storage: storage.clone(),
             dir: dir.to_path_buf(),
             metadata,
@@ -555,7 +581,9 @@ impl Index {
             shards,
             closing: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
-        })
+        };
+        index.apply_write_block();
+        Ok(index)
     }
 
     /// Reads the metadata of the index in `dir` without opening it.
@@ -697,7 +725,7 @@ impl Index {
             }
             shards.push(engine);
         }
-        Ok(Index {
+        let index = Index {
             storage: storage.clone(),
             dir: dir.to_path_buf(),
             metadata,
@@ -705,7 +733,36 @@ impl Index {
             shards,
             closing: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
-        })
+        };
+        index.apply_write_block();
+        Ok(index)
+    }
+
+    /// Hands `index.blocks.read_only_allow_delete` as it is now to every shard (see
+    /// [`ShardEngine::set_write_block`]).
+    fn apply_write_block(&self) {
+        let reason = self
+            .metadata
+            .read()
+            .settings
+            .read_only_allow_delete
+            .then(|| read_only_allow_delete_error(&self.name()).to_string());
+        for shard in &self.shards {
+            shard.set_write_block(reason.as_deref());
+        }
+    }
+
+    /// True while `index.blocks.read_only_allow_delete` is set.
+    pub fn read_only_allow_delete(&self) -> bool {
+        self.metadata.read().settings.read_only_allow_delete
+    }
+
+    /// Sets or clears `index.blocks.read_only_allow_delete` (persisted, as any setting);
+    /// returns whether it changed.
+    pub fn set_read_only_allow_delete(&self, blocked: bool) -> Result<bool> {
+        self.update_settings(&serde_json::json!({
+            "index.blocks.read_only_allow_delete": blocked
+        }))
     }
 
     /// Starts closing (or deleting) the index: it takes no new users, and the long polls of
@@ -880,6 +937,9 @@ impl Index {
                 self.name()
             )));
         }
+        if self.read_only_allow_delete() {
+            return Err(read_only_allow_delete_error(&self.name()));
+        }
         self.mapper.merge(body)
     }
 
@@ -978,6 +1038,18 @@ impl Index {
         if updated.settings == metadata.settings {
             return Ok(false);
         }
+        // The block refuses every other settings change while it stays (Elasticsearch's
+        // metadata-write block); an update that clears it may change others with it.
+        let others_changed = IndexSettings {
+            read_only_allow_delete: metadata.settings.read_only_allow_delete,
+            ..updated.settings.clone()
+        } != metadata.settings;
+        if updated.settings.read_only_allow_delete
+            && metadata.settings.read_only_allow_delete
+            && others_changed
+        {
+            return Err(read_only_allow_delete_error(&metadata.name));
+        }
         updated.settings_version += 1;
         persist_metadata(&*self.storage, &self.dir, &updated)?;
         let dynamic = updated.settings.shard_config().dynamic();
@@ -985,6 +1057,7 @@ impl Index {
             .set_total_fields_limit(updated.settings.total_fields_limit);
         *metadata = updated;
         drop(metadata);
+        self.apply_write_block();
         for shard in &self.shards {
             shard.update_dynamic_config(dynamic)?;
         }

@@ -271,7 +271,7 @@ impl Indices {
         if let Err(error) = index.close() {
             tracing::warn!(index = %name, %error, "closing an index with a failed shard");
         }
-        match Index::open(&dir) {
+        match Index::open_on(&self.storage, &dir) {
             Ok(index) => {
                 indices.insert(name.to_string(), Slot::Open(Arc::new(index)));
                 Ok(failures.into_iter().map(|(_, failure)| failure).collect())

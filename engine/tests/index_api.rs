@@ -414,3 +414,133 @@ fn racing_metadata_writers_lose_no_change_across_a_restart() {
     check(&reopened.metadata());
     assert_eq!(reopened.mapper().version(), 1 + ROUNDS);
 }
+
+#[test]
+fn read_only_allow_delete_refuses_writes_and_setting_changes_keeps_reads_and_survives_a_reopen() {
+    use tandem_engine::{Operation, OperationKind, PrimaryTerm, SeqNo, SharedOperation};
+
+    let dir = tempfile::tempdir().unwrap();
+    let index = metrics_index(dir.path(), 2);
+    index
+        .index(IndexRequest::new("kept", metric(1, "ok")))
+        .unwrap();
+    index.refresh().unwrap();
+    let before = index.metadata();
+    assert!(index.set_read_only_allow_delete(true).unwrap());
+    assert!(
+        !index.set_read_only_allow_delete(true).unwrap(),
+        "no change"
+    );
+    assert!(index.read_only_allow_delete());
+    assert_eq!(
+        index.metadata().settings.to_es_json()["index"]["blocks"],
+        json!({"read_only_allow_delete": "true"})
+    );
+    let checkpoints: Vec<_> = index.shards().iter().map(|s| s.max_seq_no()).collect();
+
+    // Every kind of write is refused with Elasticsearch's 429 block, before a seq_no is taken.
+    let refused = |error: EngineError| {
+        assert_eq!(error.status(), 429, "{error}");
+        assert_eq!(error.type_name(), "cluster_block_exception");
+        assert_eq!(
+            error.to_string(),
+            "index [server-metrics] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded \
+             flood-stage watermark, index has read-only-allow-delete block];"
+        );
+    };
+    refused(
+        index
+            .index(IndexRequest::new("new", metric(2, "ok")))
+            .unwrap_err(),
+    );
+    refused(index.delete(DeleteRequest::new("kept")).unwrap_err());
+    for result in index.bulk(vec![
+        WriteRequest::Index(IndexRequest::new("a", metric(3, "ok"))),
+        WriteRequest::Delete(DeleteRequest::new("kept")),
+    ]) {
+        refused(result.unwrap_err());
+    }
+    refused(index.shards()[0].no_op("gap").unwrap_err());
+    refused(
+        index
+            .put_mapping(&json!({"properties": {"extra": {"type": "long"}}}))
+            .unwrap_err(),
+    );
+    refused(
+        index
+            .update_settings(&json!({"index": {"number_of_replicas": 0}}))
+            .unwrap_err(),
+    );
+    // A follower's operations are refused alike (the follow task retries them).
+    let follower_dir = dir.path().join("follower");
+    let follower = Index::create(
+        &follower_dir,
+        "follower",
+        &json!({"number_of_shards": 1, "index.blocks.read_only_allow_delete": true}),
+        &json!({}),
+    )
+    .unwrap();
+    follower.shards()[0].set_follower(true);
+    let operation: SharedOperation = std::sync::Arc::new(Operation {
+        seq_no: SeqNo(0),
+        primary_term: PrimaryTerm(1),
+        version: 1,
+        kind: OperationKind::Index {
+            id: "f".to_string(),
+            source: br#"{"x":1}"#.to_vec(),
+        },
+    });
+    let error = follower.shards()[0]
+        .apply_shared_operations(vec![operation], SeqNo(-1))
+        .unwrap_err();
+    assert_eq!(error.status(), 429, "{error}");
+    assert!(
+        error.to_string().contains("index [follower] blocked by"),
+        "{error}"
+    );
+
+    // Reads go on; nothing was written.
+    assert_eq!(
+        index
+            .shards()
+            .iter()
+            .map(|s| s.max_seq_no())
+            .collect::<Vec<_>>(),
+        checkpoints
+    );
+    assert!(index.get("kept").unwrap().is_some());
+    assert_eq!(index.search("*", 0, 10).unwrap().total_hits, 1);
+    index.refresh().unwrap();
+
+    // The block is a setting: persisted, it survives a reopen.
+    let path = index.dir().to_path_buf();
+    index.close().unwrap();
+    let reopened = Index::open(&path).unwrap();
+    assert!(reopened.read_only_allow_delete());
+    refused(
+        reopened
+            .index(IndexRequest::new("new", metric(2, "ok")))
+            .unwrap_err(),
+    );
+    // Clearing it (Elasticsearch's `null`) lets writes and other changes through again, in
+    // the same request.
+    assert!(reopened
+        .update_settings(
+            &json!({"index.blocks.read_only_allow_delete": null, "number_of_replicas": 0})
+        )
+        .unwrap());
+    assert!(!reopened.read_only_allow_delete());
+    assert!(reopened.metadata().settings.to_es_json()["index"]
+        .get("blocks")
+        .is_none());
+    reopened
+        .index(IndexRequest::new("new", metric(2, "ok")))
+        .unwrap();
+    assert_eq!(
+        reopened.metadata().settings_version,
+        before.settings_version + 2
+    );
+    assert!(reopened
+        .update_settings(&json!({"index.blocks.read_only_allow_delete": "maybe"}))
+        .is_err());
+}

@@ -667,6 +667,8 @@ impl FollowerIndices {
             .index_metadata(IndexMetadataRequest::new(&request.leader_index))
             .await?;
         let mut settings = leader.settings.clone();
+        // A block the leader's node set for its own disk is not the follower's.
+        settings.read_only_allow_delete = false;
         if !request.settings.is_null() {
             settings.apply_es_json(&request.settings, false)?;
         }

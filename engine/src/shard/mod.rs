@@ -414,6 +414,10 @@ pub(crate) struct ShardInner {
     /// Set when the translog's disk was full (see [`ShardInner::translog_failure`]): writes
     /// are refused before they take a sequence number until a sync of the translog succeeds.
     no_space: AtomicBool,
+    /// The reason of a block on writes set from outside (see [`ShardEngine::set_write_block`]);
+    /// `write_blocked` says whether there is one without taking the lock.
+    write_block: Mutex<Option<Arc<str>>>,
+    write_blocked: AtomicBool,
     /// The translog flush threshold of the dynamic settings, readable under any lock (the
     /// write path compares the translog with it while it holds the batches lock).
     translog_flush_threshold_bytes: AtomicU64,
@@ -588,6 +592,8 @@ impl ShardEngine {
             failure: RankedMutex::new(LockRank::Failure, None),
             promotion: Mutex::new(payload.promotion.clone()),
             no_space: AtomicBool::new(false),
+            write_block: Mutex::new(None),
+            write_blocked: AtomicBool::new(false),
             translog_flush_threshold_bytes: AtomicU64::new(config.translog_flush_threshold_bytes),
             writer_idle_release: config.writer_idle_release,
             writer_memory_bytes: config.writer_memory_bytes as u64,
@@ -942,6 +948,25 @@ impl ShardEngine {
         self.inner.promotion.lock().clone()
     }
 
+    /// Blocks (`Some(reason)`) or unblocks (`None`) writes: while blocked, direct writes,
+    /// no-ops and a follower's applied operations are refused with
+    /// [`EngineError::NoSpace`]`(reason)` before they take a sequence number, which clients
+    /// and follow tasks retry; reads, refreshes, flushes, merges and retention leases go on.
+    /// The index sets it from `index.blocks.read_only_allow_delete` (the node's flood-stage
+    /// disk watermark); it is not persisted by the shard.
+    pub fn set_write_block(&self, reason: Option<&str>) {
+        let mut block = self.inner.write_block.lock();
+        *block = reason.map(Arc::from);
+        self.inner
+            .write_blocked
+            .store(block.is_some(), Ordering::Release);
+    }
+
+    /// The reason writes are blocked, if they are (see [`ShardEngine::set_write_block`]).
+    pub fn write_block(&self) -> Option<String> {
+        self.inner.write_block.lock().as_deref().map(str::to_string)
+    }
+
     /// Makes the shard refuse direct writes (it becomes a follower).
     pub fn set_follower(&self, follower: bool) {
         self.inner.writes.set_follower(follower);
@@ -1229,6 +1254,19 @@ impl ShardInner {
             ));
         }
         self.fail(error.into())
+    }
+
+    /// Refuses a write while writes are blocked (see [`ShardEngine::set_write_block`]), before
+    /// it takes a sequence number. Internal writes (translog replay, gap filling at open) do
+    /// not check it.
+    fn check_write_block(&self) -> Result<()> {
+        if !self.write_blocked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match self.write_block.lock().as_deref() {
+            Some(reason) => Err(EngineError::NoSpace(reason.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// Refuses a write while the translog's disk is full, before it takes a sequence number.

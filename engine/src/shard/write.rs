@@ -416,6 +416,13 @@ impl ShardEngine {
                 .map(|_| Err(EngineError::ReadOnlyFollower(reason.clone())))
                 .collect();
         }
+        // Before parsing, which may grow the mappings.
+        if let Err(error) = inner.check_write_block() {
+            return requests
+                .iter()
+                .map(|_| Err(error.for_batch_item()))
+                .collect();
+        }
         // Parsing happens before any lock is taken.
         let prepared: Vec<Result<Prepared>> = requests
             .into_iter()
@@ -484,6 +491,7 @@ impl ShardEngine {
         let inner = &self.inner;
         validate_source_len("no-op reason", reason.len())?;
         let bytes = (reason.len() + 32) as u64 + 2 * BUFFERED_OPERATION_OVERHEAD_BYTES;
+        inner.check_write_block()?;
         let ticket = inner.reserve_indexing(batch_documents(1), bytes)?;
         let (seq_no, location) = {
             let _batch = inner.writes.batches.read();
@@ -568,6 +576,7 @@ impl ShardEngine {
         max_seq_no_of_updates: SeqNo,
     ) -> Result<usize> {
         let inner = &self.inner;
+        inner.check_write_block()?;
         for operation in &operations {
             if !operation.seq_no.is_assigned() {
                 return Err(EngineError::InvalidArgument(format!(
