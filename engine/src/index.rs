@@ -757,12 +757,23 @@ impl Index {
         self.metadata.read().settings.read_only_allow_delete
     }
 
-    /// Sets or clears `index.blocks.read_only_allow_delete` (persisted, as any setting);
-    /// returns whether it changed.
+    /// Sets or clears `index.blocks.read_only_allow_delete`; returns whether it changed. The
+    /// change is persisted like any setting, but unlike other settings it takes effect even
+    /// when that fails (the error is returned): a disk too full to record the block must not
+    /// keep it from holding.
     pub fn set_read_only_allow_delete(&self, blocked: bool) -> Result<bool> {
-        self.update_settings(&serde_json::json!({
-            "index.blocks.read_only_allow_delete": blocked
-        }))
+        let mut metadata = self.metadata.write();
+        if metadata.settings.read_only_allow_delete == blocked {
+            return Ok(false);
+        }
+        let mut updated = metadata.clone();
+        updated.settings.read_only_allow_delete = blocked;
+        updated.settings_version += 1;
+        let persisted = persist_metadata(&*self.storage, &self.dir, &updated);
+        *metadata = updated;
+        drop(metadata);
+        self.apply_write_block();
+        persisted.map(|()| true)
     }
 
     /// Starts closing (or deleting) the index: it takes no new users, and the long polls of

@@ -2,8 +2,10 @@
 //! Elasticsearch's `cluster.remote.<alias>.*` keys, and how fast this cluster's follower
 //! indices copy their leaders (`ccr.indices.recovery.max_bytes_per_sec`, `.chunk_size`,
 //! `.max_concurrent_file_chunks`) and how full they may make the disk
-//! (`cluster.routing.allocation.disk.watermark.high`, `.disk.threshold_enabled`), and how
-//! many shards the node may open (`cluster.max_shards_per_node`); persistent and transient.
+//! (`cluster.routing.allocation.disk.watermark.high`, `.disk.threshold_enabled`), when the
+//! node blocks writes for lack of disk (`.disk.watermark.flood_stage`, `.low` checked for
+//! order only, `cluster.info.update.interval`, see [`crate::disk_monitor`]), and how many
+//! shards the node may open (`cluster.max_shards_per_node`); persistent and transient.
 //!
 //! Settings are kept flat (`cluster.remote.leader.seeds`), as Elasticsearch does; an update
 //! merges into them (a `null` value deletes a key) and is validated as a whole before anything
@@ -25,6 +27,10 @@ use tandem_recovery::disk::{DISK_THRESHOLD_ENABLED_SETTING, DISK_WATERMARK_HIGH_
 use tandem_recovery::target::RecoverySettings;
 use tandem_recovery::DiskWatermark;
 
+use crate::disk_monitor::{
+    DiskMonitorSettings, DISK_WATERMARK_FLOOD_STAGE_SETTING, DISK_WATERMARK_LOW_SETTING,
+    INFO_UPDATE_INTERVAL_SETTING,
+};
 use crate::error::RestError;
 use crate::node::NodeError;
 
@@ -198,6 +204,8 @@ impl ClusterSettings {
         recovery_settings_of(&next.transient)?;
         max_shards_per_node_of(&next.persistent)?;
         max_shards_per_node_of(&next.transient)?;
+        // The watermarks are ordered across scopes: what counts is the merged value.
+        next.disk_monitor_settings()?;
         let transient = changes.pop().unwrap_or_default();
         let persistent = changes.pop().unwrap_or_default();
         Ok((next, persistent, transient))
@@ -241,6 +249,63 @@ impl ClusterSettings {
         max_shards_per_node_of(&merged)
     }
 
+    /// What the node's disk monitor does (see [`crate::disk_monitor`]): Elasticsearch's
+    /// defaults (85%, 90%, 95%, every 30s) with the watermark keys set, transient values over
+    /// persistent ones. The watermarks must be of one form (shares of the disk, or bytes to
+    /// keep free) and in order: low, high, flood stage.
+    pub fn disk_monitor_settings(&self) -> Result<DiskMonitorSettings, RestError> {
+        let mut merged = self.persistent.clone();
+        merged.extend(self.transient.clone());
+        disk_monitor_settings_of(&merged)
+    }
+
+    /// The defaults of the settings this cluster knows and neither scope sets, as
+    /// `GET /_cluster/settings?include_defaults=true` shows them (nested, or flat).
+    pub fn defaults_json(&self, flat: bool) -> Value {
+        let recovery = RecoverySettings::default();
+        let disk = DiskMonitorSettings::default();
+        let defaults: BTreeMap<String, Value> = [
+            (DISK_THRESHOLD_ENABLED_SETTING, "true".to_string()),
+            (DISK_WATERMARK_LOW_SETTING, disk.low.to_string()),
+            (DISK_WATERMARK_HIGH_SETTING, disk.high.to_string()),
+            (
+                DISK_WATERMARK_FLOOD_STAGE_SETTING,
+                disk.flood_stage.to_string(),
+            ),
+            (
+                INFO_UPDATE_INTERVAL_SETTING,
+                format!("{}s", disk.interval.as_secs()),
+            ),
+            (
+                MAX_SHARDS_PER_NODE_SETTING,
+                DEFAULT_MAX_SHARDS_PER_NODE.to_string(),
+            ),
+            (
+                "ccr.indices.recovery.max_bytes_per_sec",
+                ByteSize(recovery.max_bytes_per_sec).to_string(),
+            ),
+            (
+                "ccr.indices.recovery.chunk_size",
+                ByteSize(recovery.chunk_size_bytes as u64).to_string(),
+            ),
+            (
+                "ccr.indices.recovery.max_concurrent_file_chunks",
+                recovery.max_concurrent_file_chunks.to_string(),
+            ),
+        ]
+        .into_iter()
+        .filter(|(key, _)| {
+            !self.persistent.contains_key(*key) && !self.transient.contains_key(*key)
+        })
+        .map(|(key, value)| (key.to_string(), Value::String(value)))
+        .collect();
+        if flat {
+            Value::Object(defaults.into_iter().collect())
+        } else {
+            nest(&defaults)
+        }
+    }
+
     /// Both scopes, nested, as `GET /_cluster/settings` shows them (`flat` keeps the keys
     /// flat, as `?flat_settings=true` does).
     pub fn to_es_json(&self, flat: bool) -> Value {
@@ -256,6 +321,81 @@ impl ClusterSettings {
             "transient": render(&self.transient),
         })
     }
+}
+
+/// The disk monitor's settings in one flat map of settings, over the defaults.
+fn disk_monitor_settings_of(
+    flat: &BTreeMap<String, Value>,
+) -> Result<DiskMonitorSettings, RestError> {
+    let mut settings = DiskMonitorSettings::default();
+    let watermark = |key: &str| -> Result<Option<DiskWatermark>, RestError> {
+        let Some(text) = flat.get(key).and_then(text) else {
+            return Ok(None);
+        };
+        DiskWatermark::parse(&text, |bytes| {
+            ByteSize::parse(bytes).ok().map(|size| size.bytes())
+        })
+        .map(Some)
+        .map_err(|why| {
+            RestError::illegal_argument(format!(
+                "failed to parse value [{text}] for setting [{key}], {why}"
+            ))
+        })
+    };
+    if let Some(low) = watermark(DISK_WATERMARK_LOW_SETTING)? {
+        settings.low = low;
+    }
+    if let Some(high) = watermark(DISK_WATERMARK_HIGH_SETTING)? {
+        settings.high = high;
+    }
+    if let Some(flood_stage) = watermark(DISK_WATERMARK_FLOOD_STAGE_SETTING)? {
+        settings.flood_stage = flood_stage;
+    }
+    if let Some(text) = flat.get(DISK_THRESHOLD_ENABLED_SETTING).and_then(text) {
+        settings.enabled = match text.as_str() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(RestError::illegal_argument(format!(
+                    "failed to parse value [{text}] for setting [{DISK_THRESHOLD_ENABLED_SETTING}], must be [true] or [false]"
+                )))
+            }
+        };
+    }
+    if let Some(text) = flat.get(INFO_UPDATE_INTERVAL_SETTING).and_then(text) {
+        let min = crate::disk_monitor::MIN_CHECK_INTERVAL;
+        settings.interval = tandem_engine::units::TimeValue::parse(&text)
+            .map(|time| time.0)
+            .filter(|interval| *interval >= min)
+            .ok_or_else(|| {
+                RestError::illegal_argument(format!(
+                    "failed to parse value [{text}] for setting [{INFO_UPDATE_INTERVAL_SETTING}], must be a time value >= [{}s]",
+                    min.as_secs()
+                ))
+            })?;
+    }
+    for ((lower_name, lower), (upper_name, upper)) in [
+        (("low", settings.low), ("high", settings.high)),
+        (
+            ("high", settings.high),
+            ("flood stage", settings.flood_stage),
+        ),
+    ] {
+        match lower.at_most(&upper) {
+            Some(true) => {}
+            Some(false) => {
+                return Err(RestError::illegal_argument(format!(
+                    "the {lower_name} disk watermark [{lower}] allows more of the disk to be used than the {upper_name} disk watermark [{upper}]"
+                )))
+            }
+            None => {
+                return Err(RestError::illegal_argument(format!(
+                    "the {lower_name} disk watermark [{lower}] and the {upper_name} disk watermark [{upper}] must both be percentages (or ratios) or both byte sizes"
+                )))
+            }
+        }
+    }
+    Ok(settings)
 }
 
 /// `cluster.max_shards_per_node` in one flat map of settings, or its default.
@@ -388,6 +528,9 @@ fn check_key(scope: &str, key: &str) -> Result<(), RestError> {
     let unknown =
         || RestError::illegal_argument(format!("{scope} setting [{key}], not recognized"));
     if key == DISK_WATERMARK_HIGH_SETTING
+        || key == DISK_WATERMARK_LOW_SETTING
+        || key == DISK_WATERMARK_FLOOD_STAGE_SETTING
+        || key == INFO_UPDATE_INTERVAL_SETTING
         || key == DISK_THRESHOLD_ENABLED_SETTING
         || key == MAX_SHARDS_PER_NODE_SETTING
     {
@@ -648,8 +791,9 @@ mod tests {
         ] {
             let (settings, _, _) = ClusterSettings::default()
                 .updated(
+                    // The watermarks must share a form (Elasticsearch's rule): all three set.
                     &json!({"persistent": {"cluster": {"routing": {"allocation": {
-                        "disk": {"watermark": {"high": value}}
+                        "disk": {"watermark": {"low": value, "high": value, "flood_stage": value}}
                     }}}}}),
                 )
                 .unwrap();

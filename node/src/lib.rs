@@ -25,6 +25,7 @@ pub mod certs;
 pub mod cluster_settings;
 pub mod config;
 pub mod demo;
+pub mod disk_monitor;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

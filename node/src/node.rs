@@ -159,6 +159,8 @@ pub struct Node {
     keystore: Arc<Keystore>,
     /// The credentials of each remote cluster alias, as last (re)loaded from the keystore.
     remote_credentials: parking_lot::Mutex<BTreeMap<String, String>>,
+    /// The disk monitor's settings, as the cluster settings say (see [`crate::disk_monitor`]).
+    disk_monitor: tokio::sync::watch::Sender<crate::disk_monitor::DiskMonitorSettings>,
     background: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -217,6 +219,11 @@ impl Node {
             .max_shards_per_node()
             .map_err(|error| NodeError::ClusterSettings(error.to_string()))?;
         indices.shard_limit().set(max_shards);
+        let disk_settings = settings
+            .disk_monitor_settings()
+            .map_err(|error| NodeError::ClusterSettings(error.to_string()))?;
+        let (disk_monitor, disk_settings) = tokio::sync::watch::channel(disk_settings);
+        let disk_checker = crate::disk_monitor::spawn(indices.clone(), data.clone(), disk_settings);
         // Remote clusters are known before the followers resume: their tasks need them.
         let followers = Arc::new(
             FollowerIndices::open(
@@ -259,7 +266,9 @@ impl Node {
             bootstrap: parking_lot::Mutex::new(bootstrap),
             keystore: Arc::new(keystore),
             remote_credentials: parking_lot::Mutex::new(credentials),
+            disk_monitor,
             background: parking_lot::Mutex::new(vec![
+                disk_checker,
                 reaper,
                 verify_reaper,
                 poller,
@@ -325,6 +334,7 @@ impl Node {
         }
         let recovery = next.recovery_settings()?;
         let max_shards = next.max_shards_per_node()?;
+        let disk_settings = next.disk_monitor_settings()?;
         let credentials = self.remote_credentials.lock().clone();
         connect_remotes(
             &self.remotes,
@@ -337,6 +347,12 @@ impl Node {
             .set_recovery_settings(recovery)
             .map_err(|error| RestError::illegal_argument(error.to_string()))?;
         self.indices.shard_limit().set(max_shards);
+        // A changed watermark is checked at once.
+        self.disk_monitor.send_if_modified(|settings| {
+            let changed = *settings != disk_settings;
+            *settings = disk_settings;
+            changed
+        });
         *current = next;
         Ok((persistent, transient))
     }

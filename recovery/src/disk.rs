@@ -87,6 +87,32 @@ impl DiskWatermark {
         ))
     }
 
+    /// True when a disk of `total_bytes` with `available_bytes` available is past this
+    /// watermark: more used than the share allowed, or less available than the bytes to keep.
+    pub fn is_exceeded(&self, total_bytes: u64, available_bytes: u64) -> bool {
+        match *self {
+            DiskWatermark::UsedBasisPoints(points) => {
+                let used = total_bytes.saturating_sub(available_bytes);
+                u128::from(used) * u128::from(ALL_BASIS_POINTS)
+                    > u128::from(total_bytes) * u128::from(points)
+            }
+            DiskWatermark::FreeBytes(keep) => available_bytes < keep,
+            DiskWatermark::Disabled => false,
+        }
+    }
+
+    /// Whether `self` allows no more of the disk to be used than `other` does, when both are
+    /// of the same form (a share used, or bytes kept free); `None` when their forms differ,
+    /// which Elasticsearch refuses for the watermarks of one node.
+    pub fn at_most(&self, other: &DiskWatermark) -> Option<bool> {
+        match (*self, *other) {
+            (DiskWatermark::UsedBasisPoints(a), DiskWatermark::UsedBasisPoints(b)) => Some(a <= b),
+            (DiskWatermark::FreeBytes(a), DiskWatermark::FreeBytes(b)) => Some(a >= b),
+            (DiskWatermark::Disabled, _) | (_, DiskWatermark::Disabled) => Some(true),
+            _ => None,
+        }
+    }
+
     /// Bytes that may still be written on a disk of `total_bytes` with `available_bytes`
     /// available before this watermark is passed.
     pub fn writable_bytes(&self, total_bytes: u64, available_bytes: u64) -> u64 {
@@ -143,6 +169,43 @@ mod tests {
 
     fn no_bytes(_: &str) -> Option<u64> {
         None
+    }
+
+    #[test]
+    fn a_watermark_is_exceeded_past_its_share_or_under_its_free_bytes() {
+        let gib = 1u64 << 30;
+        let ninety_five = DiskWatermark::UsedBasisPoints(9_500);
+        assert!(
+            !ninety_five.is_exceeded(100 * gib, 5 * gib),
+            "exactly 95% used"
+        );
+        assert!(ninety_five.is_exceeded(100 * gib, 5 * gib - 1));
+        assert!(ninety_five.is_exceeded(100 * gib, 0));
+        assert!(
+            !ninety_five.is_exceeded(0, 0),
+            "a disk of no size is not full"
+        );
+        let keep = DiskWatermark::FreeBytes(10 * gib);
+        assert!(!keep.is_exceeded(100 * gib, 10 * gib));
+        assert!(keep.is_exceeded(100 * gib, 10 * gib - 1));
+        assert!(!DiskWatermark::Disabled.is_exceeded(100 * gib, 0));
+        assert_eq!(
+            DiskWatermark::UsedBasisPoints(9_000).at_most(&ninety_five),
+            Some(true)
+        );
+        assert_eq!(
+            ninety_five.at_most(&DiskWatermark::UsedBasisPoints(9_000)),
+            Some(false)
+        );
+        assert_eq!(
+            DiskWatermark::FreeBytes(20 * gib).at_most(&keep),
+            Some(true)
+        );
+        assert_eq!(
+            keep.at_most(&DiskWatermark::FreeBytes(20 * gib)),
+            Some(false)
+        );
+        assert_eq!(keep.at_most(&ninety_five), None);
     }
 
     #[test]

@@ -66,9 +66,10 @@ async fn get_settings(
     params.time("master_timeout")?;
     params.time("timeout")?;
     let flat = params.flag("flat_settings", false)?;
-    let mut answer = node.cluster_settings().await.to_es_json(flat);
+    let settings = node.cluster_settings().await;
+    let mut answer = settings.to_es_json(flat);
     if params.flag("include_defaults", false)? {
-        answer["defaults"] = json!({});
+        answer["defaults"] = settings.defaults_json(flat);
     }
     Ok(ok(answer))
 }
