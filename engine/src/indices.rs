@@ -69,6 +69,9 @@ pub struct Indices {
     shard_limit: ShardLimit,
     /// Shards reserved by actions in progress ([`Indices::reserve_shards`]).
     reserved_shards: Arc<AtomicU64>,
+    /// The indices left closed because reopening them after a shard failure failed
+    /// ([`Indices::reopen_failed`]), with why: an open or a delete of the index forgets it.
+    failed_reopens: Mutex<BTreeMap<String, String>>,
 }
 
 /// Shards counted against the node's shard limit for an action in progress (a follow whose
@@ -140,6 +143,7 @@ impl Indices {
             transitions: Mutex::new(()),
             shard_limit: ShardLimit::default(),
             reserved_shards: Arc::new(AtomicU64::new(0)),
+            failed_reopens: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -218,7 +222,18 @@ impl Indices {
         let _transition = self.transitions.lock();
         let index = match self.indices.read().get(name) {
             Some(Slot::Open(index)) => index.clone(),
-            Some(Slot::Closed { .. }) => return Ok(()),
+            Some(Slot::Closed { dir, .. }) => {
+                // Down after a failed repair: closed by the operator from now on.
+                if self.failed_reopens.lock().contains_key(name) {
+                    durable_file::replace_atomically(
+                        &*self.storage,
+                        &dir.join(CLOSED_MARKER),
+                        b"1",
+                    )?;
+                    self.failed_reopens.lock().remove(name);
+                }
+                return Ok(());
+            }
             None => return Err(not_found(name)),
         };
         let began = index.begin_close();
@@ -249,7 +264,9 @@ impl Indices {
     /// numbers the failure left unprocessed, so the checkpoints advance again. Waits up to
     /// `drain_timeout` for the index's users, like a close. Returns the failures it repaired
     /// (empty when no shard had failed). If the reopen fails, the index is registered closed
-    /// (without the closed marker, so a restart tries again) and the error is returned.
+    /// (without the closed marker, so a restart tries again), listed in
+    /// [`Indices::failed_reopens`] until it is opened, closed or deleted, and the error is
+    /// returned.
     ///
     /// [`ShardEngine::failure`]: crate::ShardEngine::failure
     pub fn reopen_failed(&self, name: &str, drain_timeout: Duration) -> Result<Vec<String>> {
@@ -284,6 +301,34 @@ impl Indices {
                         metadata: Box::new(metadata),
                     },
                 );
+                self.failed_reopens
+                    .lock()
+                    .insert(name.to_string(), error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    /// The indices [`Indices::reopen_failed`] left closed because their reopen failed, with
+    /// the error: they are down, not closed by anyone, until an open of the index succeeds (or
+    /// it is deleted, or a restart opens it).
+    pub fn failed_reopens(&self) -> BTreeMap<String, String> {
+        self.failed_reopens.lock().clone()
+    }
+
+    /// Opens again an index [`Indices::reopen_failed`] left closed (see
+    /// [`Indices::failed_reopens`]); an error updates why it is down. Does nothing for any
+    /// other index.
+    pub fn retry_failed_reopen(&self, name: &str) -> Result<()> {
+        if !self.failed_reopens.lock().contains_key(name) {
+            return Ok(());
+        }
+        match self.open_index(name) {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                if let Some(reason) = self.failed_reopens.lock().get_mut(name) {
+                    *reason = error.to_string();
+                }
                 Err(error)
             }
         }
@@ -379,6 +424,7 @@ impl Indices {
             durable_file::remove_file(&*self.storage, &marker)?;
         }
         indices.insert(name.to_string(), Slot::Open(index.clone()));
+        self.failed_reopens.lock().remove(name);
         Ok(index)
     }
 
@@ -514,6 +560,7 @@ impl Indices {
             .write()
             .remove(name)
             .ok_or_else(|| not_found(name))?;
+        self.failed_reopens.lock().remove(name);
         if let Slot::Open(index) = &slot {
             // Whoever still holds it sees it deleted, and its long polls end now.
             index.begin_delete();

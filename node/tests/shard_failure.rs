@@ -267,3 +267,84 @@ async fn a_follower_whose_disk_is_full_waits_and_catches_up_once_space_returns()
     assert_eq!(count.body["count"], 21, "{}", count.text);
     scenario.teardown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_whose_repair_finds_the_disk_full_is_red_and_comes_back_once_space_returns() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let _leader = common::start_in_process("leader", dir.path()).await;
+    let client = EsClient::new(&_leader.url());
+    let created = client
+        .put("/logs", json!({"settings": {"number_of_shards": 1}}))
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    for n in 0..5 {
+        let put = client
+            .put(&format!("/logs/_doc/{n}"), json!({"n": n}))
+            .await;
+        assert_eq!(put.status, 201, "{}", put.text);
+    }
+
+    // The node's disk is full, then a write fails its shard (after its seq_no, before any
+    // I/O): the repair cannot reopen the index, which is down and red, not given up on.
+    fail::cfg("storage::io", "return(any@/leader/*:ENOSPC)").unwrap();
+    let injected = Arc::new(AtomicBool::new(false));
+    let once = injected.clone();
+    fail::cfg_callback("shard::primary_after_seq_no", move || {
+        if !once.swap(true, Ordering::SeqCst) {
+            panic!("injected failure after the seq_no was assigned");
+        }
+    })
+    .unwrap();
+    let failed = client.put("/logs/_doc/interrupted", json!({"n": -1})).await;
+    assert!(injected.load(Ordering::SeqCst));
+    assert_eq!(failed.status, 500, "{}", failed.text);
+    fail::remove("shard::primary_after_seq_no");
+    let started = Instant::now();
+    loop {
+        let health = client.get("/_cluster/health").await;
+        let get = client.get("/logs/_doc/0").await;
+        // Down: registered closed after the failed reopen, and counted unassigned.
+        if health.body["status"] == "red"
+            && health.body["unassigned_shards"] == 1
+            && get.body["error"]["type"] == "index_closed_exception"
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < WITHIN,
+            "the index never went down: {} / {}",
+            health.text,
+            get.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Space returns: the node opens the index by itself; nothing acknowledged is lost.
+    fail::remove("storage::io");
+    let started = Instant::now();
+    loop {
+        let health = client.get("/_cluster/health/logs").await;
+        if health.body["status"] == "green" {
+            break;
+        }
+        assert!(
+            started.elapsed() < WITHIN,
+            "the index did not come back: {}",
+            health.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let put = client.put("/logs/_doc/later", json!({"n": 5})).await;
+    assert_eq!(put.status, 201, "{}", put.text);
+    client.post_empty("/logs/_refresh").await;
+    let ids = client.post("/logs/_search", json!({"size": 100})).await;
+    let mut ids: Vec<&str> = ids.body["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|hit| hit["_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["0", "1", "2", "3", "4", "later"]);
+    scenario.teardown();
+}

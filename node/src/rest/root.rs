@@ -199,7 +199,7 @@ pub(crate) fn health_now(
             Err(error) => return Err(error),
         },
     };
-    let (shards, failed) = resolved
+    let (mut shards, mut failed) = resolved
         .iter()
         .flatten()
         .filter_map(|name| node.indices.get(name).ok())
@@ -209,6 +209,16 @@ pub(crate) fn health_now(
                 failed + index.shard_failures().len(),
             )
         });
+    // An index down after a failed repair (closed, but not by anyone): all its shards are
+    // unassigned, as Elasticsearch shows a shard it cannot allocate.
+    for name in node.indices.failed_reopens().into_keys() {
+        let wanted = index.is_none() || resolved.iter().flatten().any(|known| *known == name);
+        if let (true, Ok(metadata)) = (wanted, node.indices.metadata(&name)) {
+            let down = metadata.settings.number_of_shards as usize;
+            shards += down;
+            failed += down;
+        }
+    }
     let status = if resolved.is_none() || failed > 0 {
         HealthStatus::Red
     } else {
