@@ -83,28 +83,10 @@ async fn past_the_flood_stage_writes_are_blocked_reads_go_on_and_the_block_lifts
         leader_client,
         follower_client,
     } = common::in_process_pair(dir.path()).await;
-    for index in ["logs", "scratch"] {
-        let created = leader_client
-            .put(
-                &format!("/{index}"),
-                json!({"settings": {"number_of_shards": 2}}),
-            )
-            .await;
-        assert_eq!(created.status, 200, "{}", created.text);
-    }
-    for n in 0..3 {
-        let put = leader_client
-            .put(&format!("/logs/_doc/{n}?refresh=true"), json!({"n": n}))
-            .await;
-        assert_eq!(put.status, 201, "{}", put.text);
-    }
-    let follow = follower_client
-        .put(
-            "/logs-copy/_ccr/follow?wait_for_active_shards=1",
-            json!({"remote_cluster": "leader", "leader_index": "logs"}),
-        )
-        .await;
-    assert_eq!(follow.status, 200, "{}", follow.text);
+    common::create_with_documents(&leader_client, "logs", 2, 0..3).await;
+    common::create_with_documents(&leader_client, "scratch", 2, 0..0).await;
+    leader_client.post_empty("/logs/_refresh").await;
+    common::follow(&follower_client, "logs-copy", "logs").await;
     common::wait_for_count(&follower_client, "logs-copy", 3).await;
 
     // The defaults are Elasticsearch's.

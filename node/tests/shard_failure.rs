@@ -26,6 +26,22 @@ async fn follower_checkpoint(client: &EsClient, index: &str) -> Option<i64> {
     stats.body["indices"][0]["shards"][0]["follower_global_checkpoint"].as_i64()
 }
 
+/// Fails the shard of `logs`: one write panics after it took its seq_no, before any I/O.
+async fn fail_a_write_after_its_seq_no(client: &EsClient) {
+    let injected = Arc::new(AtomicBool::new(false));
+    let once = injected.clone();
+    fail::cfg_callback("shard::primary_after_seq_no", move || {
+        if !once.swap(true, Ordering::SeqCst) {
+            panic!("injected failure after the seq_no was assigned");
+        }
+    })
+    .unwrap();
+    let failed = client.put("/logs/_doc/interrupted", json!({"n": -1})).await;
+    assert!(injected.load(Ordering::SeqCst));
+    assert_eq!(failed.status, 500, "{}", failed.text);
+    fail::remove("shard::primary_after_seq_no");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_leader_shard_is_reopened_and_later_writes_replicate() {
     let scenario = fail::FailScenario::setup();
@@ -37,39 +53,11 @@ async fn a_failed_leader_shard_is_reopened_and_later_writes_replicate() {
         leader_client,
         follower_client,
     } = common::in_process_pair(dir.path()).await;
-    let created = leader_client
-        .put("/logs", json!({"settings": {"number_of_shards": 1}}))
-        .await;
-    assert_eq!(created.status, 200, "{}", created.text);
-    for n in 0..5 {
-        let put = leader_client
-            .put(&format!("/logs/_doc/{n}"), json!({"n": n}))
-            .await;
-        assert_eq!(put.status, 201, "{}", put.text);
-    }
-    let follow = follower_client
-        .put(
-            "/logs-copy/_ccr/follow?wait_for_active_shards=1",
-            json!({"remote_cluster": "leader", "leader_index": "logs"}),
-        )
-        .await;
-    assert_eq!(follow.status, 200, "{}", follow.text);
+    common::create_with_documents(&leader_client, "logs", 1, 0..5).await;
+    common::follow(&follower_client, "logs-copy", "logs").await;
 
     // One write panics after it took seq_no 5: the shard fails.
-    let injected = Arc::new(AtomicBool::new(false));
-    let once = injected.clone();
-    fail::cfg_callback("shard::primary_after_seq_no", move || {
-        if !once.swap(true, Ordering::SeqCst) {
-            panic!("injected failure after the seq_no was assigned");
-        }
-    })
-    .unwrap();
-    let failed = leader_client
-        .put("/logs/_doc/interrupted", json!({"n": -1}))
-        .await;
-    assert!(injected.load(Ordering::SeqCst));
-    assert_eq!(failed.status, 500, "{}", failed.text);
-    fail::remove("shard::primary_after_seq_no");
+    fail_a_write_after_its_seq_no(&leader_client).await;
 
     // The node reopens the index; writes are acknowledged again.
     let started = Instant::now();
@@ -130,16 +118,7 @@ async fn a_full_translog_disk_answers_429_serves_reads_and_writes_resume() {
         leader_client,
         ..
     } = common::in_process_pair(dir.path()).await;
-    let created = leader_client
-        .put("/logs", json!({"settings": {"number_of_shards": 1}}))
-        .await;
-    assert_eq!(created.status, 200, "{}", created.text);
-    for n in 0..5 {
-        let put = leader_client
-            .put(&format!("/logs/_doc/{n}"), json!({"n": n}))
-            .await;
-        assert_eq!(put.status, 201, "{}", put.text);
-    }
+    common::create_with_documents(&leader_client, "logs", 1, 0..5).await;
     leader_client.post_empty("/logs/_refresh").await;
 
     // The disk under every translog of this process is full.
@@ -204,18 +183,8 @@ async fn a_follower_whose_disk_is_full_waits_and_catches_up_once_space_returns()
         leader_client,
         follower_client,
     } = common::in_process_pair(dir.path()).await;
-    let created = leader_client
-        .put("/logs", json!({"settings": {"number_of_shards": 1}}))
-        .await;
-    assert_eq!(created.status, 200, "{}", created.text);
-    leader_client.put("/logs/_doc/0", json!({"n": 0})).await;
-    let follow = follower_client
-        .put(
-            "/logs-copy/_ccr/follow?wait_for_active_shards=1",
-            json!({"remote_cluster": "leader", "leader_index": "logs"}),
-        )
-        .await;
-    assert_eq!(follow.status, 200, "{}", follow.text);
+    common::create_with_documents(&leader_client, "logs", 1, 0..1).await;
+    common::follow(&follower_client, "logs-copy", "logs").await;
     let started = Instant::now();
     while follower_checkpoint(&follower_client, "logs-copy").await != Some(0) {
         assert!(started.elapsed() < WITHIN, "the follower did not start");
@@ -274,32 +243,12 @@ async fn an_index_whose_repair_finds_the_disk_full_is_red_and_comes_back_once_sp
     let dir = tempfile::tempdir().unwrap();
     let _leader = common::start_in_process("leader", dir.path()).await;
     let client = EsClient::new(&_leader.url());
-    let created = client
-        .put("/logs", json!({"settings": {"number_of_shards": 1}}))
-        .await;
-    assert_eq!(created.status, 200, "{}", created.text);
-    for n in 0..5 {
-        let put = client
-            .put(&format!("/logs/_doc/{n}"), json!({"n": n}))
-            .await;
-        assert_eq!(put.status, 201, "{}", put.text);
-    }
+    common::create_with_documents(&client, "logs", 1, 0..5).await;
 
     // The node's disk is full, then a write fails its shard (after its seq_no, before any
     // I/O): the repair cannot reopen the index, which is down and red, not given up on.
     fail::cfg("storage::io", "return(any@/leader/*:ENOSPC)").unwrap();
-    let injected = Arc::new(AtomicBool::new(false));
-    let once = injected.clone();
-    fail::cfg_callback("shard::primary_after_seq_no", move || {
-        if !once.swap(true, Ordering::SeqCst) {
-            panic!("injected failure after the seq_no was assigned");
-        }
-    })
-    .unwrap();
-    let failed = client.put("/logs/_doc/interrupted", json!({"n": -1})).await;
-    assert!(injected.load(Ordering::SeqCst));
-    assert_eq!(failed.status, 500, "{}", failed.text);
-    fail::remove("shard::primary_after_seq_no");
+    fail_a_write_after_its_seq_no(&client).await;
     let started = Instant::now();
     loop {
         let health = client.get("/_cluster/health").await;

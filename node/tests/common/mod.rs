@@ -434,3 +434,38 @@ pub async fn converge(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Creates `index` with `shards` shards and indexes `{"n": n}` under id `n` for each of `ids`;
+/// panics on any refusal.
+pub async fn create_with_documents(
+    client: &EsClient,
+    index: &str,
+    shards: u32,
+    ids: std::ops::Range<u64>,
+) {
+    let created = client
+        .put(
+            &format!("/{index}"),
+            serde_json::json!({"settings": {"number_of_shards": shards}}),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    for n in ids {
+        let put = client
+            .put(&format!("/{index}/_doc/{n}"), serde_json::json!({"n": n}))
+            .await;
+        assert_eq!(put.status, 201, "{}", put.text);
+    }
+}
+
+/// Makes `follower_index` follow `leader_index` of remote cluster `leader`, waiting for its
+/// shards; panics if the follow is refused.
+pub async fn follow(client: &EsClient, follower_index: &str, leader_index: &str) {
+    let follow = client
+        .put(
+            &format!("/{follower_index}/_ccr/follow?wait_for_active_shards=1"),
+            serde_json::json!({"remote_cluster": "leader", "leader_index": leader_index}),
+        )
+        .await;
+    assert_eq!(follow.status, 200, "{}", follow.text);
+}
