@@ -739,14 +739,14 @@ impl Index {
     }
 
     /// Hands `index.blocks.read_only_allow_delete` as it is now to every shard (see
-    /// [`ShardEngine::set_write_block`]).
+    /// [`ShardEngine::set_write_block`]). The metadata stays read-locked meanwhile, so that
+    /// racing changes reach the shards in the order they were made.
     fn apply_write_block(&self) {
-        let reason = self
-            .metadata
-            .read()
+        let metadata = self.metadata.read();
+        let reason = metadata
             .settings
             .read_only_allow_delete
-            .then(|| read_only_allow_delete_error(&self.name()).to_string());
+            .then(|| read_only_allow_delete_error(&metadata.name).to_string());
         for shard in &self.shards {
             shard.set_write_block(reason.as_deref());
         }

@@ -204,8 +204,10 @@ impl ClusterSettings {
         recovery_settings_of(&next.transient)?;
         max_shards_per_node_of(&next.persistent)?;
         max_shards_per_node_of(&next.transient)?;
-        // The watermarks are ordered across scopes: what counts is the merged value.
+        // The watermarks are ordered across scopes (what counts is the merged value), and the
+        // persistent ones alone too: they are all a restart keeps.
         next.disk_monitor_settings()?;
+        disk_monitor_settings_of(&next.persistent)?;
         let transient = changes.pop().unwrap_or_default();
         let persistent = changes.pop().unwrap_or_default();
         Ok((next, persistent, transient))
@@ -775,6 +777,39 @@ mod tests {
             let error = settings.updated(&body).unwrap_err();
             assert!(error.reason.contains(expected), "{body}: {}", error.reason);
         }
+    }
+
+    #[test]
+    fn disk_watermarks_are_ordered_in_the_merged_settings_and_in_what_a_restart_keeps() {
+        let (settings, _, _) = ClusterSettings::default()
+            .updated(&json!({"transient": {
+                "cluster.routing.allocation.disk.watermark.low": "70%",
+                "cluster.routing.allocation.disk.watermark.high": "80%",
+            }}))
+            .unwrap();
+        let monitor = settings.disk_monitor_settings().unwrap();
+        assert_eq!(monitor.high, DiskWatermark::UsedBasisPoints(8_000));
+        assert_eq!(monitor.flood_stage, DiskWatermark::UsedBasisPoints(9_500));
+        // Valid over the transient 80%, not over the default 90% a restart would bring back.
+        let error = settings
+            .updated(&json!({"persistent": {
+                "cluster.routing.allocation.disk.watermark.flood_stage": "85%"
+            }}))
+            .unwrap_err();
+        assert!(
+            error.reason.contains("the high disk watermark [90%]"),
+            "{}",
+            error.reason
+        );
+        let (settings, _, _) = settings
+            .updated(&json!({"transient": {
+                "cluster.routing.allocation.disk.watermark.flood_stage": "85%",
+                "cluster.info.update.interval": "1m",
+            }}))
+            .unwrap();
+        let monitor = settings.disk_monitor_settings().unwrap();
+        assert_eq!(monitor.flood_stage, DiskWatermark::UsedBasisPoints(8_500));
+        assert_eq!(monitor.interval, std::time::Duration::from_secs(60));
     }
 
     #[test]
