@@ -143,14 +143,10 @@ async fn repair(
     name: &str,
 ) -> Result<Vec<String>, String> {
     followers.index_closing(name).await;
-    let reopened = {
-        let indices = indices.clone();
-        let name = name.to_string();
-        tokio::task::spawn_blocking(move || indices.reopen_failed(&name, REOPEN_DRAIN_TIMEOUT))
-            .await
-            .map_err(|error| error.to_string())
-            .and_then(|reopened| reopened.map_err(|error| error.to_string()))
-    };
+    let reopened = on_blocking_pool(indices, name, |indices, name| {
+        indices.reopen_failed(name, REOPEN_DRAIN_TIMEOUT)
+    })
+    .await;
     // Also when the reopen failed: a reopen refused because the index was still in use
     // left it open, and its follow tasks must run again.
     restart_following(followers, name).await;
@@ -163,23 +159,31 @@ async fn reopen_down(
     followers: &FollowerIndices,
     name: &str,
 ) -> Result<Vec<String>, String> {
-    let opened = {
-        let indices = indices.clone();
-        let name = name.to_string();
-        tokio::task::spawn_blocking(move || {
-            let reason = indices.failed_reopens().remove(&name);
-            indices
-                .retry_failed_reopen(&name)
-                .map(|()| reason.into_iter().collect())
-        })
-        .await
-        .map_err(|error| error.to_string())
-        .and_then(|opened| opened.map_err(|error| error.to_string()))
-    };
+    let opened = on_blocking_pool(indices, name, |indices, name| {
+        let reason = indices.failed_reopens().remove(name);
+        indices
+            .retry_failed_reopen(name)
+            .map(|()| reason.into_iter().collect())
+    })
+    .await;
     if opened.is_ok() {
         restart_following(followers, name).await;
     }
     opened
+}
+
+/// Runs `reopen` on index `name` on the blocking pool (it waits on the disk); its error, or
+/// the task's, as text.
+async fn on_blocking_pool(
+    indices: &Arc<Indices>,
+    name: &str,
+    reopen: fn(&Indices, &str) -> tandem_engine::Result<Vec<String>>,
+) -> Result<Vec<String>, String> {
+    let (indices, name) = (indices.clone(), name.to_string());
+    tokio::task::spawn_blocking(move || reopen(&indices, &name))
+        .await
+        .map_err(|error| error.to_string())
+        .and_then(|reopened| reopened.map_err(|error| error.to_string()))
 }
 
 async fn restart_following(followers: &FollowerIndices, name: &str) {
